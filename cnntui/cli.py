@@ -1,0 +1,388 @@
+"""The command line: `cnntui` opens the TUI; `cnntui --run ...` trains headless.
+
+This module imports only the standard library and the config at start-up, so `--help` and
+`--list` answer at once; torch is imported when a run starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from . import __version__, text
+from .config import ConfigError, Experiment, ExperimentFile, apply_overrides, load, parse_override
+
+EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class UsageError(Exception):
+    """Bad command line, config, or directory: printed as one line, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="cnntui",
+        description="Run, watch and compare small CNN experiments defined in experiments.toml. "
+        "With no --run, opens the terminal UI.",
+        epilog="examples:\n"
+        "  cnntui                          open the TUI on ./experiments.toml\n"
+        "  cnntui --list                   show the experiments and their settings\n"
+        "  cnntui --run all --export       train everything headless, then export\n"
+        "  cnntui --run baseline --set epochs=1 --set dataset=synthetic\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--run", metavar="WHAT", help="'all', a group, or NAME[,NAME...] to train headless"
+    )
+    p.add_argument("--list", action="store_true", help="list the experiments and exit")
+    p.add_argument("--export", action="store_true", help="write figures, tables and histories")
+    p.add_argument("--config", default="experiments.toml", type=Path, help="experiments file")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting for every selected experiment (repeatable)",
+    )
+    p.add_argument("--device", help="override the device: auto, cpu, cuda, cuda:N, mps")
+    p.add_argument("--data-dir", help="override where datasets are read and downloaded")
+    p.add_argument("--runs-dir", default="runs", type=Path, help="run store (default: runs)")
+    p.add_argument("--exports-dir", default="exports", type=Path, help="(default: exports)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N", help="runs at once (default 1)")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the latest unfinished run of each"
+    )
+    p.add_argument("--version", action="version", version=f"cnntui {__version__}")
+    return p
+
+
+def collect_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    items = list(args.overrides)
+    if args.device:
+        items.append(f"device={args.device}")
+    if args.data_dir:
+        items.append(f"data_dir={args.data_dir}")
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, value = parse_override(item)
+        overrides[key] = value
+    return overrides
+
+
+def load_experiments(args: argparse.Namespace) -> tuple[ExperimentFile, dict[str, Any]]:
+    """The experiments file and the validated --set/--device/--data-dir overrides."""
+    overrides = collect_overrides(args)
+    return load(args.config), overrides
+
+
+def print_list(file: ExperimentFile, out: IO[str]) -> None:
+    base = dataclasses.asdict(file.defaults)
+    rows = []
+    for e in file.experiments:
+        own = {k: v for k, v in e.settings().items() if k in base and base[k] != v}
+        rows.append(
+            [e.name, e.display_title, e.group or "-", " ".join(f"{k}={v}" for k, v in own.items())]
+        )
+    print(f"{file.path}: {len(rows)} experiments", file=out)
+    print(text.table(["name", "title", "group", "settings apart from [defaults]"], rows), file=out)
+    shown = {k: v for k, v in base.items() if v is not None}
+    print("\n[defaults] " + " ".join(f"{k}={v}" for k, v in shown.items()), file=out)
+
+
+class Progress:
+    """Prints run progress: a live status line on a terminal, plain epoch lines otherwise."""
+
+    def __init__(self, out: IO[str], live: bool) -> None:
+        self.out = out
+        self.live = live
+        self.state: dict[str, dict[str, Any]] = {}
+        self.last_draw = 0.0
+        self.status_width = 0
+
+    def _clear(self) -> None:
+        if self.live and self.status_width:
+            self.out.write("\r" + " " * self.status_width + "\r")
+            self.status_width = 0
+
+    def line(self, msg: str) -> None:
+        self._clear()
+        print(msg, file=self.out, flush=True)
+        self._draw(force=True)
+
+    def _draw(self, force: bool = False) -> None:
+        if not self.live or not self.state:
+            return
+        now = time.monotonic()
+        if not force and now - self.last_draw < 0.2:
+            return
+        self.last_draw = now
+        parts = []
+        for name, s in self.state.items():
+            total = s["epochs"] * s["batches"]
+            frac = s["done"] / total if total else 0.0
+            bar = "█" * int(frac * 10) + "░" * (10 - int(frac * 10))
+            elapsed = now - s["t0"]
+            done_here = s["done"] - s["start_done"]
+            eta = elapsed / done_here * (total - s["done"]) if done_here else float("nan")
+            parts.append(
+                f"{name} {bar} {100 * frac:3.0f}% ep {s['epoch'] + 1}/{s['epochs']} "
+                f"loss {s['loss']:.3f} eta {text.seconds(eta)}"
+            )
+        status = " │ ".join(parts)
+        try:
+            import shutil
+
+            cols = shutil.get_terminal_size().columns - 1
+        except OSError:
+            cols = 79
+        status = text.pad(status, cols).rstrip()
+        self.out.write("\r" + status + " " * max(0, self.status_width - text.width(status)))
+        self.out.flush()
+        self.status_width = text.width(status)
+
+    def handle(self, event: Any) -> None:
+        from .events import (
+            BatchLosses,
+            Cancelled,
+            Diverged,
+            EpochEnd,
+            Failed,
+            Finished,
+            Started,
+        )
+
+        match event:
+            case Started():
+                self.state[event.name] = {
+                    "epochs": event.epochs,
+                    "batches": event.batches_per_epoch,
+                    "done": event.start_epoch * event.batches_per_epoch,
+                    "start_done": event.start_epoch * event.batches_per_epoch,
+                    "epoch": event.start_epoch,
+                    "loss": float("nan"),
+                    "t0": time.monotonic(),
+                }
+                resumed = (
+                    f", resuming at epoch {event.start_epoch + 1}" if event.start_epoch else ""
+                )
+                self.line(
+                    f"[{event.name}] started on {event.device}: {event.params:,} parameters, "
+                    f"{event.epochs} epochs x {event.batches_per_epoch} batches{resumed}"
+                )
+            case BatchLosses():
+                s = self.state.get(event.name)
+                if s and event.losses:
+                    s["done"] = event.first_index + len(event.losses)
+                    s["epoch"] = event.epoch
+                    s["loss"] = event.losses[-1]
+                    self._draw()
+            case EpochEnd():
+                s = self.state.get(event.name, {})
+                self.line(
+                    f"[{event.name}] epoch {event.epoch + 1}/{s.get('epochs', '?')}: "
+                    f"train loss {event.train_loss:.4f} acc {text.pct(event.train_acc)} · "
+                    f"test loss {event.test_loss:.4f} acc {text.pct(event.test_acc)} · "
+                    f"{event.seconds:.1f}s"
+                )
+            case Finished():
+                self.state.pop(event.name, None)
+                self.line(f"[{event.name}] finished in {text.seconds(event.total_seconds)}")
+            case Failed():
+                self.state.pop(event.name, None)
+                self.line(f"[{event.name}] FAILED: {event.reason}")
+            case Diverged():
+                self.state.pop(event.name, None)
+                self.line(f"[{event.name}] DIVERGED: {event.reason}")
+            case Cancelled():
+                self.state.pop(event.name, None)
+                self.line(f"[{event.name}] cancelled; history so far is saved")
+
+    def close(self) -> None:
+        self._clear()
+        self.out.flush()
+
+
+def results_table(records: list[Any]) -> str:
+    rows = []
+    for r in records:
+        s = r.summary
+        rows.append(
+            [
+                r.name,
+                s.get("title", ""),
+                s.get("model", ""),
+                f"{s.get('params') or 0:,}",
+                text.pct(s.get("final_test_acc")),
+                text.pct(s.get("best_test_acc")),
+                text.num(s.get("final_train_loss")),
+                text.seconds(s.get("total_seconds")),
+                r.status,
+            ]
+        )
+    headers = ["name", "title", "model", "params", "final acc", "best acc", "train loss", "time"]
+    return text.table([*headers, "status"], rows, right={3, 4, 5, 6, 7})
+
+
+def check_dirs(args: argparse.Namespace, experiments: list[Experiment]) -> None:
+    """Fail early, with one line, on a runs/exports/data dir that is a file or not writable."""
+    from .store import RunStore, StoreError
+
+    try:
+        RunStore(args.runs_dir).check_writable()
+    except StoreError as e:
+        raise UsageError(str(e)) from None
+    if args.export:
+        exports = Path(args.exports_dir)
+        if exports.exists() and not exports.is_dir():
+            raise UsageError(f"exports dir {str(exports)!r} is a file, not a directory")
+    for exp in experiments:
+        d = Path(exp.data_dir).expanduser()
+        if d.exists() and not d.is_dir():
+            raise UsageError(f"{exp.name}: data_dir {str(d)!r} is a file, not a directory")
+
+
+def check_devices(experiments: list[Experiment]) -> None:
+    from .engine import DeviceError, resolve_device
+
+    for spec in sorted({e.device for e in experiments}):
+        try:
+            resolve_device(spec)
+        except DeviceError as e:
+            raise UsageError(str(e)) from None
+
+
+def plan_jobs(args: argparse.Namespace, store: Any, selected: list[Experiment], overrides: dict):
+    from .runner import Job
+
+    if not args.resume:
+        return [Job(e) for e in selected]
+    jobs = []
+    for exp in selected:
+        record = store.latest(exp.name, unfinished=True)
+        if record is None:
+            print(f"[{exp.name}] nothing to resume (no unfinished run); skipped", file=sys.stderr)
+            continue
+        resumed = apply_overrides([record.experiment()], overrides)[0]
+        run = store.reopen(record)
+        run.experiment = resumed
+        ckpt = record.checkpoint if record.checkpoint.exists() else None
+        jobs.append(Job(resumed, run, ckpt))
+    if not jobs:
+        raise UsageError("--resume: none of the selected experiments has an unfinished run")
+    return jobs
+
+
+def run_headless(args: argparse.Namespace, out: IO[str]) -> int:
+    file, overrides = load_experiments(args)
+    selected = apply_overrides(file.select(args.run), overrides)
+    if args.jobs < 1:
+        raise UsageError(f"--jobs {args.jobs}: must be >= 1")
+    check_dirs(args, selected)
+    check_devices(selected)
+
+    from .events import Cancelled, Diverged, Failed
+    from .runner import run_jobs
+    from .store import RunStore
+
+    store = RunStore(args.runs_dir)
+    jobs = plan_jobs(args, store, selected, overrides)
+    cancel = threading.Event()
+    progress = Progress(out, live=out.isatty())
+    outcomes: dict[str, str] = {}
+    interrupted = False
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    events = run_jobs(jobs, store, cancel, args.jobs)
+    try:
+        while True:
+            try:
+                for event in events:
+                    progress.handle(event)
+                    if isinstance(event, Failed | Diverged | Cancelled):
+                        outcomes[event.name] = type(event).__name__.lower()
+                break
+            except KeyboardInterrupt:
+                # Keep consuming: every run sees the cancel event within a batch and saves.
+                interrupted = True
+                cancel.set()
+                progress.line("interrupted: stopping runs and saving their histories ...")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        progress.close()
+
+    records = [r for r in (store.latest(j.experiment.name) for j in jobs) if r is not None]
+    if records:
+        print("\n" + results_table(records), file=out)
+    if args.export:
+        export(args, store, selected, out)
+    if interrupted:
+        return EXIT_INTERRUPTED
+    failed = [n for n, o in outcomes.items() if o in ("failed", "diverged")]
+    if failed:
+        print(f"\n{len(failed)} run(s) failed or diverged: {', '.join(failed)}", file=out)
+        return EXIT_RUN_FAILED
+    return EXIT_OK
+
+
+def export(args: argparse.Namespace, store: Any, experiments: list[Experiment], out: IO[str]):
+    from .export import ExportError, export_all
+
+    try:
+        result = export_all(store, experiments, args.exports_dir)
+    except ExportError as e:
+        raise UsageError(str(e)) from None
+    print(f"\nexported {len(result.files)} file(s) to {result.folder}/", file=out)
+    if result.missing:
+        print(f"no runs to export yet for: {', '.join(result.missing)}", file=out)
+
+
+def run_export_only(args: argparse.Namespace, out: IO[str]) -> int:
+    file, _overrides = load_experiments(args)
+    from .store import RunStore
+
+    export(args, RunStore(args.runs_dir), file.experiments, out)
+    return EXIT_OK
+
+
+def open_tui(args: argparse.Namespace) -> int:
+    _file, overrides = load_experiments(args)
+    try:
+        from .tui.app import make_app
+    except ImportError:
+        print(
+            "cnntui: the terminal UI is not available in this build; use --run (see cnntui --help)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    app = make_app(args.config, overrides, args.runs_dir, args.exports_dir, args.jobs)
+    app.run()
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.list:
+            file, _ = load_experiments(args)
+            print_list(file, sys.stdout)
+            return EXIT_OK
+        if args.run:
+            return run_headless(args, sys.stdout)
+        if args.export:
+            return run_export_only(args, sys.stdout)
+        return open_tui(args)
+    except (ConfigError, UsageError) as e:
+        print(f"cnntui: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED

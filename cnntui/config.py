@@ -1,0 +1,375 @@
+"""experiments.toml: parse, validate and resolve experiments into frozen dataclasses.
+
+This module owns the file format and every rule about what a setting may hold. Loading is
+strict: any problem raises `ConfigError`, whose message is one line that names the file, the
+line and column where they can be known, the key, and what is allowed. It imports neither
+torch nor textual, so the CLI's `--help` and `--list` stay instant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+MODELS = ("lenet", "resnet")
+DATASETS = ("cifar10", "fashion-mnist", "synthetic")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+AMP_MODES = ("off", "bf16", "fp16")
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
+NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+class ConfigError(ValueError):
+    """A problem with experiments.toml or an override, as one printable line."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting an experiment may hold; `[defaults]` and each `[[experiment]]` set these."""
+
+    model: str = "lenet"  # one of MODELS
+    dataset: str = "cifar10"  # one of DATASETS
+    data_dir: str = "data"  # where datasets are downloaded / looked for
+    batch_size: int = 4  # images per training step
+    epochs: int = 5  # passes over the training set
+    optimizer: str = "sgd"  # one of OPTIMIZERS
+    lr: float = 0.001  # learning rate, per step
+    momentum: float = 0.9  # SGD momentum (ignored by adam/adamw)
+    weight_decay: float = 0.0  # L2 penalty through the optimizer
+    dropout: float = 0.0  # drop probability before the last hidden layer, in [0, 1)
+    seed: int = 0  # seeds weights, shuffling and dropout
+    train_size: int | None = None  # use only the first N training images (None = all)
+    test_size: int | None = None  # use only the first N test images (None = all)
+    device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
+    target_acc: float = 0.5  # test accuracy (fraction) that counts as "converged"
+    augment: bool = False  # random crop (pad 4) + horizontal flip, done batched on the device
+    amp: str = "off"  # autocast precision: off, bf16, fp16 (fp16 only on CUDA)
+    channels_last: bool = False  # NHWC memory format for convolutions
+    compile: str = "off"  # torch.compile mode, or off
+    threads: int = 0  # CPU intra-op threads for this run (0 = choose from batch size)
+
+
+@dataclass(frozen=True)
+class Experiment(Settings):
+    """One named experiment: its identity plus fully resolved settings."""
+
+    name: str = ""
+    title: str = ""  # display title, any language; defaults to the name
+    group: str = ""  # experiments sharing a group are compared together in exports
+
+    @property
+    def display_title(self) -> str:
+        return self.title or self.name
+
+    def settings(self) -> dict[str, Any]:
+        """The resolved settings as a TOML-ready dict (None values dropped)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    def differing(self, others: list[Experiment]) -> dict[str, Any]:
+        """The settings whose value is not the same across `others` (self included)."""
+        out = {}
+        for key in SETTING_KEYS:
+            if len({getattr(e, key) for e in others}) > 1:
+                out[key] = getattr(self, key)
+        return out
+
+
+SETTING_KEYS = tuple(f.name for f in fields(Settings))
+IDENTITY_KEYS = ("name", "title", "group")
+EXPERIMENT_KEYS = IDENTITY_KEYS + SETTING_KEYS
+_FIELD_TYPES = {f.name: f.type for f in fields(Experiment)}
+
+
+@dataclass
+class ExperimentFile:
+    """A loaded experiments.toml."""
+
+    path: Path
+    defaults: Settings
+    experiments: list[Experiment] = field(default_factory=list)
+
+    def names(self) -> list[str]:
+        return [e.name for e in self.experiments]
+
+    def get(self, name: str) -> Experiment:
+        for e in self.experiments:
+            if e.name == name:
+                return e
+        raise KeyError(name)
+
+    def select(self, spec: str) -> list[Experiment]:
+        """`all`, a group name, or comma-separated experiment names, in file order."""
+        spec = spec.strip()
+        if spec == "all":
+            return list(self.experiments)
+        wanted = [s.strip() for s in spec.split(",") if s.strip()]
+        chosen: list[Experiment] = []
+        for w in wanted:
+            matches = [e for e in self.experiments if e.name == w] or [
+                e for e in self.experiments if e.group == w
+            ]
+            if not matches:
+                raise ConfigError(
+                    f"--run: no experiment or group named {w!r} in {self.path}"
+                    f"{_suggest(w, self.names())} (names: {', '.join(self.names())})"
+                )
+            chosen.extend(m for m in matches if m not in chosen)
+        if not chosen:
+            raise ConfigError("--run: name at least one experiment, a group, or 'all'")
+        return chosen
+
+
+# ---------------------------------------------------------------------------------------
+# Locating keys in the source text (tomllib reports no positions for valid documents).
+
+
+class _Locator:
+    """Finds the line:column of a key inside `[defaults]` or the i-th `[[experiment]]`."""
+
+    _header = re.compile(r"^\s*\[\[?\s*([A-Za-z0-9_.\"' -]+?)\s*\]\]?")
+
+    def __init__(self, text: str) -> None:
+        self.lines = text.splitlines()
+        self.sections: list[tuple[str, int]] = []  # (header name, line index)
+        for i, line in enumerate(self.lines):
+            m = self._header.match(line)
+            if m:
+                self.sections.append((m.group(1).strip(), i))
+
+    def _section_span(self, name: str, index: int) -> tuple[int, int] | None:
+        hits = [(i, pos) for i, (n, pos) in enumerate(self.sections) if n == name]
+        if index >= len(hits):
+            return None
+        k, start = hits[index]
+        end = self.sections[k + 1][1] if k + 1 < len(self.sections) else len(self.lines)
+        return start, end
+
+    def find(self, section: str, index: int, key: str | None) -> tuple[int, int] | None:
+        span = self._section_span(section, index)
+        if span is None:
+            return None
+        start, end = span
+        if key is None:
+            return start + 1, 1
+        pattern = re.compile(rf"^(\s*)(\"?{re.escape(key)}\"?)\s*=")
+        for i in range(start + 1, end):
+            m = pattern.match(self.lines[i])
+            if m:
+                return i + 1, len(m.group(1)) + 1
+        return start + 1, 1
+
+
+def _suggest(word: str, choices: tuple[str, ...] | list[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _type_name(tp: Any) -> str:
+    return {
+        "int": "an integer",
+        "float": "a number",
+        "str": "a string",
+        "bool": "true or false",
+        "int | None": "an integer",
+    }.get(str(tp), str(tp))
+
+
+def check_value(key: str, value: Any) -> Any:
+    """Validate one setting; return its normalised value or raise ConfigError (no position)."""
+    tp = str(_FIELD_TYPES[key])
+    if tp in ("int", "int | None"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key!r} must be an integer, got {value!r}")
+    elif tp == "float":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key!r} must be a number, got {value!r}")
+        value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{key!r} must be a finite number, got {value!r}")
+    elif tp == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key!r} must be true or false, got {value!r}")
+    elif tp == "str" and not isinstance(value, str):
+        raise ConfigError(f"{key!r} must be a string, got {value!r}")
+
+    def need(ok: bool, allowed: str) -> None:
+        if not ok:
+            raise ConfigError(f"{key!r} = {value!r} is out of range: {allowed}")
+
+    def choice(options: tuple[str, ...]) -> None:
+        if value not in options:
+            raise ConfigError(
+                f"unknown {key} {value!r}{_suggest(value, options)} (allowed: {', '.join(options)})"
+            )
+
+    match key:
+        case "model":
+            choice(MODELS)
+        case "dataset":
+            choice(DATASETS)
+        case "optimizer":
+            choice(OPTIMIZERS)
+        case "amp":
+            choice(AMP_MODES)
+        case "compile":
+            choice(COMPILE_MODES)
+        case "device":
+            if not DEVICE_RE.match(value):
+                raise ConfigError(
+                    f"unknown device {value!r} (allowed: auto, cpu, cuda, cuda:N, mps)"
+                )
+        case "lr":
+            need(value > 0, "must be > 0")
+        case "momentum":
+            need(0 <= value < 1, "must be in [0, 1)")
+        case "weight_decay":
+            need(value >= 0, "must be >= 0")
+        case "dropout":
+            need(0 <= value < 1, "must be in [0, 1)")
+        case "target_acc":
+            need(0 < value <= 1, "must be in (0, 1], a fraction of the test set")
+        case "epochs" | "batch_size":
+            need(value >= 1, "must be >= 1")
+        case "train_size" | "test_size":
+            need(value >= 1, "must be >= 1 (leave it out to use all)")
+        case "seed" | "threads":
+            need(value >= 0, "must be >= 0")
+        case "data_dir":
+            need(value != "", "must not be empty")
+        case "name":
+            need(
+                bool(NAME_RE.match(value)) and value not in (".", ".."),
+                "letters, digits, '-', '_' and '.', not starting with '.' or '-'",
+            )
+        case "title" | "group":
+            if key == "group" and value:
+                need(bool(NAME_RE.match(value)), "letters, digits, '-', '_' and '.'")
+    return value
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """Parse one `--set KEY=VALUE`; VALUE is read as TOML, or as a bare string."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+    key, raw = (s.strip() for s in item.split("=", 1))
+    if key not in SETTING_KEYS:
+        allowed = IDENTITY_KEYS if key in IDENTITY_KEYS else SETTING_KEYS
+        hint = _suggest(key, allowed)
+        raise ConfigError(f"--set {item!r}: unknown key {key!r}{hint}")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        if str(_FIELD_TYPES[key]) != "str":
+            raise ConfigError(
+                f"--set {item!r}: {raw!r} is not {_type_name(_FIELD_TYPES[key])}"
+            ) from None
+        value = raw
+    try:
+        return key, check_value(key, value)
+    except ConfigError as e:
+        raise ConfigError(f"--set {item!r}: {e}") from None
+
+
+def apply_overrides(experiments: list[Experiment], overrides: dict[str, Any]) -> list[Experiment]:
+    return [dataclasses.replace(e, **overrides) for e in experiments]
+
+
+def _settings_from(
+    table: dict[str, Any], allowed: tuple[str, ...], where: str, loc: _Locator, sect: tuple
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        pos = loc.find(*sect, key)
+        prefix = f"{where}:{pos[0]}:{pos[1]}" if pos else where
+        if key not in allowed:
+            extra = ""
+            if key in IDENTITY_KEYS:
+                extra = f" ({key!r} belongs in an [[experiment]], not in [defaults])"
+            raise ConfigError(f"{prefix}: unknown key {key!r}{_suggest(key, allowed)}{extra}")
+        if key == "title" and not isinstance(value, str):
+            raise ConfigError(f"{prefix}: 'title' must be a string, got {value!r}")
+        if key == "name" and not isinstance(value, str):
+            raise ConfigError(f"{prefix}: 'name' must be a string, got {value!r}")
+        try:
+            out[key] = check_value(key, value)
+        except ConfigError as e:
+            raise ConfigError(f"{prefix}: {e}") from None
+    return out
+
+
+def parse(text: str, path: Path | str = "experiments.toml") -> ExperimentFile:
+    """Parse and validate the text of an experiments file."""
+    where = str(path)
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        msg = str(e)
+        m = re.search(r"\(at line (\d+), column (\d+)\)", msg)
+        if m:
+            msg = msg[: m.start()].strip()
+            raise ConfigError(
+                f"{where}:{m.group(1)}:{m.group(2)}: TOML syntax error: {msg}"
+            ) from None
+        raise ConfigError(f"{where}: TOML syntax error: {msg}") from None
+    loc = _Locator(text)
+
+    for key, value in doc.items():
+        if key not in ("defaults", "experiment"):
+            pos = loc.find(key, 0, None) or (1, 1)
+            raise ConfigError(
+                f"{where}:{pos[0]}:{pos[1]}: unknown top-level key {key!r}"
+                f"{_suggest(key, ('defaults', 'experiment'))} (allowed: [defaults], [[experiment]])"
+            )
+        if key == "defaults" and not isinstance(value, dict):
+            raise ConfigError(f"{where}: 'defaults' must be a table: [defaults]")
+        if key == "experiment" and not (
+            isinstance(value, list) and all(isinstance(v, dict) for v in value)
+        ):
+            raise ConfigError(f"{where}: 'experiment' must be an array of tables: [[experiment]]")
+
+    defaults = Settings(
+        **_settings_from(doc.get("defaults", {}), SETTING_KEYS, where, loc, ("defaults", 0))
+    )
+    experiments: list[Experiment] = []
+    seen: dict[str, int] = {}
+    for i, table in enumerate(doc.get("experiment", [])):
+        sect = ("experiment", i)
+        values = _settings_from(table, EXPERIMENT_KEYS, where, loc, sect)
+        if "name" not in values:
+            pos = loc.find(*sect, None) or (1, 1)
+            raise ConfigError(f"{where}:{pos[0]}:{pos[1]}: experiment #{i + 1} has no 'name'")
+        name = values["name"]
+        if name in seen:
+            pos = loc.find(*sect, "name") or (1, 1)
+            raise ConfigError(
+                f"{where}:{pos[0]}:{pos[1]}: duplicate experiment name {name!r}"
+                f" (first used by experiment #{seen[name] + 1})"
+            )
+        seen[name] = i
+        experiments.append(Experiment(**{**dataclasses.asdict(defaults), **values}))
+    return ExperimentFile(Path(path), defaults, experiments)
+
+
+def load(path: Path | str) -> ExperimentFile:
+    """Read and validate an experiments file; every failure is a one-line ConfigError."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file (create one, or pass --config PATH)") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not an experiments file") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    return parse(text, path)

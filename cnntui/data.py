@@ -1,0 +1,285 @@
+"""Datasets as whole uint8 tensors: CIFAR-10, Fashion-MNIST and a synthetic stand-in.
+
+Every dataset is decoded once into `(N, C, H, W)` uint8 tensors and labels; training batches
+them by indexing, never by a per-sample transform. Decoded datasets are cached per process, so
+a suite of experiments on one dataset reads it from disk once.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import pickle
+import sys
+import tarfile
+import threading
+import urllib.error
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+CIFAR10_DIR = "cifar-10-batches-py"
+CIFAR10_TRAIN = [f"data_batch_{i}" for i in range(1, 6)]
+CIFAR10_TEST = ["test_batch"]
+
+FASHION_FILES = {
+    "train_x": "train-images-idx3-ubyte.gz",
+    "train_y": "train-labels-idx1-ubyte.gz",
+    "test_x": "t10k-images-idx3-ubyte.gz",
+    "test_y": "t10k-labels-idx1-ubyte.gz",
+}
+DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+SYNTHETIC_TRAIN, SYNTHETIC_TEST = 50_000, 10_000
+
+
+class DataError(RuntimeError):
+    """A dataset that cannot be found, fetched or read; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class TensorDataset:
+    """A whole dataset in memory: uint8 images (N, C, H, W), int64 labels, and its stats."""
+
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    mean: tuple[float, ...]  # per channel, on the 0..1 scale
+    std: tuple[float, ...]
+    classes: int
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        c, h, w = self.train_x.shape[1:]
+        return int(c), int(h), int(w)
+
+    def subset(self, train_size: int | None, test_size: int | None) -> TensorDataset:
+        """The first `train_size` / `test_size` examples (None = all)."""
+        return TensorDataset(
+            self.name,
+            self.train_x[:train_size],
+            self.train_y[:train_size],
+            self.test_x[:test_size],
+            self.test_y[:test_size],
+            self.mean,
+            self.std,
+            self.classes,
+        )
+
+
+def _stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images on the 0..1 scale."""
+    xf = x[:10_000].float().div_(255)
+    return tuple(xf.mean(dim=(0, 2, 3)).tolist()), tuple(xf.std(dim=(0, 2, 3)).tolist())
+
+
+# --- CIFAR-10 ------------------------------------------------------------------------
+
+
+def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One python-format CIFAR-10 batch file: a pickled dict of b'data' and b'labels'."""
+    try:
+        with path.open("rb") as f:
+            entry = pickle.load(f, encoding="bytes")
+        data = np.asarray(entry[b"data"], dtype=np.uint8)
+        labels = np.asarray(entry.get(b"labels", entry.get(b"fine_labels")), dtype=np.int64)
+    except (OSError, pickle.UnpicklingError, KeyError, TypeError, EOFError, ValueError) as e:
+        raise DataError(f"{path}: not a readable CIFAR-10 batch file ({e})") from None
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
+        raise DataError(f"{path}: expected N x 3072 bytes of image data, got {data.shape}")
+    return data.reshape(-1, 3, 32, 32), labels
+
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _download_cifar10(root: Path) -> None:
+    archive = root / CIFAR10_ARCHIVE
+    if not archive.exists():
+        from torchvision.datasets.utils import download_url
+
+        print(f"Downloading CIFAR-10 into {root} ...", file=sys.stderr)
+        try:
+            download_url(CIFAR10_URL, str(root), CIFAR10_ARCHIVE, CIFAR10_MD5)
+        except (urllib.error.URLError, OSError, RuntimeError) as e:
+            raise DataError(
+                f"CIFAR-10 is not in {root} and could not be downloaded ({e}); "
+                f"put {CIFAR10_ARCHIVE} from {CIFAR10_URL} into {root}"
+            ) from None
+    if _md5(archive) != CIFAR10_MD5:
+        raise DataError(
+            f"{archive}: checksum mismatch (corrupt or partial download); delete it and retry"
+        )
+    with tarfile.open(archive, "r:gz") as tar:
+        tar.extractall(root, filter="data")
+
+
+def load_cifar10(root: Path, download: bool = True) -> TensorDataset:
+    folder = root / CIFAR10_DIR
+    needed = CIFAR10_TRAIN + CIFAR10_TEST
+    if not all((folder / f).exists() for f in needed):
+        if not download:
+            raise DataError(f"CIFAR-10 not found: expected {folder}/{{{','.join(needed)}}}")
+        root.mkdir(parents=True, exist_ok=True)
+        _download_cifar10(root)
+    train = [_read_cifar_batch(folder / f) for f in CIFAR10_TRAIN]
+    test = _read_cifar_batch(folder / CIFAR10_TEST[0])
+    train_x = torch.from_numpy(np.concatenate([x for x, _ in train]))
+    train_y = torch.from_numpy(np.concatenate([y for _, y in train]))
+    mean, std = _stats(train_x)
+    return TensorDataset(
+        "cifar10",
+        train_x,
+        train_y,
+        torch.from_numpy(test[0]),
+        torch.from_numpy(test[1]),
+        mean,
+        std,
+        10,
+    )
+
+
+# --- Fashion-MNIST -------------------------------------------------------------------
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An idx file (the MNIST family's format), gzipped or not, as a uint8 array."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        raise DataError(f"{path}: cannot read ({e})") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise DataError(f"{path}: not an unsigned-byte idx file")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(dims)):
+        raise DataError(f"{path}: header says {dims} but holds {body.size} bytes")
+    return body.reshape(dims)
+
+
+def _fashion_dir(root: Path, download: bool) -> Path:
+    candidates = [root / "FashionMNIST" / "raw", root]
+    for folder in candidates:
+        if all((folder / f).exists() for f in FASHION_FILES.values()):
+            return folder
+    if all((DEBIAN_FASHION_DIR / f).exists() for f in FASHION_FILES.values()):
+        return DEBIAN_FASHION_DIR
+    if not download:
+        raise DataError(f"Fashion-MNIST not found in {candidates[0]}")
+    from torchvision.datasets import FashionMNIST
+
+    print(f"Downloading Fashion-MNIST into {root} ...", file=sys.stderr)
+    try:
+        FashionMNIST(str(root), download=True)
+    except (urllib.error.URLError, OSError, RuntimeError) as e:
+        raise DataError(
+            f"Fashion-MNIST is not in {candidates[0]} and could not be downloaded ({e}); "
+            f"install Debian's dataset-fashion-mnist or put {', '.join(FASHION_FILES.values())} "
+            f"into {candidates[0]}"
+        ) from None
+    return candidates[0]
+
+
+def load_fashion_mnist(root: Path, download: bool = True) -> TensorDataset:
+    folder = _fashion_dir(root, download)
+    arrays = {k: read_idx(folder / f) for k, f in FASHION_FILES.items()}
+    train_x = torch.from_numpy(arrays["train_x"].copy()).unsqueeze(1)
+    test_x = torch.from_numpy(arrays["test_x"].copy()).unsqueeze(1)
+    mean, std = _stats(train_x)
+    return TensorDataset(
+        "fashion-mnist",
+        train_x,
+        torch.from_numpy(arrays["train_y"].astype(np.int64)),
+        test_x,
+        torch.from_numpy(arrays["test_y"].astype(np.int64)),
+        mean,
+        std,
+        10,
+    )
+
+
+# --- Synthetic -----------------------------------------------------------------------
+
+
+def make_synthetic(
+    train: int = SYNTHETIC_TRAIN,
+    test: int = SYNTHETIC_TEST,
+    shape: tuple[int, int, int] = (3, 32, 32),
+    classes: int = 10,
+    seed: int = 1234,
+) -> TensorDataset:
+    """Deterministic, learnable images: a smooth per-class pattern under heavy pixel noise.
+
+    The class patterns are random but low-frequency (upsampled 4x4 noise), so a CNN separates
+    them well above chance within an epoch while single pixels stay uninformative.
+    """
+    g = torch.Generator().manual_seed(seed)
+    c, h, w = shape
+    coarse = torch.randn(classes, c, 4, 4, generator=g)
+    patterns = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bilinear")
+    patterns = patterns / patterns.std()
+
+    def split(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        y = torch.randint(0, classes, (n,), generator=g)
+        noise = torch.randn(n, c, h, w, generator=g)
+        x = 0.12 * patterns[y] + noise
+        return (x * 40 + 128).clamp_(0, 255).to(torch.uint8), y
+
+    train_x, train_y = split(train)
+    test_x, test_y = split(test)
+    mean, std = _stats(train_x)
+    return TensorDataset("synthetic", train_x, train_y, test_x, test_y, mean, std, classes)
+
+
+# --- Entry point ---------------------------------------------------------------------
+
+_cache: dict[tuple[str, str], TensorDataset] = {}  # (dataset, where) -> tensors
+_cache_lock = threading.Lock()
+
+
+def load(
+    name: str,
+    data_dir: str | Path,
+    download: bool = True,
+    train_size: int | None = None,
+    test_size: int | None = None,
+) -> TensorDataset:
+    """Load (and cache) a dataset by name; raises DataError with a fix-it message.
+
+    Real datasets come back whole (the caller takes `subset`); the synthetic one is generated
+    at the requested size, since making 50,000 images for a 500-image smoke run is waste.
+    """
+    root = Path(data_dir).expanduser()
+    if root.exists() and not root.is_dir():
+        raise DataError(f"data_dir {str(root)!r} is a file, not a directory")
+    if name == "synthetic":
+        sizes = (train_size or SYNTHETIC_TRAIN, test_size or SYNTHETIC_TEST)
+        key = (name, f"{sizes[0]}x{sizes[1]}")
+    else:
+        key = (name, str(root.resolve()))
+    with _cache_lock:
+        if key not in _cache:
+            if name == "cifar10":
+                _cache[key] = load_cifar10(root, download)
+            elif name == "fashion-mnist":
+                _cache[key] = load_fashion_mnist(root, download)
+            elif name == "synthetic":
+                _cache[key] = make_synthetic(*sizes)
+            else:
+                raise DataError(f"unknown dataset {name!r}")
+        return _cache[key]

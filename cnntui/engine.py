@@ -1,0 +1,339 @@
+"""The headless training engine: `train(experiment, cancel)` yields events, knows no screen.
+
+The whole dataset sits on the training device as uint8 and is batched by indexing. Batch
+losses stay on the device and are copied to the host in chunks (about ten a second), so a
+step costs no host sync, yet every batch's loss is recorded. The cancel event is checked
+every batch. When given a `RunDir`, the engine saves the history and a resumable checkpoint
+at every epoch end and the final weights at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn import functional as F
+
+from . import data as datasets
+from .config import Experiment
+from .events import BatchLosses, Cancelled, Diverged, EpochEnd, Event, Failed, Finished, Started
+from .history import History
+from .models import build, count_parameters
+from .store import RunDir
+from .text import one_line
+
+FLUSH_SECONDS = 0.1  # at most ~10 BatchLosses events a second per run
+EVAL_BATCH = 1000
+
+# Seeding and building a model touch torch's global RNG; runs in sibling threads take turns.
+_init_lock = threading.Lock()
+
+
+class DeviceError(RuntimeError):
+    """The requested device does not exist on this machine."""
+
+
+def resolve_device(spec: str) -> torch.device:
+    """`auto` picks CUDA, then MPS, then the CPU; an explicit device must exist."""
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(spec)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device {spec!r}: this machine has no CUDA GPU (use auto or cpu)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DeviceError(
+                f"device {spec!r}: only {torch.cuda.device_count()} CUDA device(s) here"
+            )
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError(f"device {spec!r}: MPS is not available here (use auto or cpu)")
+    return dev
+
+
+def describe_device(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        index = dev.index if dev.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    if dev.type == "cpu":
+        return f"cpu ({torch.get_num_threads()} threads)"
+    return str(dev)
+
+
+def make_optimizer(exp: Experiment, params: Any) -> torch.optim.Optimizer:
+    if exp.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=exp.lr, momentum=exp.momentum, weight_decay=exp.weight_decay
+        )
+    if exp.optimizer == "adam":
+        return torch.optim.Adam(params, lr=exp.lr, weight_decay=exp.weight_decay)
+    return torch.optim.AdamW(params, lr=exp.lr, weight_decay=exp.weight_decay)
+
+
+def augment_batch(x: torch.Tensor, pad: int = 4) -> torch.Tensor:
+    """Random crop after zero padding and random horizontal flip, per image, as one batch op."""
+    n, c, h, w = x.shape
+    dev = x.device
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n, 1), device=dev)
+    dx = torch.randint(0, 2 * pad + 1, (n, 1), device=dev)
+    rows = dy + torch.arange(h, device=dev)
+    cols = dx + torch.arange(w, device=dev)
+    flip = torch.rand(n, 1, device=dev) < 0.5
+    cols = torch.where(flip, cols.flip(1), cols)
+    batch = torch.arange(n, device=dev)[:, None, None, None]
+    chan = torch.arange(c, device=dev)[None, :, None, None]
+    return padded[batch, chan, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+class _Prepared:
+    """The dataset on the device plus the per-channel affine that normalises a uint8 batch."""
+
+    def __init__(self, ds: datasets.TensorDataset, dev: torch.device, channels_last: bool):
+        self.train_x = ds.train_x.to(dev)
+        self.train_y = ds.train_y.to(dev)
+        self.test_x = ds.test_x.to(dev)
+        self.test_y = ds.test_y.to(dev)
+        mean = torch.tensor(ds.mean, device=dev).view(1, -1, 1, 1)
+        std = torch.tensor(ds.std, device=dev).view(1, -1, 1, 1)
+        self.scale = 1.0 / (255.0 * std)
+        self.shift = mean / std
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def inputs(self, raw: torch.Tensor) -> torch.Tensor:
+        x = raw.float().mul_(self.scale).sub_(self.shift)
+        return x.contiguous(memory_format=self.memory_format)
+
+
+def _autocast(exp: Experiment, dev: torch.device) -> contextlib.AbstractContextManager:
+    if exp.amp == "off":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if exp.amp == "bf16" else torch.float16
+    return torch.autocast(dev.type, dtype=dtype)
+
+
+def evaluate(model: torch.nn.Module, prep: _Prepared, exp: Experiment, dev: torch.device):
+    """Mean cross-entropy and accuracy (fraction) over the whole test set."""
+    model.eval()
+    total_loss = torch.zeros((), device=dev)
+    correct = torch.zeros((), device=dev, dtype=torch.long)
+    with torch.inference_mode(), _autocast(exp, dev):
+        for start in range(0, len(prep.test_y), EVAL_BATCH):
+            x = prep.inputs(prep.test_x[start : start + EVAL_BATCH])
+            y = prep.test_y[start : start + EVAL_BATCH]
+            out = model(x)
+            total_loss += F.cross_entropy(out.float(), y, reduction="sum")
+            correct += (out.argmax(1) == y).sum()
+    model.train()
+    n = max(len(prep.test_y), 1)
+    return total_loss.item() / n, correct.item() / n
+
+
+class _LossBuffer:
+    """One epoch's batch losses, kept on the device and handed to the host in chunks."""
+
+    def __init__(self, name: str, epoch: int, batches: int, dev: torch.device) -> None:
+        self.name = name
+        self.epoch = epoch
+        self.base = epoch * batches  # global index of this epoch's first batch
+        self.values = torch.empty(batches, device=dev)
+        self.flushed = 0
+
+    def take(self, upto: int) -> tuple[BatchLosses | None, Diverged | None]:
+        """The losses of batches [flushed, upto) as an event, cut before any NaN or inf."""
+        if upto <= self.flushed:
+            return None, None
+        values = self.values[self.flushed : upto].tolist()  # the one host sync per chunk
+        first = self.base + self.flushed
+        self.flushed = upto
+        bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
+        good = values if bad is None else values[:bad]
+        chunk = BatchLosses(self.name, self.epoch, first, tuple(good)) if good else None
+        if bad is None:
+            return chunk, None
+        where = first + bad
+        return chunk, Diverged(self.name, where, f"loss became {values[bad]} at batch {where}")
+
+
+def _rng_state(shuffle: torch.Generator, dev: torch.device) -> dict[str, Any]:
+    state = {"cpu": torch.get_rng_state(), "shuffle": shuffle.get_state()}
+    if dev.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(dev)
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], shuffle: torch.Generator, dev: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    shuffle.set_state(state["shuffle"])
+    if dev.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], dev)
+
+
+def train(
+    exp: Experiment,
+    cancel: threading.Event | None = None,
+    run: RunDir | None = None,
+    resume: Path | None = None,
+) -> Iterator[Event]:
+    """Train one experiment, yielding events; never raises for a failing run.
+
+    `resume` is a checkpoint written by an earlier run of the same experiment: training
+    continues after its last complete epoch with the same model, optimizer and RNG states.
+    """
+    cancel = cancel or threading.Event()
+    name = exp.name
+    history = History()
+    total_seconds = 0.0
+
+    def save(status: str | None = None, **fields: Any) -> None:
+        if run is not None:
+            run.save(history, status, total_seconds=total_seconds, **fields)
+
+    try:
+        dev = resolve_device(exp.device)
+        ds = datasets.load(exp.dataset, exp.data_dir, True, exp.train_size, exp.test_size)
+        ds = ds.subset(exp.train_size, exp.test_size)
+        prep = _Prepared(ds, dev, exp.channels_last)
+        with _init_lock:
+            torch.manual_seed(exp.seed)
+            model = build(exp.model, ds.shape, ds.classes, exp.dropout)
+        model = model.to(dev, memory_format=prep.memory_format)
+        params = count_parameters(model)
+        optimizer = make_optimizer(exp, model.parameters())
+        shuffle = torch.Generator().manual_seed(exp.seed)
+        scaler = torch.amp.GradScaler(dev.type, enabled=exp.amp == "fp16")
+        start_epoch = 0
+        if resume is not None:
+            ckpt = torch.load(resume, map_location=dev, weights_only=True)
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scaler.load_state_dict(ckpt["scaler"])
+            _set_rng_state(ckpt["rng"], shuffle, dev)
+            history = History.from_arrays({k: v.numpy() for k, v in ckpt["history"].items()})
+            total_seconds = float(ckpt["total_seconds"])
+            start_epoch = int(ckpt["epoch"])
+        step = torch.compile(model, mode=exp.compile) if exp.compile != "off" else model
+        n_train = len(prep.train_y)
+        bs = exp.batch_size
+        batches = math.ceil(n_train / bs)
+        if n_train == 0 or len(prep.test_y) == 0:
+            raise ValueError(f"dataset {exp.dataset!r} has no training or no test images")
+        save("running", params=params, device=describe_device(dev))
+    except Exception as e:
+        save("failed", reason=one_line(e))
+        yield Failed(name, _setup_reason(e))
+        return
+
+    yield Started(
+        name,
+        run.run_id if run else "",
+        str(run.path) if run else None,
+        describe_device(dev),
+        params,
+        exp.epochs,
+        batches,
+        start_epoch,
+    )
+
+    model.train()
+    try:
+        for epoch in range(start_epoch, exp.epochs):
+            t0 = time.perf_counter()
+            order = torch.randperm(n_train, generator=shuffle).to(dev)
+            buffer = _LossBuffer(name, epoch, batches, dev)
+            correct = torch.zeros((), device=dev, dtype=torch.long)
+            next_flush = time.monotonic() + FLUSH_SECONDS
+            done = 0  # batches trained this epoch
+            ending: Diverged | Cancelled | None = None
+            for i in range(batches):
+                if cancel.is_set():
+                    ending = Cancelled(name)
+                    break
+                idx = order[i * bs : (i + 1) * bs]
+                x = prep.inputs(prep.train_x[idx])
+                if exp.augment:
+                    x = augment_batch(x)
+                y = prep.train_y[idx]
+                with _autocast(exp, dev):
+                    out = step(x)
+                    loss = F.cross_entropy(out.float(), y)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                buffer.values[i] = loss.detach()
+                correct += (out.argmax(1) == y).sum()
+                done = i + 1
+                if time.monotonic() >= next_flush:
+                    chunk, ending = buffer.take(done)
+                    if chunk:
+                        history.add(chunk)
+                        yield chunk
+                    if ending:
+                        break
+                    next_flush = time.monotonic() + FLUSH_SECONDS
+            chunk, diverged = buffer.take(done)
+            if chunk:
+                history.add(chunk)
+                yield chunk
+            ending = diverged or ending
+            if ending is not None:
+                total_seconds += time.perf_counter() - t0
+                if isinstance(ending, Diverged):
+                    save("diverged", reason=ending.reason)
+                else:
+                    save("cancelled", reason="cancelled by the user")
+                yield ending
+                return
+            train_loss = float(sum(history.batch_losses[-batches:]) / batches)
+            train_acc = correct.item() / n_train
+            test_loss, test_acc = evaluate(step, prep, exp, dev)
+            seconds = time.perf_counter() - t0
+            total_seconds += seconds
+            end = EpochEnd(name, epoch, train_loss, train_acc, test_loss, test_acc, seconds)
+            history.add(end)
+            if run is not None:
+                run.save_torch(
+                    "checkpoint.pt",
+                    {
+                        "epoch": epoch + 1,
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scaler": scaler.state_dict(),
+                        "rng": _rng_state(shuffle, dev),
+                        "history": {k: torch.from_numpy(v) for k, v in history.arrays().items()},
+                        "total_seconds": total_seconds,
+                    },
+                )
+            save()
+            yield end
+    except Exception as e:
+        save("failed", reason=one_line(e))
+        yield Failed(name, _runtime_reason(e, exp))
+        return
+
+    if run is not None:
+        run.save_torch("weights.pt", model.state_dict())
+    save("finished")
+    yield Finished(name, total_seconds)
+
+
+def _setup_reason(exc: BaseException) -> str:
+    if isinstance(exc, datasets.DataError | DeviceError):
+        return str(exc)
+    return one_line(exc)
+
+
+def _runtime_reason(exc: BaseException, exp: Experiment) -> str:
+    if isinstance(exc, torch.OutOfMemoryError):
+        return f"out of memory at batch_size {exp.batch_size}: lower batch_size or test_size"
+    return one_line(exc)

@@ -1,0 +1,132 @@
+"""A run's recorded history (the report's `loss_history`, plus per-epoch metrics) and the
+figures derived from it: moving average, best accuracy, epochs to target, smoothness.
+
+Pure numpy, no torch: the store, the exports and the TUI all read histories through here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .events import BatchLosses, EpochEnd
+
+EPOCH_KEYS = ("epoch_losses", "train_acc", "test_loss", "test_acc", "epoch_seconds")
+
+
+@dataclass
+class History:
+    """Per batch: `batch_losses` at `batch_indices`; per epoch: the EPOCH_KEYS lists."""
+
+    batch_losses: list[float] = field(default_factory=list)
+    batch_indices: list[int] = field(default_factory=list)
+    epoch_losses: list[float] = field(default_factory=list)
+    train_acc: list[float] = field(default_factory=list)
+    test_loss: list[float] = field(default_factory=list)
+    test_acc: list[float] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+
+    def add(self, event: BatchLosses | EpochEnd) -> None:
+        if isinstance(event, BatchLosses):
+            self.batch_losses.extend(event.losses)
+            self.batch_indices.extend(
+                range(event.first_index, event.first_index + len(event.losses))
+            )
+        else:
+            self.epoch_losses.append(event.train_loss)
+            self.train_acc.append(event.train_acc)
+            self.test_loss.append(event.test_loss)
+            self.test_acc.append(event.test_acc)
+            self.epoch_seconds.append(event.seconds)
+
+    @property
+    def epochs_done(self) -> int:
+        return len(self.test_acc)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The npz payload: float64 losses/metrics, int64 indices."""
+        out = {
+            "batch_losses": np.asarray(self.batch_losses, dtype=np.float64),
+            "batch_indices": np.asarray(self.batch_indices, dtype=np.int64),
+        }
+        for key in EPOCH_KEYS:
+            out[key] = np.asarray(getattr(self, key), dtype=np.float64)
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> History:
+        h = cls()
+        h.batch_losses = [float(v) for v in arrays["batch_losses"]]
+        h.batch_indices = [int(v) for v in arrays["batch_indices"]]
+        for key in EPOCH_KEYS:
+            setattr(h, key, [float(v) for v in arrays.get(key, [])])
+        return h
+
+
+def moving_average(values: np.ndarray | list[float], window: int = 100) -> np.ndarray:
+    """Trailing mean over up to `window` values; the first points average what exists so far."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        return v
+    c = np.cumsum(np.insert(v, 0, 0.0))
+    n = np.arange(1, v.size + 1)
+    lo = np.maximum(n - window, 0)
+    return (c[n] - c[lo]) / (n - lo)
+
+
+def epochs_to_target(test_acc: list[float], target: float) -> int | None:
+    """1-based epoch at which test accuracy first reached `target`, or None."""
+    for i, acc in enumerate(test_acc):
+        if acc >= target:
+            return i + 1
+    return None
+
+
+def smoothness(batch_losses: list[float] | np.ndarray, window: int = 100) -> float:
+    """How jagged the batch-loss curve is: the standard deviation of the batch losses around
+    their 100-batch moving average, divided by the mean loss. Lower is smoother; 0 is a line."""
+    v = np.asarray(batch_losses, dtype=np.float64)
+    if v.size < 2:
+        return math.nan
+    resid = v - moving_average(v, window)
+    mean = float(np.mean(np.abs(v)))
+    return float(np.std(resid) / mean) if mean > 0 else math.nan
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """The comparison figures of one run; accuracies are fractions, NaN when not yet known."""
+
+    final_test_acc: float
+    best_test_acc: float
+    epoch1_test_acc: float
+    final_train_loss: float
+    final_train_acc: float
+    final_test_loss: float
+    gap: float  # final train accuracy minus final test accuracy
+    epochs_to_target: int | None
+    smoothness: float
+    total_seconds: float
+    seconds_per_epoch: float
+
+
+def metrics(history: History, target_acc: float, total_seconds: float) -> Metrics:
+    def last(xs: list[float]) -> float:
+        return xs[-1] if xs else math.nan
+
+    n = history.epochs_done
+    return Metrics(
+        final_test_acc=last(history.test_acc),
+        best_test_acc=max(history.test_acc) if n else math.nan,
+        epoch1_test_acc=history.test_acc[0] if n else math.nan,
+        final_train_loss=last(history.epoch_losses),
+        final_train_acc=last(history.train_acc),
+        final_test_loss=last(history.test_loss),
+        gap=last(history.train_acc) - last(history.test_acc),
+        epochs_to_target=epochs_to_target(history.test_acc, target_acc),
+        smoothness=smoothness(history.batch_losses),
+        total_seconds=total_seconds,
+        seconds_per_epoch=float(np.mean(history.epoch_seconds)) if n else math.nan,
+    )

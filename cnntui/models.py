@@ -1,0 +1,115 @@
+"""The model registry: LeNet and the report's LightweightResNet, built for any image shape.
+
+A model is one function decorated with `@register("name")` that takes the input shape
+(channels, height, width), the number of classes and the dropout probability.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+ModelFactory = Callable[[tuple[int, int, int], int, float], nn.Module]
+REGISTRY: dict[str, ModelFactory] = {}
+
+
+def register(name: str) -> Callable[[ModelFactory], ModelFactory]:
+    def wrap(fn: ModelFactory) -> ModelFactory:
+        REGISTRY[name] = fn
+        return fn
+
+    return wrap
+
+
+def build(name: str, shape: tuple[int, int, int], classes: int, dropout: float) -> nn.Module:
+    try:
+        factory = REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r} (registered: {', '.join(REGISTRY)})") from None
+    return factory(shape, classes, dropout)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+class LeNet(nn.Module):
+    """The PyTorch tutorial's LeNet with Dropout between fc1 and fc2, as in the report."""
+
+    def __init__(self, shape: tuple[int, int, int], classes: int, dropout: float) -> None:
+        super().__init__()
+        channels, height, width = shape
+        self.conv1 = nn.Conv2d(channels, 6, 5)
+        self.conv2 = nn.Conv2d(6, 16, 5)
+        # Spatial size after two (5x5 valid conv, 2x2 pool) stages: 32 -> 5, 28 -> 4.
+        h = ((height - 4) // 2 - 4) // 2
+        w = ((width - 4) // 2 - 4) // 2
+        if h < 1 or w < 1:
+            raise ValueError(f"LeNet needs images of at least 16x16, got {height}x{width}")
+        self.fc1 = nn.Linear(16 * h * w, 120)
+        self.dropout = nn.Dropout(dropout)
+        self.fc2 = nn.Linear(120, 84)
+        self.fc3 = nn.Linear(84, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        x = torch.flatten(x, 1)
+        x = self.dropout(F.relu(self.fc1(x)))
+        x = F.relu(self.fc2(x))
+        return self.fc3(x)
+
+
+class ResidualBlock(nn.Module):
+    """conv3x3-BN-ReLU-conv3x3-BN plus a shortcut (1x1 conv + BN when the shape changes)."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class LightweightResNet(nn.Module):
+    """The report's Task 4 network: a 32-channel stem and three residual stages, GAP head."""
+
+    def __init__(self, shape: tuple[int, int, int], classes: int, dropout: float) -> None:
+        super().__init__()
+        channels = shape[0]
+        self.stem = nn.Sequential(
+            nn.Conv2d(channels, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU()
+        )
+        self.layer1 = ResidualBlock(32, 32, 1)
+        self.layer2 = ResidualBlock(32, 64, 2)
+        self.layer3 = ResidualBlock(64, 128, 2)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(128, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layer3(self.layer2(self.layer1(self.stem(x))))
+        return self.fc(self.dropout(torch.flatten(self.pool(x), 1)))
+
+
+@register("lenet")
+def lenet(shape: tuple[int, int, int], classes: int, dropout: float) -> nn.Module:
+    return LeNet(shape, classes, dropout)
+
+
+@register("resnet")
+def resnet(shape: tuple[int, int, int], classes: int, dropout: float) -> nn.Module:
+    return LightweightResNet(shape, classes, dropout)
