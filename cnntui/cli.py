@@ -55,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="override where datasets are read and downloaded")
     p.add_argument("--runs-dir", default="runs", type=Path, help="run store (default: runs)")
     p.add_argument("--exports-dir", default="exports", type=Path, help="(default: exports)")
+    p.add_argument(
+        "--format",
+        default="png",
+        metavar="FMT[,FMT]",
+        help="figure formats for --export: png, svg, pdf (default: png)",
+    )
     p.add_argument("--jobs", type=int, default=1, metavar="N", help="runs at once (default 1)")
     p.add_argument(
         "--resume", action="store_true", help="continue the latest unfinished run of each"
@@ -337,8 +343,12 @@ def run_headless(args: argparse.Namespace, out: IO[str]) -> int:
 def export(args: argparse.Namespace, store: Any, experiments: list[Experiment], out: IO[str]):
     from .export import ExportError, export_all
 
+    formats = tuple(f.strip().lower() for f in args.format.split(",") if f.strip())
+    bad = [f for f in formats if f not in ("png", "svg", "pdf")]
+    if bad or not formats:
+        raise UsageError(f"--format {args.format!r}: allowed formats are png, svg, pdf")
     try:
-        result = export_all(store, experiments, args.exports_dir)
+        result = export_all(store, experiments, args.exports_dir, formats)
     except ExportError as e:
         raise UsageError(str(e)) from None
     print(f"\nexported {len(result.files)} file(s) to {result.folder}/", file=out)

@@ -53,8 +53,13 @@ def export_history(record: RunRecord, folder: Path) -> Path:
     return path
 
 
-def export_all(store: RunStore, experiments: list[Experiment], exports_dir: Path) -> ExportResult:
-    """Write every export for `experiments` into `exports_dir`."""
+def export_all(
+    store: RunStore,
+    experiments: list[Experiment],
+    exports_dir: Path,
+    formats: tuple[str, ...] = ("png",),
+) -> ExportResult:
+    """Write every export for `experiments` into `exports_dir`; figures in each of `formats`."""
     exports_dir = Path(exports_dir)
     _prepare(exports_dir)
     result = ExportResult(exports_dir)
