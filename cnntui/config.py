@@ -166,9 +166,46 @@ class _Locator:
         return start + 1, 1
 
 
+# Names people reach for from other tools, mapped to ours, for "did you mean".
+ALIASES = {
+    "learning_rate": "lr",
+    "learningrate": "lr",
+    "lr_rate": "lr",
+    "wd": "weight_decay",
+    "l2": "weight_decay",
+    "decay": "weight_decay",
+    "bs": "batch_size",
+    "batch": "batch_size",
+    "batchsize": "batch_size",
+    "epoch": "epochs",
+    "num_epochs": "epochs",
+    "n_epochs": "epochs",
+    "dropout_rate": "dropout",
+    "drop": "dropout",
+    "p": "dropout",
+    "optim": "optimizer",
+    "opt": "optimizer",
+    "optimiser": "optimizer",
+    "arch": "model",
+    "net": "model",
+    "network": "model",
+    "data": "dataset",
+    "random_seed": "seed",
+    "gpu": "device",
+    "cuda": "device",
+    "beta": "momentum",
+    "label": "title",
+    "description": "title",
+}
+
+
 def _suggest(word: str, choices: tuple[str, ...] | list[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    norm = word.strip().lower().replace("-", "_")
+    guess = ALIASES.get(norm)
+    if guess not in choices:
+        close = difflib.get_close_matches(norm, list(choices), n=1, cutoff=0.6)
+        guess = close[0] if close else None
+    return f" (did you mean {guess!r}?)" if guess and guess != word else ""
 
 
 def _type_name(tp: Any) -> str:

@@ -1,0 +1,214 @@
+"""experiments.toml: the shipped study, strict loading, one-line errors with positions."""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+
+import pytest
+import tomli_w
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cnntui.config import (
+    SETTING_KEYS,
+    ConfigError,
+    load,
+    parse,
+    parse_override,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# The report's Table 1: name -> (lr, epochs, momentum, weight_decay, dropout, title).
+TABLE1 = {
+    "baseline": (0.001, 5, 0.9, 0.01, 0.5, "基准配置"),
+    "high-lr": (0.01, 5, 0.9, 0.01, 0.5, "高学习率"),
+    "low-lr": (0.0001, 5, 0.9, 0.01, 0.5, "低学习率"),
+    "more-epochs": (0.001, 10, 0.9, 0.01, 0.5, "更多 epoch"),
+    "no-reg": (0.001, 5, 0.9, 0.0, 0.0, "无正则化"),
+    "strong-reg": (0.001, 5, 0.9, 0.1, 0.7, "强正则化"),
+    "no-momentum": (0.001, 5, 0.0, 0.01, 0.5, "无动量"),
+}
+
+
+def test_shipped_file_reproduces_table1() -> None:
+    file = load(ROOT / "experiments.toml")
+    task3 = [e for e in file.experiments if e.group == "hyperparameters"]
+    assert [e.name for e in task3] == list(TABLE1)
+    for e in task3:
+        lr, epochs, momentum, wd, dropout, title = TABLE1[e.name]
+        assert (e.lr, e.epochs, e.momentum, e.weight_decay, e.dropout) == (
+            lr,
+            epochs,
+            momentum,
+            wd,
+            dropout,
+        )
+        assert e.title == title
+        assert (e.model, e.dataset, e.optimizer, e.batch_size) == ("lenet", "cifar10", "sgd", 4)
+
+
+def test_shipped_file_has_the_task4_pair() -> None:
+    file = load(ROOT / "experiments.toml")
+    arch = [e for e in file.experiments if e.group == "architectures"]
+    assert sorted(e.model for e in arch) == ["lenet", "resnet"]
+    for e in arch:
+        # The report's Task 4 configuration: 10 epochs, SGD lr 0.001, momentum 0.9, L2 0.01.
+        assert (e.epochs, e.optimizer, e.lr, e.momentum, e.weight_decay, e.dropout) == (
+            10,
+            "sgd",
+            0.001,
+            0.9,
+            0.01,
+            0.5,
+        )
+    assert len({e.batch_size for e in arch}) == 1
+
+
+def test_select_by_name_group_and_all() -> None:
+    file = load(ROOT / "experiments.toml")
+    assert [e.name for e in file.select("high-lr,baseline")] == ["high-lr", "baseline"]
+    assert len(file.select("architectures")) == 2
+    assert len(file.select("all")) == len(file.experiments)
+    with pytest.raises(ConfigError, match=r"no experiment or group named 'basline'.*did you mean"):
+        file.select("basline")
+
+
+def test_defaults_flow_into_experiments_and_overrides_win() -> None:
+    file = parse('[defaults]\nlr = 0.5\nepochs = 3\n[[experiment]]\nname = "a"\nepochs = 7\n')
+    (e,) = file.experiments
+    assert (e.lr, e.epochs, e.title, e.display_title) == (0.5, 7, "", "a")
+
+
+BAD = [
+    # (document, expected message, line, column)
+    ("[defaults]\nlr = \n", "TOML syntax error", 2, 6),
+    (
+        '[[experiment]]\nname = "a"\n  learning_rate = 0.1\n',
+        "unknown key 'learning_rate' (did you mean 'lr'?)",
+        3,
+        3,
+    ),
+    ('[[experiment]]\nname = "a"\nepochs = "ten"\n', "'epochs' must be an integer", 3, 1),
+    ('[[experiment]]\nname = "a"\nepochs = 2.5\n', "'epochs' must be an integer", 3, 1),
+    ('[[experiment]]\nname = "a"\nlr = true\n', "'lr' must be a number", 3, 1),
+    ('[[experiment]]\nname = "a"\nlr = 0\n', "'lr' = 0.0 is out of range: must be > 0", 3, 1),
+    ('[[experiment]]\nname = "a"\nlr = -1e-3\n', "must be > 0", 3, 1),
+    ('[[experiment]]\nname = "a"\nlr = nan\n', "finite", 3, 1),
+    ('[[experiment]]\nname = "a"\ndropout = 1.0\n', "must be in [0, 1)", 3, 1),
+    ('[[experiment]]\nname = "a"\ndropout = -0.1\n', "must be in [0, 1)", 3, 1),
+    ('[[experiment]]\nname = "a"\nepochs = 0\n', "must be >= 1", 3, 1),
+    ('[[experiment]]\nname = "a"\nbatch_size = 0\n', "must be >= 1", 3, 1),
+    ('[[experiment]]\nname = "a"\nmomentum = 1.5\n', "must be in [0, 1)", 3, 1),
+    ('[[experiment]]\nname = "a"\nweight_decay = -1\n', "must be >= 0", 3, 1),
+    ('[[experiment]]\nname = "a"\ntrain_size = 0\n', "must be >= 1", 3, 1),
+    (
+        '[[experiment]]\nname = "a"\nmodel = "resnet18"\n',
+        "unknown model 'resnet18' (did you mean 'resnet'?) (allowed: lenet, resnet)",
+        3,
+        1,
+    ),
+    ('[[experiment]]\nname = "a"\ndataset = "mnist"\n', "unknown dataset 'mnist'", 3, 1),
+    ('[[experiment]]\nname = "a"\noptimizer = "rmsprop"\n', "allowed: sgd, adam, adamw", 3, 1),
+    ('[[experiment]]\nname = "a"\ndevice = "gpu"\n', "unknown device 'gpu'", 3, 1),
+    ('[[experiment]]\nname = "a"\n[[experiment]]\nname = "a"\n', "duplicate experiment", 4, 1),
+    ('[[experiment]]\nname = "../x"\n', "'name' = '../x' is out of range", 2, 1),
+    ('[[experiment]]\nname = "a/b"\n', "'name' = 'a/b' is out of range", 2, 1),
+    ('[[experiment]]\nname = ""\n', "'name' = '' is out of range", 2, 1),
+    ('[[experiment]]\nname = ".."\n', "'name' = '..' is out of range", 2, 1),
+    ('[[experiment]]\ntitle = "x"\n', "experiment #1 has no 'name'", 1, 1),
+    ('[defaults]\nname = "x"\n', "unknown key 'name'", 2, 1),
+    ("[defualts]\nlr = 0.1\n", "unknown top-level key 'defualts' (did you mean 'defaults'?)", 1, 1),
+    ("[[experiment]]\nname = 3\n", "'name' must be a string", 2, 1),
+]
+
+
+@pytest.mark.parametrize(("doc", "message", "line", "col"), BAD)
+def test_bad_input_is_one_line_with_position(doc: str, message: str, line: int, col: int) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(doc, "exp.toml")
+    text = str(info.value)
+    assert "\n" not in text
+    assert text.startswith(f"exp.toml:{line}:{col}: "), text
+    assert message in text
+
+
+def test_missing_unreadable_and_non_utf8_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"nope\.toml: no such file"):
+        load(tmp_path / "nope.toml")
+    with pytest.raises(ConfigError, match="is a directory"):
+        load(tmp_path)
+    bad = tmp_path / "latin1.toml"
+    bad.write_bytes(b'[[experiment]]\nname = "caf\xe9"\n')
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load(bad)
+
+
+def test_overrides_parse_as_toml_or_bare_strings() -> None:
+    assert parse_override("epochs=1") == ("epochs", 1)
+    assert parse_override("lr=1e-3") == ("lr", 0.001)
+    assert parse_override("dataset=synthetic") == ("dataset", "synthetic")
+    assert parse_override("augment=true") == ("augment", True)
+    assert parse_override("device=cuda:1") == ("device", "cuda:1")
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ("learning_rate=0.1", "unknown key 'learning_rate' (did you mean 'lr'?)"),
+        ("epochs=ten", "'ten' is not an integer"),
+        ("epochs=0", "must be >= 1"),
+        ("lr", "expected KEY=VALUE"),
+        ("dataset=imagenet", "unknown dataset 'imagenet'"),
+        ("name=x", "unknown key 'name'"),
+    ],
+)
+def test_bad_overrides(item: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_override(item)
+    assert str(info.value).startswith(f"--set {item!r}: ")
+    assert message in str(info.value)
+
+
+# --- property: arbitrary documents only ever raise ConfigError ----------------------------
+
+keys = st.sampled_from([*SETTING_KEYS, "name", "title", "group", "bogus", "lr "])
+scalars = st.one_of(
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+    st.text(max_size=12),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(
+        st.text(string.ascii_letters, min_size=1, max_size=5), st.integers(), max_size=2
+    ),
+)
+tables = st.dictionaries(keys, scalars, max_size=6)
+documents = st.fixed_dictionaries(
+    {},
+    optional={
+        "defaults": st.one_of(tables, scalars),
+        "experiment": st.one_of(st.lists(tables, max_size=4), scalars),
+        "other": scalars,
+    },
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(documents)
+def test_loader_raises_only_config_error_on_any_document(doc: dict) -> None:
+    text = tomli_w.dumps(doc)
+    try:
+        parse(text, "fuzz.toml")
+    except ConfigError as e:
+        assert "\n" not in str(e)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200))
+def test_loader_raises_only_config_error_on_any_text(text: str) -> None:
+    try:
+        parse(text, "fuzz.toml")
+    except ConfigError as e:
+        assert "\n" not in str(e)
