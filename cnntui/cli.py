@@ -70,16 +70,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def collect_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    items = list(args.overrides)
+    """--set items, then --device and --data-dir, validated like the file's settings."""
+    items = [(item, None) for item in args.overrides]
     if args.device:
-        items.append(f"device={args.device}")
+        items.append((f"device={args.device}", f"--device {args.device!r}"))
     if args.data_dir:
-        items.append(f"data_dir={args.data_dir}")
+        items.append((f"data_dir={args.data_dir}", f"--data-dir {args.data_dir!r}"))
     overrides: dict[str, Any] = {}
-    for item in items:
-        key, value = parse_override(item)
+    for item, label in items:
+        try:
+            key, value = parse_override(item)
+        except ConfigError as e:
+            if label is None:
+                raise
+            raise ConfigError(label + ":" + str(e).split(":", 1)[1]) from None
         overrides[key] = value
     return overrides
+
+
+def parse_formats(spec: str) -> tuple[str, ...]:
+    formats = tuple(f.strip().lower() for f in spec.split(",") if f.strip())
+    if not formats or any(f not in ("png", "svg", "pdf") for f in formats):
+        raise UsageError(f"--format {spec!r}: allowed formats are png, svg, pdf")
+    return formats
 
 
 def load_experiments(args: argparse.Namespace) -> tuple[ExperimentFile, dict[str, Any]]:
@@ -290,6 +303,8 @@ def run_headless(args: argparse.Namespace, out: IO[str]) -> int:
     selected = apply_overrides(file.select(args.run), overrides)
     if args.jobs < 1:
         raise UsageError(f"--jobs {args.jobs}: must be >= 1")
+    if args.export:
+        parse_formats(args.format)
     check_dirs(args, selected)
     check_devices(selected)
 
@@ -304,26 +319,24 @@ def run_headless(args: argparse.Namespace, out: IO[str]) -> int:
     outcomes: dict[str, str] = {}
     interrupted = False
 
-    def on_sigterm(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+    def on_signal(signum: int, frame: Any) -> None:
+        # Only set flags here: raising would tear through the event stream and leave the
+        # worker threads running. Every run sees the cancel event within a batch and saves.
+        nonlocal interrupted
+        if not interrupted:
+            progress.line("interrupted: stopping runs and saving their histories ...")
+        interrupted = True
+        cancel.set()
 
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
-    events = run_jobs(jobs, store, cancel, args.jobs)
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        while True:
-            try:
-                for event in events:
-                    progress.handle(event)
-                    if isinstance(event, Failed | Diverged | Cancelled):
-                        outcomes[event.name] = type(event).__name__.lower()
-                break
-            except KeyboardInterrupt:
-                # Keep consuming: every run sees the cancel event within a batch and saves.
-                interrupted = True
-                cancel.set()
-                progress.line("interrupted: stopping runs and saving their histories ...")
+        for event in run_jobs(jobs, store, cancel, args.jobs):
+            progress.handle(event)
+            if isinstance(event, Failed | Diverged | Cancelled):
+                outcomes[event.name] = type(event).__name__.lower()
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         progress.close()
 
     records = [r for r in (store.latest(j.experiment.name) for j in jobs) if r is not None]
@@ -343,10 +356,7 @@ def run_headless(args: argparse.Namespace, out: IO[str]) -> int:
 def export(args: argparse.Namespace, store: Any, experiments: list[Experiment], out: IO[str]):
     from .export import ExportError, export_all
 
-    formats = tuple(f.strip().lower() for f in args.format.split(",") if f.strip())
-    bad = [f for f in formats if f not in ("png", "svg", "pdf")]
-    if bad or not formats:
-        raise UsageError(f"--format {args.format!r}: allowed formats are png, svg, pdf")
+    formats = parse_formats(args.format)
     try:
         result = export_all(store, experiments, args.exports_dir, formats)
     except ExportError as e:

@@ -1,0 +1,271 @@
+"""The headless CLI as a user runs it: a real subprocess, its output, files and exit code."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cnntui.store import RunStore
+
+SMALL = ["--set", "train_size=256", "--set", "test_size=128", "--set", "epochs=2"]
+
+
+def cnntui(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "cnntui", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def start(*args: str, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "cnntui", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_for_line(proc: subprocess.Popen, needle: str, timeout: float = 60) -> list[str]:
+    lines = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if needle in line:
+            return lines
+    raise AssertionError(f"never saw {needle!r}; output: {''.join(lines)}")
+
+
+def test_run_all_and_export(tiny_toml: Path) -> None:
+    cwd = tiny_toml.parent
+    result = cnntui("--run", "all", "--export", *SMALL, cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "\r" not in out  # not a terminal: plain lines only
+    assert out.count("epoch 1/2") == 2 and out.count("finished in") == 2
+    # The results table: names, Chinese titles, parameters, accuracies.
+    table = out[out.index("name ") :]
+    assert "alpha" in table and "甲" in table and "乙" in table and "62,006" in table
+    assert "finished" in table
+    for name in ("alpha", "beta"):
+        npz = np.load(cwd / "exports" / name / "loss_history.npz")
+        for key in (
+            "batch_losses",
+            "epoch_losses",
+            "batch_indices",
+            "train_acc",
+            "test_loss",
+            "test_acc",
+            "epoch_seconds",
+        ):
+            assert key in npz.files
+        assert len(npz["batch_losses"]) == 16 and len(npz["epoch_losses"]) == 2
+        runs = RunStore(cwd / "runs").runs(name)
+        assert len(runs) == 1 and runs[0].status == "finished"
+
+
+def test_list_shows_titles_and_settings(tiny_toml: Path) -> None:
+    result = cnntui("--list", cwd=tiny_toml.parent)
+    assert result.returncode == 0
+    assert "alpha" in result.stdout and "乙" in result.stdout and "lr=0.02" in result.stdout
+
+
+def test_help_answers(tiny_toml: Path) -> None:
+    result = cnntui("--help", cwd=tiny_toml.parent)
+    assert result.returncode == 0 and "--run" in result.stdout and "--export" in result.stdout
+
+
+def _bad_usage_cases(tmp: Path) -> list[tuple[list[str], str]]:
+    (tmp / "afile").write_text("x")
+    broken = tmp / "broken.toml"
+    broken.write_text('[defaults]\nepochs = 2\n\n[[experiment]]\nname = "a"\nlearning_rate = 1\n')
+    cases = [
+        (
+            ["--config", "broken.toml", "--run", "all"],
+            "broken.toml:6:1: unknown key 'learning_rate' (did you mean 'lr'?)",
+        ),
+        (["--config", "missing.toml", "--run", "all"], "missing.toml: no such file"),
+        (["--run", "gamma"], "no experiment or group named 'gamma'"),
+        (["--run", "all", "--set", "epoch=3"], "unknown key 'epoch' (did you mean 'epochs'?)"),
+        (["--run", "all", "--set", "lr=fast"], "'fast' is not a number"),
+        (["--run", "all", "--runs-dir", "afile"], "runs dir 'afile' is a file"),
+        (["--run", "all", "--export", "--exports-dir", "afile"], "exports dir 'afile' is a file"),
+        (["--run", "all", "--data-dir", "afile"], "data_dir 'afile' is a file"),
+        (["--run", "all", "--export", "--format", "gif"], "allowed formats are png, svg, pdf"),
+        (["--run", "all", "--device", "tpu"], "--device 'tpu': unknown device 'tpu'"),
+        (["--run", "all", "--jobs", "0"], "--jobs 0: must be >= 1"),
+    ]
+    import torch
+
+    if not torch.cuda.is_available():
+        cases.append((["--run", "all", "--device", "cuda"], "this machine has no CUDA GPU"))
+    return cases
+
+
+def test_bad_usage_is_one_line_exit_2_no_traceback(tiny_toml: Path) -> None:
+    cwd = tiny_toml.parent
+    for args, message in _bad_usage_cases(cwd):
+        result = cnntui(*args, cwd=cwd)
+        assert result.returncode == 2, (args, result.stderr)
+        err = result.stderr.strip()
+        assert "Traceback" not in result.stderr and "\n" not in err, (args, err)
+        assert err.startswith("cnntui: ") and message in err, (args, err)
+        assert not (cwd / "runs").exists() or not list((cwd / "runs").iterdir())
+
+
+def test_a_diverging_run_exits_1_and_the_others_finish(tiny_toml: Path) -> None:
+    cwd = tiny_toml.parent
+    text = tiny_toml.read_text().replace("lr = 0.02", "lr = 1e6")
+    tiny_toml.write_text(text)
+    result = cnntui("--run", "all", *SMALL, cwd=cwd)
+    assert result.returncode == 1
+    assert "[beta] DIVERGED: loss became" in result.stdout
+    store = RunStore(cwd / "runs")
+    assert store.latest("alpha").status == "finished"
+    assert store.latest("beta").status == "diverged"
+
+
+def test_a_failing_run_is_reported_and_the_others_go_on(tiny_toml: Path) -> None:
+    cwd = tiny_toml.parent
+    broken = cwd / "cifar"
+    broken.mkdir()
+    (broken / "cifar-10-python.tar.gz").write_bytes(b"truncated download")
+    text = tiny_toml.read_text().replace(
+        'title = "甲"', 'title = "甲"\ndataset = "cifar10"\ndata_dir = "cifar"'
+    )
+    tiny_toml.write_text(text)
+    result = cnntui("--run", "all", *SMALL, cwd=cwd)
+    assert result.returncode == 1
+    assert "[alpha] FAILED:" in result.stdout and "checksum mismatch" in result.stdout
+    assert RunStore(cwd / "runs").latest("beta").status == "finished"
+    assert RunStore(cwd / "runs").latest("alpha").status == "failed"
+
+
+LONG = [
+    "--set",
+    "train_size=2000",
+    "--set",
+    "test_size=200",
+    "--set",
+    "batch_size=4",
+    "--set",
+    "epochs=200",
+]
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 130)])
+def test_interrupt_stops_fast_and_keeps_the_history(tiny_toml: Path, sig, code) -> None:
+    cwd = tiny_toml.parent
+    proc = start("--run", "alpha", *LONG, cwd=cwd)
+    wait_for_line(proc, "epoch 1/200")
+    time.sleep(0.5)  # let epoch 2 get going: its partial losses must be kept too
+    t0 = time.monotonic()
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=30)
+    elapsed = time.monotonic() - t0
+    assert proc.returncode == code, out
+    assert elapsed < 2.0, f"took {elapsed:.2f}s to stop"
+    assert "Traceback" not in out
+    record = RunStore(cwd / "runs").latest("alpha")
+    assert record.status == "cancelled"
+    history = record.history()
+    # Epoch 1 (500 batches) and the part of epoch 2 trained before the signal.
+    assert len(history.batch_losses) >= 500 and len(history.test_acc) >= 1
+    assert history.batch_indices == list(range(len(history.batch_losses)))
+    assert not list(record.path.glob("*.tmp"))
+
+
+def test_kill_9_leaves_a_readable_store_and_resume_finishes(tiny_toml: Path) -> None:
+    cwd = tiny_toml.parent
+    args = [
+        "--set",
+        "train_size=2000",
+        "--set",
+        "test_size=200",
+        "--set",
+        "batch_size=4",
+        "--set",
+        "epochs=3",
+    ]
+    proc = start("--run", "alpha", *args, cwd=cwd)
+    wait_for_line(proc, "epoch 1/3")
+    proc.kill()
+    proc.wait(timeout=10)
+    store = RunStore(cwd / "runs")
+    record = store.latest("alpha")
+    assert record.status == "interrupted"
+    assert record.summary["epochs_done"] >= 1
+    assert len(record.history().test_acc) >= 1
+
+    result = cnntui("--run", "alpha", "--resume", *args, cwd=cwd, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "resuming at epoch" in result.stdout
+    resumed = store.latest("alpha")
+    assert resumed.path == record.path and resumed.status == "finished"
+    assert resumed.summary["epochs_done"] == 3
+    assert len(resumed.history().batch_losses) == 3 * 500
+    summary = json.loads((resumed.path / "summary.json").read_text())
+    assert summary["status"] == "finished"
+
+
+def test_resume_with_nothing_to_resume_is_a_usage_error(tiny_toml: Path) -> None:
+    result = cnntui("--run", "alpha", "--resume", cwd=tiny_toml.parent)
+    assert result.returncode == 2
+    assert "none of the selected experiments has an unfinished run" in result.stderr
+
+
+def test_tty_progress_uses_a_live_line(tiny_toml: Path) -> None:
+    """On a terminal the progress bar redraws in place (carriage returns), then the table."""
+    import pty
+
+    cwd = tiny_toml.parent
+    pid, fd = pty.fork()
+    if pid == 0:  # child: run cnntui on the pseudo-terminal
+        os.chdir(cwd)
+        os.execv(
+            sys.executable,
+            [
+                sys.executable,
+                "-m",
+                "cnntui",
+                "--run",
+                "alpha",
+                "--set",
+                "train_size=3000",
+                "--set",
+                "batch_size=4",
+                "--set",
+                "epochs=1",
+                "--set",
+                "test_size=64",
+            ],
+        )
+    chunks = []
+    while True:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    _, status = os.waitpid(pid, 0)
+    out = b"".join(chunks).decode()
+    assert os.waitstatus_to_exitcode(status) == 0, out
+    assert "\r" in out and ("█" in out or "░" in out)
+    assert "finished" in out

@@ -1,0 +1,176 @@
+"""The engine: event stream, the report's loss_history, determinism, cancel, divergence,
+resume, and what the run store keeps."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cnntui.engine import train
+from cnntui.events import BatchLosses, Cancelled, Diverged, EpochEnd, Failed, Finished, Started
+from cnntui.history import History
+from cnntui.store import RunStore
+from tests.conftest import tiny_experiment
+
+
+def run_to_end(exp, store=None, cancel=None, resume=None, run=None):
+    run = run or (store.create(exp) if store else None)
+    events = list(train(exp, cancel, run, resume))
+    return events, run
+
+
+def test_events_come_in_order_and_history_matches_the_report(runs_dir: Path) -> None:
+    exp = tiny_experiment(epochs=3)
+    events, run = run_to_end(exp, RunStore(runs_dir))
+    assert isinstance(events[0], Started) and isinstance(events[-1], Finished)
+    started = events[0]
+    assert started.params == 62_006 and started.batches_per_epoch == 8  # 256 / 32
+    epochs = [e for e in events if isinstance(e, EpochEnd)]
+    assert [e.epoch for e in epochs] == [0, 1, 2]
+
+    h = History()
+    for e in events:
+        if isinstance(e, BatchLosses | EpochEnd):
+            h.add(e)
+    assert len(h.batch_losses) == 24
+    assert h.batch_indices == list(range(24))  # global: epoch * batches_per_epoch + i
+    assert all(isinstance(v, float) for v in h.batch_losses)
+    for k, e in enumerate(epochs):
+        assert e.train_loss == pytest.approx(np.mean(h.batch_losses[8 * k : 8 * (k + 1)]))
+        assert 0.0 <= e.train_acc <= 1.0 and 0.0 <= e.test_acc <= 1.0 and e.test_loss > 0
+
+    saved = np.load(run.path / "history.npz")
+    assert saved["batch_losses"].tolist() == h.batch_losses
+    assert saved["epoch_losses"].tolist() == h.epoch_losses
+    assert saved["test_acc"].tolist() == h.test_acc
+
+
+def test_training_learns_the_synthetic_task() -> None:
+    exp = tiny_experiment(train_size=2000, test_size=500, epochs=3, batch_size=16, lr=0.02)
+    events, _ = run_to_end(exp)
+    ends = [e for e in events if isinstance(e, EpochEnd)]
+    assert ends[-1].test_acc > 0.5  # chance is 0.1
+    assert ends[-1].train_loss < ends[0].train_loss
+
+
+def test_same_seed_same_history_on_cpu() -> None:
+    exp = tiny_experiment(dropout=0.5)
+
+    def losses(e):
+        return [v for ev in train(e) if isinstance(ev, BatchLosses) for v in ev.losses]
+
+    assert losses(exp) == losses(exp)
+    assert losses(exp) != losses(tiny_experiment(dropout=0.5, seed=1))
+
+
+def test_cancel_stops_within_one_batch_and_keeps_history(runs_dir: Path) -> None:
+    exp = tiny_experiment(train_size=4000, batch_size=4, epochs=1)
+    store = RunStore(runs_dir)
+    run = store.create(exp)
+    cancel = threading.Event()
+    seen: list[float] = []
+    events = []
+    for event in train(exp, cancel, run):
+        events.append(event)
+        if isinstance(event, BatchLosses):
+            seen.extend(event.losses)
+            cancel.set()  # set after the first chunk
+    assert isinstance(events[-1], Cancelled)
+    # The engine checks the event before every batch: at most one batch ran after the
+    # chunk that set it, and it too was recorded.
+    first_chunk = next(e for e in events if isinstance(e, BatchLosses))
+    assert len(seen) <= len(first_chunk.losses) + 1
+    record = store.latest(exp.name)
+    assert record.status == "cancelled"
+    assert record.history().batch_losses == seen
+
+
+def test_divergence_stops_and_keeps_the_finite_history(runs_dir: Path) -> None:
+    exp = tiny_experiment(lr=1e6, momentum=0.9, epochs=3)
+    store = RunStore(runs_dir)
+    events, _ = run_to_end(exp, store)
+    assert isinstance(events[-1], Diverged)
+    record = store.latest(exp.name)
+    assert record.status == "diverged"
+    losses = record.history().batch_losses
+    assert all(np.isfinite(losses))
+    assert events[-1].batch_index == len(losses)  # the first non-finite batch
+
+
+def test_resume_equals_an_uninterrupted_run(runs_dir: Path) -> None:
+    exp = tiny_experiment(epochs=3, dropout=0.5)
+    full, _ = run_to_end(exp)
+    full_losses = [v for e in full if isinstance(e, BatchLosses) for v in e.losses]
+    full_acc = [e.test_acc for e in full if isinstance(e, EpochEnd)]
+
+    store = RunStore(runs_dir)
+    run = store.create(exp)
+    cancel = threading.Event()
+    for event in train(exp, cancel, run):
+        if isinstance(event, EpochEnd) and event.epoch == 0:
+            cancel.set()  # stop partway through epoch 2
+    record = store.latest(exp.name, unfinished=True)
+    assert record is not None and record.status == "cancelled"
+    events = list(train(exp, None, store.reopen(record), record.checkpoint))
+    assert isinstance(events[0], Started) and events[0].start_epoch == 1
+    assert isinstance(events[-1], Finished)
+    resumed = store.latest(exp.name).history()
+    assert resumed.batch_losses == full_losses
+    assert resumed.test_acc == full_acc
+    assert store.latest(exp.name).status == "finished"
+
+
+def test_run_directory_holds_config_summary_weights(runs_dir: Path) -> None:
+    exp = tiny_experiment()
+    store = RunStore(runs_dir)
+    _, run = run_to_end(exp, store)
+    files = {p.name for p in run.path.iterdir()}
+    assert {"config.toml", "summary.json", "history.npz", "checkpoint.pt", "weights.pt"} <= files
+    assert not [f for f in files if f.endswith(".tmp")]
+    assert store.latest(exp.name).experiment() == exp
+    summary = json.loads((run.path / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["params"] == 62_006
+    assert summary["epochs_done"] == 2 and summary["title"] == "小实验"
+    weights = torch.load(run.path / "weights.pt", weights_only=True)
+    assert "fc3.weight" in weights
+
+
+def test_a_failing_setup_is_an_event_not_an_exception(runs_dir: Path, tmp_path: Path) -> None:
+    exp = tiny_experiment(dataset="cifar10", data_dir=str(tmp_path / "nowhere"))
+    import cnntui.data as data
+
+    def offline(*a, **k):
+        raise data.DataError("CIFAR-10 is not here; put cifar-10-python.tar.gz into nowhere")
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(data, "load_cifar10", offline)
+    try:
+        store = RunStore(runs_dir)
+        events, _ = run_to_end(exp, store)
+    finally:
+        mp.undo()
+    assert len(events) == 1 and isinstance(events[0], Failed)
+    assert "cifar-10-python.tar.gz" in events[0].reason
+    assert store.latest(exp.name).status == "failed"
+
+
+def test_two_runs_of_one_experiment_get_separate_directories(runs_dir: Path) -> None:
+    exp = tiny_experiment(epochs=1)
+    store = RunStore(runs_dir)
+    results = []
+
+    def go():
+        results.append(run_to_end(exp, store)[1].path)
+
+    threads = [threading.Thread(target=go) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(results)) == 2
+    assert all(r.status == "finished" for r in store.runs(exp.name))

@@ -1,0 +1,52 @@
+"""The headless core never loads textual; `cnntui --help` does not even load torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+HEADLESS = [
+    "cnntui.config",
+    "cnntui.data",
+    "cnntui.models",
+    "cnntui.engine",
+    "cnntui.store",
+    "cnntui.history",
+    "cnntui.events",
+    "cnntui.runner",
+    "cnntui.export",
+    "cnntui.cli",
+]
+
+
+def loaded_after(code: str) -> set[str]:
+    out = subprocess.run(
+        [sys.executable, "-c", f"{code}\nimport sys; print(' '.join(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return set(out.split())
+
+
+@pytest.mark.parametrize("module", HEADLESS)
+def test_headless_module_does_not_import_textual(module: str) -> None:
+    mods = loaded_after(f"import {module}")
+    assert "textual" not in mods and "plotext" not in mods
+
+
+def test_help_does_not_import_torch() -> None:
+    mods = loaded_after(
+        "import sys; sys.argv = ['cnntui', '--help']\n"
+        "from cnntui.cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass"
+    )
+    assert "cnntui.cli" in mods
+    assert "torch" not in mods and "textual" not in mods and "matplotlib" not in mods
+
+
+def test_list_does_not_import_torch() -> None:
+    mods = loaded_after("from cnntui.cli import main\nmain(['--list'])")
+    assert "torch" not in mods
