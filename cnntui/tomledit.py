@@ -1,0 +1,125 @@
+"""Edit experiments.toml in place, keeping the user's comments and layout.
+
+The TUI's new / duplicate / edit forms save through here. tomli-w would rewrite the whole
+file and drop every comment; tomlkit edits the parsed document and writes the rest back
+byte for byte. Every edit is checked with the loader's own rules (`config.parse`) before it
+is returned, so a saved file always loads. No textual, no torch: this is plain data work.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import tomlkit
+from tomlkit.items import AoT, Table
+
+from .config import EXPERIMENT_KEYS, ConfigError, Experiment, ExperimentFile, check_value, parse
+from .store import atomic_write_bytes
+
+STRING_KEYS = frozenset(f.name for f in fields(Experiment) if str(f.type) == "str")
+
+
+def read_value(key: str, raw: str) -> Any:
+    """One form field as a setting value: TOML (`0.01`, `true`, `"cpu"`) or a bare string.
+
+    An empty field means "not set here" and returns None. Raises ConfigError with a one-line
+    message naming the key.
+    """
+    raw = raw.strip()
+    if raw == "":
+        return None
+    if key not in EXPERIMENT_KEYS:
+        raise ConfigError(f"unknown key {key!r}")
+    is_str = key in STRING_KEYS
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        if not is_str:
+            raise ConfigError(f"{key!r}: {raw!r} is not a valid value") from None
+        value = raw
+    if is_str and not isinstance(value, str):
+        value = raw  # a title such as 2024 is text, not a number
+    return check_value(key, value)
+
+
+def show_value(value: Any) -> str:
+    """A value as the form shows it: strings bare, everything else as TOML writes it."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return tomlkit.item(value).as_string()
+
+
+def own_values(text: str) -> list[dict[str, Any]]:
+    """Each [[experiment]]'s own keys as written in the file (defaults not merged in)."""
+    doc = tomllib.loads(text)
+    return [dict(t) for t in doc.get("experiment", [])]
+
+
+def _experiments(doc: tomlkit.TOMLDocument) -> AoT:
+    aot = doc.get("experiment")
+    if not isinstance(aot, AoT):
+        raise ConfigError("the file has no [[experiment]] tables to edit")
+    return aot
+
+
+def _set(table: Table, key: str, value: Any) -> None:
+    """Set `key`, keeping an existing line's comment, or add it after the last key."""
+    if key in table:
+        old = table.item(key)
+        new = tomlkit.item(value)
+        new.trivia.indent = old.trivia.indent
+        new.trivia.comment_ws = old.trivia.comment_ws
+        new.trivia.comment = old.trivia.comment
+        new.trivia.trail = old.trivia.trail
+        table[key] = new
+        return
+    keys = list(table.keys())
+    if keys:
+        # Appending would put the key below comments that introduce the next table.
+        table.value._insert_after(keys[-1], key, value)
+    else:
+        table[key] = value
+
+
+def update_experiment(text: str, index: int, values: dict[str, Any]) -> str:
+    """Text with the `index`-th [[experiment]] holding exactly `values` (None = remove)."""
+    doc = tomlkit.parse(text)
+    table = _experiments(doc)[index]
+    for key in [k for k in table if k not in values or values[k] is None]:
+        del table[key]
+    order = [k for k in EXPERIMENT_KEYS if k in values] + [
+        k for k in values if k not in EXPERIMENT_KEYS
+    ]
+    for key in order:
+        if values[key] is not None:
+            _set(table, key, values[key])
+    return tomlkit.dumps(doc)
+
+
+def append_experiment(text: str, values: dict[str, Any]) -> str:
+    """Text with a new [[experiment]] at the end, keys in the loader's order."""
+    ordered = {k: values[k] for k in EXPERIMENT_KEYS if values.get(k) is not None}
+    block = tomlkit.dumps({"experiment": [ordered]})
+    body = text.rstrip("\n")
+    return (body + "\n\n" if body else "") + block
+
+
+def save_experiment(path: Path, values: dict[str, Any], index: int | None = None) -> ExperimentFile:
+    """Write `values` into the file at `path` as a new experiment (index None) or over the
+    `index`-th one, after checking the result with the loader; returns the file as loaded.
+
+    Raises ConfigError (nothing written) when the result would not load.
+    """
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    new = (
+        append_experiment(text, values) if index is None else update_experiment(text, index, values)
+    )
+    loaded = parse(new, path)  # the loader's rules, positions included
+    atomic_write_bytes(path, new.encode("utf-8"))
+    return loaded

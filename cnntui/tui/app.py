@@ -1,0 +1,77 @@
+"""The Textual app and `make_app`, the one factory the CLI, the tests and the snapshots use."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+from typing import Any, ClassVar
+
+from textual.app import App
+from textual.binding import Binding, BindingType
+
+from ..store import RunStore
+from .screens.main import MainScreen, Trainer
+from .session import Session
+
+STOP_SECONDS = 1.5  # how long quitting waits for cancelled runs to save their histories
+
+
+class CnnTui(App):
+    """cnntui's terminal UI: one main screen, with forms and questions on top of it."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "cnntui"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+q", "quit", "Quit", show=False, priority=True)
+    ]
+
+    def __init__(self, main: MainScreen) -> None:
+        super().__init__()
+        self.main = main
+
+    def on_mount(self) -> None:
+        self.push_screen(self.main)
+
+    async def action_quit(self) -> None:
+        """Quit; with runs active, ask first, then cancel them and wait for them to save."""
+        if not self.main.busy():
+            self.exit()
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.run_worker(self.stop_and_exit(), name="quit", exit_on_error=False)
+
+        self.main.confirm_quit(answered)
+
+    async def stop_and_exit(self) -> None:
+        workers = self.main.run_workers()
+        self.main.session.cancel_all()
+        self.notify("stopping runs and saving their histories …", timeout=STOP_SECONDS)
+        if workers:
+            # Past the timeout the process still waits for them at exit; each stops in a batch.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.workers.wait_for_complete(workers), STOP_SECONDS)
+        self.exit()
+
+    def exit(self, *args: Any, **kwargs: Any) -> None:
+        # However the app ends, no run may keep training: the process would wait for it.
+        self.main.session.cancel_all()
+        super().exit(*args, **kwargs)
+
+
+def make_app(
+    config: Path | str,
+    overrides: dict[str, Any] | None = None,
+    runs_dir: Path | str = "runs",
+    exports_dir: Path | str = "exports",
+    jobs: int = 1,
+    *,
+    trainer: Trainer | None = None,
+    device_label: str | None = None,
+) -> CnnTui:
+    """The app on `config`. `trainer` replaces `engine.train` (tests feed fixed events);
+    `device_label` skips probing the device (so snapshots do not depend on the machine)."""
+    session = Session(Path(config), overrides or {}, RunStore(runs_dir), jobs)
+    return CnnTui(MainScreen(session, Path(exports_dir), trainer, device_label))

@@ -1,0 +1,25 @@
+"""Messages the run workers post to the screen, from their threads (post_message only)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.message import Message
+
+
+@dataclass
+class RunUpdated(Message):
+    """Run `key` has new batch losses or a new epoch; its RunState already holds them."""
+
+    key: int
+
+    def can_replace(self, message: Message) -> bool:
+        # The data sits in the RunState, so stale "something changed" notes collapse.
+        return isinstance(message, RunUpdated) and message.key == self.key
+
+
+@dataclass
+class RunEnded(Message):
+    """Run `key` finished, failed, diverged or was cancelled."""
+
+    key: int

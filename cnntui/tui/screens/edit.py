@@ -1,0 +1,94 @@
+"""The experiment form: new, duplicate or edit one [[experiment]] of experiments.toml.
+
+Each field holds the experiment's own value as the file writes it; an empty field means
+"as in [defaults]" (shown as the placeholder). Values are read with the loader's rules, and
+`save` (given by the caller) checks the whole file again before anything is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Input, Label, Static
+
+from ...config import EXPERIMENT_KEYS, ConfigError
+from ...tomledit import read_value, show_value
+
+Save = Callable[[dict[str, Any]], str | None]  # returns an error to show, or None when saved
+
+
+class ExperimentForm(ModalScreen[bool]):
+    """Dismisses with True once `save` accepted the values, False when abandoned."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+s", "save", "Save", priority=True),
+        Binding("escape", "cancel", "Cancel"),
+    ]
+
+    def __init__(
+        self, heading: str, values: dict[str, Any], defaults: dict[str, Any], save: Save
+    ) -> None:
+        super().__init__()
+        self.heading = heading
+        self.values = values
+        self.defaults = defaults
+        self.save = save
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="form"):
+            yield Static(f"[b]{self.heading}[/b]  ctrl+s save · escape cancel", id="form-title")
+            yield Static("", id="form-error")
+            with VerticalScroll(id="fields"):
+                for key in EXPERIMENT_KEYS:
+                    default = self.defaults.get(key)
+                    hint = f"{show_value(default)} (default)" if default is not None else ""
+                    with Horizontal(classes="field"):
+                        yield Label(key, classes="field-label")
+                        yield Input(
+                            show_value(self.values.get(key)),
+                            placeholder=hint,
+                            id=f"field-{key}",
+                            compact=True,
+                        )
+
+    def on_mount(self) -> None:
+        self.query_one("#field-name", Input).focus()
+
+    def read(self) -> dict[str, Any]:
+        """Every field as a value; raises ConfigError naming the first bad one and focuses it."""
+        out: dict[str, Any] = {}
+        for key in EXPERIMENT_KEYS:
+            field = self.query_one(f"#field-{key}", Input)
+            try:
+                out[key] = read_value(key, field.value)
+            except ConfigError:
+                field.focus()
+                raise
+        if not out.get("name"):
+            self.query_one("#field-name", Input).focus()
+            raise ConfigError("'name' is required")
+        return out
+
+    def error(self, message: str) -> None:
+        self.query_one("#form-error", Static).update(Text(message, style="bold red"))
+
+    def action_save(self) -> None:
+        try:
+            values = self.read()
+        except ConfigError as e:
+            self.error(str(e))
+            return
+        problem = self.save(values)
+        if problem:
+            self.error(problem)
+        else:
+            self.dismiss(True)
+
+    def action_cancel(self) -> None:
+        self.dismiss(False)

@@ -1,0 +1,509 @@
+"""The main screen: experiments, live curves, results, and every key that acts on them.
+
+Runs train in Textual thread workers. A worker feeds engine events into its RunState and
+posts a `RunUpdated` note (collapsing when stale); the screen redraws from a 4 Hz timer, and
+only what changed. A run's end is handled when its worker stops, so a crash in the worker
+itself is reported the same way as a failed run and never closes the app.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+from textual.widgets import ContentSwitcher, DataTable, Footer, Header, Static
+from textual.worker import Worker, WorkerState
+
+from ... import text, tomledit
+from ...config import ConfigError, apply_overrides
+from ...events import Event
+from ...store import RunRecord
+from ...text import one_line
+from ..messages import RunUpdated
+from ..session import Session
+from ..state import Curve, RunState
+from ..widgets.curves import CurvesPanel
+from ..widgets.experiments import ExperimentsTable
+from ..widgets.results import ResultsTable
+from .confirm import ConfirmScreen
+from .edit import ExperimentForm
+from .help import HelpScreen
+
+Trainer = Callable[..., Iterator[Event]]  # engine.train's signature
+REDRAW_SECONDS = 0.25  # curves and statuses are redrawn at most 4 times a second
+
+
+def _engine_train(*args: Any) -> Iterator[Event]:
+    from ...engine import train  # torch loads on the first run, not at start-up
+
+    return train(*args)
+
+
+class MainScreen(Screen):
+    """Everything the user works with; modal screens open on top of it."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("r", "run", "Run", tooltip="run the highlighted experiment"),
+        Binding("a", "run_all", "Run all", tooltip="queue every experiment"),
+        Binding("c", "cancel", "Cancel", tooltip="cancel the highlighted experiment's run"),
+        Binding(
+            "space", "mark", "Mark", tooltip="mark / unmark the experiment: overlay its curves"
+        ),
+        Binding("v", "view", "Curves/Results", tooltip="show the curves or the results table"),
+        Binding("e", "export", "Export", tooltip="export figures, tables and histories"),
+        Binding("question_mark", "help", "Keys", tooltip="this list of keys"),
+        Binding(
+            "R",
+            "resume",
+            "Resume",
+            show=False,
+            tooltip="resume the latest unfinished run from its checkpoint",
+        ),
+        Binding("l", "log", "Log y", show=False, tooltip="log scale for the loss curves"),
+        Binding("n", "new", "New", show=False, tooltip="new experiment (a form)"),
+        Binding("d", "duplicate", "Duplicate", show=False, tooltip="duplicate the experiment"),
+        Binding("E", "edit", "Edit", show=False, tooltip="edit the experiment (also enter)"),
+        Binding(
+            "ctrl+r", "reload", "Reload", show=False, tooltip="reload experiments.toml from disk"
+        ),
+        Binding("plus", "jobs(1)", "Jobs+", show=False, tooltip="one more run at a time"),
+        Binding("minus", "jobs(-1)", "Jobs-", show=False, tooltip="one run fewer at a time"),
+        Binding("s", "noop", "Sort", show=False, tooltip="sort the results by the cursor column"),
+        Binding("q", "app.quit", "Quit", tooltip="quit (asks first when runs are active)"),
+    ]
+
+    def __init__(
+        self,
+        session: Session,
+        exports_dir: Path,
+        trainer: Trainer | None = None,
+        device_label: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.session = session
+        self.exports_dir = Path(exports_dir)
+        self.trainer = trainer or _engine_train
+        self.device_label = device_label or "probing device…"
+        self._probe = device_label is None
+        self.marks: set[str] = set()
+        self.log_scale = False
+        self._workers: dict[Worker, int] = {}
+        self._seen: dict[int, tuple[int, int]] = {}  # run key -> (version, epochs) in results
+        self._curves_key: tuple | None = None
+        self._cuda = False
+
+    # -- layout ---------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False, icon="▦")
+        yield Static("", id="file-error")
+        yield ExperimentsTable(id="experiments")
+        with ContentSwitcher(initial="curves", id="views"):
+            yield CurvesPanel(id="curves")
+            yield ResultsTable(id="results")
+        yield Footer()
+
+    @property
+    def table(self) -> ExperimentsTable:
+        return self.query_one("#experiments", ExperimentsTable)
+
+    @property
+    def results(self) -> ResultsTable:
+        return self.query_one("#results", ResultsTable)
+
+    def on_mount(self) -> None:
+        self.app.title = "cnntui"
+        if not self.session.reload() and not self.session.experiments:
+            self.show_file_error()
+        self.table.show(self.session, self.marks)
+        for record in self.session.load_past():
+            self.results.put(str(record.path), record.summary, redraw=False)
+        self.results.redraw()
+        self.update_header()
+        self.set_interval(REDRAW_SECONDS, self.tick)
+        if self._probe:
+            self.run_worker(self._probe_device, thread=True, exit_on_error=False, name="device")
+        self.table.focus()
+
+    def _probe_device(self) -> str:
+        from ...engine import describe_device, resolve_device
+
+        spec = self.session.overrides.get("device", "auto")
+        dev = resolve_device(spec)
+        self._cuda = dev.type == "cuda"
+        return describe_device(dev)
+
+    def _cuda_memory(self) -> str:
+        import torch
+
+        free, total = torch.cuda.mem_get_info()
+        return f"{(total - free) / 2**30:.1f}/{total / 2**30:.0f} GiB"
+
+    def update_header(self) -> None:
+        active, queued = len(self.session.active()), len(self.session.queued())
+        parts = [self.device_label]
+        if self._cuda:
+            parts.append(self._cuda_memory())
+        parts.append(f"{active} running" + (f", {queued} queued" if queued else ""))
+        parts.append(f"jobs {self.session.jobs}")
+        self.app.sub_title = " · ".join(parts)
+
+    def show_file_error(self) -> None:
+        line = self.query_one("#file-error", Static)
+        line.update(Text(self.session.error, style="bold"))
+        line.display = bool(self.session.error)
+
+    # -- the redraw timer -----------------------------------------------------------------
+
+    def tick(self) -> None:
+        self.table.update_statuses(self.session)
+        self.update_header()
+        if self.query_one("#views", ContentSwitcher).current == "curves":
+            self.redraw_curves()
+
+    def shown(self) -> list[str]:
+        """Experiments whose curves are drawn: the marked ones, else the highlighted one."""
+        marked = [e.name for e in self.session.experiments if e.name in self.marks]
+        if marked:
+            return marked
+        name = self.table.highlighted
+        return [name] if name else []
+
+    def redraw_curves(self, force: bool = False) -> None:
+        panel = self.query_one("#curves", CurvesPanel)
+        points = panel.points()
+        sources: list[tuple[str, RunState | RunRecord | None]] = []
+        key: list[Any] = [points, self.log_scale]
+        for name in self.shown():
+            state = self.session.latest(name)
+            if state is not None and state.status not in ("queued", "starting"):
+                sources.append((name, state))
+                key.append((name, state.key, state.version))
+            else:
+                record = self.session.stored_latest(name)
+                sources.append((name, record))
+                key.append((name, str(record.path) if record else None))
+        if not force and tuple(key) == self._curves_key:
+            return
+        self._curves_key = tuple(key)
+        curves: list[Curve] = []
+        for name, source in sources:
+            if isinstance(source, RunState):
+                curves.append(source.curve(points))
+            elif source is not None:
+                curves.append(self.session.stored_trace(source).curve(name, points))
+        panel.show([c for c in curves if not c.empty], self.log_scale)
+
+    # -- runs -----------------------------------------------------------------------------
+
+    def start_queued(self) -> None:
+        for state in self.session.to_start():
+            worker = self.run_worker(
+                partial(self._train, state),
+                thread=True,
+                exit_on_error=False,
+                group="runs",
+                name=f"run {state.name}",
+            )
+            self._workers[worker] = state.key
+        self.update_header()
+
+    def _train(self, state: RunState) -> None:
+        """The worker thread: one run, its events into the RunState, a note to the screen."""
+        store = self.session.store
+        run = state.resume_run or store.create(state.experiment)
+        for event in self.trainer(state.experiment, state.cancel, run, state.checkpoint):
+            state.feed(event)
+            self.post_message(RunUpdated(state.key))
+
+    def on_run_updated(self, message: RunUpdated) -> None:
+        state = self.session.runs.get(message.key)
+        if state is None:
+            return
+        epochs = len(state.trace.test_acc)
+        if self._seen.get(state.key, (None, -1))[1] != epochs and state.run_dir:
+            self._seen[state.key] = (state.version, epochs)
+            self.results.put(state.run_dir, state.summary())
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        worker = event.worker
+        if worker.name == "device":
+            if event.state == WorkerState.SUCCESS:
+                self.device_label = worker.result
+            elif event.state == WorkerState.ERROR:
+                self.device_label = f"device: {one_line(worker.error)}"
+            self.update_header()
+            return
+        if worker.name == "export":
+            self._export_done(worker, event.state)
+            return
+        key = self._workers.get(worker)
+        if key is None or event.state not in (
+            WorkerState.SUCCESS,
+            WorkerState.ERROR,
+            WorkerState.CANCELLED,
+        ):
+            return
+        del self._workers[worker]
+        state = self.session.runs[key]
+        if event.state == WorkerState.ERROR:
+            state.fail(one_line(worker.error))
+        elif not state.ended:
+            state.fail("the run stopped without a result")
+        self.run_ended(state)
+        self.start_queued()
+
+    def run_ended(self, state: RunState) -> None:
+        summary, row = state.summary(), state.run_dir or f"session-{state.key}"
+        if state.run_dir:
+            record = next(
+                (r for r in self.session.store.runs(state.name) if str(r.path) == state.run_dir),
+                None,
+            )
+            if record is not None:
+                self.session.remember(record)
+                summary = {**record.summary, "status": record.status}
+        self.results.put(row, summary)
+        name = state.name
+        match state.status:
+            case "finished":
+                acc = text.pct(summary.get("final_test_acc"))
+                took = text.seconds(summary.get("total_seconds"))
+                self.notify(f"{name} finished: test accuracy {acc} in {took}")
+            case "cancelled":
+                self.notify(f"{name} cancelled; its history so far is kept")
+            case "diverged":
+                self.notify(f"{name} diverged: {state.reason}", severity="warning", timeout=10)
+            case _:
+                self.notify(f"{name} failed: {state.reason}", severity="error", timeout=15)
+        self.table.update_statuses(self.session)
+        self.redraw_curves()
+
+    # -- actions --------------------------------------------------------------------------
+
+    def _highlighted(self) -> str | None:
+        name = self.table.highlighted
+        if name is None:
+            self.notify("no experiment to act on", severity="warning")
+        return name
+
+    def action_run(self) -> None:
+        name = self._highlighted()
+        exp = self.session.experiment(name) if name else None
+        if exp is None:
+            return
+        queued = self.session.enqueue(exp)
+        if isinstance(queued, str):
+            self.notify(queued, severity="warning")
+            return
+        self.start_queued()
+        self.table.update_statuses(self.session)
+
+    def action_run_all(self) -> None:
+        added = [
+            s
+            for e in self.session.experiments
+            if isinstance(s := self.session.enqueue(e), RunState)
+        ]
+        self.start_queued()
+        self.table.update_statuses(self.session)
+        self.notify(f"queued {len(added)} run(s); {self.session.jobs} at a time")
+
+    def action_cancel(self) -> None:
+        name = self._highlighted()
+        if name:
+            self.notify(self.session.cancel(name))
+            self.table.update_statuses(self.session)
+
+    def action_resume(self) -> None:
+        name = self._highlighted()
+        if name is None:
+            return
+        record = self.session.resumable(name)
+        if record is None:
+            self.notify(f"{name} has no unfinished run to resume", severity="warning")
+            return
+        try:
+            exp = apply_overrides([record.experiment()], self.session.overrides)[0]
+        except (OSError, ValueError) as e:
+            self.notify(f"cannot resume {record.path}: {one_line(e)}", severity="error")
+            return
+        run = self.session.store.reopen(record)
+        run.experiment = exp
+        checkpoint = record.checkpoint if record.checkpoint.exists() else None
+        queued = self.session.enqueue(exp, run, checkpoint)
+        if isinstance(queued, str):
+            self.notify(queued, severity="warning")
+            return
+        done = record.summary.get("epochs_done", 0)
+        self.notify(f"resuming {name} run {record.run_id} after epoch {done}")
+        self.start_queued()
+
+    def action_mark(self) -> None:
+        name = self._highlighted()
+        if name is None:
+            return
+        if name in self.marks:
+            self.marks.discard(name)
+        else:
+            self.marks.add(name)
+        self.table.set_mark(name, name in self.marks)
+        self.redraw_curves()
+
+    def action_log(self) -> None:
+        self.log_scale = not self.log_scale
+        self.redraw_curves()
+
+    def action_view(self) -> None:
+        switcher = self.query_one("#views", ContentSwitcher)
+        switcher.current = "results" if switcher.current == "curves" else "curves"
+        if switcher.current == "results":
+            self.results.focus()
+        else:
+            self.table.focus()
+            self.redraw_curves(force=True)
+
+    def action_noop(self) -> None:
+        """`s` sorts when the results table has the focus; elsewhere, say how to get there."""
+        self.notify("press v to show the results, then s sorts by the cursor's column")
+
+    def action_jobs(self, delta: int) -> None:
+        self.session.jobs = max(1, self.session.jobs + delta)
+        self.notify(f"{self.session.jobs} run(s) at a time")
+        self.start_queued()
+
+    def action_help(self) -> None:
+        self.app.push_screen(HelpScreen(self.BINDINGS))
+
+    def action_export(self) -> None:
+        if not self.session.experiments:
+            self.notify("no experiments to export", severity="warning")
+            return
+        self.notify(f"exporting to {self.exports_dir}/ …", timeout=3)
+        self.run_worker(
+            partial(self._export, list(self.session.experiments)),
+            thread=True,
+            exit_on_error=False,
+            name="export",
+            exclusive=True,
+            group="export",
+        )
+
+    def _export(self, experiments: list) -> Any:
+        from ...export import export_all
+
+        return export_all(self.session.store, experiments, self.exports_dir)
+
+    def _export_done(self, worker: Worker, state: WorkerState) -> None:
+        if state == WorkerState.SUCCESS:
+            result = worker.result
+            msg = f"exported {len(result.files)} file(s) to {result.folder}/"
+            if result.missing:
+                msg += f"\nno runs yet for: {', '.join(result.missing)}"
+            self.notify(msg, title="export", timeout=10)
+        elif state == WorkerState.ERROR:
+            self.notify(f"export failed: {worker.error}", severity="error", timeout=15)
+
+    # -- the experiments file -------------------------------------------------------------
+
+    def action_reload(self, quiet: bool = False) -> bool:
+        ok = self.session.reload()
+        self.show_file_error()
+        if not ok:
+            self.notify(
+                f"{self.session.error}\n(keeping the last good list)", severity="error", timeout=15
+            )
+            return False
+        names = {e.name for e in self.session.experiments}
+        self.marks &= names
+        self.table.show(self.session, self.marks)
+        self.redraw_curves(force=True)
+        if not quiet:
+            self.notify(f"reloaded {len(names)} experiment(s) from {self.session.config}")
+        return True
+
+    @on(DataTable.RowSelected, "#experiments")
+    def _edit_on_enter(self) -> None:
+        self.action_edit()
+
+    def _form(self, heading: str, values: dict[str, Any], index: int | None) -> None:
+        file = self.session.file
+        if self.session.error or file is None:
+            self.notify(f"fix the file first: {self.session.error}", severity="error")
+            return
+        defaults = dataclasses.asdict(file.defaults)
+        path = self.session.config
+
+        def save(new: dict[str, Any]) -> str | None:
+            try:
+                tomledit.save_experiment(path, new, index)
+            except (ConfigError, OSError) as e:
+                return str(e)
+            self.action_reload(quiet=True)
+            if new["name"] in {e.name for e in self.session.experiments}:
+                self.table.move_cursor(row=self.table.get_row_index(new["name"]))
+            self.notify(f"saved {new['name']} to {path}")
+            return None
+
+        self.app.push_screen(ExperimentForm(heading, values, defaults, save))
+
+    def _own(self, name: str) -> tuple[int, dict[str, Any]] | None:
+        """The file position and own keys of experiment `name`, as written."""
+        try:
+            tables = tomledit.own_values(self.session.config.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            self.notify(f"cannot read {self.session.config}: {e}", severity="error")
+            return None
+        for i, table in enumerate(tables):
+            if table.get("name") == name:
+                return i, table
+        self.notify(f"{name} is not in {self.session.config} any more; reload", severity="error")
+        return None
+
+    def action_new(self) -> None:
+        name = self.table.highlighted
+        exp = self.session.experiment(name) if name else None
+        values = {"group": exp.group} if exp and exp.group else {}
+        self._form("new experiment", values, None)
+
+    def action_duplicate(self) -> None:
+        name = self._highlighted()
+        own = self._own(name) if name else None
+        if own is None:
+            return
+        names = {e.name for e in self.session.experiments}
+        copy, n = f"{name}-copy", 2
+        while copy in names:
+            copy, n = f"{name}-copy{n}", n + 1
+        self._form(f"duplicate of {name}", {**own[1], "name": copy}, None)
+
+    def action_edit(self) -> None:
+        name = self._highlighted()
+        own = self._own(name) if name else None
+        if own is not None:
+            self._form(f"edit {name}", own[1], own[0])
+
+    # -- quitting -------------------------------------------------------------------------
+
+    def busy(self) -> int:
+        return len(self.session.active()) + len(self.session.queued())
+
+    def confirm_quit(self, then: Callable[[bool], Any]) -> None:
+        n = len(self.session.active())
+        q = len(self.session.queued())
+        what = f"{n} run(s) active" + (f" and {q} queued" if q else "")
+        self.app.push_screen(
+            ConfirmScreen(f"{what}.\nCancel them and quit? Their histories so far are kept."),
+            then,
+        )
+
+    def run_workers(self) -> list[Worker]:
+        return list(self._workers)

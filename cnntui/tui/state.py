@@ -1,0 +1,300 @@
+"""What the TUI knows about one run, and how a run's history becomes something to plot.
+
+`RunState` is fed engine events by the run's worker thread and read by the UI thread, under
+a lock. `Trace` holds a history as growable numpy arrays with a running sum, so a run with a
+million batch losses appends in O(chunk) and gives a 100-batch moving average at any point
+in O(1). `decimate` cuts a curve to a few points per screen column, keeping its min/max
+envelope, because a plotext redraw grows with the number of points. No textual here.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import Experiment
+from ..events import BatchLosses, Cancelled, Diverged, EpochEnd, Event, Failed, Finished, Started
+from ..history import History, metrics
+
+MA_WINDOW = 100  # batches in the moving average over the batch losses
+ACTIVE = ("starting", "running")
+ENDED = ("finished", "failed", "diverged", "cancelled")
+
+
+def decimate(x: np.ndarray, y: np.ndarray, points: int) -> tuple[np.ndarray, np.ndarray]:
+    """At most about `points` points of (x, y): each bucket keeps its minimum and its maximum,
+    in x order, so spikes survive and the curve's envelope looks the same."""
+    n = len(y)
+    if n <= points or points < 4:
+        return x, y
+    buckets = points // 2
+    size = n // buckets
+    used = size * buckets
+    yb = y[:used].reshape(buckets, size)
+    lo = yb.argmin(axis=1)
+    hi = yb.argmax(axis=1)
+    first = np.minimum(lo, hi) + np.arange(buckets) * size
+    second = np.maximum(lo, hi) + np.arange(buckets) * size
+    idx = np.empty(2 * buckets, dtype=np.int64)
+    idx[0::2] = first
+    idx[1::2] = second
+    if used < n:
+        idx = np.append(idx, n - 1)
+    return x[idx], y[idx]
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One run's curves, already decimated for the screen."""
+
+    label: str
+    batch_x: np.ndarray
+    batch_y: np.ndarray
+    ma_x: np.ndarray
+    ma_y: np.ndarray
+    epoch_loss: list[float] = field(default_factory=list)
+    test_loss: list[float] = field(default_factory=list)
+    train_acc: list[float] = field(default_factory=list)
+    test_acc: list[float] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return len(self.batch_y) == 0 and not self.epoch_loss
+
+
+class Trace:
+    """A history held for plotting: batch losses in amortised-growth arrays, epochs in lists."""
+
+    def __init__(self) -> None:
+        self._x = np.empty(1024, dtype=np.int64)
+        self._y = np.empty(1024, dtype=np.float64)
+        self._cum = np.empty(1025, dtype=np.float64)  # _cum[i] = sum of the first i losses
+        self._cum[0] = 0.0
+        self.n = 0
+        self.epoch_loss: list[float] = []
+        self.test_loss: list[float] = []
+        self.train_acc: list[float] = []
+        self.test_acc: list[float] = []
+        self.epoch_seconds: list[float] = []
+
+    def extend(self, first_index: int, losses: tuple[float, ...] | np.ndarray) -> None:
+        values = np.asarray(losses, dtype=np.float64)
+        k = len(values)
+        if self.n + k > len(self._y):
+            cap = max(2 * len(self._y), self.n + k)
+            self._x = np.resize(self._x, cap)
+            self._y = np.resize(self._y, cap)
+            self._cum = np.resize(self._cum, cap + 1)
+        self._x[self.n : self.n + k] = np.arange(first_index, first_index + k)
+        self._y[self.n : self.n + k] = values
+        self._cum[self.n + 1 : self.n + k + 1] = self._cum[self.n] + np.cumsum(values)
+        self.n += k
+
+    def add_epoch(self, event: EpochEnd) -> None:
+        self.epoch_loss.append(event.train_loss)
+        self.test_loss.append(event.test_loss)
+        self.train_acc.append(event.train_acc)
+        self.test_acc.append(event.test_acc)
+        self.epoch_seconds.append(event.seconds)
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> Trace:
+        """A trace of a stored history (the npz payload of `History.arrays`)."""
+        t = cls()
+        y = np.asarray(arrays.get("batch_losses", []), dtype=np.float64)
+        x = np.asarray(arrays.get("batch_indices", np.arange(len(y))), dtype=np.int64)
+        if len(y):
+            t._x, t._y = x.copy(), y.copy()
+            t._cum = np.concatenate(([0.0], np.cumsum(y)))
+            t.n = len(y)
+        for attr, key in (
+            ("epoch_loss", "epoch_losses"),
+            ("test_loss", "test_loss"),
+            ("train_acc", "train_acc"),
+            ("test_acc", "test_acc"),
+            ("epoch_seconds", "epoch_seconds"),
+        ):
+            setattr(t, attr, [float(v) for v in arrays.get(key, [])])
+        return t
+
+    @classmethod
+    def load(cls, npz: Path) -> Trace:
+        if not npz.exists():
+            return cls()
+        with np.load(npz) as f:
+            return cls.from_arrays(dict(f))
+
+    def truncate(self, batches: int, epochs: int) -> None:
+        """Keep the first `batches` losses and `epochs` epochs (a resume restarts there)."""
+        self.n = min(self.n, batches)
+        for attr in ("epoch_loss", "test_loss", "train_acc", "test_acc", "epoch_seconds"):
+            del getattr(self, attr)[epochs:]
+
+    def curve(self, label: str, points: int) -> Curve:
+        """The curves, each cut to about `points` points."""
+        n = self.n
+        x, y = self._x[:n], self._y[:n]
+        bx, by = decimate(x, y, points)
+        if n:
+            # Moving average at evenly spaced points: O(points) thanks to the running sum.
+            at = np.unique(np.linspace(0, n - 1, min(n, points)).astype(np.int64))
+            lo = np.maximum(at + 1 - MA_WINDOW, 0)
+            ma = (self._cum[at + 1] - self._cum[lo]) / (at + 1 - lo)
+            mx = x[at]
+        else:
+            ma, mx = np.empty(0), np.empty(0, dtype=np.int64)
+        return Curve(
+            label,
+            bx,
+            by,
+            mx,
+            ma,
+            list(self.epoch_loss),
+            list(self.test_loss),
+            list(self.train_acc),
+            list(self.test_acc),
+        )
+
+    def history(self) -> History:
+        """The per-epoch part as a History, for `history.metrics` (batch losses left out)."""
+        return History(
+            epoch_losses=list(self.epoch_loss),
+            train_acc=list(self.train_acc),
+            test_loss=list(self.test_loss),
+            test_acc=list(self.test_acc),
+            epoch_seconds=list(self.epoch_seconds),
+        )
+
+
+class RunState:
+    """One run of this session: queued, then fed events by its worker thread."""
+
+    def __init__(
+        self,
+        key: int,
+        experiment: Experiment,
+        resume_run: Any = None,
+        checkpoint: Path | None = None,
+    ) -> None:
+        self.key = key
+        self.experiment = experiment
+        self.resume_run = resume_run  # a reopened store.RunDir when resuming
+        self.checkpoint = checkpoint
+        self.cancel = threading.Event()
+        self.lock = threading.Lock()
+        self.trace = Trace()
+        self.status = "queued"
+        self.reason = ""
+        self.run_dir: str | None = None
+        self.run_id = ""
+        self.device = ""
+        self.params = 0
+        self.epochs = experiment.epochs
+        self.batches_per_epoch = 0
+        self.start_done = 0  # batches already trained before this session (resume)
+        self.done = 0  # batches trained so far, all sessions
+        self.epoch = 0
+        self.total_seconds = math.nan
+        self.t0 = math.nan  # monotonic time of Started
+        self.version = 0  # bumped on every change, so the UI redraws only what changed
+
+    @property
+    def name(self) -> str:
+        return self.experiment.name
+
+    @property
+    def active(self) -> bool:
+        return self.status in ACTIVE
+
+    @property
+    def ended(self) -> bool:
+        return self.status in ENDED
+
+    def feed(self, event: Event) -> None:
+        """Apply one engine event (called from the run's worker thread)."""
+        with self.lock:
+            match event:
+                case Started():
+                    self.status = "running"
+                    self.run_dir, self.run_id = event.run_dir, event.run_id
+                    self.device, self.params = event.device, event.params
+                    self.epochs, self.batches_per_epoch = event.epochs, event.batches_per_epoch
+                    self.start_done = self.done = event.start_epoch * event.batches_per_epoch
+                    self.epoch = event.start_epoch
+                    self.t0 = time.monotonic()
+                    if event.start_epoch and event.run_dir:
+                        # The engine resumes after the checkpoint's last complete epoch; show
+                        # the history before it from disk, cut where training picks up.
+                        trace = Trace.load(Path(event.run_dir) / "history.npz")
+                        trace.truncate(self.done, event.start_epoch)
+                        self.trace = trace
+                case BatchLosses():
+                    self.trace.extend(event.first_index, event.losses)
+                    self.done = event.first_index + len(event.losses)
+                    self.epoch = event.epoch
+                case EpochEnd():
+                    self.trace.add_epoch(event)
+                    self.epoch = event.epoch + 1
+                case Finished():
+                    self.status, self.total_seconds = "finished", event.total_seconds
+                case Failed():
+                    self.status, self.reason = "failed", event.reason
+                case Diverged():
+                    self.status, self.reason = "diverged", event.reason
+                case Cancelled():
+                    self.status, self.reason = "cancelled", "cancelled by the user"
+            self.version += 1
+
+    def fail(self, reason: str) -> None:
+        """The worker itself raised (the engine never does): record why."""
+        with self.lock:
+            self.status, self.reason = "failed", reason
+            self.version += 1
+
+    def progress(self) -> float:
+        total = self.epochs * self.batches_per_epoch
+        return self.done / total if total else 0.0
+
+    def eta(self, now: float | None = None) -> float:
+        """Seconds left, from this session's pace; NaN until a batch has trained."""
+        trained = self.done - self.start_done
+        if self.status != "running" or trained <= 0:
+            return math.nan
+        elapsed = (now if now is not None else time.monotonic()) - self.t0
+        return elapsed / trained * (self.epochs * self.batches_per_epoch - self.done)
+
+    def curve(self, points: int) -> Curve:
+        with self.lock:
+            return self.trace.curve(self.name, points)
+
+    def summary(self) -> dict[str, Any]:
+        """A results row in the run store's summary.json vocabulary, from what is known now."""
+        with self.lock:
+            h = self.trace.history()
+            seconds = self.total_seconds
+        if not math.isfinite(seconds):
+            seconds = sum(h.epoch_seconds)
+        m = metrics(h, self.experiment.target_acc, seconds)
+        exp = self.experiment
+        return {
+            "name": exp.name,
+            "title": exp.display_title,
+            "model": exp.model,
+            "params": self.params or None,
+            "status": self.status,
+            "reason": self.reason,
+            "final_test_acc": m.final_test_acc,
+            "best_test_acc": m.best_test_acc,
+            "epoch1_test_acc": m.epoch1_test_acc,
+            "final_train_loss": m.final_train_loss,
+            "gap": m.gap,
+            "epochs_to_target": m.epochs_to_target,
+            "total_seconds": m.total_seconds,
+            "seconds_per_epoch": m.seconds_per_epoch,
+        }

@@ -1,0 +1,109 @@
+"""The experiments table: one row per experiment, with its status kept up to date."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rich.text import Text
+from textual.widgets import DataTable
+
+from ... import text
+from ..session import Session
+from ..state import RunState
+
+STATUS_STYLE = {
+    "queued": "yellow",
+    "starting": "yellow",
+    "running": "bold yellow",
+    "finished": "green",
+    "failed": "bold red",
+    "diverged": "bold red",
+    "cancelled": "magenta",
+}
+
+
+def _value(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v).lower() if isinstance(v, bool) else str(v)
+
+
+def status_text(state: RunState | None, now: float | None = None) -> Text:
+    """`idle`, `queued`, `running 45% ep 2/5 eta 0:32`, `finished 52.10%`, `failed: why`..."""
+    if state is None:
+        return Text("idle", style="dim")
+    style = STATUS_STYLE.get(state.status, "")
+    match state.status:
+        case "running":
+            eta = state.eta(now)
+            left = f" eta {text.seconds(eta)}" if math.isfinite(eta) else ""
+            epoch = min(state.epoch + 1, state.epochs)
+            body = f"running {100 * state.progress():3.0f}% ep {epoch}/{state.epochs}{left}"
+        case "finished":
+            acc = state.trace.test_acc[-1] if state.trace.test_acc else None
+            body = f"finished {text.pct(acc)}"
+        case "failed" | "diverged":
+            body = f"{state.status}: {state.reason}"
+        case _:
+            body = state.status
+    return Text(body, style=style)
+
+
+class ExperimentsTable(DataTable):
+    """Experiments by name; marked ones (for overlaid curves) carry a ●."""
+
+    DEFAULT_CSS = """
+    ExperimentsTable { height: auto; max-height: 45%; }
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
+        self._status: dict[str, str] = {}
+
+    def on_mount(self) -> None:
+        self.add_column(" ", key="mark", width=1)
+        self.add_column("name", key="name")
+        self.add_column("title", key="title")
+        self.add_column("group", key="group")
+        self.add_column("status", key="status")
+        self.add_column("settings apart from defaults", key="settings")
+
+    @property
+    def highlighted(self) -> str | None:
+        """The name of the experiment under the cursor."""
+        if not self.row_count:
+            return None
+        key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key
+        return key.value
+
+    def show(self, session: Session, marks: set[str]) -> None:
+        """Rebuild every row (after a load or reload), keeping the cursor on its experiment."""
+        keep = self.highlighted
+        self.clear()
+        self._status.clear()
+        for exp in session.experiments:
+            apart = session.apart_from_defaults(exp)
+            settings = " ".join(f"{k}={_value(v)}" for k, v in apart.items()) or "-"
+            status = status_text(session.latest(exp.name))
+            self._status[exp.name] = status.plain
+            self.add_row(
+                "●" if exp.name in marks else " ",
+                exp.name,
+                exp.display_title,
+                exp.group or "-",
+                status,
+                settings,
+                key=exp.name,
+            )
+        if keep is not None and keep in self._status:
+            self.move_cursor(row=self.get_row_index(keep))
+
+    def update_statuses(self, session: Session) -> None:
+        """Rewrite the status cells whose text changed."""
+        for name in self._status:
+            status = status_text(session.latest(name))
+            if status.plain != self._status[name]:
+                self._status[name] = status.plain
+                self.update_cell(name, "status", status, update_width=True)
+
+    def set_mark(self, name: str, marked: bool) -> None:
+        self.update_cell(name, "mark", "●" if marked else " ")

@@ -1,0 +1,338 @@
+"""The TUI driven by real key presses (Textual Pilot), on the synthetic dataset.
+
+Runs that must really train use the engine; runs whose timing the test must control use the
+deterministic fake trainer. Every test asserts what a user would see or find on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+from textual.widgets import Input, Static
+
+from cnntui.config import load
+from cnntui.tui.app import make_app
+from cnntui.tui.messages import RunUpdated
+from cnntui.tui.screens.confirm import ConfirmScreen
+from cnntui.tui.screens.edit import ExperimentForm
+from cnntui.tui.screens.help import HelpScreen
+
+from .tui_fake import fake_train
+
+SIZE = (80, 24)
+
+
+async def wait_for(pilot, cond: Callable[[], bool], timeout: float = 30.0) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout}s waiting for {cond}")
+        await pilot.pause(0.05)
+
+
+def status_cell(app, name: str) -> str:
+    table = app.main.table
+    return str(table.get_cell(name, "status"))
+
+
+def settings_cell(app, name: str) -> str:
+    return str(app.main.table.get_cell(name, "settings"))
+
+
+def summaries(runs_dir: Path, name: str) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((runs_dir / name).glob("*/summary.json"))]
+
+
+def slow_trainer(delay: float = 0.02):
+    return partial(fake_train, delay=delay)
+
+
+# -- running, cancelling, failing ------------------------------------------------------------
+
+
+async def test_run_finishes_with_a_results_row(tiny_toml, runs_dir, tmp_path):
+    app = make_app(tiny_toml, {}, runs_dir, tmp_path / "exports")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("r")
+        await wait_for(pilot, lambda: status_cell(app, "alpha").startswith("finished"), 60)
+        rows = app.main.results.rows_by_key
+        (row,) = rows.values()
+        assert row["name"] == "alpha" and row["status"] == "finished"
+        assert 0.0 <= row["final_test_acc"] <= 1.0
+        assert row["params"] == 62006
+        # the row on screen shows the accuracy the store recorded
+        shown = [str(c) for c in app.main.results.get_row(next(iter(rows)))]
+        assert f"{100 * row['final_test_acc']:.2f}%" in shown
+        assert "0 running" in app.sub_title
+    (summary,) = summaries(runs_dir, "alpha")
+    assert summary["status"] == "finished" and summary["epochs_done"] == 2
+
+
+async def test_cancel_stops_the_run_and_keeps_its_history(tiny_toml, runs_dir, tmp_path):
+    app = make_app(tiny_toml, {"epochs": 500}, runs_dir, tmp_path / "exports")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("r")
+        await wait_for(pilot, lambda: status_cell(app, "alpha").startswith("running"), 60)
+        state = app.main.session.latest("alpha")
+        await wait_for(pilot, lambda: state.done > 0)
+        await pilot.press("c")
+        await wait_for(pilot, lambda: status_cell(app, "alpha") == "cancelled", 10)
+        assert app.main.results.rows_by_key[state.run_dir]["status"] == "cancelled"
+    (summary,) = summaries(runs_dir, "alpha")
+    assert summary["status"] == "cancelled" and summary["batches_done"] > 0
+    with np.load(Path(state.run_dir) / "history.npz") as h:
+        assert len(h["batch_losses"]) == summary["batches_done"]
+
+
+async def test_a_failing_run_shows_its_reason_and_the_app_stays(tmp_path, runs_dir):
+    cfg = tmp_path / "experiments.toml"
+    cfg.write_text('[[experiment]]\nname = "will-fail"\n[[experiment]]\nname = "ok"\n')
+
+    def exploding(*args):
+        raise RuntimeError("worker blew up")
+        yield  # pragma: no cover
+
+    app = make_app(cfg, {}, runs_dir, tmp_path / "x", trainer=fake_train, device_label="cpu")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("r")
+        await wait_for(pilot, lambda: status_cell(app, "will-fail").startswith("failed"))
+        assert "out of memory" in status_cell(app, "will-fail")
+        app.main.trainer = exploding  # a bug in the worker itself, not a failed run
+        await pilot.press("down", "r")
+        await wait_for(pilot, lambda: status_cell(app, "ok").startswith("failed"))
+        assert "worker blew up" in status_cell(app, "ok")
+        assert app.is_running
+
+
+async def test_run_all_queues_beyond_the_jobs_limit(tiny_toml, runs_dir, tmp_path):
+    app = make_app(
+        tiny_toml,
+        {"epochs": 100},
+        runs_dir,
+        tmp_path / "x",
+        trainer=slow_trainer(),
+        device_label="c",
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("a")
+        await wait_for(pilot, lambda: status_cell(app, "alpha").startswith("running"))
+        assert status_cell(app, "beta") == "queued"
+        assert "1 running, 1 queued" in app.sub_title
+        await pilot.press("plus")  # a second slot starts the queued run at once
+        await wait_for(pilot, lambda: status_cell(app, "beta").startswith("running"), 5)
+        await pilot.press("c", "down", "c")
+        await wait_for(pilot, lambda: not app.main.session.active())
+
+
+async def test_updates_are_throttled_at_the_source(tiny_toml, runs_dir, tmp_path):
+    posted: list[RunUpdated] = []
+
+    def hook(message):
+        if isinstance(message, RunUpdated):
+            posted.append(message)
+
+    app = make_app(tiny_toml, {"epochs": 6}, runs_dir, tmp_path / "x")
+    t0 = time.monotonic()
+    async with app.run_test(size=SIZE, message_hook=hook) as pilot:
+        await pilot.press("r")
+        await wait_for(pilot, lambda: status_cell(app, "alpha").startswith("finished"), 60)
+        seconds = time.monotonic() - t0
+        state = app.main.session.latest("alpha")
+    # each epoch's batches come in >= 1 chunk; beyond that at most ~10 chunks a second
+    assert len(posted) <= 3 + 2 * 6 + 12 * seconds
+    assert state.trace.n == 6 * 8  # and not one batch loss lost: 256 images / 32 a batch
+
+
+# -- marks, views, sorting, help ----------------------------------------------------------
+
+
+async def test_marked_runs_are_overlaid_and_results_sort(tiny_toml, runs_dir, tmp_path):
+    app = make_app(tiny_toml, {}, runs_dir, tmp_path / "x", 2, trainer=fake_train)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("a")
+        await wait_for(pilot, lambda: all(s.ended for s in app.main.session.runs.values()))
+        assert app.main.shown() == ["alpha"]
+        await pilot.press("space", "down", "space")
+        assert app.main.shown() == ["alpha", "beta"]
+        assert str(app.main.table.get_cell("alpha", "mark")) == "●"
+        await pilot.press("v")
+        results = app.main.results
+        assert results.has_focus
+        await pilot.press("right", "right", "right", "right", "s")  # final accuracy
+        accs = [results.rows_by_key[k]["final_test_acc"] for k in results.ordered()]
+        assert accs == sorted(accs, reverse=True)
+        first = str(results.get_row_at(0)[0])
+        await pilot.press("s")
+        assert str(results.get_row_at(0)[0]) != first
+        await pilot.press("v", "question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        help_text = str(app.screen.query_one(Static).render())
+        for key in ("run the highlighted experiment", "ctrl+r", "resume", "log scale"):
+            assert key in help_text
+        await pilot.press("escape")
+        assert app.screen is app.main
+
+
+async def test_resume_continues_the_latest_unfinished_run(tiny_toml, runs_dir, tmp_path):
+    from cnntui.engine import train
+    from cnntui.events import EpochEnd
+    from cnntui.store import RunStore
+
+    exp = load(tiny_toml).get("alpha")
+    store = RunStore(runs_dir)
+    run = store.create(exp)
+    cancel = threading.Event()
+    for event in train(exp, cancel, run):
+        if isinstance(event, EpochEnd):
+            cancel.set()  # stop in epoch 2, after the first checkpoint
+    assert store.latest("alpha").status == "cancelled"
+
+    app = make_app(tiny_toml, {}, runs_dir, tmp_path / "x")
+    async with app.run_test(size=SIZE) as pilot:
+        assert app.main.results.rows_by_key[str(run.path)]["status"] == "cancelled"
+        await pilot.press("R")
+        await wait_for(pilot, lambda: status_cell(app, "alpha").startswith("finished"), 60)
+        state = app.main.session.latest("alpha")
+        assert state.run_dir == str(run.path)
+        assert len(state.trace.test_acc) == 2  # epoch 1 from disk, epoch 2 trained now
+        assert app.main.results.rows_by_key[str(run.path)]["status"] == "finished"
+        await pilot.press("R")  # nothing left to resume: says so, starts nothing
+        assert len(app.main.session.runs) == 1
+    (summary,) = summaries(runs_dir, "alpha")
+    assert summary["status"] == "finished" and summary["epochs_done"] == 2
+
+
+# -- editing experiments.toml ---------------------------------------------------------------
+
+
+async def type_into(pilot, app, key: str, value: str) -> None:
+    field = app.screen.query_one(f"#field-{key}", Input)
+    field.focus()
+    field.value = ""
+    await pilot.press(*value)
+
+
+async def test_edit_saves_and_keeps_the_comment(tiny_toml, runs_dir, tmp_path):
+    app = make_app(tiny_toml, {}, runs_dir, tmp_path / "x", device_label="cpu")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("E")
+        assert isinstance(app.screen, ExperimentForm)
+        await type_into(pilot, app, "lr", "-1")
+        await pilot.press("ctrl+s")
+        assert isinstance(app.screen, ExperimentForm)  # refused, form still open
+        assert "out of range" in str(app.screen.query_one("#form-error", Static).render())
+        await type_into(pilot, app, "lr", "0.05")
+        await pilot.press("ctrl+s")
+        assert app.screen is app.main
+        assert "lr=0.05" in settings_cell(app, "alpha")
+    text = tiny_toml.read_text()
+    assert text.startswith("# a comment the user wrote\n")
+    assert load(tiny_toml).get("alpha").lr == 0.05
+    assert load(tiny_toml).get("beta").lr == 0.02
+
+
+async def test_new_and_duplicate_append_experiments(tiny_toml, runs_dir, tmp_path):
+    app = make_app(tiny_toml, {}, runs_dir, tmp_path / "x", device_label="cpu")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("n")
+        await type_into(pilot, app, "name", "gamma")
+        await type_into(pilot, app, "title", "丙")
+        await type_into(pilot, app, "epochs", "3")
+        await pilot.press("ctrl+s")
+        assert app.screen is app.main
+        assert app.main.table.highlighted == "gamma"
+        await pilot.press("d")
+        assert app.screen.query_one("#field-name", Input).value == "gamma-copy"
+        await type_into(pilot, app, "name", "alpha")  # taken: the loader's rule says so
+        await pilot.press("ctrl+s")
+        assert "duplicate experiment name" in str(
+            app.screen.query_one("#form-error", Static).render()
+        )
+        await type_into(pilot, app, "name", "delta")
+        await pilot.press("ctrl+s")
+        assert app.main.table.row_count == 4
+    file = load(tiny_toml)
+    assert file.names() == ["alpha", "beta", "gamma", "delta"]
+    assert file.get("delta").epochs == 3 and file.get("delta").title == "丙"
+    assert tiny_toml.read_text().startswith("# a comment the user wrote\n")
+
+
+async def test_broken_file_shows_its_error_and_keeps_the_list(tiny_toml, runs_dir, tmp_path):
+    app = make_app(tiny_toml, {}, runs_dir, tmp_path / "x", device_label="cpu")
+    async with app.run_test(size=SIZE) as pilot:
+        good = tiny_toml.read_text()
+        tiny_toml.write_text(good.replace("lr = 0.02", 'lr = "fast"'))
+        await pilot.press("ctrl+r")
+        line = app.main.query_one("#file-error", Static)
+        assert line.display
+        message = str(line.render())
+        assert message.startswith(f"{tiny_toml}:20:1:") and "'lr'" in message
+        assert app.main.table.row_count == 2  # the last good list
+        await pilot.press("E")  # editing a broken file is refused, not crashed
+        assert app.screen is app.main
+        tiny_toml.write_text(good)
+        await pilot.press("ctrl+r")
+        assert not line.display
+
+
+async def test_app_opens_on_a_broken_file(tmp_path, runs_dir):
+    cfg = tmp_path / "experiments.toml"
+    cfg.write_text("[defaults]\nbatch_size = 0\n")
+    app = make_app(cfg, {}, runs_dir, tmp_path / "x", device_label="cpu")
+    async with app.run_test(size=SIZE) as pilot:
+        message = str(app.main.query_one("#file-error", Static).render())
+        assert message.startswith(f"{cfg}:2:1:") and "batch_size" in message
+        await pilot.press("r", "a", "space", "c")
+        assert app.is_running and not app.main.session.runs
+
+
+# -- quitting -----------------------------------------------------------------------------
+
+
+async def test_quit_with_a_run_active_asks_cancels_and_keeps_history(tiny_toml, runs_dir, tmp_path):
+    app = make_app(tiny_toml, {"epochs": 500}, runs_dir, tmp_path / "x")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("r")
+        state = app.main.session.latest("alpha")
+        await wait_for(pilot, lambda: state.done > 0, 60)
+        await pilot.press("q")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")  # changed my mind: still running
+        assert app.screen is app.main and state.status == "running"
+        workers = app.main.run_workers()
+        await pilot.press("q")
+        t0 = time.monotonic()
+        await pilot.press("y")
+        await wait_for(pilot, lambda: not app.is_running, 2)
+        assert time.monotonic() - t0 < 2
+    assert workers and all(w.is_finished for w in workers)  # the training loop has stopped
+    assert state.status == "cancelled"
+    (summary,) = summaries(runs_dir, "alpha")
+    assert summary["status"] == "cancelled" and summary["batches_done"] > 0
+
+
+async def test_quit_with_nothing_running_quits_at_once(tiny_toml, runs_dir, tmp_path):
+    app = make_app(tiny_toml, {}, runs_dir, tmp_path / "x", device_label="cpu")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("q")
+        await wait_for(pilot, lambda: not app.is_running, 2)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_everything_fits(tiny_toml, runs_dir, tmp_path, size):
+    app = make_app(tiny_toml, {}, runs_dir, tmp_path / "x", trainer=fake_train, device_label="c")
+    async with app.run_test(size=size) as pilot:
+        await pilot.press("a")
+        await wait_for(pilot, lambda: all(s.ended for s in app.main.session.runs.values()))
+        for widget_id in ("#chart-batch", "#chart-epoch", "#chart-acc"):
+            region = app.main.query_one(widget_id).region
+            assert region.width >= 30 and region.height >= 5, (widget_id, region)
+        assert app.main.table.region.height == 3  # header and both rows
+        assert app.screen.query_one("Footer").region.bottom == size[1]
