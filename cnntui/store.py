@@ -193,6 +193,7 @@ class RunStore:
 
     def create(self, experiment: Experiment) -> RunDir:
         """A fresh directory for a new run of `experiment`, with its config written."""
+        check_value("name", experiment.name)  # a name that could leave the runs dir is refused
         base = self.root / experiment.name
         base.mkdir(parents=True, exist_ok=True)
         while True:
@@ -220,6 +221,8 @@ class RunStore:
         if not self.root.is_dir():
             return []
         out: list[RunRecord] = []
+        if name is not None:
+            check_value("name", name)
         dirs = [self.root / name] if name else sorted(p for p in self.root.iterdir() if p.is_dir())
         for exp_dir in dirs:
             if not exp_dir.is_dir():
