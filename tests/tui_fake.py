@@ -20,7 +20,7 @@ CHUNK = 20  # batches per BatchLosses event
 
 def loss_at(exp: Experiment, i: int) -> float:
     """A falling, wiggling loss whose speed depends on the learning rate."""
-    return 0.4 + 1.9 * math.exp(-i * exp.lr / 4) + 0.15 * math.sin(i / 3) * math.cos(i / 17)
+    return 0.4 + 1.9 * math.exp(-i * exp.lr * 2) + 0.15 * math.sin(i / 3) * math.cos(i / 17)
 
 
 def fake_train(

@@ -27,6 +27,9 @@ def _value(v: Any) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v).lower() if isinstance(v, bool) else str(v)
 
 
+STATUS_WIDTH = 30  # a failure's full reason goes to a notification
+
+
 def status_text(state: RunState | None, now: float | None = None) -> Text:
     """`idle`, `queued`, `running 45% ep 2/5 eta 0:32`, `finished 52.10%`, `failed: why`..."""
     if state is None:
@@ -45,7 +48,7 @@ def status_text(state: RunState | None, now: float | None = None) -> Text:
             body = f"{state.status}: {state.reason}"
         case _:
             body = state.status
-    return Text(body, style=style)
+    return Text(text.pad(body, STATUS_WIDTH).rstrip(), style=style)
 
 
 class ExperimentsTable(DataTable):
@@ -58,14 +61,16 @@ class ExperimentsTable(DataTable):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
         self._status: dict[str, str] = {}
+        self._session: Session | None = None
+        self._marks: set[str] = set()
 
     def on_mount(self) -> None:
         self.add_column(" ", key="mark", width=1)
         self.add_column("name", key="name")
         self.add_column("title", key="title")
         self.add_column("group", key="group")
-        self.add_column("status", key="status")
-        self.add_column("settings apart from defaults", key="settings")
+        self.add_column("status", key="status", width=STATUS_WIDTH)
+        self.add_column("settings", key="settings")
 
     @property
     def highlighted(self) -> str | None:
@@ -75,14 +80,34 @@ class ExperimentsTable(DataTable):
         key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key
         return key.value
 
+    def _settings_width(self, session: Session) -> int:
+        """Columns left for the settings, so the table needs no horizontal scrolling."""
+        exps = session.experiments
+        used = 3 + 2 + STATUS_WIDTH + 2  # mark, status (each cell has one space either side)
+        for values in (
+            [e.name for e in exps],
+            [e.display_title for e in exps],
+            [e.group or "-" for e in exps],
+        ):
+            used += 2 + max([text.width(v) for v in values] + [5])
+        scrollbar = 2 if len(exps) + 1 > self.size.height > 0 else 0
+        return max(12, (self.size.width or self.app.size.width) - used - scrollbar - 1)
+
+    def on_resize(self) -> None:
+        if self._session is not None:
+            self.show(self._session, self._marks)
+
     def show(self, session: Session, marks: set[str]) -> None:
         """Rebuild every row (after a load or reload), keeping the cursor on its experiment."""
+        self._session, self._marks = session, marks
         keep = self.highlighted
         self.clear()
         self._status.clear()
+        room = self._settings_width(session)
         for exp in session.experiments:
             apart = session.apart_from_defaults(exp)
             settings = " ".join(f"{k}={_value(v)}" for k, v in apart.items()) or "-"
+            settings = text.pad(settings, room).rstrip()
             status = status_text(session.latest(exp.name))
             self._status[exp.name] = status.plain
             self.add_row(

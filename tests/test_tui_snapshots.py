@@ -1,0 +1,95 @@
+"""Snapshots of the main screen, fed by the deterministic fake trainer (live losses vary).
+
+Update after an intended change with `pytest tests/test_tui_snapshots.py --snapshot-update`
+and look at the SVGs in tests/__snapshots__/ before committing them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cnntui.tui.app import CnnTui, make_app
+
+from .tui_fake import fake_train
+
+SNAP_TOML = """\
+# snapshot experiments
+[defaults]
+dataset = "synthetic"
+epochs = 3
+lr = 0.001
+device = "cpu"
+
+[[experiment]]
+name = "baseline"
+title = "基准配置"
+group = "hp"
+
+[[experiment]]
+name = "high-lr"
+title = "高学习率"
+group = "hp"
+lr = 0.01
+
+[[experiment]]
+name = "no-momentum"
+title = "无动量"
+group = "hp"
+momentum = 0.0
+epochs = 4
+
+[[experiment]]
+name = "oom-fail"
+title = "fails"
+model = "resnet"
+"""
+
+
+def snap_app(tmp_path: Path) -> CnnTui:
+    cfg = tmp_path / "experiments.toml"
+    cfg.write_text(SNAP_TOML, encoding="utf-8")
+    return make_app(
+        cfg,
+        {},
+        tmp_path / "runs",
+        tmp_path / "exports",
+        1,
+        trainer=fake_train,
+        device_label="cpu (fake)",
+    )
+
+
+async def run_all(pilot, *keys: str) -> None:
+    app = pilot.app
+    await pilot.press("a")
+    while not (app.main.session.runs and all(s.ended for s in app.main.session.runs.values())):
+        await pilot.pause(0.05)
+    await pilot.press(*keys)
+    await pilot.pause(0.3)  # one redraw tick
+    app.clear_notifications()
+    await pilot.pause()
+
+
+def test_main_screen_after_run_all(snap_compare, tmp_path):
+    assert snap_compare(snap_app(tmp_path), run_before=run_all, terminal_size=(80, 24))
+
+
+def test_marked_runs_overlaid(snap_compare, tmp_path):
+    async def mark_two(pilot):
+        await run_all(pilot, "space", "down", "space", "down", "space")
+
+    assert snap_compare(snap_app(tmp_path), run_before=mark_two, terminal_size=(80, 24))
+
+
+def test_results_view(snap_compare, tmp_path):
+    async def results(pilot):
+        await run_all(pilot, "v")
+
+    assert snap_compare(snap_app(tmp_path), run_before=results, terminal_size=(80, 24))
+
+
+def test_wide_terminal_log_scale(snap_compare, tmp_path):
+    async def log(pilot):
+        await run_all(pilot, "down", "l")
+
+    assert snap_compare(snap_app(tmp_path), run_before=log, terminal_size=(120, 36))
