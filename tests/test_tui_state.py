@@ -1,0 +1,225 @@
+"""The TUI's plain-data parts: decimation, traces, the session's queue rules, TOML editing.
+
+None of these need a screen; they run in milliseconds.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+
+import numpy as np
+import pytest
+
+from cnntui.config import ConfigError, load
+from cnntui.events import BatchLosses, Cancelled, EpochEnd, Finished, Started
+from cnntui.history import moving_average
+from cnntui.store import RunStore
+from cnntui.tomledit import (
+    append_experiment,
+    own_values,
+    read_value,
+    save_experiment,
+    show_value,
+    update_experiment,
+)
+from cnntui.tui.session import Session
+from cnntui.tui.state import RunState, Trace, decimate
+
+from .conftest import tiny_experiment
+
+
+@pytest.mark.parametrize("module", ["cnntui.tui.state", "cnntui.tui.session", "cnntui.tomledit"])
+def test_plain_modules_do_not_import_textual_or_torch(module):
+    out = subprocess.run(
+        [sys.executable, "-c", f"import {module}, sys; print(' '.join(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert "textual" not in out and "torch" not in out
+
+
+# -- decimation and traces ------------------------------------------------------------------
+
+
+def test_decimate_keeps_the_envelope_in_order():
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=100_003)
+    y[54_321] = 50.0  # a spike must survive
+    x = np.arange(len(y))
+    dx, dy = decimate(x, y, 400)
+    assert len(dx) <= 401
+    assert np.all(np.diff(dx) > 0)
+    assert dy.max() == 50.0 and dy.min() == y[: len(y) // 200 * 200].min()
+    assert dx[-1] == len(y) - 1
+
+
+def test_decimate_leaves_short_curves_alone():
+    x, y = np.arange(10), np.arange(10.0)
+    dx, dy = decimate(x, y, 400)
+    assert dx is x and dy is y
+
+
+def test_trace_moving_average_matches_history():
+    rng = np.random.default_rng(1)
+    losses = rng.uniform(0, 3, size=5000)
+    t = Trace()
+    for first in range(0, 5000, 37):  # ragged chunks, through several array growths
+        t.extend(first, losses[first : first + 37])
+    assert t.n == 5000
+    c = t.curve("x", 10_000)  # no decimation
+    np.testing.assert_allclose(c.ma_y, moving_average(losses, 100))
+    np.testing.assert_array_equal(c.batch_y, losses)
+    small = t.curve("x", 200)
+    assert len(small.batch_y) <= 201 and len(small.ma_y) <= 200
+
+
+def test_trace_from_arrays_and_truncate(tmp_path):
+    arrays = {
+        "batch_losses": np.arange(30, dtype=float),
+        "batch_indices": np.arange(30),
+        "epoch_losses": np.array([3.0, 2.0, 1.0]),
+        "train_acc": np.array([0.1, 0.2, 0.3]),
+        "test_loss": np.array([3.1, 2.1, 1.1]),
+        "test_acc": np.array([0.1, 0.2, 0.25]),
+        "epoch_seconds": np.ones(3),
+    }
+    np.savez(tmp_path / "h.npz", **arrays)
+    t = Trace.load(tmp_path / "h.npz")
+    t.truncate(20, 2)
+    assert t.n == 20 and t.test_acc == [0.1, 0.2]
+    t.extend(20, (5.0,))
+    assert t.curve("x", 100).batch_y[-1] == 5.0
+
+
+def test_run_state_follows_the_events():
+    exp = tiny_experiment(epochs=2, target_acc=0.2)
+    s = RunState(1, exp)
+    s.feed(Started("tiny", "id", None, "cpu", 100, 2, 4))
+    assert s.status == "running" and s.progress() == 0
+    s.feed(BatchLosses("tiny", 0, 0, (2.0, 1.9, 1.8, 1.7)))
+    assert s.progress() == 0.5 and s.eta() >= 0
+    s.feed(EpochEnd("tiny", 0, 1.85, 0.3, 1.9, 0.25, 2.0))
+    s.feed(Finished("tiny", 2.5))
+    summary = s.summary()
+    assert summary["status"] == "finished" and summary["epochs_to_target"] == 1
+    assert summary["final_test_acc"] == 0.25 and summary["total_seconds"] == 2.5
+    assert summary["gap"] == pytest.approx(0.05)
+
+
+# -- the session --------------------------------------------------------------------------
+
+
+def test_session_queue_respects_jobs_and_one_run_per_experiment(tiny_toml, runs_dir):
+    session = Session(tiny_toml, {}, RunStore(runs_dir), jobs=1)
+    assert session.reload()
+    alpha, beta = session.experiments
+    a = session.enqueue(alpha)
+    assert isinstance(session.enqueue(alpha), str)  # already queued
+    b = session.enqueue(beta)
+    assert session.to_start() == [a] and a.status == "starting"
+    assert session.to_start() == []  # one at a time
+    assert "removed from the queue" in session.cancel("beta") and b.status == "cancelled"
+    assert session.cancel("alpha").startswith("cancelling") and a.cancel.is_set()
+    a.feed(Cancelled("alpha"))
+    assert isinstance(session.enqueue(alpha), RunState)  # ended: may run again
+
+
+def test_session_reload_keeps_the_last_good_list(tiny_toml, runs_dir):
+    session = Session(tiny_toml, {"epochs": 7}, RunStore(runs_dir))
+    assert session.reload()
+    assert [e.epochs for e in session.experiments] == [7, 7]  # --set applies
+    assert session.apart_from_defaults(session.experiments[1]) == {"lr": 0.02}
+    tiny_toml.write_text("[[experiment]]\nname = 'x'\nbogus = 1\n")
+    assert not session.reload()
+    assert session.error.startswith(f"{tiny_toml}:3:1: unknown key 'bogus'")
+    assert [e.name for e in session.experiments] == ["alpha", "beta"]
+
+
+# -- editing experiments.toml -------------------------------------------------------------
+
+COMMENTED = """\
+# top comment
+[defaults]
+lr = 0.01   # my lr
+
+[[experiment]]
+name = "a"
+dropout = 0.5  # keep this note
+epochs = 3
+
+# --- a section comment before b
+[[experiment]]
+name = "b"
+"""
+
+
+def test_update_keeps_comments_and_puts_new_keys_in_the_table():
+    out = update_experiment(
+        COMMENTED, 0, {"name": "a", "dropout": 0.25, "momentum": 0.5, "epochs": None}
+    )
+    assert "dropout = 0.25  # keep this note" in out
+    assert "# top comment" in out and "lr = 0.01   # my lr" in out
+    assert "epochs" not in out
+    # the new key sits with a's keys, above the comment that introduces b
+    assert out.index("momentum = 0.5") < out.index("# --- a section comment")
+    doc = tomllib.loads(out)
+    assert doc["experiment"][0] == {"name": "a", "dropout": 0.25, "momentum": 0.5}
+    assert doc["experiment"][1] == {"name": "b"}
+
+
+def test_append_adds_a_table_after_a_blank_line():
+    out = append_experiment(COMMENTED, {"name": "c", "title": "丙", "lr": 0.1, "seed": None})
+    assert out.startswith(COMMENTED)
+    assert out.endswith('\n\n[[experiment]]\nname = "c"\ntitle = "丙"\nlr = 0.1\n')
+
+
+def test_save_refuses_what_the_loader_refuses(tmp_path):
+    path = tmp_path / "experiments.toml"
+    path.write_text(COMMENTED)
+    with pytest.raises(ConfigError, match="duplicate experiment name 'a'"):
+        save_experiment(path, {"name": "a"})
+    assert path.read_text() == COMMENTED  # nothing written
+    file = save_experiment(path, {"name": "b", "lr": 0.2}, index=1)
+    assert file.get("b").lr == 0.2 and load(path).get("b").lr == 0.2
+    assert own_values(path.read_text())[1] == {"name": "b", "lr": 0.2}
+
+
+@pytest.mark.parametrize(
+    ("key", "raw", "value"),
+    [
+        ("lr", "0.01", 0.01),
+        ("lr", "1e-3", 0.001),
+        ("epochs", " 7 ", 7),
+        ("augment", "true", True),
+        ("device", "cuda:0", "cuda:0"),
+        ("device", '"cpu"', "cpu"),
+        ("title", "2024", "2024"),
+        ("title", "基准配置", "基准配置"),
+        ("train_size", "", None),
+    ],
+)
+def test_read_value(key, raw, value):
+    assert read_value(key, raw) == value
+
+
+@pytest.mark.parametrize(
+    ("key", "raw", "message"),
+    [
+        ("lr", "fast", "'lr'"),
+        ("lr", "0", "out of range"),
+        ("epochs", "1.5", "integer"),
+        ("model", "vgg", "unknown model"),
+        ("name", "a b", "out of range"),
+    ],
+)
+def test_read_value_rejects(key, raw, message):
+    with pytest.raises(ConfigError, match=message):
+        read_value(key, raw)
+
+
+def test_show_value_round_trips():
+    for key, value in (("lr", 0.001), ("augment", False), ("epochs", 5), ("title", "标题")):
+        assert read_value(key, show_value(value)) == value
