@@ -237,7 +237,7 @@ def results_table(records: list[Any]) -> str:
                 r.name,
                 s.get("title", ""),
                 s.get("model", ""),
-                f"{s.get('params') or 0:,}",
+                f"{s['params']:,}" if s.get("params") else "-",
                 text.pct(s.get("final_test_acc")),
                 text.pct(s.get("best_test_acc")),
                 text.num(s.get("final_train_loss")),
