@@ -107,7 +107,10 @@ async def test_a_failing_run_shows_its_reason_and_the_app_stays(tmp_path, runs_d
         app.main.trainer = exploding  # a bug in the worker itself, not a failed run
         await pilot.press("down", "r")
         await wait_for(pilot, lambda: status_cell(app, "ok").startswith("failed"))
-        assert "worker blew up" in status_cell(app, "ok")
+        assert status_cell(app, "ok").startswith("failed: RuntimeError")
+        # the whole reason is in a notification, the status cell is cut to fit
+        notes = [n.message for n in app._notifications]
+        assert "ok failed: RuntimeError: worker blew up" in notes
         assert app.is_running
 
 

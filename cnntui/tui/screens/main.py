@@ -9,6 +9,7 @@ itself is reported the same way as a failed run and never closes the app.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -39,6 +40,9 @@ from .help import HelpScreen
 
 Trainer = Callable[..., Iterator[Event]]  # engine.train's signature
 REDRAW_SECONDS = 0.25  # curves and statuses are redrawn at most 4 times a second
+# Live curves may take at most this share of the UI thread: a plotext build is pure Python
+# and holds the GIL the training threads need, so a costly chart is redrawn less often.
+CURVES_SHARE = 0.1
 
 
 def _engine_train(*args: Any) -> Iterator[Event]:
@@ -98,6 +102,7 @@ class MainScreen(Screen):
         self._workers: dict[Worker, int] = {}
         self._seen: dict[int, tuple[int, int]] = {}  # run key -> (version, epochs) in results
         self._curves_key: tuple | None = None
+        self._curves_due = 0.0  # monotonic time before which the timer leaves the curves be
         self._cuda = False
 
     # -- layout ---------------------------------------------------------------------------
@@ -166,8 +171,14 @@ class MainScreen(Screen):
     def tick(self) -> None:
         self.table.update_statuses(self.session)
         self.update_header()
-        if self.query_one("#views", ContentSwitcher).current == "curves":
+        now = time.monotonic()
+        if (
+            self.query_one("#views", ContentSwitcher).current == "curves"
+            and now >= self._curves_due
+        ):
             self.redraw_curves()
+            cost = self.query_one("#curves", CurvesPanel).build_seconds()
+            self._curves_due = now + max(REDRAW_SECONDS, cost / CURVES_SHARE) - 0.01
 
     def shown(self) -> list[str]:
         """Experiments whose curves are drawn: the marked ones, else the highlighted one."""

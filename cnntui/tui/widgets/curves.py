@@ -3,7 +3,8 @@ and accuracies, for one run or several overlaid, one colour each."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Hashable
 
 from rich.text import Text
 from textual.app import ComposeResult, RenderResult
@@ -14,7 +15,7 @@ from textual_plotext.plot import Plot
 from ..state import MA_WINDOW, Curve
 
 COLORS = ("cyan+", "orange+", "green+", "magenta+", "red+", "blue+", "yellow", "white")
-POINTS_PER_COLUMN = 3  # braille draws two dots a column; min/max pairs need a little more
+POINTS_PER_COLUMN = 2  # braille draws two dots a column: a min/max pair per column
 
 
 class Chart(PlotextPlot):
@@ -27,23 +28,30 @@ class Chart(PlotextPlot):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._draw: Callable[[Plot], None] = lambda plt: None
+        self._data: Hashable = None
         self._version = 0
         self._cache_key: tuple | None = None
         self._cache: RenderResult = Text("")
+        self.build_seconds = 0.0  # what the last plotext build cost
 
-    def draw(self, fn: Callable[[Plot], None]) -> None:
-        """Replace the plot with what `fn(plt)` draws; it is built at the next render."""
-        self._draw = fn
+    def draw(self, fn: Callable[[Plot], None], data: Hashable) -> None:
+        """Replace the plot with what `fn(plt)` draws, unless `data` (a cheap summary of what
+        `fn` plots) is unchanged; the plot is built at the next render."""
+        if data == self._data:
+            return
+        self._draw, self._data = fn, data
         self._version += 1
         self.refresh()
 
     def render(self) -> RenderResult:
         key = (self.size, self.app.theme, self._version)
         if key != self._cache_key:
+            t0 = time.perf_counter()
             self.plt.clear_figure()
             self._draw(self.plt)
             self._cache = super().render()
             self._cache_key = key
+            self.build_seconds = time.perf_counter() - t0
         return self._cache
 
 
@@ -106,8 +114,17 @@ class CurvesPanel(Horizontal):
         """How many points a curve needs to look right at the batch chart's width."""
         return max(64, POINTS_PER_COLUMN * self.query_one("#chart-batch").size.width)
 
+    def build_seconds(self) -> float:
+        """What drawing every chart cost last time: the redraw timer paces itself by it."""
+        return sum(chart.build_seconds for chart in self.query(Chart))
+
     def show(self, curves: list[Curve], log: bool = False) -> None:
-        self.query_one("#chart-batch", Chart).draw(_batch(curves, log))
+        """Draw `curves`; a chart whose data did not change is not rebuilt."""
+        batches = tuple(
+            (c.label, len(c.batch_y), c.batch_x[-1] if len(c.batch_x) else -1) for c in curves
+        )
+        epochs = tuple((c.label, len(c.epoch_loss)) for c in curves)
+        self.query_one("#chart-batch", Chart).draw(_batch(curves, log), (batches, log))
         self.query_one("#chart-epoch", Chart).draw(
             _per_epoch(
                 curves,
@@ -115,7 +132,8 @@ class CurvesPanel(Horizontal):
                 (("epoch_loss", "train"), ("test_loss", "test")),
                 1.0,
                 log,
-            )
+            ),
+            (epochs, log),
         )
         self.query_one("#chart-acc", Chart).draw(
             _per_epoch(
@@ -124,5 +142,6 @@ class CurvesPanel(Horizontal):
                 (("train_acc", "train"), ("test_acc", "test")),
                 100.0,
                 False,
-            )
+            ),
+            epochs,
         )

@@ -1,0 +1,338 @@
+"""How the TUI holds up: key latency and training throughput with runs active, start time with
+a large run store, and the redraw cost of a very long run.
+
+  1. throughput  N = 1, 2, 4 runs of the real engine (LeNet, synthetic CIFAR-shaped data) in
+                 the app (curves on screen, redrawn at 4 Hz) against the same runs headless
+                 through `runner.run_jobs` in threads, the TUI's model (and, for reference, the
+                 CLI's default for several jobs, processes). Images per second of wall time,
+                 setup included; modes alternate, medians of the repeats.
+  2. latency     with N runs active, `down`/`up` pressed every 50 ms moving between
+                 experiments (each move redraws the curves); time from the key until the
+                 screen has processed it (Pilot.press), median and p95.
+  3. quit        with 2 runs active: `q`, `y`, until the app has exited and both training
+                 threads have stopped.
+  4. start       the app opening on a store of 1,000 past runs, until the results table is
+                 filled.
+  5. redraw      one run of 1,000,000 batch losses: appending them in engine-sized chunks,
+                 cutting to the widget's width, and a full plotext build of the batch chart,
+                 against plotting 100,000 points undecimated.
+
+    .venv/bin/python benchmarks/bench_tui.py            # about 4 minutes on 2 CPU cores
+    .venv/bin/python benchmarks/bench_tui.py --quick    # about 1 minute
+
+Targets (issue 3): p95 key latency < 100 ms with 2 runs active; app throughput >= 90% of
+headless; open < 2 s with 1,000 runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+
+from cnntui.config import Experiment
+from cnntui.runner import Job, run_jobs
+from cnntui.store import RunStore
+
+SIZE = (100, 30)
+
+
+def bench_toml(n: int, train_size: int, epochs: int) -> str:
+    head = (
+        '[defaults]\ndataset = "synthetic"\nmodel = "lenet"\nbatch_size = 32\n'
+        f"train_size = {train_size}\ntest_size = 512\nepochs = {epochs}\nlr = 0.01\n"
+        'device = "cpu"\n'
+    )
+    return head + "".join(f'\n[[experiment]]\nname = "bench-{i}"\n' for i in range(n))
+
+
+def experiments(path: Path) -> list[Experiment]:
+    from cnntui.config import load
+
+    return load(path).experiments
+
+
+def headless(cfg: Path, runs: Path, n: int, mode: str) -> float:
+    """Images a second for the N runs through the CLI's runner."""
+    exps = experiments(cfg)
+    t0 = time.perf_counter()
+    for _ in run_jobs([Job(e) for e in exps], RunStore(runs), threading.Event(), n, mode=mode):
+        pass
+    wall = time.perf_counter() - t0
+    return sum(e.train_size * e.epochs for e in exps) / wall
+
+
+async def in_app(cfg: Path, runs: Path, n: int) -> float:
+    from cnntui.tui.app import make_app
+
+    exps = experiments(cfg)
+    app = make_app(cfg, {}, runs, runs.parent / "exports", n, device_label="cpu")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("space", "down", "space")  # two runs overlaid on the curves
+        t0 = time.perf_counter()
+        await pilot.press("a")
+        while not (app.main.session.runs and all(s.ended for s in app.main.session.runs.values())):
+            await asyncio.sleep(0.02)
+        wall = time.perf_counter() - t0
+        bad = [s.reason for s in app.main.session.runs.values() if s.status != "finished"]
+        assert not bad, bad
+    return sum(e.train_size * e.epochs for e in exps) / wall
+
+
+async def latency(cfg: Path, runs: Path, n: int, presses: int) -> tuple[list[float], float]:
+    """Key latencies (s) with n runs active, and seconds from the quit answer to the exit."""
+    from cnntui.tui.app import make_app
+
+    app = make_app(cfg, {"epochs": 1000}, runs, runs.parent / "exports", n, device_label="cpu")
+    out: list[float] = []
+    async with app.run_test(size=SIZE) as pilot:
+        if n:
+            await pilot.press("a")
+            while len([s for s in app.main.session.active() if s.done > 0]) < n:
+                await asyncio.sleep(0.05)
+        for i in range(presses):
+            t0 = time.perf_counter()
+            await pilot.press("down" if i % 2 == 0 else "up")
+            out.append(time.perf_counter() - t0)
+            await asyncio.sleep(0.05)
+        workers = app.main.run_workers()
+        quit_s = float("nan")
+        if n:
+            await pilot.press("q")
+            t0 = time.perf_counter()
+            await pilot.press("y")
+            while app.is_running or not all(w.is_finished for w in workers):
+                await asyncio.sleep(0.01)
+            quit_s = time.perf_counter() - t0
+    return out, quit_s
+
+
+def quit_process(tmp: Path) -> tuple[float, str]:
+    """`cnntui` in a pseudo-terminal: r, wait until training, q, y; seconds until it exits."""
+    import fcntl
+    import pty
+    import struct
+    import subprocess
+    import termios
+
+    cfg = tmp / "proc.toml"
+    cfg.write_text(bench_toml(1, 6144, 1000))
+    runs = tmp / "proc-runs"
+    main_fd, child_fd = pty.openpty()
+    fcntl.ioctl(child_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "100", "LINES": "30"}
+    cmd = [sys.executable, "-m", "cnntui", "--config", str(cfg), "--runs-dir", str(runs)]
+    proc = subprocess.Popen(cmd, stdin=child_fd, stdout=child_fd, stderr=child_fd, env=env)
+    os.close(child_fd)
+
+    def drain() -> None:
+        while True:
+            try:
+                if not os.read(main_fd, 65536):
+                    return
+            except OSError:
+                return
+
+    threading.Thread(target=drain, daemon=True).start()
+    summary = runs / "bench-0"
+    deadline = time.monotonic() + 120
+    time.sleep(3)  # the app starts and draws
+    os.write(main_fd, b"r")
+    while time.monotonic() < deadline:
+        files = list(summary.glob("*/summary.json"))
+        if files and json.loads(files[0].read_text()).get("params"):
+            break  # set up and training
+        time.sleep(0.1)
+    time.sleep(2)
+    os.write(main_fd, b"q")
+    time.sleep(0.5)
+    t0 = time.perf_counter()
+    os.write(main_fd, b"y")
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return float("inf"), "killed after 30 s"
+    gone = time.perf_counter() - t0
+    status = json.loads(next(summary.glob("*/summary.json")).read_text())
+    return gone, f"{status['status']}, {status.get('batches_done', 0)} batch losses kept"
+
+
+def fake_store(root: Path, n: int) -> None:
+    """n finished runs across 10 experiments, written the way the store lays them out."""
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        name = f"exp-{i % 10}"
+        run = root / name / f"20260101-{i:06d}-abcdef"
+        run.mkdir(parents=True)
+        acc = float(rng.uniform(0.1, 0.6))
+        summary = {
+            "name": name,
+            "title": f"实验 {i % 10}",
+            "model": "lenet",
+            "status": "finished",
+            "params": 62006,
+            "started": f"2026-01-01T00:{i // 60 % 60:02d}:{i % 60:02d}",
+            "final_test_acc": acc,
+            "best_test_acc": acc + 0.01,
+            "epoch1_test_acc": acc / 2,
+            "final_train_loss": float(rng.uniform(0.8, 2.0)),
+            "gap": 0.02,
+            "epochs_to_target": 3,
+            "total_seconds": 50.0,
+            "seconds_per_epoch": 10.0,
+        }
+        (run / "summary.json").write_text(json.dumps(summary, ensure_ascii=False))
+
+
+async def start_time(cfg: Path, runs: Path) -> tuple[float, int]:
+    from cnntui.tui.app import make_app
+
+    t0 = time.perf_counter()
+    app = make_app(cfg, {}, runs, runs.parent / "exports", device_label="cpu")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        seconds = time.perf_counter() - t0
+        rows = app.main.results.row_count
+    return seconds, rows
+
+
+def redraw(width: int, height: int) -> dict[str, float]:
+    from textual_plotext.plot import Plot
+
+    from cnntui.events import BatchLosses
+    from cnntui.tui.state import RunState
+    from cnntui.tui.widgets.curves import POINTS_PER_COLUMN, _batch
+
+    exp = Experiment(name="long")
+    state = RunState(1, exp)
+    rng = np.random.default_rng(0)
+    losses = 2 * np.exp(-np.arange(1_000_000) / 2e5) + rng.uniform(0, 0.5, 1_000_000)
+    t0 = time.perf_counter()
+    for first in range(0, 1_000_000, 500):  # ~500 batches a chunk: a fast GPU at 10 chunks/s
+        state.feed(BatchLosses("long", 0, first, tuple(losses[first : first + 500].tolist())))
+    append = time.perf_counter() - t0
+
+    def build(curve) -> float:
+        plt = Plot()
+        t = time.perf_counter()
+        _batch([curve], False)(plt)
+        plt.plotsize(width, height)
+        plt.build()
+        return time.perf_counter() - t
+
+    t0 = time.perf_counter()
+    curve = state.curve(POINTS_PER_COLUMN * width)
+    cut = time.perf_counter() - t0
+    built = statistics.median(build(curve) for _ in range(5))
+    full = state.trace.curve("long", 10**7)  # no decimation
+    from cnntui.tui.state import Curve
+
+    n = 100_000
+    big = Curve("long", full.batch_x[:n], full.batch_y[:n], full.ma_x[:n], full.ma_y[:n])
+    undecimated = build(big)
+    return {
+        "append 1M": append,
+        "decimate": cut,
+        "build": built,
+        "points": len(curve.batch_y),
+        "undecimated 100k": undecimated,
+    }
+
+
+def pct(xs: list[float], q: float) -> float:
+    return float(np.percentile(xs, q)) * 1000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smaller runs, one repeat")
+    ap.add_argument(
+        "--processes", action="store_true", help="also time the CLI's process mode headless"
+    )
+    args = ap.parse_args()
+    train_size = 2048 if args.quick else 6144
+    repeats = 1 if args.quick else 3
+    presses = 30 if args.quick else 80
+    jobs = (1, 2, 4)
+    print(f"cnntui TUI benchmark · {os.cpu_count()} CPU(s) · python {sys.version.split()[0]}")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        # warm-up: torch and its lazily imported parts load once per process
+        warm = tmp / "warm.toml"
+        warm.write_text(bench_toml(1, 256, 1))
+        headless(warm, tmp / "warm-runs", 1, "thread")
+
+        print("\n1. throughput: images/s of wall time, setup included (median of repeats)")
+        print(f"   each run: LeNet, batch 32, {train_size} synthetic images, 1 epoch, cpu")
+        print("   runs | headless threads | app (threads) | app/headless | headless processes")
+        through: dict[int, dict[str, float]] = {}
+        for n in jobs:
+            cfg = tmp / f"bench{n}.toml"
+            cfg.write_text(bench_toml(n, train_size, 1))
+            got: dict[str, list[float]] = {"thread": [], "app": [], "process": []}
+            for r in range(repeats):
+                base = tmp / f"t{n}-{r}"
+                got["thread"].append(headless(cfg, base / "h", n, "thread"))
+                got["app"].append(asyncio.run(in_app(cfg, base / "a" / "runs", n)))
+                if n > 1 and args.processes:
+                    got["process"].append(headless(cfg, base / "p", n, "process"))
+            med = {k: statistics.median(v) if v else float("nan") for k, v in got.items()}
+            through[n] = med
+            print(
+                f"   {n:4d} | {med['thread']:16.0f} | {med['app']:13.0f} |"
+                f" {med['app'] / med['thread']:11.0%} | {med['process']:18.0f}"
+            )
+
+        print(f"\n2. key latency: {presses} presses of down/up, each redrawing the curves")
+        print("   runs active | median ms | p95 ms | max ms")
+        quit_s = float("nan")
+        for n in (0, *jobs):
+            cfg = tmp / f"lat{n}.toml"
+            cfg.write_text(bench_toml(max(n, 2), train_size, 1))
+            lat, q = asyncio.run(latency(cfg, tmp / f"l{n}" / "runs", n, presses))
+            if n == 2:
+                quit_s = q
+            print(
+                f"   {n:11d} | {pct(lat, 50):9.1f} | {pct(lat, 95):6.1f} | {max(lat) * 1000:6.1f}"
+            )
+        print(f"\n3. quit with 2 runs active: app exited, threads stopped in {quit_s:.2f} s")
+        gone, what = quit_process(tmp)
+        print(f"   real process (cnntui in a pty, 1 run): exited {gone:.2f} s after y; run {what}")
+
+        runs = tmp / "store" / "runs"
+        fake_store(runs, 1000)
+        cfg = tmp / "store" / "experiments.toml"
+        cfg.write_text(bench_toml(10, 256, 1))
+        times = [asyncio.run(start_time(cfg, runs)) for _ in range(3)]
+        opened = statistics.median(t for t, _ in times)
+        print(
+            f"\n4. start with 1,000 past runs in the store: {opened:.2f} s"
+            f" to a filled results table ({times[0][1]} rows)"
+        )
+
+        print("\n5. one run of 1,000,000 batch losses (batch chart)")
+        for w, h in ((44, 12), (120, 30)):
+            r = redraw(w, h)
+            print(
+                f"   {w}x{h}: append in 500-loss chunks {r['append 1M'] * 1000:.0f} ms total ·"
+                f" decimate to {r['points']} points {r['decimate'] * 1000:.1f} ms ·"
+                f" plotext build {r['build'] * 1000:.1f} ms · (undecimated 100k points:"
+                f" {r['undecimated 100k'] * 1000:.0f} ms)"
+            )
+
+
+if __name__ == "__main__":
+    main()
