@@ -87,7 +87,8 @@ def _per_epoch(
                 ys = [scale * v for v in getattr(c, attr)]
                 if not ys:
                     continue
-                label = kind if len(curves) == 1 else f"{c.label} {kind}"
+                # Overlaid runs: one legend line per run; its test curve is the dotted one.
+                label = kind if len(curves) == 1 else c.label if kind == "train" else None
                 marker = "braille" if kind == "train" else "dot"
                 xs = list(range(1, len(ys) + 1))
                 plt.plot(xs, ys, color=color, marker=marker, label=label)
@@ -128,7 +129,7 @@ class CurvesPanel(Horizontal):
         self.query_one("#chart-epoch", Chart).draw(
             _per_epoch(
                 curves,
-                "loss per epoch · train / test",
+                "epoch loss · train ⠤ test •",
                 (("epoch_loss", "train"), ("test_loss", "test")),
                 1.0,
                 log,
@@ -138,7 +139,7 @@ class CurvesPanel(Horizontal):
         self.query_one("#chart-acc", Chart).draw(
             _per_epoch(
                 curves,
-                "accuracy % · train / test",
+                "accuracy % · train ⠤ test •",
                 (("train_acc", "train"), ("test_acc", "test")),
                 100.0,
                 False,
