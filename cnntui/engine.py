@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -30,9 +31,49 @@ from .text import one_line
 
 FLUSH_SECONDS = 0.1  # at most ~10 BatchLosses events a second per run
 EVAL_BATCH = 1000
+# Auto thread counts (the `threads` setting at 0). OpenMP threads busy-wait for each other at
+# every operator, so a thread that loses its core stalls the others: measured on a 2-core
+# CPU, LeNet at batch 4 ran ~8x slower with two threads than with one, and at batch 128 too
+# when anything else (the TUI, a second run, another program) wanted a core. So small batches
+# get one thread, and large ones the cores minus one, shared among the runs.
+SMALL_BATCH = 64
 
 # Seeding and building a model touch torch's global RNG; runs in sibling threads take turns.
 _init_lock = threading.Lock()
+_active_lock = threading.Lock()
+_active_runs = 0  # runs training in this process now; they share the CPU cores
+_cpu_share = 1  # runs sharing the cores in all (set in each worker process by the runner)
+
+
+def share_cpu(runs: int) -> None:
+    """Tell this process that `runs` runs (counting its own) train on this machine at once."""
+    global _cpu_share
+    _cpu_share = max(1, runs)
+
+
+def cpu_cores() -> int:
+    """Cores this process may run on (the affinity mask, where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def choose_threads(batch_size: int, requested: int = 0, concurrent: int = 1) -> int:
+    """CPU intra-op threads for one run: `requested`, or for 0 one below SMALL_BATCH and
+    otherwise all cores but one, shared evenly among the `concurrent` runs."""
+    if requested > 0:
+        return requested
+    if batch_size < SMALL_BATCH:
+        return 1
+    return max(1, (cpu_cores() - 1) // max(1, concurrent))
+
+
+def _apply_threads(exp: Experiment) -> None:
+    # With torch's OpenMP backend the count belongs to the calling thread (the OpenMP
+    # nthreads ICV is per thread), so sibling runs in other threads each keep their own.
+    n = choose_threads(exp.batch_size, exp.threads, max(_active_runs, _cpu_share))
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
 
 
 class DeviceError(RuntimeError):
@@ -65,7 +106,8 @@ def describe_device(dev: torch.device) -> str:
         index = dev.index if dev.index is not None else torch.cuda.current_device()
         return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
     if dev.type == "cpu":
-        return f"cpu ({torch.get_num_threads()} threads)"
+        n = torch.get_num_threads()
+        return f"cpu ({n} thread{'s' if n != 1 else ''})"
     return str(dev)
 
 
@@ -111,7 +153,9 @@ class _Prepared:
 
     def inputs(self, raw: torch.Tensor) -> torch.Tensor:
         x = raw.float().mul_(self.scale).sub_(self.shift)
-        return x.contiguous(memory_format=self.memory_format)
+        if self.memory_format is torch.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
 
 
 def _autocast(exp: Experiment, dev: torch.device) -> contextlib.AbstractContextManager:
@@ -188,8 +232,24 @@ def train(
 
     `resume` is a checkpoint written by an earlier run of the same experiment: training
     continues after its last complete epoch with the same model, optimizer and RNG states.
+    The calling thread's CPU thread count is set for the run and restored afterwards.
     """
-    cancel = cancel or threading.Event()
+    global _active_runs
+    previous_threads = torch.get_num_threads()
+    with _active_lock:
+        _active_runs += 1
+    try:
+        yield from _train(exp, cancel or threading.Event(), run, resume)
+    finally:
+        with _active_lock:
+            _active_runs -= 1
+        if torch.get_num_threads() != previous_threads:
+            torch.set_num_threads(previous_threads)
+
+
+def _train(
+    exp: Experiment, cancel: threading.Event, run: RunDir | None, resume: Path | None
+) -> Iterator[Event]:
     name = exp.name
     history = History()
     total_seconds = 0.0
@@ -200,6 +260,11 @@ def train(
 
     try:
         dev = resolve_device(exp.device)
+        if dev.type == "cpu":
+            _apply_threads(exp)
+        elif dev.type == "cuda":
+            # Fixed shapes every step: let cuDNN time its algorithms once and keep the fastest.
+            torch.backends.cudnn.benchmark = True
         ds = datasets.load(exp.dataset, exp.data_dir, True, exp.train_size, exp.test_size)
         ds = ds.subset(exp.train_size, exp.test_size)
         prep = _Prepared(ds, dev, exp.channels_last)
@@ -244,9 +309,14 @@ def train(
         start_epoch,
     )
 
+    amp = _autocast(exp, dev)  # reusable: entered once per step
+    mixed = exp.amp != "off"
+    use_scaler = scaler.is_enabled()
     model.train()
     try:
         for epoch in range(start_epoch, exp.epochs):
+            if dev.type == "cpu":
+                _apply_threads(exp)  # sibling runs may have started or finished meanwhile
             t0 = time.perf_counter()
             order = torch.randperm(n_train, generator=shuffle).to(dev)
             buffer = _LossBuffer(name, epoch, batches, dev)
@@ -254,22 +324,25 @@ def train(
             next_flush = time.monotonic() + FLUSH_SECONDS
             done = 0  # batches trained this epoch
             ending: Diverged | Cancelled | None = None
-            for i in range(batches):
+            for i, idx in enumerate(order.split(bs)):
                 if cancel.is_set():
                     ending = Cancelled(name)
                     break
-                idx = order[i * bs : (i + 1) * bs]
-                x = prep.inputs(prep.train_x[idx])
+                x = prep.inputs(prep.train_x.index_select(0, idx))
                 if exp.augment:
                     x = augment_batch(x)
-                y = prep.train_y[idx]
-                with _autocast(exp, dev):
+                y = prep.train_y.index_select(0, idx)
+                with amp:
                     out = step(x)
-                    loss = F.cross_entropy(out.float(), y)
+                    loss = F.cross_entropy(out.float() if mixed else out, y)
                 optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
+                if use_scaler:
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    optimizer.step()
                 buffer.values[i] = loss.detach()
                 correct += (out.argmax(1) == y).sum()
                 done = i + 1
