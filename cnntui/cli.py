@@ -362,6 +362,8 @@ def export(args: argparse.Namespace, store: Any, experiments: list[Experiment], 
     except ExportError as e:
         raise UsageError(str(e)) from None
     print(f"\nexported {len(result.files)} file(s) to {result.folder}/", file=out)
+    for warning in result.warnings:
+        print(f"note: {warning}", file=out)
     if result.missing:
         print(f"no runs to export yet for: {', '.join(result.missing)}", file=out)
 

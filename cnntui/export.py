@@ -1,19 +1,37 @@
-"""Exports for a written report, built from the run store.
+"""Exports for a written report, built from the run store: the report's figures 1–4 and
+tables 1–3, for the latest run of each experiment (finished or partial).
 
-Per experiment, `exports/<name>/loss_history.npz`: the report's `loss_history`
-(`batch_losses`, `epoch_losses`, `batch_indices`) plus `train_acc`, `test_loss`, `test_acc`
-and `epoch_seconds`, from the latest run of that experiment (finished or partial).
+    exports/<name>/loss_history.npz   batch_losses, batch_indices, epoch_losses, train_acc,
+                                      test_loss, test_acc, epoch_seconds
+    exports/<name>/loss_curves.png    Figure 1: batch loss + moving average; epoch losses
+    exports/<group>/loss_grid.png     Figure 2: one batch-loss panel per experiment
+    exports/<group>/comparison.png    Figures 3 and 4: the four quadrants
+    exports/<group>/results.{csv,md}  Tables 1–3: differing settings, then every metric
+    exports/results.{csv,md}          every experiment, one row each
+
+Figures come in each requested format (png, svg, pdf). Every file is rendered in memory and
+then written atomically, so an export never leaves a half-written file and exporting again
+replaces the old files cleanly. Safe to call from a worker thread.
 """
 
 from __future__ import annotations
 
+import functools
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
+from . import figures, tables
 from .config import Experiment
+from .history import History, metrics
 from .store import RunRecord, RunStore, atomic_write
+
+FORMATS = ("png", "svg", "pdf")
+UNGROUPED = "ungrouped"  # folder for experiments that name no group
 
 
 class ExportError(OSError):
@@ -25,15 +43,29 @@ class ExportResult:
     folder: Path
     files: list[Path] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # experiments with no run to export
+    warnings: list[str] = field(default_factory=list)  # for the user: e.g. no CJK font
+
+
+@dataclass
+class _Entry:
+    """One experiment with its latest run, read once and shared by every export."""
+
+    experiment: Experiment
+    record: RunRecord
+    history: History
+    row: tables.Row
+    series: figures.Series
 
 
 def latest_runs(store: RunStore, experiments: list[Experiment]) -> dict[str, RunRecord]:
-    """The newest stored run of each experiment that has one."""
+    """The newest stored run of each experiment that has one; a newer run that never finished
+    an epoch (failed at start, just launched) does not hide an older one that did."""
     out = {}
     for exp in experiments:
-        record = store.latest(exp.name)
-        if record is not None:
-            out[exp.name] = record
+        runs = store.runs(exp.name)
+        with_epochs = [r for r in runs if (r.summary.get("epochs_done") or 0) > 0]
+        if with_epochs or runs:
+            out[exp.name] = (with_epochs or runs)[-1]
     return out
 
 
@@ -46,6 +78,37 @@ def _prepare(folder: Path) -> None:
         raise ExportError(f"exports dir {str(folder)!r} cannot be created: {e.strerror}") from None
 
 
+@functools.cache
+def _file_mode() -> int:
+    """0666 less the umask, like any new file: exports are for sharing, unlike the 0600 temp
+    file they are written through. Read from /proc, since setting the umask to read it
+    would race with other threads creating files."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o644
+
+
+def _write(result: ExportResult, path: Path, data: bytes | Callable[[IO[bytes]], None]) -> None:
+    mode = _file_mode()
+
+    def write(f: IO[bytes]) -> None:
+        os.fchmod(f.fileno(), mode)
+        if isinstance(data, bytes):
+            f.write(data)
+        else:
+            data(f)
+
+    try:
+        atomic_write(path, write)
+    except OSError as e:
+        raise ExportError(f"cannot write {str(path)!r}: {e.strerror or e}") from None
+    result.files.append(path)
+
+
 def export_history(record: RunRecord, folder: Path) -> Path:
     arrays = record.history().arrays()
     path = folder / "loss_history.npz"
@@ -53,23 +116,114 @@ def export_history(record: RunRecord, folder: Path) -> Path:
     return path
 
 
-def export_all(
-    store: RunStore,
-    experiments: list[Experiment],
-    exports_dir: Path,
-    formats: tuple[str, ...] = ("png",),
-) -> ExportResult:
-    """Write every export for `experiments` into `exports_dir`; figures in each of `formats`."""
-    exports_dir = Path(exports_dir)
-    _prepare(exports_dir)
-    result = ExportResult(exports_dir)
+def _ran_with(record: RunRecord, exp: Experiment) -> Experiment:
+    try:
+        return record.experiment()
+    except (OSError, ValueError, TypeError):
+        return exp  # no readable config.toml: assume the current settings
+
+
+def _entries(
+    store: RunStore, experiments: list[Experiment], fonts: figures.Fonts, result: ExportResult
+) -> list[_Entry]:
     records = latest_runs(store, experiments)
+    # A colour per experiment by its place in its group, so it is the same in every figure
+    # and does not change when a sibling gains or loses a run.
+    groups: dict[str, list[str]] = {}
+    for exp in experiments:
+        groups.setdefault(exp.group, []).append(exp.name)
+    palette = {g: figures.colors(len(names)) for g, names in groups.items()}
+
+    entries = []
     for exp in experiments:
         record = records.get(exp.name)
         if record is None:
             result.missing.append(exp.name)
             continue
-        folder = exports_dir / exp.name
+        try:
+            history = record.history()
+        except (OSError, ValueError, KeyError) as e:
+            result.missing.append(exp.name)
+            result.warnings.append(f"{exp.name}: run {record.run_id} has no readable history ({e})")
+            continue
+        ran = _ran_with(record, exp)
+        m = metrics(history, ran.target_acc, float(record.summary.get("total_seconds") or 0.0))
+        row = tables.Row(
+            experiment=exp,
+            ran_with=ran,
+            status=record.status,
+            epochs_done=history.epochs_done,
+            params=record.summary.get("params"),
+            metrics=m,
+            device=str(record.summary.get("device") or ""),
+            run_id=record.run_id,
+        )
+        series = figures.Series(
+            name=exp.name,
+            label=fonts.label(exp.display_title, exp.name),
+            color=palette[exp.group][groups[exp.group].index(exp.name)],
+            history=history,
+            metrics=m,
+            status=record.status,
+            planned_epochs=ran.epochs,
+        )
+        entries.append(_Entry(exp, record, history, row, series))
+    return entries
+
+
+def export_all(
+    store: RunStore,
+    experiments: list[Experiment],
+    exports_dir: Path,
+    formats: tuple[str, ...] = ("png",),
+    *,
+    dpi: int = figures.DPI,
+) -> ExportResult:
+    """Write every export for `experiments` into `exports_dir`; figures in each of `formats`."""
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        raise ValueError(f"figure formats must be among {', '.join(FORMATS)}, got {formats!r}")
+    exports_dir = Path(exports_dir)
+    _prepare(exports_dir)
+    result = ExportResult(exports_dir)
+    fonts = figures.Fonts.detect()
+    entries = _entries(store, experiments, fonts, result)
+    if any(e.series.label != e.experiment.display_title for e in entries):
+        result.warnings.append(figures.FONT_HINT)
+
+    def figure(folder: Path, stem: str, build: Callable[[], figures.Figure]) -> None:
+        with figures.drawing(fonts):
+            fig = build()
+            rendered = {fmt: figures.render(fig, fmt, dpi) for fmt in formats}
+        for fmt, data in rendered.items():
+            _write(result, folder / f"{stem}.{fmt}", data)
+
+    for e in entries:
+        folder = exports_dir / e.experiment.name
         _prepare(folder)
-        result.files.append(export_history(record, folder))
+        arrays = e.history.arrays()
+        _write(result, folder / "loss_history.npz", lambda f, a=arrays: np.savez(f, **a))
+        figure(folder, "loss_curves", lambda s=e.series: figures.loss_curves(s))
+
+    by_group: dict[str, list[_Entry]] = {}
+    for e in entries:
+        by_group.setdefault(e.experiment.group or UNGROUPED, []).append(e)
+    for group, members in by_group.items():
+        folder = exports_dir / group
+        _prepare(folder)
+        series = [m.series for m in members]
+        figure(folder, "comparison", lambda s=series, g=group: figures.comparison(s, g))
+        figure(folder, "loss_grid", lambda s=series, g=group: figures.loss_grid(s, g))
+        rows = [m.row for m in members]
+        missing = [x.name for x in experiments if (x.group or UNGROUPED) == group]
+        missing = [n for n in missing if n in result.missing]
+        _write(result, folder / "results.csv", tables.to_csv(rows))
+        md = tables.to_markdown(rows, f"{group}: results", missing=missing)
+        _write(result, folder / "results.md", md)
+
+    if entries:
+        rows = [e.row for e in entries]
+        _write(result, exports_dir / "results.csv", tables.to_csv(rows, with_group=True))
+        md = tables.to_markdown(rows, "All experiments: results", True, result.missing)
+        _write(result, exports_dir / "results.md", md)
     return result

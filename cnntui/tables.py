@@ -1,0 +1,207 @@
+"""The results tables: the report's Tables 1–3 in one, as CSV (for a spreadsheet) and
+Markdown (for the report).
+
+Columns: who the experiment is, the settings that differ between the rows (Table 1's
+controlled variables), then the metrics from `history.metrics` — nothing is recomputed here.
+CSV holds raw numbers (accuracies as fractions, times in seconds) at full precision, empty
+where a value is unknown; Markdown holds the same numbers formatted for reading.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from .config import Experiment
+from .history import Metrics
+
+# CSV column, Markdown header (None: CSV only), in the issue's order.
+METRIC_COLUMNS: tuple[tuple[str, str | None], ...] = (
+    ("final_test_acc", "Final test acc"),
+    ("best_test_acc", "Best test acc"),
+    ("epoch1_test_acc", "Epoch-1 test acc"),
+    ("final_train_loss", "Final train loss"),
+    ("final_test_loss", None),
+    ("final_train_acc", None),
+    ("gap", "Gap (train − test acc)"),
+    ("params", "Params"),
+    ("total_seconds", "Total time"),
+    ("seconds_per_epoch", "Time / epoch"),
+    ("epochs_to_target", "Epochs to target"),
+    ("smoothness", "Smoothness"),
+)
+SETTING_HEADERS = {
+    "model": "Model",
+    "dataset": "Dataset",
+    "batch_size": "Batch size",
+    "epochs": "Epochs",
+    "optimizer": "Optimizer",
+    "lr": "Learning rate",
+    "momentum": "Momentum",
+    "weight_decay": "Weight decay (L2)",
+    "dropout": "Dropout",
+    "seed": "Seed",
+    "train_size": "Train images",
+    "test_size": "Test images",
+    "target_acc": "Target acc",
+}
+PERCENT = {"final_test_acc", "best_test_acc", "epoch1_test_acc", "final_train_acc", "target_acc"}
+
+SMOOTHNESS_NOTE = (
+    "**Smoothness** is the standard deviation of the per-batch training losses around their "
+    "100-batch moving average, divided by the mean batch loss: 0 is a perfectly smooth curve, "
+    "and it grows with the batch-to-batch noise (small batches, a high learning rate)."
+)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One experiment's latest run, as a table row."""
+
+    experiment: Experiment  # as in the experiments file: name, title, group
+    ran_with: Experiment  # the resolved settings the run trained with
+    status: str
+    epochs_done: int
+    params: int | None
+    metrics: Metrics
+    device: str
+    run_id: str
+
+    def value(self, key: str) -> Any:
+        if key == "params":
+            return self.params
+        return getattr(self.metrics, key)
+
+
+def differing_keys(rows: list[Row]) -> list[str]:
+    """The settings whose value is not the same in every row, in settings order."""
+    if len(rows) < 2:
+        return []
+    ran = [r.ran_with for r in rows]
+    return list(ran[0].differing(ran))
+
+
+def _csv_value(v: Any) -> Any:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return ""
+    return v
+
+
+def to_csv(rows: list[Row], with_group: bool = False) -> bytes:
+    """UTF-8 with a byte-order mark, so spreadsheet programs show the Chinese titles."""
+    keys = differing_keys(rows)
+    header = ["name", "title", *(["group"] if with_group else []), "status", "epochs_done"]
+    header += keys + [k for k, _ in METRIC_COLUMNS]
+    header += [k for k in ("target_acc",) if k not in keys] + ["device", "run_id"]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    for r in rows:
+        e = r.experiment
+        line = [e.name, e.display_title, *([e.group] if with_group else []), r.status]
+        line += [r.epochs_done] + [_csv_value(getattr(r.ran_with, k)) for k in keys]
+        line += [_csv_value(r.value(k)) for k, _ in METRIC_COLUMNS]
+        if "target_acc" not in keys:
+            line.append(r.ran_with.target_acc)
+        line += [r.device, r.run_id]
+        w.writerow(line)
+    return buf.getvalue().encode("utf-8-sig")
+
+
+def duration(seconds: float) -> str:
+    """49.1 s, 12 min 05 s, 1 h 02 min."""
+    if not math.isfinite(seconds):
+        return "–"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    m, s = divmod(round(seconds), 60)
+    if m < 60:
+        return f"{m} min {s:02d} s"
+    h, m = divmod(m, 60)
+    return f"{h} h {m:02d} min"
+
+
+def _setting(v: Any) -> str:
+    if v is None:
+        return "all"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def _metric(key: str, v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "not reached" if key == "epochs_to_target" else "–"
+    if key in PERCENT:
+        return f"{v * 100:.2f}%"
+    if key == "gap":
+        return f"{v * 100:+.2f} pp"
+    if key == "params":
+        return f"{v:,}"
+    if key in ("total_seconds", "seconds_per_epoch"):
+        return duration(v)
+    if key == "epochs_to_target":
+        return str(v)
+    if key == "smoothness":
+        return f"{v:.3f}"
+    return f"{v:.4f}"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _who(e: Experiment) -> str:
+    return f"{e.display_title} (`{e.name}`)" if e.title and e.title != e.name else f"`{e.name}`"
+
+
+def to_markdown(
+    rows: list[Row], heading: str, with_group: bool = False, missing: list[str] | None = None
+) -> bytes:
+    keys = differing_keys(rows)
+    unfinished = any(r.status != "finished" for r in rows)
+    header = ["#", "Experiment", *(["Group"] if with_group else [])]
+    header += ["Status"] if unfinished else []
+    header += [SETTING_HEADERS.get(k, k) for k in keys]
+    header += [h for _, h in METRIC_COLUMNS if h]
+    lines = [f"# {heading}", ""]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "|".join("---" if i < 2 else "---:" for i in range(len(header))) + "|")
+    for i, r in enumerate(rows, 1):
+        e = r.experiment
+        cells = [str(i), _who(e), *([e.group or "–"] if with_group else [])]
+        if unfinished:
+            planned = r.ran_with.epochs
+            cells.append(
+                r.status if r.status == "finished" else f"{r.status}, {r.epochs_done}/{planned} ep."
+            )
+        cells += [_setting(getattr(r.ran_with, k)) for k in keys]
+        cells += [_metric(k, r.value(k)) for k, h in METRIC_COLUMNS if h]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+
+    targets = sorted({r.ran_with.target_acc for r in rows})
+    devices = sorted({r.device for r in rows if r.device})
+    notes = [
+        "Accuracies are on the test set, measured after every epoch: *final* after the last "
+        "epoch run, *best* the highest of any epoch, *epoch-1* after the first.",
+        "**Gap** is final training accuracy minus final test accuracy, in percentage points "
+        "(training accuracy is measured on the fly during the epoch, with dropout active).",
+        "**Epochs to target**: the first epoch whose test accuracy reached "
+        + " / ".join(f"{t * 100:g}%" for t in targets)
+        + " (the `target_acc` setting).",
+        SMOOTHNESS_NOTE,
+        "**Total time** is the wall-clock time of training and evaluation"
+        + (f" on {', '.join(devices)}" if devices else "")
+        + "; *time / epoch* is its mean per epoch.",
+    ]
+    if unfinished:
+        notes.append("Runs not *finished* are shown with the epochs they completed.")
+    if missing:
+        notes.append("No run yet, so not in the table: " + ", ".join(f"`{m}`" for m in missing))
+    lines += ["", *(f"- {n}" for n in notes), ""]
+    return "\n".join(lines).encode("utf-8")
