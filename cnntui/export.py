@@ -194,7 +194,7 @@ def export_all(
     def figure(folder: Path, stem: str, build: Callable[[], figures.Figure]) -> None:
         with figures.drawing(fonts):
             fig = build()
-            rendered = {fmt: figures.render(fig, fmt, dpi) for fmt in formats}
+            rendered = figures.render_all(fig, formats, dpi)
         for fmt, data in rendered.items():
             _write(result, folder / f"{stem}.{fmt}", data)
 

@@ -185,6 +185,16 @@ def render(fig: Figure, fmt: str, dpi: int = DPI) -> bytes:
     return buf.getvalue()
 
 
+def render_all(fig: Figure, formats: tuple[str, ...], dpi: int = DPI) -> dict[str, bytes]:
+    """The figure in each format; the layout is solved once, for the first (it is in inches,
+    the same at every dpi), which makes SVG and PDF next to a PNG almost free."""
+    out = {}
+    for fmt in formats:
+        out[fmt] = render(fig, fmt, dpi)
+        fig.set_layout_engine("none")
+    return out
+
+
 # ---------------------------------------------------------------------------------------
 # What is drawn
 
@@ -303,7 +313,7 @@ def _status_note(s: Series) -> str:
 
 def loss_curves(s: Series) -> Figure:
     """Figure 1: batch loss with its moving average; mean train and test loss per epoch."""
-    fig = Figure(figsize=(7, 5.6), layout="constrained")
+    fig = Figure(figsize=(7, 5.5), layout="constrained")
     top, bottom = fig.subplots(2, 1, height_ratios=(3, 2))
     fig.suptitle(f"{s.label}{_status_note(s)}: training loss")
     _batch_panel(top, s, legend=True)
@@ -350,7 +360,7 @@ def _grid_shape(n: int) -> tuple[int, int]:
 def loss_grid(series: list[Series], title: str) -> Figure:
     """Figure 2: one panel per experiment, its batch loss and moving average."""
     rows, cols = _grid_shape(len(series))
-    fig = Figure(figsize=(2.9 * cols + 0.4, 2.4 * rows + 0.6), layout="constrained")
+    fig = Figure(figsize=(3 * cols + 0.5, 2.5 * rows + 0.5), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     fig.suptitle(f"{title}: loss per batch, with {WINDOW}-batch moving average")
     for i, ax in enumerate(axes):
@@ -371,7 +381,7 @@ def comparison(series: list[Series], title: str) -> Figure:
     """Figure 3 (and 4): (a) train loss per epoch, (b) test accuracy per epoch, (c) final test
     accuracy, (d) final train loss against final test accuracy, one colour per experiment."""
     n = len(series)
-    fig = Figure(figsize=(10, 7.8), layout="constrained")
+    fig = Figure(figsize=(10, 7.75), layout="constrained")
     (ax_a, ax_b), (ax_c, ax_d) = fig.subplots(2, 2)
     fig.suptitle(f"{title}: {n} experiment{'s' if n != 1 else ''} compared")
 

@@ -1,0 +1,347 @@
+"""Report exports, read back from disk: the npz against the run, each PNG at its size, the
+tables' numbers against the run's metrics, Chinese titles with and without a CJK font."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import logging
+import math
+import os
+import shutil
+import threading
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib import image as mpimage
+
+from cnntui import export as export_mod
+from cnntui import figures, tables
+from cnntui.engine import train
+from cnntui.events import EpochEnd
+from cnntui.export import ExportError, export_all
+from cnntui.history import metrics
+from cnntui.store import RunStore
+from tests.conftest import tiny_experiment
+
+NPZ_KEYS = {
+    "batch_losses",
+    "batch_indices",
+    "epoch_losses",
+    "train_acc",
+    "test_loss",
+    "test_acc",
+    "epoch_seconds",
+}
+FAST_DPI = 40  # for tests that do not look at the pixels
+
+
+def experiments():
+    """Two compared experiments with Chinese titles, a third alone in its group, and one that
+    never ran."""
+    return [
+        tiny_experiment(name="base", title="基准配置", group="hp", train_size=128),
+        tiny_experiment(name="fast", title="高学习率", group="hp", train_size=128, lr=0.05),
+        tiny_experiment(name="solo", title="LeNet", group="arch", train_size=128),
+        tiny_experiment(name="never", title="无动量", group="hp"),
+    ]
+
+
+def glyph_problems(records: list[warnings.WarningMessage], logs: list[logging.LogRecord]):
+    texts = [str(w.message) for w in records] + [r.getMessage() for r in logs]
+    return [t for t in texts if "missing from" in t or "findfont" in t or "Glyph" in t]
+
+
+class _Logs(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def export_capturing(*args, **kwargs):
+    """export_all, returning also every warning and matplotlib log line it caused."""
+    handler = _Logs()
+    logger = logging.getLogger("matplotlib")
+    logger.addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = export_all(*args, **kwargs)
+    finally:
+        logger.removeHandler(handler)
+    return result, caught, handler.records
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    """Train the three runnable experiments once and export them at the default dpi."""
+    root = tmp_path_factory.mktemp("suite")
+    store = RunStore(root / "runs")
+    exps = experiments()
+    for exp in exps[:3]:
+        list(train(exp, None, store.create(exp)))
+    result, caught, logs = export_capturing(store, exps, root / "exports")
+    return store, exps, result, caught, logs
+
+
+def test_every_file_the_issue_lists_is_written(suite) -> None:
+    _, _, result, _, _ = suite
+    out = result.folder
+    expected = {
+        *(
+            out / n / f
+            for n in ("base", "fast", "solo")
+            for f in ("loss_history.npz", "loss_curves.png")
+        ),
+        *(out / g / f for g in ("hp", "arch") for f in ("comparison.png", "loss_grid.png")),
+        *(out / g / f for g in ("hp", "arch") for f in ("results.csv", "results.md")),
+        out / "results.csv",
+        out / "results.md",
+    }
+    assert set(result.files) == expected
+    assert all(p.is_file() and p.stat().st_size > 0 for p in expected)
+    assert result.missing == ["never"] and not (out / "never").exists()
+    assert result.warnings == []
+    # Shareable like any new file, not the 0600 of the temp file behind the atomic write.
+    assert (out / "results.csv").stat().st_mode & 0o777 == export_mod._file_mode()
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_npz_holds_every_key_with_the_runs_lengths_and_values(suite) -> None:
+    store, exps, result, _, _ = suite
+    for exp in exps[:3]:
+        history = store.latest(exp.name).history()
+        with np.load(result.folder / exp.name / "loss_history.npz") as npz:
+            assert set(npz.files) == NPZ_KEYS
+            assert len(npz["batch_losses"]) == len(npz["batch_indices"]) == 2 * 4  # 128 / 32
+            for key in NPZ_KEYS - {"batch_losses", "batch_indices"}:
+                assert len(npz[key]) == exp.epochs
+            assert npz["batch_losses"].tolist() == history.batch_losses
+            assert npz["batch_indices"].tolist() == list(range(8))
+            assert npz["test_acc"].tolist() == history.test_acc
+
+
+@pytest.mark.parametrize(
+    ("path", "inches"),
+    [
+        ("base/loss_curves.png", (7, 5.5)),
+        ("hp/comparison.png", (10, 7.75)),
+        ("arch/comparison.png", (10, 7.75)),
+        ("hp/loss_grid.png", (2 * 3 + 0.5, 2.5 + 0.5)),  # two panels side by side
+        ("arch/loss_grid.png", (3 + 0.5, 2.5 + 0.5)),
+    ],
+)
+def test_png_decodes_at_print_resolution(suite, path: str, inches: tuple[float, float]) -> None:
+    _, _, result, _, _ = suite
+    pixels = mpimage.imread(result.folder / path)
+    w, h = inches
+    assert figures.DPI >= 300
+    assert pixels.shape[:2] == (round(h * figures.DPI), round(w * figures.DPI))
+    assert pixels[..., :3].std() > 0.05  # something is drawn, not a blank page
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8-sig", newline="") as f:  # BOM: for spreadsheet programs
+        return list(csv.DictReader(f))
+
+
+def test_group_csv_has_the_differing_settings_and_the_runs_metrics(suite) -> None:
+    store, exps, result, _, _ = suite
+    rows = _rows(result.folder / "hp" / "results.csv")
+    assert [r["name"] for r in rows] == ["base", "fast"]
+    assert [r["title"] for r in rows] == ["基准配置", "高学习率"]
+    assert "lr" in rows[0] and "momentum" not in rows[0]  # only what differs within the group
+    assert [float(r["lr"]) for r in rows] == [0.01, 0.05]
+    for row, exp in zip(rows, exps, strict=False):
+        record = store.latest(exp.name)
+        m = metrics(record.history(), exp.target_acc, record.summary["total_seconds"])
+        assert row["status"] == "finished" and int(row["epochs_done"]) == 2
+        assert int(row["params"]) == 62_006
+        for key in ("final_test_acc", "best_test_acc", "epoch1_test_acc", "final_train_loss"):
+            assert float(row[key]) == getattr(m, key)
+        for key in ("gap", "total_seconds", "seconds_per_epoch", "smoothness"):
+            assert float(row[key]) == getattr(m, key)
+        # ...which is what the engine recorded in the run's summary, too.
+        assert float(row["final_test_acc"]) == record.summary["final_test_acc"]
+        reached = row["epochs_to_target"]
+        assert (int(reached) if reached else None) == m.epochs_to_target
+
+
+def test_top_level_tables_have_one_row_per_experiment_and_every_column(suite) -> None:
+    _, _, result, _, _ = suite
+    rows = _rows(result.folder / "results.csv")
+    assert [(r["name"], r["group"]) for r in rows] == [
+        ("base", "hp"),
+        ("fast", "hp"),
+        ("solo", "arch"),
+    ]
+    for column in (
+        "lr",
+        "final_test_acc",
+        "best_test_acc",
+        "epoch1_test_acc",
+        "final_train_loss",
+        "gap",
+        "params",
+        "total_seconds",
+        "seconds_per_epoch",
+        "epochs_to_target",
+        "smoothness",
+    ):
+        assert column in rows[0]
+    md = (result.folder / "results.md").read_text(encoding="utf-8")
+    assert "基准配置 (`base`)" in md and "LeNet (`solo`)" in md
+    assert md.count("\n| ") == 1 + 3  # header + one row each
+    assert "**Smoothness** is the standard deviation" in md
+    assert "`never`" in md  # listed as not run yet
+
+
+def test_group_markdown_reads_as_the_reports_tables(suite) -> None:
+    _, _, result, _, _ = suite
+    md = (result.folder / "hp" / "results.md").read_text(encoding="utf-8")
+    header = md.splitlines()[2]
+    assert "Learning rate" in header and "Final test acc" in header and "Smoothness" in header
+    assert "Momentum" not in header
+    row = next(line for line in md.splitlines() if "基准配置" in line)
+    assert "62,006" in row and "%" in row
+
+
+def test_chinese_titles_export_without_glyph_warnings(suite) -> None:
+    if figures.find_cjk_font() is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must install a CJK font (fonts-wqy-microhei)")
+        pytest.skip("no CJK font installed here (apt install fonts-wqy-microhei)")
+    _, _, result, caught, logs = suite
+    assert glyph_problems(caught, logs) == []
+    assert result.warnings == []
+
+
+def test_without_a_cjk_font_export_succeeds_says_so_once_and_uses_names(
+    suite, tmp_path, monkeypatch
+) -> None:
+    store, exps, _, _, _ = suite
+    monkeypatch.setattr(figures, "find_cjk_font", lambda: None)
+    labels = []
+    real = figures.comparison
+    monkeypatch.setattr(
+        figures, "comparison", lambda s, t: labels.extend(x.label for x in s) or real(s, t)
+    )
+    result, caught, logs = export_capturing(store, exps[:2], tmp_path, dpi=FAST_DPI)
+    assert len(result.warnings) == 1 and "fonts-noto-cjk" in result.warnings[0]
+    assert "fonts-wqy-microhei" in result.warnings[0]
+    assert glyph_problems(caught, logs) == []
+    assert labels == ["base", "fast"]  # names where the title can't be drawn
+    assert (tmp_path / "hp" / "comparison.png").is_file()
+    # The tables are text: they keep the titles.
+    assert "基准配置" in (tmp_path / "hp" / "results.md").read_text(encoding="utf-8")
+
+
+def test_svg_and_pdf_on_request(suite, tmp_path) -> None:
+    store, exps, _, _, _ = suite
+    _, caught, logs = export_capturing(store, exps[1:2], tmp_path, ("svg", "pdf"), dpi=FAST_DPI)
+    for stem in ("fast/loss_curves", "hp/comparison", "hp/loss_grid"):
+        assert not (tmp_path / f"{stem}.png").exists()
+        assert (tmp_path / f"{stem}.pdf").read_bytes().startswith(b"%PDF")
+        assert b"<svg" in (tmp_path / f"{stem}.svg").read_bytes()[:2000]
+    assert glyph_problems(caught, logs) == []
+    with pytest.raises(ValueError, match="png, svg, pdf"):
+        export_all(store, exps, tmp_path, ("jpg",))
+
+
+def test_a_partial_run_is_exported_with_what_it_completed(tmp_path) -> None:
+    store = RunStore(tmp_path / "runs")
+    exp = tiny_experiment(name="part", title="部分", group="p", epochs=3, train_size=128)
+    cancel = threading.Event()
+    for event in train(exp, cancel, store.create(exp)):
+        if isinstance(event, EpochEnd):
+            cancel.set()
+    result = export_all(store, [exp], tmp_path / "out", dpi=FAST_DPI)
+    assert result.missing == []
+    with np.load(tmp_path / "out" / "part" / "loss_history.npz") as npz:
+        assert len(npz["test_acc"]) == 1 and len(npz["batch_losses"]) >= 4
+    row = _rows(tmp_path / "out" / "p" / "results.csv")[0]
+    assert row["status"] == "cancelled" and row["epochs_done"] == "1"
+    assert "cancelled, 1/3 ep." in (tmp_path / "out" / "p" / "results.md").read_text("utf-8")
+
+
+def test_a_newer_run_that_never_finished_an_epoch_does_not_hide_an_older_one(suite) -> None:
+    store, exps, _, _, _ = suite
+    older = store.latest("solo")
+    newer = store.create(exps[2])  # e.g. launched and failed at once: no epoch
+    try:
+        assert export_mod.latest_runs(store, exps[2:3])["solo"].run_id == older.run_id
+    finally:
+        shutil.rmtree(newer.path)
+
+
+def test_exporting_again_replaces_cleanly_and_threads_give_the_same_bytes(suite, tmp_path) -> None:
+    store, exps, result, _, _ = suite
+    shutil.copytree(result.folder, tmp_path / "a")
+    # Two exports at once, from two threads (as the TUI's worker and another could), one of
+    # them over a previous export.
+    results = {}
+
+    def run(folder: str) -> None:
+        results[folder] = export_all(store, exps[2:3], tmp_path / folder)
+
+    threads = [threading.Thread(target=run, args=(d,)) for d in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 2
+    for p in results["b"].files:
+        rel = p.relative_to(tmp_path / "b")
+        if p.suffix == ".png":  # PNG carries no timestamp: same run, same pixels, same bytes
+            assert p.read_bytes() == (result.folder / rel).read_bytes()
+        assert (tmp_path / "a" / rel).read_bytes() == p.read_bytes()
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_an_exports_dir_that_is_a_file_is_one_clear_error(suite, tmp_path) -> None:
+    store, exps, _, _, _ = suite
+    (tmp_path / "exports").write_text("")
+    with pytest.raises(ExportError, match="is a file"):
+        export_all(store, exps, tmp_path / "exports")
+
+
+def test_colours_follow_the_place_in_the_group(suite) -> None:
+    store, exps, _, _, _ = suite
+    result = export_mod.ExportResult(Path("."))
+    fonts = figures.Fonts(("DejaVu Sans",))
+    # "never" has no run; its siblings keep the colours they have when it does.
+    entries = export_mod._entries(store, exps, fonts, result)
+    palette = figures.colors(3)
+    assert [e.series.color for e in entries] == [palette[0], palette[1], figures.colors(1)[0]]
+    assert len(set(figures.colors(10))) == 10
+
+
+def test_envelope_keeps_every_extreme_and_leaves_short_curves_alone() -> None:
+    rng = np.random.default_rng(1)
+    y = rng.normal(2, 0.5, 125_000)
+    y[5000] = 9.0
+    x = np.arange(y.size)
+    mid, lo, hi = figures.envelope(x, y)
+    assert mid.size <= 1500 and lo.min() == y.min() and hi.max() == 9.0
+    assert figures.envelope(x[:3000], y[:3000]) is None
+
+
+def test_labels_fall_back_to_names_only_where_the_font_lacks_glyphs() -> None:
+    latin = figures.Fonts(("DejaVu Sans",))
+    assert latin.label("基准配置", "baseline") == "baseline"
+    assert latin.label("LeNet 5", "lenet") == "LeNet 5"
+    assert latin.label("", "lenet") == "lenet"
+
+
+def test_table_formatting() -> None:
+    assert tables.duration(49.14) == "49.1 s"
+    assert tables.duration(725) == "12 min 05 s"
+    assert tables.duration(3725) == "1 h 02 min"
+    assert tables.duration(math.nan) == "–"
+    exp = dataclasses.replace(tiny_experiment(), title="a|b")
+    assert "a\\|b" in tables._cell(tables._who(exp))
