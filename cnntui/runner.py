@@ -1,22 +1,38 @@
-"""Run several experiments at once in worker threads and merge their events into one stream.
+"""Run several experiments at once and merge their events into one stream.
 
 Used by the headless CLI. Each run gets a fresh directory in the run store (or reopens the
 one it resumes). Cancelling sets one shared event; every run stops within a batch and saves.
+
+Runs go to worker threads or to worker processes (`mode`). Threads share one interpreter,
+so at small batch sizes, where each step is mostly Python, they queue on the GIL; processes
+each have their own and send their events back over a queue (events are plain, picklable
+dataclasses). Measured on a 2-core CPU (benchmarks/bench_jobs.py), see DEFAULT_MODE.
 """
 
 from __future__ import annotations
 
+import ctypes
+import multiprocessing as mp
+import os
 import queue
+import signal
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .config import Experiment
-from .engine import train
 from .events import Event, Failed
 from .store import RunDir, RunStore
 from .text import one_line
+
+MODES = ("auto", "thread", "process")
+# What `auto` picks when more than one run goes at once; a single run always stays in this
+# process. Chosen from benchmarks/bench_jobs.py (numbers in the README's Performance section).
+DEFAULT_MODE = "process"
+POLL_SECONDS = 0.1  # how often the parent checks the cancel event and its worker processes
 
 
 @dataclass(frozen=True)
@@ -29,9 +45,44 @@ class Job:
 
 
 def run_jobs(
-    jobs: list[Job], store: RunStore, cancel: threading.Event, workers: int = 1
+    jobs: list[Job],
+    store: RunStore,
+    cancel: threading.Event,
+    workers: int = 1,
+    mode: str = "auto",
 ) -> Iterator[Event]:
-    """Train `jobs` with up to `workers` at once, yielding every run's events as they come."""
+    """Train `jobs` with up to `workers` at once, yielding every run's events as they come.
+
+    `mode` is "thread", "process", or "auto" (DEFAULT_MODE when several run at once).
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r} (allowed: {', '.join(MODES)})")
+    workers = max(1, min(workers, len(jobs)))
+    if mode == "auto":
+        mode = DEFAULT_MODE if workers > 1 else "thread"
+    if not jobs:
+        return
+    if mode == "process":
+        yield from _in_processes(jobs, store, cancel, workers)
+    else:
+        yield from _in_threads(jobs, store, cancel, workers)
+
+
+def _run_one(job: Job, store: RunStore, cancel: Any, put: Any) -> None:
+    from .engine import train
+
+    exp = job.experiment
+    try:
+        run = job.resume_dir or store.create(exp)
+        for event in train(exp, cancel, run, job.checkpoint):
+            put(event)
+    except Exception as e:
+        put(Failed(exp.name, one_line(e)))
+
+
+def _in_threads(
+    jobs: list[Job], store: RunStore, cancel: threading.Event, workers: int
+) -> Iterator[Event]:
     events: queue.Queue[Event | None] = queue.Queue()
     todo: queue.Queue[Job] = queue.Queue()
     for job in jobs:
@@ -43,18 +94,11 @@ def run_jobs(
                 job = todo.get_nowait()
             except queue.Empty:
                 break
-            exp = job.experiment
-            try:
-                run = job.resume_dir or store.create(exp)
-                for event in train(exp, cancel, run, job.checkpoint):
-                    events.put(event)
-            except Exception as e:
-                events.put(Failed(exp.name, one_line(e)))
+            _run_one(job, store, cancel, events.put)
         events.put(None)
 
     threads = [
-        threading.Thread(target=worker, name=f"cnntui-run-{i}", daemon=True)
-        for i in range(max(1, min(workers, len(jobs))))
+        threading.Thread(target=worker, name=f"cnntui-run-{i}", daemon=True) for i in range(workers)
     ]
     for t in threads:
         t.start()
@@ -65,3 +109,101 @@ def run_jobs(
             done += 1
         else:
             yield event
+
+
+# --- worker processes ------------------------------------------------------------------
+# The parent hands each worker one job at a time through the worker's own inbox, so it
+# always knows which run a worker holds, even one that dies without a word. A worker sends
+# ("event", wid, event) while training, ("done", wid, None) after each job, and
+# ("exit", wid, None) last.
+
+
+def _process_worker(
+    wid: int, inbox: Any, out: Any, stop: Any, store: RunStore, share: int, parent: int
+) -> None:
+    # Ctrl-C reaches the whole process group; the parent turns it into the cancel event and
+    # every run saves its history, so the workers ignore the signal itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from . import engine
+
+    engine.share_cpu(share)
+    cancel = threading.Event()  # checked every batch: a local flag, not a cross-process lock
+
+    def watch() -> None:
+        # `stop` is a lock-free shared flag, polled: a process that exits while it waits on
+        # a multiprocessing Event leaves the parent's `set()` blocked forever. A parent that
+        # was killed outright cannot set it, so its death (we get re-parented) cancels too.
+        while not stop.value and os.getppid() == parent:
+            time.sleep(POLL_SECONDS)
+        cancel.set()
+
+    threading.Thread(target=watch, name="cnntui-cancel", daemon=True).start()
+    try:
+        while (job := inbox.get()) is not None:
+            _run_one(job, store, cancel, lambda event: out.put(("event", wid, event)))
+            out.put(("done", wid, None))
+    finally:
+        out.put(("exit", wid, None))
+
+
+def _in_processes(
+    jobs: list[Job], store: RunStore, cancel: threading.Event, workers: int
+) -> Iterator[Event]:
+    # spawn, not fork: forking a process whose OpenMP threads have run can hang the child.
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    stop = ctx.RawValue(ctypes.c_bool, False)
+    inboxes = [ctx.Queue() for _ in range(workers)]
+    procs = [
+        ctx.Process(
+            target=_process_worker,
+            args=(wid, inboxes[wid], out, stop, store, workers, os.getpid()),
+            name=f"cnntui-run-{wid}",
+            daemon=True,
+        )
+        for wid in range(workers)
+    ]
+    pending = list(reversed(jobs))
+    holding: dict[int, str | None] = dict.fromkeys(range(workers))  # the run each one trains
+
+    def hand_out(wid: int) -> None:
+        job = pending.pop() if pending and not cancel.is_set() else None
+        holding[wid] = job.experiment.name if job else None
+        inboxes[wid].put(job)  # None tells the worker to exit
+
+    for wid, p in enumerate(procs):
+        p.start()
+        hand_out(wid)
+    live = set(range(workers))
+    try:
+        while live:
+            if cancel.is_set():
+                stop.value = True
+            try:
+                kind, wid, payload = out.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                for wid in sorted(live):
+                    if not procs[wid].is_alive():  # killed or crashed without a goodbye
+                        live.discard(wid)
+                        if holding[wid] is not None:
+                            reason = f"worker process died (exit code {procs[wid].exitcode})"
+                            yield Failed(holding[wid], reason)
+                if not live:  # all died: the runs never handed out cannot run
+                    for job in reversed(pending):
+                        yield Failed(job.experiment.name, "not run: every worker process died")
+                continue
+            if kind == "event":
+                yield payload
+            elif kind == "done":
+                hand_out(wid)
+            elif kind == "exit":
+                live.discard(wid)
+    finally:
+        stop.value = True  # no-op when all have exited; stops the rest when the caller quits
+        for p in procs:
+            p.join(timeout=5 if live else 1)  # one that said "exit" is only shutting down
+            if p.is_alive():
+                p.terminate()
+                p.join()
+        for q in [out, *inboxes]:
+            q.cancel_join_thread()
