@@ -153,6 +153,27 @@ async def test_updates_are_throttled_at_the_source(tiny_toml, runs_dir, tmp_path
     assert state.trace.n == 6 * 8  # and not one batch loss lost: 256 images / 32 a batch
 
 
+async def test_export_names_the_folder_and_a_bad_folder_is_an_error(tiny_toml, runs_dir, tmp_path):
+    exports = tmp_path / "exports"
+    app = make_app(tiny_toml, {}, runs_dir, exports, trainer=fake_train, device_label="cpu")
+
+    def notes() -> list[str]:
+        return [n.message for n in app._notifications]
+
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("r")
+        await wait_for(pilot, lambda: status_cell(app, "alpha").startswith("finished"))
+        await pilot.press("e")
+        await wait_for(pilot, lambda: any(n.startswith("exported") for n in notes()), 60)
+        (note,) = [n for n in notes() if n.startswith("exported")]
+        assert f"to {exports}/" in note and "no runs yet for: beta" in note
+        assert (exports / "alpha" / "loss_history.npz").exists()
+        app.main.exports_dir = tiny_toml  # a file, not a folder
+        await pilot.press("e")
+        await wait_for(pilot, lambda: any(n.startswith("export failed") for n in notes()), 60)
+        assert app.is_running
+
+
 # -- marks, views, sorting, help ----------------------------------------------------------
 
 

@@ -128,7 +128,7 @@ class ExperimentsTable(DataTable):
             status = status_text(session.latest(name))
             if status.plain != self._status[name]:
                 self._status[name] = status.plain
-                self.update_cell(name, "status", status, update_width=True)
+                self.update_cell(name, "status", status)
 
     def set_mark(self, name: str, marked: bool) -> None:
         self.update_cell(name, "mark", "●" if marked else " ")
