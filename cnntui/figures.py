@@ -302,7 +302,9 @@ def _batch_panel(ax, s: Series, legend: bool) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
     ax.xaxis.set_major_formatter(FuncFormatter(_thousands))
     if legend:
-        ax.legend(loc="upper right")
+        leg = ax.legend(loc="upper right")
+        for handle in leg.legend_handles:  # the faint raw curve needs a visible key
+            handle.set_alpha(min(1.0, 2.5 * (handle.get_alpha() or 0.4)))
 
 
 def _status_note(s: Series) -> str:
@@ -410,7 +412,7 @@ def comparison(series: list[Series], title: str) -> Figure:
         ax.set_ylabel(ylabel)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlim(0.75, max(max_epochs, 2) + 0.25)
-    ax_b.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    ax_b.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax_b.set_ylim(bottom=0)
 
     # (c) bars, labelled with their value; unfinished runs hatched.
@@ -468,7 +470,7 @@ def comparison(series: list[Series], title: str) -> Figure:
     ax_d.set_title("(d) Final training loss vs final test accuracy", loc="left")
     ax_d.set_xlabel("final training loss")
     ax_d.set_ylabel("final test accuracy")
-    ax_d.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    ax_d.yaxis.set_major_formatter(PercentFormatter(1.0))
 
     fig.legend(
         *ax_b.get_legend_handles_labels(),
@@ -506,18 +508,20 @@ def _label_points(ax, points: list[tuple[float, float, Series]], fig: Figure) ->
         fx, fy = (x - x0) / (x1 - x0), (y - y0) / (y1 - y0)
         w = width(s.label)
         lx = fx + 0.02 if fx + 0.02 + w <= 1.0 else fx - 0.02 - w
-        ly = fy - line_h / 2
-        for _ in range(len(placed)):  # each pass clears at least one placed label
-            hits = [
-                b + line_h
-                for (left, b, pw) in placed
-                if left < lx + w and lx < left + pw and abs(b - ly) < 0.999 * line_h
-            ]
-            if not hits:
-                break
-            ly = max(hits)
+        home = fy - line_h / 2
+
+        def free(bottom: float, lx: float = lx, w: float = w) -> bool:
+            return not any(
+                left < lx + w and lx < left + pw and abs(b - bottom) < 0.999 * line_h
+                for left, b, pw in placed
+            )
+
+        # Nearest free slot, half a line at a time, above or below: a cluster of points
+        # gets its labels stacked around it. 4n + 2 half-lines each way always hold one.
+        steps = (k // 2 * (-1 if k % 2 else 1) for k in range(2, 8 * len(placed) + 6))
+        ly = next((home + d * line_h / 2 for d in (0, *steps) if free(home + d * line_h / 2)), home)
         placed.append((lx, ly, w))
-        moved = ly - (fy - line_h / 2) > 0.3 * line_h
+        moved = abs(ly - home) > 0.3 * line_h
         ax.annotate(
             s.label,
             (x, y),

@@ -171,7 +171,14 @@ def to_markdown(
     header += [h for _, h in METRIC_COLUMNS if h]
     lines = [f"# {heading}", ""]
     lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "|".join("---" if i < 2 else "---:" for i in range(len(header))) + "|")
+    # Text left, numbers right.
+    aligns = ["---:", "---"] + ["---"] * (with_group + unfinished)
+    aligns += [
+        "---" if any(isinstance(getattr(r.ran_with, k), str) for r in rows) else "---:"
+        for k in keys
+    ]
+    aligns += ["---:"] * (len(header) - len(aligns))
+    lines.append("|" + "|".join(aligns) + "|")
     for i, r in enumerate(rows, 1):
         e = r.experiment
         cells = [str(i), _who(e), *([e.group or "–"] if with_group else [])]
@@ -181,7 +188,12 @@ def to_markdown(
                 r.status if r.status == "finished" else f"{r.status}, {r.epochs_done}/{planned} ep."
             )
         cells += [_setting(getattr(r.ran_with, k)) for k in keys]
-        cells += [_metric(k, r.value(k)) for k, h in METRIC_COLUMNS if h]
+        if r.epochs_done:
+            cells += [_metric(k, r.value(k)) for k, h in METRIC_COLUMNS if h]
+        else:  # nothing measured yet
+            cells += [
+                _metric(k, r.value(k)) if k == "params" else "–" for k, h in METRIC_COLUMNS if h
+            ]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
 
     targets = sorted({r.ran_with.target_acc for r in rows})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import inspect
 import logging
 import math
 import os
@@ -79,13 +80,14 @@ def export_capturing(*args, **kwargs):
 
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory):
-    """Train the three runnable experiments once and export them at the default dpi."""
+    """Train the three runnable experiments once and export them (at a low dpi: the layout
+    is in inches, and print resolution is checked once, below)."""
     root = tmp_path_factory.mktemp("suite")
     store = RunStore(root / "runs")
     exps = experiments()
     for exp in exps[:3]:
         list(train(exp, None, store.create(exp)))
-    result, caught, logs = export_capturing(store, exps, root / "exports")
+    result, caught, logs = export_capturing(store, exps, root / "exports", dpi=FAST_DPI)
     return store, exps, result, caught, logs
 
 
@@ -136,13 +138,23 @@ def test_npz_holds_every_key_with_the_runs_lengths_and_values(suite) -> None:
         ("arch/loss_grid.png", (3 + 0.5, 2.5 + 0.5)),
     ],
 )
-def test_png_decodes_at_print_resolution(suite, path: str, inches: tuple[float, float]) -> None:
+def test_png_decodes_at_the_expected_size(suite, path: str, inches: tuple[float, float]) -> None:
     _, _, result, _, _ = suite
     pixels = mpimage.imread(result.folder / path)
     w, h = inches
-    assert figures.DPI >= 300
-    assert pixels.shape[:2] == (round(h * figures.DPI), round(w * figures.DPI))
+    assert pixels.shape[:2] == (round(h * FAST_DPI), round(w * FAST_DPI))
     assert pixels[..., :3].std() > 0.05  # something is drawn, not a blank page
+
+
+def test_png_is_print_resolution_by_default(suite, tmp_path) -> None:
+    store, exps, _, _, _ = suite
+    assert inspect.signature(export_all).parameters["dpi"].default == figures.DPI >= 300
+    fonts = figures.Fonts.detect()
+    entries = export_mod._entries(store, exps[:1], fonts, export_mod.ExportResult(tmp_path))
+    with figures.drawing(fonts):
+        png = figures.render_all(figures.loss_curves(entries[0].series), ("png",))["png"]
+    (tmp_path / "f.png").write_bytes(png)
+    assert mpimage.imread(tmp_path / "f.png").shape[:2] == (5.5 * 300, 7 * 300)
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -231,26 +243,32 @@ def test_without_a_cjk_font_export_succeeds_says_so_once_and_uses_names(
     monkeypatch.setattr(
         figures, "comparison", lambda s, t: labels.extend(x.label for x in s) or real(s, t)
     )
-    result, caught, logs = export_capturing(store, exps[:2], tmp_path, dpi=FAST_DPI)
+    result, caught, logs = export_capturing(store, exps[:2], tmp_path, ("png", "svg"), dpi=FAST_DPI)
     assert len(result.warnings) == 1 and "fonts-noto-cjk" in result.warnings[0]
     assert "fonts-wqy-microhei" in result.warnings[0]
     assert glyph_problems(caught, logs) == []
     assert labels == ["base", "fast"]  # names where the title can't be drawn
-    assert (tmp_path / "hp" / "comparison.png").is_file()
+    for stem in ("base/loss_curves", "hp/comparison", "hp/loss_grid"):  # the formats asked for
+        assert (tmp_path / f"{stem}.png").read_bytes().startswith(b"\x89PNG")
+        assert b"<svg" in (tmp_path / f"{stem}.svg").read_bytes()[:2000]
+        assert not (tmp_path / f"{stem}.pdf").exists()
+    with pytest.raises(ValueError, match="png, svg, pdf"):
+        export_all(store, exps, tmp_path, ("jpg",))
     # The tables are text: they keep the titles.
     assert "基准配置" in (tmp_path / "hp" / "results.md").read_text(encoding="utf-8")
 
 
-def test_svg_and_pdf_on_request(suite, tmp_path) -> None:
-    store, exps, _, _, _ = suite
-    _, caught, logs = export_capturing(store, exps[1:2], tmp_path, ("svg", "pdf"), dpi=FAST_DPI)
-    for stem in ("fast/loss_curves", "hp/comparison", "hp/loss_grid"):
-        assert not (tmp_path / f"{stem}.png").exists()
-        assert (tmp_path / f"{stem}.pdf").read_bytes().startswith(b"%PDF")
-        assert b"<svg" in (tmp_path / f"{stem}.svg").read_bytes()[:2000]
-    assert glyph_problems(caught, logs) == []
-    with pytest.raises(ValueError, match="png, svg, pdf"):
-        export_all(store, exps, tmp_path, ("jpg",))
+def test_svg_and_pdf_render_chinese_titles(suite) -> None:
+    store, _, _, _, _ = suite
+    fonts = figures.Fonts.detect()
+    entries = export_mod._entries(store, experiments()[:1], fonts, export_mod.ExportResult(Path()))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with figures.drawing(fonts):
+            out = figures.render_all(figures.loss_curves(entries[0].series), ("svg", "pdf"), 40)
+    assert out["pdf"].startswith(b"%PDF") and b"<svg" in out["svg"][:2000]
+    if fonts.has_cjk:
+        assert glyph_problems(caught, []) == []
 
 
 def test_a_partial_run_is_exported_with_what_it_completed(tmp_path) -> None:
@@ -287,7 +305,7 @@ def test_exporting_again_replaces_cleanly_and_threads_give_the_same_bytes(suite,
     results = {}
 
     def run(folder: str) -> None:
-        results[folder] = export_all(store, exps[2:3], tmp_path / folder)
+        results[folder] = export_all(store, exps[2:3], tmp_path / folder, dpi=FAST_DPI)
 
     threads = [threading.Thread(target=run, args=(d,)) for d in ("a", "b")]
     for t in threads:
@@ -297,9 +315,10 @@ def test_exporting_again_replaces_cleanly_and_threads_give_the_same_bytes(suite,
     assert len(results) == 2
     for p in results["b"].files:
         rel = p.relative_to(tmp_path / "b")
-        if p.suffix == ".png":  # PNG carries no timestamp: same run, same pixels, same bytes
-            assert p.read_bytes() == (result.folder / rel).read_bytes()
+        # PNG carries no timestamp: same run, same pixels, same bytes, whichever thread.
         assert (tmp_path / "a" / rel).read_bytes() == p.read_bytes()
+        if p.suffix == ".png":  # and the same as the first export of it
+            assert p.read_bytes() == (result.folder / rel).read_bytes()
     assert not list(tmp_path.rglob("*.tmp"))
 
 
