@@ -7,7 +7,7 @@ first run's Started event to the last run's Finished (what a long suite sees), a
 from the call to the end (process start-up included: each worker process imports torch).
 The modes alternate and the table shows medians of the repeats.
 
-    .venv/bin/python benchmarks/bench_jobs.py             # about 4 minutes on 2 CPU cores
+    .venv/bin/python benchmarks/bench_jobs.py             # about 8 minutes on 2 CPU cores
     .venv/bin/python benchmarks/bench_jobs.py --quick
 """
 

@@ -127,7 +127,7 @@ def _compile_works() -> str | None:
     """None if torch.compile trains on this CPU within a minute, else why not."""
     if os.environ.get("CNNTUI_TEST_COMPILE") != "1":
         return (
-            "torch.compile on this CPU takes ~1 min to build its C++ kernels; "
+            "torch.compile on a CPU takes ~1.5 min to build its C++ kernels (passes here); "
             "set CNNTUI_TEST_COMPILE=1 to run"
         )
     return None
