@@ -360,3 +360,14 @@ async def test_everything_fits(tiny_toml, runs_dir, tmp_path, size):
             assert region.width >= 30 and region.height >= 5, (widget_id, region)
         assert app.main.table.region.height == 3  # header and both rows
         assert app.screen.query_one("Footer").region.bottom == size[1]
+
+
+async def test_header_shows_gpu_memory_on_cuda(tiny_toml, runs_dir, tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (100 * 2**30, 141 * 2**30))
+    app = make_app(tiny_toml, {}, runs_dir, tmp_path / "x", device_label="cuda:0 (NVIDIA H200)")
+    async with app.run_test(size=SIZE) as pilot:
+        app.main._cuda = True
+        await pilot.pause(0.4)  # one timer tick
+        assert app.sub_title.startswith("cuda:0 (NVIDIA H200) · 41.0/141 GiB in use · 0 running")

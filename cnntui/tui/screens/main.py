@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import sys
 import threading
@@ -44,9 +45,9 @@ from .help import HelpScreen
 
 Trainer = Callable[..., Iterator[Event]]  # engine.train's signature
 REDRAW_SECONDS = 0.25  # curves and statuses are redrawn at most 4 times a second
-# Live curves may take at most this share of the UI thread: a plotext build is pure Python
+# Live curves may take at most this share of a CPU core: a plotext build is pure Python
 # and holds the GIL the training threads need, so a costly chart is redrawn less often.
-CURVES_SHARE = 0.1
+CURVES_SHARE = 0.05
 
 
 TRAIN_NICE = 5  # training threads run this much "nicer" than the UI thread (Linux)
@@ -127,6 +128,7 @@ class MainScreen(Screen):
         self._curves_key: tuple | None = None
         self._curves_due = 0.0  # monotonic time before which the timer leaves the curves be
         self._cuda = False
+        self._memory, self._memory_at = "", -math.inf
 
     # -- layout ---------------------------------------------------------------------------
 
@@ -170,10 +172,18 @@ class MainScreen(Screen):
         return describe_device(dev)
 
     def _cuda_memory(self) -> str:
-        import torch
+        """GPU memory in use on the device (all processes), re-read every 2 s."""
+        now = time.monotonic()
+        if now - self._memory_at >= 2.0:
+            self._memory_at = now
+            try:
+                import torch
 
-        free, total = torch.cuda.mem_get_info()
-        return f"{(total - free) / 2**30:.1f}/{total / 2**30:.0f} GiB"
+                free, total = torch.cuda.mem_get_info()
+                self._memory = f"{(total - free) / 2**30:.1f}/{total / 2**30:.0f} GiB in use"
+            except Exception as e:  # a driver hiccup must not stop the timer
+                self._memory = f"memory: {one_line(e)}"
+        return self._memory
 
     def update_header(self) -> None:
         active, queued = len(self.session.active()), len(self.session.queued())
