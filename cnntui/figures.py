@@ -412,7 +412,6 @@ def comparison(series: list[Series], title: str) -> Figure:
         ax.set_ylabel(ylabel)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlim(0.75, max(max_epochs, 2) + 0.25)
-    ax_b.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax_b.set_ylim(bottom=0)
 
     # (c) bars, labelled with their value; unfinished runs hatched.
@@ -438,7 +437,6 @@ def comparison(series: list[Series], title: str) -> Figure:
             label.set_rotation(30)
             label.set_horizontalalignment("right")
             label.set_rotation_mode("anchor")
-    ax_c.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
     top = np.nanmax(final) if np.isfinite(final).any() else 1.0
     ax_c.set_ylim(0, min(1.0, top * 1.18) if top > 0 else 1.0)
     ax_c.set_title("(c) Final test accuracy", loc="left")
@@ -470,8 +468,10 @@ def comparison(series: list[Series], title: str) -> Figure:
     ax_d.set_title("(d) Final training loss vs final test accuracy", loc="left")
     ax_d.set_xlabel("final training loss")
     ax_d.set_ylabel("final test accuracy")
-    ax_d.yaxis.set_major_formatter(PercentFormatter(1.0))
 
+    for ax in (ax_b, ax_c, ax_d):  # whole percents, unless the axis spans only a few
+        lo, hi = ax.get_ylim()
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0 if hi - lo >= 0.05 else 1))
     fig.legend(
         *ax_b.get_legend_handles_labels(),
         loc="outside lower center",
