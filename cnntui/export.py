@@ -109,13 +109,6 @@ def _write(result: ExportResult, path: Path, data: bytes | Callable[[IO[bytes]],
     result.files.append(path)
 
 
-def export_history(record: RunRecord, folder: Path) -> Path:
-    arrays = record.history().arrays()
-    path = folder / "loss_history.npz"
-    atomic_write(path, lambda f: np.savez(f, **arrays))
-    return path
-
-
 def _ran_with(record: RunRecord, exp: Experiment) -> Experiment:
     try:
         return record.experiment()
