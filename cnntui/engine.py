@@ -32,10 +32,10 @@ from .text import one_line
 FLUSH_SECONDS = 0.1  # at most ~10 BatchLosses events a second per run
 EVAL_BATCH = 1000
 # Auto thread counts (the `threads` setting at 0). OpenMP threads busy-wait for each other at
-# every operator, so a thread that loses its core stalls the others: measured on a 2-core
-# CPU, LeNet at batch 4 ran ~8x slower with two threads than with one, and at batch 128 too
-# when anything else (the TUI, a second run, another program) wanted a core. So small batches
-# get one thread, and large ones the cores minus one, shared among the runs.
+# every operator, so a thread that loses its core stalls the others. Measured on a 2-core CPU
+# shared with other work: two threads ran LeNet 4-9x slower than one, at batch 4 and at 128,
+# whenever the second core was busy, and at best ~1.7x faster when it was free. So small
+# batches get one thread, and large ones all cores but one, shared among the runs.
 SMALL_BATCH = 64
 
 # Seeding and building a model touch torch's global RNG; runs in sibling threads take turns.
