@@ -18,8 +18,8 @@ a large run store, and the redraw cost of a very long run.
                  cutting to the widget's width, and a full plotext build of the batch chart,
                  against plotting 100,000 points undecimated.
 
-    .venv/bin/python benchmarks/bench_tui.py            # about 4 minutes on 2 CPU cores
-    .venv/bin/python benchmarks/bench_tui.py --quick    # about 1 minute
+    .venv/bin/python benchmarks/bench_tui.py            # 5-10 minutes on 2 CPU cores
+    .venv/bin/python benchmarks/bench_tui.py --quick    # about 2 minutes
 
 Targets (issue 3): p95 key latency < 100 ms with 2 runs active; app throughput >= 90% of
 headless; open < 2 s with 1,000 runs.
