@@ -30,8 +30,12 @@ from .text import one_line
 
 MODES = ("auto", "thread", "process")
 # What `auto` picks when more than one run goes at once; a single run always stays in this
-# process. Chosen from benchmarks/bench_jobs.py (numbers in the README's Performance section).
-DEFAULT_MODE = "process"
+# process. From benchmarks/bench_jobs.py on a 2-core CPU (4 LeNet runs, 2 at once, steady
+# images/s, two sessions): batch 4 threads 421/913 vs processes 448/875; batch 128 threads
+# 2444/4755 vs processes 2906/3957. No steady winner, and processes add 5-15 s of start-up
+# (each imports torch), so threads. Revisit on a many-core machine, where batch-4 runs in
+# threads queue on the GIL.
+DEFAULT_MODE = "thread"
 POLL_SECONDS = 0.1  # how often the parent checks the cancel event and its worker processes
 
 
