@@ -23,9 +23,9 @@ def test_lenet_learns_fashion_mnist_in_one_epoch(tmp_path: Path) -> None:
     """One epoch of the report's baseline settings on the first 6,000 training images.
 
     Threshold: chance is 10%, and a nearest-class-mean classifier on overall brightness
-    alone gets 26.1% on these images. Measured here with seeds 0, 1 and 2 this run reaches 64.4%, 64.7% and 58.6% test
-    accuracy on the first 2,000 test images, so 50% leaves room for seed and platform
-    differences while still failing for anything that does not really learn.
+    alone gets 26.1% on these images. Measured here with seeds 0, 1 and 2 this run reaches
+    64.4%, 64.7% and 58.6% test accuracy on the first 2,000 test images, so 50% leaves room
+    for seed and platform differences while still failing for anything that does not learn.
     """
     result = subprocess.run(
         [
