@@ -156,16 +156,13 @@ def test_a_failing_run_is_reported_and_the_others_go_on(tiny_toml: Path) -> None
     assert RunStore(cwd / "runs").latest("alpha").status == "failed"
 
 
-LONG = [
-    "--set",
-    "train_size=2000",
-    "--set",
-    "test_size=200",
-    "--set",
-    "batch_size=4",
-    "--set",
-    "epochs=200",
-]
+def batch4_run(epochs: int) -> list[str]:
+    """2,000 synthetic images at batch 4: 500 batches an epoch, a few seconds each."""
+    sets = ["train_size=2000", "test_size=200", "batch_size=4", f"epochs={epochs}"]
+    return [arg for item in sets for arg in ("--set", item)]
+
+
+LONG = batch4_run(200)
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 130)])
@@ -192,16 +189,7 @@ def test_interrupt_stops_fast_and_keeps_the_history(tiny_toml: Path, sig, code) 
 
 def test_kill_9_leaves_a_readable_store_and_resume_finishes(tiny_toml: Path) -> None:
     cwd = tiny_toml.parent
-    args = [
-        "--set",
-        "train_size=2000",
-        "--set",
-        "test_size=200",
-        "--set",
-        "batch_size=4",
-        "--set",
-        "epochs=3",
-    ]
+    args = batch4_run(3)
     proc = start("--run", "alpha", *args, cwd=cwd)
     wait_for_line(proc, "epoch 1/3")
     proc.kill()
