@@ -1,4 +1,7 @@
-"""Messages the run workers post to the screen, from their threads (post_message only)."""
+"""Messages the run workers post to the screen, from their threads (post_message only).
+
+They are for the screen alone, so they do not bubble on to the app.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from textual.message import Message
 
 
 @dataclass
-class RunUpdated(Message):
+class RunUpdated(Message, bubble=False):
     """Run `key` has new batch losses or a new epoch; its RunState already holds them."""
 
     key: int
@@ -19,7 +22,7 @@ class RunUpdated(Message):
 
 
 @dataclass
-class RunEnded(Message):
+class RunEnded(Message, bubble=False):
     """Run `key` finished, failed, diverged or was cancelled."""
 
     key: int
