@@ -113,8 +113,7 @@ async def latency(cfg: Path, runs: Path, n: int, presses: int) -> tuple[list[flo
 
         def timed_display(screen, renderable):
             display(screen, renderable)
-            key = chart._cache_key
-            shown.append((time.perf_counter(), key[2] if key else -1))
+            shown.append((time.perf_counter(), chart.painted))
 
         def timed_redraw(*args, **kwargs):
             redraw(*args, **kwargs)

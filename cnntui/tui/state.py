@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,7 @@ class Curve:
     test_loss: list[float] = field(default_factory=list)
     train_acc: list[float] = field(default_factory=list)
     test_acc: list[float] = field(default_factory=list)
+    source: Hashable = None  # which run these are, so a chart can tell two runs apart
 
     @property
     def empty(self) -> bool:
@@ -136,7 +138,7 @@ class Trace:
         for attr in ("epoch_loss", "test_loss", "train_acc", "test_acc", "epoch_seconds"):
             del getattr(self, attr)[epochs:]
 
-    def curve(self, label: str, points: int) -> Curve:
+    def curve(self, label: str, points: int, source: Hashable = None) -> Curve:
         """The curves, each cut to about `points` points."""
         n = self.n
         x, y = self._x[:n], self._y[:n]
@@ -159,6 +161,7 @@ class Trace:
             list(self.test_loss),
             list(self.train_acc),
             list(self.test_acc),
+            source,
         )
 
     def history(self) -> History:
@@ -271,7 +274,7 @@ class RunState:
 
     def curve(self, points: int) -> Curve:
         with self.lock:
-            return self.trace.curve(self.name, points)
+            return self.trace.curve(self.name, points, ("run", self.key))
 
     def summary(self) -> dict[str, Any]:
         """A results row in the run store's summary.json vocabulary, from what is known now."""

@@ -243,7 +243,8 @@ class MainScreen(Screen):
             if isinstance(source, RunState):
                 curves.append(source.curve(points))
             elif source is not None:
-                curves.append(self.session.stored_trace(source).curve(name, points))
+                trace = self.session.stored_trace(source)
+                curves.append(trace.curve(name, points, ("stored", str(source.path))))
         panel.show([c for c in curves if not c.empty], self.log_scale)
 
     # -- runs -----------------------------------------------------------------------------

@@ -3,12 +3,17 @@ and accuracies, for one run or several overlaid, one colour each."""
 
 from __future__ import annotations
 
+import re
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Hashable
 
-from rich.text import Text
-from textual.app import ComposeResult, RenderResult
+from rich.ansi import AnsiDecoder
+from rich.segment import Segment
+from rich.style import Style
+from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
+from textual.strip import Strip
 from textual_plotext import PlotextPlot
 from textual_plotext.plot import Plot
 
@@ -18,12 +23,54 @@ COLORS = ("cyan+", "orange+", "green+", "magenta+", "red+", "blue+", "yellow", "
 POINTS_PER_COLUMN = 2  # braille draws two dots a column: a min/max pair per column
 
 
-class Chart(PlotextPlot):
-    """A PlotextPlot that rebuilds its text only when its data, size or theme change.
+_RUN = re.compile(r"((?:\x1b\[[0-9;]*m)*)([^\x1b]*)")  # escape codes, then the text they style
+_RESET = re.compile(r"\x1b\[0?m")
+_styles: dict[str, Style] = {}
 
-    A plotext build costs milliseconds per hundred points; Textual may render a widget
-    more often than its data changes (a resize, a screen on top), so the text is cached.
+
+def _style(codes: str) -> Style:
+    """The Rich style of a run of SGR codes, decoded by Rich once per distinct run."""
+    style = _styles.get(codes)
+    if style is None:
+        spans = AnsiDecoder().decode_line(codes + " ").spans
+        found = spans[0].style if spans else Style.null()
+        style = Style.parse(found) if isinstance(found, str) else found
+        _styles[codes] = style
+    return style
+
+
+def ansi_strips(ansi: str, width: int) -> list[Strip]:
+    """plotext's ANSI text as one Strip a line, `width` cells each.
+
+    plotext styles every run of cells afresh after a reset, so a chart has a handful of
+    distinct code runs; looking their styles up beats Rich's general decoder (`Text.from_ansi`
+    then Textual's own conversion to strips) several times over, on every live redraw.
     """
+    strips = []
+    for line in ansi.removesuffix("\n").split("\n"):
+        segments = []
+        active = ""
+        for codes, chunk in _RUN.findall(line):
+            if codes:
+                resets = list(_RESET.finditer(codes))
+                active = codes[resets[-1].end() :] if resets else active + codes
+            if chunk:
+                segments.append(Segment(chunk, _style(active)))
+        strips.append(Strip(segments).adjust_cell_length(width))
+    return strips
+
+
+class Chart(PlotextPlot):
+    """A PlotextPlot drawn through Textual's line API from strips built once per change.
+
+    A plotext build costs milliseconds per hundred points, and turning its ANSI text into
+    something Textual can paint as much again; Textual repaints a widget more often than its
+    data changes (a resize, a screen on top, a neighbour's update). So the strips are kept,
+    together with those of the last few data sets: moving the cursor back to an experiment
+    whose per-epoch curves have not changed shows them without a rebuild.
+    """
+
+    KEEP = 8  # data sets whose strips are kept
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -31,28 +78,47 @@ class Chart(PlotextPlot):
         self._data: Hashable = None
         self._version = 0
         self._cache_key: tuple | None = None
-        self._cache: RenderResult = Text("")
+        self._strips: list[Strip] = []
+        self._kept: OrderedDict[tuple, list[Strip]] = OrderedDict()
         self.build_seconds = 0.0  # what the last plotext build cost
+        self.painted = 0  # the draw() call whose plot was last painted
 
     def draw(self, fn: Callable[[Plot], None], data: Hashable) -> None:
         """Replace the plot with what `fn(plt)` draws, unless `data` (a cheap summary of what
-        `fn` plots) is unchanged; the plot is built at the next render."""
+        `fn` plots, naming the runs it comes from) is unchanged; the plot is built at the
+        next repaint."""
         if data == self._data:
             return
         self._draw, self._data = fn, data
         self._version += 1
         self.refresh()
 
-    def render(self) -> RenderResult:
-        key = (self.size, self.app.theme, self._version)
+    def _build(self) -> list[Strip]:
+        width, height = self.size
+        plt = self.plt
+        plt.clear_figure()
+        self._draw(plt)
+        plt.plotsize(width, height)
+        plt._set_size(width, height)  # as PlotextPlot.render does: plotsize alone may not stick
+        plt.theme(self._get_plotext_theme_name(self.app.theme))
+        return ansi_strips(plt.build(), width)
+
+    def render_line(self, y: int) -> Strip:
+        key = (self.size, self.app.theme, self._data)
         if key != self._cache_key:
             t0 = time.perf_counter()
-            self.plt.clear_figure()
-            self._draw(self.plt)
-            self._cache = super().render()
-            self._cache_key = key
-            self.build_seconds = time.perf_counter() - t0
-        return self._cache
+            strips = self._kept.pop(key, None)
+            if strips is None:
+                strips = self._build()
+                self.build_seconds = time.perf_counter() - t0
+            self._kept[key] = strips
+            while len(self._kept) > self.KEEP:
+                self._kept.popitem(last=False)
+            self._strips, self._cache_key = strips, key
+        self.painted = self._version
+        if 0 <= y < len(self._strips):
+            return self._strips[y]
+        return Strip.blank(self.size.width)
 
 
 def _batch(curves: list[Curve], log: bool) -> Callable[[Plot], None]:
@@ -124,9 +190,10 @@ class CurvesPanel(Horizontal):
     def show(self, curves: list[Curve], log: bool = False) -> None:
         """Draw `curves`; a chart whose data did not change is not rebuilt."""
         batches = tuple(
-            (c.label, len(c.batch_y), c.batch_x[-1] if len(c.batch_x) else -1) for c in curves
+            (c.label, c.source, len(c.batch_y), c.batch_x[-1] if len(c.batch_x) else -1)
+            for c in curves
         )
-        epochs = tuple((c.label, len(c.epoch_loss)) for c in curves)
+        epochs = tuple((c.label, c.source, len(c.epoch_loss)) for c in curves)
         self.query_one("#chart-batch", Chart).draw(_batch(curves, log), (batches, log))
         self.query_one("#chart-epoch", Chart).draw(
             _per_epoch(
