@@ -12,8 +12,8 @@ a large run store, and the redraw cost of a very long run.
                  display; median and p95.
   3. quit        with 2 runs active: `q`, `y`, until the app has exited and both training
                  threads have stopped.
-  4. start       the app opening on a store of 1,000 past runs, until the results table is
-                 filled.
+  4. start       the app opening on a store of 1,000 past runs, until the main screen is up
+                 and until `v` shows the results table filled.
   5. redraw      one run of 1,000,000 batch losses: appending them in engine-sized chunks,
                  cutting to the widget's width, and a full plotext build of the batch chart,
                  against plotting 100,000 points undecimated.
@@ -234,16 +234,20 @@ def fake_store(root: Path, n: int) -> None:
         (run / "summary.json").write_text(json.dumps(summary, ensure_ascii=False))
 
 
-async def start_time(cfg: Path, runs: Path) -> tuple[float, int]:
+async def start_time(cfg: Path, runs: Path) -> tuple[float, float, int]:
+    """Seconds until the app is up, then until `v` shows the filled results table."""
     from cnntui.tui.app import make_app
 
     t0 = time.perf_counter()
     app = make_app(cfg, {}, runs, runs.parent / "exports", device_label="cpu")
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
-        seconds = time.perf_counter() - t0
+        opened = time.perf_counter() - t0
+        await pilot.press("v")
+        await pilot.pause()
+        shown = time.perf_counter() - t0
         rows = app.main.results.row_count
-    return seconds, rows
+    return opened, shown, rows
 
 
 def redraw(width: int, height: int) -> dict[str, float]:
@@ -355,10 +359,11 @@ def main() -> None:
         cfg = tmp / "store" / "experiments.toml"
         cfg.write_text(bench_toml(10, 256, 1))
         times = [asyncio.run(start_time(cfg, runs)) for _ in range(3)]
-        opened = statistics.median(t for t, _ in times)
+        opened = statistics.median(t[0] for t in times)
+        shown = statistics.median(t[1] for t in times)
         print(
-            f"\n4. start with 1,000 past runs in the store: {opened:.2f} s"
-            f" to a filled results table ({times[0][1]} rows)"
+            f"\n4. start with 1,000 past runs in the store: {opened:.2f} s to the main screen,"
+            f" {shown:.2f} s with `v` to the filled results table ({times[0][2]} rows)"
         )
 
         print("\n5. one run of 1,000,000 batch losses (batch chart)")

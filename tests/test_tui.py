@@ -68,6 +68,7 @@ async def test_run_finishes_with_a_results_row(tiny_toml, runs_dir, tmp_path):
         assert 0.0 <= row["final_test_acc"] <= 1.0
         assert row["params"] == 62006
         # the row on screen shows the accuracy the store recorded
+        await pilot.press("v")
         shown = [str(c) for c in app.main.results.get_row(next(iter(rows)))]
         assert f"{100 * row['final_test_acc']:.2f}%" in shown
         assert "0 running" in app.sub_title

@@ -30,7 +30,7 @@ from textual.worker import Worker, WorkerState
 
 from ... import text, tomledit
 from ...config import ConfigError, apply_overrides
-from ...events import Event
+from ...events import BatchLosses, Event
 from ...store import RunRecord
 from ...text import one_line
 from ..messages import RunUpdated
@@ -156,7 +156,7 @@ class MainScreen(Screen):
         self.table.show(self.session, self.marks)
         for record in self.session.load_past():
             self.results.put(str(record.path), record.summary, redraw=False)
-        self.results.redraw()
+        self.results.update_rows()
         self.update_header()
         self.set_interval(REDRAW_SECONDS, self.tick)
         if self._probe:
@@ -268,7 +268,8 @@ class MainScreen(Screen):
         run = state.resume_run or store.create(state.experiment)
         for event in self.trainer(state.experiment, state.cancel, run, state.checkpoint):
             state.feed(event)
-            self.post_message(RunUpdated(state.key))
+            if not isinstance(event, BatchLosses):  # the redraw timer picks those up
+                self.post_message(RunUpdated(state.key))
 
     def on_run_updated(self, message: RunUpdated) -> None:
         state = self.session.runs.get(message.key)

@@ -79,16 +79,31 @@ class ResultsTable(DataTable):
         self._order: list[str] = []  # insertion order: oldest first
         self.sort_column: str | None = None
         self.sort_reverse = False
+        self._stale = False  # rows changed while hidden
 
     def on_mount(self) -> None:
         for col in COLUMNS:
             self.add_column(col.label, key=col.key)
 
     def put(self, key: str, summary: dict[str, Any], redraw: bool = True) -> None:
+        """Add or replace the row of run `key`. While the table is hidden behind the curves,
+        rows are only collected: a redraw rebuilds every row (a store may hold thousands),
+        so it waits until the table is shown."""
         if key not in self.rows_by_key:
             self._order.append(key)
         self.rows_by_key[key] = summary
         if redraw:
+            self.update_rows()
+
+    def update_rows(self) -> None:
+        """Redraw now when on screen, else when next shown."""
+        if self.display:
+            self.redraw()
+        else:
+            self._stale = True
+
+    def on_show(self) -> None:
+        if self._stale:
             self.redraw()
 
     def rekey(self, old: str, new: str) -> None:
@@ -135,6 +150,7 @@ class ResultsTable(DataTable):
 
     def redraw(self) -> None:
         """Rebuild the rows in order, keeping the cursor on the same run."""
+        self._stale = False
         row = col = 0
         keep = None
         if self.row_count:
