@@ -13,7 +13,8 @@ a large run store, and the redraw cost of a very long run.
   3. quit        with 2 runs active: `q`, `y`, until the app has exited and both training
                  threads have stopped.
   4. start       the app opening on a store of 1,000 past runs, until the main screen is up
-                 and until `v` shows the results table filled.
+                 and until `v` shows the results table filled; then the time for that
+                 table to show a changed row and a new row.
   5. redraw      one run of 1,000,000 batch losses: appending them in engine-sized chunks,
                  cutting to the widget's width, and a full plotext build of the batch chart,
                  against plotting 100,000 points undecimated.
@@ -234,8 +235,9 @@ def fake_store(root: Path, n: int) -> None:
         (run / "summary.json").write_text(json.dumps(summary, ensure_ascii=False))
 
 
-async def start_time(cfg: Path, runs: Path) -> tuple[float, float, int]:
-    """Seconds until the app is up, then until `v` shows the filled results table."""
+async def start_time(cfg: Path, runs: Path) -> tuple[float, float, int, float, float]:
+    """Seconds until the app is up, until `v` shows the filled results table, and for that
+    table to show one run's changed row and a new run's row."""
     from cnntui.tui.app import make_app
 
     t0 = time.perf_counter()
@@ -247,7 +249,18 @@ async def start_time(cfg: Path, runs: Path) -> tuple[float, float, int]:
         await pilot.pause()
         shown = time.perf_counter() - t0
         rows = app.main.results.row_count
-    return opened, shown, rows
+        # with the table on screen: an epoch's new numbers for one run, then a new run
+        results = app.main.results
+        key = next(iter(results.rows_by_key))
+        t = time.perf_counter()
+        results.put(key, {**results.rows_by_key[key], "final_test_acc": 0.99})
+        await pilot.pause()
+        update = time.perf_counter() - t
+        t = time.perf_counter()
+        results.put("new-run", {**results.rows_by_key[key], "name": "new-run"})
+        await pilot.pause()
+        added = time.perf_counter() - t
+    return opened, shown, rows, update, added
 
 
 def redraw(width: int, height: int) -> dict[str, float]:
@@ -361,9 +374,13 @@ def main() -> None:
         times = [asyncio.run(start_time(cfg, runs)) for _ in range(3)]
         opened = statistics.median(t[0] for t in times)
         shown = statistics.median(t[1] for t in times)
+        update = statistics.median(t[3] for t in times)
+        added = statistics.median(t[4] for t in times)
         print(
             f"\n4. start with 1,000 past runs in the store: {opened:.2f} s to the main screen,"
-            f" {shown:.2f} s with `v` to the filled results table ({times[0][2]} rows)"
+            f" {shown:.2f} s with `v` to the filled results table ({times[0][2]} rows);"
+            f" then a changed row shows in {update * 1000:.0f} ms, a new run's row in"
+            f" {added * 1000:.0f} ms"
         )
 
         print("\n5. one run of 1,000,000 batch losses (batch chart)")

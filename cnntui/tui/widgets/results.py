@@ -68,6 +68,18 @@ def sort_key(column: str, summary: dict[str, Any]) -> tuple:
     return (1, 0.0, "")
 
 
+class RowText(Text):
+    """A cell that knows its row's key."""
+
+    run_key: str
+
+    @classmethod
+    def keyed(cls, cell: Text, key: str) -> RowText:
+        out = cls(cell.plain, style=cell.style, justify=cell.justify, spans=cell.spans)
+        out.run_key = key
+        return out
+
+
 class ResultsTable(DataTable):
     """One row per run; rows are added or updated with `put` and kept sorted."""
 
@@ -80,20 +92,38 @@ class ResultsTable(DataTable):
         self.sort_column: str | None = None
         self.sort_reverse = False
         self._stale = False  # rows changed while hidden
+        self._best: dict[str, float] = {}  # the best values the cells show
 
     def on_mount(self) -> None:
         for col in COLUMNS:
             self.add_column(col.label, key=col.key)
 
     def put(self, key: str, summary: dict[str, Any], redraw: bool = True) -> None:
-        """Add or replace the row of run `key`. While the table is hidden behind the curves,
-        rows are only collected: a redraw rebuilds every row (a store may hold thousands),
-        so it waits until the table is shown."""
-        if key not in self.rows_by_key:
+        """Add or replace the row of run `key`.
+
+        A store may hold thousands of runs, and laying out a row costs about a millisecond,
+        so rows are never rebuilt for one change: on screen, a new run's row is appended and
+        the rows re-ordered, a changed run's cells are rewritten where they changed (and the
+        cells that gained or lost the column's best value); hidden behind the curves, rows
+        are only collected until the table is shown.
+        """
+        old = self.rows_by_key.get(key)
+        if old is None:
             self._order.append(key)
         self.rows_by_key[key] = summary
-        if redraw:
+        if not redraw:
+            return
+        if not self.display or self._stale or not self.row_count:
             self.update_rows()
+            return
+        keep = self._cursor_key()
+        best = self.best()
+        if old is None:
+            self.add_row(*self._cells(key, summary, best), key=key)
+        else:
+            self._update_cells(key, old, summary, best)
+        self._restyle_best(best)
+        self._reorder(keep)
 
     def update_rows(self) -> None:
         """Redraw now when on screen, else when next shown."""
@@ -106,11 +136,45 @@ class ResultsTable(DataTable):
         if self._stale:
             self.redraw()
 
-    def rekey(self, old: str, new: str) -> None:
-        """A session run got its run directory: key its row by that from now on."""
-        if old in self.rows_by_key and old != new:
-            self.rows_by_key[new] = self.rows_by_key.pop(old)
-            self._order[self._order.index(old)] = new
+    def _cursor_key(self) -> str | None:
+        if not self.row_count:
+            return None
+        return self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
+
+    def _cells(self, key: str, summary: dict[str, Any], best: dict[str, float]) -> list[Text]:
+        cells = [self._cell(c, summary, best) for c in COLUMNS]
+        cells[0] = RowText.keyed(cells[0], key)  # the name cell knows its row, for sorting
+        return cells
+
+    def _update_cells(
+        self, key: str, old: dict[str, Any], new: dict[str, Any], best: dict[str, float]
+    ) -> None:
+        for col in COLUMNS[1:]:
+            if old.get(col.key) != new.get(col.key):
+                self.update_cell(key, col.key, self._cell(col, new, best))
+
+    def _restyle_best(self, best: dict[str, float]) -> None:
+        """Rewrite the cells of the columns whose best value changed: the old best and the new."""
+        for col in COLUMNS:
+            was, now = self._best.get(col.key), best.get(col.key)
+            if was == now:
+                continue
+            for key, summary in self.rows_by_key.items():
+                f = _finite(summary.get(col.key))
+                if f is None:
+                    continue
+                f = abs(f) if col.key == "gap" else f
+                if f in (was, now):
+                    self.update_cell(key, col.key, self._cell(col, summary, best))
+        self._best = best
+
+    def _reorder(self, keep: str | None) -> None:
+        """Put the rows in display order (DataTable.sort moves rows without laying them out
+        again) and the cursor back on the run it was on."""
+        position = {key: i for i, key in enumerate(self.ordered())}
+        self.sort("name", key=lambda cell: position[cell.run_key])
+        if keep is not None:
+            self.move_cursor(row=self.get_row_index(keep))
 
     def best(self) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -157,10 +221,10 @@ class ResultsTable(DataTable):
             keep = self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
             col = self.cursor_coordinate.column
         best = self.best()
+        self._best = best
         self.clear()
         for key in self.ordered():
-            s = self.rows_by_key[key]
-            self.add_row(*(self._cell(c, s, best) for c in COLUMNS), key=key)
+            self.add_row(*self._cells(key, self.rows_by_key[key], best), key=key)
         if keep in self.rows_by_key:
             row = self.get_row_index(keep)
         if self.row_count:
@@ -175,6 +239,6 @@ class ResultsTable(DataTable):
             # Best first: highest accuracy, lowest loss and time.
             best = next(c.best for c in COLUMNS if c.key == column)
             self.sort_reverse = best == "max"
-        self.redraw()
+        self._reorder(self._cursor_key())
         way = "descending" if self.sort_reverse else "ascending"
         self.notify(f"results sorted by {column.replace('_', ' ')}, {way}", timeout=2)

@@ -1,0 +1,85 @@
+"""The results table keeps up with runs in place: new rows in order, changed cells rewritten,
+the best value of each column marked, the cursor staying on its run."""
+
+from __future__ import annotations
+
+from textual.app import App, ComposeResult
+
+from cnntui.tui.widgets.results import BEST_STYLE, ResultsTable
+
+
+def row(name: str, acc: float, loss: float, status: str = "finished") -> dict:
+    return {
+        "name": name,
+        "title": name.upper(),
+        "model": "lenet",
+        "params": 62006,
+        "final_test_acc": acc,
+        "best_test_acc": acc,
+        "final_train_loss": loss,
+        "status": status,
+    }
+
+
+class ResultsApp(App):
+    def compose(self) -> ComposeResult:
+        yield ResultsTable(id="results")
+
+
+def names(table: ResultsTable) -> list[str]:
+    return [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
+
+
+def is_best(table: ResultsTable, key: str, column: str) -> bool:
+    cell = table.get_cell(key, column)
+    return any(str(span.style) == BEST_STYLE for span in cell.spans)
+
+
+async def test_rows_update_in_place_in_order_with_the_best_marked():
+    app = ResultsApp()
+    async with app.run_test(size=(120, 30)) as pilot:
+        table = app.query_one(ResultsTable)
+        for i in range(50):
+            table.put(f"old-{i}", row(f"old-{i}", 0.30 + i / 1000, 1.5), redraw=False)
+        table.update_rows()
+        await pilot.pause()
+        assert names(table)[:2] == ["old-49", "old-48"]  # newest first
+        table.move_cursor(row=3)
+        on = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        assert is_best(table, "old-49", "final_test_acc")
+
+        table.put("new", row("new", 0.10, 2.0, "running"))  # a run starts
+        await pilot.pause()
+        assert names(table)[:2] == ["new", "old-49"] and table.row_count == 51
+        assert table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value == on
+
+        table.put("new", row("new", 0.60, 0.9, "running"))  # its next epoch: best now
+        await pilot.pause()
+        assert "60.00%" in str(table.get_cell("new", "final_test_acc"))
+        assert is_best(table, "new", "final_test_acc")
+        assert not is_best(table, "old-49", "final_test_acc")
+        assert is_best(table, "new", "final_train_loss")
+
+        table.move_cursor(row=0, column=4)  # sort by final accuracy, best first
+        table.action_sort()
+        await pilot.pause()
+        assert names(table)[:3] == ["new", "old-49", "old-48"]
+        table.put("new", row("new", 0.3445, 1.9, "finished"))  # it falls down the ranking
+        await pilot.pause()
+        order = names(table)
+        assert order[:6] == ["old-49", "old-48", "old-47", "old-46", "old-45", "new"]
+        assert table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value == "new"
+        assert is_best(table, "old-49", "final_test_acc")
+
+
+async def test_hidden_rows_wait_until_the_table_is_shown():
+    app = ResultsApp()
+    async with app.run_test(size=(120, 30)) as pilot:
+        table = app.query_one(ResultsTable)
+        table.display = False
+        table.put("a", row("a", 0.5, 1.0))
+        await pilot.pause()
+        assert table.row_count == 0  # nothing laid out while hidden
+        table.display = True
+        await pilot.pause()
+        assert names(table) == ["a"]
