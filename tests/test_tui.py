@@ -178,6 +178,23 @@ async def test_export_names_the_folder_and_a_bad_folder_is_an_error(tiny_toml, r
         assert app.is_running
 
 
+async def test_export_without_a_cjk_font_says_which_package_to_install(
+    tiny_toml, runs_dir, tmp_path, monkeypatch
+):
+    from cnntui import figures
+
+    monkeypatch.setattr(figures, "find_cjk_font", lambda: None)
+    app = make_app(tiny_toml, {}, runs_dir, tmp_path / "exports", trainer=fake_train)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("r")
+        await wait_for(pilot, lambda: status_cell(app, "alpha").startswith("finished"))
+        await pilot.press("e")
+        await wait_for(pilot, lambda: any(n.title == "export" for n in app._notifications), 60)
+        (note,) = [n for n in app._notifications if n.title == "export"]
+        assert note.message.startswith("exported") and "fonts-noto-cjk" in note.message
+        assert note.severity == "warning"
+
+
 # -- marks, views, sorting, help ----------------------------------------------------------
 
 

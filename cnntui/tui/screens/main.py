@@ -455,9 +455,12 @@ class MainScreen(Screen):
             msg = f"exported {len(result.files)} file(s) to {result.folder}/"
             if result.missing:
                 msg += f"\nno runs yet for: {', '.join(result.missing)}"
-            self.notify(msg, title="export", timeout=10)
+            for warning in result.warnings:  # e.g. which font package shows the CJK titles
+                msg += f"\n{warning}"
+            severity = "warning" if result.warnings else "information"
+            self.notify(msg, title="export", severity=severity, timeout=15)
         elif state == WorkerState.ERROR:
-            self.notify(f"export failed: {worker.error}", severity="error", timeout=15)
+            self.notify(f"export failed: {one_line(worker.error)}", severity="error", timeout=15)
 
     # -- the experiments file -------------------------------------------------------------
 
