@@ -13,7 +13,9 @@ import pickle
 import sys
 import tarfile
 import threading
+import time
 import urllib.error
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,6 +99,29 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, 32, 32), labels
 
 
+RETRY_SECONDS = 60.0  # a download that failed this recently is not tried again
+_failed_downloads: dict[str, tuple[float, str]] = {}
+
+
+def _download(what: str, fetch: Callable[[], None], reason: Callable[[Exception], str]) -> None:
+    """Run `fetch`, turning a failure into a DataError with `reason(error)`.
+
+    Offline, a download fails only after its timeouts; a suite of experiments on the missing
+    dataset would wait that long for each one. So a failure is remembered for RETRY_SECONDS
+    and the same error given at once (files put in place meanwhile are found before this).
+    """
+    failed = _failed_downloads.get(what)
+    if failed is not None and time.monotonic() - failed[0] < RETRY_SECONDS:
+        raise DataError(failed[1])
+    try:
+        fetch()
+    except (urllib.error.URLError, OSError, RuntimeError) as e:
+        message = reason(e)
+        _failed_downloads[what] = (time.monotonic(), message)
+        raise DataError(message) from None
+    _failed_downloads.pop(what, None)
+
+
 def _md5(path: Path) -> str:
     h = hashlib.md5()
     with path.open("rb") as f:
@@ -110,14 +135,18 @@ def _download_cifar10(root: Path) -> None:
     if not archive.exists():
         from torchvision.datasets.utils import download_url
 
-        print(f"Downloading CIFAR-10 into {root} ...", file=sys.stderr)
-        try:
+        def fetch() -> None:
+            print(f"Downloading CIFAR-10 into {root} ...", file=sys.stderr)
             download_url(CIFAR10_URL, str(root), CIFAR10_ARCHIVE, CIFAR10_MD5)
-        except (urllib.error.URLError, OSError, RuntimeError) as e:
-            raise DataError(
+
+        _download(
+            f"cifar10 {root}",
+            fetch,
+            lambda e: (
                 f"CIFAR-10 is not in {root} and could not be downloaded ({e}); "
                 f"put {CIFAR10_ARCHIVE} from {CIFAR10_URL} into {root}"
-            ) from None
+            ),
+        )
     if _md5(archive) != CIFAR10_MD5:
         raise DataError(
             f"{archive}: checksum mismatch (corrupt or partial download); delete it and retry"
@@ -183,15 +212,19 @@ def _fashion_dir(root: Path, download: bool) -> Path:
         raise DataError(f"Fashion-MNIST not found in {candidates[0]}")
     from torchvision.datasets import FashionMNIST
 
-    print(f"Downloading Fashion-MNIST into {root} ...", file=sys.stderr)
-    try:
+    def fetch() -> None:
+        print(f"Downloading Fashion-MNIST into {root} ...", file=sys.stderr)
         FashionMNIST(str(root), download=True)
-    except (urllib.error.URLError, OSError, RuntimeError) as e:
-        raise DataError(
+
+    _download(
+        f"fashion-mnist {root}",
+        fetch,
+        lambda e: (
             f"Fashion-MNIST is not in {candidates[0]} and could not be downloaded ({e}); "
             f"install Debian's dataset-fashion-mnist or put {', '.join(FASHION_FILES.values())} "
             f"into {candidates[0]}"
-        ) from None
+        ),
+    )
     return candidates[0]
 
 

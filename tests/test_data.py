@@ -101,6 +101,32 @@ def test_cifar10_offline_says_which_file_to_put_where(tmp_path: Path, monkeypatc
     assert f"put {data.CIFAR10_ARCHIVE}" in msg and str(root) in msg
 
 
+def test_a_failed_download_is_not_retried_for_every_experiment(tmp_path: Path, monkeypatch):
+    import torchvision.datasets.utils as tvu
+
+    tries = []
+
+    def offline(*args, **kwargs):
+        tries.append(args)
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(tvu, "download_url", offline)
+    root = tmp_path / "data"
+    errors = []
+    for _ in range(3):  # a suite of three experiments on the missing dataset
+        with pytest.raises(DataError) as info:
+            data.load("cifar10", root)
+        errors.append(str(info.value))
+    assert len(tries) == 1 and len(set(errors)) == 1
+    write_cifar_batches(root / data.CIFAR10_DIR)  # the user puts the files in place
+    assert len(data.load("cifar10", root).train_y) == 100
+    monkeypatch.setattr(data, "RETRY_SECONDS", 0.0)  # past the wait, it tries again
+    for _ in range(2):
+        with pytest.raises(DataError):
+            data.load_cifar10(tmp_path / "elsewhere")
+    assert len(tries) == 3
+
+
 def test_cifar10_truncated_batch_is_a_clear_error(tmp_path: Path) -> None:
     folder = tmp_path / data.CIFAR10_DIR
     write_cifar_batches(folder)
