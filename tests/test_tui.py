@@ -392,3 +392,23 @@ async def test_header_shows_gpu_memory_on_cuda(tiny_toml, runs_dir, tmp_path, mo
         app.main._cuda = True
         await pilot.pause(0.4)  # one timer tick
         assert app.sub_title.startswith("cuda:0 (NVIDIA H200) · 41.0/141 GiB in use · 0 running")
+
+
+@pytest.mark.parametrize("width", [80, 120])
+async def test_the_shipped_experiments_fit_the_terminal_without_sideways_scrolling(
+    width, runs_dir, tmp_path
+):
+    shipped = Path(__file__).resolve().parents[1] / "experiments.toml"
+    app = make_app(shipped, {}, runs_dir, tmp_path / "x", trainer=fake_train, device_label="c")
+    async with app.run_test(size=(width, 24)) as pilot:
+        await pilot.pause()
+        table = app.main.table
+        assert table.virtual_size.width + table.scrollbar_size_vertical <= width
+        columns = [c.label.plain for c in table.ordered_columns]
+        # at 80 columns the group gives way to the settings; wider, both show
+        assert ("group" in columns) == (width > 80)
+        settings = str(table.get_cell("low-lr", "settings"))
+        assert settings == "lr=0.0001"
+        assert str(table.get_cell("strong-reg", "settings")).startswith(
+            "wd=0.1" if width == 80 else "weight_decay=0.1 dropout=0.7"
+        )

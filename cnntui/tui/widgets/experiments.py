@@ -29,6 +29,18 @@ def _value(v: Any) -> str:
 
 
 STATUS_WIDTH = 30  # a failure's full reason goes to a notification
+# Short names for the settings column when the full ones do not fit.
+SHORT = {
+    "batch_size": "bs",
+    "weight_decay": "wd",
+    "momentum": "mom",
+    "dropout": "drop",
+    "optimizer": "opt",
+    "train_size": "ntrain",
+    "test_size": "ntest",
+    "channels_last": "nhwc",
+}
+MIN_SETTINGS = 12  # columns the settings keep before the group column gives way
 PROGRESS_SECONDS = 1.0  # a running experiment's progress and ETA are rewritten this often
 
 
@@ -67,11 +79,13 @@ class ExperimentsTable(DataTable):
         self._session: Session | None = None
         self._marks: set[str] = set()
 
-    def on_mount(self) -> None:
+    def _add_columns(self, group: bool) -> None:
+        self.clear(columns=True)
         self.add_column(" ", key="mark", width=1)
         self.add_column("name", key="name")
         self.add_column("title", key="title")
-        self.add_column("group", key="group")
+        if group:
+            self.add_column("group", key="group")
         self.add_column("status", key="status", width=STATUS_WIDTH)
         self.add_column("settings", key="settings")
 
@@ -83,18 +97,20 @@ class ExperimentsTable(DataTable):
         key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key
         return key.value
 
-    def _settings_width(self, session: Session) -> int:
-        """Columns left for the settings, so the table needs no horizontal scrolling."""
+    def _layout(self, session: Session) -> tuple[bool, int]:
+        """Whether the group column fits, and the columns left for the settings, so that
+        the table needs no sideways scrolling: in a narrow terminal (80 columns) the group
+        column gives way to the settings, which say more about an experiment."""
         exps = session.experiments
         used = 3 + 2 + STATUS_WIDTH + 2  # mark, status (each cell has one space either side)
-        for values in (
-            [e.name for e in exps],
-            [e.display_title for e in exps],
-            [e.group or "-" for e in exps],
-        ):
+        for values in ([e.name for e in exps], [e.display_title for e in exps]):
             used += 2 + max([text.width(v) for v in values] + [5])
+        group = 2 + max([text.width(e.group or "-") for e in exps] + [5])
         scrollbar = 2 if len(exps) + 1 > self.size.height > 0 else 0
-        return max(12, (self.size.width or self.app.size.width) - used - scrollbar - 1)
+        room = (self.size.width or self.app.size.width) - used - scrollbar - 1
+        if room - group >= MIN_SETTINGS:
+            return True, room - group
+        return False, max(MIN_SETTINGS // 2, room)
 
     def on_resize(self) -> None:
         if self._session is not None:
@@ -104,24 +120,21 @@ class ExperimentsTable(DataTable):
         """Rebuild every row (after a load or reload), keeping the cursor on its experiment."""
         self._session, self._marks = session, marks
         keep = self.highlighted
-        self.clear()
+        group, room = self._layout(session)
+        self._add_columns(group)  # afresh: a column never narrows by itself
         self._status.clear()
-        room = self._settings_width(session)
         for exp in session.experiments:
             apart = session.apart_from_defaults(exp)
             settings = " ".join(f"{k}={_value(v)}" for k, v in apart.items()) or "-"
+            if text.width(settings) > room:  # narrow: the usual short names, then cut
+                settings = " ".join(f"{SHORT.get(k, k)}={_value(v)}" for k, v in apart.items())
             settings = text.pad(settings, room).rstrip()
             status = status_text(session.latest(exp.name))
             self._status[exp.name] = status.plain
-            self.add_row(
-                "●" if exp.name in marks else " ",
-                exp.name,
-                exp.display_title,
-                exp.group or "-",
-                status,
-                settings,
-                key=exp.name,
-            )
+            cells = ["●" if exp.name in marks else " ", exp.name, exp.display_title]
+            if group:
+                cells.append(exp.group or "-")
+            self.add_row(*cells, status, settings, key=exp.name)
         if keep is not None and keep in self._status:
             self.move_cursor(row=self.get_row_index(keep))
 
