@@ -34,8 +34,9 @@ EVAL_BATCH = 1000
 # Auto thread counts (the `threads` setting at 0). OpenMP threads busy-wait for each other at
 # every operator, so a thread that loses its core stalls the others. Measured on a 2-core CPU
 # shared with other work: two threads ran LeNet 4-9x slower than one, at batch 4 and at 128,
-# whenever the second core was busy, and at best ~1.7x faster when it was free. So small
-# batches get one thread, and large ones all cores but one, shared among the runs.
+# whenever the second core was busy, and 1.6-1.8x faster (LeNet, ResNet at batch 128) when it
+# was free. So small batches get one thread, and large ones every core not reserved, shared
+# among the runs. Headless, nothing is reserved; the TUI keeps one core for its UI thread.
 SMALL_BATCH = 64
 
 # Seeding and building a model touch torch's global RNG; runs in sibling threads take turns.
@@ -43,6 +44,13 @@ _init_lock = threading.Lock()
 _active_lock = threading.Lock()
 _active_runs = 0  # runs training in this process now; they share the CPU cores
 _cpu_share = 1  # runs sharing the cores in all (set in each worker process by the runner)
+_cpu_reserve = 0  # cores auto thread counts leave free for other work in this process
+
+
+def reserve_cores(n: int) -> None:
+    """Leave `n` cores out of automatic thread counts (the TUI keeps one for its screen)."""
+    global _cpu_reserve
+    _cpu_reserve = max(0, n)
 
 
 def share_cpu(runs: int) -> None:
@@ -60,12 +68,12 @@ def cpu_cores() -> int:
 
 def choose_threads(batch_size: int, requested: int = 0, concurrent: int = 1) -> int:
     """CPU intra-op threads for one run: `requested`, or for 0 one below SMALL_BATCH and
-    otherwise all cores but one, shared evenly among the `concurrent` runs."""
+    otherwise the cores not reserved, shared evenly among the `concurrent` runs."""
     if requested > 0:
         return requested
     if batch_size < SMALL_BATCH:
         return 1
-    return max(1, (cpu_cores() - 1) // max(1, concurrent))
+    return max(1, (cpu_cores() - _cpu_reserve) // max(1, concurrent))
 
 
 def _apply_threads(exp: Experiment) -> None:

@@ -182,11 +182,15 @@ def test_augmented_training_is_seeded_and_differs_from_plain() -> None:
 
 def test_auto_threads_follow_batch_size_and_sharing(monkeypatch) -> None:
     monkeypatch.setattr(engine, "cpu_cores", lambda: 8)
+    monkeypatch.setattr(engine, "_cpu_reserve", 0)  # as in the CLI
     assert choose_threads(4) == 1  # batch 4: splitting a tiny step only adds spinning
     assert choose_threads(32) == 1
-    assert choose_threads(128) == 7  # one core left for the UI, the OS, a neighbour
-    assert choose_threads(128, concurrent=2) == 3
+    assert choose_threads(128) == 8  # headless, a lone run takes every core
+    assert choose_threads(128, concurrent=2) == 4
     assert choose_threads(128, concurrent=16) == 1
+    monkeypatch.setattr(engine, "_cpu_reserve", 1)  # the TUI keeps one for the screen
+    assert choose_threads(128) == 7
+    assert choose_threads(128, concurrent=2) == 3
     monkeypatch.setattr(engine, "cpu_cores", lambda: 2)
     assert choose_threads(128) == 1
     assert choose_threads(4, requested=3) == 3  # an explicit setting wins

@@ -7,6 +7,7 @@ deterministic fake trainer. Every test asserts what a user would see or find on 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -412,3 +413,14 @@ async def test_the_shipped_experiments_fit_the_terminal_without_sideways_scrolli
         assert str(table.get_cell("strong-reg", "settings")).startswith(
             "wd=0.1" if width == 80 else "weight_decay=0.1 dropout=0.7"
         )
+
+
+async def test_the_tui_keeps_a_core_for_the_screen(tiny_toml, runs_dir, tmp_path):
+    app = make_app(tiny_toml, {"batch_size": 128}, runs_dir, tmp_path / "x")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("r")
+        await wait_for(pilot, lambda: status_cell(app, "alpha").startswith("finished"), 60)
+        state = app.main.session.latest("alpha")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    n = max(1, cores - 1)
+    assert state.device == f"cpu ({n} thread{'s' if n > 1 else ''})"

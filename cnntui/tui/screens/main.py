@@ -70,8 +70,9 @@ def yield_cpu_to_ui() -> None:
 
 
 def _engine_train(*args: Any) -> Iterator[Event]:
-    from ...engine import train  # torch loads on the first run, not at start-up
+    from ...engine import reserve_cores, train  # torch loads on the first run, not at start-up
 
+    reserve_cores(1)  # the screen keeps a core: keys stay quick while runs train
     return train(*args)
 
 
