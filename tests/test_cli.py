@@ -259,15 +259,13 @@ def test_tty_progress_uses_a_live_line(tiny_toml: Path) -> None:
     assert "finished" in out
 
 
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-
-
 def test_a_lone_headless_run_at_a_large_batch_uses_every_core(tiny_toml: Path) -> None:
     cwd = tiny_toml.parent
     args = ["--run", "alpha", *SMALL, "--set", "batch_size=128"]
     result = cnntui(*args, cwd=cwd)
     assert result.returncode == 0, result.stderr
     (run,) = RunStore(cwd / "runs").runs("alpha")
-    n = _cores()
+    from cnntui.engine import cpu_cores
+
+    n = cpu_cores()
     assert run.summary["device"] == f"cpu ({n} thread{'s' if n > 1 else ''})"

@@ -7,7 +7,6 @@ deterministic fake trainer. Every test asserts what a user would see or find on 
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -421,6 +420,7 @@ async def test_the_tui_keeps_a_core_for_the_screen(tiny_toml, runs_dir, tmp_path
         await pilot.press("r")
         await wait_for(pilot, lambda: status_cell(app, "alpha").startswith("finished"), 60)
         state = app.main.session.latest("alpha")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    n = max(1, cores - 1)
+    from cnntui.engine import cpu_cores
+
+    n = max(1, cpu_cores() - 1)
     assert state.device == f"cpu ({n} thread{'s' if n > 1 else ''})"
