@@ -25,7 +25,7 @@ from . import data as datasets
 from .config import Experiment
 from .events import BatchLosses, Cancelled, Diverged, EpochEnd, Event, Failed, Finished, Started
 from .history import History
-from .models import build, count_parameters
+from .models import build, count_parameters, use_generator
 from .store import RunDir
 from .text import one_line
 
@@ -129,16 +129,19 @@ def make_optimizer(exp: Experiment, params: Any) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=exp.lr, weight_decay=exp.weight_decay)
 
 
-def augment_batch(x: torch.Tensor, pad: int = 4) -> torch.Tensor:
-    """Random crop after zero padding and random horizontal flip, per image, as one batch op."""
+def augment_batch(
+    x: torch.Tensor, pad: int = 4, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Random crop after zero padding and random horizontal flip, per image, as one batch op;
+    the draws come from `generator` (on x's device) or torch's global RNG."""
     n, c, h, w = x.shape
     dev = x.device
     padded = F.pad(x, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (n, 1), device=dev)
-    dx = torch.randint(0, 2 * pad + 1, (n, 1), device=dev)
+    dy = torch.randint(0, 2 * pad + 1, (n, 1), device=dev, generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (n, 1), device=dev, generator=generator)
     rows = dy + torch.arange(h, device=dev)
     cols = dx + torch.arange(w, device=dev)
-    flip = torch.rand(n, 1, device=dev) < 0.5
+    flip = torch.rand(n, 1, device=dev, generator=generator) < 0.5
     cols = torch.where(flip, cols.flip(1), cols)
     batch = torch.arange(n, device=dev)[:, None, None, None]
     chan = torch.arange(c, device=dev)[None, :, None, None]
@@ -216,18 +219,31 @@ class _LossBuffer:
         return chunk, Diverged(self.name, where, f"loss became {values[bad]} at batch {where}")
 
 
-def _rng_state(shuffle: torch.Generator, dev: torch.device) -> dict[str, Any]:
-    state = {"cpu": torch.get_rng_state(), "shuffle": shuffle.get_state()}
+def _rng_state(shuffle: torch.Generator, noise: torch.Generator, dev: torch.device) -> dict:
+    state = {"shuffle": shuffle.get_state(), "noise": noise.get_state()}
+    # The global RNG too: compiled models draw their dropout masks from it.
+    state["cpu"] = torch.get_rng_state()
     if dev.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(dev)
     return state
 
 
-def _set_rng_state(state: dict[str, Any], shuffle: torch.Generator, dev: torch.device) -> None:
-    torch.set_rng_state(state["cpu"])
+def _set_rng_state(
+    state: dict[str, Any],
+    shuffle: torch.Generator,
+    noise: torch.Generator,
+    dev: torch.device,
+    global_rng: bool,
+) -> None:
+    """Restore a checkpoint's generators; torch's global RNG only when the run draws from it
+    (compiled), since setting it disturbs any run training beside this one."""
     shuffle.set_state(state["shuffle"])
-    if dev.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], dev)
+    if "noise" in state:
+        noise.set_state(state["noise"])
+    if global_rng or "noise" not in state:  # older checkpoints drew everything from it
+        torch.set_rng_state(state["cpu"])
+        if dev.type == "cuda" and "cuda" in state:
+            torch.cuda.set_rng_state(state["cuda"], dev)
 
 
 def train(
@@ -282,7 +298,14 @@ def _train(
         model = model.to(dev, memory_format=prep.memory_format)
         params = count_parameters(model)
         optimizer = make_optimizer(exp, model.parameters())
+        # Every random draw of the run comes from its own generators, never torch's global
+        # RNG (which sibling runs in other threads share): the batch order from `shuffle`,
+        # dropout masks and augmentation from `noise`, on the device. Under torch.compile
+        # dropout keeps the global RNG, which compiled graphs handle natively.
         shuffle = torch.Generator().manual_seed(exp.seed)
+        noise = torch.Generator(device=dev).manual_seed(exp.seed)
+        if exp.compile == "off":
+            use_generator(model, noise)
         scaler = torch.amp.GradScaler(dev.type, enabled=exp.amp == "fp16")
         start_epoch = 0
         if resume is not None:
@@ -290,7 +313,7 @@ def _train(
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
             scaler.load_state_dict(ckpt["scaler"])
-            _set_rng_state(ckpt["rng"], shuffle, dev)
+            _set_rng_state(ckpt["rng"], shuffle, noise, dev, exp.compile != "off")
             history = History.from_arrays({k: v.numpy() for k, v in ckpt["history"].items()})
             total_seconds = float(ckpt["total_seconds"])
             start_epoch = int(ckpt["epoch"])
@@ -338,7 +361,7 @@ def _train(
                     break
                 x = prep.inputs(prep.train_x.index_select(0, idx))
                 if exp.augment:
-                    x = augment_batch(x)
+                    x = augment_batch(x, generator=noise)
                 y = prep.train_y.index_select(0, idx)
                 with amp:
                     out = step(x)
@@ -390,7 +413,7 @@ def _train(
                         "model": model.state_dict(),
                         "optimizer": optimizer.state_dict(),
                         "scaler": scaler.state_dict(),
-                        "rng": _rng_state(shuffle, dev),
+                        "rng": _rng_state(shuffle, noise, dev),
                         "history": {k: torch.from_numpy(v) for k, v in history.arrays().items()},
                         "total_seconds": total_seconds,
                     },

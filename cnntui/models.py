@@ -36,6 +36,36 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+class Dropout(nn.Module):
+    """nn.Dropout that draws its masks from `generator` when one is set.
+
+    Runs training side by side in threads would otherwise share torch's global RNG, and each
+    run's masks would depend on what its neighbours drew; the engine gives every run its own
+    generator, so a run's losses are the same alone or beside others.
+    """
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+        self.generator: torch.Generator | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = torch.empty_like(x).bernoulli_(1.0 - self.p, generator=self.generator)
+        return x * keep / (1.0 - self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def use_generator(model: nn.Module, generator: torch.Generator | None) -> None:
+    """Make every Dropout in `model` draw from `generator` (None: torch's global RNG)."""
+    for module in model.modules():
+        if isinstance(module, Dropout):
+            module.generator = generator
+
+
 class LeNet(nn.Module):
     """The PyTorch tutorial's LeNet with Dropout between fc1 and fc2, as in the report."""
 
@@ -50,7 +80,7 @@ class LeNet(nn.Module):
         if h < 1 or w < 1:
             raise ValueError(f"LeNet needs images of at least 16x16, got {height}x{width}")
         self.fc1 = nn.Linear(16 * h * w, 120)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.fc2 = nn.Linear(120, 84)
         self.fc3 = nn.Linear(84, classes)
 
@@ -97,7 +127,7 @@ class LightweightResNet(nn.Module):
         self.layer2 = ResidualBlock(32, 64, 2)
         self.layer3 = ResidualBlock(64, 128, 2)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.fc = nn.Linear(128, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -102,8 +102,37 @@ def test_divergence_stops_and_keeps_the_finite_history(runs_dir: Path) -> None:
     assert events[-1].batch_index == len(losses)  # the first non-finite batch
 
 
+def test_runs_side_by_side_in_threads_train_as_they_do_alone() -> None:
+    """Dropout masks and augmentation come from each run's own generator: a neighbour's
+    draws never change a run's losses."""
+
+    def losses(e):
+        return [v for ev in train(e) if isinstance(ev, BatchLosses) for v in ev.losses]
+
+    exps = [tiny_experiment(name=f"r{i}", dropout=0.5, augment=True, seed=i) for i in (0, 1)]
+    alone = [losses(e) for e in exps]
+    together: dict[str, list[float]] = {}
+    barrier = threading.Barrier(2, timeout=60)
+
+    def go(e) -> None:
+        out = []
+        for ev in train(e):
+            if isinstance(ev, Started):
+                barrier.wait()  # both are set up and about to draw
+            if isinstance(ev, BatchLosses):
+                out.extend(ev.losses)
+        together[e.name] = out
+
+    threads = [threading.Thread(target=go, args=(e,)) for e in exps]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [together["r0"], together["r1"]] == alone
+
+
 def test_resume_equals_an_uninterrupted_run(runs_dir: Path) -> None:
-    exp = tiny_experiment(epochs=3, dropout=0.5)
+    exp = tiny_experiment(epochs=3, dropout=0.5, augment=True)
     full, _ = run_to_end(exp)
     full_losses = [v for e in full if isinstance(e, BatchLosses) for v in e.losses]
     full_acc = [e.test_acc for e in full if isinstance(e, EpochEnd)]

@@ -28,7 +28,7 @@ from cnntui import data as datasets
 from cnntui import engine
 from cnntui.engine import augment_batch, choose_threads, train
 from cnntui.events import BatchLosses, EpochEnd, Failed, Started
-from cnntui.models import build
+from cnntui.models import build, use_generator
 from cnntui.store import RunStore
 from tests.conftest import tiny_experiment
 
@@ -46,6 +46,7 @@ def textbook_losses(exp) -> list[float]:
     ds = ds.subset(exp.train_size, exp.test_size)
     torch.manual_seed(exp.seed)
     model = build(exp.model, ds.shape, ds.classes, exp.dropout)
+    use_generator(model, torch.Generator().manual_seed(exp.seed))  # the run's own dropout RNG
     opt = torch.optim.SGD(
         model.parameters(), lr=exp.lr, momentum=exp.momentum, weight_decay=exp.weight_decay
     )
