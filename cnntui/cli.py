@@ -366,7 +366,7 @@ def export(args: argparse.Namespace, store: Any, experiments: list[Experiment], 
     for warning in result.warnings:
         print(f"note: {warning}", file=out)
     if result.missing:
-        print(f"no runs to export yet for: {', '.join(result.missing)}", file=out)
+        print(f"nothing recorded to export yet for: {', '.join(result.missing)}", file=out)
 
 
 def run_export_only(args: argparse.Namespace, out: IO[str]) -> int:

@@ -42,7 +42,7 @@ class ExportError(OSError):
 class ExportResult:
     folder: Path
     files: list[Path] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)  # experiments with no run to export
+    missing: list[str] = field(default_factory=list)  # experiments with no recorded run
     warnings: list[str] = field(default_factory=list)  # for the user: e.g. no CJK font
 
 
@@ -58,14 +58,16 @@ class _Entry:
 
 
 def latest_runs(store: RunStore, experiments: list[Experiment]) -> dict[str, RunRecord]:
-    """The newest stored run of each experiment that has one; a newer run that never finished
-    an epoch (failed at start, just launched) does not hide an older one that did."""
+    """The newest stored run of each experiment with something to show: a newer run that
+    never finished an epoch (just launched, cancelled early) does not hide an older one that
+    did, and a run that recorded no batch at all (failed at start) is never exported."""
     out = {}
     for exp in experiments:
         runs = store.runs(exp.name)
         with_epochs = [r for r in runs if (r.summary.get("epochs_done") or 0) > 0]
-        if with_epochs or runs:
-            out[exp.name] = (with_epochs or runs)[-1]
+        with_batches = [r for r in runs if (r.summary.get("batches_done") or 0) > 0]
+        if with_epochs or with_batches:
+            out[exp.name] = (with_epochs or with_batches)[-1]
     return out
 
 

@@ -214,6 +214,8 @@ def to_markdown(
     if unfinished:
         notes.append("Runs not *finished* are shown with the epochs they completed.")
     if missing:
-        notes.append("No run yet, so not in the table: " + ", ".join(f"`{m}`" for m in missing))
+        notes.append(
+            "Nothing recorded yet, so not in the table: " + ", ".join(f"`{m}`" for m in missing)
+        )
     lines += ["", *(f"- {n}" for n in notes), ""]
     return "\n".join(lines).encode("utf-8")

@@ -11,6 +11,7 @@ import math
 import os
 import shutil
 import threading
+import urllib.error
 import warnings
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from matplotlib import image as mpimage
 from cnntui import export as export_mod
 from cnntui import figures, tables
 from cnntui.engine import train
-from cnntui.events import EpochEnd
+from cnntui.events import EpochEnd, Failed
 from cnntui.export import ExportError, export_all
 from cnntui.history import metrics
 from cnntui.store import RunStore
@@ -285,6 +286,27 @@ def test_a_partial_run_is_exported_with_what_it_completed(tmp_path) -> None:
     row = _rows(tmp_path / "out" / "p" / "results.csv")[0]
     assert row["status"] == "cancelled" and row["epochs_done"] == "1"
     assert "cancelled, 1/3 ep." in (tmp_path / "out" / "p" / "results.md").read_text("utf-8")
+
+
+def test_a_run_that_recorded_nothing_is_not_exported(tmp_path, monkeypatch) -> None:
+    import torchvision.datasets.utils as tvu
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(tvu, "download_url", offline)
+    store = RunStore(tmp_path / "runs")
+    exp = tiny_experiment(name="broken", group="b", dataset="cifar10", data_dir=str(tmp_path))
+    events = list(train(exp, None, store.create(exp)))  # no CIFAR-10 here: fails at start
+    assert isinstance(events[-1], Failed) and store.latest("broken").status == "failed"
+    ok = tiny_experiment(name="ok", group="b", epochs=1, train_size=64)
+    list(train(ok, None, store.create(ok)))
+    result = export_all(store, [exp, ok], tmp_path / "out", dpi=FAST_DPI)
+    assert result.missing == ["broken"] and not (tmp_path / "out" / "broken").exists()
+    assert (tmp_path / "out" / "ok" / "loss_curves.png").exists()
+    for md in ("results.md", "b/results.md"):
+        note = (tmp_path / "out" / md).read_text("utf-8")
+        assert "Nothing recorded yet, so not in the table: `broken`" in note
 
 
 def test_a_newer_run_that_never_finished_an_epoch_does_not_hide_an_older_one(suite) -> None:

@@ -170,7 +170,7 @@ async def test_export_names_the_folder_and_a_bad_folder_is_an_error(tiny_toml, r
         await pilot.press("e")
         await wait_for(pilot, lambda: any(n.startswith("exported") for n in notes()), 60)
         (note,) = [n for n in notes() if n.startswith("exported")]
-        assert f"to {exports}/" in note and "no runs yet for: beta" in note
+        assert f"to {exports}/" in note and "nothing recorded yet for: beta" in note
         assert (exports / "alpha" / "loss_history.npz").exists()
         app.main.exports_dir = tiny_toml  # a file, not a folder
         await pilot.press("e")

@@ -455,7 +455,7 @@ class MainScreen(Screen):
             result = worker.result
             msg = f"exported {len(result.files)} file(s) to {result.folder}/"
             if result.missing:
-                msg += f"\nno runs yet for: {', '.join(result.missing)}"
+                msg += f"\nnothing recorded yet for: {', '.join(result.missing)}"
             for warning in result.warnings:  # e.g. which font package shows the CJK titles
                 msg += f"\n{warning}"
             severity = "warning" if result.warnings else "information"
