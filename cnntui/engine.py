@@ -220,9 +220,11 @@ class _LossBuffer:
 
 
 def _rng_state(shuffle: torch.Generator, noise: torch.Generator, dev: torch.device) -> dict:
-    state = {"shuffle": shuffle.get_state(), "noise": noise.get_state()}
-    # The global RNG too: compiled models draw their dropout masks from it.
-    state["cpu"] = torch.get_rng_state()
+    state = {
+        "shuffle": shuffle.get_state(),
+        "noise": noise.get_state(),
+        "cpu": torch.get_rng_state(),  # compiled models draw their dropout masks from it
+    }
     if dev.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(dev)
     return state

@@ -53,7 +53,7 @@ class Dropout(nn.Module):
         if not self.training or self.p == 0.0:
             return x
         keep = torch.empty_like(x).bernoulli_(1.0 - self.p, generator=self.generator)
-        return x * keep / (1.0 - self.p)
+        return x * keep.div_(1.0 - self.p)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

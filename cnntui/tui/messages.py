@@ -12,17 +12,13 @@ from textual.message import Message
 
 @dataclass
 class RunUpdated(Message, bubble=False):
-    """Run `key` has new batch losses or a new epoch; its RunState already holds them."""
+    """Run `key` ended an epoch or changed status; its RunState already holds the news.
+
+    (Batch losses reach the RunState without a message: the redraw timer reads them.)
+    """
 
     key: int
 
     def can_replace(self, message: Message) -> bool:
         # The data sits in the RunState, so stale "something changed" notes collapse.
         return isinstance(message, RunUpdated) and message.key == self.key
-
-
-@dataclass
-class RunEnded(Message, bubble=False):
-    """Run `key` finished, failed, diverged or was cancelled."""
-
-    key: int

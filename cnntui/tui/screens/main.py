@@ -1,9 +1,10 @@
 """The main screen: experiments, live curves, results, and every key that acts on them.
 
 Runs train in Textual thread workers. A worker feeds engine events into its RunState and
-posts a `RunUpdated` note (collapsing when stale); the screen redraws from a 4 Hz timer, and
-only what changed. A run's end is handled when its worker stops, so a crash in the worker
-itself is reported the same way as a failed run and never closes the app.
+posts a `RunUpdated` note when an epoch ends or the status changes (collapsing when stale);
+the screen redraws batch curves and progress from a 4 Hz timer, and only what changed. A
+run's end is handled when its worker stops, so a crash in the worker itself is reported the
+same way as a failed run and never closes the app.
 """
 
 from __future__ import annotations

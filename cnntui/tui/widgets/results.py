@@ -215,11 +215,8 @@ class ResultsTable(DataTable):
     def redraw(self) -> None:
         """Rebuild the rows in order, keeping the cursor on the same run."""
         self._stale = False
-        row = col = 0
-        keep = None
-        if self.row_count:
-            keep = self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
-            col = self.cursor_coordinate.column
+        row, col = 0, self.cursor_coordinate.column
+        keep = self._cursor_key()
         best = self.best()
         self._best = best
         self.clear()
