@@ -278,6 +278,37 @@ def check_devices(experiments: list[Experiment]) -> None:
             raise UsageError(str(e)) from None
 
 
+def check_data(experiments: list[Experiment]) -> list[Experiment]:
+    """The experiments whose dataset can be had; each missing dataset is said once.
+
+    Every dataset is loaded (downloaded on first use) here, once, before any run starts, so a
+    dataset that cannot be had is one message instead of a failed run per experiment, and
+    leaves no run behind. The loaded tensors stay cached for the runs of this process.
+    """
+    from .data import DataError, load
+
+    missing: dict[tuple[str, str], str] = {}
+    for exp in experiments:
+        key = (exp.dataset, exp.data_dir)
+        if exp.dataset == "synthetic" or key in missing:
+            continue
+        try:
+            load(exp.dataset, exp.data_dir)
+            missing[key] = ""
+        except DataError as e:
+            missing[key] = str(e)
+    for key, reason in missing.items():
+        if not reason:
+            continue
+        names = [e.name for e in experiments if (e.dataset, e.data_dir) == key]
+        print(
+            f"cnntui: {reason}\n  not started: {', '.join(names)}"
+            f"\n  to try cnntui without it: --set dataset=synthetic",
+            file=sys.stderr,
+        )
+    return [e for e in experiments if not missing.get((e.dataset, e.data_dir))]
+
+
 def plan_jobs(args: argparse.Namespace, store: Any, selected: list[Experiment], overrides: dict):
     from .runner import Job
 
@@ -308,6 +339,11 @@ def run_headless(args: argparse.Namespace, out: IO[str]) -> int:
         parse_formats(args.format)
     check_dirs(args, selected)
     check_devices(selected)
+    ready = check_data(selected)
+    not_started = len(selected) - len(ready)
+    if not ready:
+        return EXIT_RUN_FAILED
+    selected = ready
 
     from .events import Cancelled, Diverged, Failed
     from .runner import run_jobs
@@ -348,10 +384,11 @@ def run_headless(args: argparse.Namespace, out: IO[str]) -> int:
     if interrupted:
         return EXIT_INTERRUPTED
     failed = [n for n, o in outcomes.items() if o in ("failed", "diverged")]
+    if not_started:
+        print(f"\n{not_started} experiment(s) not started: their dataset is missing", file=out)
     if failed:
         print(f"\n{len(failed)} run(s) failed or diverged: {', '.join(failed)}", file=out)
-        return EXIT_RUN_FAILED
-    return EXIT_OK
+    return EXIT_RUN_FAILED if failed or not_started else EXIT_OK
 
 
 def export(args: argparse.Namespace, store: Any, experiments: list[Experiment], out: IO[str]):
