@@ -325,7 +325,14 @@ def _train(
         batches = math.ceil(n_train / bs)
         if n_train == 0 or len(prep.test_y) == 0:
             raise ValueError(f"dataset {exp.dataset!r} has no training or no test images")
-        save("running", params=params, device=describe_device(dev))
+        # The images actually used: train_size / test_size cap them, the dataset may hold fewer.
+        save(
+            "running",
+            params=params,
+            device=describe_device(dev),
+            train_images=n_train,
+            test_images=len(prep.test_y),
+        )
     except Exception as e:
         save("failed", reason=one_line(e))
         yield Failed(name, _setup_reason(e))

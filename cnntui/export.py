@@ -9,9 +9,12 @@ tables 1–3, for the latest run of each experiment (finished or partial).
     exports/<group>/results.{csv,md}  Tables 1–3: differing settings, then every metric
     exports/results.{csv,md}          every experiment, one row each
 
-Figures come in each requested format (png, svg, pdf). Every file is rendered in memory and
-then written atomically, so an export never leaves a half-written file and exporting again
-replaces the old files cleanly. Safe to call from a worker thread.
+Every figure's title and every table's caption line (and the CSV's `dataset`,
+`train_images`, `test_images` columns) say what the numbers were measured on, so synthetic
+data cannot pass for CIFAR-10. Figures come in each requested format (png, svg, pdf). Every
+file is rendered in memory and then written atomically, so an export never leaves a
+half-written file and exporting again replaces the old files cleanly. Safe to call from a
+worker thread.
 """
 
 from __future__ import annotations
@@ -118,6 +121,15 @@ def _ran_with(record: RunRecord, exp: Experiment) -> Experiment:
         return exp  # no readable config.toml: assume the current settings
 
 
+def _images(record: RunRecord, ran: Experiment) -> tuple[int, int]:
+    """The train and test images the run used: as its summary recorded them, or (a run from
+    before they were recorded) as its settings give them."""
+    train, test = record.summary.get("train_images"), record.summary.get("test_images")
+    if isinstance(train, int) and isinstance(test, int):
+        return train, test
+    return tables.images_used(ran.dataset, ran.train_size, ran.test_size)
+
+
 def _entries(
     store: RunStore, experiments: list[Experiment], fonts: figures.Fonts, result: ExportResult
 ) -> list[_Entry]:
@@ -143,6 +155,7 @@ def _entries(
             continue
         ran = _ran_with(record, exp)
         m = metrics(history, ran.target_acc, float(record.summary.get("total_seconds") or 0.0))
+        train_images, test_images = _images(record, ran)
         row = tables.Row(
             experiment=exp,
             ran_with=ran,
@@ -152,6 +165,8 @@ def _entries(
             metrics=m,
             device=str(record.summary.get("device") or ""),
             run_id=record.run_id,
+            train_images=train_images,
+            test_images=test_images,
         )
         series = figures.Series(
             name=exp.name,
@@ -161,6 +176,7 @@ def _entries(
             metrics=m,
             status=record.status,
             planned_epochs=ran.epochs,
+            data=row.data,
         )
         entries.append(_Entry(exp, record, history, row, series))
     return entries

@@ -31,6 +31,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
+from matplotlib.transforms import Bbox
 
 from .history import History, Metrics, moving_average
 
@@ -212,6 +213,7 @@ class Series:
     metrics: Metrics
     status: str = "finished"  # anything else is marked in the figures
     planned_epochs: int = 0
+    data: str = ""  # what it was measured on: "CIFAR-10, 50,000 train / 10,000 test images"
 
     @property
     def finished(self) -> bool:
@@ -222,6 +224,83 @@ def colors(n: int) -> list[str]:
     """`n` distinct colours; tab10 (the report's colours, in the report's order) up to 10."""
     cmap = matplotlib.colormaps["tab10" if n <= 10 else "tab20"]
     return [matplotlib.colors.to_hex(cmap(i % cmap.N)) for i in range(n)]
+
+
+# Runs whose curves coincide (the same losses, or several at chance level) must all stay
+# visible: each series of a figure gets its own marker and dash pattern, and a series drawn
+# earlier is drawn a little wider, with a larger marker, so one drawn on top of it leaves its
+# outline showing. Marker and dash pairs repeat only after 40 series.
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "h")
+DASHES: tuple[Any, ...] = (
+    "-",
+    (0, (5, 1.6)),
+    (0, (5, 1.5, 1.2, 1.5)),
+    (0, (1.3, 1.3)),
+    (0, (8, 2, 1.3, 2, 1.3, 2)),
+)
+
+
+@dataclass(frozen=True)
+class Look:
+    """How one series of a multi-series figure is drawn."""
+
+    marker: str
+    dashes: Any  # a Line2D linestyle
+    lw: float
+    ms: float  # marker size in points
+    zorder: float
+
+
+def looks(n: int) -> list[Look]:
+    """The look of each of `n` series, in drawing order: widest and largest first."""
+    out = []
+    for i in range(n):
+        t = i / (n - 1) if n > 1 else 0.0
+        out.append(
+            Look(
+                MARKERS[i % len(MARKERS)],
+                DASHES[i % len(DASHES)],
+                lw=2.2 - 0.9 * t,
+                ms=7.5 - 2.5 * t,
+                zorder=2 + 0.01 * i,
+            )
+        )
+    return out
+
+
+def _data_line(series: list[Series]) -> str:
+    """What the series were measured on; which ones used which, when they differ."""
+    by_data: dict[str, list[str]] = {}
+    for s in series:
+        if s.data:
+            by_data.setdefault(s.data, []).append(s.label)
+    if len(by_data) <= 1:
+        return next(iter(by_data), "")
+    return "\n".join(f"{d} ({', '.join(labels)})" for d, labels in by_data.items())
+
+
+def _suptitle(fig: Figure, title: str, series: list[Series]) -> None:
+    """The figure's title, with the data it was measured on as its second line: a figure
+    pasted into a report must not pass synthetic data off as CIFAR-10."""
+    data = _data_line(series)
+    fig.suptitle(f"{title}\n{data}" if data else title)
+
+
+def _legend_above(ax: Axes) -> Any:
+    """The axes' legend in one row above its top right corner, outside the data; the axes'
+    title goes on the left of the same strip."""
+    handles, labels = ax.get_legend_handles_labels()
+    return ax.legend(
+        handles,
+        labels,
+        loc="lower right",
+        bbox_to_anchor=(1.0, 1.01),
+        ncol=len(handles),
+        borderaxespad=0.0,
+        borderpad=0.2,
+        columnspacing=1.2,
+        frameon=False,
+    )
 
 
 def _finite(values: list[float]) -> np.ndarray:
@@ -266,12 +345,36 @@ def _robust_top(raw: np.ndarray) -> float | None:
     return top + 0.1 * (top - lo)
 
 
+def _smoothed(raw: np.ndarray) -> np.ndarray:
+    return moving_average(np.nan_to_num(raw, nan=np.nanmean(raw)), WINDOW)
+
+
+def _shared_ylim(series: list[Series]) -> tuple[float, float, float | None] | None:
+    """One y range for every panel of a grid: from the lowest batch loss up to the highest
+    panel top, where each panel's top is its highest loss, or a robust top when a few of its
+    losses spike far above the rest (as one divergent batch does), so that a spike in one
+    panel does not flatten them all. Never below a moving average. Also the cut, if any."""
+    parts = [_finite(s.history.batch_losses) for s in series]
+    parts = [p for p in parts if np.isfinite(p).any()]
+    if not parts:
+        return None
+    lo = min(float(np.nanmin(p)) for p in parts)
+    hi = max(float(np.nanmax(p)) for p in parts)
+    top = max(_robust_top(p) or float(np.nanmax(p)) for p in parts)
+    top = max(top, max(float(_smoothed(p).max()) for p in parts))
+    if top >= hi:
+        pad = 0.04 * (hi - lo) or 0.05
+        return lo - pad, hi + pad, None
+    return lo - 0.04 * (top - lo), top, top
+
+
 def _thousands(value: float, _pos: int | None = None) -> str:
     """Batch indices as 25k, 100k: CIFAR at batch size 4 runs to 125,000 batches."""
     return f"{value / 1000:g}k" if abs(value) >= 10_000 else f"{value:g}"
 
 
-def _batch_panel(ax: Axes, s: Series, legend: bool) -> None:
+def _batch_panel(ax: Axes, s: Series) -> None:
+    """The batch losses (faint, or their envelope when dense) and their moving average."""
     raw = _finite(s.history.batch_losses)
     x = np.asarray(s.history.batch_indices)
     if raw.size == 0:
@@ -282,31 +385,17 @@ def _batch_panel(ax: Axes, s: Series, legend: bool) -> None:
         ax.plot(x, raw, color=s.color, alpha=0.3, lw=0.5, label="per batch")
     else:
         ax.fill_between(*band, color=s.color, alpha=0.25, lw=0, label="per batch")
-    smooth = moving_average(np.nan_to_num(raw, nan=np.nanmean(raw)), WINDOW)
+    smooth = _smoothed(raw)
     step = max(1, raw.size // 4000)  # the average is smooth: every step-th point will do
     keep = np.r_[np.arange(0, raw.size, step), raw.size - 1]
     ax.plot(x[keep], smooth[keep], color=s.color, lw=1.6, label=f"{WINDOW}-batch moving average")
-    top = _robust_top(raw)
-    if top is not None:
-        ax.set_ylim(top=top)
-        clipped = int(np.sum(raw > top))
-        ax.text(
-            0.99,
-            0.02 if legend else 0.98,
-            f"{clipped} batch loss(es) above {top:.3g} not shown",
-            ha="right",
-            va="bottom" if legend else "top",
-            transform=ax.transAxes,
-            fontsize=7,
-            color="#666666",
-        )
     ax.set_xlim(x[0], x[-1] if x[-1] > x[0] else x[0] + 1)
     ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
     ax.xaxis.set_major_formatter(FuncFormatter(_thousands))
-    if legend:
-        leg = ax.legend(loc="upper right")
-        for handle in leg.legend_handles:  # the faint raw curve needs a visible key
-            handle.set_alpha(min(1.0, 2.5 * (handle.get_alpha() or 0.4)))
+
+
+def _above(s: Series, cut: float) -> int:
+    return int(np.sum(_finite(s.history.batch_losses) > cut))
 
 
 def _status_note(s: Series) -> str:
@@ -319,11 +408,22 @@ def loss_curves(s: Series) -> Figure:
     """Figure 1: batch loss with its moving average; mean train and test loss per epoch."""
     fig = Figure(figsize=(7, 5.5), layout="constrained")
     top, bottom = fig.subplots(2, 1, height_ratios=(3, 2))
-    fig.suptitle(f"{s.label}{_status_note(s)}: training loss")
-    _batch_panel(top, s, legend=True)
-    top.set_title("Loss per batch")
+    _suptitle(fig, f"{s.label}{_status_note(s)}: training loss", [s])
+    _batch_panel(top, s)
+    title = "Loss per batch"
+    raw = _finite(s.history.batch_losses)
+    cut = _robust_top(raw)
+    if cut is not None:  # the margin below as for the range shown, not the spike's
+        lo = float(np.nanmin(raw))
+        top.set_ylim(lo - 0.04 * (cut - lo), cut)
+        title += f" ({_above(s, cut)} above {cut:.3g} not shown)"
+    top.set_title(title, loc="left")
     top.set_xlabel("batch (global index)")
     top.set_ylabel("cross-entropy loss")
+    if s.history.batch_losses:
+        leg = _legend_above(top)
+        for handle in leg.legend_handles:  # the faint raw curve needs a visible key
+            handle.set_alpha(min(1.0, 2.5 * (handle.get_alpha() or 0.4)))
 
     h = s.history
     if h.epoch_losses:
@@ -333,7 +433,7 @@ def loss_curves(s: Series) -> Figure:
             color=s.color,
             marker="o",
             ms=4,
-            label="train loss (mean over the epoch's batches)",
+            label="train loss (epoch mean)",
         )
         bottom.plot(
             _epochs(h.test_loss),
@@ -345,11 +445,11 @@ def loss_curves(s: Series) -> Figure:
             mfc="white",
             label="test loss",
         )
-        bottom.legend(loc="upper right")
+        _legend_above(bottom)
         bottom.set_xlim(0.75, max(len(h.epoch_losses), 2) + 0.25)
     else:
         bottom.text(0.5, 0.5, "no epoch finished yet", ha="center", transform=bottom.transAxes)
-    bottom.set_title("Mean loss per epoch")
+    bottom.set_title("Mean loss per epoch", loc="left")
     bottom.set_xlabel("epoch")
     bottom.set_ylabel("cross-entropy loss")
     bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -362,22 +462,36 @@ def _grid_shape(n: int) -> tuple[int, int]:
 
 
 def loss_grid(series: list[Series], title: str) -> Figure:
-    """Figure 2: one panel per experiment, its batch loss and moving average."""
+    """Figure 2: one panel per experiment, its batch loss and moving average, all on one y
+    scale so that a flat run looks flat beside one that learns."""
     rows, cols = _grid_shape(len(series))
     fig = Figure(figsize=(3 * cols + 0.5, 2.5 * rows + 0.5), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
-    fig.suptitle(f"{title}: loss per batch, with {WINDOW}-batch moving average")
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False, sharey=True)).ravel()
+    _suptitle(fig, f"{title}: loss per batch, with {WINDOW}-batch moving average", series)
+    limits = _shared_ylim(series)
+    cut = limits[2] if limits else None
+    clipped = []
     for i, ax in enumerate(axes):
         if i >= len(series):
             ax.set_axis_off()
             continue
         s = series[i]
-        _batch_panel(ax, s, legend=False)
+        _batch_panel(ax, s)
         ax.set_title(s.label + _status_note(s), color=s.color)
         if i // cols == rows - 1 or i + cols >= len(series):
             ax.set_xlabel("batch")
         if i % cols == 0:
             ax.set_ylabel("loss")
+        if cut is not None and _above(s, cut):
+            clipped.append(f"{s.label}: {_above(s, cut)}")
+    if limits:
+        axes[0].set_ylim(limits[0], limits[1])  # shared: every panel
+    if clipped:
+        fig.supxlabel(
+            f"y axis cut at {cut:.3g}; batch losses above it not shown ({', '.join(clipped)})",
+            fontsize=7.5,
+            color="#666666",
+        )
     return fig
 
 
@@ -387,24 +501,26 @@ def comparison(series: list[Series], title: str) -> Figure:
     n = len(series)
     fig = Figure(figsize=(10, 7.75), layout="constrained")
     (ax_a, ax_b), (ax_c, ax_d) = fig.subplots(2, 2)
-    fig.suptitle(f"{title}: {n} experiment{'s' if n != 1 else ''} compared")
+    _suptitle(fig, f"{title}: {n} experiment{'s' if n != 1 else ''} compared", series)
+    styles = looks(n)
 
     max_epochs = max((len(s.history.test_acc) for s in series), default=1)
-    for s in series:
+    for s, look in zip(series, styles, strict=True):
         h = s.history
-        ls = "-" if s.finished else ":"
-        ax_a.plot(
-            _epochs(h.epoch_losses), _finite(h.epoch_losses), color=s.color, ls=ls, marker="o", ms=3
-        )
-        ax_b.plot(
-            _epochs(h.test_acc),
-            _finite(h.test_acc),
-            color=s.color,
-            ls=ls,
-            marker="o",
-            ms=3,
-            label=s.label + _status_note(s),
-        )
+        line = {
+            "color": s.color,
+            "ls": look.dashes,
+            "lw": look.lw,
+            "marker": look.marker,
+            "ms": look.ms,
+            "zorder": look.zorder,
+            # White-edged filled markers keep stacked ones apart; hollow: not finished.
+            "mec": "white" if s.finished else s.color,
+            "mew": 0.6 if s.finished else 1.3,
+            "mfc": s.color if s.finished else "white",
+        }
+        ax_a.plot(_epochs(h.epoch_losses), _finite(h.epoch_losses), **line)
+        ax_b.plot(_epochs(h.test_acc), _finite(h.test_acc), label=s.label + _status_note(s), **line)
     for ax, name, ylabel in (
         (ax_a, "(a) Training loss per epoch", "mean cross-entropy loss"),
         (ax_b, "(b) Test accuracy per epoch", "test accuracy"),
@@ -447,26 +563,27 @@ def comparison(series: list[Series], title: str) -> Figure:
     if n <= 2:
         ax_c.set_xlim(-0.8, n - 0.2)
 
-    # (d) scatter, each point labelled.
+    # (d) scatter, each point in its series' marker (larger first, so that points at the
+    # same place all show), labelled.
     points = []
-    for s in series:
+    for s, look in zip(series, styles, strict=True):
         m = s.metrics
         if math.isnan(m.final_train_loss) or math.isnan(m.final_test_acc):
             continue
-        points.append((m.final_train_loss, m.final_test_acc, s))
+        size = 1.5 * look.ms  # marker diameter, points
+        points.append((m.final_train_loss, m.final_test_acc, s, size / 2))
         ax_d.scatter(
             m.final_train_loss,
             m.final_test_acc,
-            s=46,
-            color=s.color,
+            s=size**2,
+            marker=look.marker,
             edgecolor="white" if s.finished else s.color,
             facecolor=s.color if s.finished else "white",
-            lw=1.2,
-            zorder=3,
+            lw=0.7 if s.finished else 1.3,
+            zorder=look.zorder + 1,
         )
     ax_d.margins(x=0.25, y=0.15)
     ax_d.autoscale_view()
-    _label_points(ax_d, points, fig)
     ax_d.set_title("(d) Final training loss vs final test accuracy", loc="left")
     ax_d.set_xlabel("final training loss")
     ax_d.set_ylabel("final test accuracy")
@@ -478,61 +595,76 @@ def comparison(series: list[Series], title: str) -> Figure:
         *ax_b.get_legend_handles_labels(),
         loc="outside lower center",
         ncol=n if n <= 4 else math.ceil(n / 2),
+        title=None if all(s.finished for s in series) else "hollow / hatched: run not finished",
+        title_fontsize=7.5,
     )
-    if not all(s.finished for s in series):
-        fig.text(
-            0.995,
-            0.005,
-            "dotted / hatched / hollow: run not finished",
-            ha="right",
-            va="bottom",
-            fontsize=7,
-            color="#666666",
-        )
+    _label_points(ax_d, points, fig)  # last: it places labels on the solved layout
     return fig
 
 
-def _label_points(ax: Axes, points: list[tuple[float, float, Series]], fig: Figure) -> None:
-    """Label each scatter point, nudging labels up so that close points stay readable; a
-    thin leader line joins a label that had to move to its point."""
-    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
-    fig_w, fig_h = fig.get_size_inches()
-    box = ax.get_position()
-    size_in = 8 / 72  # 8 pt labels
-    line_h = 1.3 * size_in / (box.height * fig_h)  # in axes fractions
+def _clash(a: Bbox, b: Bbox, pad: float) -> bool:
+    return a.x0 < b.x1 + pad and b.x0 < a.x1 + pad and a.y0 < b.y1 + pad and b.y0 < a.y1 + pad
 
-    def width(text: str) -> float:
-        ems = sum(1.0 if ord(c) > 0x2E7F else 0.6 for c in text)
-        return ems * size_in / (box.width * fig_w)
 
-    placed: list[tuple[float, float, float]] = []  # left, bottom, width
-    for x, y, s in sorted(points, key=lambda p: p[1]):
-        fx, fy = (x - x0) / (x1 - x0), (y - y0) / (y1 - y0)
-        w = width(s.label)
-        lx = fx + 0.02 if fx + 0.02 + w <= 1.0 else fx - 0.02 - w
-        home = fy - line_h / 2
-
-        def free(bottom: float, lx: float = lx, w: float = w) -> bool:
-            return not any(
-                left < lx + w and lx < left + pw and abs(b - bottom) < 0.999 * line_h
-                for left, b, pw in placed
-            )
-
-        # Nearest free slot, half a line at a time, above or below: a cluster of points
-        # gets its labels stacked around it. 4n + 2 half-lines each way always hold one.
-        steps = (k // 2 * (-1 if k % 2 else 1) for k in range(2, 8 * len(placed) + 6))
-        ly = next((home + d * line_h / 2 for d in (0, *steps) if free(home + d * line_h / 2)), home)
-        placed.append((lx, ly, w))
-        moved = abs(ly - home) > 0.3 * line_h
+def _label_points(ax: Axes, points: list[tuple[float, float, Series, float]], fig: Figure) -> None:
+    """Label each scatter point (x, y, series, marker radius in points) beside it, clear of
+    every other label and point: the labels of points at (or near) one place stack above and
+    below it, each joined to its point by a thin leader line. Labels are placed on the solved
+    layout with the sizes the renderer measures; they stay inside the axes, so placing them
+    does not change the layout."""
+    if not points:
+        return
+    canvas = FigureCanvasAgg(fig)
+    fig.draw_without_rendering()
+    renderer = canvas.get_renderer()
+    pt = fig.dpi / 72  # pixels per point
+    frame = ax.get_window_extent(renderer)
+    centres = [ax.transData.transform((x, y)) for x, y, _, _ in points]
+    marks = [
+        Bbox.from_bounds(cx - r * pt, cy - r * pt, 2 * r * pt, 2 * r * pt)
+        for (cx, cy), (_, _, _, r) in zip(centres, points, strict=True)
+    ]
+    placed: list[Bbox] = []
+    steps = [0] + [k * sign for k in range(1, 4 * len(points) + 4) for sign in (1, -1)]
+    for i in sorted(range(len(points)), key=lambda i: (points[i][1], points[i][0])):
+        x, y, s, r = points[i]
+        cx, cy = centres[i]
+        probe = ax.text(0, 0, s.label, fontsize=8)
+        w, h = probe.get_window_extent(renderer).size
+        probe.remove()
+        gap = (r + 3) * pt
+        spot = None
+        for k in steps:  # nearest free place, half a line at a time, right before left
+            bottom = cy - h / 2 + k * 0.55 * h
+            for right in (True, False):
+                box = Bbox.from_bounds(cx + gap if right else cx - gap - w, bottom, w, h)
+                inside = frame.x0 <= box.x0 and box.x1 <= frame.x1
+                inside = inside and frame.y0 <= box.y0 and box.y1 <= frame.y1
+                if inside and not any(_clash(box, o, pt) for o in placed + marks):
+                    spot = (box, right, k)
+                    break
+            if spot:
+                break
+        box, right, k = spot or (Bbox.from_bounds(cx + gap, cy - h / 2, w, h), True, 0)
+        placed.append(box)
         ax.annotate(
             s.label,
             (x, y),
-            xytext=(lx, ly + line_h / 2),
-            textcoords="axes fraction",
+            xytext=(((box.x0 if right else box.x1) - cx) / pt, (box.y0 + h / 2 - cy) / pt),
+            textcoords="offset points",
+            ha="left" if right else "right",
             va="center",
             fontsize=8,
             color=s.color,
-            arrowprops={"arrowstyle": "-", "color": s.color, "lw": 0.6, "shrinkB": 4}
-            if moved
+            zorder=4,
+            arrowprops={
+                "arrowstyle": "-",
+                "color": s.color,
+                "lw": 0.6,
+                "shrinkA": 1,
+                "shrinkB": r + 1,
+                "relpos": (0.0 if right else 1.0, 0.5),
+            }
+            if abs(k) > 1
             else None,
         )

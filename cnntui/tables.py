@@ -3,6 +3,8 @@ Markdown (for the report).
 
 Columns: who the experiment is, the settings that differ between the rows (Table 1's
 controlled variables), then the metrics from `history.metrics` — nothing is recomputed here.
+What the numbers were measured on (the dataset and the images used) is a caption line above
+the Markdown table and three columns of the CSV.
 CSV holds raw numbers (accuracies as fractions, times in seconds) at full precision, empty
 where a value is unknown; Markdown holds the same numbers formatted for reading.
 """
@@ -48,6 +50,19 @@ SETTING_HEADERS = {
     "test_size": "Test images",
     "target_acc": "Target acc",
 }
+# How tables and figures name each dataset; synthetic data must never pass for a real one.
+DATASET_NAMES = {
+    "cifar10": "CIFAR-10",
+    "fashion-mnist": "Fashion-MNIST",
+    "synthetic": "synthetic data (not CIFAR-10)",
+}
+# Train / test images in each whole dataset (the synthetic one is generated at the size asked,
+# these by default): the images a run used when its summary predates recording them.
+FULL_SIZES = {
+    "cifar10": (50_000, 10_000),
+    "fashion-mnist": (60_000, 10_000),
+    "synthetic": (50_000, 10_000),
+}
 PERCENT = {"final_test_acc", "best_test_acc", "epoch1_test_acc", "final_train_acc", "target_acc"}
 
 SMOOTHNESS_NOTE = (
@@ -69,11 +84,54 @@ class Row:
     metrics: Metrics
     device: str
     run_id: str
+    train_images: int | None = None  # the images the run used (None: not known)
+    test_images: int | None = None
+
+    @property
+    def data(self) -> str:
+        return describe_data(self.ran_with.dataset, self.train_images, self.test_images)
 
     def value(self, key: str) -> Any:
         if key == "params":
             return self.params
         return getattr(self.metrics, key)
+
+
+def images_used(dataset: str, train_size: int | None, test_size: int | None) -> tuple[int, int]:
+    """The train and test images a run with these settings uses: the sizes cap the dataset."""
+    full_train, full_test = FULL_SIZES.get(dataset, (0, 0))
+    if dataset == "synthetic":  # generated at the size asked for
+        return train_size or full_train, test_size or full_test
+
+    def cap(size: int | None, full: int) -> int:
+        return full if size is None or not full else min(size, full)
+
+    return cap(train_size, full_train), cap(test_size, full_test)
+
+
+def describe_data(dataset: str, train_images: int | None, test_images: int | None) -> str:
+    """`CIFAR-10, 50,000 train / 10,000 test images`, for a caption."""
+    name = DATASET_NAMES.get(dataset, dataset)
+    if train_images is None or test_images is None:
+        return name
+    return f"{name}, {train_images:,} train / {test_images:,} test images"
+
+
+def data_caption(rows: list[Row]) -> str:
+    """One line saying what data the rows were measured on; which experiment used which
+    when they differ."""
+    if not rows:
+        return ""
+    by_data: dict[str, list[str]] = {}
+    for r in rows:
+        by_data.setdefault(r.data, []).append(r.experiment.name)
+    if len(by_data) == 1:
+        return f"Data: {next(iter(by_data))}."
+    return (
+        "Data: "
+        + "; ".join(f"{d} ({', '.join(f'`{n}`' for n in names)})" for d, names in by_data.items())
+        + "."
+    )
 
 
 def differing_keys(rows: list[Row]) -> list[str]:
@@ -92,8 +150,11 @@ def _csv_value(v: Any) -> Any:
 
 def to_csv(rows: list[Row], with_group: bool = False) -> bytes:
     """UTF-8 with a byte-order mark, so spreadsheet programs show the Chinese titles."""
-    keys = differing_keys(rows)
+    # The data every row was measured on is always a column; `dataset` is not repeated as a
+    # differing setting.
+    keys = [k for k in differing_keys(rows) if k != "dataset"]
     header = ["name", "title", *(["group"] if with_group else []), "status", "epochs_done"]
+    header += ["dataset", "train_images", "test_images"]
     header += keys + [k for k, _ in METRIC_COLUMNS]
     header += [k for k in ("target_acc",) if k not in keys] + ["device", "run_id"]
     buf = io.StringIO()
@@ -102,7 +163,9 @@ def to_csv(rows: list[Row], with_group: bool = False) -> bytes:
     for r in rows:
         e = r.experiment
         line = [e.name, e.display_title, *([e.group] if with_group else []), r.status]
-        line += [r.epochs_done] + [_csv_value(getattr(r.ran_with, k)) for k in keys]
+        line += [r.epochs_done, r.ran_with.dataset]
+        line += [_csv_value(r.train_images), _csv_value(r.test_images)]
+        line += [_csv_value(getattr(r.ran_with, k)) for k in keys]
         line += [_csv_value(r.value(k)) for k, _ in METRIC_COLUMNS]
         if "target_acc" not in keys:
             line.append(r.ran_with.target_acc)
@@ -169,7 +232,7 @@ def to_markdown(
     header += ["Status"] if unfinished else []
     header += [SETTING_HEADERS.get(k, k) for k in keys]
     header += [h for _, h in METRIC_COLUMNS if h]
-    lines = [f"# {heading}", ""]
+    lines = [f"# {heading}", "", data_caption(rows), ""]
     lines.append("| " + " | ".join(header) + " |")
     # Text left, numbers right.
     aligns = ["---:", "---"] + ["---"] * (with_group + unfinished)

@@ -169,6 +169,26 @@ def test_run_directory_holds_config_summary_weights(runs_dir: Path) -> None:
     assert "fc3.weight" in weights
 
 
+def test_summary_records_the_images_actually_used(runs_dir: Path, tmp_path: Path) -> None:
+    """train_size / test_size are caps: the summary says how many images the run really had
+    (here a 100 / 20 image CIFAR-10 on disk, asked for all / 1000), for the exports' captions."""
+    from cnntui import data
+    from tests.test_data import write_cifar_batches
+
+    write_cifar_batches(tmp_path / "c" / data.CIFAR10_DIR)
+    exp = tiny_experiment(
+        dataset="cifar10", data_dir=str(tmp_path / "c"), train_size=None, test_size=1000, epochs=1
+    )
+    events, run = run_to_end(exp, RunStore(runs_dir))
+    assert isinstance(events[-1], Finished)
+    summary = json.loads((run.path / "summary.json").read_text())
+    assert (summary["dataset"], summary["train_images"], summary["test_images"]) == (
+        "cifar10",
+        100,
+        20,
+    )
+
+
 def test_a_failing_setup_is_an_event_not_an_exception(runs_dir: Path, tmp_path: Path) -> None:
     exp = tiny_experiment(dataset="cifar10", data_dir=str(tmp_path / "nowhere"))
     import cnntui.data as data

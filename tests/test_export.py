@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import inspect
+import io
+import json
 import logging
 import math
 import os
@@ -217,11 +219,77 @@ def test_top_level_tables_have_one_row_per_experiment_and_every_column(suite) ->
 def test_group_markdown_reads_as_the_reports_tables(suite) -> None:
     _, _, result, _, _ = suite
     md = (result.folder / "hp" / "results.md").read_text(encoding="utf-8")
-    header = md.splitlines()[2]
+    header = next(line for line in md.splitlines() if line.startswith("| #"))
     assert "Learning rate" in header and "Final test acc" in header and "Smoothness" in header
     assert "Momentum" not in header
     row = next(line for line in md.splitlines() if "基准配置" in line)
     assert "62,006" in row and "%" in row
+
+
+SUITE_DATA = "synthetic data (not CIFAR-10), 128 train / 128 test images"
+
+
+def test_every_figure_and_table_names_the_data_and_its_sizes(suite, tmp_path, monkeypatch):
+    """A synthetic quick-try cannot be pasted as CIFAR-10: every exported figure's title,
+    every Markdown table's caption line and every CSV row say what the numbers come from."""
+    store, exps, _, _, _ = suite
+    titles = []
+    real = figures.render_all
+
+    def spy(fig, formats, dpi=figures.DPI):
+        titles.append(fig.get_suptitle())
+        return real(fig, formats, dpi)
+
+    monkeypatch.setattr(figures, "render_all", spy)
+    export_all(store, exps, tmp_path, dpi=FAST_DPI)
+    assert len(titles) == 3 + 2 * 2  # three loss curves; a comparison and a grid per group
+    assert all(SUITE_DATA in t for t in titles), titles
+    for md in ("results.md", "hp/results.md", "arch/results.md"):
+        lines = (tmp_path / md).read_text("utf-8").splitlines()
+        table = next(i for i, line in enumerate(lines) if line.startswith("| #"))
+        assert f"Data: {SUITE_DATA}." in lines[:table], md
+    for path in ("results.csv", "hp/results.csv", "arch/results.csv"):
+        for row in _rows(tmp_path / path):
+            assert (row["dataset"], row["train_images"], row["test_images"]) == (
+                "synthetic",
+                "128",
+                "128",
+            )
+
+
+def test_a_run_from_before_sizes_were_recorded_gets_them_from_its_settings(suite, tmp_path):
+    store, exps, _, _, _ = suite
+    shutil.copytree(store.root, tmp_path / "runs")
+    old = RunStore(tmp_path / "runs")
+    record = old.latest("solo")
+    summary = json.loads((record.path / "summary.json").read_text("utf-8"))
+    del summary["train_images"], summary["test_images"]
+    (record.path / "summary.json").write_text(json.dumps(summary), "utf-8")
+    export_all(old, exps[2:3], tmp_path / "out", dpi=FAST_DPI)
+    assert f"Data: {SUITE_DATA}." in (tmp_path / "out" / "results.md").read_text("utf-8")
+    assert tables.images_used("cifar10", None, 1000) == (50_000, 1_000)
+    assert tables.images_used("fashion-mnist", 100_000, None) == (60_000, 10_000)
+    assert tables.images_used("synthetic", None, 500) == (50_000, 500)
+
+
+def test_a_table_over_two_datasets_says_which_row_used_which(suite) -> None:
+    store, exps, _, _, _ = suite
+    fonts = figures.Fonts(("DejaVu Sans",))
+    entries = export_mod._entries(store, exps[:2], fonts, export_mod.ExportResult(Path()))
+    a, b = (e.row for e in entries)
+    a = dataclasses.replace(
+        a,
+        ran_with=dataclasses.replace(a.ran_with, dataset="cifar10", train_size=None),
+        train_images=50_000,
+        test_images=10_000,
+    )
+    md = tables.to_markdown([a, b], "t").decode()
+    assert (
+        f"Data: CIFAR-10, 50,000 train / 10,000 test images (`base`); {SUITE_DATA} (`fast`)."
+    ) in md
+    rows = list(csv.DictReader(io.StringIO(tables.to_csv([a, b]).decode("utf-8-sig"))))
+    assert [r["dataset"] for r in rows] == ["cifar10", "synthetic"]
+    assert list(rows[0]).count("dataset") == 1  # not again among the differing settings
 
 
 def test_chinese_titles_export_without_glyph_warnings(suite) -> None:
