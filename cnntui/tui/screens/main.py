@@ -99,7 +99,9 @@ class MainScreen(Screen):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("r", "run", "Run", tooltip="run the highlighted experiment"),
-        Binding("a", "run_all", "Run all", tooltip="queue every experiment"),
+        Binding(
+            "a", "run_all", "Run all", tooltip="queue every experiment (asks before re-running)"
+        ),
         Binding("c", "cancel", "Cancel", tooltip="cancel the highlighted experiment's run"),
         Binding(
             "space", "mark", "Mark", tooltip="mark / unmark the experiment: overlay its curves"

@@ -87,6 +87,8 @@ def _stored_status(record: RunRecord) -> Text:
             body = f"{status}: {s.get('reason') or '?'}"
         case "interrupted" | "cancelled":
             body = f"{status}{of} · {RESUME_HINT}"
+            if text.width(body) > STATUS_WIDTH:  # the hint matters more than the epoch
+                body = f"{status} · {RESUME_HINT}"
         case "running":
             body = f"running elsewhere{of}"  # another process is training it
         case _:
