@@ -516,6 +516,34 @@ async def test_a_run_whose_process_died_shows_interrupted_and_how_to_resume(
         assert app.main.session.latest("alpha").run_dir == str(path)
 
 
+async def test_a_run_another_process_trains_turns_interrupted_when_it_dies(
+    tiny_toml, runs_dir, tmp_path
+):
+    import subprocess
+    import sys
+
+    path = interrupted_run(tiny_toml, runs_dir)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        summary = json.loads((path / "summary.json").read_text())
+        summary["pid"] = other.pid  # as if that process were training it
+        (path / "summary.json").write_text(json.dumps(summary))
+        app = make_app(tiny_toml, {}, runs_dir, tmp_path / "x", device_label="c")
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause()
+            assert status_cell(app, "alpha") == "running elsewhere ep 1/2"
+            assert app.main.results.rows_by_key[str(path)]["status"] == "running"
+            other.kill()
+            other.wait()
+            await wait_for(pilot, lambda: status_cell(app, "alpha").startswith("interrupted"))
+            await wait_for(
+                pilot, lambda: app.main.results.rows_by_key[str(path)]["status"] == "interrupted"
+            )
+    finally:
+        other.kill()
+        other.wait()
+
+
 def test_list_shows_the_latest_runs_status_and_fits_80_columns(tiny_toml, runs_dir):
     import os
     import subprocess

@@ -42,11 +42,13 @@ class Session:
         self._stored_latest: dict[str, RunRecord] = {}
         self._configs: dict[str, Experiment | None] = {}  # run dir -> what it trained with
         self._refreshed = 0.0  # monotonic time stored runs marked running were last re-read
+        self._told: dict[str, str] = {}  # run dir -> the status last handed to the screen
 
     def load_past(self) -> list[RunRecord]:
         """Read every stored run's summary (not its history): the results table's first rows."""
         self.past = self.store.runs()
         self._stored_latest = {r.name: r for r in self.past}
+        self._told = {str(r.path): r.status for r in self.past}
         self._refreshed = time.monotonic()
         return self.past
 
@@ -69,17 +71,18 @@ class Session:
         mine = {s.run_dir for s in self.runs.values() if s.run_dir}
         changed = []
         for name, record in list(self._stored_latest.items()):
-            if record.summary.get("status") != "running" or str(record.path) in mine:
+            path = str(record.path)
+            if record.summary.get("status") != "running" or path in mine:
                 continue
             try:
-                fresh = next((r for r in self.store.runs(name) if r.path == record.path), None)
+                fresh = next((r for r in self.store.runs(name) if r.path == record.path), record)
             except (OSError, ValueError):
-                continue
-            if fresh is not None and (fresh.summary, fresh.status) != (
-                record.summary,
-                record.status,
-            ):
+                fresh = record
+            # A dead process changes no file: its run's status changes all the same.
+            status = fresh.status
+            if fresh.summary != record.summary or status != self._told.get(path):
                 self._stored_latest[name] = fresh
+                self._told[path] = status
                 changed.append(fresh)
         return changed
 
