@@ -419,6 +419,9 @@ class MainScreen(Screen):
         """Queue every experiment not queued or running; ask first about those whose latest
         run already finished with the settings they have now."""
         self.acted()
+        if not self.session.experiments:
+            self.notify("no experiments to run", severity="warning")
+            return
         todo = [e for e in self.session.experiments if not self.session.busy(e.name)]
         if not todo:
             self.notify("every experiment is already queued or running", severity="warning")
