@@ -102,18 +102,80 @@ def load_experiments(args: argparse.Namespace) -> tuple[ExperimentFile, dict[str
     return load(args.config), overrides
 
 
-def print_list(file: ExperimentFile, out: IO[str]) -> None:
+def _wrap_items(items: list[str], cols: int) -> list[str]:
+    """`key=value` items on lines of at most `cols` columns (an item longer than that alone)."""
+    lines: list[str] = []
+    for item in items:
+        if lines and text.width(lines[-1]) + 1 + text.width(item) <= cols:
+            lines[-1] += " " + item
+        else:
+            lines.append(item)
+    return lines or [""]
+
+
+def latest_status(record: Any) -> str:
+    """The latest run's status as the store reads it now: `finished 45.00%`, `interrupted ep
+    2/5` (its process is gone), `running` (another process is training it), ..."""
+    if record is None:
+        return "-"
+    status, s = record.status, record.summary
+    if status == "finished":
+        return f"finished {text.pct(s.get('final_test_acc'))}"
+    done, epochs = s.get("epochs_done"), s.get("epochs")
+    if status in ("interrupted", "cancelled", "running") and isinstance(done, int):
+        return f"{status} ep {done}/{epochs}" if isinstance(epochs, int) else status
+    return status
+
+
+RESUMABLE = ("interrupted", "cancelled")
+
+
+def print_list(file: ExperimentFile, out: IO[str], runs_dir: Path | None = None) -> None:
+    """The experiments, their settings apart from [defaults] and their latest run's status,
+    fitted to the terminal (80 columns when not on one): long settings wrap in their column."""
+    import shutil
+    import textwrap
+
+    from .store import RunStore
+
+    width = shutil.get_terminal_size((80, 24)).columns - 1
+    latest = {}
+    if runs_dir is not None:
+        try:
+            latest = {r.name: r for r in RunStore(runs_dir).runs()}
+        except (OSError, ValueError):
+            latest = {}
     base = dataclasses.asdict(file.defaults)
-    rows = []
+    cells, settings = [], []
     for e in file.experiments:
         own = {k: v for k, v in e.settings().items() if k in base and base[k] != v}
-        rows.append(
-            [e.name, e.display_title, e.group or "-", " ".join(f"{k}={v}" for k, v in own.items())]
+        status = latest_status(latest.get(e.name))
+        cells.append([e.name, e.display_title, e.group or "-", status])
+        settings.append([f"{k}={v}" for k, v in own.items()])
+    headers = ["name", "title", "group", "latest run"]
+    used = sum(
+        max([text.width(h)] + [text.width(r[i]) for r in cells]) + 2 for i, h in enumerate(headers)
+    )
+    room = max(16, width - used)
+    wide = "settings apart from [defaults]"
+    headers.append(wide if text.width(wide) <= room else "own settings")
+    rows = []
+    for row, items in zip(cells, settings, strict=True):
+        lines = _wrap_items(items, room)
+        rows.append([*row, lines[0]])
+        rows.extend(["", "", "", "", more] for more in lines[1:])
+    own = "" if headers[-1] == wide else " (own settings: those apart from [defaults])"
+    print(f"{file.path}: {len(cells)} experiments{own}", file=out)
+    print(text.table(headers, rows), file=out)
+    if any(r.status in RESUMABLE for r in latest.values() if r.name in file.names()):
+        hint = (
+            "R in the TUI or `cnntui --run NAME --resume` continues an interrupted or "
+            "cancelled run from its last epoch."
         )
-    print(f"{file.path}: {len(rows)} experiments", file=out)
-    print(text.table(["name", "title", "group", "settings apart from [defaults]"], rows), file=out)
+        print("\n" + textwrap.fill(hint, max(40, width)), file=out)
     shown = {k: v for k, v in base.items() if v is not None}
-    print("\n[defaults] " + " ".join(f"{k}={v}" for k, v in shown.items()), file=out)
+    line = "[defaults] " + " ".join(f"{k}={v}" for k, v in shown.items())
+    print("\n" + textwrap.fill(line, max(40, width), subsequent_indent=" " * 11), file=out)
 
 
 class Progress:
@@ -439,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.list:
             file, _ = load_experiments(args)
-            print_list(file, sys.stdout)
+            print_list(file, sys.stdout, args.runs_dir)
             return EXIT_OK
         if args.run:
             return run_headless(args, sys.stdout)

@@ -84,7 +84,8 @@ async def test_cancel_stops_the_run_and_keeps_its_history(tiny_toml, runs_dir, t
         state = app.main.session.latest("alpha")
         await wait_for(pilot, lambda: state.done > 0)
         await pilot.press("c")
-        await wait_for(pilot, lambda: status_cell(app, "alpha") == "cancelled", 10)
+        await wait_for(pilot, lambda: status_cell(app, "alpha").startswith("cancelled"), 10)
+        assert status_cell(app, "alpha") == "cancelled · R resumes"
         assert app.main.results.rows_by_key[state.run_dir]["status"] == "cancelled"
     (summary,) = summaries(runs_dir, "alpha")
     assert summary["status"] == "cancelled" and summary["batches_done"] > 0
@@ -376,9 +377,13 @@ async def test_everything_fits(tiny_toml, runs_dir, tmp_path, size):
     async with app.run_test(size=size) as pilot:
         await pilot.press("a")
         await wait_for(pilot, lambda: all(s.ended for s in app.main.session.runs.values()))
+        # At 80x24 the three charts stand side by side, each as tall as the panel; taller,
+        # the per-epoch ones share the column beside the batch chart.
         for widget_id in ("#chart-batch", "#chart-epoch", "#chart-acc"):
             region = app.main.query_one(widget_id).region
-            assert region.width >= 30 and region.height >= 5, (widget_id, region)
+            assert region.width >= 20 and region.height >= 10, (widget_id, region)
+        epoch, acc = (app.main.query_one(w).region for w in ("#chart-epoch", "#chart-acc"))
+        assert (epoch.y == acc.y) == (size == (80, 24))
         assert app.main.table.region.height == 3  # header and both rows
         assert app.screen.query_one("Footer").region.bottom == size[1]
 
@@ -424,3 +429,281 @@ async def test_the_tui_keeps_a_core_for_the_screen(tiny_toml, runs_dir, tmp_path
 
     n = max(1, cpu_cores() - 1)
     assert state.device == f"cpu ({n} thread{'s' if n > 1 else ''})"
+
+
+# -- issue 17: as a new user meets it at 80x24 ------------------------------------------------
+
+
+def chart_errors(app) -> dict[str, str]:
+    from cnntui.tui.widgets.curves import Chart
+
+    return {c.id: c.error for c in app.main.query(Chart) if c.error}
+
+
+def chart_text(app, chart_id: str) -> str:
+    chart = app.main.query_one(f"#{chart_id}")
+    return "\n".join(line.text for line in chart.render_lines(chart.region.reset_offset))
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_log_scale_before_any_data_then_run_keeps_the_app(
+    tiny_toml, runs_dir, tmp_path, size
+):
+    app = make_app(
+        tiny_toml,
+        {"epochs": 50},
+        runs_dir,
+        tmp_path / "x",
+        trainer=slow_trainer(),
+        device_label="c",
+    )
+    async with app.run_test(size=size) as pilot:
+        await pilot.press("l", "r")  # log scale while no run has any data yet, then run
+        await wait_for(pilot, lambda: status_cell(app, "alpha").startswith("running"))
+        state = app.main.session.latest("alpha")
+        await wait_for(pilot, lambda: state.trace.n > 0 and len(state.trace.test_acc) >= 1)
+        await pilot.pause(0.3)  # a redraw tick
+        await pilot.press("down", "a")  # and the other one, with the log scale still on
+        await wait_for(pilot, lambda: status_cell(app, "beta") == "queued")
+        await pilot.press("up")
+        await pilot.pause(0.3)
+        assert app.is_running and not chart_errors(app)
+        assert "(log)" in chart_text(app, "chart-batch").splitlines()[0]
+        assert "(log)" in chart_text(app, "chart-epoch").splitlines()[0]
+        await pilot.press("c", "down", "c")
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def interrupted_run(tiny_toml: Path, runs_dir: Path) -> Path:
+    """alpha's run as a killed process leaves it: summary says running, one epoch saved."""
+    from cnntui.events import EpochEnd
+    from cnntui.history import History
+    from cnntui.store import RunStore
+
+    run = RunStore(runs_dir).create(load(tiny_toml).get("alpha"))
+    history = History()
+    history.add(EpochEnd("alpha", 0, 2.0, 0.2, 2.1, 0.18, 1.0))
+    run.save(history, "running")
+    summary = json.loads((run.path / "summary.json").read_text())
+    summary["pid"] = dead_pid()
+    (run.path / "summary.json").write_text(json.dumps(summary))
+    return run.path
+
+
+async def test_a_run_whose_process_died_shows_interrupted_and_how_to_resume(
+    tiny_toml, runs_dir, tmp_path
+):
+    path = interrupted_run(tiny_toml, runs_dir)
+    app = make_app(tiny_toml, {}, runs_dir, tmp_path / "x", trainer=fake_train, device_label="c")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert status_cell(app, "alpha") == "interrupted ep 1/2 · R resumes"
+        assert status_cell(app, "beta") == "idle"
+        await pilot.press("v")
+        assert app.main.results.rows_by_key[str(path)]["status"] == "interrupted"
+        assert str(app.main.results.get_cell(str(path), "status")) == "interrupted"
+        await pilot.press("v", "R")  # and R does resume it
+        await wait_for(pilot, lambda: status_cell(app, "alpha").startswith("finished"))
+        assert app.main.session.latest("alpha").run_dir == str(path)
+
+
+async def test_a_run_another_process_trains_turns_interrupted_when_it_dies(
+    tiny_toml, runs_dir, tmp_path
+):
+    import subprocess
+    import sys
+
+    path = interrupted_run(tiny_toml, runs_dir)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        summary = json.loads((path / "summary.json").read_text())
+        summary["pid"] = other.pid  # as if that process were training it
+        (path / "summary.json").write_text(json.dumps(summary))
+        app = make_app(tiny_toml, {}, runs_dir, tmp_path / "x", device_label="c")
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause()
+            assert status_cell(app, "alpha") == "running elsewhere ep 1/2"
+            assert app.main.results.rows_by_key[str(path)]["status"] == "running"
+            other.kill()
+            other.wait()
+            await wait_for(pilot, lambda: status_cell(app, "alpha").startswith("interrupted"))
+            await wait_for(
+                pilot, lambda: app.main.results.rows_by_key[str(path)]["status"] == "interrupted"
+            )
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_list_shows_the_latest_runs_status_and_fits_80_columns(tiny_toml, runs_dir):
+    import os
+    import subprocess
+    import sys
+
+    from cnntui.text import width
+
+    interrupted_run(tiny_toml, runs_dir)
+    shipped = Path(__file__).resolve().parents[1] / "experiments.toml"
+    env = {**os.environ, "COLUMNS": "80"}
+    outputs = []
+    for config in (tiny_toml, shipped):
+        args = ["--list", "--config", config.name, "--runs-dir", str(runs_dir)]
+        out = subprocess.run(
+            [sys.executable, "-m", "cnntui", *args],
+            cwd=config.parent,
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
+        ).stdout
+        lines = out.splitlines()
+        assert max(width(line) for line in lines) <= 80, out
+        assert "latest run" in lines[1]
+        outputs.append(lines)
+    tiny, study = outputs
+    (alpha,) = [line for line in tiny if line.startswith("alpha")]
+    assert "interrupted ep 1/2" in alpha
+    assert "R in the TUI or `cnntui --run NAME --resume` continues" in " ".join(tiny)
+    # the shipped study: a long settings cell wraps in its column instead of widening it
+    (at,) = [i for i, line in enumerate(study) if line.startswith("strong-reg")]
+    assert "weight_decay=0.1" in study[at] and study[at + 1].split() == ["dropout=0.7"]
+    assert "R in the TUI" not in " ".join(study)  # nothing of the study's to resume
+
+
+async def test_run_all_asks_before_running_finished_experiments_again(
+    tiny_toml, runs_dir, tmp_path
+):
+    app = make_app(tiny_toml, {}, runs_dir, tmp_path / "x", trainer=fake_train, device_label="c")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("r")
+        await wait_for(pilot, lambda: status_cell(app, "alpha").startswith("finished"))
+        await pilot.press("a")
+        assert isinstance(app.screen, ConfirmScreen)
+        question = str(app.screen.query_one("#question", Static).render())
+        assert "Run 2: 1 of them already finished with these settings (alpha)" in question
+        answers = str(app.screen.query_one("#answers", Static).render())
+        assert "n only the 1 unfinished" in answers
+        await pilot.press("n")  # only beta
+        await wait_for(pilot, lambda: status_cell(app, "beta").startswith("finished"))
+        assert [s.name for s in app.main.session.runs.values()] == ["alpha", "beta"]
+        await pilot.press("a")  # both finished now
+        assert "All 2 already finished" in str(app.screen.query_one("#question").render())
+        await pilot.press("escape")
+        assert app.screen is app.main and len(app.main.session.runs) == 2
+        await pilot.press("a", "y")  # yes: both again
+        await wait_for(pilot, lambda: len(app.main.session.runs) == 4)
+        await wait_for(pilot, lambda: not app.main.busy())
+    # a new session knows from the store which ones finished
+    app = make_app(tiny_toml, {}, runs_dir, tmp_path / "x", trainer=fake_train, device_label="c")
+    async with app.run_test(size=SIZE) as pilot:
+        assert status_cell(app, "alpha").startswith("finished")
+        await pilot.press("a")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")
+        assert not app.main.session.runs
+
+
+async def test_at_80x24_every_footer_key_shows_in_both_views(tiny_toml, runs_dir, tmp_path):
+    app = make_app(tiny_toml, {}, runs_dir, tmp_path / "x", trainer=fake_train, device_label="c")
+    async with app.run_test(size=SIZE) as pilot:
+        for view in ("curves", "results"):
+            await pilot.pause()
+            keys = {k.key: k for k in app.screen.query("FooterKey")}
+            for key in ("r", "a", "c", "space", "v", "e", "question_mark", "q"):
+                assert key in keys, (view, key)
+                assert keys[key].region.right <= SIZE[0] and keys[key].region.width > 0
+            if view == "results":
+                assert "s" in keys and keys["s"].region.right <= SIZE[0]
+            await pilot.press("v")
+
+
+async def test_a_new_action_dismisses_earlier_notifications(tiny_toml, runs_dir, tmp_path):
+    app = make_app(tiny_toml, {}, runs_dir, tmp_path / "x", trainer=fake_train, device_label="c")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("s", "plus", "minus")  # three notes, one after another
+        await pilot.pause()
+        notes = [n.message for n in app._notifications]
+        assert notes == ["1 run(s) at a time"]
+        await pilot.press("a")  # queued 2, and when both end, one note rather than two
+        await wait_for(pilot, lambda: not app.main.busy() and len(app.main.session.runs) == 2)
+        await pilot.pause()
+        notes = [n.message for n in app._notifications]
+        assert notes[-1] == "all 2 runs ended: 2 finished (v shows the results)", notes
+        assert not any("alpha" in note or "beta" in note for note in notes), notes
+
+
+async def test_home_and_end_move_the_experiment_cursor(tiny_toml, runs_dir, tmp_path):
+    app = make_app(tiny_toml, {}, runs_dir, tmp_path / "x", device_label="c")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("end")
+        assert app.main.table.highlighted == "beta"
+        await pilot.press("home")
+        assert app.main.table.highlighted == "alpha"
+
+
+async def test_results_keep_the_name_in_view_and_widen_cells(tiny_toml, runs_dir, tmp_path):
+    from textual.widgets.data_table import ColumnKey
+
+    app = make_app(tiny_toml, {}, runs_dir, tmp_path / "x", device_label="c")
+    async with app.run_test(size=SIZE) as pilot:
+        results = app.main.results
+        await pilot.press("v")
+        results.put("a", {"name": "alpha", "total_seconds": 1.0, "status": "running"})
+        await pilot.pause()
+        results.put("a", {"name": "alpha", "total_seconds": 1000.0, "status": "interrupted"})
+        await pilot.pause()
+        for column, shown in (("total_seconds", "16:40"), ("status", "interrupted")):
+            assert results.columns[ColumnKey(column)].content_width >= len(shown), column
+        await pilot.press(*["right"] * 12)  # to the last column
+        await pilot.pause()
+        assert results.scroll_x > 0 and results.fixed_columns == 1
+        # the name column is painted at the left edge whatever the scroll
+        first = results.render_lines(results.region.reset_offset)[1].text
+        assert first.lstrip().startswith("alpha"), first
+
+
+async def test_the_form_shows_what_set_overrides(tiny_toml, runs_dir, tmp_path):
+    overrides = {"lr": 0.5, "epochs": 1}
+    app = make_app(tiny_toml, overrides, runs_dir, tmp_path / "x", device_label="c")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("down", "E")  # beta sets lr itself (0.02); epochs comes from defaults
+        form = app.screen
+        assert isinstance(form, ExperimentForm)
+        note = str(form.query_one("#form-overrides", Static).render())
+        assert "lr=0.5 (the file says 0.02)" in note
+        assert "epochs=1 (the file says 2 from [defaults])" in note
+        assert str(form.query_one("#override-lr").render()) == "--set 0.5"
+        assert form.query_one("#field-lr", Input).value == "0.02"  # the file's value, kept
+        assert not form.query("#override-batch_size")
+        await pilot.press("ctrl+s")  # saving never writes a session's overrides
+    assert load(tiny_toml).get("beta").lr == 0.02
+    assert "epochs = 1" not in tiny_toml.read_text()
+
+
+async def test_curves_of_a_run_with_previous_settings_say_so(tiny_toml, runs_dir, tmp_path):
+    app = make_app(tiny_toml, {}, runs_dir, tmp_path / "x", trainer=fake_train, device_label="c")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("r")
+        await wait_for(pilot, lambda: status_cell(app, "alpha").startswith("finished"))
+        await pilot.pause(0.3)
+        key = app.main.query_one("#curves-key", Static)
+        assert "alpha" in str(key.render()) and "previous" not in str(key.render())
+        await pilot.press("E")
+        await type_into(pilot, app, "lr", "0.05")
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: "previous settings" in str(key.render()))
+        assert "previous settings: lr=0.01 now 0.05" in str(key.render())
+        await pilot.press("a")  # alpha's finished run has old settings: nothing to ask
+        assert app.screen is app.main
+        await wait_for(pilot, lambda: not app.main.busy() and len(app.main.session.runs) == 3)
+        await pilot.pause(0.3)
+        assert "previous" not in str(key.render())

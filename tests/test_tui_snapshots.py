@@ -45,12 +45,12 @@ model = "resnet"
 """
 
 
-def snap_app(tmp_path: Path) -> CnnTui:
+def snap_app(tmp_path: Path, overrides: dict | None = None) -> CnnTui:
     cfg = tmp_path / "experiments.toml"
     cfg.write_text(SNAP_TOML, encoding="utf-8")
     return make_app(
         cfg,
-        {},
+        overrides or {},
         tmp_path / "runs",
         tmp_path / "exports",
         1,
@@ -92,4 +92,20 @@ def test_wide_terminal_log_scale(snap_compare, tmp_path):
     async def log(pilot):
         await run_all(pilot, "down", "l")
 
-    assert snap_compare(snap_app(tmp_path), run_before=log, terminal_size=(120, 36))
+    assert snap_compare(snap_app(tmp_path), run_before=log, terminal_size=(120, 40))
+
+
+def test_help(snap_compare, tmp_path):
+    assert snap_compare(snap_app(tmp_path), press=["question_mark"], terminal_size=(80, 24))
+
+
+def test_edit_form_with_set_overrides(snap_compare, tmp_path):
+    app = snap_app(tmp_path, {"dropout": 0.2, "epochs": 1})
+    assert snap_compare(app, press=["down", "E"], terminal_size=(80, 24))
+
+
+def test_run_all_asks_about_finished_ones(snap_compare, tmp_path):
+    async def again(pilot):
+        await run_all(pilot, "a")
+
+    assert snap_compare(snap_app(tmp_path), run_before=again, terminal_size=(80, 24))

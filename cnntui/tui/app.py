@@ -22,6 +22,7 @@ class CnnTui(App):
 
     CSS_PATH = "app.tcss"
     TITLE = "cnntui"
+    NOTIFICATION_TIMEOUT = 4  # seconds; warnings and errors say how long they stay
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True)
     ]

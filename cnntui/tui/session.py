@@ -8,12 +8,18 @@ broken file keeps the last good list) are tested without a screen. No textual, n
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, Experiment, ExperimentFile, apply_overrides, load
+from ..config import SETTING_KEYS, ConfigError, Experiment, ExperimentFile, apply_overrides, load
 from ..store import UNFINISHED, RunRecord, RunStore
 from .state import RunState, Trace
+
+# Settings that change how fast a run trains or where it reads from, not what it learns: a
+# run that differs from today's settings only in these still counts as one of them.
+SPEED_ONLY = frozenset({"device", "data_dir", "threads", "compile", "channels_last", "target_acc"})
+STORED_REFRESH_SECONDS = 1.0  # how often a stored run another process trains is re-read
 
 
 class Session:
@@ -34,11 +40,16 @@ class Session:
         self._traces: dict[tuple[str, float], Trace] = {}
         self.past: list[RunRecord] = []  # runs in the store when the session began
         self._stored_latest: dict[str, RunRecord] = {}
+        self._configs: dict[str, Experiment | None] = {}  # run dir -> what it trained with
+        self._refreshed = 0.0  # monotonic time stored runs marked running were last re-read
+        self._told: dict[str, str] = {}  # run dir -> the status last handed to the screen
 
     def load_past(self) -> list[RunRecord]:
         """Read every stored run's summary (not its history): the results table's first rows."""
         self.past = self.store.runs()
         self._stored_latest = {r.name: r for r in self.past}
+        self._told = {str(r.path): r.status for r in self.past}
+        self._refreshed = time.monotonic()
         return self.past
 
     def stored_latest(self, name: str) -> RunRecord | None:
@@ -47,6 +58,67 @@ class Session:
 
     def remember(self, record: RunRecord) -> None:
         self._stored_latest[record.name] = record
+
+    def refresh_stored(self, now: float | None = None) -> list[RunRecord]:
+        """Re-read, at most once a second, the stored latest runs whose summary says running:
+        another process may be training them (their status then changes on disk), or may
+        have died (`RunRecord.status` then says interrupted). Returns the records that
+        changed, for the results table."""
+        now = time.monotonic() if now is None else now
+        if now - self._refreshed < STORED_REFRESH_SECONDS:
+            return []
+        self._refreshed = now
+        mine = {s.run_dir for s in self.runs.values() if s.run_dir}
+        changed = []
+        for name, record in list(self._stored_latest.items()):
+            path = str(record.path)
+            if record.summary.get("status") != "running" or path in mine:
+                continue
+            try:
+                fresh = next((r for r in self.store.runs(name) if r.path == record.path), record)
+            except (OSError, ValueError):
+                fresh = record
+            # A dead process changes no file: its run's status changes all the same.
+            status = fresh.status
+            if fresh.summary != record.summary or status != self._told.get(path):
+                self._stored_latest[name] = fresh
+                self._told[path] = status
+                changed.append(fresh)
+        return changed
+
+    def shown_run(self, name: str) -> RunState | RunRecord | None:
+        """The run the screen shows for `name`: this session's newest, else the stored one."""
+        return self.latest(name) or self.stored_latest(name)
+
+    def run_config(self, run: RunState | RunRecord) -> Experiment | None:
+        """The settings `run` trained with (a stored run's config.toml, read once)."""
+        if isinstance(run, RunState):
+            return run.experiment
+        key = str(run.path)
+        if key not in self._configs:
+            try:
+                self._configs[key] = run.experiment()
+            except (OSError, ValueError, TypeError):
+                self._configs[key] = None
+        return self._configs[key]
+
+    def changed_settings(self, run: RunState | RunRecord) -> dict[str, tuple[Any, Any]]:
+        """Settings that decide what a run learns and in which `run` differs from its
+        experiment as it is now (file and --set): {key: (the run's value, today's value)}."""
+        used = self.run_config(run)
+        now = self.experiment(run.name)
+        if used is None or now is None:
+            return {}
+        return {
+            k: (getattr(used, k), getattr(now, k))
+            for k in SETTING_KEYS
+            if k not in SPEED_ONLY and getattr(used, k) != getattr(now, k)
+        }
+
+    def finished_as_now(self, name: str) -> bool:
+        """Whether `name`'s latest run finished, with the settings the experiment has now."""
+        run = self.shown_run(name)
+        return run is not None and run.status == "finished" and not self.changed_settings(run)
 
     # -- the experiments file ------------------------------------------------------------
 
@@ -80,6 +152,11 @@ class Session:
                 return state
         return None
 
+    def busy(self, name: str) -> bool:
+        """Whether `name` has a run queued, starting or running in this session."""
+        current = self.latest(name)
+        return current is not None and (current.active or current.status == "queued")
+
     def active(self) -> list[RunState]:
         return [s for s in self.runs.values() if s.active]
 
@@ -90,9 +167,8 @@ class Session:
         self, exp: Experiment, resume_run: Any = None, checkpoint: Path | None = None
     ) -> RunState | str:
         """Queue a run of `exp`, or say why not (it is already queued or running)."""
-        current = self.latest(exp.name)
-        if current is not None and (current.active or current.status == "queued"):
-            return f"{exp.name} is already {current.status}"
+        if self.busy(exp.name):
+            return f"{exp.name} is already {self.latest(exp.name).status}"
         state = RunState(self._next_key, exp, resume_run, checkpoint)
         self._next_key += 1
         self.runs[state.key] = state

@@ -1,4 +1,5 @@
-"""A yes/no question in a box; `y` or `enter` says yes, `n` or `escape` says no."""
+"""A yes/no question in a box; `y` or `enter` says yes, `n` says no, `escape` says no unless
+the question gives it an answer of its own (None: do nothing at all)."""
 
 from __future__ import annotations
 
@@ -11,22 +12,34 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 
-class ConfirmScreen(ModalScreen[bool]):
-    """Asks `question`; dismisses with True for yes."""
+class ConfirmScreen(ModalScreen[bool | None]):
+    """Asks `question`; dismisses with True for yes, False for no, `escape` for escape.
+    `answers` (markup) says what each key does when plain yes and no would not."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("y,enter", "answer(True)", "Yes"),
-        Binding("n,escape", "answer(False)", "No"),
+        Binding("n", "answer(False)", "No"),
+        Binding("escape", "escape", "Cancel"),
     ]
 
-    def __init__(self, question: str) -> None:
+    def __init__(
+        self,
+        question: str,
+        answers: str = "[b]y[/b] yes   [b]n[/b] no",
+        escape: bool | None = False,
+    ) -> None:
         super().__init__()
         self.question = question
+        self.answers = answers
+        self.escape = escape
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
-            yield Static(self.question, id="question")
-            yield Static("[b]y[/b] yes   [b]n[/b] no", id="answers")
+            yield Static(self.question, id="question", markup=False)
+            yield Static(self.answers, id="answers")
 
     def action_answer(self, yes: bool) -> None:
         self.dismiss(yes)
+
+    def action_escape(self) -> None:
+        self.dismiss(self.escape)

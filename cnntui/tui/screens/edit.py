@@ -3,6 +3,10 @@
 Each field holds the experiment's own value as the file writes it; an empty field means
 "as in [defaults]" (shown as the placeholder). Values are read with the loader's rules, and
 `save` (given by the caller) checks the whole file again before anything is written.
+
+The session's `--set` overrides win over the file for every run it starts, so a field they
+override says so beside it, with the value the runs use, and a note line lists them. The
+fields keep the file's values: saving never writes a session's overrides into the file.
 """
 
 from __future__ import annotations
@@ -32,17 +36,39 @@ class ExperimentForm(ModalScreen[bool]):
     ]
 
     def __init__(
-        self, heading: str, values: dict[str, Any], defaults: dict[str, Any], save: Save
+        self,
+        heading: str,
+        values: dict[str, Any],
+        defaults: dict[str, Any],
+        save: Save,
+        overrides: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.heading = heading
         self.values = values
         self.defaults = defaults
         self.save = save
+        self.overrides = {k: v for k, v in (overrides or {}).items() if k in EXPERIMENT_KEYS}
+
+    def override_note(self) -> str:
+        """`runs use --set: dropout=0.2 (the file says 0.5), ...`, or "" without overrides."""
+        if not self.overrides:
+            return ""
+        parts = []
+        for key, value in self.overrides.items():
+            own = self.values.get(key)
+            file = own if own is not None else self.defaults.get(key)
+            where = "" if own is not None else " from [defaults]"
+            said = f" (the file says {show_value(file)}{where})" if file is not None else ""
+            if file == value:
+                said = " (as the file says)"
+            parts.append(f"{key}={show_value(value)}{said}")
+        return "runs in this session use --set " + ", ".join(parts)
 
     def compose(self) -> ComposeResult:
         with Vertical(id="form"):
             yield Static(f"[b]{self.heading}[/b]  ctrl+s save · escape cancel", id="form-title")
+            yield Static(Text(self.override_note(), style="yellow"), id="form-overrides")
             yield Static("", id="form-error")
             with VerticalScroll(id="fields"):
                 for key in EXPERIMENT_KEYS:
@@ -56,6 +82,12 @@ class ExperimentForm(ModalScreen[bool]):
                             id=f"field-{key}",
                             compact=True,
                         )
+                        if key in self.overrides:
+                            yield Label(
+                                Text(f"--set {show_value(self.overrides[key])}", style="yellow"),
+                                classes="field-override",
+                                id=f"override-{key}",
+                            )
 
     def on_mount(self) -> None:
         self.query_one("#field-name", Input).focus()

@@ -30,15 +30,18 @@ class HelpScreen(ModalScreen[None]):
         self.bindings = bindings
 
     def compose(self) -> ComposeResult:
-        lines = ["[b]cnntui keys[/b]", ""]
+        # One line a key (a key bound twice, like v, says both), so that at 80x24 every key
+        # shows without scrolling.
+        said: dict[str, list[str]] = {}
         for b in self.bindings:
-            keys = key_label(b.key)
-            lines.append(f"  [b]{text.pad(keys, 12)}[/b] {b.tooltip or b.description}")
-        lines += [
-            "",
-            "  [b]tab[/b]          move between the tables",
-            "  [b]escape[/b]       close",
-        ]
+            said.setdefault(key_label(b.key), []).append(b.tooltip or b.description)
+        lines = ["[b]cnntui keys[/b]", ""]
+        for keys, what in said.items():
+            lines.append(f"  [b]{text.pad(keys, 12)}[/b] {' / '.join(what)}")
+        lines.append(
+            "  [b]tab[/b] between the tables · [b]home[/b]/[b]end[/b] first/last experiment"
+            " · [b]escape[/b] close"
+        )
         with VerticalScroll(id="dialog"):
             yield Static("\n".join(lines))
 

@@ -25,6 +25,7 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import ContentSwitcher, DataTable, Footer, Header, Static
 from textual.worker import Worker, WorkerState
@@ -34,6 +35,7 @@ from ...config import ConfigError, apply_overrides
 from ...events import BatchLosses, Event
 from ...store import RunRecord
 from ...text import one_line
+from ...tomledit import show_value
 from ..messages import RunUpdated
 from ..session import Session
 from ..state import Curve, RunState
@@ -45,6 +47,8 @@ from .edit import ExperimentForm
 from .help import HelpScreen
 
 Trainer = Callable[..., Iterator[Event]]  # engine.train's signature
+WARNING_SECONDS = 6  # notifications: information goes in 4 s (the app's default), these later
+ERROR_SECONDS = 10
 REDRAW_SECONDS = 0.25  # curves and statuses are redrawn at most 4 times a second
 # Live curves may take at most this share of a CPU core: a plotext build is pure Python
 # and holds the GIL the training threads need, so a costly chart is redrawn less often.
@@ -77,17 +81,34 @@ def _engine_train(*args: Any) -> Iterator[Event]:
     return train(*args)
 
 
+def stored_row(record: RunRecord) -> dict[str, Any]:
+    """A stored run's results row, with its status as the store reads it now: a summary that
+    says running, written by a process that has gone, reads interrupted."""
+    return {**record.summary, "status": record.status}
+
+
+def previous_settings(changed: dict[str, tuple[Any, Any]]) -> str:
+    """`previous settings: lr=0.01 now 0.05`, for a run whose experiment has changed since."""
+    return "previous settings: " + ", ".join(
+        f"{k}={show_value(old)} now {show_value(new)}" for k, (old, new) in changed.items()
+    )
+
+
 class MainScreen(Screen):
     """Everything the user works with; modal screens open on top of it."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("r", "run", "Run", tooltip="run the highlighted experiment"),
-        Binding("a", "run_all", "Run all", tooltip="queue every experiment"),
+        Binding(
+            "a", "run_all", "Run all", tooltip="queue every experiment (asks before re-running)"
+        ),
         Binding("c", "cancel", "Cancel", tooltip="cancel the highlighted experiment's run"),
         Binding(
             "space", "mark", "Mark", tooltip="mark / unmark the experiment: overlay its curves"
         ),
-        Binding("v", "view", "Curves/Results", tooltip="show the curves or the results table"),
+        # One key, named after where it goes (check_action shows the one that applies).
+        Binding("v", "view('results')", "Results", tooltip="show the results table"),
+        Binding("v", "view('curves')", "Curves", tooltip="back to the curves"),
         Binding("e", "export", "Export", tooltip="export figures, tables and histories"),
         Binding("question_mark", "help", "Keys", tooltip="this list of keys"),
         Binding(
@@ -126,6 +147,7 @@ class MainScreen(Screen):
         self.marks: set[str] = set()
         self.log_scale = False
         self._workers: dict[Worker, int] = {}
+        self._ended: list[tuple[str, str, dict[str, Any]]] = []  # since the queue last ran dry
         self._seen: dict[int, tuple[int, int]] = {}  # run key -> (version, epochs) in results
         self._curves_key: tuple | None = None
         self._curves_due = 0.0  # monotonic time before which the timer leaves the curves be
@@ -141,7 +163,8 @@ class MainScreen(Screen):
         with ContentSwitcher(initial="curves", id="views"):
             yield CurvesPanel(id="curves")
             yield ResultsTable(id="results")
-        yield Footer()
+        # Compact, without the palette's key: at 80 columns every key shown still fits.
+        yield Footer(compact=True, show_command_palette=False)
 
     @property
     def table(self) -> ExperimentsTable:
@@ -157,7 +180,7 @@ class MainScreen(Screen):
             self.show_file_error()
         self.table.show(self.session, self.marks)
         for record in self.session.load_past():
-            self.results.put(str(record.path), record.summary, redraw=False)
+            self.results.put(str(record.path), stored_row(record), redraw=False)
         self.results.update_rows()
         self.update_header()
         self.set_interval(REDRAW_SECONDS, self.tick)
@@ -204,6 +227,8 @@ class MainScreen(Screen):
     # -- the redraw timer -----------------------------------------------------------------
 
     def tick(self) -> None:
+        for record in self.session.refresh_stored():
+            self.results.put(str(record.path), stored_row(record))
         self.table.update_statuses(self.session)
         self.update_header()
         now = time.monotonic()
@@ -230,24 +255,34 @@ class MainScreen(Screen):
         key: list[Any] = [points, self.log_scale]
         for name in self.shown():
             state = self.session.latest(name)
+            now = self.session.experiment(name)  # settings changed: the key line says so
             if state is not None and state.status not in ("queued", "starting"):
                 sources.append((name, state))
-                key.append((name, state.key, state.version))
+                key.append((name, state.key, state.version, now))
             else:
                 record = self.session.stored_latest(name)
                 sources.append((name, record))
-                key.append((name, str(record.path) if record else None))
+                key.append((name, str(record.path) if record else None, now))
         if not force and tuple(key) == self._curves_key:
             return
         self._curves_key = tuple(key)
         curves: list[Curve] = []
+        notes: dict[Any, str] = {}
+        absent: list[str] = []
         for name, source in sources:
             if isinstance(source, RunState):
-                curves.append(source.curve(points))
+                curve = source.curve(points)
             elif source is not None:
                 trace = self.session.stored_trace(source)
-                curves.append(trace.curve(name, points, ("stored", str(source.path))))
-        panel.show([c for c in curves if not c.empty], self.log_scale)
+                curve = trace.curve(name, points, ("stored", str(source.path)))
+            else:
+                absent.append(name)
+                continue
+            curves.append(curve)  # even with nothing drawn yet: the key names its colour
+            changed = self.session.changed_settings(source)
+            if changed:
+                notes[curve.source] = previous_settings(changed)
+        panel.show(curves, self.log_scale, notes, absent)
 
     # -- runs -----------------------------------------------------------------------------
 
@@ -321,24 +356,48 @@ class MainScreen(Screen):
                 self.session.remember(record)
                 summary = {**record.summary, "status": record.status}
         self.results.put(row, summary)
+        # One note when the queue runs dry, not one a run: the status cells say each ending.
+        # A failure's reason is longer than its cell, so it is said at once.
+        self._ended.append((state.name, state.status, summary))
         name = state.name
         match state.status:
-            case "finished":
-                acc = text.pct(summary.get("final_test_acc"))
-                took = text.seconds(summary.get("total_seconds"))
-                self.notify(f"{name} finished: test accuracy {acc} in {took}")
-            case "cancelled":
-                self.notify(f"{name} cancelled; its history so far is kept")
             case "diverged":
-                self.notify(f"{name} diverged: {state.reason}", severity="warning", timeout=10)
-            case _:
-                self.notify(f"{name} failed: {state.reason}", severity="error", timeout=15)
+                self.notify(
+                    f"{name} diverged: {state.reason}", severity="warning", timeout=WARNING_SECONDS
+                )
+            case "failed":
+                self.notify(
+                    f"{name} failed: {state.reason}", severity="error", timeout=ERROR_SECONDS
+                )
+        if not self.busy():
+            self._say_all_ended()
         self.table.update_statuses(self.session)
         self.redraw_curves()
 
+    def _say_all_ended(self) -> None:
+        ended, self._ended = self._ended, []
+        if len(ended) == 1:
+            name, status, summary = ended[0]
+            if status == "finished":
+                acc = text.pct(summary.get("final_test_acc"))
+                took = text.seconds(summary.get("total_seconds"))
+                self.notify(f"{name} finished: test accuracy {acc} in {took}")
+            return
+        counts: dict[str, int] = {}
+        for _, status, _ in ended:
+            counts[status] = counts.get(status, 0) + 1
+        told = ", ".join(f"{n} {status}" for status, n in counts.items())
+        self.notify(f"all {len(ended)} runs ended: {told} (v shows the results)")
+
     # -- actions --------------------------------------------------------------------------
 
+    def acted(self) -> None:
+        """A key asked for something new: what earlier notifications said is old news, and
+        they would pile up over the charts."""
+        self.app.clear_notifications()
+
     def _highlighted(self) -> str | None:
+        self.acted()
         name = self.table.highlighted
         if name is None:
             self.notify("no experiment to act on", severity="warning")
@@ -357,11 +416,48 @@ class MainScreen(Screen):
         self.table.update_statuses(self.session)
 
     def action_run_all(self) -> None:
-        added = [
-            s
-            for e in self.session.experiments
-            if isinstance(s := self.session.enqueue(e), RunState)
-        ]
+        """Queue every experiment not queued or running; ask first about those whose latest
+        run already finished with the settings they have now."""
+        self.acted()
+        if not self.session.experiments:
+            self.notify("no experiments to run", severity="warning")
+            return
+        todo = [e for e in self.session.experiments if not self.session.busy(e.name)]
+        if not todo:
+            self.notify("every experiment is already queued or running", severity="warning")
+            return
+        done = [e.name for e in todo if self.session.finished_as_now(e.name)]
+        if not done:
+            self._queue(todo)
+            return
+        rest = [e for e in todo if e.name not in done]
+        names = ", ".join(done[:4]) + (f" and {len(done) - 4} more" if len(done) > 4 else "")
+        if rest:
+            question = (
+                f"Run {len(todo)}: {len(done)} of them already finished with these settings "
+                f"({names}).\nRun those again too?"
+            )
+            answers = (
+                f"[b]y[/b] run all {len(todo)}   [b]n[/b] only the {len(rest)} unfinished"
+                "   [b]escape[/b] run nothing"
+            )
+        else:
+            question = (
+                f"All {len(done)} already finished with these settings ({names}).\nRun them again?"
+            )
+            answers = "[b]y[/b] run them again   [b]n[/b] run nothing"
+
+        def answered(yes: bool | None) -> None:
+            chosen = todo if yes else rest if yes is not None else []
+            if chosen:
+                self._queue(chosen)
+            else:
+                self.notify("nothing queued")
+
+        self.app.push_screen(ConfirmScreen(question, answers, escape=None), answered)
+
+    def _queue(self, experiments: list) -> None:
+        added = [s for e in experiments if isinstance(s := self.session.enqueue(e), RunState)]
         self.start_queued()
         self.table.update_statuses(self.session)
         self.notify(f"queued {len(added)} run(s); {self.session.jobs} at a time")
@@ -408,12 +504,23 @@ class MainScreen(Screen):
         self.redraw_curves()
 
     def action_log(self) -> None:
+        self.acted()
         self.log_scale = not self.log_scale
         self.redraw_curves()
 
-    def action_view(self) -> None:
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "view" and parameters:
+            try:
+                return parameters[0] != self.query_one("#views", ContentSwitcher).current
+            except NoMatches:  # asked before the views exist
+                return parameters[0] == "results"
+        return True
+
+    def action_view(self, where: str = "") -> None:
+        self.acted()
         switcher = self.query_one("#views", ContentSwitcher)
-        switcher.current = "results" if switcher.current == "curves" else "curves"
+        switcher.current = where or ("results" if switcher.current == "curves" else "curves")
+        self.refresh_bindings()
         if switcher.current == "results":
             self.results.focus()
         else:
@@ -422,17 +529,21 @@ class MainScreen(Screen):
 
     def action_noop(self) -> None:
         """`s` sorts when the results table has the focus; elsewhere, say how to get there."""
+        self.acted()
         self.notify("press v to show the results, then s sorts by the cursor's column")
 
     def action_jobs(self, delta: int) -> None:
+        self.acted()
         self.session.jobs = max(1, self.session.jobs + delta)
         self.notify(f"{self.session.jobs} run(s) at a time")
         self.start_queued()
 
     def action_help(self) -> None:
+        self.acted()
         self.app.push_screen(HelpScreen(self.BINDINGS))
 
     def action_export(self) -> None:
+        self.acted()
         if not self.session.experiments:
             self.notify("no experiments to export", severity="warning")
             return
@@ -460,18 +571,24 @@ class MainScreen(Screen):
             for warning in result.warnings:  # e.g. which font package shows the CJK titles
                 msg += f"\n{warning}"
             severity = "warning" if result.warnings else "information"
-            self.notify(msg, title="export", severity=severity, timeout=15)
+            self.notify(msg, title="export", severity=severity, timeout=ERROR_SECONDS)
         elif state == WorkerState.ERROR:
-            self.notify(f"export failed: {one_line(worker.error)}", severity="error", timeout=15)
+            self.notify(
+                f"export failed: {one_line(worker.error)}", severity="error", timeout=ERROR_SECONDS
+            )
 
     # -- the experiments file -------------------------------------------------------------
 
     def action_reload(self, quiet: bool = False) -> bool:
+        if not quiet:
+            self.acted()
         ok = self.session.reload()
         self.show_file_error()
         if not ok:
             self.notify(
-                f"{self.session.error}\n(keeping the last good list)", severity="error", timeout=15
+                f"{self.session.error}\n(keeping the last good list)",
+                severity="error",
+                timeout=ERROR_SECONDS,
             )
             return False
         names = {e.name for e in self.session.experiments}
@@ -510,7 +627,8 @@ class MainScreen(Screen):
             self.notify(f"saved {new['name']} to {path}")
             return None
 
-        self.app.push_screen(ExperimentForm(heading, values, defaults, save))
+        form = ExperimentForm(heading, values, defaults, save, self.session.overrides)
+        self.app.push_screen(form)
 
     def _own(self, name: str) -> tuple[int, dict[str, Any]] | None:
         """The file position and own keys of experiment `name`, as written."""
@@ -526,6 +644,7 @@ class MainScreen(Screen):
         return None
 
     def action_new(self) -> None:
+        self.acted()
         name = self.table.highlighted
         exp = self.session.experiment(name) if name else None
         values = {"group": exp.group} if exp and exp.group else {}

@@ -1,26 +1,47 @@
 """Live training curves drawn with plotext: batch loss with its moving average, epoch losses,
-and accuracies, for one run or several overlaid, one colour each."""
+and accuracies, for one run or several overlaid, one colour each.
+
+No chart can take the app down: values a scale cannot show (NaN, infinities, and on a log
+scale zero or less) are left out, a chart with nothing to show says so in its place, and any
+error while drawing is shown as one line where the chart would be.
+"""
 
 from __future__ import annotations
 
+import math
 import re
+import textwrap
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 
+import numpy as np
 from rich.ansi import AnsiDecoder
+from rich.color import Color
 from rich.segment import Segment
 from rich.style import Style
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.strip import Strip
+from textual.widgets import Static
 from textual_plotext import PlotextPlot
 from textual_plotext.plot import Plot
 
+from ... import text
+from ...text import one_line
 from ..state import MA_WINDOW, Curve
 
-COLORS = ("cyan+", "orange+", "green+", "magenta+", "red+", "blue+", "yellow", "white")
+# One colour a run, as 256-colour codes: plotext draws with them, the key below the charts
+# names the runs in the same ones.
+COLORS = (14, 11, 10, 13, 9, 12, 208, 15)
+BATCH_COLOR = 8  # the single run's raw batch losses, behind its average
 POINTS_PER_COLUMN = 2  # braille draws two dots a column: a min/max pair per column
+FRAME_ROWS = 16  # charts at least this tall get a frame; shorter ones give it to the curves
+MIN_SIZE = (12, 4)  # smaller than this, a chart says so instead of drawing
+# Below this many rows for the charts, the three stand side by side, each as tall as the
+# panel, instead of the two per-epoch charts sharing a column beside the batch chart.
+STACK_ROWS = 20
 
 
 _RUN = re.compile(r"((?:\x1b\[[0-9;]*m)*)([^\x1b]*)")  # escape codes, then the text they style
@@ -60,6 +81,71 @@ def ansi_strips(ansi: str, width: int) -> list[Strip]:
     return strips
 
 
+def message_strips(
+    title: str, message: str, width: int, height: int, style: str = "dim"
+) -> list[Strip]:
+    """A chart's place with its title on top and `message` in the middle, wrapped to fit."""
+    lines = [""] * max(height, 0)
+    if not lines or width <= 0:
+        return [Strip.blank(max(width, 0)) for _ in lines]
+    body = textwrap.wrap(message, max(8, width - 2)) or [""]
+    top = max(1, (height - len(body)) // 2)
+    for i, line in enumerate(body[: max(0, height - top)]):
+        lines[top + i] = line
+    strips = []
+    for i, line in enumerate(lines):
+        if i == 0:
+            cell = Segment(text.pad(title, width).rstrip().center(width)[:width] if title else "")
+        elif line:
+            fitted = text.pad(line, width).rstrip()
+            left = max(0, (width - text.width(fitted)) // 2)
+            cell = Segment(" " * left + fitted, Style.parse(style))
+        else:
+            cell = Segment("")
+        strips.append(Strip([cell]).adjust_cell_length(width))
+    return strips
+
+
+def clean(x: np.ndarray | list, y: np.ndarray | list, log: bool) -> tuple[list[float], list[float]]:
+    """The points a scale can show: finite ones, and on a log scale only positive ones."""
+    xs = np.asarray(x, dtype=np.float64)
+    ys = np.asarray(y, dtype=np.float64)
+    n = min(len(xs), len(ys))
+    xs, ys = xs[:n], ys[:n]
+    keep = np.isfinite(xs) & np.isfinite(ys)
+    if log:
+        keep &= ys > 0
+    return xs[keep].tolist(), ys[keep].tolist()
+
+
+_STEPS = sorted({m * 10**k for k in range(16) for m in (1, 2, 5)} | {25 * 10**k for k in range(15)})
+
+
+def int_ticks(lo: float, hi: float, room: int) -> list[int]:
+    """Whole-number ticks from about `lo` to `hi`, a round step apart, at most `room` of them
+    (a batch or an epoch index is never 374.8)."""
+    first, last = math.ceil(lo), math.floor(hi)
+    if last <= first:
+        return [first] if first == last else [round(lo)]
+    raw = (last - first) / (max(2, room) - 1)
+    step = next(s for s in _STEPS if s >= raw)
+    start = math.ceil(first / step) * step
+    ticks = list(range(start, last + 1, step))
+    return ticks or [first]
+
+
+def _set_int_xticks(plt: Plot, xs: list[float], width: int) -> None:
+    if not xs:
+        return
+    lo, hi = min(xs), max(xs)
+    label = max(len(str(int(lo))), len(str(int(hi))))
+    ticks = int_ticks(lo, hi, (width - 8) // (label + 2))
+    plt.xticks(ticks, [str(t) for t in ticks])
+
+
+Draw = Callable[[Plot, int], bool]  # draws at a chart width; False when there is nothing to draw
+
+
 class Chart(PlotextPlot):
     """A PlotextPlot drawn through Textual's line API from strips built once per change.
 
@@ -74,7 +160,9 @@ class Chart(PlotextPlot):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self._draw: Callable[[Plot], None] = lambda plt: None
+        self._draw: Draw = lambda plt, width: False
+        self._titles: tuple[str, ...] = ("",)
+        self._empty = ""
         self._data: Hashable = None
         self._version = 0
         self._cache_key: tuple | None = None
@@ -82,26 +170,50 @@ class Chart(PlotextPlot):
         self._kept: OrderedDict[tuple, list[Strip]] = OrderedDict()
         self.build_seconds = 0.0  # what the last plotext build cost
         self.painted = 0  # the draw() call whose plot was last painted
+        self.error = ""  # why the last build failed, if it did
 
-    def draw(self, fn: Callable[[Plot], None], data: Hashable) -> None:
-        """Replace the plot with what `fn(plt)` draws, unless `data` (a cheap summary of what
-        `fn` plots, naming the runs it comes from) is unchanged; the plot is built at the
-        next repaint."""
+    def draw(
+        self, titles: tuple[str, ...], fn: Draw, data: Hashable, empty: str = "no data yet"
+    ) -> None:
+        """Replace the plot with what `fn(plt, width)` draws under the first of `titles` that
+        fits (longest first: plotext leaves out a title wider than the chart), unless `data`
+        (a cheap summary of what `fn` plots, naming the runs it comes from) is unchanged; the
+        plot is built at the next repaint. `empty` is said in its place when `fn` finds
+        nothing to draw."""
+        data = (titles, empty, data)
         if data == self._data:
             return
-        self._draw, self._data = fn, data
+        self._draw, self._titles, self._empty, self._data = fn, titles, empty, data
         self._version += 1
         self.refresh()
 
+    def title(self, width: int) -> str:
+        """The longest of the titles that fits `width` (beside the y axis labels)."""
+        fits = [t for t in self._titles if text.width(t) <= width - 6]
+        return fits[0] if fits else self._titles[-1][: max(0, width - 6)]
+
     def _build(self) -> list[Strip]:
         width, height = self.size
-        plt = self.plt
-        plt.clear_figure()
-        self._draw(plt)
-        plt.plotsize(width, height)
-        plt._set_size(width, height)  # as PlotextPlot.render does: plotsize alone may not stick
-        plt.theme(self._get_plotext_theme_name(self.app.theme))
-        return ansi_strips(plt.build(), width)
+        self.error = ""
+        title = ""
+        try:
+            title = self.title(width)
+            if width < MIN_SIZE[0] or height < MIN_SIZE[1]:
+                return message_strips(title, "too small to draw", width, height)
+            plt = self.plt
+            plt.clear_figure()
+            if not self._draw(plt, width):
+                return message_strips(title, self._empty, width, height)
+            plt.title(title)
+            if height < FRAME_ROWS:
+                plt.frame(False)  # two more rows for the curves
+            plt.plotsize(width, height)
+            plt._set_size(width, height)  # as PlotextPlot.render does: plotsize may not stick
+            plt.theme(self._get_plotext_theme_name(self.app.theme))
+            return ansi_strips(plt.build(), width)
+        except Exception as e:  # a chart must never take the app down
+            self.error = one_line(e)
+            return message_strips(title, f"cannot draw: {self.error}", width, height, "red")
 
     def render_line(self, y: int) -> Strip:
         key = (self.size, self.app.theme, self._data)
@@ -121,63 +233,110 @@ class Chart(PlotextPlot):
         return Strip.blank(self.size.width)
 
 
-def _batch(curves: list[Curve], log: bool) -> Callable[[Plot], None]:
-    def fn(plt: Plot) -> None:
-        plt.title(f"batch loss · {MA_WINDOW}-batch average")
-        if log:
-            plt.yscale("log")
+def _batch(curves: list[Curve], log: bool) -> Draw:
+    def fn(plt: Plot, width: int) -> bool:
         single = len(curves) == 1
+        series = []
         for i, c in enumerate(curves):
-            color = COLORS[i % len(COLORS)]
-            if single and len(c.batch_y):
+            if single:
                 # Points, not a line: the min/max pairs are dense enough to read as a band,
                 # and a scatter builds in less than half the time of an interpolated line.
-                plt.scatter(c.batch_x.tolist(), c.batch_y.tolist(), color="gray", marker="braille")
-            if len(c.ma_y):
-                label = f"{c.label} avg" if single else c.label
-                plt.plot(
-                    c.ma_x.tolist(), c.ma_y.tolist(), color=color, marker="braille", label=label
-                )
+                series.append((True, *clean(c.batch_x, c.batch_y, log), BATCH_COLOR))
+            series.append((False, *clean(c.ma_x, c.ma_y, log), COLORS[i % len(COLORS)]))
+        series = [s for s in series if s[1]]
+        if not series:
+            return False
+        if log:
+            plt.yscale("log")
+        for scatter, xs, ys, color in series:
+            if scatter:
+                plt.scatter(xs, ys, color=color, marker="braille")
+            else:
+                plt.plot(xs, ys, color=color, marker="braille")
+        _set_int_xticks(plt, [x for s in series for x in (s[1][0], s[1][-1])], width)
+        return True
 
     return fn
 
 
 def _per_epoch(
-    curves: list[Curve], title: str, series: tuple[tuple[str, str], ...], scale: float, log: bool
-) -> Callable[[Plot], None]:
-    def fn(plt: Plot) -> None:
-        plt.title(title)
-        if log:
-            plt.yscale("log")
+    curves: list[Curve], series: tuple[tuple[str, str], ...], scale: float, log: bool
+) -> Draw:
+    def fn(plt: Plot, width: int) -> bool:
+        lines = []
         for i, c in enumerate(curves):
             color = COLORS[i % len(COLORS)]
             for attr, kind in series:
-                ys = [scale * v for v in getattr(c, attr)]
-                if not ys:
-                    continue
-                # Overlaid runs: one legend line per run; its test curve is the dotted one.
-                label = kind if len(curves) == 1 else c.label if kind == "train" else None
-                marker = "braille" if kind == "train" else "dot"
-                xs = list(range(1, len(ys) + 1))
-                plt.plot(xs, ys, color=color, marker=marker, label=label)
+                values = getattr(c, attr)
+                xs, ys = clean(range(1, len(values) + 1), [scale * v for v in values], log)
+                if ys:
+                    # The train curve is a line, the test curve dots (the title says so).
+                    lines.append((xs, ys, color, "braille" if kind == "train" else "dot"))
+        if not lines:
+            return False
+        if log:
+            plt.yscale("log")
+        for xs, ys, color, marker in lines:
+            plt.plot(xs, ys, color=color, marker=marker)
+        _set_int_xticks(plt, [x for line in lines for x in (line[0][0], line[0][-1])], width)
+        return True
 
     return fn
 
 
-class CurvesPanel(Horizontal):
-    """The batch-loss chart beside the per-epoch loss and accuracy charts."""
+def key_text(curves: list[Curve], notes: dict[Hashable, str], absent: list[str]) -> Text:
+    """The line under the charts: each run's colour and name (the legend, kept out of the
+    plots), with a note where the run needs one (it ran with previous settings), and how the
+    per-epoch charts tell train from test."""
+    out = Text(no_wrap=True, overflow="ellipsis")
+    for i, c in enumerate(curves):
+        if i:
+            out.append("  ")
+        out.append("━━ ", Style(color=Color.from_ansi(COLORS[i % len(COLORS)]), bold=True))
+        out.append(c.label)
+        note = notes.get(c.source)
+        if note:
+            out.append(f" ({note})", "bold yellow")
+    if absent:
+        out.append("  " if curves else "")
+        out.append(f"no run yet: {', '.join(absent)}", "dim")
+    if curves:
+        out.append("   per epoch: ⠤ train • test", "dim")
+    return out
+
+
+class CurvesPanel(Vertical):
+    """The batch-loss chart beside the per-epoch loss and accuracy charts, and a key line.
+
+    Tall enough, the two per-epoch charts share a column beside the batch chart; shorter
+    (80x24), all three stand side by side so that each keeps every row of the panel.
+    """
 
     DEFAULT_CSS = """
     CurvesPanel { height: 1fr; }
+    CurvesPanel #charts { height: 1fr; }
     CurvesPanel #chart-batch { width: 55%; }
-    CurvesPanel Vertical { width: 1fr; }
+    CurvesPanel #epoch-charts { width: 1fr; }
+    CurvesPanel.-row #chart-batch { width: 40%; margin-right: 1; }
+    CurvesPanel.-row #epoch-charts { layout: horizontal; }
+    CurvesPanel.-row #chart-epoch { margin-right: 1; }
+    CurvesPanel #curves-key { height: 1; padding: 0 1; }
     """
 
     def compose(self) -> ComposeResult:
-        yield Chart(id="chart-batch")
-        with Vertical():
-            yield Chart(id="chart-epoch")
-            yield Chart(id="chart-acc")
+        with Horizontal(id="charts"):
+            yield Chart(id="chart-batch")
+            with Vertical(id="epoch-charts"):
+                yield Chart(id="chart-epoch")
+                yield Chart(id="chart-acc")
+        yield Static("", id="curves-key")
+
+    def on_resize(self) -> None:
+        self.set_class(self.size.height - 1 < STACK_ROWS, "-row")
+
+    @property
+    def side_by_side(self) -> bool:
+        return self.has_class("-row")
 
     def points(self) -> int:
         """How many points a curve needs to look right at the batch chart's width."""
@@ -187,31 +346,53 @@ class CurvesPanel(Horizontal):
         """What drawing every chart cost last time: the redraw timer paces itself by it."""
         return sum(chart.build_seconds for chart in self.query(Chart))
 
-    def show(self, curves: list[Curve], log: bool = False) -> None:
-        """Draw `curves`; a chart whose data did not change is not rebuilt."""
+    def show(
+        self,
+        curves: list[Curve],
+        log: bool = False,
+        notes: dict[Hashable, str] | None = None,
+        absent: list[str] | None = None,
+    ) -> None:
+        """Draw `curves`; a chart whose data did not change is not rebuilt. `notes` go after
+        a run's name in the key; `absent` names shown experiments that have no run yet."""
+        absent = absent or []
         batches = tuple(
             (c.label, c.source, len(c.batch_y), c.batch_x[-1] if len(c.batch_x) else -1)
             for c in curves
         )
         epochs = tuple((c.label, c.source, len(c.epoch_loss)) for c in curves)
-        self.query_one("#chart-batch", Chart).draw(_batch(curves, log), (batches, log))
-        self.query_one("#chart-epoch", Chart).draw(
-            _per_epoch(
-                curves,
-                "epoch loss · train ⠤ test •",
-                (("epoch_loss", "train"), ("test_loss", "test")),
-                1.0,
-                log,
+        epochs_done = any(c.epoch_loss or c.test_acc for c in curves)
+        log_ = " (log)" if log else ""
+        # What a chart says when it has nothing to draw: no run, nothing trained yet, or
+        # values its scale cannot show.
+        unshown = "no loss above 0 to show on a log scale" if log else "no finite value to show"
+        if not curves:
+            empty = "no run yet: r runs the highlighted one"
+        elif not any(len(c.batch_y) or len(c.ma_y) for c in curves):
+            empty = "no batch trained yet"
+        else:
+            empty = unshown
+        self.query_one("#chart-batch", Chart).draw(
+            (
+                f"batch loss{log_} · {MA_WINDOW}-batch average",
+                f"batch loss{log_} · {MA_WINDOW}-avg",
+                f"batch loss{log_}",
             ),
+            _batch(curves, log),
+            (batches, log),
+            empty,
+        )
+        empty = "" if not curves else "no epoch ended yet" if not epochs_done else unshown
+        self.query_one("#chart-epoch", Chart).draw(
+            (f"epoch loss{log_}", f"loss{log_}"),
+            _per_epoch(curves, (("epoch_loss", "train"), ("test_loss", "test")), 1.0, log),
             (epochs, log),
+            empty,
         )
         self.query_one("#chart-acc", Chart).draw(
-            _per_epoch(
-                curves,
-                "accuracy % · train ⠤ test •",
-                (("train_acc", "train"), ("test_acc", "test")),
-                100.0,
-                False,
-            ),
+            ("accuracy %", "acc %"),
+            _per_epoch(curves, (("train_acc", "train"), ("test_acc", "test")), 100.0, False),
             epochs,
+            "" if not curves else "no epoch ended yet" if not epochs_done else "no finite value",
         )
+        self.query_one("#curves-key", Static).update(key_text(curves, notes or {}, absent))

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 from rich.text import Text
+from textual.binding import Binding, BindingType
 from textual.widgets import DataTable
 
 from ... import text
+from ...store import RunRecord
 from ..session import Session
 from ..state import RunState
 
+RESUME_HINT = "R resumes"  # after a status whose run `R` continues from its checkpoint
 STATUS_STYLE = {
     "queued": "yellow",
     "starting": "yellow",
@@ -21,6 +24,7 @@ STATUS_STYLE = {
     "failed": "bold red",
     "diverged": "bold red",
     "cancelled": "magenta",
+    "interrupted": "bold magenta",
 }
 
 
@@ -44,10 +48,14 @@ MIN_SETTINGS = 12  # columns the settings keep before the group column gives way
 PROGRESS_SECONDS = 1.0  # a running experiment's progress and ETA are rewritten this often
 
 
-def status_text(state: RunState | None, now: float | None = None) -> Text:
-    """`idle`, `queued`, `running 45% ep 2/5 eta 0:32`, `finished 52.10%`, `failed: why`..."""
-    if state is None:
+def status_text(run: RunState | RunRecord | None, now: float | None = None) -> Text:
+    """`idle`, `queued`, `running 45% ep 2/5 eta 0:32`, `finished 52.10%`, `failed: why`,
+    `interrupted ep 2/5 · R resumes`... for this session's run or, before one, the stored one."""
+    if run is None:
         return Text("idle", style="dim")
+    if isinstance(run, RunRecord):
+        return _stored_status(run)
+    state = run
     style = STATUS_STYLE.get(state.status, "")
     match state.status:
         case "running":
@@ -60,9 +68,32 @@ def status_text(state: RunState | None, now: float | None = None) -> Text:
             body = f"finished {text.pct(acc)}"
         case "failed" | "diverged":
             body = f"{state.status}: {state.reason}"
+        case "cancelled" if state.run_dir:
+            body = f"cancelled · {RESUME_HINT}"
         case _:
             body = state.status
     return Text(text.pad(body, STATUS_WIDTH).rstrip(), style=style)
+
+
+def _stored_status(record: RunRecord) -> Text:
+    """A stored run's status as the store reads it now (a dead process's run: interrupted)."""
+    status, s = record.status, record.summary
+    done, epochs = s.get("epochs_done"), s.get("epochs")
+    of = f" ep {done}/{epochs}" if isinstance(done, int) and isinstance(epochs, int) else ""
+    match status:
+        case "finished":
+            body = f"finished {text.pct(s.get('final_test_acc'))}"
+        case "failed" | "diverged":
+            body = f"{status}: {s.get('reason') or '?'}"
+        case "interrupted" | "cancelled":
+            body = f"{status}{of} · {RESUME_HINT}"
+            if text.width(body) > STATUS_WIDTH:  # the hint matters more than the epoch
+                body = f"{status} · {RESUME_HINT}"
+        case "running":
+            body = f"running elsewhere{of}"  # another process is training it
+        case _:
+            body = str(status)
+    return Text(text.pad(body, STATUS_WIDTH).rstrip(), style=STATUS_STYLE.get(status, ""))
 
 
 class ExperimentsTable(DataTable):
@@ -71,6 +102,11 @@ class ExperimentsTable(DataTable):
     DEFAULT_CSS = """
     ExperimentsTable { height: auto; max-height: 45%; }
     """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        # The table has one column to be in: home and end go to the first and last row.
+        Binding("home", "scroll_top", "First", show=False),
+        Binding("end", "scroll_bottom", "Last", show=False),
+    ]
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
@@ -129,7 +165,7 @@ class ExperimentsTable(DataTable):
             if text.width(settings) > room:  # narrow: the usual short names, then cut
                 settings = " ".join(f"{SHORT.get(k, k)}={_value(v)}" for k, v in apart.items())
             settings = text.pad(settings, room).rstrip()
-            status = status_text(session.latest(exp.name))
+            status = status_text(session.shown_run(exp.name))
             self._status[exp.name] = status.plain
             cells = ["●" if exp.name in marks else " ", exp.name, exp.display_title]
             if group:
@@ -144,7 +180,7 @@ class ExperimentsTable(DataTable):
         the UI thread about a millisecond a cell, taken from the training threads."""
         now = time.monotonic() if now is None else now
         for name, shown in self._status.items():
-            status = status_text(session.latest(name), now)
+            status = status_text(session.shown_run(name), now)
             if status.plain == shown:
                 continue
             same_kind = status.plain.split(" ", 1)[0] == shown.split(" ", 1)[0]

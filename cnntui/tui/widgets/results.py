@@ -83,10 +83,13 @@ class RowText(Text):
 class ResultsTable(DataTable):
     """One row per run; rows are added or updated with `put` and kept sorted."""
 
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("s", "sort", "Sort by column")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("s", "sort", "Sort", tooltip="sort by the cursor's column; again reverses it")
+    ]
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(cursor_type="cell", zebra_stripes=True, **kwargs)
+        # The name column stays in place when the table scrolls sideways.
+        super().__init__(cursor_type="cell", zebra_stripes=True, fixed_columns=1, **kwargs)
         self.rows_by_key: dict[str, dict[str, Any]] = {}
         self._order: list[str] = []  # insertion order: oldest first
         self.sort_column: str | None = None
@@ -151,7 +154,7 @@ class ResultsTable(DataTable):
     ) -> None:
         for col in COLUMNS[1:]:
             if old.get(col.key) != new.get(col.key):
-                self.update_cell(key, col.key, self._cell(col, new, best))
+                self.update_cell(key, col.key, self._cell(col, new, best), update_width=True)
 
     def _restyle_best(self, best: dict[str, float]) -> None:
         """Rewrite the cells of the columns whose best value changed: the old best and the new."""
@@ -165,7 +168,9 @@ class ResultsTable(DataTable):
                     continue
                 f = abs(f) if col.key == "gap" else f
                 if f in (was, now):
-                    self.update_cell(key, col.key, self._cell(col, summary, best))
+                    self.update_cell(
+                        key, col.key, self._cell(col, summary, best), update_width=True
+                    )
         self._best = best
 
     def _reorder(self, keep: str | None) -> None:
