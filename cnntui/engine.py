@@ -293,7 +293,8 @@ def _load_checkpoint(path: Path, dev: torch.device) -> dict[str, Any]:
             f"{path}: unreadable checkpoint (damaged, or holds more than tensors)"
         ) from None
     except Exception as e:  # any bytes at all: torch raises many kinds
-        raise CheckpointError(f"{path}: unreadable checkpoint ({one_line(e)})") from e
+        detail = one_line(e).split(". ")[0]  # torch goes on for sentences
+        raise CheckpointError(f"{path}: unreadable checkpoint ({detail})") from e
 
 
 def _record_failure(run: RunDir, history: History, total_seconds: float, reason: str) -> None:

@@ -563,6 +563,7 @@ class RunStore:
             )
         run = self.reopen(record)
         run.experiment = dataclasses.replace(experiment, **overrides)
+        run.summary["epochs"] = run.experiment.epochs
         return run, checkpoint
 
     def runs(self, name: str | None = None) -> list[RunRecord]:
