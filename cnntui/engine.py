@@ -286,7 +286,10 @@ def _load_checkpoint(path: Path, dev: torch.device) -> dict[str, Any]:
         ckpt = torch.load(path, map_location=dev, weights_only=True)
         if not isinstance(ckpt, dict):
             raise TypeError(f"holds a {type(ckpt).__name__}, not a checkpoint")
-        ckpt["history"] = History.from_arrays({k: v.numpy() for k, v in ckpt["history"].items()})
+        history = History.from_arrays({k: v.numpy() for k, v in ckpt["history"].items()})
+        if ckpt["epoch"] != history.epochs_done:
+            raise ValueError(f"epoch {ckpt['epoch']!r} disagrees with its history")
+        ckpt["history"] = history
         return ckpt
     except pickle.UnpicklingError:  # torch's text here advises weights_only=False: never
         raise CheckpointError(

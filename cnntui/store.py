@@ -613,4 +613,7 @@ class RunStore:
             return None
         if not isinstance(summary, dict):
             return None
-        return RunRecord(run_dir, _clean_summary(summary))
+        clean = _clean_summary(summary)
+        clean["name"] = run_dir.parent.name  # where the store filed it is what it is
+        clean.setdefault("status", "interrupted")
+        return RunRecord(run_dir, clean)

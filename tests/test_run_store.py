@@ -300,7 +300,8 @@ def test_a_summary_with_values_of_the_wrong_type_is_listed_with_them_dropped(run
     records = store.runs()  # sorting on `started` used to raise TypeError
     assert len(records) == 2
     broken = next(r for r in records if r.path == runs[0].path)
-    assert broken.summary == {"pid": 10**30} and broken.status == "interrupted"
+    assert broken.summary == {"pid": 10**30, "name": "tiny", "status": "interrupted"}
+    assert broken.status == "interrupted"
     assert broken.name == "tiny"
 
 
@@ -321,3 +322,33 @@ def test_a_missing_or_broken_config_raises_run_file_error(runs_dir: Path) -> Non
             config.write_text(text)
         with pytest.raises(store_mod.RunFileError, match=message):
             store.latest("tiny").experiment()
+
+
+async def test_the_tui_starts_on_damaged_runs_and_shows_dead_ones_interrupted(
+    tiny_toml, runs_dir, tmp_path
+) -> None:
+    from cnntui.tui.app import make_app
+
+    store = RunStore(runs_dir)
+    exp = tiny_experiment(name="alpha", epochs=1)
+    paths = []
+    for _ in range(4):
+        run = store.create(exp)
+        list(train(exp, None, run))
+        paths.append(run.path)
+    (paths[0] / "history.npz").write_bytes(b"PK\x03\x04 truncated")
+    (paths[1] / "summary.json").write_text(json.dumps({"started": 7, "final_test_acc": "x"}))
+    (paths[2] / "config.toml").unlink()
+    summary = json.loads((paths[3] / "summary.json").read_text())
+    summary.update(status="running", pid=2**22 + 12345)  # its process is gone
+    (paths[3] / "summary.json").write_text(json.dumps(summary))
+
+    app = make_app(tiny_toml, {}, runs_dir, tmp_path / "exports", device_label="cpu")
+    async with app.run_test(size=(100, 30)) as pilot:
+        rows = app.main.results.rows_by_key
+        assert set(rows) == {str(p) for p in paths}
+        assert rows[str(paths[3])]["status"] == "interrupted"
+        for key in ("v", "space", "v", "R"):  # results, mark, curves, resume the dead one
+            await pilot.press(key)
+            await pilot.pause()
+        assert app.screen is app.main

@@ -157,7 +157,9 @@ class MainScreen(Screen):
             self.show_file_error()
         self.table.show(self.session, self.marks)
         for record in self.session.load_past():
-            self.results.put(str(record.path), record.summary, redraw=False)
+            # The status as it is now: a `running` summary whose process is gone is interrupted.
+            summary = {**record.summary, "status": record.status}
+            self.results.put(str(record.path), summary, redraw=False)
         self.results.update_rows()
         self.update_header()
         self.set_interval(REDRAW_SECONDS, self.tick)
