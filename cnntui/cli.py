@@ -311,13 +311,14 @@ def plan_jobs(args: argparse.Namespace, store: Any, selected: list[Experiment], 
     if not args.resume:
         return [Job(e) for e in selected]
     jobs: list[Job] = []
+    skipped: dict[str, str] = {}  # experiment -> why it has nothing to resume
     try:
         for exp in selected:
             record = store.latest(exp.name, unfinished=True)
             if record is None:
-                print(
-                    f"[{exp.name}] nothing to resume (no unfinished run); skipped", file=sys.stderr
-                )
+                bad = store.unreadable(exp.name)
+                why = f"{bad[-1] / 'summary.json'} is unreadable" if bad else "no unfinished run"
+                skipped[exp.name] = why
                 continue
             run, checkpoint = store.resume(record, overrides)
             jobs.append(Job(run.experiment, run, checkpoint))
@@ -326,7 +327,12 @@ def plan_jobs(args: argparse.Namespace, store: Any, selected: list[Experiment], 
             job.resume_dir.release()
         raise UsageError(str(e)) from None
     if not jobs:
-        raise UsageError("--resume: none of the selected experiments has an unfinished run")
+        raise UsageError(
+            "--resume: none of the selected experiments has an unfinished run "
+            f"({'; '.join(f'{name}: {why}' for name, why in skipped.items())})"
+        )
+    for name, why in skipped.items():
+        print(f"[{name}] nothing to resume ({why}); skipped", file=sys.stderr)
     return jobs
 
 

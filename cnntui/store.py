@@ -591,6 +591,14 @@ class RunStore:
         out.sort(key=lambda r: (r.summary.get("started", ""), r.run_id))
         return out
 
+    def unreadable(self, name: str) -> list[Path]:
+        """Run directories of `name` that `runs` skips: no readable summary.json."""
+        try:
+            dirs = sorted(p for p in (self.root / name).iterdir() if p.is_dir())
+        except OSError:
+            return []
+        return [d for d in dirs if self.read(d) is None]
+
     def iter_latest(self) -> Iterator[RunRecord]:
         """The newest run of each experiment name."""
         latest: dict[str, RunRecord] = {}

@@ -104,6 +104,7 @@ def test_resume_without_a_checkpoint_refuses_instead_of_starting_over(tiny_toml)
         (lambda p: (p / "config.toml").write_text("epochs = ["), "config.toml: not valid TOML"),
         (lambda p: (p / "config.toml").write_bytes(b"\xff\xfe"), "config.toml: unreadable"),
         (lambda p: (p / "history.npz").write_bytes(b"PK\x03\x04"), "history.npz: unreadable"),
+        (lambda p: (p / "summary.json").write_text("{"), "summary.json is unreadable"),
     ],
 )
 def test_resume_with_a_damaged_run_is_one_line_and_writes_nothing(tiny_toml, damage, message):
