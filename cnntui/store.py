@@ -551,7 +551,7 @@ class RunStore:
         if fixed:
             raise ResumeError(
                 f"{where}: {', '.join(fixed)} cannot change on resume (only "
-                f"{', '.join(RESUME_KEYS)} can); run it anew without --resume to try them"
+                f"{', '.join(RESUME_KEYS)} can); start a new run to try them"
             )
         history = record.history()
         checkpoint = record.checkpoint if record.checkpoint.is_file() else None
@@ -559,7 +559,7 @@ class RunStore:
             raise ResumeError(
                 f"{where}: it recorded {history.epochs_done} epoch(s) and "
                 f"{len(history.batch_losses)} batch(es) but has no checkpoint.pt to continue "
-                "from; run it anew without --resume"
+                "from; start a new run instead"
             )
         run = self.reopen(record)
         run.experiment = dataclasses.replace(experiment, **overrides)

@@ -93,7 +93,7 @@ def test_resume_without_a_checkpoint_refuses_instead_of_starting_over(tiny_toml)
     record.checkpoint.unlink()
     before = snapshot(cwd / "runs")
     err = one_line_error(cnntui("--run", "alpha", "--resume", cwd=cwd))
-    assert "has no checkpoint.pt to continue from; run it anew without --resume" in err
+    assert "has no checkpoint.pt to continue from; start a new run instead" in err
     assert snapshot(cwd / "runs") == before
 
 
