@@ -7,6 +7,7 @@ This module imports only the standard library and the config at start-up, so `--
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import signal
@@ -20,6 +21,7 @@ from . import __version__, text
 from .config import ConfigError, Experiment, ExperimentFile, apply_overrides, load, parse_override
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+TUI_STOP_SECONDS = 30.0  # the longest quitting the TUI waits for its cancelled runs to save
 
 
 class UsageError(Exception):
@@ -188,14 +190,24 @@ class Progress:
         self.last_draw = 0.0
         self.status_width = 0
 
+    def write(self, text: str) -> None:
+        """Write and flush; a terminal that went away (a dropped SSH connection) silences the
+        output instead of stopping the runs, which must still save."""
+        try:
+            self.out.write(text)
+            self.out.flush()
+        except OSError:
+            self.live = False
+            silence(self.out)
+
     def _clear(self) -> None:
         if self.live and self.status_width:
-            self.out.write("\r" + " " * self.status_width + "\r")
+            self.write("\r" + " " * self.status_width + "\r")
             self.status_width = 0
 
     def line(self, msg: str) -> None:
         self._clear()
-        print(msg, file=self.out, flush=True)
+        self.write(msg + "\n")
         self._draw(force=True)
 
     def _draw(self, force: bool = False) -> None:
@@ -225,8 +237,7 @@ class Progress:
         except OSError:
             cols = 79
         status = text.pad(status, cols).rstrip()
-        self.out.write("\r" + status + " " * max(0, self.status_width - text.width(status)))
-        self.out.flush()
+        self.write("\r" + status + " " * max(0, self.status_width - text.width(status)))
         self.status_width = text.width(status)
 
     def handle(self, event: Any) -> None:
@@ -288,7 +299,19 @@ class Progress:
 
     def close(self) -> None:
         self._clear()
-        self.out.flush()
+        self.write("")
+
+
+def silence(out: IO[str]) -> None:
+    """Point `out`'s file descriptor at /dev/null, so that what is still written (and the
+    interpreter's last flush, which would otherwise turn the exit code into 120) goes nowhere."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, out.fileno())
+        os.close(null)
+        out.flush()
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def results_table(records: list[Any]) -> str:
@@ -372,24 +395,67 @@ def check_data(experiments: list[Experiment]) -> list[Experiment]:
 
 
 def plan_jobs(args: argparse.Namespace, store: Any, selected: list[Experiment], overrides: dict):
+    """The runs to train; with --resume, each selected experiment's latest unfinished run,
+    checked and locked (see RunStore.resume). A run that cannot be resumed is a UsageError
+    naming it and why, raised before anything is written."""
     from .runner import Job
+    from .store import StoreError
 
     if not args.resume:
         return [Job(e) for e in selected]
-    jobs = []
-    for exp in selected:
-        record = store.latest(exp.name, unfinished=True)
-        if record is None:
-            print(f"[{exp.name}] nothing to resume (no unfinished run); skipped", file=sys.stderr)
-            continue
-        resumed = apply_overrides([record.experiment()], overrides)[0]
-        run = store.reopen(record)
-        run.experiment = resumed
-        ckpt = record.checkpoint if record.checkpoint.exists() else None
-        jobs.append(Job(resumed, run, ckpt))
+    jobs: list[Job] = []
+    skipped: dict[str, str] = {}  # experiment -> why it has nothing to resume
+    try:
+        for exp in selected:
+            record = store.latest(exp.name, unfinished=True)
+            if record is None:
+                bad = store.unreadable(exp.name)
+                why = f"{bad[-1] / 'summary.json'} is unreadable" if bad else "no unfinished run"
+                skipped[exp.name] = why
+                continue
+            run, checkpoint = store.resume(record, overrides)
+            jobs.append(Job(run.experiment, run, checkpoint))
+    except StoreError as e:
+        for job in jobs:
+            job.resume_dir.release()
+        raise UsageError(str(e)) from None
     if not jobs:
-        raise UsageError("--resume: none of the selected experiments has an unfinished run")
+        raise UsageError(
+            "--resume: none of the selected experiments has an unfinished run "
+            f"({'; '.join(f'{name}: {why}' for name, why in skipped.items())})"
+        )
+    for name, why in skipped.items():
+        print(f"[{name}] nothing to resume ({why}); skipped", file=sys.stderr)
     return jobs
+
+
+@dataclasses.dataclass
+class _Row:
+    """A results-table row: a run this process trained, as its summary says."""
+
+    name: str
+    summary: dict[str, Any]
+    status: str
+
+
+def trained_rows(store: Any, jobs: list[Any], ran: dict[str, str | None], reasons: dict) -> list:
+    """The runs this process trained, in job order: each read back from its own directory,
+    or, where it has none (it could not be written), from what the run reported."""
+    from .store import RunStore
+
+    rows: list[_Row] = []
+    for job in jobs:
+        exp = job.experiment
+        if exp.name not in ran:
+            continue  # never started (interrupted before its turn)
+        path = ran[exp.name]
+        record = RunStore.read(Path(path)) if path else None
+        if record is not None:
+            rows.append(_Row(exp.name, record.summary, record.status))
+            continue
+        summary = {"title": exp.display_title, "model": exp.model, "reason": reasons.get(exp.name)}
+        rows.append(_Row(exp.name, summary, "failed"))
+    return rows
 
 
 def run_headless(args: argparse.Namespace, out: IO[str]) -> int:
@@ -407,7 +473,7 @@ def run_headless(args: argparse.Namespace, out: IO[str]) -> int:
         return EXIT_RUN_FAILED
     selected = ready
 
-    from .events import Cancelled, Diverged, Failed
+    from .events import Cancelled, Diverged, Failed, Started
     from .runner import run_jobs
     from .store import RunStore
 
@@ -416,40 +482,51 @@ def run_headless(args: argparse.Namespace, out: IO[str]) -> int:
     cancel = threading.Event()
     progress = Progress(out, live=out.isatty())
     outcomes: dict[str, str] = {}
+    ran: dict[str, str | None] = {}  # the runs this process trained: name -> run directory
+    reasons: dict[str, str] = {}
     interrupted = False
 
     def on_signal(signum: int, frame: Any) -> None:
         # Only set flags here: raising would tear through the event stream and leave the
         # worker threads running. Every run sees the cancel event within a batch and saves.
         nonlocal interrupted
-        if not interrupted:
-            progress.line("interrupted: stopping runs and saving their histories ...")
+        first = not interrupted
         interrupted = True
         cancel.set()
+        if first:
+            progress.line("interrupted: stopping runs and saving their histories ...")
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # SIGHUP is a dropped SSH connection or a closed terminal: stop and save, like SIGTERM.
+    signals = [signal.SIGINT, signal.SIGTERM]
+    if hasattr(signal, "SIGHUP"):
+        signals.append(signal.SIGHUP)
+    previous = {sig: signal.signal(sig, on_signal) for sig in signals}
     try:
         for event in run_jobs(jobs, store, cancel, args.jobs):
             progress.handle(event)
+            if isinstance(event, Started | Failed):
+                ran.setdefault(event.name, event.run_dir)
             if isinstance(event, Failed | Diverged | Cancelled):
                 outcomes[event.name] = type(event).__name__.lower()
+            if isinstance(event, Failed):
+                reasons[event.name] = event.reason
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         progress.close()
 
-    records = [r for r in (store.latest(j.experiment.name) for j in jobs) if r is not None]
-    if records:
-        print("\n" + results_table(records), file=out)
+    rows = trained_rows(store, jobs, ran, reasons)
+    if rows:
+        progress.write("\n" + results_table(rows) + "\n")
     if args.export:
         export(args, store, selected, out)
     if interrupted:
         return EXIT_INTERRUPTED
     failed = [n for n, o in outcomes.items() if o in ("failed", "diverged")]
     if not_started:
-        print(f"\n{not_started} experiment(s) not started: their dataset is missing", file=out)
+        progress.write(f"\n{not_started} experiment(s) not started: their dataset is missing\n")
     if failed:
-        print(f"\n{len(failed)} run(s) failed or diverged: {', '.join(failed)}", file=out)
+        progress.write(f"\n{len(failed)} run(s) failed or diverged: {', '.join(failed)}\n")
     return EXIT_RUN_FAILED if failed or not_started else EXIT_OK
 
 
@@ -488,12 +565,19 @@ def open_tui(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     app = make_app(args.config, overrides, args.runs_dir, args.exports_dir, args.jobs)
     app.run()
-    # By now the app has cancelled its runs and they have saved; every file is written by
-    # rename, so skipping the interpreter's slow teardown (about 1 s with torch loaded)
-    # cannot leave a half-written file, and quitting stays well under 2 s.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(EXIT_OK)
+    # However the app ended (quit, a hangup, a crash), no run may be cut off mid-save: cancel
+    # them all and wait until each has saved (a batch, then its files). Every file is written
+    # by rename, so then skipping the interpreter's slow teardown (about 1 s with torch
+    # loaded) cannot leave a half-written file, and quitting stays well under 2 s.
+    for name in ("SIGHUP", "SIGTERM"):  # stopping is under way: another signal must not cut it
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+    app.main.session.cancel_all()
+    app.main.session.wait_stopped(TUI_STOP_SECONDS)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError):  # the terminal is gone
+            stream.flush()
+    os._exit(EXIT_INTERRUPTED if app.return_code == EXIT_INTERRUPTED else EXIT_OK)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import pickle
 import threading
 import time
 from collections.abc import Iterator
@@ -26,7 +27,7 @@ from .config import Experiment
 from .events import BatchLosses, Cancelled, Diverged, EpochEnd, Event, Failed, Finished, Started
 from .history import History
 from .models import build, count_parameters, use_generator
-from .store import RunDir
+from .store import RunDir, StoreError
 from .text import one_line
 
 FLUSH_SECONDS = 0.1  # at most ~10 BatchLosses events a second per run
@@ -258,7 +259,8 @@ def train(
 
     `resume` is a checkpoint written by an earlier run of the same experiment: training
     continues after its last complete epoch with the same model, optimizer and RNG states.
-    The calling thread's CPU thread count is set for the run and restored afterwards.
+    The calling thread's CPU thread count is set for the run and restored afterwards, and
+    `run`'s lock is released when the run ends.
     """
     global _active_runs
     previous_threads = torch.get_num_threads()
@@ -271,6 +273,47 @@ def train(
             _active_runs -= 1
         if torch.get_num_threads() != previous_threads:
             torch.set_num_threads(previous_threads)
+        if run is not None:
+            run.release()
+
+
+class CheckpointError(RuntimeError):
+    """The checkpoint to resume from cannot be loaded."""
+
+
+def _load_checkpoint(path: Path, dev: torch.device) -> dict[str, Any]:
+    try:
+        ckpt = torch.load(path, map_location=dev, weights_only=True)
+        if not isinstance(ckpt, dict):
+            raise TypeError(f"holds a {type(ckpt).__name__}, not a checkpoint")
+        history = History.from_arrays({k: v.numpy() for k, v in ckpt["history"].items()})
+        if ckpt["epoch"] != history.epochs_done:
+            raise ValueError(f"epoch {ckpt['epoch']!r} disagrees with its history")
+        ckpt["history"] = history
+        return ckpt
+    except pickle.UnpicklingError:  # torch's text here advises weights_only=False: never
+        raise CheckpointError(
+            f"{path}: unreadable checkpoint (damaged, or holds more than tensors)"
+        ) from None
+    except Exception as e:  # any bytes at all: torch raises many kinds
+        detail = one_line(e).split(". ")[0]  # torch goes on for sentences
+        raise CheckpointError(f"{path}: unreadable checkpoint ({detail})") from e
+
+
+def _record_failure(run: RunDir, history: History, total_seconds: float, reason: str) -> None:
+    """Mark the run failed as fully as the disk allows: the history and summary, else the
+    summary alone; and where nothing can be written and nothing was recorded, remove the
+    new run's directory rather than leave one that looks like a run."""
+    try:
+        run.save(history, "failed", reason=reason, total_seconds=total_seconds)
+        return
+    except OSError:
+        pass
+    try:
+        run.save_summary("failed", reason=reason)
+        return
+    except OSError:
+        run.discard()
 
 
 def _train(
@@ -279,6 +322,7 @@ def _train(
     name = exp.name
     history = History()
     total_seconds = 0.0
+    run_dir = str(run.path) if run is not None else None
 
     def save(status: str | None = None, **fields: Any) -> None:
         if run is not None:
@@ -311,20 +355,25 @@ def _train(
         scaler = torch.amp.GradScaler(dev.type, enabled=exp.amp == "fp16")
         start_epoch = 0
         if resume is not None:
-            ckpt = torch.load(resume, map_location=dev, weights_only=True)
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scaler.load_state_dict(ckpt["scaler"])
-            _set_rng_state(ckpt["rng"], shuffle, noise, dev, exp.compile != "off")
-            history = History.from_arrays({k: v.numpy() for k, v in ckpt["history"].items()})
-            total_seconds = float(ckpt["total_seconds"])
-            start_epoch = int(ckpt["epoch"])
+            ckpt = _load_checkpoint(resume, dev)
+            try:
+                model.load_state_dict(ckpt["model"])
+                optimizer.load_state_dict(ckpt["optimizer"])
+                scaler.load_state_dict(ckpt["scaler"])
+                _set_rng_state(ckpt["rng"], shuffle, noise, dev, exp.compile != "off")
+                total_seconds = float(ckpt["total_seconds"])
+                start_epoch = int(ckpt["epoch"])
+            except Exception as e:
+                raise CheckpointError(f"{resume}: does not fit this run ({one_line(e)})") from e
+            history = ckpt["history"]
         step = torch.compile(model, mode=exp.compile) if exp.compile != "off" else model
         n_train = len(prep.train_y)
         bs = exp.batch_size
         batches = math.ceil(n_train / bs)
         if n_train == 0 or len(prep.test_y) == 0:
             raise ValueError(f"dataset {exp.dataset!r} has no training or no test images")
+        if run is not None and run.reopened:
+            run.write_config()  # what it trains with from now on (e.g. more epochs)
         # The images actually used: train_size / test_size cap them, the dataset may hold fewer.
         save(
             "running",
@@ -334,14 +383,20 @@ def _train(
             test_images=len(prep.test_y),
         )
     except Exception as e:
-        save("failed", reason=one_line(e))
-        yield Failed(name, _setup_reason(e))
+        reason = _setup_reason(e)
+        if run is not None and run.reopened:
+            # Nothing of the earlier run is touched: it stays resumable, and says why not now.
+            with contextlib.suppress(OSError):
+                run.resume_failed(reason)
+        elif run is not None:
+            _record_failure(run, history, total_seconds, _stored_reason(e))
+        yield Failed(name, reason, run_dir)
         return
 
     yield Started(
         name,
         run.run_id if run else "",
-        str(run.path) if run else None,
+        run_dir,
         describe_device(dev),
         params,
         exp.epochs,
@@ -353,6 +408,7 @@ def _train(
     mixed = exp.amp != "off"
     use_scaler = scaler.is_enabled()
     model.train()
+    ending: Diverged | Cancelled | None = None
     try:
         for epoch in range(start_epoch, exp.epochs):
             if dev.type == "cpu":
@@ -363,7 +419,6 @@ def _train(
             correct = torch.zeros((), device=dev, dtype=torch.long)
             next_flush = time.monotonic() + FLUSH_SECONDS
             done = 0  # batches trained this epoch
-            ending: Diverged | Cancelled | None = None
             for i, idx in enumerate(order.split(bs)):
                 if cancel.is_set():
                     ending = Cancelled(name)
@@ -405,8 +460,7 @@ def _train(
                     save("diverged", reason=ending.reason)
                 else:
                     save("cancelled", reason="cancelled by the user")
-                yield ending
-                return
+                break
             train_loss = float(sum(history.batch_losses[-batches:]) / batches)
             train_acc = correct.item() / n_train
             test_loss, test_acc = evaluate(step, prep, exp, dev)
@@ -429,24 +483,34 @@ def _train(
                 )
             save()
             yield end
+        if ending is None:
+            if run is not None:
+                run.save_torch("weights.pt", model.state_dict())
+            save("finished")
     except Exception as e:
-        save("failed", reason=one_line(e))
-        yield Failed(name, _runtime_reason(e, exp))
+        if run is not None:
+            _record_failure(run, history, total_seconds, _stored_reason(e))
+        yield Failed(name, _runtime_reason(e, exp), run_dir)
         return
+    yield ending or Finished(name, total_seconds)
 
-    if run is not None:
-        run.save_torch("weights.pt", model.state_dict())
-    save("finished")
-    yield Finished(name, total_seconds)
+
+def _stored_reason(exc: BaseException) -> str:
+    """The reason summary.json keeps: the exception's type and first line."""
+    if isinstance(exc, CheckpointError | StoreError):
+        return str(exc)
+    return one_line(exc)
 
 
 def _setup_reason(exc: BaseException) -> str:
-    if isinstance(exc, datasets.DataError | DeviceError):
+    if isinstance(exc, datasets.DataError | DeviceError | CheckpointError | StoreError):
         return str(exc)
     return one_line(exc)
 
 
 def _runtime_reason(exc: BaseException, exp: Experiment) -> str:
+    if isinstance(exc, StoreError):
+        return str(exc)
     if isinstance(exc, torch.OutOfMemoryError):
         return f"out of memory at batch_size {exp.batch_size}: lower batch_size or test_size"
     return one_line(exc)

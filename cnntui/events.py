@@ -60,6 +60,7 @@ class Failed:
 
     name: str
     reason: str
+    run_dir: str | None = None  # the run's directory, when it has one (failing at setup, too)
 
 
 @dataclass(frozen=True)

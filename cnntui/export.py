@@ -19,8 +19,6 @@ worker thread.
 
 from __future__ import annotations
 
-import functools
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,25 +81,10 @@ def _prepare(folder: Path) -> None:
         raise ExportError(f"exports dir {str(folder)!r} cannot be created: {e.strerror}") from None
 
 
-@functools.cache
-def _file_mode() -> int:
-    """0666 less the umask, like any new file: exports are for sharing, unlike the 0600 temp
-    file they are written through. Read from /proc, since setting the umask to read it
-    would race with other threads creating files."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return 0o666 & ~int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0o644
-
-
 def _write(result: ExportResult, path: Path, data: bytes | Callable[[IO[bytes]], None]) -> None:
-    mode = _file_mode()
+    """Write one export (with the umask's mode, as every atomic_write does)."""
 
     def write(f: IO[bytes]) -> None:
-        os.fchmod(f.fileno(), mode)
         if isinstance(data, bytes):
             f.write(data)
         else:

@@ -57,12 +57,31 @@ class History:
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> History:
+        """The history in an npz payload; ValueError, saying what is wrong, unless the arrays
+        are those `arrays` writes: every key, 1-D numbers, lengths that agree."""
+        check_arrays(arrays)
         h = cls()
         h.batch_losses = [float(v) for v in arrays["batch_losses"]]
         h.batch_indices = [int(v) for v in arrays["batch_indices"]]
         for key in EPOCH_KEYS:
-            setattr(h, key, [float(v) for v in arrays.get(key, [])])
+            setattr(h, key, [float(v) for v in arrays[key]])
         return h
+
+
+def check_arrays(arrays: dict[str, np.ndarray]) -> None:
+    """ValueError unless `arrays` is a history's npz payload (see History.arrays)."""
+    for key in ("batch_losses", "batch_indices", *EPOCH_KEYS):
+        a = arrays.get(key)
+        if a is None:
+            raise ValueError(f"not a run history (no {key!r} array)")
+        kinds = "iu" if key == "batch_indices" else "iuf"
+        if not isinstance(a, np.ndarray) or a.ndim != 1 or a.dtype.kind not in kinds:
+            what = f"{a.dtype} {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
+            raise ValueError(f"{key!r} must be a 1-D array of numbers, got {what}")
+    if len(arrays["batch_indices"]) != len(arrays["batch_losses"]):
+        raise ValueError("'batch_indices' and 'batch_losses' differ in length")
+    if len({len(arrays[k]) for k in EPOCH_KEYS}) != 1:
+        raise ValueError("the per-epoch arrays differ in length")
 
 
 def moving_average(values: np.ndarray | list[float], window: int = 100) -> np.ndarray:

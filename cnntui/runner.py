@@ -25,7 +25,7 @@ from typing import Any
 
 from .config import Experiment
 from .events import Event, Failed
-from .store import RunDir, RunStore
+from .store import RunDir, RunStore, StoreError
 from .text import one_line
 
 MODES = ("auto", "thread", "process")
@@ -76,12 +76,17 @@ def _run_one(job: Job, store: RunStore, cancel: Any, put: Any) -> None:
     from .engine import train
 
     exp = job.experiment
+    run = job.resume_dir
     try:
-        run = job.resume_dir or store.create(exp)
+        run = run or store.create(exp)
         for event in train(exp, cancel, run, job.checkpoint):
             put(event)
     except Exception as e:
-        put(Failed(exp.name, one_line(e)))
+        reason = str(e) if isinstance(e, StoreError) else one_line(e)
+        put(Failed(exp.name, reason, str(run.path) if run else None))
+    finally:
+        if run is not None:
+            run.release()
 
 
 def _in_threads(
@@ -125,9 +130,12 @@ def _in_threads(
 def _process_worker(
     wid: int, inbox: Any, out: Any, stop: Any, store: RunStore, share: int, parent: int
 ) -> None:
-    # Ctrl-C reaches the whole process group; the parent turns it into the cancel event and
-    # every run saves its history, so the workers ignore the signal itself.
+    # Ctrl-C, and the hangup of a closed terminal, reach the whole process group; the parent
+    # turns them into the cancel event and every run saves its history, so the workers
+    # ignore the signals themselves.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     from . import engine
 
     engine.share_cpu(share)

@@ -5,19 +5,28 @@ Layout: `<runs_dir>/<experiment name>/<run id>/` holding
 - `summary.json`  status, device, parameter count, headline metrics; rewritten every epoch;
 - `history.npz`   the loss history and per-epoch metrics; rewritten every epoch;
 - `checkpoint.pt` model, optimizer and RNG states at the last epoch end (for --resume);
-- `weights.pt`    the final model weights.
+- `weights.pt`    the final model weights;
+- `lock`          flock-ed by the process training the run (the OS drops it when that dies).
 
 Every file is written to a temporary file in the same directory and renamed over the old one,
-so a crash or `kill -9` leaves either the previous complete file or the new one.
+so a crash or `kill -9` leaves either the previous complete file or the new one. Files are
+created with the mode the umask gives (0666 less the umask), as other tools do.
+
+Reading a run's files never raises anything but `RunFileError`, whose one-line message names
+the file; a run whose summary.json is unreadable is not listed at all. A writer that reopened
+a run never writes a history shorter than the one on disk.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import json
 import math
 import os
 import secrets
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -28,21 +37,67 @@ from typing import IO, Any
 import numpy as np
 import tomli_w
 
-from .config import Experiment, check_value
-from .history import History, metrics
+from .config import ConfigError, Experiment, check_value
+from .history import History, Metrics, check_arrays, metrics
+from .text import one_line
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: runs are not locked
+    fcntl = None  # type: ignore[assignment]
 
 STATUSES = ("running", "finished", "failed", "diverged", "cancelled", "interrupted")
 UNFINISHED = ("running", "cancelled", "interrupted")
 
 
+# What a resume may change: how the run trains, not what it trains. Everything else (model,
+# dataset, sizes, optimizer and its settings, dropout, seed, augment, amp) is fixed by the
+# checkpoint, or would make the history disagree with config.toml.
+RESUME_KEYS = ("epochs", "device", "threads", "compile", "channels_last", "data_dir", "target_acc")
+LOCK_FILE = "lock"
+LOCK_WAIT_SECONDS = 0.5  # how long taking a lock rides over a status probe holding it briefly
+MAX_TEXT_FILE = 1 << 20  # summary.json and config.toml larger than this are not read
+
+
 class StoreError(OSError):
-    """The runs directory cannot be used; the message names it and why."""
+    """The run store cannot be used as asked; the message is one line naming where and why."""
+
+
+class RunFileError(StoreError):
+    """A run's file (summary.json, history.npz, config.toml) is unreadable or malformed.
+
+    The only exception reading a run's files raises; exports and front ends catch it, skip or
+    refuse that run, and show the message, which names the file."""
+
+
+class RunLocked(StoreError):
+    """Another live process is training the run."""
+
+
+class ResumeError(StoreError):
+    """The run cannot be resumed as asked; nothing was written."""
+
+
+@functools.cache
+def file_mode() -> int:
+    """0666 less the umask, the mode any new file gets: the temporary files everything is
+    written through are 0600. Read from /proc, since setting the umask to read it would race
+    with other threads creating files."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o644
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write through `write(file)` into a temp file beside `path`, fsync, then rename over it."""
+    """Write through `write(file)` into a temp file beside `path`, fsync, then rename over it.
+    The file gets the umask's mode (`file_mode`)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -64,7 +119,11 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def _pid_alive(pid: int) -> bool:
+def _pid_alive(pid: Any) -> bool:
+    if isinstance(pid, bool) or not isinstance(pid, int) or not 0 < pid < 2**31:
+        return False  # not a process id (0 and negatives would signal process groups)
+    if pid == os.getpid():
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -74,21 +133,172 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+# --- run locks -----------------------------------------------------------------------------
+# A process training a run holds an exclusive flock on the run's `lock` file for as long as it
+# trains it; the OS releases it when the process dies, however it dies. flock locks belong to
+# an open file, so a second open in the same process conflicts too: one writer per run.
+
+
+class RunLock:
+    """A held run lock; `release` (or losing the last reference) lets it go."""
+
+    def __init__(self, fd: int | None) -> None:
+        self._fd = fd
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)  # closing the file drops the flock
+
+    def __del__(self) -> None:
+        self.release()
+
+
+def try_lock(run_dir: Path) -> RunLock | None:
+    """Take the run's lock now, or None when another open file holds it."""
+    if fcntl is None:
+        return RunLock(None)
+    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    with contextlib.suppress(OSError):  # the pid is for messages only; a full disk may refuse it
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+    return RunLock(fd)
+
+
+def lock_holder(run_dir: Path) -> int | None:
+    """None when no process holds the run's lock; else the holder's pid (0 when unknown)."""
+    if fcntl is None:
+        return None
+    try:
+        fd = os.open(run_dir / LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None  # no lock file: never locked (or a run from before locks)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                return int(os.read(fd, 32).split()[0])
+            except (OSError, ValueError, IndexError):
+                return 0
+        except OSError:
+            return None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def acquire_lock(run_dir: Path, wait: float = LOCK_WAIT_SECONDS) -> RunLock:
+    """Take the run's lock, or raise RunLocked naming the process that trains it."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            lock = try_lock(run_dir)
+        except OSError as e:
+            raise StoreError(f"cannot lock run {run_dir}: {e.strerror or e}") from None
+        if lock is not None:
+            return lock
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.02)  # a status probe holds it for microseconds; a trainer for good
+    pid = lock_holder(run_dir)
+    who = f"pid {pid}" if pid else "another process"
+    raise RunLocked(f"run {run_dir} is still training in {who}")
+
+
 def new_run_id() -> str:
     """Sortable by start time; the random tail keeps two simultaneous runs apart."""
     return time.strftime("%Y%m%d-%H%M%S") + f"-{secrets.token_hex(3)}"
 
 
+# summary.json fields and the types readers may rely on; a field of another type is dropped
+# on reading (as if absent), so a hand-edited or damaged summary cannot break a listing.
+_SUMMARY_TEXT = ("title", "group", "model", "dataset", "run_id", "reason", "started", "updated")
+_SUMMARY_INTS = ("pid", "epochs", "epochs_done", "batches_done", "params", "epochs_to_target")
+_SUMMARY_FLOATS = tuple(f.name for f in dataclasses.fields(Metrics) if f.name != "epochs_to_target")
+
+
+def _clean_summary(raw: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in _SUMMARY_TEXT or key in ("name", "device"):
+            ok = isinstance(value, str)
+        elif key == "status":
+            ok = value in STATUSES
+        elif key in _SUMMARY_INTS:
+            ok = value is None or (isinstance(value, int) and not isinstance(value, bool))
+        elif key in _SUMMARY_FLOATS:
+            if isinstance(value, int) and not isinstance(value, bool):
+                try:
+                    value = float(value)
+                except OverflowError:
+                    continue
+            ok = value is None or isinstance(value, float)
+        else:
+            ok = True  # a field this version does not know: kept as written
+        if ok:
+            out[key] = value
+    return out
+
+
+def _check_regular(file: Path) -> None:
+    """FileNotFoundError if absent; ValueError for a FIFO, device or directory (whose reading
+    would block, or never end)."""
+    if not stat.S_ISREG(file.stat().st_mode):
+        raise ValueError("not a regular file")
+
+
+def _read_small(file: Path) -> bytes:
+    _check_regular(file)
+    with file.open("rb") as f:
+        data = f.read(MAX_TEXT_FILE + 1)
+    if len(data) > MAX_TEXT_FILE:
+        raise ValueError(f"larger than {MAX_TEXT_FILE} bytes")
+    return data
+
+
+def read_history_arrays(file: Path) -> dict[str, np.ndarray]:
+    """The arrays of a history.npz, checked to be a consistent history (empty when there is
+    no file); anything else raises RunFileError naming the file."""
+    if not file.exists() and not file.is_symlink():
+        return History().arrays()
+    try:
+        _check_regular(file)
+        loaded = np.load(file, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ValueError("not an npz archive")
+        with loaded:
+            arrays = {k: loaded[k] for k in loaded.files}
+    except Exception as e:  # any bytes at all: numpy and zipfile raise many kinds
+        raise RunFileError(f"{file}: unreadable history ({one_line(e)})") from None
+    try:
+        check_arrays(arrays)
+    except ValueError as e:
+        raise RunFileError(f"{file}: {e}") from None
+    return arrays
+
+
 @dataclass
 class RunRecord:
-    """A run on disk, as read back from its summary.json."""
+    """A run on disk, as read back from its summary.json (fields of the wrong type dropped)."""
 
     path: Path
     summary: dict[str, Any]
 
     @property
     def name(self) -> str:
-        return self.summary.get("name", self.path.parent.name)
+        """The experiment's name: the directory the run is filed under."""
+        return self.path.parent.name
 
     @property
     def run_id(self) -> str:
@@ -97,43 +307,69 @@ class RunRecord:
     @property
     def status(self) -> str:
         status = self.summary.get("status", "interrupted")
-        if status == "running":
-            pid = self.summary.get("pid")
-            # A run marked running whose process is gone was killed mid-run.
-            if pid != os.getpid() and not (isinstance(pid, int) and _pid_alive(pid)):
-                return "interrupted"
+        if status == "running" and not self.alive():
+            return "interrupted"  # its process was killed mid-run
         return status
 
+    def alive(self) -> bool:
+        """Whether a live process trains the run: the pid it recorded lives and, for runs that
+        have a lock file, the lock is held (a recycled pid does not hold it)."""
+        if not _pid_alive(self.summary.get("pid")):
+            return False
+        if not (self.path / LOCK_FILE).exists():
+            return True
+        return lock_holder(self.path) is not None
+
     def history(self) -> History:
-        file = self.path / "history.npz"
-        if not file.exists():
-            return History()
-        with np.load(file) as npz:
-            return History.from_arrays(dict(npz))
+        """The recorded history; RunFileError if history.npz is unreadable or malformed."""
+        return History.from_arrays(read_history_arrays(self.path / "history.npz"))
 
     def experiment(self) -> Experiment:
-        """The resolved experiment this run trained with."""
+        """The resolved experiment this run trained with, from its config.toml; RunFileError
+        if the file is missing, unreadable or holds a setting that is not valid."""
         import tomllib
 
-        with (self.path / "config.toml").open("rb") as f:
-            values = tomllib.load(f)
-        clean = {
-            k: check_value(k, v) for k, v in values.items() if k in Experiment.__dataclass_fields__
-        }
-        return Experiment(**clean)
+        file = self.path / "config.toml"
+        try:
+            values = tomllib.loads(_read_small(file).decode("utf-8"))
+            clean = {
+                k: check_value(k, v)
+                for k, v in values.items()
+                if k in Experiment.__dataclass_fields__
+            }
+            return Experiment(**{**clean, "name": self.name})
+        except FileNotFoundError:
+            raise RunFileError(f"{file}: missing (the run's settings are unknown)") from None
+        except ConfigError as e:
+            raise RunFileError(f"{file}: {e}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise RunFileError(f"{file}: not valid TOML ({e})") from None
+        except Exception as e:  # unreadable, not UTF-8, absurdly nested or large
+            raise RunFileError(f"{file}: unreadable ({one_line(e)})") from None
 
     @property
     def checkpoint(self) -> Path:
         return self.path / "checkpoint.pt"
 
 
+_RUN_FILES = ("config.toml", "summary.json", "history.npz", "checkpoint.pt", "weights.pt")
+
+
 class RunDir:
-    """The writer side of one run's directory; used by the engine while it trains."""
+    """The writer side of one run's directory; used by the engine while it trains.
+
+    It holds the run's lock while this process trains the run (`release` ends that). Opened
+    again for a resume, it remembers what the disk had recorded (`floor`) and never writes a
+    shorter history over it."""
 
     def __init__(self, path: Path, experiment: Experiment, run_id: str) -> None:
         self.path = path
         self.experiment = experiment
         self.run_id = run_id
+        self.lock: RunLock | None = None
+        self.floor = (0, 0)  # (batches, epochs) on disk when reopened
+        self.written = (0, 0)  # (batches, epochs) of the last history this writer saved
+        self.reopened_status: str | None = None  # the status before a resume reopened it
         self.summary: dict[str, Any] = {
             "name": experiment.name,
             "title": experiment.display_title,
@@ -148,31 +384,89 @@ class RunDir:
             "epochs": experiment.epochs,
         }
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A worker process gets the run without the lock: the parent keeps holding it.
+        return {**self.__dict__, "lock": None}
+
+    @property
+    def reopened(self) -> bool:
+        return self.reopened_status is not None
+
+    def release(self) -> None:
+        """Let go of the run's lock (the run is no longer trained by this process)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+    def _write(self, filename: str, write: Callable[[IO[bytes]], None]) -> None:
+        path = self.path / filename
+        try:
+            atomic_write(path, write)
+        except OSError as e:
+            raise StoreError(f"cannot write {path}: {e.strerror or e}") from None
+
     def write_config(self) -> None:
-        atomic_write_bytes(
-            self.path / "config.toml", tomli_w.dumps(self.experiment.settings()).encode()
-        )
+        data = tomli_w.dumps(self.experiment.settings()).encode()
+        self._write("config.toml", lambda f: f.write(data))
+
+    def covers(self, history: History) -> bool:
+        """Whether `history` holds at least what the disk had when the run was reopened."""
+        return len(history.batch_losses) >= self.floor[0] and history.epochs_done >= self.floor[1]
 
     def save(self, history: History, status: str | None = None, **fields: Any) -> None:
-        """Rewrite history.npz and summary.json with the run's state so far."""
-        arrays = history.arrays()
-        atomic_write(self.path / "history.npz", lambda f: np.savez(f, **arrays))
+        """Rewrite history.npz and summary.json with the run's state so far. A history
+        shorter than what the disk recorded (a resume that has not caught up yet) is not
+        written: only the summary's status and fields are."""
+        if self.covers(history):
+            arrays = history.arrays()
+            self._write("history.npz", lambda f: np.savez(f, **arrays))
+            self.written = (len(history.batch_losses), history.epochs_done)
+            self.summary.update(fields)
+            total = self.summary.get("total_seconds") or 0.0
+            m = metrics(history, self.experiment.target_acc, total)
+            self.summary.update({k: _json_safe(v) for k, v in asdict(m).items()})
+            self.summary["epochs_done"] = history.epochs_done
+            self.summary["batches_done"] = len(history.batch_losses)
+        else:
+            self.summary.update({k: v for k, v in fields.items() if k != "total_seconds"})
+        self.save_summary(status)
+
+    def save_summary(self, status: str | None = None, **fields: Any) -> None:
+        """Rewrite summary.json alone (small: the last thing a full disk may still take)."""
         if status is not None:
             self.summary["status"] = status
         self.summary.update(fields)
-        m = metrics(history, self.experiment.target_acc, self.summary.get("total_seconds", 0.0))
-        self.summary.update({k: _json_safe(v) for k, v in asdict(m).items()})
-        self.summary["epochs_done"] = history.epochs_done
-        self.summary["batches_done"] = len(history.batch_losses)
         self.summary["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         self.summary["pid"] = os.getpid()
         data = json.dumps(self.summary, indent=2, ensure_ascii=False).encode()
-        atomic_write_bytes(self.path / "summary.json", data)
+        self._write("summary.json", lambda f: f.write(data))
+
+    def resume_failed(self, reason: str) -> None:
+        """A resume could not start: put the run back as it was, resumable, saying why."""
+        self.save_summary(self.reopened_status or "interrupted", reason=f"resume failed: {reason}")
 
     def save_torch(self, filename: str, obj: Any) -> None:
         import torch
 
-        atomic_write(self.path / filename, lambda f: torch.save(obj, f))
+        self._write(filename, lambda f: torch.save(obj, f))
+
+    def discard(self) -> bool:
+        """Remove a new run's directory that recorded nothing (its setup could not even be
+        written); True when gone. A reopened run, or one with a batch on disk, is kept."""
+        if self.reopened or self.written != (0, 0):
+            return False
+        self.release()
+        names = [*_RUN_FILES, LOCK_FILE]
+        with contextlib.suppress(OSError):
+            names += [p.name for p in self.path.glob(".*.tmp")]
+        for name in names:
+            with contextlib.suppress(OSError):
+                (self.path / name).unlink()
+        try:
+            self.path.rmdir()
+        except OSError:
+            return False
+        return True
 
 
 class RunStore:
@@ -192,29 +486,85 @@ class RunStore:
             raise StoreError(f"runs dir {str(self.root)!r} is not writable: {e.strerror}") from None
 
     def create(self, experiment: Experiment) -> RunDir:
-        """A fresh directory for a new run of `experiment`, with its config written."""
+        """A fresh, locked directory for a new run of `experiment`, with its config written.
+        If that cannot be written (a full disk), no directory is left behind."""
         check_value("name", experiment.name)  # a name that could leave the runs dir is refused
         base = self.root / experiment.name
-        base.mkdir(parents=True, exist_ok=True)
-        while True:
-            run_id = new_run_id()
-            try:
-                (base / run_id).mkdir()
-                break
-            except FileExistsError:
-                continue
+        try:
+            base.mkdir(parents=True, exist_ok=True)
+            while True:
+                run_id = new_run_id()
+                try:
+                    (base / run_id).mkdir()
+                    break
+                except FileExistsError:
+                    continue
+        except OSError as e:
+            raise StoreError(f"cannot create a run directory in {base}: {e.strerror}") from None
         run = RunDir(base / run_id, experiment, run_id)
-        run.write_config()
-        run.save(History())
+        try:
+            run.lock = acquire_lock(run.path)
+            run.write_config()
+            run.save(History())
+        except BaseException:
+            run.discard()
+            raise
         return run
 
     def reopen(self, record: RunRecord) -> RunDir:
-        """A writer for an existing run (resume), keeping its summary."""
-        run = RunDir(record.path, record.experiment(), record.run_id)
+        """A locked writer for an existing run (resume), keeping its summary and what its
+        history recorded. RunLocked if another process trains it; RunFileError if its config
+        or history cannot be read."""
+        experiment = record.experiment()
+        history = record.history()
+        status = record.status
+        run = RunDir(record.path, experiment, record.run_id)
+        run.lock = acquire_lock(record.path)
         run.summary.update(record.summary)
         run.summary["status"] = "running"
         run.summary["reason"] = ""
+        run.floor = run.written = (len(history.batch_losses), history.epochs_done)
+        run.reopened_status = status
         return run
+
+    def resume(self, record: RunRecord, overrides: dict[str, Any]) -> tuple[RunDir, Path | None]:
+        """Check that `record` can be resumed with `overrides`, then reopen it (locked): the
+        writer and the checkpoint to load (None: nothing was recorded, so it restarts in
+        place). Any refusal is a ResumeError, RunLocked or RunFileError, one line, and
+        nothing has been written."""
+        where = f"cannot resume {record.name} run {record.run_id}"
+        root = self.root.resolve()
+        real = record.path.resolve()
+        if (
+            record.path.is_symlink()
+            or record.path.parent.is_symlink()
+            or real.parent.parent != root
+        ):
+            raise ResumeError(
+                f"{where}: {record.path} is a symbolic link or leads outside {self.root}; "
+                "refusing to write through it"
+            )
+        experiment = record.experiment()
+        fixed = [
+            k for k, v in overrides.items() if k not in RESUME_KEYS and getattr(experiment, k) != v
+        ]
+        if fixed:
+            raise ResumeError(
+                f"{where}: {', '.join(fixed)} cannot change on resume (only "
+                f"{', '.join(RESUME_KEYS)} can); start a new run to try them"
+            )
+        history = record.history()
+        checkpoint = record.checkpoint if record.checkpoint.is_file() else None
+        if checkpoint is None and (history.batch_losses or history.epochs_done):
+            raise ResumeError(
+                f"{where}: it recorded {history.epochs_done} epoch(s) and "
+                f"{len(history.batch_losses)} batch(es) but has no checkpoint.pt to continue "
+                "from; start a new run instead"
+            )
+        run = self.reopen(record)
+        run.experiment = dataclasses.replace(experiment, **overrides)
+        run.summary["epochs"] = run.experiment.epochs
+        return run, checkpoint
 
     def runs(self, name: str | None = None) -> list[RunRecord]:
         """Every readable run (of `name`, if given), oldest first; unreadable ones skipped."""
@@ -223,16 +573,31 @@ class RunStore:
         out: list[RunRecord] = []
         if name is not None:
             check_value("name", name)
-        dirs = [self.root / name] if name else sorted(p for p in self.root.iterdir() if p.is_dir())
+        try:
+            dirs = [self.root / name] if name else sorted(self.root.iterdir())
+        except OSError:
+            return []
         for exp_dir in dirs:
             if not exp_dir.is_dir():
                 continue
-            for run_dir in sorted(exp_dir.iterdir()):
-                record = self._read(run_dir)
+            try:
+                run_dirs = sorted(exp_dir.iterdir())
+            except OSError:
+                continue
+            for run_dir in run_dirs:
+                record = self.read(run_dir)
                 if record is not None:
                     out.append(record)
         out.sort(key=lambda r: (r.summary.get("started", ""), r.run_id))
         return out
+
+    def unreadable(self, name: str) -> list[Path]:
+        """Run directories of `name` that `runs` skips: no readable summary.json."""
+        try:
+            dirs = sorted(p for p in (self.root / name).iterdir() if p.is_dir())
+        except OSError:
+            return []
+        return [d for d in dirs if self.read(d) is None]
 
     def iter_latest(self) -> Iterator[RunRecord]:
         """The newest run of each experiment name."""
@@ -248,9 +613,15 @@ class RunStore:
         return None
 
     @staticmethod
-    def _read(run_dir: Path) -> RunRecord | None:
+    def read(run_dir: Path) -> RunRecord | None:
+        """The run in `run_dir`, or None when its summary.json is missing or unreadable."""
         try:
-            summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            summary = json.loads(_read_small(run_dir / "summary.json").decode("utf-8"))
+        except (OSError, ValueError, RecursionError):
             return None
-        return RunRecord(run_dir, summary) if isinstance(summary, dict) else None
+        if not isinstance(summary, dict):
+            return None
+        clean = _clean_summary(summary)
+        clean["name"] = run_dir.parent.name  # where the store filed it is what it is
+        clean.setdefault("status", "interrupted")
+        return RunRecord(run_dir, clean)

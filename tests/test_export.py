@@ -23,6 +23,7 @@ from matplotlib import image as mpimage
 
 from cnntui import export as export_mod
 from cnntui import figures, tables
+from cnntui import store as store_mod
 from cnntui.engine import train
 from cnntui.events import EpochEnd, Failed
 from cnntui.export import ExportError, export_all
@@ -113,7 +114,7 @@ def test_every_file_the_issue_lists_is_written(suite) -> None:
     assert result.missing == ["never"] and not (out / "never").exists()
     assert result.warnings == []
     # Shareable like any new file, not the 0600 of the temp file behind the atomic write.
-    assert (out / "results.csv").stat().st_mode & 0o777 == export_mod._file_mode()
+    assert (out / "results.csv").stat().st_mode & 0o777 == store_mod.file_mode()
     assert not list(out.rglob("*.tmp"))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -15,6 +16,9 @@ from .screens.main import MainScreen, Trainer
 from .session import Session
 
 STOP_SECONDS = 1.5  # how long quitting waits for cancelled runs to save their histories
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGHUP", "SIGTERM") if hasattr(signal, name)
+)
 
 
 class CnnTui(App):
@@ -33,6 +37,17 @@ class CnnTui(App):
 
     def on_mount(self) -> None:
         self.push_screen(self.main)
+        # Textual leaves SIGHUP (a dropped SSH connection, a closed terminal window) and
+        # SIGTERM at their default, which kills the process mid-epoch: stop the runs instead.
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop = asyncio.get_running_loop()
+            for sig in STOP_SIGNALS:
+                loop.add_signal_handler(sig, self.hang_up)
+
+    def hang_up(self) -> None:
+        """Told to stop by a signal: cancel every run and quit without asking. The runs save
+        as they stop; `cnntui` waits for them before the process ends."""
+        self.exit(return_code=130)
 
     async def action_quit(self) -> None:
         """Quit; with runs active, ask first, then cancel them and wait for them to save."""

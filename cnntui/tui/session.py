@@ -7,8 +7,11 @@ broken file keeps the last good list) are tested without a screen. No textual, n
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +46,8 @@ class Session:
         self._configs: dict[str, Experiment | None] = {}  # run dir -> what it trained with
         self._refreshed = 0.0  # monotonic time stored runs marked running were last re-read
         self._told: dict[str, str] = {}  # run dir -> the status last handed to the screen
+        self._training = 0  # worker threads inside `training()`
+        self._idle = threading.Condition()
 
     def load_past(self) -> list[RunRecord]:
         """Read every stored run's summary (not its history): the results table's first rows."""
@@ -189,8 +194,7 @@ class Session:
         if state is None or state.ended:
             return f"{name} is not running"
         if state.status == "queued":
-            state.status, state.reason = "cancelled", "removed from the queue"
-            state.version += 1
+            self._unqueue(state)
             return f"{name} removed from the queue"
         state.cancel.set()
         return f"cancelling {name} (its history so far is kept)"
@@ -198,12 +202,35 @@ class Session:
     def cancel_all(self) -> list[RunState]:
         """Cancel every queued and active run; returns the active ones still to stop."""
         for state in self.queued():
-            state.status, state.reason = "cancelled", "removed from the queue"
-            state.version += 1
+            self._unqueue(state)
         active = self.active()
         for state in active:
             state.cancel.set()
         return active
+
+    @staticmethod
+    def _unqueue(state: RunState) -> None:
+        state.status, state.reason = "cancelled", "removed from the queue"
+        state.version += 1
+        if state.resume_run is not None:
+            state.resume_run.release()  # the run it would have resumed is free again
+
+    @contextlib.contextmanager
+    def training(self) -> Iterator[None]:
+        """Around a worker thread's training: `wait_stopped` waits for every such block."""
+        with self._idle:
+            self._training += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._training -= 1
+                self._idle.notify_all()
+
+    def wait_stopped(self, timeout: float) -> bool:
+        """Wait until no worker trains (each has saved its run); False on timeout."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._training == 0, timeout)
 
     def resumable(self, name: str) -> RunRecord | None:
         """The latest stored unfinished run of `name` that is not running in this session."""

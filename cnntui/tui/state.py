@@ -22,6 +22,7 @@ import numpy as np
 from ..config import Experiment
 from ..events import BatchLosses, Cancelled, Diverged, EpochEnd, Event, Failed, Finished, Started
 from ..history import History, metrics
+from ..store import RunFileError, read_history_arrays
 
 MA_WINDOW = 100  # batches in the moving average over the batch losses
 ACTIVE = ("starting", "running")
@@ -127,10 +128,12 @@ class Trace:
 
     @classmethod
     def load(cls, npz: Path) -> Trace:
-        if not npz.exists():
+        """A stored run's history; empty when there is none or it cannot be read (the run's
+        row still shows what its summary says)."""
+        try:
+            return cls.from_arrays(read_history_arrays(npz))
+        except RunFileError:
             return cls()
-        with np.load(npz) as f:
-            return cls.from_arrays(dict(f))
 
     def truncate(self, batches: int, epochs: int) -> None:
         """Keep the first `batches` losses and `epochs` epochs (a resume restarts there)."""

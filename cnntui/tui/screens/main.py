@@ -31,9 +31,9 @@ from textual.widgets import ContentSwitcher, DataTable, Footer, Header, Static
 from textual.worker import Worker, WorkerState
 
 from ... import text, tomledit
-from ...config import ConfigError, apply_overrides
+from ...config import ConfigError
 from ...events import BatchLosses, Event
-from ...store import RunRecord
+from ...store import RunRecord, StoreError
 from ...text import one_line
 from ...tomledit import show_value
 from ..messages import RunUpdated
@@ -302,11 +302,15 @@ class MainScreen(Screen):
         """The worker thread: one run, its events into the RunState, a note to the screen."""
         yield_cpu_to_ui()
         store = self.session.store
-        run = state.resume_run or store.create(state.experiment)
-        for event in self.trainer(state.experiment, state.cancel, run, state.checkpoint):
-            state.feed(event)
-            if not isinstance(event, BatchLosses):  # the redraw timer picks those up
-                self.post_message(RunUpdated(state.key))
+        with self.session.training():
+            run = state.resume_run or store.create(state.experiment)
+            try:
+                for event in self.trainer(state.experiment, state.cancel, run, state.checkpoint):
+                    state.feed(event)
+                    if not isinstance(event, BatchLosses):  # the redraw timer picks those up
+                        self.post_message(RunUpdated(state.key))
+            finally:
+                run.release()
 
     def on_run_updated(self, message: RunUpdated) -> None:
         state = self.session.runs.get(message.key)
@@ -477,15 +481,13 @@ class MainScreen(Screen):
             self.notify(f"{name} has no unfinished run to resume", severity="warning")
             return
         try:
-            exp = apply_overrides([record.experiment()], self.session.overrides)[0]
-        except (OSError, ValueError) as e:
-            self.notify(f"cannot resume {record.path}: {one_line(e)}", severity="error")
+            run, checkpoint = self.session.store.resume(record, self.session.overrides)
+        except StoreError as e:
+            self.notify(str(e), severity="error", timeout=15)
             return
-        run = self.session.store.reopen(record)
-        run.experiment = exp
-        checkpoint = record.checkpoint if record.checkpoint.exists() else None
-        queued = self.session.enqueue(exp, run, checkpoint)
+        queued = self.session.enqueue(run.experiment, run, checkpoint)
         if isinstance(queued, str):
+            run.release()
             self.notify(queued, severity="warning")
             return
         done = record.summary.get("epochs_done", 0)

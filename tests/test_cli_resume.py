@@ -1,0 +1,295 @@
+"""Resume, locks, hangups and the results table, as a user meets them: a real `cnntui`
+subprocess, its exit code and one-line messages, and the run store it leaves."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from cnntui import engine
+from cnntui import store as store_mod
+from cnntui.config import apply_overrides, load
+from cnntui.events import BatchLosses
+from cnntui.store import RunStore
+from tests.test_cli import LONG, batch4_run, cnntui, start, wait_for_line
+
+
+def cancelled_run(tiny_toml: Path):
+    """alpha stopped 3 batches into its second of 3 epochs, as Ctrl-C would leave it."""
+    exp = apply_overrides([load(tiny_toml).get("alpha")], {"epochs": 3})[0]
+    store = RunStore(tiny_toml.parent / "runs")
+    cancel = threading.Event()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(engine, "FLUSH_SECONDS", 0.0)
+        for event in engine.train(exp, cancel, store.create(exp)):
+            if isinstance(event, BatchLosses) and event.first_index >= 10:
+                cancel.set()
+    record = store.latest("alpha")
+    assert record.status == "cancelled" and record.summary["batches_done"] > 8
+    return store, record
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def one_line_error(result: subprocess.CompletedProcess, code: int = 2) -> str:
+    assert result.returncode == code, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    err = result.stderr.strip()
+    assert "\n" not in err and err.startswith("cnntui: "), err
+    return err
+
+
+def test_resume_that_would_change_the_model_is_refused_before_anything_is_written(tiny_toml):
+    cwd = tiny_toml.parent
+    _, record = cancelled_run(tiny_toml)
+    before = snapshot(cwd / "runs")
+    result = cnntui("--run", "alpha", "--resume", "--set", "model=resnet", cwd=cwd)
+    err = one_line_error(result)
+    assert f"cannot resume alpha run {record.run_id}: model cannot change on resume" in err
+    assert snapshot(cwd / "runs") == before
+
+
+def test_a_corrupt_checkpoint_fails_the_resume_and_keeps_the_run_resumable(tiny_toml):
+    cwd = tiny_toml.parent
+    store, record = cancelled_run(tiny_toml)
+    history = record.history()
+    good = record.checkpoint.read_bytes()
+    record.checkpoint.write_bytes(good[: len(good) // 2])  # truncated
+    result = cnntui("--run", "alpha", "--resume", cwd=cwd)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "checkpoint.pt: unreadable checkpoint" in result.stdout
+    after = store.latest("alpha", unfinished=True)
+    assert after.path == record.path and after.status == "cancelled"
+    assert after.history() == history
+    assert "resume failed" in after.summary["reason"]
+
+    record.checkpoint.write_bytes(good)  # with the checkpoint back, it resumes and finishes
+    result = cnntui("--run", "alpha", "--resume", cwd=cwd)
+    assert result.returncode == 0, result.stdout + result.stderr
+    finished = store.latest("alpha")
+    assert finished.path == record.path and finished.status == "finished"
+    assert finished.history().batch_losses[:8] == history.batch_losses[:8]
+    assert len(finished.history().batch_losses) == 24
+
+
+def test_resume_without_a_checkpoint_refuses_instead_of_starting_over(tiny_toml):
+    cwd = tiny_toml.parent
+    _, record = cancelled_run(tiny_toml)
+    record.checkpoint.unlink()
+    before = snapshot(cwd / "runs")
+    err = one_line_error(cnntui("--run", "alpha", "--resume", cwd=cwd))
+    assert "has no checkpoint.pt to continue from; start a new run instead" in err
+    assert snapshot(cwd / "runs") == before
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda p: (p / "config.toml").unlink(), "config.toml: missing"),
+        (lambda p: (p / "config.toml").write_text("epochs = ["), "config.toml: not valid TOML"),
+        (lambda p: (p / "config.toml").write_bytes(b"\xff\xfe"), "config.toml: unreadable"),
+        (lambda p: (p / "history.npz").write_bytes(b"PK\x03\x04"), "history.npz: unreadable"),
+        (lambda p: (p / "summary.json").write_text("{"), "summary.json is unreadable"),
+    ],
+)
+def test_resume_with_a_damaged_run_is_one_line_and_writes_nothing(tiny_toml, damage, message):
+    cwd = tiny_toml.parent
+    _, record = cancelled_run(tiny_toml)
+    damage(record.path)
+    before = snapshot(cwd / "runs")
+    err = one_line_error(cnntui("--run", "alpha", "--resume", cwd=cwd))
+    assert f"runs/alpha/{record.run_id}/{message}" in err
+    assert snapshot(cwd / "runs") == before
+
+
+def test_resume_with_a_summary_of_the_wrong_types_still_resumes(tiny_toml):
+    cwd = tiny_toml.parent
+    store, record = cancelled_run(tiny_toml)
+    summary = json.loads((record.path / "summary.json").read_text())
+    summary.update(started=5, epochs_done="one", title=["x"])
+    (record.path / "summary.json").write_text(json.dumps(summary))
+    result = cnntui("--run", "alpha", "--resume", cwd=cwd)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "resuming at epoch 2" in result.stdout
+    assert store.latest("alpha").summary["epochs_done"] == 3
+
+
+def test_resume_refuses_a_run_directory_that_is_a_symlink_out_of_the_store(tiny_toml):
+    cwd = tiny_toml.parent
+    _, record = cancelled_run(tiny_toml)
+    outside = cwd / "elsewhere" / record.run_id
+    outside.parent.mkdir()
+    record.path.rename(outside)
+    record.path.symlink_to(outside, target_is_directory=True)
+    before = snapshot(outside)
+    err = one_line_error(cnntui("--run", "alpha", "--resume", cwd=cwd))
+    assert "is a symbolic link or leads outside runs" in err
+    assert snapshot(outside) == before
+
+
+def test_a_run_being_trained_is_locked_and_each_table_shows_its_own_run(tiny_toml):
+    """Two `cnntui --run alpha` at once: the second cannot resume the first's run, and each
+    process's results table shows the run it trained, not the newest in the store."""
+    cwd = tiny_toml.parent
+    first = start("--run", "alpha", *LONG, cwd=cwd)
+    try:
+        wait_for_line(first, "epoch 1/200")
+        err = one_line_error(cnntui("--run", "alpha", "--resume", cwd=cwd))
+        assert f"is still training in pid {first.pid}" in err
+        second = cnntui("--run", "alpha", *batch4_run(1), cwd=cwd)
+        assert second.returncode == 0, second.stdout + second.stderr
+    finally:
+        first.send_signal(signal.SIGINT)
+        out, _ = first.communicate(timeout=60)
+    assert first.returncode == 130, out
+    table = out[out.index("name ") :].splitlines()
+    assert len(table) == 3 and table[2].split()[0] == "alpha"
+    assert table[2].endswith("cancelled"), table  # its own run, not the newer finished one
+    runs = RunStore(cwd / "runs").runs("alpha")
+    assert sorted(r.status for r in runs) == ["cancelled", "finished"]
+
+
+def test_run_store_files_follow_the_umask(tiny_toml):
+    cwd = tiny_toml.parent
+    result = subprocess.run(
+        [sys.executable, "-m", "cnntui", "--run", "alpha", "--set", "epochs=1"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        umask=0o027,
+    )
+    assert result.returncode == 0, result.stderr
+    (run,) = RunStore(cwd / "runs").runs("alpha")
+    modes = {p.name: p.stat().st_mode & 0o777 for p in run.path.iterdir()}
+    assert modes == dict.fromkeys(
+        ["config.toml", "summary.json", "history.npz", "checkpoint.pt", "weights.pt", "lock"],
+        0o640,
+    )
+
+
+# -- hangups ----------------------------------------------------------------------------------
+
+
+def read_until(fd: int, needle: bytes, timeout: float = 120) -> bytes:
+    """Read the pty until `needle` shows (or fail), draining it so the child never blocks."""
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while needle not in seen:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never saw {needle!r}: {seen[-2000:]!r}")
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if ready:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+    return seen
+
+
+def drain(fd: int, seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        if select.select([fd], [], [], left)[0]:
+            try:
+                if not os.read(fd, 65536):
+                    return
+            except OSError:
+                return
+
+
+def wait_exit(pid: int, timeout: float = 60) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    raise AssertionError("the process did not end after its terminal closed")
+
+
+def spawn_on_pty(cwd: Path, args: list[str]) -> tuple[int, int]:
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: cnntui on the pseudo-terminal, as over SSH
+        os.chdir(cwd)
+        os.environ["TERM"] = "xterm-256color"
+        os.execv(sys.executable, [sys.executable, "-m", "cnntui", *args])
+    return pid, fd
+
+
+def test_a_closed_terminal_stops_a_headless_run_and_saves_it(tiny_toml):
+    """The SSH connection drops: SIGHUP, and every later write to the terminal fails."""
+    cwd = tiny_toml.parent
+    pid, fd = spawn_on_pty(cwd, ["--run", "alpha", *LONG])
+    try:
+        read_until(fd, b"ep 2/200")  # the live bar: epoch 1 saved, epoch 2 training
+    finally:
+        os.close(fd)  # hang up
+    assert wait_exit(pid) == 130
+    record = RunStore(cwd / "runs").latest("alpha")
+    assert record.status == "cancelled"
+    history = record.history()
+    assert history.epochs_done >= 1 and len(history.batch_losses) > 500
+
+
+def test_a_closed_terminal_stops_the_tuis_runs_and_saves_them(tiny_toml):
+    cwd = tiny_toml.parent
+    pid, fd = spawn_on_pty(cwd, list(LONG))
+    store = RunStore(cwd / "runs")
+    try:
+        read_until(fd, b"alpha")
+        os.write(fd, b"r")  # run the highlighted experiment (alpha)
+        deadline = time.monotonic() + 120
+        while not any(r.summary.get("epochs_done") for r in store.runs("alpha")):
+            assert time.monotonic() < deadline, "the run never finished an epoch"
+            drain(fd, 0.2)  # keep reading the screen updates, or the app blocks writing
+    finally:
+        os.close(fd)  # hang up
+    wait_exit(pid)
+    record = store.latest("alpha")
+    assert record.status == "cancelled", record.summary
+    assert record.history().epochs_done >= 1
+
+
+def test_the_table_shows_a_run_that_got_no_directory_not_an_older_run(tiny_toml, monkeypatch):
+    import io
+
+    from cnntui import cli
+
+    cwd = tiny_toml.parent
+    monkeypatch.chdir(cwd)
+    assert cnntui("--run", "alpha", "--set", "epochs=1", cwd=cwd).returncode == 0  # an older run
+
+    def full_disk(self, experiment):
+        raise store_mod.StoreError(
+            f"cannot create a run directory in runs/{experiment.name}: No space left on device"
+        )
+
+    monkeypatch.setattr(RunStore, "create", full_disk)
+    out = io.StringIO()
+    code = cli.run_headless(cli.build_parser().parse_args(["--run", "alpha"]), out)
+    assert code == 1
+    text = out.getvalue()
+    assert "[alpha] FAILED: cannot create a run directory in runs/alpha: No space" in text
+    row = text[text.index("name ") :].splitlines()[2]
+    assert row.split()[0] == "alpha" and row.endswith("failed"), row  # not the finished one
