@@ -493,6 +493,8 @@ def interrupted_run(tiny_toml: Path, runs_dir: Path) -> Path:
     history = History()
     history.add(EpochEnd("alpha", 0, 2.0, 0.2, 2.1, 0.18, 1.0))
     run.save(history, "running")
+    (run.path / "checkpoint.pt").write_bytes(b"as the epoch end left it")  # fake_train skips it
+    run.release()  # the lock dies with the killed process
     summary = json.loads((run.path / "summary.json").read_text())
     summary["pid"] = dead_pid()
     (run.path / "summary.json").write_text(json.dumps(summary))
@@ -523,7 +525,14 @@ async def test_a_run_another_process_trains_turns_interrupted_when_it_dies(
     import sys
 
     path = interrupted_run(tiny_toml, runs_dir)
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    hold = (  # as a trainer does: the run's lock, held until the process dies
+        "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
+        "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(120)"
+    )
+    other = subprocess.Popen(
+        [sys.executable, "-c", hold, str(path / "lock")], stdout=subprocess.PIPE, text=True
+    )
+    assert other.stdout.readline() == "locked\n"
     try:
         summary = json.loads((path / "summary.json").read_text())
         summary["pid"] = other.pid  # as if that process were training it
