@@ -156,6 +156,32 @@ def test_a_failing_run_is_reported_and_the_others_go_on(tiny_toml: Path) -> None
     assert RunStore(cwd / "runs").latest("alpha").status == "failed"
 
 
+def test_a_data_folder_never_runs_code(tiny_toml: Path) -> None:
+    """A shared experiments.toml points data_dir at batches that run a command when read."""
+    cwd = tiny_toml.parent
+    folder = cwd / "shared-data" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    payload = b"\x80\x02cposix\nsystem\nq\x00X\x0b\x00\x00\x00touch pwnedq\x01\x85q\x02Rq\x03."
+    for name in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]:
+        (folder / name).write_bytes(payload)
+    run = ["--run", "alpha", "--set", "dataset=cifar10", "--set", "data_dir=shared-data"]
+    for env in ({}, {"CNNTUI_UNVERIFIED_DATA": "1"}):
+        result = subprocess.run(
+            [sys.executable, "-m", "cnntui", *run, *SMALL],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, **env},
+        )
+        assert result.returncode == 1, result.stderr
+        assert not (cwd / "pwned").exists(), env
+        failed = [line for line in result.stdout.splitlines() if "[alpha] FAILED:" in line]
+        assert len(failed) == 1 and "data_batch_1" in failed[0], result.stdout
+        why = "refers to 'posix.system'" if env else "not the official CIFAR-10 file"
+        assert why in failed[0] and "Traceback" not in result.stderr
+
+
 def batch4_run(epochs: int) -> list[str]:
     """2,000 synthetic images at batch 4: 500 batches an epoch, a few seconds each."""
     sets = ["train_size=2000", "test_size=200", "batch_size=4", f"epochs={epochs}"]
