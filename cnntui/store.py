@@ -88,7 +88,8 @@ class RunRecord:
 
     @property
     def name(self) -> str:
-        return self.summary.get("name", self.path.parent.name)
+        name = self.summary.get("name")
+        return name if isinstance(name, str) and name else self.path.parent.name
 
     @property
     def run_id(self) -> str:
@@ -231,7 +232,7 @@ class RunStore:
                 record = self._read(run_dir)
                 if record is not None:
                     out.append(record)
-        out.sort(key=lambda r: (r.summary.get("started", ""), r.run_id))
+        out.sort(key=lambda r: (str(r.summary.get("started", "")), r.run_id))
         return out
 
     def iter_latest(self) -> Iterator[RunRecord]:

@@ -8,12 +8,26 @@ broken file keeps the last good list) are tested without a screen. No textual, n
 from __future__ import annotations
 
 import dataclasses
+import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError, Experiment, ExperimentFile, apply_overrides, load
 from ..store import UNFINISHED, RunRecord, RunStore
 from .state import RunState, Trace
+
+# What reading a stored run's history can raise when the file is truncated or corrupt.
+UNREADABLE = (
+    OSError,
+    ValueError,
+    KeyError,
+    IndexError,
+    TypeError,
+    EOFError,
+    zipfile.BadZipFile,
+    pickle.UnpicklingError,
+)
 
 
 class Session:
@@ -151,7 +165,10 @@ class Session:
         key = (str(npz), stamp)
         trace = self._traces.get(key)
         if trace is None:
-            trace = Trace.load(npz)
+            try:
+                trace = Trace.load(npz)
+            except UNREADABLE:  # truncated or corrupt: no curve for it, and the app goes on
+                trace = Trace()
             self._traces = {k: v for k, v in self._traces.items() if k[0] != str(npz)}
             self._traces[key] = trace
         return trace

@@ -459,7 +459,9 @@ class MainScreen(Screen):
                 msg += f"\nnothing recorded yet for: {', '.join(result.missing)}"
             for warning in result.warnings:  # e.g. which font package shows the CJK titles
                 msg += f"\n{warning}"
-            severity = "warning" if result.warnings else "information"
+            for name, why in result.skipped.items():
+                msg += f"\nskipped {name}: {why}"
+            severity = "warning" if result.warnings or result.skipped else "information"
             self.notify(msg, title="export", severity=severity, timeout=15)
         elif state == WorkerState.ERROR:
             self.notify(f"export failed: {one_line(worker.error)}", severity="error", timeout=15)
