@@ -120,6 +120,10 @@ def _bad_usage_cases(tmp: Path) -> list[tuple[list[str], str]]:
             "exports dir 'afile/out' is not writable: Not a directory",
         ),
         (["--config", "/dev/zero", "--list"], "/dev/zero: not a regular file"),
+        (  # a shared file's title that would retitle and clear the terminal
+            ["--config", "hostile.toml", "--list"],
+            "hostile.toml:3:1: 'title' holds the control character '\\x1b' (character 1)",
+        ),
         (["--config", "fifo.toml", "--run", "all"], "fifo.toml: not a regular file"),
         (["--config", "huge.toml", "--list"], "huge.toml: larger than 1 MiB"),
         (
@@ -129,6 +133,9 @@ def _bad_usage_cases(tmp: Path) -> list[tuple[list[str], str]]:
     ]
     (tmp / "empty.toml").write_text("# nothing yet\n[defaults]\nepochs = 1\n")
     os.mkfifo(tmp / "fifo.toml")
+    (tmp / "hostile.toml").write_text(
+        '[[experiment]]\nname = "a"\ntitle = "\\u001b]0;X\\u0007\\u001b[2J"\n'
+    )
     (tmp / "huge.toml").write_bytes(b"#" * (2 << 20))
     (tmp / "seed.toml").write_text(
         '[defaults]\nseed = 18446744073709551616\n[[experiment]]\nname = "a"\n'
@@ -147,6 +154,7 @@ def test_bad_usage_is_one_line_exit_2_no_traceback(tiny_toml: Path) -> None:
         assert result.returncode == 2, (args, result.stderr)
         err = result.stderr.strip()
         assert "Traceback" not in result.stderr and "\n" not in err, (args, err)
+        assert "\x1b" not in result.stdout + result.stderr, args
         assert err.startswith("cnntui: ") and message in err, (args, err)
         assert not (cwd / "runs").exists() or not list((cwd / "runs").iterdir())
 
