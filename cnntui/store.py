@@ -98,6 +98,8 @@ class RunRecord:
     @property
     def status(self) -> str:
         status = self.summary.get("status", "interrupted")
+        if not isinstance(status, str):
+            return "unknown"  # a summary edited by hand: no status this program wrote
         if status == "running":
             pid = self.summary.get("pid")
             # A run marked running whose process is gone was killed mid-run.

@@ -477,3 +477,6 @@ async def test_hand_edited_summaries_neither_crash_the_start_nor_reach_the_termi
         assert beta["name"] == "['beta']" and beta["final_train_loss"] == "-"
         shown = "".join(v for row in cells.values() for v in row.values())
         assert "\x1b" not in shown and "\x07" not in shown
+    from cnntui.store import RunStore
+
+    assert RunStore(runs_dir).latest("beta").status == "unknown"  # not a status we wrote
