@@ -22,6 +22,7 @@ from .config import ConfigError, Experiment, ExperimentFile, apply_overrides, lo
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 TUI_STOP_SECONDS = 30.0  # the longest quitting the TUI waits for its cancelled runs to save
+EXIT_BROKEN_PIPE = 128 + 13  # as a shell reports a process that SIGPIPE ended
 
 
 class UsageError(Exception):
@@ -126,7 +127,7 @@ def latest_status(record: Any) -> str:
     done, epochs = s.get("epochs_done"), s.get("epochs")
     if status in ("interrupted", "cancelled", "running") and isinstance(done, int):
         return f"{status} ep {done}/{epochs}" if isinstance(epochs, int) else status
-    return status
+    return text.safe(status)
 
 
 RESUMABLE = ("interrupted", "cancelled")
@@ -318,17 +319,19 @@ def results_table(records: list[Any]) -> str:
     rows = []
     for r in records:
         s = r.summary
+        # A summary.json may have been edited by hand: any value may be of any type, and
+        # text is shown with its control characters escaped.
         rows.append(
             [
-                r.name,
-                s.get("title", ""),
-                s.get("model", ""),
-                f"{s['params']:,}" if s.get("params") else "-",
+                text.safe(r.name),
+                text.safe(s.get("title", "")),
+                text.safe(s.get("model", "")),
+                text.count(s.get("params")) if s.get("params") else "-",
                 text.pct(s.get("final_test_acc")),
                 text.pct(s.get("best_test_acc")),
                 text.num(s.get("final_train_loss")),
                 text.seconds(s.get("total_seconds")),
-                r.status,
+                text.safe(r.status),
             ]
         )
     headers = ["name", "title", "model", "params", "final acc", "best acc", "train loss", "time"]
@@ -343,14 +346,26 @@ def check_dirs(args: argparse.Namespace, experiments: list[Experiment]) -> None:
         RunStore(args.runs_dir).check_writable()
     except StoreError as e:
         raise UsageError(str(e)) from None
-    if args.export:
-        exports = Path(args.exports_dir)
-        if exports.exists() and not exports.is_dir():
-            raise UsageError(f"exports dir {str(exports)!r} is a file, not a directory")
+    if args.export:  # before the first run: a long study must not end in an unwritable dir
+        check_exports_dir(Path(args.exports_dir))
     for exp in experiments:
         d = Path(exp.data_dir).expanduser()
         if d.exists() and not d.is_dir():
             raise UsageError(f"{exp.name}: data_dir {str(d)!r} is a file, not a directory")
+
+
+def check_exports_dir(exports: Path) -> None:
+    """The exports dir exists (or can be made) and takes a file, as the runs dir must."""
+    import tempfile
+
+    if exports.exists() and not exports.is_dir():
+        raise UsageError(f"exports dir {str(exports)!r} is a file, not a directory")
+    try:
+        exports.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=exports, prefix=".probe."):
+            pass
+    except OSError as e:
+        raise UsageError(f"exports dir {str(exports)!r} is not writable: {e.strerror}") from None
 
 
 def check_devices(experiments: list[Experiment]) -> None:
@@ -518,8 +533,7 @@ def run_headless(args: argparse.Namespace, out: IO[str]) -> int:
     rows = trained_rows(store, jobs, ran, reasons)
     if rows:
         progress.write("\n" + results_table(rows) + "\n")
-    if args.export:
-        export(args, store, selected, out)
+    skipped = args.export and bool(export(args, store, selected, out).skipped)
     if interrupted:
         return EXIT_INTERRUPTED
     failed = [n for n, o in outcomes.items() if o in ("failed", "diverged")]
@@ -527,7 +541,7 @@ def run_headless(args: argparse.Namespace, out: IO[str]) -> int:
         progress.write(f"\n{not_started} experiment(s) not started: their dataset is missing\n")
     if failed:
         progress.write(f"\n{len(failed)} run(s) failed or diverged: {', '.join(failed)}\n")
-    return EXIT_RUN_FAILED if failed or not_started else EXIT_OK
+    return EXIT_RUN_FAILED if failed or not_started or skipped else EXIT_OK
 
 
 def export(args: argparse.Namespace, store: Any, experiments: list[Experiment], out: IO[str]):
@@ -543,14 +557,18 @@ def export(args: argparse.Namespace, store: Any, experiments: list[Experiment], 
         print(f"note: {warning}", file=out)
     if result.missing:
         print(f"nothing recorded to export yet for: {', '.join(result.missing)}", file=out)
+    out.flush()
+    for name, why in result.skipped.items():
+        print(f"cnntui: export skipped {name}: {why}", file=sys.stderr)
+    return result
 
 
 def run_export_only(args: argparse.Namespace, out: IO[str]) -> int:
     file, _overrides = load_experiments(args)
     from .store import RunStore
 
-    export(args, RunStore(args.runs_dir), file.experiments, out)
-    return EXIT_OK
+    result = export(args, RunStore(args.runs_dir), file.experiments, out)
+    return EXIT_RUN_FAILED if result.skipped else EXIT_OK
 
 
 def open_tui(args: argparse.Namespace) -> int:
@@ -586,8 +604,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.list:
             file, _ = load_experiments(args)
             print_list(file, sys.stdout, args.runs_dir)
+            sys.stdout.flush()  # here, so a closed pipe is caught below, not at exit
             return EXIT_OK
-        if args.run:
+        if args.run is not None:  # even "" or ",": that is a usage error, never the TUI
             return run_headless(args, sys.stdout)
         if args.export:
             return run_export_only(args, sys.stdout)
@@ -597,3 +616,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`cnntui --list | head -1`): end quietly, as a tool killed by
+        # SIGPIPE does. Point stdout at /dev/null so the exit flush does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE

@@ -11,11 +11,15 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import re
+import stat
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from .text import safe, unsafe_char
 
 MODELS = ("lenet", "resnet")
 DATASETS = ("cifar10", "fashion-mnist", "synthetic")
@@ -24,6 +28,13 @@ AMP_MODES = ("off", "bf16", "fp16")
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+NAME_MAX = 64  # characters in a name or group: they name folders, and every file system takes 64
+SEED_MAX = 2**64 - 1  # torch seeds are unsigned 64-bit
+MAX_FILE_BYTES = 1 << 20  # an experiments file is a few kilobytes; refuse to read past 1 MiB
+UNGROUPED = "ungrouped"  # the exports folder of the experiments that name no group
+# Files cnntui writes at the exports root (and the README there): no experiment or group
+# folder may take their names. Compared case-insensitively, as macOS and Windows do.
+EXPORT_ROOT_FILES = ("results.csv", "results.md", "readme.md")
 
 
 class ConfigError(ValueError):
@@ -108,6 +119,8 @@ class ExperimentFile:
         """`all`, a group name, or comma-separated experiment names, in file order."""
         spec = spec.strip()
         if spec == "all":
+            if not self.experiments:
+                raise ConfigError(f"--run all: {self.path} has no [[experiment]] to run")
             return list(self.experiments)
         wanted = [s.strip() for s in spec.split(",") if s.strip()]
         chosen: list[Experiment] = []
@@ -276,19 +289,49 @@ def check_value(key: str, value: Any) -> Any:
             need(value >= 1, "must be >= 1")
         case "train_size" | "test_size":
             need(value >= 1, "must be >= 1 (leave it out to use all)")
-        case "seed" | "threads":
+        case "seed":
+            need(0 <= value <= SEED_MAX, "must be in [0, 2^64 - 1]")
+        case "threads":
             need(value >= 0, "must be >= 0")
         case "data_dir":
             need(value != "", "must not be empty")
+            _printable(key, value)
         case "name":
             need(
                 bool(NAME_RE.match(value)) and value not in (".", ".."),
                 "letters, digits, '-', '_' and '.', not starting with '.' or '-'",
             )
-        case "title" | "group":
-            if key == "group" and value:
+            _folder_name(key, value)
+        case "group":
+            if value:
                 need(bool(NAME_RE.match(value)), "letters, digits, '-', '_' and '.'")
+                _folder_name(key, value)
+        case "title":
+            _printable(key, value)
     return value
+
+
+def _folder_name(key: str, value: str) -> None:
+    """A name or group names a folder in runs/ and exports/: short, and not a file there."""
+    if len(value) > NAME_MAX:
+        raise ConfigError(
+            f"{key!r} is {len(value)} characters long; at most {NAME_MAX} "
+            f"(it names a folder): {value[:20]!r}..."
+        )
+    if value.casefold() in EXPORT_ROOT_FILES:
+        raise ConfigError(
+            f"{key!r} = {value!r} is the name of a file in the exports folder; choose another"
+        )
+
+
+def _printable(key: str, value: str) -> None:
+    """Text that is shown in terminals holds no control characters (escape sequences)."""
+    ch = unsafe_char(value)
+    if ch is not None:
+        raise ConfigError(
+            f"{key!r} holds the control character '{safe(ch)}' (character "
+            f"{value.index(ch) + 1}); control characters are not allowed"
+        )
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -344,6 +387,7 @@ def _settings_from(
 def parse(text: str, path: Path | str = "experiments.toml") -> ExperimentFile:
     """Parse and validate the text of an experiments file."""
     where = str(path)
+    text = text.removeprefix("\ufeff")  # a byte-order mark, as some Windows editors write
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -375,7 +419,7 @@ def parse(text: str, path: Path | str = "experiments.toml") -> ExperimentFile:
         **_settings_from(doc.get("defaults", {}), SETTING_KEYS, where, loc, ("defaults", 0))
     )
     experiments: list[Experiment] = []
-    seen: dict[str, int] = {}
+    seen: dict[str, int] = {}  # casefolded name -> index: macOS and Windows ignore case
     for i, table in enumerate(doc.get("experiment", [])):
         sect = ("experiment", i)
         values = _settings_from(table, EXPERIMENT_KEYS, where, loc, sect)
@@ -383,22 +427,78 @@ def parse(text: str, path: Path | str = "experiments.toml") -> ExperimentFile:
             pos = loc.find(*sect, None) or (1, 1)
             raise ConfigError(f"{where}:{pos[0]}:{pos[1]}: experiment #{i + 1} has no 'name'")
         name = values["name"]
-        if name in seen:
+        if name.casefold() in seen:
             pos = loc.find(*sect, "name") or (1, 1)
+            first = seen[name.casefold()]
+            other = experiments[first].name
+            case = f" as {other!r}: names differing in case share a folder" if other != name else ""
             raise ConfigError(
                 f"{where}:{pos[0]}:{pos[1]}: duplicate experiment name {name!r}"
-                f" (first used by experiment #{seen[name] + 1})"
+                f" (first used by experiment #{first + 1}{case})"
             )
-        seen[name] = i
+        seen[name.casefold()] = i
         experiments.append(Experiment(**{**dataclasses.asdict(defaults), **values}))
+    _check_export_folders(experiments, where, loc)
     return ExperimentFile(Path(path), defaults, experiments)
+
+
+def _check_export_folders(experiments: list[Experiment], where: str, loc: _Locator) -> None:
+    """Experiments export into exports/<name>/ and groups into exports/<group>/ (experiments
+    without a group into exports/ungrouped/): no group may share its folder with an
+    experiment, nor two groups one folder by differing only in case."""
+    names = {e.name.casefold(): i for i, e in enumerate(experiments)}
+    groups: dict[str, str] = {}  # casefolded -> as first written
+    for i, e in enumerate(experiments):
+        group = e.group or UNGROUPED
+        clash = names.get(group.casefold())
+        if clash is not None:
+            # Point at the group key, or for the implicit "ungrouped" at the clashing name.
+            at, key = (i, "group") if e.group else (clash, "name")
+            pos = loc.find("experiment", at, key) or (1, 1)
+            other = experiments[clash].name
+            if e.group:
+                why = f"group {group!r} is also the name of experiment #{clash + 1} ({other!r})"
+            else:
+                why = (
+                    f"name {other!r} is the folder of the experiments without a group "
+                    f"(experiment #{i + 1}, {e.name!r}, has none)"
+                )
+            raise ConfigError(
+                f"{where}:{pos[0]}:{pos[1]}: {why}; both would export into "
+                f"exports/{group}/ (rename one)"
+            )
+        first = groups.setdefault(group.casefold(), group)
+        if first != group:
+            pos = loc.find("experiment", i, "group") or (1, 1)
+            raise ConfigError(
+                f"{where}:{pos[0]}:{pos[1]}: group {group!r} differs from group {first!r} only "
+                f"in case; they would share one exports folder on macOS and Windows"
+            )
+
+
+def _read_regular_file(path: Path) -> bytes:
+    """The file's bytes; a FIFO, a device (/dev/zero) or a huge file is a ConfigError, not a
+    read that never ends. Opened without blocking, so a FIFO is refused, not waited on."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError
+        if not stat.S_ISREG(mode):
+            raise ConfigError(f"{path}: not a regular file (a pipe or a device cannot be read)")
+        raw = f.read(MAX_FILE_BYTES + 1)
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigError(
+            f"{path}: larger than {MAX_FILE_BYTES >> 20} MiB, not an experiments file"
+        )
+    return raw
 
 
 def load(path: Path | str) -> ExperimentFile:
     """Read and validate an experiments file; every failure is a one-line ConfigError."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        raw = _read_regular_file(path)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file (create one, or pass --config PATH)") from None
     except IsADirectoryError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import pickle
 import sys
 import tarfile
@@ -28,6 +29,17 @@ CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 CIFAR10_DIR = "cifar-10-batches-py"
 CIFAR10_TRAIN = [f"data_batch_{i}" for i in range(1, 6)]
 CIFAR10_TEST = ["test_batch"]
+# The MD5 of each batch file in the official archive (as torchvision lists them). A file
+# that differs is refused unless the user says it is their own data (UNVERIFIED_ENV).
+CIFAR10_FILE_MD5 = {
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+}
+UNVERIFIED_ENV = "CNNTUI_UNVERIFIED_DATA"
 
 FASHION_FILES = {
     "train_x": "train-images-idx3-ubyte.gz",
@@ -85,15 +97,108 @@ def _stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
 # --- CIFAR-10 ------------------------------------------------------------------------
 
 
-def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """One python-format CIFAR-10 batch file: a pickled dict of b'data' and b'labels'."""
+def _latin1_bytes(text: object, encoding: object = "utf-8") -> bytes:
+    """What Python 3 writes for bytes in a protocol-2 pickle: `_codecs.encode(str, 'latin1')`."""
+    if not isinstance(text, str) or encoding != "latin1":
+        raise pickle.UnpicklingError("refused _codecs.encode other than of text to latin-1")
+    return text.encode("latin1")
+
+
+def _plain_dtype(*args: object) -> np.dtype:
+    """numpy.dtype, refusing object dtypes: an array of numbers holds no Python objects."""
+    dtype = np.dtype(*args)
+    if dtype.hasobject:
+        raise pickle.UnpicklingError("refused an array of Python objects")
+    return dtype
+
+
+def _array(subtype: object, shape: object, dtype: object) -> np.ndarray:
+    """numpy's `_reconstruct`, for plain ndarrays only."""
+    if subtype is not np.ndarray:
+        raise pickle.UnpicklingError(f"refused to build a {subtype!r}")
+    return np.ndarray.__new__(np.ndarray, shape, _plain_dtype(dtype))
+
+
+def _from_buffer(buf: object, dtype: object, shape: object, order: object) -> np.ndarray:
+    """numpy's `_frombuffer` (protocol 5 pickles of arrays), for plain dtypes only."""
+    return np.frombuffer(buf, dtype=_plain_dtype(dtype)).reshape(shape, order=order)
+
+
+# The only names a CIFAR-10 batch's pickle may refer to, each to a function that builds
+# plain arrays or bytes.
+_BATCH_GLOBALS: dict[tuple[str, str], object] = {
+    ("numpy.core.multiarray", "_reconstruct"): _array,
+    ("numpy._core.multiarray", "_reconstruct"): _array,
+    ("numpy.core.numeric", "_frombuffer"): _from_buffer,
+    ("numpy._core.numeric", "_frombuffer"): _from_buffer,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): _plain_dtype,
+    ("_codecs", "encode"): _latin1_bytes,
+}
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles a CIFAR-10 batch and nothing else.
+
+    A batch is a dict of bytes keys to bytes, lists of ints and bytes, and one uint8 numpy
+    array. Pickle can name any importable callable and call it, so `find_class` answers
+    only the names an array needs (numpy's array reconstruction, under its old and new
+    module names) and the latin-1 encoder Python 3's protocol 2 writes bytes with, each
+    mapped to a function here that builds plain arrays and bytes only. Anything else (such
+    as os.system) is refused before it is looked up, so it never runs.
+    """
+
+    def find_class(self, module: str, name: str) -> object:
+        try:
+            return _BATCH_GLOBALS[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(
+                f"it refers to {module + '.' + name!r}, which a CIFAR-10 batch never holds "
+                "(refused; nothing was run)"
+            ) from None
+
+    def persistent_load(self, pid: object) -> object:
+        raise pickle.UnpicklingError("refused a persistent reference")
+
+
+def unverified_data_allowed() -> bool:
+    """True when the user set UNVERIFIED_ENV: read CIFAR-format files of their own."""
+    return os.environ.get(UNVERIFIED_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _verify(path: Path, official: str) -> None:
+    try:
+        digest = _md5(path)
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    if digest != official:
+        raise DataError(
+            f"{path}: not the official CIFAR-10 file (MD5 {digest}, expected {official}); "
+            f"delete the folder to extract it again, or, if it is your own data in CIFAR-10's "
+            f"format, set {UNVERIFIED_ENV}=1 to read it (as data only)"
+        )
+
+
+def _read_cifar_batch(path: Path, official_md5: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One python-format CIFAR-10 batch file: a pickled dict of b'data' and b'labels'.
+
+    With `official_md5`, the file must have that checksum unless the user allowed
+    unverified data; either way it is read by `_BatchUnpickler`, which runs no code.
+    """
+    if path.exists() and not path.is_file():  # a FIFO or a device would be read forever
+        raise DataError(f"{path}: not a regular file")
+    if official_md5 is not None and not unverified_data_allowed():
+        _verify(path, official_md5)
     try:
         with path.open("rb") as f:
-            entry = pickle.load(f, encoding="bytes")
+            entry = _BatchUnpickler(f, encoding="bytes").load()
+        if not isinstance(entry, dict):
+            raise TypeError(f"holds a {type(entry).__name__}, not a dict")
         data = np.asarray(entry[b"data"], dtype=np.uint8)
         labels = np.asarray(entry.get(b"labels", entry.get(b"fine_labels")), dtype=np.int64)
     except (OSError, pickle.UnpicklingError, KeyError, TypeError, EOFError, ValueError) as e:
-        raise DataError(f"{path}: not a readable CIFAR-10 batch file ({e})") from None
+        reason = str(e).splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"{path}: not a readable CIFAR-10 batch file ({reason})") from None
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
         raise DataError(f"{path}: expected N x 3072 bytes of image data, got {data.shape}")
     return data.reshape(-1, 3, 32, 32), labels
@@ -163,8 +268,8 @@ def load_cifar10(root: Path, download: bool = True) -> TensorDataset:
             raise DataError(f"CIFAR-10 not found: expected {folder}/{{{','.join(needed)}}}")
         root.mkdir(parents=True, exist_ok=True)
         _download_cifar10(root)
-    train = [_read_cifar_batch(folder / f) for f in CIFAR10_TRAIN]
-    test = _read_cifar_batch(folder / CIFAR10_TEST[0])
+    train = [_read_cifar_batch(folder / f, CIFAR10_FILE_MD5[f]) for f in CIFAR10_TRAIN]
+    test = _read_cifar_batch(folder / CIFAR10_TEST[0], CIFAR10_FILE_MD5[CIFAR10_TEST[0]])
     train_x = torch.from_numpy(np.concatenate([x for x, _ in train]))
     train_y = torch.from_numpy(np.concatenate([y for _, y in train]))
     mean, std = _stats(train_x)
@@ -303,8 +408,8 @@ def load(
     if name == "synthetic":
         sizes = (train_size or SYNTHETIC_TRAIN, test_size or SYNTHETIC_TEST)
         key = (name, f"{sizes[0]}x{sizes[1]}")
-    else:
-        key = (name, str(root.resolve()))
+    else:  # files verified against the official checksums are not those read unverified
+        key = (name, f"{root.resolve()} unverified={unverified_data_allowed()}")
     with _cache_lock:
         if key not in _cache:
             if name == "cifar10":

@@ -19,6 +19,8 @@ worker thread.
 
 from __future__ import annotations
 
+import pickle
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,13 +28,24 @@ from typing import IO
 
 import numpy as np
 
-from . import figures, tables
-from .config import Experiment
+from . import figures, tables, text
+from .config import UNGROUPED, Experiment
 from .history import History, metrics
 from .store import RunRecord, RunStore, atomic_write
 
 FORMATS = ("png", "svg", "pdf")
-UNGROUPED = "ungrouped"  # folder for experiments that name no group
+# What reading one run's files can raise when one is truncated, corrupt or hand-edited with
+# values of the wrong type: that run is skipped, and the others are exported.
+UNREADABLE = (
+    OSError,
+    ValueError,
+    KeyError,
+    IndexError,
+    TypeError,
+    EOFError,
+    zipfile.BadZipFile,
+    pickle.UnpicklingError,
+)
 
 
 class ExportError(OSError):
@@ -44,6 +57,7 @@ class ExportResult:
     folder: Path
     files: list[Path] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # experiments with no recorded run
+    skipped: dict[str, str] = field(default_factory=dict)  # experiment -> why its run was not
     warnings: list[str] = field(default_factory=list)  # for the user: e.g. no CJK font
 
 
@@ -58,6 +72,10 @@ class _Entry:
     series: figures.Series
 
 
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
 def latest_runs(store: RunStore, experiments: list[Experiment]) -> dict[str, RunRecord]:
     """The newest stored run of each experiment with something to show: a newer run that
     never finished an epoch (just launched, cancelled early) does not hide an older one that
@@ -65,8 +83,8 @@ def latest_runs(store: RunStore, experiments: list[Experiment]) -> dict[str, Run
     out = {}
     for exp in experiments:
         runs = store.runs(exp.name)
-        with_epochs = [r for r in runs if (r.summary.get("epochs_done") or 0) > 0]
-        with_batches = [r for r in runs if (r.summary.get("batches_done") or 0) > 0]
+        with_epochs = [r for r in runs if _count(r.summary.get("epochs_done")) > 0]
+        with_batches = [r for r in runs if _count(r.summary.get("batches_done")) > 0]
         if with_epochs or with_batches:
             out[exp.name] = (with_epochs or with_batches)[-1]
     return out
@@ -130,39 +148,61 @@ def _entries(
         if record is None:
             result.missing.append(exp.name)
             continue
+        color = palette[exp.group][groups[exp.group].index(exp.name)]
         try:
-            history = record.history()
-        except (OSError, ValueError, KeyError) as e:
-            result.missing.append(exp.name)
-            result.warnings.append(f"{exp.name}: run {record.run_id} has no readable history ({e})")
-            continue
-        ran = _ran_with(record, exp)
-        m = metrics(history, ran.target_acc, float(record.summary.get("total_seconds") or 0.0))
-        train_images, test_images = _images(record, ran)
-        row = tables.Row(
-            experiment=exp,
-            ran_with=ran,
-            status=record.status,
-            epochs_done=history.epochs_done,
-            params=record.summary.get("params"),
-            metrics=m,
-            device=str(record.summary.get("device") or ""),
-            run_id=record.run_id,
-            train_images=train_images,
-            test_images=test_images,
-        )
-        series = figures.Series(
-            name=exp.name,
-            label=fonts.label(exp.display_title, exp.name),
-            color=palette[exp.group][groups[exp.group].index(exp.name)],
-            history=history,
-            metrics=m,
-            status=record.status,
-            planned_epochs=ran.epochs,
-            data=row.data,
-        )
-        entries.append(_Entry(exp, record, history, row, series))
+            entries.append(_entry(exp, record, fonts, color))
+        except UNREADABLE as e:
+            why = text.safe(text.one_line(e))
+            result.skipped[exp.name] = f"run {text.safe(record.run_id)} is unreadable ({why})"
     return entries
+
+
+def _summary_value(record: RunRecord, key: str, kind: type | tuple[type, ...]) -> object:
+    """A summary value the export uses, None when absent; of the wrong type, a ValueError."""
+    value = record.summary.get(key)
+    if value is None or (isinstance(value, kind) and not isinstance(value, bool)):
+        return value
+    raise ValueError(
+        f"summary.json: {key!r} is {text.safe(repr(value))[:40]}, not a {_kind_name(kind)}"
+    )
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    return "whole number" if kind is int else "number" if kind == (int, float) else "string"
+
+
+def _entry(exp: Experiment, record: RunRecord, fonts: figures.Fonts, color: str) -> _Entry:
+    """One experiment's latest run read for export; raises one of UNREADABLE when it cannot be."""
+    params = _summary_value(record, "params", int)
+    seconds = _summary_value(record, "total_seconds", (int, float))
+    device = _summary_value(record, "device", str)
+    history = record.history()
+    ran = _ran_with(record, exp)
+    m = metrics(history, ran.target_acc, float(seconds or 0.0))
+    train_images, test_images = _images(record, ran)
+    row = tables.Row(
+        experiment=exp,
+        ran_with=ran,
+        status=text.safe(record.status),
+        epochs_done=history.epochs_done,
+        params=params,
+        metrics=m,
+        device=device or "",
+        run_id=record.run_id,
+        train_images=train_images,
+        test_images=test_images,
+    )
+    series = figures.Series(
+        name=exp.name,
+        label=fonts.label(exp.display_title, exp.name),
+        color=color,
+        history=history,
+        metrics=m,
+        status=row.status,
+        planned_epochs=ran.epochs,
+        data=row.data,
+    )
+    return _Entry(exp, record, history, row, series)
 
 
 def export_all(
@@ -182,8 +222,8 @@ def export_all(
     result = ExportResult(exports_dir)
     fonts = figures.Fonts.detect()
     entries = _entries(store, experiments, fonts, result)
-    if any(e.series.label != e.experiment.display_title for e in entries):
-        result.warnings.append(figures.FONT_HINT)
+    titles = {e.experiment.name: e.experiment.display_title for e in entries}
+    result.warnings += figures.font_notes(fonts, titles)
 
     def figure(folder: Path, stem: str, build: Callable[[], figures.Figure]) -> None:
         with figures.drawing(fonts):
@@ -209,15 +249,18 @@ def export_all(
         figure(folder, "comparison", lambda s=series, g=group: figures.comparison(s, g))
         figure(folder, "loss_grid", lambda s=series, g=group: figures.loss_grid(s, g))
         rows = [m.row for m in members]
-        missing = [x.name for x in experiments if (x.group or UNGROUPED) == group]
-        missing = [n for n in missing if n in result.missing]
+        names = [x.name for x in experiments if (x.group or UNGROUPED) == group]
+        missing = [n for n in names if n in result.missing]
+        skipped = [n for n in names if n in result.skipped]
         _write(result, folder / "results.csv", tables.to_csv(rows))
-        md = tables.to_markdown(rows, f"{group}: results", missing=missing)
+        md = tables.to_markdown(rows, f"{group}: results", missing=missing, skipped=skipped)
         _write(result, folder / "results.md", md)
 
     if entries:
         rows = [e.row for e in entries]
         _write(result, exports_dir / "results.csv", tables.to_csv(rows, with_group=True))
-        md = tables.to_markdown(rows, "All experiments: results", True, result.missing)
+        md = tables.to_markdown(
+            rows, "All experiments: results", True, result.missing, list(result.skipped)
+        )
         _write(result, exports_dir / "results.md", md)
     return result

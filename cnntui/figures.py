@@ -63,6 +63,21 @@ CJK_FAMILIES = (
 )
 _CJK_HINTS = ("cjk", "hei", "han", "song", "ming", "kai", "gothic", "mincho", "fallback", "unifont")
 _CJK_PROBE = "基准配置学习率正则化"
+# Scripts a CJK font covers: Hangul, CJK radicals to unified ideographs (with kana and
+# bopomofo), compatibility ideographs and forms, full-width forms, and the ideograph planes.
+_CJK_RANGES = (
+    (0x1100, 0x11FF),
+    (0x2E80, 0x9FFF),
+    (0xA960, 0xA97F),
+    (0xAC00, 0xD7FF),
+    (0xF900, 0xFAFF),
+    (0xFE30, 0xFE4F),
+    (0xFF00, 0xFFEF),
+    (0x20000, 0x3FFFF),
+)
+# Variation selectors only choose between a character's text and emoji look; matplotlib
+# draws neither differently, and no font maps them, so they are left out of labels.
+_VARIATION_SELECTORS = dict.fromkeys(range(0xFE00, 0xFE10))
 FONT_HINT = (
     "no CJK font found, so Chinese titles are shown by experiment name in figures; "
     "install one (Debian/Ubuntu: apt install fonts-noto-cjk or fonts-wqy-microhei; "
@@ -127,14 +142,45 @@ class Fonts:
     def has_cjk(self) -> bool:
         return len(self.families) > 1
 
+    def missing(self, text: str) -> str:
+        """The characters of `text` that none of the families draws, each once."""
+        maps = [_charmap(_font_path(f)) for f in self.families]
+        text = text.translate(_VARIATION_SELECTORS)
+        lacking = (c for c in text if not c.isspace() and not any(ord(c) in m for m in maps))
+        return "".join(dict.fromkeys(lacking))
+
     def can_draw(self, text: str) -> bool:
         """True when every character of `text` is in one of the families."""
-        maps = [_charmap(_font_path(f)) for f in self.families]
-        return all(any(ord(c) in m for m in maps) for c in text if not c.isspace())
+        return not self.missing(text)
 
     def label(self, title: str, name: str) -> str:
         """The title when it can be drawn, else the (ASCII) experiment name."""
-        return title if title and self.can_draw(title) else name
+        return title.translate(_VARIATION_SELECTORS) if title and self.can_draw(title) else name
+
+
+def is_cjk(ch: str) -> bool:
+    return any(lo <= ord(ch) <= hi for lo, hi in _CJK_RANGES)
+
+
+def font_notes(fonts: Fonts, titles: dict[str, str]) -> list[str]:
+    """What to tell the user about the titles that figures show by experiment name: install
+    a CJK font only when a CJK character lacks one; name any other character no font draws."""
+    missing = {name: fonts.missing(title) for name, title in titles.items()}
+    missing = {name: chars for name, chars in missing.items() if chars}
+    chars = "".join(dict.fromkeys("".join(missing.values())))
+    notes = []
+    if not fonts.has_cjk and any(is_cjk(c) for c in chars):
+        notes.append(FONT_HINT)
+    other = [c for c in chars if fonts.has_cjk or not is_cjk(c)]
+    if other:
+        names = [n for n, m in missing.items() if any(c in other for c in m)]
+        shown = ", ".join(f"{c} (U+{ord(c):04X})" for c in other[:5])
+        notes.append(
+            f"no installed font draws {shown}{', ...' if len(other) > 5 else ''}, used in the "
+            f"title of {', '.join(names)}; figures show {'it' if len(names) == 1 else 'them'} "
+            "by experiment name"
+        )
+    return notes
 
 
 def style(fonts: Fonts) -> dict[str, Any]:

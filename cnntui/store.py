@@ -307,6 +307,8 @@ class RunRecord:
     @property
     def status(self) -> str:
         status = self.summary.get("status", "interrupted")
+        if not isinstance(status, str):
+            return "unknown"  # a summary edited by hand: no status this program wrote
         if status == "running" and not self.alive():
             return "interrupted"  # its process was killed mid-run
         return status
@@ -588,7 +590,7 @@ class RunStore:
                 record = self.read(run_dir)
                 if record is not None:
                     out.append(record)
-        out.sort(key=lambda r: (r.summary.get("started", ""), r.run_id))
+        out.sort(key=lambda r: (str(r.summary.get("started", "")), r.run_id))
         return out
 
     def unreadable(self, name: str) -> list[Path]:

@@ -224,7 +224,11 @@ def _who(e: Experiment) -> str:
 
 
 def to_markdown(
-    rows: list[Row], heading: str, with_group: bool = False, missing: list[str] | None = None
+    rows: list[Row],
+    heading: str,
+    with_group: bool = False,
+    missing: list[str] | None = None,
+    skipped: list[str] | None = None,
 ) -> bytes:
     keys = differing_keys(rows)
     unfinished = any(r.status != "finished" for r in rows)
@@ -279,6 +283,11 @@ def to_markdown(
     if missing:
         notes.append(
             "Nothing recorded yet, so not in the table: " + ", ".join(f"`{m}`" for m in missing)
+        )
+    if skipped:
+        notes.append(
+            "Not in the table, because the files of its latest run could not be read: "
+            + ", ".join(f"`{m}`" for m in skipped)
         )
     lines += ["", *(f"- {n}" for n in notes), ""]
     return "\n".join(lines).encode("utf-8")

@@ -1,9 +1,47 @@
-"""Terminal text helpers: display width of CJK text, padding, and number formatting."""
+"""Terminal text helpers: display width of CJK text, padding, number formatting, and making
+text from files safe to print (no control characters reach the terminal)."""
 
 from __future__ import annotations
 
 import math
 import unicodedata
+
+# Characters that steer a terminal or reorder text instead of showing: C0 and C1 controls and
+# DEL (escape sequences, bells, carriage returns), line and paragraph separators, surrogates,
+# and the bidirectional overrides and isolates that make text read otherwise than it is.
+_UNSAFE_CATEGORIES = ("Cc", "Zl", "Zp", "Cs")
+_BIDI_CONTROLS = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
+
+
+def _unsafe(ch: str) -> bool:
+    return ch in _BIDI_CONTROLS or unicodedata.category(ch) in _UNSAFE_CATEGORIES
+
+
+def unsafe_char(text: str) -> str | None:
+    """The first character of `text` that must not reach a terminal raw, or None."""
+    return next((ch for ch in text if _unsafe(ch)), None)
+
+
+def escape(ch: str) -> str:
+    """One character as Python writes it escaped: \\x1b, \\u202e, \\U000e0001."""
+    code = ord(ch)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def safe(value: object) -> str:
+    """`value` as text for the terminal: control characters shown escaped, never sent raw.
+
+    For text that comes from files a user may not have written (a run's summary.json),
+    and of any type: a hand-edited summary may hold a number where a title was.
+    """
+    text = value if isinstance(value, str) else str(value)
+    if unsafe_char(text) is None:
+        return text
+    return "".join(escape(ch) if _unsafe(ch) else ch for ch in text)
 
 
 def width(text: str) -> int:
@@ -26,16 +64,31 @@ def pad(text: str, cols: int, right: bool = False) -> str:
     return fill + text if right else text + fill
 
 
+def _number(value: object) -> bool:
+    """A finite int or float; anything else (None, text, true/false, NaN) shows as '-'."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value) and abs(value) < 1e300
+    except OverflowError:  # an int too large for a float
+        return False
+
+
 def pct(value: float | None) -> str:
-    return "-" if value is None or not math.isfinite(value) else f"{100 * value:.2f}%"
+    return f"{100 * value:.2f}%" if _number(value) else "-"
 
 
 def num(value: float | None, digits: int = 4) -> str:
-    return "-" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+    return f"{value:.{digits}f}" if _number(value) else "-"
+
+
+def count(value: object) -> str:
+    """A whole number with thousands separators (a parameter count), else '-'."""
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else "-"
 
 
 def seconds(value: float | None) -> str:
-    if value is None or not math.isfinite(value):
+    if not _number(value):
         return "-"
     if value < 60:
         return f"{value:.1f}s"

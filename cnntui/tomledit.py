@@ -54,9 +54,12 @@ def show_value(value: Any) -> str:
     return tomlkit.item(value).as_string()
 
 
+BOM = "\ufeff"  # a byte-order mark some editors put first; the loader skips it, edits keep it
+
+
 def own_values(text: str) -> list[dict[str, Any]]:
     """Each [[experiment]]'s own keys as written in the file (defaults not merged in)."""
-    doc = tomllib.loads(text)
+    doc = tomllib.loads(text.removeprefix(BOM))
     return [dict(t) for t in doc.get("experiment", [])]
 
 
@@ -117,9 +120,11 @@ def save_experiment(path: Path, values: dict[str, Any], index: int | None = None
     """
     path = Path(path)
     text = path.read_text(encoding="utf-8")
+    bom = BOM if text.startswith(BOM) else ""
+    text = text.removeprefix(BOM)
     new = (
         append_experiment(text, values) if index is None else update_experiment(text, index, values)
     )
     loaded = parse(new, path)  # the loader's rules, positions included
-    atomic_write_bytes(path, new.encode("utf-8"))
+    atomic_write_bytes(path, (bom + new).encode("utf-8"))
     return loaded

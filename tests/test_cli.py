@@ -109,7 +109,37 @@ def _bad_usage_cases(tmp: Path) -> list[tuple[list[str], str]]:
         (["--run", "all", "--export", "--format", "gif"], "allowed formats are png, svg, pdf"),
         (["--run", "all", "--device", "tpu"], "--device 'tpu': unknown device 'tpu'"),
         (["--run", "all", "--jobs", "0"], "--jobs 0: must be >= 1"),
+        # Nothing selected is a usage error, never the TUI (which would wait for a terminal).
+        (["--run", ""], "--run: name at least one experiment, a group, or 'all'"),
+        (["--run", " "], "--run: name at least one experiment, a group, or 'all'"),
+        (["--run", ","], "--run: name at least one experiment, a group, or 'all'"),
+        (["--config", "empty.toml", "--run", "all"], "empty.toml has no [[experiment]] to run"),
+        # Checked before the first run, not after a long study.
+        (
+            ["--run", "all", "--export", "--exports-dir", "afile/out"],
+            "exports dir 'afile/out' is not writable: Not a directory",
+        ),
+        (["--config", "/dev/zero", "--list"], "/dev/zero: not a regular file"),
+        (  # a shared file's title that would retitle and clear the terminal
+            ["--config", "hostile.toml", "--list"],
+            "hostile.toml:3:1: 'title' holds the control character '\\x1b' (character 1)",
+        ),
+        (["--config", "fifo.toml", "--run", "all"], "fifo.toml: not a regular file"),
+        (["--config", "huge.toml", "--list"], "huge.toml: larger than 1 MiB"),
+        (
+            ["--config", "seed.toml", "--run", "all"],
+            "seed.toml:2:1: 'seed' = 18446744073709551616 is out of range: must be in [0, 2^64",
+        ),
     ]
+    (tmp / "empty.toml").write_text("# nothing yet\n[defaults]\nepochs = 1\n")
+    os.mkfifo(tmp / "fifo.toml")
+    (tmp / "hostile.toml").write_text(
+        '[[experiment]]\nname = "a"\ntitle = "\\u001b]0;X\\u0007\\u001b[2J"\n'
+    )
+    (tmp / "huge.toml").write_bytes(b"#" * (2 << 20))
+    (tmp / "seed.toml").write_text(
+        '[defaults]\nseed = 18446744073709551616\n[[experiment]]\nname = "a"\n'
+    )
     import torch
 
     if not torch.cuda.is_available():
@@ -124,8 +154,119 @@ def test_bad_usage_is_one_line_exit_2_no_traceback(tiny_toml: Path) -> None:
         assert result.returncode == 2, (args, result.stderr)
         err = result.stderr.strip()
         assert "Traceback" not in result.stderr and "\n" not in err, (args, err)
+        assert "\x1b" not in result.stdout + result.stderr, args
         assert err.startswith("cnntui: ") and message in err, (args, err)
         assert not (cwd / "runs").exists() or not list((cwd / "runs").iterdir())
+
+
+def test_list_into_a_closed_pipe_ends_quietly(tiny_toml: Path) -> None:
+    """`cnntui --list | head -1`: the reader is gone before the list is written."""
+    read, write = os.pipe()
+    os.close(read)  # no reader at all: the first write fails, whatever the timing
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "cnntui", "--list"],
+            cwd=tiny_toml.parent,
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(write)
+    assert result.stderr == "" and result.returncode == 141
+
+
+def test_list_through_head_shows_its_first_line_only(tiny_toml: Path) -> None:
+    many = tiny_toml.read_text() + "".join(
+        f'\n[[experiment]]\nname = "e{i}"\ngroup = "g"\n' for i in range(3000)
+    )
+    tiny_toml.write_text(many)  # more than a pipe holds, so the writer meets the closed pipe
+    result = subprocess.run(
+        f"{sys.executable} -m cnntui --list | head -1; echo status ${{PIPESTATUS[0]}}",
+        shell=True,
+        executable="/bin/bash",
+        cwd=tiny_toml.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.stdout == "experiments.toml: 3002 experiments\nstatus 141\n"
+    assert result.stderr == ""
+
+
+def test_an_unreadable_run_is_skipped_and_the_rest_exported(tiny_toml: Path) -> None:
+    cwd = tiny_toml.parent
+    assert cnntui("--run", "all", *SMALL, cwd=cwd).returncode == 0
+    store = RunStore(cwd / "runs")
+    alpha, beta = store.latest("alpha"), store.latest("beta")
+    npz = alpha.path / "history.npz"
+    good = npz.read_bytes()
+    npz.write_bytes(good[: len(good) // 2])  # truncated, as by a full disk or a bad copy
+
+    result = cnntui("--export", cwd=cwd)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr == (
+        f"cnntui: export skipped alpha: run {alpha.run_id} is unreadable "
+        "(BadZipFile: File is not a zip file)\n"
+    )
+    assert (cwd / "exports" / "beta" / "loss_curves.png").exists()
+    assert not (cwd / "exports" / "alpha").exists()
+    md = (cwd / "exports" / "g" / "results.md").read_text("utf-8")
+    assert "the files of its latest run could not be read: `alpha`" in md and "`beta`" in md
+
+    npz.write_bytes(good)
+    summary_file = beta.path / "summary.json"
+    summary = json.loads(summary_file.read_text())
+    summary.update(params="abc", final_test_acc="x", title="\x1b[2J")
+    summary_file.write_text(json.dumps(summary))
+    result = cnntui("--export", cwd=cwd)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr == (
+        f"cnntui: export skipped beta: run {beta.run_id} is unreadable "
+        "(ValueError: summary.json: 'params' is 'abc', not a whole number)\n"
+    )
+    assert (cwd / "exports" / "alpha" / "loss_curves.png").exists()
+
+
+def test_a_skipped_run_makes_run_and_export_exit_1(tiny_toml: Path, monkeypatch, capsys) -> None:
+    from cnntui import cli
+    from cnntui import export as export_mod
+
+    real = export_mod.export_all
+    why = "run 1 is unreadable (BadZipFile: File is not a zip file)"
+
+    def with_a_bad_run(*args, **kwargs):
+        result = real(*args, **kwargs)
+        result.skipped["alpha"] = why
+        return result
+
+    monkeypatch.setattr(export_mod, "export_all", with_a_bad_run)
+    monkeypatch.chdir(tiny_toml.parent)
+    assert cli.main(["--run", "alpha", "--export", *SMALL]) == 1
+    err = capsys.readouterr().err
+    assert err == f"cnntui: export skipped alpha: {why}\n"
+
+
+def test_run_tables_show_stored_text_escaped_and_odd_values_as_dashes(tmp_path: Path) -> None:
+    from cnntui.cli import results_table
+    from cnntui.store import RunRecord
+
+    summary = {
+        "name": "a",
+        "title": "\x1b]0;PWNED\x07\x1b[2J",
+        "model": 5,
+        "params": "abc",
+        "final_test_acc": "x",
+        "best_test_acc": None,
+        "final_train_loss": [1],
+        "total_seconds": "9",
+        "status": "finished\x1b[31m",
+    }
+    table = results_table([RunRecord(tmp_path / "a" / "1", summary)])
+    row = table.splitlines()[2].split()
+    escaped = ["\\x1b]0;PWNED\\x07\\x1b[2J", "finished\\x1b[31m"]
+    assert row == ["a", escaped[0], "5", "-", "-", "-", "-", "-", escaped[1]]
 
 
 def test_a_diverging_run_exits_1_and_the_others_finish(tiny_toml: Path) -> None:
@@ -158,6 +299,35 @@ def test_a_missing_dataset_is_said_once_and_leaves_no_failed_runs(tiny_toml: Pat
     store = RunStore(cwd / "runs")
     assert store.latest("alpha") is None and store.latest("beta") is None  # no failed folders
     assert store.latest("gamma").status == "finished"  # the others still run
+
+
+def test_a_data_folder_never_runs_code(tiny_toml: Path) -> None:
+    """A shared experiments.toml points data_dir at batches that run a command when read."""
+    cwd = tiny_toml.parent
+    folder = cwd / "shared-data" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    payload = b"\x80\x02cposix\nsystem\nq\x00X\x0b\x00\x00\x00touch pwnedq\x01\x85q\x02Rq\x03."
+    for name in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]:
+        (folder / name).write_bytes(payload)
+    run = ["--run", "alpha", "--set", "dataset=cifar10", "--set", "data_dir=shared-data"]
+    for env in ({}, {"CNNTUI_UNVERIFIED_DATA": "1"}):
+        result = subprocess.run(
+            [sys.executable, "-m", "cnntui", *run, *SMALL],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, **env},
+        )
+        assert result.returncode == 1, result.stderr
+        assert not (cwd / "pwned").exists(), env
+        # one line names the file and what is wrong (as the run's failure, or said before
+        # any run starts)
+        output = (result.stdout + result.stderr).splitlines()
+        said = [line for line in output if "data_batch_1" in line]
+        assert len(said) == 1, output
+        why = "refers to 'posix.system'" if env else "not the official CIFAR-10 file"
+        assert why in said[0] and "Traceback" not in result.stderr
 
 
 def batch4_run(epochs: int) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import string
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from cnntui.config import (
     parse,
     parse_override,
 )
+from cnntui.text import unsafe_char
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -121,6 +123,55 @@ BAD = [
     ('[defaults]\nname = "x"\n', "unknown key 'name'", 2, 1),
     ("[defualts]\nlr = 0.1\n", "unknown top-level key 'defualts' (did you mean 'defaults'?)", 1, 1),
     ("[[experiment]]\nname = 3\n", "'name' must be a string", 2, 1),
+    # Text shown in terminals holds no control characters: the error shows which, escaped.
+    (
+        '[[experiment]]\nname = "a"\ntitle = "\\u001b]0;X\\u0007\\u001b[2J"\n',
+        "'title' holds the control character '\\x1b' (character 1)",
+        3,
+        1,
+    ),
+    ('[[experiment]]\nname = "a"\ntitle = "ab\\u007f"\n', "character '\\x7f' (character 3)", 3, 1),
+    ('[[experiment]]\nname = "a"\ntitle = "x\\u009b2J"\n', "character '\\x9b'", 3, 1),
+    ('[[experiment]]\nname = "a"\ntitle = "a\\tb"\n', "character '\\x09'", 3, 1),
+    ('[[experiment]]\nname = "a"\ntitle = "abc\\u202eexe.txt"\n', "character '\\u202e'", 3, 1),
+    ('[[experiment]]\nname = "a"\ntitle = "\\u2028"\n', "character '\\u2028'", 3, 1),
+    ('[defaults]\ndata_dir = "d\\u001b[2J"\n', "'data_dir' holds the control character", 2, 1),
+    # Names and groups name folders: short, and not the exports root's files.
+    (f'[[experiment]]\nname = "{"n" * 65}"\n', "'name' is 65 characters long; at most 64", 2, 1),
+    (f'[[experiment]]\nname = "a"\ngroup = "{"g" * 65}"\n', "'group' is 65 characters", 3, 1),
+    ('[[experiment]]\nname = "results.csv"\n', "is the name of a file in the exports", 2, 1),
+    ('[[experiment]]\nname = "Results.MD"\n', "is the name of a file in the exports", 2, 1),
+    ('[[experiment]]\nname = "README.md"\n', "is the name of a file in the exports", 2, 1),
+    ('[[experiment]]\nname = "a"\ngroup = "results.md"\n', "'group' = 'results.md' is", 3, 1),
+    (
+        '[[experiment]]\nname = "a"\ngroup = "g"\n[[experiment]]\nname = "b"\n  group = "a"\n',
+        "group 'a' is also the name of experiment #1 ('a'); both would export into exports/a/",
+        6,
+        3,
+    ),
+    (
+        '[[experiment]]\nname = "a"\n[[experiment]]\nname = "ungrouped"\ngroup = "g"\n',
+        "name 'ungrouped' is the folder of the experiments without a group",
+        4,
+        1,
+    ),
+    (
+        '[[experiment]]\nname = "a"\ngroup = "G"\n[[experiment]]\nname = "b"\ngroup = "g"\n',
+        "group 'g' differs from group 'G' only in case",
+        6,
+        1,
+    ),
+    (
+        '[[experiment]]\nname = "Base"\n[[experiment]]\nname = "base"\n',
+        "duplicate experiment name 'base' (first used by experiment #1 as 'Base'",
+        4,
+        1,
+    ),
+    # Seeds are unsigned 64-bit: refused at load, not when the run starts.
+    ("[defaults]\nseed = 18446744073709551616\n", "must be in [0, 2^64 - 1]", 2, 1),
+    ("[defaults]\nseed = -1\n", "must be in [0, 2^64 - 1]", 2, 1),
+    # A byte-order mark is skipped: positions are those an editor shows.
+    ("\ufeff[defaults]\nepochs = 0\n", "'epochs' = 0 is out of range", 2, 1),
 ]
 
 
@@ -132,6 +183,47 @@ def test_bad_input_is_one_line_with_position(doc: str, message: str, line: int, 
     assert "\n" not in text
     assert text.startswith(f"exp.toml:{line}:{col}: "), text
     assert message in text
+
+
+def test_what_is_allowed_near_the_limits() -> None:
+    doc = (
+        "\ufeff[defaults]\nseed = 18446744073709551615\n\n"
+        f'[[experiment]]\nname = "{"n" * 64}"\ngroup = "g"\ntitle = "👩‍💻 基准配置 ok"\n\n'
+        '[[experiment]]\nname = "h"\ngroup = "g"\n'
+    )
+    file = parse(doc, "exp.toml")
+    assert file.defaults.seed == 2**64 - 1 and file.experiments[0].title == "👩‍💻 基准配置 ok"
+    assert [e.name for e in file.experiments] == ["n" * 64, "h"]
+
+
+def test_files_that_are_not_regular_or_too_big_are_refused_at_once(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)  # nothing ever writes to it: reading would wait forever
+    with pytest.raises(ConfigError, match=r"fifo\.toml: not a regular file"):
+        load(fifo)
+    with pytest.raises(ConfigError, match="/dev/zero: not a regular file"):
+        load("/dev/zero")
+    big = tmp_path / "big.toml"
+    big.write_bytes(b"# padding\n" * 200_000)  # 2 MB of comments
+    with pytest.raises(ConfigError, match=r"big\.toml: larger than 1 MiB"):
+        load(big)
+
+
+def test_a_byte_order_mark_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "bom.toml"
+    path.write_bytes('\ufeff[defaults]\nepochs = 3\n\n[[experiment]]\nname = "a"\n'.encode())
+    assert load(path).get("a").epochs == 3
+
+
+def test_run_all_on_a_file_without_experiments_says_so() -> None:
+    with pytest.raises(ConfigError, match=r"--run all: exp\.toml has no \[\[experiment\]\] to run"):
+        parse("[defaults]\nepochs = 1\n", "exp.toml").select("all")
+
+
+@pytest.mark.parametrize("spec", ["", " ", ",", " , "])
+def test_an_empty_selection_is_an_error(spec: str) -> None:
+    with pytest.raises(ConfigError, match="--run: name at least one experiment"):
+        parse('[[experiment]]\nname = "a"\n', "exp.toml").select(spec)
 
 
 def test_missing_unreadable_and_non_utf8_files(tmp_path: Path) -> None:
@@ -202,7 +294,7 @@ def test_loader_raises_only_config_error_on_any_document(doc: dict) -> None:
     try:
         parse(text, "fuzz.toml")
     except ConfigError as e:
-        assert "\n" not in str(e)
+        assert "\n" not in str(e) and unsafe_char(str(e)) is None
 
 
 @settings(max_examples=300, deadline=None)
@@ -211,4 +303,4 @@ def test_loader_raises_only_config_error_on_any_text(text: str) -> None:
     try:
         parse(text, "fuzz.toml")
     except ConfigError as e:
-        assert "\n" not in str(e)
+        assert "\n" not in str(e) and unsafe_char(str(e)) is None

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
+import os
 import pickle
 import shutil
+import struct
 import tarfile
 import urllib.error
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -18,8 +22,40 @@ from cnntui import data
 from cnntui.data import DataError
 
 
-def write_cifar_batches(folder: Path, per_batch: int = 20, seed: int = 0) -> dict:
-    """Batch files exactly as CIFAR-10's python version stores them (pickled dicts)."""
+class Py2Pickler(pickle._Pickler):
+    """Protocol 2 as Python 2's cPickle wrote CIFAR-10's batches: every str as a BINSTRING
+    (read back as bytes), numpy under its old module name `numpy.core.multiarray`."""
+
+    dispatch: ClassVar[dict] = dict(pickle._Pickler.dispatch)
+
+    def save_py2_str(self, obj):
+        raw = obj if isinstance(obj, bytes) else obj.encode("latin1")
+        if len(raw) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(raw)]) + raw)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(raw)) + raw)
+        self.memoize(obj)
+
+    def save_global(self, obj, name=None):
+        module = obj.__module__.replace("numpy._core", "numpy.core")
+        self.write(pickle.GLOBAL + f"{module}\n{name or obj.__qualname__}\n".encode())
+        self.memoize(obj)
+
+    dispatch[bytes] = save_py2_str
+    dispatch[str] = save_py2_str
+    dispatch[type] = save_global
+
+
+def py2_pickle(obj) -> bytes:
+    buf = io.BytesIO()
+    Py2Pickler(buf, protocol=2).dump(obj)
+    return buf.getvalue()
+
+
+def write_cifar_batches(folder: Path, per_batch: int = 20, seed: int = 0, protocol=None) -> dict:
+    """Batch files exactly as CIFAR-10's python version stores them (pickled dicts, written
+    by Python 2), or pickled by this Python with `protocol`, as a user's own data may be.
+    Their checksums are not the official files': reading them takes UNVERIFIED_ENV."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     written = {}
@@ -32,13 +68,19 @@ def write_cifar_batches(folder: Path, per_batch: int = 20, seed: int = 0) -> dic
             b"data": images,
             b"filenames": [b"x.png"] * per_batch,
         }
-        with (folder / name).open("wb") as f:
-            pickle.dump(entry, f, protocol=2)
+        raw = py2_pickle(entry) if protocol is None else pickle.dumps(entry, protocol=protocol)
+        (folder / name).write_bytes(raw)
         written[name] = (images, labels)
     return written
 
 
-def test_cifar10_reads_the_python_batch_format(tmp_path: Path) -> None:
+@pytest.fixture
+def own_data(monkeypatch):
+    """The user's opt-in to CIFAR-format files that are not the official ones."""
+    monkeypatch.setenv(data.UNVERIFIED_ENV, "1")
+
+
+def test_cifar10_reads_the_python_batch_format(tmp_path: Path, own_data) -> None:
     written = write_cifar_batches(tmp_path / data.CIFAR10_DIR)
     ds = data.load_cifar10(tmp_path, download=False)
     assert ds.train_x.shape == (100, 3, 32, 32) and ds.train_x.dtype == torch.uint8
@@ -59,7 +101,7 @@ def _fake_archive(tmp_path: Path) -> Path:
     return archive
 
 
-def test_cifar10_download_verifies_and_extracts(tmp_path: Path, monkeypatch) -> None:
+def test_cifar10_download_verifies_and_extracts(tmp_path: Path, monkeypatch, own_data) -> None:
     archive = _fake_archive(tmp_path)
     md5 = hashlib.md5(archive.read_bytes()).hexdigest()
     monkeypatch.setattr(data, "CIFAR10_MD5", md5)
@@ -101,7 +143,7 @@ def test_cifar10_offline_says_which_file_to_put_where(tmp_path: Path, monkeypatc
     assert f"put {data.CIFAR10_ARCHIVE}" in msg and str(root) in msg
 
 
-def test_a_failed_download_is_not_retried_for_every_experiment(tmp_path: Path, monkeypatch):
+def test_a_failed_download_is_not_retried_for_every_experiment(tmp_path, monkeypatch, own_data):
     import torchvision.datasets.utils as tvu
 
     tries = []
@@ -127,11 +169,112 @@ def test_a_failed_download_is_not_retried_for_every_experiment(tmp_path: Path, m
     assert len(tries) == 3
 
 
-def test_cifar10_truncated_batch_is_a_clear_error(tmp_path: Path) -> None:
+def test_cifar10_truncated_batch_is_a_clear_error(tmp_path: Path, own_data) -> None:
     folder = tmp_path / data.CIFAR10_DIR
     write_cifar_batches(folder)
     (folder / "data_batch_3").write_bytes(b"\x80\x02}q")
     with pytest.raises(DataError, match="data_batch_3: not a readable CIFAR-10 batch"):
+        data.load_cifar10(tmp_path, download=False)
+
+
+def _official(monkeypatch, folder: Path) -> None:
+    """Make the files in `folder` the "official" ones, as if they were CIFAR-10's."""
+    md5s = {f: hashlib.md5((folder / f).read_bytes()).hexdigest() for f in data.CIFAR10_FILE_MD5}
+    monkeypatch.setattr(data, "CIFAR10_FILE_MD5", md5s)
+
+
+def test_official_md5s_are_the_published_ones() -> None:
+    """torchvision's CIFAR10 lists the same checksums (it is installed here)."""
+    from torchvision.datasets import CIFAR10
+
+    published = dict(CIFAR10.train_list + CIFAR10.test_list)
+    assert published == data.CIFAR10_FILE_MD5
+
+
+def test_files_with_the_official_checksums_are_read_without_opting_in(tmp_path, monkeypatch):
+    monkeypatch.delenv(data.UNVERIFIED_ENV, raising=False)
+    folder = tmp_path / data.CIFAR10_DIR
+    write_cifar_batches(folder)
+    _official(monkeypatch, folder)
+    assert len(data.load_cifar10(tmp_path, download=False).train_y) == 100
+
+
+def test_a_batch_that_is_not_the_official_file_is_refused_by_default(tmp_path, monkeypatch):
+    monkeypatch.delenv(data.UNVERIFIED_ENV, raising=False)
+    folder = tmp_path / data.CIFAR10_DIR
+    write_cifar_batches(folder)
+    _official(monkeypatch, folder)
+    (folder / "data_batch_4").write_bytes(b"\x80\x02}q\x00.")  # any other bytes
+    with pytest.raises(DataError) as info:
+        data.load_cifar10(tmp_path, download=False)
+    msg = str(info.value)
+    assert "\n" not in msg
+    assert msg.startswith(f"{folder / 'data_batch_4'}: not the official CIFAR-10 file (MD5 ")
+    assert f"set {data.UNVERIFIED_ENV}=1" in msg
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_own_data_pickled_by_python3_reads_with_the_opt_in(tmp_path, own_data, protocol) -> None:
+    written = write_cifar_batches(tmp_path / data.CIFAR10_DIR, protocol=protocol)
+    ds = data.load_cifar10(tmp_path, download=False)
+    images, labels = written["test_batch"]
+    assert torch.equal(ds.test_x.flatten(1), torch.from_numpy(images))
+    assert ds.test_y.tolist() == labels
+
+
+class Payload:
+    """A pickle that runs a shell command when it is read: what a hostile data folder holds."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _hostile(marker: Path) -> dict[str, bytes]:
+    return {
+        "whole file": pickle.dumps(Payload(marker), protocol=2),
+        "inside the labels": pickle.dumps(
+            {b"data": np.zeros((1, 3072), np.uint8), b"labels": [Payload(marker)]}
+        ),
+        "object array": pickle.dumps(
+            {b"data": np.array([Payload(marker)], dtype=object), b"labels": [0]}
+        ),
+    }
+
+
+@pytest.mark.parametrize("opt_in", [False, True], ids=["default", "unverified-data"])
+def test_a_hostile_batch_never_runs_code(tmp_path: Path, monkeypatch, opt_in) -> None:
+    if opt_in:
+        monkeypatch.setenv(data.UNVERIFIED_ENV, "1")
+    else:
+        monkeypatch.delenv(data.UNVERIFIED_ENV, raising=False)
+    marker = tmp_path / "ran"
+    folder = tmp_path / data.CIFAR10_DIR
+    write_cifar_batches(folder)
+    _official(monkeypatch, folder)
+    for how, raw in _hostile(marker).items():
+        (folder / "data_batch_2").write_bytes(raw)
+        with pytest.raises(DataError) as info:
+            data.load_cifar10(tmp_path, download=False)
+        msg = str(info.value)
+        assert not marker.exists(), f"{how}: the payload ran"
+        assert "\n" not in msg and msg.startswith(str(folder / "data_batch_2")), how
+        if not opt_in:
+            assert "not the official CIFAR-10 file" in msg, how
+        elif how == "object array":
+            assert "refused an array of Python objects" in msg
+        else:
+            assert "refers to 'posix.system', which a CIFAR-10 batch never holds" in msg, how
+
+
+def test_a_batch_that_is_a_fifo_is_refused_not_read_forever(tmp_path, own_data) -> None:
+    folder = tmp_path / data.CIFAR10_DIR
+    write_cifar_batches(folder)
+    (folder / "data_batch_3").unlink()
+    os.mkfifo(folder / "data_batch_3")  # nothing ever writes to it
+    with pytest.raises(DataError, match="data_batch_3: not a regular file"):
         data.load_cifar10(tmp_path, download=False)
 
 

@@ -169,13 +169,16 @@ def test_run_directory_holds_config_summary_weights(runs_dir: Path) -> None:
     assert "fc3.weight" in weights
 
 
-def test_summary_records_the_images_actually_used(runs_dir: Path, tmp_path: Path) -> None:
+def test_summary_records_the_images_actually_used(
+    runs_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
     """train_size / test_size are caps: the summary says how many images the run really had
     (here a 100 / 20 image CIFAR-10 on disk, asked for all / 1000), for the exports' captions."""
     from cnntui import data
     from tests.test_data import write_cifar_batches
 
     write_cifar_batches(tmp_path / "c" / data.CIFAR10_DIR)
+    monkeypatch.setenv(data.UNVERIFIED_ENV, "1")  # generated batches: not the official files
     exp = tiny_experiment(
         dataset="cifar10", data_dir=str(tmp_path / "c"), train_size=None, test_size=1000, epochs=1
     )

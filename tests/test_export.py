@@ -448,6 +448,39 @@ def test_labels_fall_back_to_names_only_where_the_font_lacks_glyphs() -> None:
     assert latin.label("", "lenet") == "lenet"
 
 
+def _cjk_fonts() -> figures.Fonts:
+    cjk = figures.find_cjk_font()
+    if cjk is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must install a CJK font (fonts-wqy-microhei)")
+        pytest.skip("no CJK font installed here (apt install fonts-wqy-microhei)")
+    return figures.Fonts((figures.BASE_FONT, cjk))
+
+
+def test_an_emoji_title_with_a_cjk_font_installed_does_not_ask_for_one(suite, tmp_path) -> None:
+    _cjk_fonts()
+    store, exps, _, _, _ = suite
+    solo = dataclasses.replace(exps[2], title="LeNet 🧪")  # solo's run, another title
+    result = export_all(store, [solo], tmp_path, dpi=FAST_DPI)
+    assert result.warnings == [
+        "no installed font draws 🧪 (U+1F9EA), used in the title of solo; "
+        "figures show it by experiment name"
+    ]
+
+
+def test_font_notes_name_what_is_missing() -> None:
+    cjk, latin = _cjk_fonts(), figures.Fonts((figures.BASE_FONT,))
+    assert figures.font_notes(cjk, {"a": "基准配置", "b": "❤️ ok"}) == []  # VS16 is no glyph
+    assert cjk.label("❤️ ok", "b") == "❤ ok"
+    (note,) = figures.font_notes(cjk, {"a": "基准 🧪", "b": "ok"})
+    assert "no CJK font" not in note and "🧪 (U+1F9EA)" in note and "title of a;" in note
+    (note,) = figures.font_notes(latin, {"a": "🧪"})  # emoji only: no CJK font asked for
+    assert note.startswith("no installed font draws 🧪")
+    assert figures.font_notes(latin, {"a": "基准"}) == [figures.FONT_HINT]
+    hint, note = figures.font_notes(latin, {"a": "基准", "b": "🧪", "c": "中 🧪"})
+    assert hint == figures.FONT_HINT and "used in the title of b, c; figures show them" in note
+
+
 def test_table_formatting() -> None:
     assert tables.duration(49.14) == "49.1 s"
     assert tables.duration(725) == "12 min 05 s"

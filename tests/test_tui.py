@@ -23,6 +23,7 @@ from cnntui.tui.messages import RunUpdated
 from cnntui.tui.screens.confirm import ConfirmScreen
 from cnntui.tui.screens.edit import ExperimentForm
 from cnntui.tui.screens.help import HelpScreen
+from cnntui.tui.widgets.results import COLUMNS
 
 from .tui_fake import fake_train
 
@@ -716,3 +717,58 @@ async def test_curves_of_a_run_with_previous_settings_say_so(tiny_toml, runs_dir
         await wait_for(pilot, lambda: not app.main.busy() and len(app.main.session.runs) == 3)
         await pilot.pause(0.3)
         assert "previous" not in str(key.render())
+
+
+async def test_hand_edited_summaries_neither_crash_the_start_nor_reach_the_terminal_raw(
+    tiny_toml, runs_dir, tmp_path
+):
+    """Run files edited by hand, cut short or shared by someone hostile: summary values of the
+    wrong type show as '-', control characters in text show escaped, a truncated history
+    draws no curve, and the app starts."""
+    hostile = "\x1b]0;PWNED\x07\x1b[2J"
+    stored = {
+        "alpha/20240101-000000-aaaaaa": {
+            "name": "alpha",
+            "title": hostile,
+            "model": "lenet\x1b[31m",
+            "params": "abc",
+            "final_test_acc": "x",
+            "best_test_acc": [0.5],
+            "total_seconds": {"s": 1},
+            "epochs_to_target": "3",
+            "started": 5,
+            "status": "finished",
+        },
+        "beta/20240101-000001-bbbbbb": {
+            "name": ["beta"],
+            "started": "2024-01-01T00:00:01",
+            "status": {"not": "a status"},
+            "final_train_loss": True,
+        },
+    }
+    for where, summary in stored.items():
+        (runs_dir / where).mkdir(parents=True)
+        (runs_dir / where / "summary.json").write_text(json.dumps(summary))
+    # and a truncated history, whose curve the start draws for the highlighted experiment
+    (runs_dir / "alpha/20240101-000000-aaaaaa/history.npz").write_bytes(b"PK\x03\x04\x14")
+    app = make_app(tiny_toml, {}, runs_dir, tmp_path / "x", trainer=fake_train, device_label="c")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("v")
+        await pilot.pause()
+        results = app.main.results
+        assert results.row_count == 2
+        cells = {
+            key: dict(zip([c.key for c in COLUMNS], map(str, results.get_row(key)), strict=True))
+            for key in results.rows_by_key
+        }
+        alpha = cells[str(runs_dir / "alpha/20240101-000000-aaaaaa")]
+        assert alpha["title"] == "\\x1b]0;PWNED\\x07\\x1b[2J" and alpha["model"] == "lenet\\x1b[31m"
+        assert [alpha[k] for k in ("params", "final_test_acc", "best_test_acc")] == ["-"] * 3
+        assert alpha["total_seconds"] == alpha["epochs_to_target"] == "-"
+        beta = cells[str(runs_dir / "beta/20240101-000001-bbbbbb")]
+        assert beta["name"] == "['beta']" and beta["final_train_loss"] == "-"
+        shown = "".join(v for row in cells.values() for v in row.values())
+        assert "\x1b" not in shown and "\x07" not in shown
+    from cnntui.store import RunStore
+
+    assert RunStore(runs_dir).latest("beta").status == "unknown"  # not a status we wrote

@@ -187,6 +187,18 @@ def test_save_refuses_what_the_loader_refuses(tmp_path):
     assert own_values(path.read_text())[1] == {"name": "b", "lr": 0.2}
 
 
+def test_save_keeps_a_byte_order_mark_and_the_file_loads(tmp_path):
+    path = tmp_path / "experiments.toml"
+    path.write_bytes(("\ufeff" + COMMENTED).encode())
+    assert [t["name"] for t in own_values(path.read_text(encoding="utf-8"))] == ["a", "b"]
+    save_experiment(path, {"name": "a", "lr": 0.5}, index=0)
+    save_experiment(path, {"name": "c"})
+    raw = path.read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf# top comment") and raw.count(b"\xef\xbb\xbf") == 1
+    assert "# top comment" in raw.decode() and load(path).get("a").lr == 0.5
+    assert load(path).names() == ["a", "b", "c"]
+
+
 @pytest.mark.parametrize(
     ("key", "raw", "value"),
     [

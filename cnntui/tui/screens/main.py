@@ -572,7 +572,9 @@ class MainScreen(Screen):
                 msg += f"\nnothing recorded yet for: {', '.join(result.missing)}"
             for warning in result.warnings:  # e.g. which font package shows the CJK titles
                 msg += f"\n{warning}"
-            severity = "warning" if result.warnings else "information"
+            for name, why in result.skipped.items():
+                msg += f"\nskipped {name}: {why}"
+            severity = "warning" if result.warnings or result.skipped else "information"
             self.notify(msg, title="export", severity=severity, timeout=ERROR_SECONDS)
         elif state == WorkerState.ERROR:
             self.notify(

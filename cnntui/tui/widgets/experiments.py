@@ -84,7 +84,7 @@ def _stored_status(record: RunRecord) -> Text:
         case "finished":
             body = f"finished {text.pct(s.get('final_test_acc'))}"
         case "failed" | "diverged":
-            body = f"{status}: {s.get('reason') or '?'}"
+            body = f"{status}: {text.safe(str(s.get('reason') or '?'))}"
         case "interrupted" | "cancelled":
             body = f"{status}{of} · {RESUME_HINT}"
             if text.width(body) > STATUS_WIDTH:  # the hint matters more than the epoch
@@ -92,7 +92,7 @@ def _stored_status(record: RunRecord) -> Text:
         case "running":
             body = f"running elsewhere{of}"  # another process is training it
         case _:
-            body = str(status)
+            body = text.safe(str(status))
     return Text(text.pad(body, STATUS_WIDTH).rstrip(), style=STATUS_STYLE.get(status, ""))
 
 

@@ -33,17 +33,19 @@ class Column:
 
 
 def _params(v: Any) -> str:
-    return f"{v:,}" if isinstance(v, int) and v else "-"
+    return text.count(v) if v else "-"
 
 
 def _int(v: Any) -> str:
     return str(v) if isinstance(v, int) and not isinstance(v, bool) else "-"
 
 
+# Text columns show a summary's values with control characters escaped (text.safe): a
+# summary.json may have been edited by hand, and the terminal must not get them raw.
 COLUMNS = (
-    Column("name", "name", str),
-    Column("title", "title", str),
-    Column("model", "model", str),
+    Column("name", "name", text.safe),
+    Column("title", "title", text.safe),
+    Column("model", "model", text.safe),
     Column("params", "params", _params),
     Column("final_test_acc", "final acc", text.pct, "max"),
     Column("best_test_acc", "best acc", text.pct, "max"),
@@ -53,7 +55,7 @@ COLUMNS = (
     Column("epochs_to_target", "ep→target", _int, "min"),
     Column("total_seconds", "time", text.seconds, "min"),
     Column("seconds_per_epoch", "s/epoch", text.seconds, "min"),
-    Column("status", "status", str),
+    Column("status", "status", text.safe),
 )
 BEST_STYLE = "bold reverse green"
 
@@ -208,7 +210,7 @@ class ResultsTable(DataTable):
     def _cell(self, col: Column, summary: dict[str, Any], best: dict[str, float]) -> Text:
         v = summary.get(col.key)
         cell = Text(col.show(v) if v is not None else "-")
-        if col.show is not str:
+        if col.show is not text.safe:
             cell.justify = "right"
         f = _finite(v)
         if f is not None and (abs(f) if col.key == "gap" else f) == best.get(col.key):
