@@ -31,7 +31,7 @@ import numpy as np
 from . import figures, tables, text
 from .config import UNGROUPED, Experiment
 from .history import History, metrics
-from .store import RunRecord, RunStore, atomic_write
+from .store import RunRecord, RunStore, StoreError, atomic_write
 
 FORMATS = ("png", "svg", "pdf")
 # What reading one run's files can raise when one is truncated, corrupt or hand-edited with
@@ -152,7 +152,8 @@ def _entries(
         try:
             entries.append(_entry(exp, record, fonts, color))
         except UNREADABLE as e:
-            why = text.safe(text.one_line(e))
+            # The store's own errors already name the file; others get their type.
+            why = text.safe(str(e) if isinstance(e, StoreError) else text.one_line(e))
             result.skipped[exp.name] = f"run {text.safe(record.run_id)} is unreadable ({why})"
     return entries
 
@@ -173,6 +174,8 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
 
 def _entry(exp: Experiment, record: RunRecord, fonts: figures.Fonts, color: str) -> _Entry:
     """One experiment's latest run read for export; raises one of UNREADABLE when it cannot be."""
+    if record.dropped:  # its numbers would be silently missing from the tables
+        raise ValueError(f"summary.json: {'; '.join(record.dropped)}")
     params = _summary_value(record, "params", int)
     seconds = _summary_value(record, "total_seconds", (int, float))
     device = _summary_value(record, "device", str)

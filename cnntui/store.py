@@ -228,27 +228,34 @@ _SUMMARY_INTS = ("pid", "epochs", "epochs_done", "batches_done", "params", "epoc
 _SUMMARY_FLOATS = tuple(f.name for f in dataclasses.fields(Metrics) if f.name != "epochs_to_target")
 
 
-def _clean_summary(raw: dict[str, Any]) -> dict[str, Any]:
+def _clean_summary(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The summary's fields of the right type, and a note on each one dropped."""
     out: dict[str, Any] = {}
+    dropped: list[str] = []
     for key, value in raw.items():
         if key in _SUMMARY_TEXT or key in ("name", "device"):
-            ok = isinstance(value, str)
+            ok, kind = isinstance(value, str), "string"
         elif key == "status":
-            ok = value in STATUSES
+            ok, kind = value in STATUSES, "status"
         elif key in _SUMMARY_INTS:
             ok = value is None or (isinstance(value, int) and not isinstance(value, bool))
+            kind = "whole number"
         elif key in _SUMMARY_FLOATS:
             if isinstance(value, int) and not isinstance(value, bool):
                 try:
                     value = float(value)
                 except OverflowError:
+                    dropped.append(f"{key!r} is too large")
                     continue
-            ok = value is None or isinstance(value, float)
+            ok, kind = value is None or isinstance(value, float), "number"
         else:
-            ok = True  # a field this version does not know: kept as written
+            ok, kind = True, ""  # a field this version does not know: kept as written
         if ok:
             out[key] = value
-    return out
+        else:
+            shown = repr(value).encode("unicode_escape").decode("ascii")[:40]
+            dropped.append(f"{key!r} is {shown}, not a {kind}")
+    return out, dropped
 
 
 def _check_regular(file: Path) -> None:
@@ -294,6 +301,7 @@ class RunRecord:
 
     path: Path
     summary: dict[str, Any]
+    dropped: tuple[str, ...] = ()  # summary fields of the wrong type, e.g. "'params' is 'abc'"
 
     @property
     def name(self) -> str:
@@ -623,7 +631,7 @@ class RunStore:
             return None
         if not isinstance(summary, dict):
             return None
-        clean = _clean_summary(summary)
+        clean, dropped = _clean_summary(summary)
         clean["name"] = run_dir.parent.name  # where the store filed it is what it is
         clean.setdefault("status", "interrupted")
-        return RunRecord(run_dir, clean)
+        return RunRecord(run_dir, clean, tuple(dropped))
