@@ -633,5 +633,6 @@ class RunStore:
             return None
         clean, dropped = _clean_summary(summary)
         clean["name"] = run_dir.parent.name  # where the store filed it is what it is
-        clean.setdefault("status", "interrupted")
+        # No status: killed before it wrote one. A status this program never writes: unknown.
+        clean.setdefault("status", "unknown" if "status" in summary else "interrupted")
         return RunRecord(run_dir, clean, tuple(dropped))

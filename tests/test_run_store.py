@@ -300,9 +300,15 @@ def test_a_summary_with_values_of_the_wrong_type_is_listed_with_them_dropped(run
     records = store.runs()  # sorting on `started` used to raise TypeError
     assert len(records) == 2
     broken = next(r for r in records if r.path == runs[0].path)
-    assert broken.summary == {"pid": 10**30, "name": "tiny", "status": "interrupted"}
-    assert broken.status == "interrupted"
+    assert broken.summary == {"pid": 10**30, "name": "tiny", "status": "unknown"}
+    assert broken.status == "unknown"  # a status this program never writes
     assert broken.name == "tiny"
+    assert [d.split(" ")[0] for d in broken.dropped] == [
+        "'started'",
+        "'status'",
+        "'epochs_done'",
+        "'params'",
+    ]
 
 
 def test_a_missing_or_broken_config_raises_run_file_error(runs_dir: Path) -> None:

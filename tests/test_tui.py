@@ -766,7 +766,7 @@ async def test_hand_edited_summaries_neither_crash_the_start_nor_reach_the_termi
         assert [alpha[k] for k in ("params", "final_test_acc", "best_test_acc")] == ["-"] * 3
         assert alpha["total_seconds"] == alpha["epochs_to_target"] == "-"
         beta = cells[str(runs_dir / "beta/20240101-000001-bbbbbb")]
-        assert beta["name"] == "['beta']" and beta["final_train_loss"] == "-"
+        assert beta["name"] == "beta" and beta["final_train_loss"] == "-"  # its folder's name
         shown = "".join(v for row in cells.values() for v in row.values())
         assert "\x1b" not in shown and "\x07" not in shown
     from cnntui.store import RunStore
