@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import pickle
 import threading
 import time
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,18 +23,6 @@ from .state import RunState, Trace
 # run that differs from today's settings only in these still counts as one of them.
 SPEED_ONLY = frozenset({"device", "data_dir", "threads", "compile", "channels_last", "target_acc"})
 STORED_REFRESH_SECONDS = 1.0  # how often a stored run another process trains is re-read
-
-# What reading a stored run's history can raise when the file is truncated or corrupt.
-UNREADABLE = (
-    OSError,
-    ValueError,
-    KeyError,
-    IndexError,
-    TypeError,
-    EOFError,
-    zipfile.BadZipFile,
-    pickle.UnpicklingError,
-)
 
 
 class Session:
@@ -268,10 +254,7 @@ class Session:
         key = (str(npz), stamp)
         trace = self._traces.get(key)
         if trace is None:
-            try:
-                trace = Trace.load(npz)
-            except UNREADABLE:  # truncated or corrupt: no curve for it, and the app goes on
-                trace = Trace()
+            trace = Trace.load(npz)  # truncated or corrupt: empty, and the app goes on
             self._traces = {k: v for k, v in self._traces.items() if k[0] != str(npz)}
             self._traces[key] = trace
         return trace
