@@ -482,11 +482,6 @@ def run_headless(args: argparse.Namespace, out: IO[str]) -> int:
         parse_formats(args.format)
     check_dirs(args, selected)
     check_devices(selected)
-    ready = check_data(selected)
-    not_started = len(selected) - len(ready)
-    if not ready:
-        return EXIT_RUN_FAILED
-    selected = ready
 
     from .events import Cancelled, Diverged, Failed, Started
     from .runner import run_jobs
@@ -494,6 +489,16 @@ def run_headless(args: argparse.Namespace, out: IO[str]) -> int:
 
     store = RunStore(args.runs_dir)
     jobs = plan_jobs(args, store, selected, overrides)
+    # The data each job will read: a resumed run's comes from its own stored settings.
+    ready = {e.name for e in check_data([j.experiment for j in jobs])}
+    for job in jobs:
+        if job.experiment.name not in ready and job.resume_dir is not None:
+            job.resume_dir.release()
+    not_started = len(jobs) - len(ready)
+    jobs = [j for j in jobs if j.experiment.name in ready]
+    selected = [e for e in selected if e.name in ready]
+    if not jobs:
+        return EXIT_RUN_FAILED
     cancel = threading.Event()
     progress = Progress(out, live=out.isatty())
     outcomes: dict[str, str] = {}

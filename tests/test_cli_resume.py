@@ -293,3 +293,18 @@ def test_the_table_shows_a_run_that_got_no_directory_not_an_older_run(tiny_toml,
     assert "[alpha] FAILED: cannot create a run directory in runs/alpha: No space" in text
     row = text[text.index("name ") :].splitlines()[2]
     assert row.split()[0] == "alpha" and row.endswith("failed"), row  # not the finished one
+
+
+def test_resume_reads_the_data_its_run_was_trained_on_not_the_files_current_setting(tiny_toml):
+    """The file now says CIFAR-10 (absent here); the run trained on synthetic data and
+    resumes on it, instead of being held back as 'not started: dataset missing'."""
+    cwd = tiny_toml.parent
+    cancelled_run(tiny_toml)
+    text = tiny_toml.read_text().replace('dataset = "synthetic"', 'dataset = "cifar10"')
+    tiny_toml.write_text(text.replace('device = "cpu"', 'device = "cpu"\ndata_dir = "none"'))
+    (cwd / "none").mkdir()
+    (cwd / "none" / "cifar-10-python.tar.gz").write_bytes(b"not CIFAR-10")  # fails at once
+    result = cnntui("--run", "alpha", "--resume", cwd=cwd)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "resuming at epoch 2" in result.stdout and "not started" not in result.stderr
+    assert RunStore(cwd / "runs").latest("alpha").status == "finished"
