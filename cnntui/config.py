@@ -26,6 +26,7 @@ DATASETS = ("cifar10", "fashion-mnist", "synthetic")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 AMP_MODES = ("off", "bf16", "fp16")
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
+LR_SCHEDULES = ("constant", "step", "cosine", "onecycle")
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 NAME_MAX = 64  # characters in a name or group: they name folders, and every file system takes 64
@@ -65,6 +66,12 @@ class Settings:
     channels_last: bool = False  # NHWC memory format for convolutions
     compile: str = "off"  # torch.compile mode, or off
     threads: int = 0  # CPU intra-op threads for this run (0 = choose from batch size)
+    val_size: int = 0  # training images held out for validation, stratified by class (0 = none)
+    lr_schedule: str = "constant"  # one of LR_SCHEDULES, applied per epoch
+    lr_step_epochs: int = 10  # step schedule: multiply lr by lr_gamma every this many epochs
+    lr_gamma: float = 0.1  # step schedule's factor, in (0, 1]
+    warmup_epochs: int = 0  # epochs ramping linearly from lr/10 up to lr before the schedule
+    early_stop_patience: int = 0  # stop after this many epochs without a better val loss (0 = off)
 
 
 @dataclass(frozen=True)
@@ -208,6 +215,16 @@ ALIASES = {
     "cuda": "device",
     "beta": "momentum",
     "label": "title",
+    "val_split": "val_size",
+    "validation_size": "val_size",
+    "scheduler": "lr_schedule",
+    "schedule": "lr_schedule",
+    "lr_scheduler": "lr_schedule",
+    "warmup": "warmup_epochs",
+    "patience": "early_stop_patience",
+    "early_stopping": "early_stop_patience",
+    "step_size": "lr_step_epochs",
+    "gamma": "lr_gamma",
     "description": "title",
 }
 
@@ -270,6 +287,8 @@ def check_value(key: str, value: Any) -> Any:
             choice(AMP_MODES)
         case "compile":
             choice(COMPILE_MODES)
+        case "lr_schedule":
+            choice(LR_SCHEDULES)
         case "device":
             if not DEVICE_RE.match(value):
                 raise ConfigError(
@@ -291,8 +310,14 @@ def check_value(key: str, value: Any) -> Any:
             need(value >= 1, "must be >= 1 (leave it out to use all)")
         case "seed":
             need(0 <= value <= SEED_MAX, "must be in [0, 2^64 - 1]")
-        case "threads":
+        case "threads" | "val_size" | "warmup_epochs":
             need(value >= 0, "must be >= 0")
+        case "early_stop_patience":
+            need(value >= 0, "must be >= 0 (0 turns early stopping off)")
+        case "lr_step_epochs":
+            need(value >= 1, "must be >= 1")
+        case "lr_gamma":
+            need(0 < value <= 1, "must be in (0, 1]")
         case "data_dir":
             need(value != "", "must not be empty")
             _printable(key, value)

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from cnntui.config import (
     SETTING_KEYS,
     ConfigError,
+    Settings,
     load,
     parse,
     parse_override,
@@ -243,6 +244,31 @@ def test_overrides_parse_as_toml_or_bare_strings() -> None:
     assert parse_override("dataset=synthetic") == ("dataset", "synthetic")
     assert parse_override("augment=true") == ("augment", True)
     assert parse_override("device=cuda:1") == ("device", "cuda:1")
+    assert parse_override("lr_schedule=onecycle") == ("lr_schedule", "onecycle")
+    assert parse_override("lr_gamma=1") == ("lr_gamma", 1.0)
+    assert parse_override("val_size=500") == ("val_size", 500)
+
+
+def test_study_settings_default_to_todays_training() -> None:
+    s = Settings()
+    assert (s.val_size, s.lr_schedule, s.warmup_epochs, s.early_stop_patience) == (
+        0,
+        "constant",
+        0,
+        0,
+    )
+    doc = '[defaults]\nlr_schedule = "step"\nlr_step_epochs = 3\nlr_gamma = 0.5\n'
+    doc += '[[experiment]]\nname = "a"\nval_size = 100\nwarmup_epochs = 2\n'
+    e = parse(doc).get("a")
+    assert (e.lr_schedule, e.lr_step_epochs, e.lr_gamma, e.val_size, e.warmup_epochs) == (
+        "step",
+        3,
+        0.5,
+        100,
+        2,
+    )
+    with pytest.raises(ConfigError, match=r"^experiments.toml:2:1: 'lr_gamma' = 2.0 is out"):
+        parse("[defaults]\nlr_gamma = 2.0\n")
 
 
 @pytest.mark.parametrize(
@@ -254,6 +280,16 @@ def test_overrides_parse_as_toml_or_bare_strings() -> None:
         ("lr", "expected KEY=VALUE"),
         ("dataset=imagenet", "unknown dataset 'imagenet'"),
         ("name=x", "unknown key 'name'"),
+        ("val_size=-1", "'val_size' = -1 is out of range: must be >= 0"),
+        ("val_size=0.5", "'val_size' must be an integer, got 0.5"),
+        ("lr_schedule=linear", "unknown lr_schedule 'linear' (allowed: constant, step, cosine,"),
+        ("lr_schedule=cosin", "(did you mean 'cosine'?)"),
+        ("lr_step_epochs=0", "'lr_step_epochs' = 0 is out of range: must be >= 1"),
+        ("lr_gamma=0", "'lr_gamma' = 0.0 is out of range: must be in (0, 1]"),
+        ("lr_gamma=1.5", "'lr_gamma' = 1.5 is out of range: must be in (0, 1]"),
+        ("warmup_epochs=-2", "'warmup_epochs' = -2 is out of range: must be >= 0"),
+        ("early_stop_patience=-1", "must be >= 0 (0 turns early stopping off)"),
+        ("patience=3", "unknown key 'patience' (did you mean 'early_stop_patience'?)"),
     ],
 )
 def test_bad_overrides(item: str, message: str) -> None:
