@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import pickle
 import sys
@@ -50,6 +51,70 @@ FASHION_FILES = {
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 SYNTHETIC_TRAIN, SYNTHETIC_TEST = 50_000, 10_000
+
+# What each label means, in label order (the datasets' own documentation).
+CLASS_NAMES = {
+    "cifar10": (
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    ),
+    "fashion-mnist": (
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ),
+}
+
+
+def class_names(dataset: str, classes: int = 10) -> tuple[str, ...]:
+    """The names of a dataset's labels; "class 0", "class 1", ... where it has none."""
+    names = CLASS_NAMES.get(dataset, ())
+    if len(names) == classes:
+        return names
+    return tuple(f"class {i}" for i in range(classes))
+
+
+def validation_split(
+    labels: torch.Tensor, val_size: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (train, validation) that hold `val_size` of `labels` out, stratified by class:
+    each class gives its share of the split (largest remainders round it to `val_size`),
+    drawn at random within the class from `seed` alone. Both in ascending order, disjoint,
+    together every index. ValueError when `val_size` would leave nothing to train on."""
+    n = len(labels)
+    if not 0 <= val_size < n:
+        raise ValueError(f"val_size {val_size} leaves no training images (there are {n})")
+    if val_size == 0:
+        return torch.arange(n), torch.arange(0)
+    y = labels.cpu().long()
+    classes = int(y.max()) + 1
+    counts = torch.bincount(y, minlength=classes).tolist()
+    exact = [val_size * c / n for c in counts]
+    quota = [math.floor(q) for q in exact]
+    by_remainder = sorted(range(classes), key=lambda k: (quota[k] - exact[k], k))
+    for k in by_remainder[: val_size - sum(quota)]:
+        quota[k] += 1
+    g = torch.Generator().manual_seed(seed)
+    held = torch.zeros(n, dtype=torch.bool)
+    for k in range(classes):
+        members = torch.nonzero(y == k).flatten()
+        held[members[torch.randperm(len(members), generator=g)[: quota[k]]]] = True
+    return torch.nonzero(~held).flatten(), torch.nonzero(held).flatten()
 
 
 class DataError(RuntimeError):

@@ -25,8 +25,9 @@ from torch.nn import functional as F
 from . import data as datasets
 from .config import Experiment
 from .events import BatchLosses, Cancelled, Diverged, EpochEnd, Event, Failed, Finished, Started
-from .history import History
+from .history import History, best_epoch, early_stop
 from .models import build, count_parameters, use_generator
+from .schedule import epoch_lr, scheduled
 from .store import RunDir, StoreError
 from .text import one_line
 
@@ -152,9 +153,28 @@ def augment_batch(
 class _Prepared:
     """The dataset on the device plus the per-channel affine that normalises a uint8 batch."""
 
-    def __init__(self, ds: datasets.TensorDataset, dev: torch.device, channels_last: bool):
-        self.train_x = ds.train_x.to(dev)
-        self.train_y = ds.train_y.to(dev)
+    def __init__(
+        self,
+        ds: datasets.TensorDataset,
+        dev: torch.device,
+        channels_last: bool,
+        val_size: int = 0,
+        seed: int = 0,
+    ):
+        self.classes = ds.classes
+        if val_size:  # held out of the training images, stratified by class
+            try:
+                keep, held = datasets.validation_split(ds.train_y, val_size, seed)
+            except ValueError as e:
+                raise datasets.DataError(f"{e}: lower val_size or raise train_size") from None
+            self.val_x = ds.train_x[held].to(dev)
+            self.val_y = ds.train_y[held].to(dev)
+            self.train_x = ds.train_x[keep].to(dev)
+            self.train_y = ds.train_y[keep].to(dev)
+        else:
+            self.val_x = self.val_y = None
+            self.train_x = ds.train_x.to(dev)
+            self.train_y = ds.train_y.to(dev)
         self.test_x = ds.test_x.to(dev)
         self.test_y = ds.test_y.to(dev)
         mean = torch.tensor(ds.mean, device=dev).view(1, -1, 1, 1)
@@ -179,19 +199,41 @@ def _autocast(exp: Experiment, dev: torch.device) -> contextlib.AbstractContextM
 
 def evaluate(model: torch.nn.Module, prep: _Prepared, exp: Experiment, dev: torch.device):
     """Mean cross-entropy and accuracy (fraction) over the whole test set."""
+    loss, acc, _ = score(model, prep, prep.test_x, prep.test_y, exp, dev)
+    return loss, acc
+
+
+def confusion_matrix(labels: torch.Tensor, predicted: torch.Tensor, classes: int) -> torch.Tensor:
+    """counts[true][predicted] of one batch of labels and predictions (int64)."""
+    flat = labels.long() * classes + predicted.long()
+    return torch.bincount(flat, minlength=classes * classes).view(classes, classes)
+
+
+def score(
+    model: torch.nn.Module,
+    prep: _Prepared,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    exp: Experiment,
+    dev: torch.device,
+) -> tuple[float, float, list[list[int]]]:
+    """Mean cross-entropy, accuracy (fraction) and confusion matrix over `images`."""
     model.eval()
     total_loss = torch.zeros((), device=dev)
     correct = torch.zeros((), device=dev, dtype=torch.long)
+    counts = torch.zeros(prep.classes, prep.classes, device=dev, dtype=torch.long)
     with torch.inference_mode(), _autocast(exp, dev):
-        for start in range(0, len(prep.test_y), EVAL_BATCH):
-            x = prep.inputs(prep.test_x[start : start + EVAL_BATCH])
-            y = prep.test_y[start : start + EVAL_BATCH]
+        for start in range(0, len(labels), EVAL_BATCH):
+            x = prep.inputs(images[start : start + EVAL_BATCH])
+            y = labels[start : start + EVAL_BATCH]
             out = model(x)
             total_loss += F.cross_entropy(out.float(), y, reduction="sum")
-            correct += (out.argmax(1) == y).sum()
+            predicted = out.argmax(1)
+            correct += (predicted == y).sum()
+            counts += confusion_matrix(y, predicted, prep.classes)
     model.train()
-    n = max(len(prep.test_y), 1)
-    return total_loss.item() / n, correct.item() / n
+    n = max(len(labels), 1)
+    return total_loss.item() / n, correct.item() / n, counts.tolist()
 
 
 class _LossBuffer:
@@ -337,7 +379,7 @@ def _train(
             torch.backends.cudnn.benchmark = True
         ds = datasets.load(exp.dataset, exp.data_dir, True, exp.train_size, exp.test_size)
         ds = ds.subset(exp.train_size, exp.test_size)
-        prep = _Prepared(ds, dev, exp.channels_last)
+        prep = _Prepared(ds, dev, exp.channels_last, exp.val_size, exp.seed)
         with _init_lock:
             torch.manual_seed(exp.seed)
             model = build(exp.model, ds.shape, ds.classes, exp.dropout)
@@ -380,6 +422,7 @@ def _train(
             params=params,
             device=describe_device(dev),
             train_images=n_train,
+            val_images=exp.val_size,
             test_images=len(prep.test_y),
         )
     except Exception as e:
@@ -409,10 +452,17 @@ def _train(
     use_scaler = scaler.is_enabled()
     model.train()
     ending: Diverged | Cancelled | None = None
+    # Early stopping watches the validation loss, or the test loss without a split.
+    watched = history.val_loss if prep.val_y is not None else history.test_loss
+    stopped = _stopped_early(watched, exp.early_stop_patience)  # a resumed run that had stopped
     try:
-        for epoch in range(start_epoch, exp.epochs):
+        for epoch in range(start_epoch, exp.epochs if stopped is None else start_epoch):
             if dev.type == "cpu":
                 _apply_threads(exp)  # sibling runs may have started or finished meanwhile
+            if scheduled(exp):  # the constant schedule never touches the optimizer
+                for group in optimizer.param_groups:
+                    group["lr"] = epoch_lr(exp, epoch)
+            lr = float(optimizer.param_groups[0]["lr"])
             t0 = time.perf_counter()
             order = torch.randperm(n_train, generator=shuffle).to(dev)
             buffer = _LossBuffer(name, epoch, batches, dev)
@@ -463,11 +513,28 @@ def _train(
                 break
             train_loss = float(sum(history.batch_losses[-batches:]) / batches)
             train_acc = correct.item() / n_train
-            test_loss, test_acc = evaluate(step, prep, exp, dev)
+            test_loss, test_acc, confusion = score(step, prep, prep.test_x, prep.test_y, exp, dev)
+            val_loss = val_acc = math.nan
+            if prep.val_y is not None:
+                val_loss, val_acc, _ = score(step, prep, prep.val_x, prep.val_y, exp, dev)
             seconds = time.perf_counter() - t0
             total_seconds += seconds
-            end = EpochEnd(name, epoch, train_loss, train_acc, test_loss, test_acc, seconds)
+            end = EpochEnd(
+                name,
+                epoch,
+                train_loss,
+                train_acc,
+                test_loss,
+                test_acc,
+                seconds,
+                val_loss=val_loss,
+                val_acc=val_acc,
+                lr=lr,
+                confusion=tuple(tuple(row) for row in confusion),
+            )
             history.add(end)
+            if run is not None and best_epoch(history) == epoch:
+                run.save_torch("best.pt", model.state_dict())
             if run is not None:
                 run.save_torch(
                     "checkpoint.pt",
@@ -483,16 +550,27 @@ def _train(
                 )
             save()
             yield end
+            stopped = _stopped_early(watched, exp.early_stop_patience)
+            if stopped is not None:
+                break
         if ending is None:
             if run is not None:
                 run.save_torch("weights.pt", model.state_dict())
-            save("finished")
+            if stopped is None:
+                save("finished")
+            else:
+                save("finished", reason=f"early stop at epoch {stopped}", stopped_early=stopped)
     except Exception as e:
         if run is not None:
             _record_failure(run, history, total_seconds, _stored_reason(e))
         yield Failed(name, _runtime_reason(e, exp), run_dir)
         return
-    yield ending or Finished(name, total_seconds)
+    yield ending or Finished(name, total_seconds, stopped)
+
+
+def _stopped_early(losses: list[float], patience: int) -> int | None:
+    """The 1-based epoch at which early stopping ends the run after `losses`, or None."""
+    return len(losses) if early_stop(losses, patience) else None
 
 
 def _stored_reason(exc: BaseException) -> str:

@@ -6,6 +6,7 @@ dataclasses with no torch inside, so any front end can import them cheaply.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -44,6 +45,10 @@ class EpochEnd:
     test_loss: float
     test_acc: float  # fraction of the test set
     seconds: float  # wall time of the epoch, evaluation included
+    val_loss: float = math.nan  # on the validation split; NaN without one
+    val_acc: float = math.nan
+    lr: float = math.nan  # the learning rate this epoch trained with
+    confusion: tuple[tuple[int, ...], ...] | None = None  # test set: [true][predicted] counts
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,7 @@ class Finished:
 
     name: str
     total_seconds: float
+    stopped_early: int | None = None  # the 1-based epoch early stopping ended the run at
 
 
 @dataclass(frozen=True)

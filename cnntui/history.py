@@ -14,6 +14,9 @@ import numpy as np
 from .events import BatchLosses, EpochEnd
 
 EPOCH_KEYS = ("epoch_losses", "train_acc", "test_loss", "test_acc", "epoch_seconds")
+# Per-epoch keys a history written before validation splits and schedules lacks: read as NaN.
+# `val_loss` / `val_acc` are NaN in a run without a validation split; `lr` is each epoch's.
+STUDY_KEYS = ("val_loss", "val_acc", "lr")
 
 
 @dataclass
@@ -27,6 +30,11 @@ class History:
     test_loss: list[float] = field(default_factory=list)
     test_acc: list[float] = field(default_factory=list)
     epoch_seconds: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_acc: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    # The last evaluation's confusion matrix on the test set: confusion[true][predicted].
+    confusion: list[list[int]] = field(default_factory=list)
 
     def add(self, event: BatchLosses | EpochEnd) -> None:
         if isinstance(event, BatchLosses):
@@ -40,6 +48,22 @@ class History:
             self.test_loss.append(event.test_loss)
             self.test_acc.append(event.test_acc)
             self.epoch_seconds.append(event.seconds)
+            self.val_loss.append(event.val_loss)
+            self.val_acc.append(event.val_acc)
+            self.lr.append(event.lr)
+            if event.confusion is not None:
+                self.confusion = [list(row) for row in event.confusion]
+
+    def __eq__(self, other: object) -> bool:
+        """Same recorded values, a NaN (no validation, no rate recorded) equal to a NaN."""
+        if not isinstance(other, History):
+            return NotImplemented
+        mine, theirs = self.arrays(), other.arrays()
+        return all(
+            mine[k].shape == theirs[k].shape
+            and np.array_equal(mine[k], theirs[k], equal_nan=mine[k].dtype.kind == "f")
+            for k in mine
+        )
 
     @property
     def epochs_done(self) -> int:
@@ -53,7 +77,18 @@ class History:
         }
         for key in EPOCH_KEYS:
             out[key] = np.asarray(getattr(self, key), dtype=np.float64)
+        n = self.epochs_done
+        for key in STUDY_KEYS:  # padded, so a history built without them still has n epochs
+            values = getattr(self, key)[:n]
+            out[key] = np.asarray(values + [math.nan] * (n - len(values)), dtype=np.float64)
+        k = len(self.confusion)
+        out["confusion"] = np.asarray(self.confusion, dtype=np.int64).reshape(k, k)
         return out
+
+    @property
+    def has_validation(self) -> bool:
+        """Whether the run scored a validation split (its val_loss is a number)."""
+        return any(math.isfinite(v) for v in self.val_loss)
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> History:
@@ -65,6 +100,13 @@ class History:
         h.batch_indices = [int(v) for v in arrays["batch_indices"]]
         for key in EPOCH_KEYS:
             setattr(h, key, [float(v) for v in arrays[key]])
+        for key in STUDY_KEYS:
+            if key in arrays:
+                setattr(h, key, [float(v) for v in arrays[key]])
+            else:
+                setattr(h, key, [math.nan] * h.epochs_done)
+        if "confusion" in arrays:
+            h.confusion = [[int(v) for v in row] for row in arrays["confusion"]]
         return h
 
 
@@ -80,8 +122,23 @@ def check_arrays(arrays: dict[str, np.ndarray]) -> None:
             raise ValueError(f"{key!r} must be a 1-D array of numbers, got {what}")
     if len(arrays["batch_indices"]) != len(arrays["batch_losses"]):
         raise ValueError("'batch_indices' and 'batch_losses' differ in length")
-    if len({len(arrays[k]) for k in EPOCH_KEYS}) != 1:
+    present = [k for k in STUDY_KEYS if k in arrays]
+    for key in present:
+        a = arrays[key]
+        if not isinstance(a, np.ndarray) or a.ndim != 1 or a.dtype.kind not in "iuf":
+            what = f"{a.dtype} {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
+            raise ValueError(f"{key!r} must be a 1-D array of numbers, got {what}")
+    if len({len(arrays[k]) for k in (*EPOCH_KEYS, *present)}) != 1:
         raise ValueError("the per-epoch arrays differ in length")
+    c = arrays.get("confusion")
+    if c is not None and (
+        not isinstance(c, np.ndarray)
+        or c.ndim != 2
+        or c.shape[0] != c.shape[1]
+        or (c.size and c.dtype.kind not in "iu")
+    ):
+        what = f"{c.dtype} {c.shape}" if isinstance(c, np.ndarray) else type(c).__name__
+        raise ValueError(f"'confusion' must be a square array of counts, got {what}")
 
 
 def moving_average(values: np.ndarray | list[float], window: int = 100) -> np.ndarray:
@@ -129,6 +186,32 @@ class Metrics:
     smoothness: float
     total_seconds: float
     seconds_per_epoch: float
+    best_epoch: int | None  # 1-based: highest validation accuracy, else highest test accuracy
+    best_val_acc: float  # NaN without a validation split
+    test_acc_at_best: float  # the test accuracy of the best epoch
+
+
+def best_epoch(history: History) -> int | None:
+    """0-based index of the best epoch: the highest validation accuracy when the run has a
+    validation split, else the highest test accuracy; the first of equals. None before any."""
+    n = history.epochs_done
+    if n == 0:
+        return None
+    if history.has_validation and len(history.val_acc) >= n:
+        scores = [v if math.isfinite(v) else -math.inf for v in history.val_acc[:n]]
+    else:
+        scores = history.test_acc[:n]
+    return max(range(n), key=lambda i: (scores[i], -i))
+
+
+def early_stop(losses: list[float], patience: int) -> bool:
+    """Whether to stop after the last of `losses` (one per epoch): `patience` epochs in a row
+    brought no loss lower than the lowest before them. Patience 0 never stops."""
+    if patience <= 0 or len(losses) <= patience:
+        return False
+    finite = [v if math.isfinite(v) else math.inf for v in losses]
+    best_before = min(finite[: len(finite) - patience])
+    return min(finite[len(finite) - patience :]) >= best_before
 
 
 def metrics(history: History, target_acc: float, total_seconds: float) -> Metrics:
@@ -136,6 +219,8 @@ def metrics(history: History, target_acc: float, total_seconds: float) -> Metric
         return xs[-1] if xs else math.nan
 
     n = history.epochs_done
+    best = best_epoch(history)
+    val = history.val_acc[best] if best is not None and best < len(history.val_acc) else math.nan
     return Metrics(
         final_test_acc=last(history.test_acc),
         best_test_acc=max(history.test_acc) if n else math.nan,
@@ -148,4 +233,7 @@ def metrics(history: History, target_acc: float, total_seconds: float) -> Metric
         smoothness=smoothness(history.batch_losses),
         total_seconds=total_seconds,
         seconds_per_epoch=float(np.mean(history.epoch_seconds)) if n else math.nan,
+        best_epoch=None if best is None else best + 1,
+        best_val_acc=val if history.has_validation else math.nan,
+        test_acc_at_best=history.test_acc[best] if best is not None else math.nan,
     )

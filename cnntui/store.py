@@ -224,8 +224,18 @@ def new_run_id() -> str:
 # summary.json fields and the types readers may rely on; a field of another type is dropped
 # on reading (as if absent), so a hand-edited or damaged summary cannot break a listing.
 _SUMMARY_TEXT = ("title", "group", "model", "dataset", "run_id", "reason", "started", "updated")
-_SUMMARY_INTS = ("pid", "epochs", "epochs_done", "batches_done", "params", "epochs_to_target")
-_SUMMARY_FLOATS = tuple(f.name for f in dataclasses.fields(Metrics) if f.name != "epochs_to_target")
+_SUMMARY_INTS = (
+    "pid",
+    "epochs",
+    "epochs_done",
+    "batches_done",
+    "params",
+    "epochs_to_target",
+    "best_epoch",
+    "stopped_early",
+    "val_images",
+)
+_SUMMARY_FLOATS = tuple(f.name for f in dataclasses.fields(Metrics) if f.name not in _SUMMARY_INTS)
 
 
 def _clean_summary(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -362,7 +372,14 @@ class RunRecord:
         return self.path / "checkpoint.pt"
 
 
-_RUN_FILES = ("config.toml", "summary.json", "history.npz", "checkpoint.pt", "weights.pt")
+_RUN_FILES = (
+    "config.toml",
+    "summary.json",
+    "history.npz",
+    "checkpoint.pt",
+    "weights.pt",
+    "best.pt",
+)
 
 
 class RunDir:

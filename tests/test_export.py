@@ -39,6 +39,10 @@ NPZ_KEYS = {
     "test_loss",
     "test_acc",
     "epoch_seconds",
+    "val_loss",
+    "val_acc",
+    "lr",
+    "confusion",
 }
 FAST_DPI = 40  # for tests that do not look at the pixels
 
@@ -125,8 +129,10 @@ def test_npz_holds_every_key_with_the_runs_lengths_and_values(suite) -> None:
         with np.load(result.folder / exp.name / "loss_history.npz") as npz:
             assert set(npz.files) == NPZ_KEYS
             assert len(npz["batch_losses"]) == len(npz["batch_indices"]) == 2 * 4  # 128 / 32
-            for key in NPZ_KEYS - {"batch_losses", "batch_indices"}:
+            for key in NPZ_KEYS - {"batch_losses", "batch_indices", "confusion"}:
                 assert len(npz[key]) == exp.epochs
+            assert npz["confusion"].shape == (10, 10)
+            assert npz["confusion"].sum() == 128  # the test set
             assert npz["batch_losses"].tolist() == history.batch_losses
             assert npz["batch_indices"].tolist() == list(range(8))
             assert npz["test_acc"].tolist() == history.test_acc
