@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import math
 import os
 import signal
 import sys
@@ -123,7 +124,9 @@ def latest_status(record: Any) -> str:
         return "-"
     status, s = record.status, record.summary
     if status == "finished":
-        return f"finished {text.pct(s.get('final_test_acc'))}"
+        stopped = s.get("stopped_early")
+        early = f" (early stop ep {stopped})" if isinstance(stopped, int) else ""
+        return f"finished {text.pct(s.get('final_test_acc'))}{early}"
     done, epochs = s.get("epochs_done"), s.get("epochs")
     if status in ("interrupted", "cancelled", "running") and isinstance(done, int):
         return f"{status} ep {done}/{epochs}" if isinstance(epochs, int) else status
@@ -282,12 +285,16 @@ class Progress:
                 self.line(
                     f"[{event.name}] epoch {event.epoch + 1}/{s.get('epochs', '?')}: "
                     f"train loss {event.train_loss:.4f} acc {text.pct(event.train_acc)} · "
+                    f"{_val_part(event)}"
                     f"test loss {event.test_loss:.4f} acc {text.pct(event.test_acc)} · "
                     f"{event.seconds:.1f}s"
                 )
             case Finished():
                 self.state.pop(event.name, None)
-                self.line(f"[{event.name}] finished in {text.seconds(event.total_seconds)}")
+                early = (
+                    f" (early stop at epoch {event.stopped_early})" if event.stopped_early else ""
+                )
+                self.line(f"[{event.name}] finished{early} in {text.seconds(event.total_seconds)}")
             case Failed():
                 self.state.pop(event.name, None)
                 self.line(f"[{event.name}] FAILED: {event.reason}")
@@ -627,3 +634,10 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
+
+
+def _val_part(event: Any) -> str:
+    """The validation figures of an epoch line, for a run with a validation split."""
+    if math.isnan(event.val_loss):
+        return ""
+    return f"val loss {event.val_loss:.4f} acc {text.pct(event.val_acc)} · "

@@ -176,7 +176,7 @@ class Metrics:
     """The comparison figures of one run; accuracies are fractions, NaN when not yet known."""
 
     final_test_acc: float
-    best_test_acc: float
+    best_test_acc: float  # at the best epoch (see best_epoch): the highest without a split
     epoch1_test_acc: float
     final_train_loss: float
     final_train_acc: float
@@ -223,7 +223,9 @@ def metrics(history: History, target_acc: float, total_seconds: float) -> Metric
     val = history.val_acc[best] if best is not None and best < len(history.val_acc) else math.nan
     return Metrics(
         final_test_acc=last(history.test_acc),
-        best_test_acc=max(history.test_acc) if n else math.nan,
+        # With a validation split the test accuracy is read at the epoch validation chose:
+        # choosing the epoch by the test set itself would flatter it.
+        best_test_acc=history.test_acc[best] if best is not None else math.nan,
         epoch1_test_acc=history.test_acc[0] if n else math.nan,
         final_train_loss=last(history.epoch_losses),
         final_train_acc=last(history.train_acc),

@@ -445,3 +445,19 @@ def test_a_lone_headless_run_at_a_large_batch_uses_every_core(tiny_toml: Path) -
 
     n = cpu_cores()
     assert run.summary["device"] == f"cpu ({n} thread{'s' if n > 1 else ''})"
+
+
+def test_a_study_run_shows_validation_and_an_early_stop(tiny_toml: Path) -> None:
+    sets = ["val_size=64", "epochs=6", "lr=1e-9", "early_stop_patience=2"]
+    result = cnntui(
+        "--run", "alpha", *(a for s in sets for a in ("--set", s)), cwd=tiny_toml.parent
+    )
+    assert result.returncode == 0, result.stderr
+    epoch_lines = [ln for ln in result.stdout.splitlines() if "] epoch " in ln]
+    assert len(epoch_lines) == 3  # no lower validation loss in epochs 2 and 3: stopped
+    assert all(" · val loss " in ln for ln in epoch_lines)
+    assert "[alpha] finished (early stop at epoch 3) in " in result.stdout
+    listing = cnntui("--list", cwd=tiny_toml.parent).stdout
+    assert "finished" in listing and "(early stop ep 3)" in listing
+    (record,) = RunStore(tiny_toml.parent / "runs").runs("alpha")
+    assert (record.summary["train_images"], record.summary["val_images"]) == (192, 64)
