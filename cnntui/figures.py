@@ -452,8 +452,15 @@ def _status_note(s: Series) -> str:
 
 def loss_curves(s: Series) -> Figure:
     """Figure 1: batch loss with its moving average; mean train and test loss per epoch."""
-    fig = Figure(figsize=(7, 5.5), layout="constrained")
-    top, bottom = fig.subplots(2, 1, height_ratios=(3, 2))
+    rates = _finite(s.history.lr)
+    known = rates[np.isfinite(rates)]
+    varies = known.size > 1 and float(known.min()) != float(known.max())
+    if varies:  # a schedule: the rate of every epoch in a small panel of its own
+        fig = Figure(figsize=(7, 7), layout="constrained")
+        top, bottom, rate = fig.subplots(3, 1, height_ratios=(3, 2, 1.2), sharex=False)
+    else:
+        fig = Figure(figsize=(7, 5.5), layout="constrained")
+        top, bottom = fig.subplots(2, 1, height_ratios=(3, 2))
     _suptitle(fig, f"{s.label}{_status_note(s)}: training loss", [s])
     _batch_panel(top, s)
     title = "Loss per batch"
@@ -491,14 +498,33 @@ def loss_curves(s: Series) -> Figure:
             mfc="white",
             label="test loss",
         )
+        if h.has_validation:
+            bottom.plot(
+                _epochs(h.val_loss),
+                _finite(h.val_loss),
+                color=s.color,
+                ls=":",
+                marker="^",
+                ms=4,
+                label="validation loss",
+            )
         _legend_above(bottom)
         bottom.set_xlim(0.75, max(len(h.epoch_losses), 2) + 0.25)
     else:
         bottom.text(0.5, 0.5, "no epoch finished yet", ha="center", transform=bottom.transAxes)
-    bottom.set_title("Mean loss per epoch", loc="left")
+    constant = f" (lr {known[0]:.3g} throughout)" if known.size and not varies else ""
+    bottom.set_title(f"Mean loss per epoch{constant}", loc="left")
     bottom.set_xlabel("epoch")
     bottom.set_ylabel("cross-entropy loss")
     bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if varies:
+        rate.plot(_epochs(h.lr), rates, color="#555555", marker=".", ms=5, drawstyle="steps-mid")
+        rate.set_title("Learning rate per epoch", loc="left")
+        rate.set_xlabel("epoch")
+        rate.set_ylabel("lr")
+        rate.set_xlim(bottom.get_xlim())
+        rate.xaxis.set_major_locator(MaxNLocator(integer=True))
+        rate.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
     return fig
 
 

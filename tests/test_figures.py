@@ -341,3 +341,24 @@ def test_looks_stay_distinct_for_many_series() -> None:
     styles = figures.looks(12)
     assert len({(s.marker, str(s.dashes)) for s in styles}) == 12
     assert all(math.isfinite(s.lw) and s.lw > 1 and s.ms >= 5 for s in styles)
+
+
+def test_loss_curves_draw_a_scheduled_rate_and_the_validation_loss() -> None:
+    h = history(learning(0), [2.0, 1.5, 1.2, 1.1], [0.2, 0.4, 0.5, 0.55])
+    h.lr = [0.01, 0.1, 0.05, 0.001]
+    h.val_loss = [2.1, 1.6, 1.3, 1.25]
+    h.val_acc = [0.2, 0.4, 0.5, 0.5]
+    fig = figures.loss_curves(series("sched", "C0", h))
+    _top, bottom, rate = fig.axes
+    assert rate.get_title(loc="left") == "Learning rate per epoch"
+    assert rate.lines[0].get_ydata().tolist() == h.lr
+    assert "validation loss" in [ln.get_label() for ln in bottom.lines]
+    png = figures.render(fig, "png", dpi=40)
+    assert png.startswith(b"\x89PNG")
+
+    h.lr = [0.01] * 4  # constant: no panel, the title says the rate
+    h.val_loss = h.val_acc = []
+    fig = figures.loss_curves(series("flat", "C0", h))
+    assert len(fig.axes) == 2
+    assert fig.axes[1].get_title(loc="left") == "Mean loss per epoch (lr 0.01 throughout)"
+    assert "validation loss" not in [ln.get_label() for ln in fig.axes[1].lines]
