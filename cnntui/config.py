@@ -27,6 +27,44 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 AMP_MODES = ("off", "bf16", "fp16")
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 LR_SCHEDULES = ("constant", "step", "cosine", "onecycle")
+
+# What each label means, in label order (the datasets' own documentation).
+CLASS_NAMES = {
+    "cifar10": (
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    ),
+    "fashion-mnist": (
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ),
+}
+
+
+def class_names(dataset: str, classes: int = 10) -> tuple[str, ...]:
+    """The names of a dataset's labels; "class 0", "class 1", ... where it has none."""
+    names = CLASS_NAMES.get(dataset, ())
+    if len(names) == classes:
+        return names
+    return tuple(f"class {i}" for i in range(classes))
+
+
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 NAME_MAX = 64  # characters in a name or group: they name folders, and every file system takes 64

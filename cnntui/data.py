@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .config import CLASS_NAMES, class_names  # noqa: F401  (what each label means)
+
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -51,42 +53,6 @@ FASHION_FILES = {
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 SYNTHETIC_TRAIN, SYNTHETIC_TEST = 50_000, 10_000
-
-# What each label means, in label order (the datasets' own documentation).
-CLASS_NAMES = {
-    "cifar10": (
-        "airplane",
-        "automobile",
-        "bird",
-        "cat",
-        "deer",
-        "dog",
-        "frog",
-        "horse",
-        "ship",
-        "truck",
-    ),
-    "fashion-mnist": (
-        "T-shirt/top",
-        "Trouser",
-        "Pullover",
-        "Dress",
-        "Coat",
-        "Sandal",
-        "Shirt",
-        "Sneaker",
-        "Bag",
-        "Ankle boot",
-    ),
-}
-
-
-def class_names(dataset: str, classes: int = 10) -> tuple[str, ...]:
-    """The names of a dataset's labels; "class 0", "class 1", ... where it has none."""
-    names = CLASS_NAMES.get(dataset, ())
-    if len(names) == classes:
-        return names
-    return tuple(f"class {i}" for i in range(classes))
 
 
 def validation_split(

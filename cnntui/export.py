@@ -4,9 +4,11 @@ tables 1–3, for the latest run of each experiment (finished or partial).
     exports/<name>/loss_history.npz   batch_losses, batch_indices, epoch_losses, train_acc,
                                       test_loss, test_acc, epoch_seconds
     exports/<name>/loss_curves.png    Figure 1: batch loss + moving average; epoch losses
+    exports/<name>/confusion.png      the last epoch's test confusion matrix, by class name
     exports/<group>/loss_grid.png     Figure 2: one batch-loss panel per experiment
     exports/<group>/comparison.png    Figures 3 and 4: the four quadrants
     exports/<group>/results.{csv,md}  Tables 1–3: differing settings, then every metric
+    exports/<group>/per_class.{csv,md} per-class test accuracy of each experiment
     exports/results.{csv,md}          every experiment, one row each
 
 Every figure's title and every table's caption line (and the CSV's `dataset`,
@@ -194,6 +196,8 @@ def _entry(exp: Experiment, record: RunRecord, fonts: figures.Fonts, color: str)
         run_id=record.run_id,
         train_images=train_images,
         test_images=test_images,
+        confusion=history.confusion,
+        val_images=_summary_value(record, "val_images", int) or 0,
     )
     series = figures.Series(
         name=exp.name,
@@ -241,6 +245,9 @@ def export_all(
         arrays = e.history.arrays()
         _write(result, folder / "loss_history.npz", lambda f, a=arrays: np.savez(f, **a))
         figure(folder, "loss_curves", lambda s=e.series: figures.loss_curves(s))
+        if e.history.confusion:
+            names = tables.class_names(e.row.ran_with.dataset, len(e.history.confusion))
+            figure(folder, "confusion", lambda s=e.series, n=names: figures.confusion(s, n))
 
     by_group: dict[str, list[_Entry]] = {}
     for e in entries:
@@ -258,6 +265,10 @@ def export_all(
         _write(result, folder / "results.csv", tables.to_csv(rows))
         md = tables.to_markdown(rows, f"{group}: results", missing=missing, skipped=skipped)
         _write(result, folder / "results.md", md)
+        if any(r.confusion for r in rows):
+            _write(result, folder / "per_class.csv", tables.per_class_csv(rows))
+            heading = f"{group}: per-class test accuracy"
+            _write(result, folder / "per_class.md", tables.per_class_markdown(rows, heading))
 
     if entries:
         rows = [e.row for e in entries]

@@ -740,3 +740,40 @@ def _label_points(ax: Axes, points: list[tuple[float, float, Series, float]], fi
             if abs(k) > 1
             else None,
         )
+
+
+def confusion(s: Series, names: tuple[str, ...]) -> Figure:
+    """The last epoch's confusion matrix on the test set: true class down, predicted across,
+    colours by the share of each true class (rows sum to 1), the counts in the cells."""
+    counts = np.asarray(s.history.confusion, dtype=np.int64)
+    k = counts.shape[0]
+    totals = counts.sum(axis=1, keepdims=True)
+    share = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
+    side = max(4.5, 0.55 * k + 2.5)
+    fig = Figure(figsize=(side + 1.0, side), layout="constrained")
+    ax = fig.subplots()
+    epoch = s.history.epochs_done
+    _suptitle(fig, f"{s.label}{_status_note(s)}: confusion matrix, test set, epoch {epoch}", [s])
+    image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
+    ax.grid(False)
+    bar = fig.colorbar(image, ax=ax, shrink=0.8, format=PercentFormatter(1.0))
+    bar.set_label("share of the true class")
+    size = 8 if k <= 10 else 6
+    for i in range(k):
+        for j in range(k):
+            ax.text(
+                j,
+                i,
+                f"{counts[i, j]:,}",
+                ha="center",
+                va="center",
+                fontsize=size,
+                color="white" if share[i, j] > 0.55 else "#222222",
+            )
+    ax.set_xticks(range(k), names, rotation=45, ha="right", rotation_mode="anchor")
+    ax.set_yticks(range(k), names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    accuracy = np.trace(counts) / counts.sum() if counts.sum() else math.nan
+    ax.set_title(f"{counts.sum():,} test images, {accuracy:.2%} correct", loc="left")
+    return fig

@@ -14,10 +14,10 @@ from __future__ import annotations
 import csv
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from .config import Experiment
+from .config import Experiment, class_names
 from .history import Metrics
 
 # CSV column, Markdown header (None: CSV only), in the issue's order.
@@ -34,6 +34,8 @@ METRIC_COLUMNS: tuple[tuple[str, str | None], ...] = (
     ("seconds_per_epoch", "Time / epoch"),
     ("epochs_to_target", "Epochs to target"),
     ("smoothness", "Smoothness"),
+    ("best_epoch", None),
+    ("best_val_acc", None),
 )
 SETTING_HEADERS = {
     "model": "Model",
@@ -63,7 +65,14 @@ FULL_SIZES = {
     "fashion-mnist": (60_000, 10_000),
     "synthetic": (50_000, 10_000),
 }
-PERCENT = {"final_test_acc", "best_test_acc", "epoch1_test_acc", "final_train_acc", "target_acc"}
+PERCENT = {
+    "final_test_acc",
+    "best_test_acc",
+    "epoch1_test_acc",
+    "final_train_acc",
+    "target_acc",
+    "best_val_acc",
+}
 
 SMOOTHNESS_NOTE = (
     "**Smoothness** is the standard deviation of the per-batch training losses around their "
@@ -86,10 +95,23 @@ class Row:
     run_id: str
     train_images: int | None = None  # the images the run used (None: not known)
     test_images: int | None = None
+    # The last epoch's test-set confusion matrix, [true][predicted] (empty: not recorded).
+    confusion: list[list[int]] = field(default_factory=list)
+    val_images: int = 0  # held out of the training images for validation
+
+    def class_accuracy(self) -> list[float]:
+        """Per true class, the share of its test images predicted right (NaN: none)."""
+        out = []
+        for i, row in enumerate(self.confusion):
+            total = sum(row)
+            out.append(row[i] / total if total else math.nan)
+        return out
 
     @property
     def data(self) -> str:
-        return describe_data(self.ran_with.dataset, self.train_images, self.test_images)
+        return describe_data(
+            self.ran_with.dataset, self.train_images, self.test_images, self.val_images
+        )
 
     def value(self, key: str) -> Any:
         if key == "params":
@@ -109,12 +131,16 @@ def images_used(dataset: str, train_size: int | None, test_size: int | None) -> 
     return cap(train_size, full_train), cap(test_size, full_test)
 
 
-def describe_data(dataset: str, train_images: int | None, test_images: int | None) -> str:
-    """`CIFAR-10, 50,000 train / 10,000 test images`, for a caption."""
+def describe_data(
+    dataset: str, train_images: int | None, test_images: int | None, val_images: int = 0
+) -> str:
+    """`CIFAR-10, 50,000 train / 10,000 test images` (`45,000 train / 5,000 validation /
+    10,000 test images` with a validation split), for a caption."""
     name = DATASET_NAMES.get(dataset, dataset)
     if train_images is None or test_images is None:
         return name
-    return f"{name}, {train_images:,} train / {test_images:,} test images"
+    val = f" / {val_images:,} validation" if val_images else ""
+    return f"{name}, {train_images:,} train{val} / {test_images:,} test images"
 
 
 def data_caption(rows: list[Row]) -> str:
@@ -154,7 +180,7 @@ def to_csv(rows: list[Row], with_group: bool = False) -> bytes:
     # differing setting.
     keys = [k for k in differing_keys(rows) if k != "dataset"]
     header = ["name", "title", *(["group"] if with_group else []), "status", "epochs_done"]
-    header += ["dataset", "train_images", "test_images"]
+    header += ["dataset", "train_images", "val_images", "test_images"]
     header += keys + [k for k, _ in METRIC_COLUMNS]
     header += [k for k in ("target_acc",) if k not in keys] + ["device", "run_id"]
     buf = io.StringIO()
@@ -164,7 +190,7 @@ def to_csv(rows: list[Row], with_group: bool = False) -> bytes:
         e = r.experiment
         line = [e.name, e.display_title, *([e.group] if with_group else []), r.status]
         line += [r.epochs_done, r.ran_with.dataset]
-        line += [_csv_value(r.train_images), _csv_value(r.test_images)]
+        line += [_csv_value(r.train_images), r.val_images, _csv_value(r.test_images)]
         line += [_csv_value(getattr(r.ran_with, k)) for k in keys]
         line += [_csv_value(r.value(k)) for k, _ in METRIC_COLUMNS]
         if "target_acc" not in keys:
@@ -267,7 +293,12 @@ def to_markdown(
     devices = sorted({r.device for r in rows if r.device})
     notes = [
         "Accuracies are on the test set, measured after every epoch: *final* after the last "
-        "epoch run, *best* the highest of any epoch, *epoch-1* after the first.",
+        "epoch run, *best* the highest of any epoch, *epoch-1* after the first."
+        if not any(math.isfinite(r.metrics.best_val_acc) for r in rows)
+        else "Accuracies are on the test set, measured after every epoch: *final* after the "
+        "last epoch run, *best* at the epoch of highest validation accuracy (the highest test "
+        "accuracy of any epoch for a run without a validation split), *epoch-1* after the "
+        "first.",
         "**Gap** is final training accuracy minus final test accuracy, in percentage points "
         "(training accuracy is measured on the fly during the epoch, with dropout active).",
         "**Epochs to target**: the first epoch whose test accuracy reached "
@@ -290,4 +321,57 @@ def to_markdown(
             + ", ".join(f"`{m}`" for m in skipped)
         )
     lines += ["", *(f"- {n}" for n in notes), ""]
+    return "\n".join(lines).encode("utf-8")
+
+
+def _class_header(rows: list[Row]) -> list[str]:
+    """The class names of the rows' dataset; "class i" when the rows disagree on it."""
+    sizes = {len(r.confusion) for r in rows if r.confusion}
+    if not sizes:
+        return []
+    k = max(sizes)
+    datasets = {r.ran_with.dataset for r in rows if r.confusion}
+    if len(datasets) == 1 and len(sizes) == 1:
+        return list(class_names(datasets.pop(), k))
+    return [f"class {i}" for i in range(k)]
+
+
+def per_class_csv(rows: list[Row]) -> bytes:
+    """Per-class test accuracy (fractions) of the last epoch, one row per experiment."""
+    classes = _class_header(rows)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["name", "title", "dataset", "test_images", *classes, "overall"])
+    for r in rows:
+        acc = r.class_accuracy()
+        acc += [math.nan] * (len(classes) - len(acc))
+        total = sum(map(sum, r.confusion))
+        overall = sum(r.confusion[i][i] for i in range(len(r.confusion))) / total if total else None
+        line = [r.experiment.name, r.experiment.display_title, r.ran_with.dataset]
+        line += [_csv_value(total or None), *(_csv_value(a) for a in acc), _csv_value(overall)]
+        w.writerow(line)
+    return buf.getvalue().encode("utf-8-sig")
+
+
+def per_class_markdown(rows: list[Row], heading: str) -> bytes:
+    """The per-class accuracy table for a report: classes down, experiments across (ten
+    classes read better as rows than as ten columns)."""
+    classes = _class_header(rows)
+    lines = [f"# {heading}", "", data_caption(rows), ""]
+    shown = [r for r in rows if r.confusion]
+    if not classes or not shown:
+        lines += ["No run recorded a confusion matrix yet.", ""]
+        return "\n".join(lines).encode("utf-8")
+    lines.append("| Class | " + " | ".join(_cell(_who(r.experiment)) for r in shown) + " |")
+    lines.append("|---|" + "---:|" * len(shown))
+    accs = [r.class_accuracy() for r in shown]
+    for i, name in enumerate(classes):
+        cells = [_metric("final_test_acc", a[i] if i < len(a) else math.nan) for a in accs]
+        lines.append(f"| {_cell(name)} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "- Per-class accuracy: the share of each class's test images predicted as that class, "
+        "after the last epoch run (the diagonal of `confusion.png` over its row).",
+        "",
+    ]
     return "\n".join(lines).encode("utf-8")

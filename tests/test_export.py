@@ -24,10 +24,11 @@ from matplotlib import image as mpimage
 from cnntui import export as export_mod
 from cnntui import figures, tables
 from cnntui import store as store_mod
+from cnntui.config import class_names
 from cnntui.engine import train
 from cnntui.events import EpochEnd, Failed
 from cnntui.export import ExportError, export_all
-from cnntui.history import metrics
+from cnntui.history import History, metrics
 from cnntui.store import RunStore
 from tests.conftest import tiny_experiment
 
@@ -106,10 +107,11 @@ def test_every_file_the_issue_lists_is_written(suite) -> None:
         *(
             out / n / f
             for n in ("base", "fast", "solo")
-            for f in ("loss_history.npz", "loss_curves.png")
+            for f in ("loss_history.npz", "loss_curves.png", "confusion.png")
         ),
         *(out / g / f for g in ("hp", "arch") for f in ("comparison.png", "loss_grid.png")),
         *(out / g / f for g in ("hp", "arch") for f in ("results.csv", "results.md")),
+        *(out / g / f for g in ("hp", "arch") for f in ("per_class.csv", "per_class.md")),
         out / "results.csv",
         out / "results.md",
     }
@@ -146,6 +148,7 @@ def test_npz_holds_every_key_with_the_runs_lengths_and_values(suite) -> None:
         ("arch/comparison.png", (10, 7.75)),
         ("hp/loss_grid.png", (2 * 3 + 0.5, 2.5 + 0.5)),  # two panels side by side
         ("arch/loss_grid.png", (3 + 0.5, 2.5 + 0.5)),
+        ("base/confusion.png", (9, 8)),  # ten classes
     ],
 )
 def test_png_decodes_at_the_expected_size(suite, path: str, inches: tuple[float, float]) -> None:
@@ -249,7 +252,8 @@ def test_every_figure_and_table_names_the_data_and_its_sizes(suite, tmp_path, mo
 
     monkeypatch.setattr(figures, "render_all", spy)
     export_all(store, exps, tmp_path, dpi=FAST_DPI)
-    assert len(titles) == 3 + 2 * 2  # three loss curves; a comparison and a grid per group
+    # three loss curves and confusion matrices; a comparison and a grid per group
+    assert len(titles) == 3 * 2 + 2 * 2
     assert all(SUITE_DATA in t for t in titles), titles
     for md in ("results.md", "hp/results.md", "arch/results.md"):
         lines = (tmp_path / md).read_text("utf-8").splitlines()
@@ -494,3 +498,49 @@ def test_table_formatting() -> None:
     assert tables.duration(math.nan) == "–"
     exp = dataclasses.replace(tiny_experiment(), title="a|b")
     assert "a\\|b" in tables._cell(tables._who(exp))
+
+
+def test_per_class_tables_read_back_from_the_confusion_matrices(suite) -> None:
+    _, _, result, _, _ = suite
+    text = (result.folder / "hp" / "per_class.csv").read_text(encoding="utf-8-sig")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert [r["name"] for r in rows] == ["base", "fast"]
+    for r in rows:
+        with np.load(result.folder / r["name"] / "loss_history.npz") as npz:
+            counts = npz["confusion"]
+        assert int(r["test_images"]) == counts.sum() == 128
+        for k in range(10):
+            assert float(r[f"class {k}"]) == pytest.approx(counts[k, k] / counts[k].sum())
+        assert float(r["overall"]) == pytest.approx(npz_acc(result.folder / r["name"]))
+    md = (result.folder / "hp" / "per_class.md").read_text(encoding="utf-8")
+    assert "| Class | 基准配置 (`base`) | 高学习率 (`fast`) |" in md
+    assert md.count("\n| class ") == 10
+
+
+def npz_acc(folder: Path) -> float:
+    with np.load(folder / "loss_history.npz") as npz:
+        return float(npz["test_acc"][-1])
+
+
+def test_per_class_table_and_confusion_figure_name_the_classes() -> None:
+    exp = tiny_experiment(name="c", dataset="cifar10")
+    counts = [[0] * 10 for _ in range(10)]
+    counts[0][0], counts[0][1], counts[3][3], counts[3][5] = 3, 1, 1, 1
+    h = History()
+    h.add(EpochEnd("c", 0, 1.0, 0.5, 1.0, 4 / 6, 1.0, confusion=tuple(map(tuple, counts))))
+    row = tables.Row(exp, exp, "finished", 1, 10, metrics(h, 0.5, 1.0), "cpu", "r", 50, 6)
+    row = dataclasses.replace(row, confusion=h.confusion)
+    acc = row.class_accuracy()
+    assert (acc[0], acc[3]) == (0.75, 0.5) and math.isnan(acc[1])  # class 1 has no images
+    md = tables.per_class_markdown([row], "t").decode()
+    assert "| airplane | 75.00% |" in md and "| cat | 50.00% |" in md and "| bird | – |" in md
+    names = class_names("cifar10")
+    series = figures.Series("c", "c", "C0", h, row.metrics)
+    fig = figures.confusion(series, names)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == list(names)
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(names)
+    cells = [t.get_text() for t in ax.texts]
+    assert len(cells) == 100 and cells[0] == "3" and cells[1] == "1"
+    shown = ax.images[0].get_array()
+    assert shown[0, 0] == pytest.approx(0.75) and shown[3, 5] == pytest.approx(0.5)

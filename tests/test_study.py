@@ -247,3 +247,12 @@ def test_class_names() -> None:
     assert class_names("fashion-mnist")[-1] == "Ankle boot"
     assert class_names("synthetic") == tuple(f"class {i}" for i in range(10))
     assert make_synthetic(8, 8).classes == 10
+
+
+def test_captions_name_the_validation_split() -> None:
+    from cnntui.tables import describe_data
+
+    assert describe_data("cifar10", 45_000, 10_000, 5_000) == (
+        "CIFAR-10, 45,000 train / 5,000 validation / 10,000 test images"
+    )
+    assert describe_data("cifar10", 50_000, 10_000) == "CIFAR-10, 50,000 train / 10,000 test images"
