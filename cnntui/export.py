@@ -9,7 +9,8 @@ tables 1–3, for the latest run of each experiment (finished or partial).
     exports/<group>/comparison.png    Figures 3 and 4: the four quadrants
     exports/<group>/results.{csv,md}  Tables 1–3: differing settings, then every metric
     exports/<group>/per_class.{csv,md} per-class test accuracy of each experiment
-    exports/results.{csv,md}          every experiment, one row each
+    exports/<group>/results.tex       the same table in LaTeX (booktabs), to \\input
+    exports/results.{csv,md,tex}      every experiment, one row each
 
 Every figure's title and every table's caption line (and the CSV's `dataset`,
 `train_images`, `test_images` columns) say what the numbers were measured on, so synthetic
@@ -265,6 +266,7 @@ def export_all(
         _write(result, folder / "results.csv", tables.to_csv(rows))
         md = tables.to_markdown(rows, f"{group}: results", missing=missing, skipped=skipped)
         _write(result, folder / "results.md", md)
+        _write(result, folder / "results.tex", tables.to_latex(rows, f"{group}: results"))
         if any(r.confusion for r in rows):
             _write(result, folder / "per_class.csv", tables.per_class_csv(rows))
             heading = f"{group}: per-class test accuracy"
@@ -277,4 +279,6 @@ def export_all(
             rows, "All experiments: results", True, result.missing, list(result.skipped)
         )
         _write(result, exports_dir / "results.md", md)
+        tex = tables.to_latex(rows, "All experiments: results", True)
+        _write(result, exports_dir / "results.tex", tex)
     return result

@@ -375,3 +375,79 @@ def per_class_markdown(rows: list[Row], heading: str) -> bytes:
         "",
     ]
     return "\n".join(lines).encode("utf-8")
+
+
+LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
+
+
+def latex_escape(text: str) -> str:
+    """`text` as LaTeX source that prints it as is (any other character, CJK included,
+    passes through: the document's engine and fonts draw it)."""
+    out = "".join(LATEX_SPECIAL.get(ch, ch) for ch in text)
+    return out.replace("–", "--").replace("−", "$-$")  # dashes every engine has
+
+
+def to_latex(rows: list[Row], heading: str, with_group: bool = False) -> bytes:
+    r"""The Markdown table's columns as a booktabs table, ready to `\input` into a report."""
+    keys = differing_keys(rows)
+    unfinished = any(r.status != "finished" for r in rows)
+    metric_keys = [k for k, h in METRIC_COLUMNS if h]
+    header = ["\\#", "Experiment", *(["Group"] if with_group else [])]
+    header += ["Status"] if unfinished else []
+    header += [latex_escape(SETTING_HEADERS.get(k, k)) for k in keys]
+    header += [latex_escape(h) for _, h in METRIC_COLUMNS if h]
+    spec = "rl" + "l" * (with_group + unfinished)
+    spec += "".join(
+        "l" if any(isinstance(getattr(r.ran_with, k), str) for r in rows) else "r" for k in keys
+    )
+    spec += "r" * len(metric_keys)
+    body = []
+    for i, r in enumerate(rows, 1):
+        e = r.experiment
+        who = latex_escape(e.display_title)
+        if e.title and e.title != e.name:
+            who += " (\\texttt{" + latex_escape(e.name) + "})"
+        cells = [str(i), who, *([latex_escape(e.group or "–")] if with_group else [])]
+        if unfinished:
+            done = f"{r.status}, {r.epochs_done}/{r.ran_with.epochs} ep."
+            cells.append(latex_escape(r.status if r.status == "finished" else done))
+        cells += [latex_escape(_setting(getattr(r.ran_with, k))) for k in keys]
+        for k in metric_keys:
+            shown = _metric(k, r.value(k)) if r.epochs_done or k == "params" else "–"
+            if shown.startswith(("-", "+")) and k == "gap":  # a sign, not a hyphen
+                shown = f"${shown[0]}${shown[1:]}"
+            cells.append(latex_escape(shown) if not shown.startswith("$") else shown)
+        body.append(" & ".join(cells) + r" \\")
+    caption = latex_escape(f"{heading}. {data_caption(rows)}".replace("`", ""))
+    label = "tab:" + "".join(ch if ch.isalnum() or ch in "-." else "-" for ch in heading)
+    lines = [
+        "% Written by cnntui. Needs \\usepackage{booktabs} and \\usepackage{graphicx} in the",
+        "% preamble; Chinese titles need a CJK setup (xeCJK or ctex, under xelatex).",
+        r"\begin{table}[htbp]",
+        r"\centering",
+        r"\caption{" + caption + "}",
+        r"\label{" + label + "}",
+        r"\resizebox{\textwidth}{!}{%",
+        r"\begin{tabular}{" + spec + "}",
+        r"\toprule",
+        " & ".join(header) + r" \\",
+        r"\midrule",
+        *body,
+        r"\bottomrule",
+        r"\end{tabular}%",
+        "}",
+        r"\end{table}",
+        "",
+    ]
+    return "\n".join(lines).encode("utf-8")

@@ -11,7 +11,9 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
+import subprocess
 import threading
 import urllib.error
 import warnings
@@ -110,10 +112,15 @@ def test_every_file_the_issue_lists_is_written(suite) -> None:
             for f in ("loss_history.npz", "loss_curves.png", "confusion.png")
         ),
         *(out / g / f for g in ("hp", "arch") for f in ("comparison.png", "loss_grid.png")),
-        *(out / g / f for g in ("hp", "arch") for f in ("results.csv", "results.md")),
+        *(
+            out / g / f
+            for g in ("hp", "arch")
+            for f in ("results.csv", "results.md", "results.tex")
+        ),
         *(out / g / f for g in ("hp", "arch") for f in ("per_class.csv", "per_class.md")),
         out / "results.csv",
         out / "results.md",
+        out / "results.tex",
     }
     assert set(result.files) == expected
     assert all(p.is_file() and p.stat().st_size > 0 for p in expected)
@@ -544,3 +551,63 @@ def test_per_class_table_and_confusion_figure_name_the_classes() -> None:
     assert len(cells) == 100 and cells[0] == "3" and cells[1] == "1"
     shown = ax.images[0].get_array()
     assert shown[0, 0] == pytest.approx(0.75) and shown[3, 5] == pytest.approx(0.5)
+
+
+def tex_balanced(tex: str) -> None:
+    """Every \\begin has its \\end in order, and braces balance outside escapes."""
+    stack = []
+    for kind, name in re.findall(r"\\(begin|end)\{([^}]*)\}", tex):
+        if kind == "begin":
+            stack.append(name)
+        else:
+            assert stack and stack.pop() == name, f"\\end{{{name}}} does not close"
+    assert not stack, f"unclosed: {stack}"
+    code = "\n".join(
+        line.split("%")[0] if not line.startswith("%") else ""
+        for line in re.sub(r"\\[{}%&$#_]", "", tex).splitlines()
+    )
+    depth = 0
+    for ch in code:
+        depth += {"{": 1, "}": -1}.get(ch, 0)
+        assert depth >= 0
+    assert depth == 0
+
+
+def test_latex_tables_are_booktabs_balanced_and_keep_chinese_titles(suite) -> None:
+    _, _, result, _, _ = suite
+    group = (result.folder / "hp" / "results.tex").read_text(encoding="utf-8")
+    every = (result.folder / "results.tex").read_text(encoding="utf-8")
+    for tex in (group, every):
+        tex_balanced(tex)
+        assert tex.index(r"\toprule") < tex.index(r"\midrule") < tex.index(r"\bottomrule")
+        assert "synthetic data (not CIFAR-10), 128 train / 128 test images" in tex
+    body = group.split(r"\midrule")[1].split(r"\bottomrule")[0].strip().splitlines()
+    assert len(body) == 2 and body[0].startswith(r"1 & 基准配置 (\texttt{base}) & ")
+    assert body[1].startswith(r"2 & 高学习率 (\texttt{fast}) & 0.05 & ")  # lr differs
+    assert "\\%" in body[0] and body[0].endswith(r"\\")
+    header = group.split(r"\toprule")[1].split(r"\midrule")[0]
+    columns = re.search(r"\\begin\{tabular\}\{([a-z]+)\}", group).group(1)
+    assert header.count(" & ") + 1 == len(columns) == body[0].count(" & ") + 1
+    assert len(every.split(r"\midrule")[1].split(r"\bottomrule")[0].strip().splitlines()) == 3
+    if shutil.which("xelatex"):  # compile it when a TeX engine is here
+        doc = result.folder / "doc.tex"
+        doc.write_text(
+            "\\documentclass{article}\\usepackage{booktabs,graphicx,xeCJK}\\begin{document}"
+            "\\input{hp/results.tex}\\end{document}",
+            encoding="utf-8",
+        )
+        run = subprocess.run(
+            ["xelatex", "-interaction=nonstopmode", doc.name], cwd=result.folder, timeout=120
+        )
+        assert run.returncode == 0
+
+
+def test_latex_escapes_what_tex_would_read_as_commands() -> None:
+    assert tables.latex_escape("50% & a_b #1 $x {y} ~^\\") == (
+        r"50\% \& a\_b \#1 \$x \{y\} \textasciitilde{}\textasciicircum{}\textbackslash{}"
+    )
+    exp = tiny_experiment(name="odd", title="100% 测试 & more_x")
+    row = tables.Row(exp, exp, "finished", 0, None, metrics(History(), 0.5, 0.0), "", "r")
+    tex = tables.to_latex([row], "g_1: results").decode()
+    tex_balanced(tex)
+    assert r"100\% 测试 \& more\_x (\texttt{odd})" in tex and r"\caption{g\_1: results." in tex
