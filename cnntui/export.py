@@ -2,7 +2,8 @@
 tables 1–3, for the latest run of each experiment (finished or partial).
 
     exports/<name>/loss_history.npz   batch_losses, batch_indices, epoch_losses, train_acc,
-                                      test_loss, test_acc, epoch_seconds
+                                      test_loss, test_acc, epoch_seconds, val_loss, val_acc,
+                                      lr, confusion
     exports/<name>/loss_curves.png    Figure 1: batch loss + moving average; epoch losses
     exports/<name>/confusion.png      the last epoch's test confusion matrix, by class name
     exports/<group>/loss_grid.png     Figure 2: one batch-loss panel per experiment
