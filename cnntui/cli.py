@@ -69,6 +69,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resume", action="store_true", help="continue the latest unfinished run of each"
     )
+    p.add_argument(
+        "--detach",
+        action="store_true",
+        help="with --run: queue the runs in worker processes that outlive this terminal, "
+        "and return at once",
+    )
+    p.add_argument("--status", action="store_true", help="show the queued, running and recent runs")
+    p.add_argument(
+        "--cancel", metavar="NAME|RUN_ID", help="cancel queued or running runs, from any shell"
+    )
+    p.add_argument(
+        "--gpus", metavar="I[,I...]", help="GPU indices runs may use (default: every GPU)"
+    )
     p.add_argument("--version", action="version", version=f"cnntui {__version__}")
     return p
 
@@ -80,6 +93,8 @@ def collect_overrides(args: argparse.Namespace) -> dict[str, Any]:
         items.append((f"device={args.device}", f"--device {args.device!r}"))
     if args.data_dir:
         items.append((f"data_dir={args.data_dir}", f"--data-dir {args.data_dir!r}"))
+    if getattr(args, "gpus", None) is not None:
+        items.append((f"gpus={args.gpus}", f"--gpus {args.gpus!r}"))
     overrides: dict[str, Any] = {}
     for item, label in items:
         try:
@@ -549,6 +564,70 @@ def run_headless(args: argparse.Namespace, out: IO[str]) -> int:
     return EXIT_RUN_FAILED if failed or not_started or skipped else EXIT_OK
 
 
+def run_detached(args: argparse.Namespace, out: IO[str]) -> int:
+    """`--run SEL --detach`: queue the runs in the run store, make sure its scheduler runs,
+    say how to watch them, and return: the runs train in worker processes of their own."""
+    from . import lifecycle
+    from .store import RunStore, StoreError
+
+    file, overrides = load_experiments(args)
+    selected = apply_overrides(file.select(args.run), overrides)
+    if args.jobs < 1:
+        raise UsageError(f"--jobs {args.jobs}: must be >= 1")
+    if args.export:
+        raise UsageError("--export with --detach: export once the runs have finished")
+    threads = [e.name for e in selected if e.executor == "thread"]
+    if threads:
+        raise UsageError(
+            f"--detach: {', '.join(threads)} set executor = 'thread' (runs in this process); "
+            "detached runs need 'process' or 'auto'"
+        )
+    check_dirs(args, selected)
+    store = RunStore(args.runs_dir)
+    try:
+        queued = lifecycle.submit(
+            store, selected, jobs=args.jobs, resume=overrides if args.resume else None
+        )
+        lifecycle.ensure_scheduler(store)
+    except StoreError as e:
+        raise UsageError(str(e)) from None
+    for record in queued:
+        resumed = " (resume)" if record.queue.get("resume") else ""
+        print(f"queued {record.name} {record.run_id}{resumed}", file=out)
+    runs = "" if args.runs_dir == Path("runs") else f" --runs-dir {args.runs_dir}"
+    print(
+        f"\nThey train in the background, whatever happens to this terminal. Watch them:\n"
+        f"  cnntui --status{runs}      the queue and progress\n"
+        f"  cnntui{runs}               the TUI, live curves\n"
+        f"  cnntui --cancel NAME|RUN_ID{runs}",
+        file=out,
+    )
+    return EXIT_OK
+
+
+def show_status(args: argparse.Namespace, out: IO[str]) -> int:
+    from . import lifecycle
+    from .store import RunStore
+
+    store = RunStore(args.runs_dir)
+    lifecycle.ensure_scheduler(store)  # a scheduler killed with runs queued: take over
+    print(lifecycle.status_table(store), file=out)
+    return EXIT_OK
+
+
+def cancel_runs(args: argparse.Namespace, out: IO[str]) -> int:
+    from . import lifecycle
+    from .store import RunStore, StoreError
+
+    try:
+        lines = lifecycle.cancel(RunStore(args.runs_dir), args.cancel)
+    except StoreError as e:
+        raise UsageError(str(e)) from None
+    for line in lines:
+        print(line, file=out)
+    return EXIT_OK
+
+
 def export(args: argparse.Namespace, store: Any, experiments: list[Experiment], out: IO[str]):
     from .export import ExportError, export_all
 
@@ -611,6 +690,14 @@ def main(argv: list[str] | None = None) -> int:
             print_list(file, sys.stdout, args.runs_dir)
             sys.stdout.flush()  # here, so a closed pipe is caught below, not at exit
             return EXIT_OK
+        if args.status:
+            return show_status(args, sys.stdout)
+        if args.cancel is not None:
+            return cancel_runs(args, sys.stdout)
+        if args.detach and args.run is None:
+            raise UsageError("--detach goes with --run SELECTION")
+        if args.run is not None and args.detach:
+            return run_detached(args, sys.stdout)
         if args.run is not None:  # even "" or ",": that is a usage error, never the TUI
             return run_headless(args, sys.stdout)
         if args.export:

@@ -26,6 +26,8 @@ DATASETS = ("cifar10", "fashion-mnist", "synthetic")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 AMP_MODES = ("off", "bf16", "fp16")
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
+EXECUTORS = ("auto", "process", "thread")
+GPU_INDEX_MAX = 1023
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 NAME_MAX = 64  # characters in a name or group: they name folders, and every file system takes 64
@@ -65,6 +67,12 @@ class Settings:
     channels_last: bool = False  # NHWC memory format for convolutions
     compile: str = "off"  # torch.compile mode, or off
     threads: int = 0  # CPU intra-op threads for this run (0 = choose from batch size)
+    # Where runs execute: a worker process each (outliving the terminal), a thread of the
+    # cnntui that started them, or auto (processes for --detach, threads otherwise).
+    executor: str = "auto"
+    gpus: str = ""  # GPU indices runs may use, e.g. "0,2" ("" = every visible GPU)
+    runs_per_gpu: int = 1  # runs of ours at once on one GPU
+    min_free_gib: float = 0.0  # a GPU with less free memory than this gets no new run
 
 
 @dataclass(frozen=True)
@@ -231,8 +239,33 @@ def _type_name(tp: Any) -> str:
     }.get(str(tp), str(tp))
 
 
+def _check_gpus(value: Any) -> str:
+    """`gpus` as a list of indices ([0, 2]) or text ("0,2"); normalised to "0,2"."""
+    allowed = f'GPU indices in [0, {GPU_INDEX_MAX}], e.g. [0, 2] or "0,2" (empty: every GPU)'
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.split(",")] if value.strip() else []
+        if not all(p.isdigit() and p.isascii() for p in parts):
+            raise ConfigError(f"'gpus' = {value!r} is not valid: {allowed}")
+        items: list[Any] = [int(p) for p in parts]
+    elif isinstance(value, list):
+        items = value
+    else:
+        raise ConfigError(f"'gpus' must be a list of GPU indices, got {value!r}")
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, int) or not 0 <= item <= GPU_INDEX_MAX:
+            raise ConfigError(f"'gpus' = {value!r} is not valid: {allowed}")
+    return ",".join(str(i) for i in dict.fromkeys(items))
+
+
+def gpu_list(spec: str) -> list[int]:
+    """The indices of a checked `gpus` value ([] = every visible GPU)."""
+    return [int(p) for p in spec.split(",") if p]
+
+
 def check_value(key: str, value: Any) -> Any:
     """Validate one setting; return its normalised value or raise ConfigError (no position)."""
+    if key == "gpus":
+        return _check_gpus(value)
     tp = str(_FIELD_TYPES[key])
     if tp in ("int", "int | None"):
         if isinstance(value, bool) or not isinstance(value, int):
@@ -292,6 +325,12 @@ def check_value(key: str, value: Any) -> Any:
         case "seed":
             need(0 <= value <= SEED_MAX, "must be in [0, 2^64 - 1]")
         case "threads":
+            need(value >= 0, "must be >= 0")
+        case "executor":
+            choice(EXECUTORS)
+        case "runs_per_gpu":
+            need(value >= 1, "must be >= 1")
+        case "min_free_gib":
             need(value >= 0, "must be >= 0")
         case "data_dir":
             need(value != "", "must not be empty")

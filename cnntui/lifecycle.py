@@ -1,0 +1,266 @@
+"""A run's life, without a screen: queue, launch, follow, cancel, resume.
+
+Runs go into the run store's queue (`submit`); a scheduler process per store
+(cnntui.scheduler, started on demand by `ensure_scheduler`) drains it into worker processes
+(cnntui.worker) that outlive the terminal. Anyone follows any run through the store
+(`Follower`) and cancels it (`cancel`). Textual-free, and no torch at import.
+
+Executors: "process" (the default for detached runs: a worker process per run, started by the
+scheduler) and "thread" (the run trains in a thread of the calling process: quick to start,
+but it ends with that process). A later executor (Ray) fills the same store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import store as st
+from . import text
+from .config import Experiment, gpu_list
+
+
+def queue_record(
+    exp: Experiment, jobs: int = 1, resume: bool = False, was: str | None = None
+) -> dict[str, Any]:
+    """How the scheduler launches a queued run (kept in its summary.json as `queue`): on
+    which device and GPUs, how many CPU slots the study has, whether it resumes."""
+    record: dict[str, Any] = {
+        "executor": "process",
+        "device": exp.device,
+        "gpus": gpu_list(exp.gpus),
+        "runs_per_gpu": exp.runs_per_gpu,
+        "min_free_gib": exp.min_free_gib,
+        "jobs": jobs,
+        "cpu_share": jobs,
+        "resume": resume,
+        "queued_at": f"{time.time():.6f}",
+    }
+    if was is not None:
+        record["was"] = was
+    return record
+
+
+def submit(
+    store: st.RunStore,
+    experiments: list[Experiment],
+    *,
+    jobs: int = 1,
+    resume: dict[str, Any] | None = None,
+) -> list[st.RunRecord]:
+    """Queue a run of each experiment (with `resume`, the overrides of a resume: the latest
+    unfinished run of each, checked as RunStore.resume checks it, goes back in the queue).
+    Each run's GPU slot settings (gpus, runs_per_gpu, min_free_gib) are its experiment's;
+    `jobs` is the number of CPU slots. The queued runs, in queue order. StoreError (one
+    line) if one cannot be queued; those queued before it stay queued."""
+    out: list[st.RunRecord] = []
+    for exp in experiments:
+        if resume is None:
+            q = queue_record(exp, jobs=jobs)
+            run = store.create(exp, queue=q)
+        else:
+            record = store.latest(exp.name, unfinished=True)
+            if record is None:
+                raise st.ResumeError(f"--resume: {exp.name} has no unfinished run")
+            run, _checkpoint = store.resume(record, resume)
+            try:
+                q = queue_record(run.experiment, jobs=jobs, resume=True, was=record.status)
+                run.write_config()
+                st.clear_cancel(run.path)
+                run.save_summary("queued", queue=q)
+            finally:
+                run.release()
+        queued = st.RunStore.read(run.path)
+        if queued is not None:
+            out.append(queued)
+    return out
+
+
+def ensure_scheduler(store: st.RunStore) -> bool:
+    """Start the store's scheduler, detached, unless one runs or nothing is queued; True when
+    one was started."""
+    from . import scheduler
+
+    if scheduler.held(store) or not store.queued():
+        return False
+    log = open(store.root / st.SCHEDULER_LOG, "ab")  # noqa: SIM115 - handed to the child
+    try:
+        subprocess.Popen(
+            [sys.executable, "-m", "cnntui.scheduler", str(store.root)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            start_new_session=True,
+            close_fds=True,
+        )
+    finally:
+        log.close()
+    return True
+
+
+def cancel(store: st.RunStore, target: str) -> list[str]:
+    """Cancel the queued and running runs that `target` names (a run id, or an experiment's
+    name): a queued one leaves the queue at once, a running one is asked to stop and save
+    (its cancel file, and SIGTERM to a local worker process). One line per run touched; a
+    StoreError when none is queued or running."""
+    lines: list[str] = []
+    found = store.find(target)
+    if not found:
+        raise st.StoreError(f"--cancel {target!r}: no run or experiment of that name here")
+    for record in found:
+        where = f"{record.name} {record.run_id}"
+        if record.status == "queued":
+            lock = st.try_lock(record.path)
+            if lock is not None:
+                try:
+                    again = st.RunStore.read(record.path)
+                    if again is not None and again.status == "queued":
+                        was = again.queue.get("was")
+                        status = was if again.queue.get("resume") and was else "cancelled"
+                        st.write_summary(
+                            record.path,
+                            {**again.summary, "status": status, "reason": "removed from the queue"},
+                        )
+                        lines.append(f"{where}: removed from the queue")
+                        continue
+                finally:
+                    lock.release()
+            record = st.RunStore.read(record.path) or record  # it started meanwhile
+        if record.status == "running":
+            st.request_cancel(record.path)
+            beat = st.read_heartbeat(record.path)
+            pid = record.summary.get("pid")
+            local = beat is None or beat[0] == st.HOST
+            if record.queue and local and isinstance(pid, int) and st._pid_alive(pid):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGTERM)
+            lines.append(f"{where}: cancelling (it stops within a batch and saves)")
+    if not lines:
+        raise st.StoreError(f"--cancel {target!r}: none of its runs is queued or running")
+    return lines
+
+
+def wait_ended(store: st.RunStore, paths: list[Path], timeout: float) -> bool:
+    """Wait until none of the runs at `paths` is queued or running; False on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        records = [st.RunStore.read(p) for p in paths]
+        if all(r is None or r.status not in ("queued", "running") for r in records):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+# --- following a run from any process -------------------------------------------------------
+
+
+@dataclass
+class Update:
+    """What changed in a followed run since the last poll."""
+
+    record: st.RunRecord | None  # None: the run's summary is gone or unreadable
+    losses: np.ndarray  # batch losses appended since the last poll
+    first_index: int  # global batch index of losses[0]
+    reset: bool = False  # the live file was rewritten (a resume): drop what you had
+    history: Any = None  # the History, when history.npz changed since the last poll
+
+
+@dataclass
+class Follower:
+    """Follows one run of the store through its files: summary, live losses, history."""
+
+    path: Path
+    reader: st.LiveReader = field(init=False)
+    history_mtime: float = field(default=-1.0, init=False)
+
+    def __post_init__(self) -> None:
+        self.reader = st.LiveReader(self.path)
+
+    def poll(self) -> Update:
+        first = self.reader.offset // 8
+        losses = self.reader.read()
+        if self.reader.reset:
+            first = 0
+        record = st.RunStore.read(self.path)
+        history = None
+        try:
+            mtime = (self.path / "history.npz").stat().st_mtime
+        except OSError:
+            mtime = -1.0
+        if mtime != self.history_mtime and record is not None:
+            try:
+                history = record.history()
+                self.history_mtime = mtime
+            except st.RunFileError:
+                history = None
+        return Update(record, losses, first, self.reader.reset, history)
+
+
+# --- the store at a glance ------------------------------------------------------------------
+
+ACTIVE = ("queued", "running")
+
+
+def short_device(summary: dict[str, Any]) -> str:
+    gpu = summary.get("gpu")
+    if isinstance(gpu, int) and not isinstance(gpu, bool):
+        return f"gpu {gpu}"
+    device = summary.get("device")
+    if isinstance(device, str) and device:
+        return device.split(" (")[0]
+    q = summary.get("queue")
+    return str(q.get("device", "-")) if isinstance(q, dict) else "-"
+
+
+def progress(record: st.RunRecord) -> str:
+    s = record.summary
+    done, epochs = s.get("epochs_done"), s.get("epochs")
+    if record.status == "queued" or not isinstance(epochs, int) or epochs <= 0:
+        return "-"
+    done = done if isinstance(done, int) else 0
+    live = (record.path / st.LIVE_FILE).stat().st_size // 8 if record.live.exists() else 0
+    per_epoch = s.get("batches_per_epoch")
+    per_epoch = per_epoch if isinstance(per_epoch, int) and per_epoch > 0 else None
+    if record.status == "running" and per_epoch:
+        return f"ep {min(done + 1, epochs)}/{epochs} {100 * live / (per_epoch * epochs):.0f}%"
+    return f"ep {done}/{epochs}"
+
+
+def status_rows(store: st.RunStore, recent: int = 10) -> list[list[str]]:
+    """`cnntui --status`: every queued and running run, and the `recent` latest others."""
+    records = store.runs()
+    active = [r for r in records if r.status in ACTIVE]
+    others = [r for r in records if r.status not in ACTIVE][-recent:]
+    rows = []
+    for r in others + active:
+        acc = r.summary.get("final_test_acc")
+        rows.append(
+            [
+                text.safe(r.name),
+                r.run_id,
+                text.safe(short_device(r.summary)),
+                progress(r),
+                text.pct(acc) if acc is not None else "-",
+                r.status,
+            ]
+        )
+    return rows
+
+
+STATUS_HEADERS = ["experiment", "run id", "device", "progress", "test acc", "status"]
+
+
+def status_table(store: st.RunStore) -> str:
+    rows = status_rows(store)
+    if not rows:
+        return f"no runs in {store.root}"
+    return text.table(STATUS_HEADERS, rows, right={4})
