@@ -70,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         st.write_summary(path, {**record.summary, "status": "failed", "reason": str(e)})
         return 1
 
+    print(
+        f"cnntui worker: training {record.name} {record.run_id} in pid {os.getpid()}",
+        file=sys.stderr,
+        flush=True,
+    )
     from .engine import train
 
     share = queue.get("cpu_share")
