@@ -497,6 +497,11 @@ def run_headless(args: argparse.Namespace, out: IO[str]) -> int:
         parse_formats(args.format)
     check_dirs(args, selected)
     check_devices(selected)
+    executors = {e.executor for e in selected} - {"auto"}
+    if len(executors) > 1:
+        raise UsageError("the selected experiments set different executors; run them apart")
+    if executors == {"process"}:
+        return run_followed(args, out, selected, overrides)
 
     from .events import Cancelled, Diverged, Failed, Started
     from .runner import run_jobs
@@ -603,6 +608,100 @@ def run_detached(args: argparse.Namespace, out: IO[str]) -> int:
         file=out,
     )
     return EXIT_OK
+
+
+def run_followed(
+    args: argparse.Namespace, out: IO[str], selected: list[Experiment], overrides: dict
+) -> int:
+    """`--run` with executor "process": the runs are queued and train in worker processes of
+    their own, and this command follows them through the run store, printing what
+    run_headless prints. Ctrl-C or SIGTERM cancels them (each saves) and waits; a hang-up
+    (SIGHUP: the SSH connection gone) only ends the following: the runs go on."""
+    from . import lifecycle
+    from .events import Cancelled, Diverged, Failed, Started
+    from .runner import Job
+    from .store import RunStore, StoreError
+
+    store = RunStore(args.runs_dir)
+    if not args.resume:
+        ready = {e.name for e in check_data(selected)}
+        not_started = len(selected) - len(ready)
+        selected = [e for e in selected if e.name in ready]
+        if not selected:
+            return EXIT_RUN_FAILED
+    else:
+        not_started = 0
+    try:
+        records = lifecycle.submit(
+            store, selected, jobs=args.jobs, resume=overrides if args.resume else None
+        )
+        lifecycle.ensure_scheduler(store)
+    except StoreError as e:
+        raise UsageError(str(e)) from None
+    followed = [lifecycle.RunEvents(r.path) for r in records]
+    progress = Progress(out, live=out.isatty())
+    progress.line(
+        f"queued {len(records)} run(s) in worker processes; Ctrl-C cancels them, "
+        "a hang-up leaves them training (cnntui --status)"
+    )
+    outcomes: dict[str, str] = {}
+    ran: dict[str, str | None] = {}
+    reasons: dict[str, str] = {}
+    wake = threading.Event()
+    state = {"interrupted": False, "hangup": False}
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if hasattr(signal, "SIGHUP") and signum == signal.SIGHUP:
+            state["hangup"] = True
+        elif not state["interrupted"]:
+            state["interrupted"] = True
+            for record in records:
+                with contextlib.suppress(StoreError):
+                    lifecycle.cancel(store, record.run_id)
+        wake.set()
+
+    signals = [signal.SIGINT, signal.SIGTERM]
+    if hasattr(signal, "SIGHUP"):
+        signals.append(signal.SIGHUP)
+    previous = {sig: signal.signal(sig, on_signal) for sig in signals}
+    try:
+        while not state["hangup"] and not all(f.ended for f in followed):
+            for f in followed:
+                for event in f.poll():
+                    progress.handle(event)
+                    if isinstance(event, Started | Failed):
+                        ran.setdefault(event.name, event.run_dir)
+                    if isinstance(event, Failed | Diverged | Cancelled):
+                        outcomes[event.name] = type(event).__name__.lower()
+                    if isinstance(event, Failed):
+                        reasons[event.name] = event.reason
+            if state["interrupted"] and wake.is_set():
+                wake.clear()
+                progress.line("interrupted: stopping runs and saving their histories ...")
+            wake.wait(0.2)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        progress.close()
+    if state["hangup"]:
+        return EXIT_INTERRUPTED  # the terminal is gone; the runs go on
+    jobs = [Job(r.experiment()) for r in records]
+    for f in followed:
+        record = RunStore.read(f.path)
+        if record is not None:
+            ran.setdefault(record.name, str(f.path))
+    rows = trained_rows(store, jobs, ran, reasons)
+    if rows:
+        progress.write("\n" + results_table(rows) + "\n")
+    skipped = args.export and bool(export(args, store, selected, out).skipped)
+    if state["interrupted"]:
+        return EXIT_INTERRUPTED
+    failed = [n for n, o in outcomes.items() if o in ("failed", "diverged")]
+    if not_started:
+        progress.write(f"\n{not_started} experiment(s) not started: their dataset is missing\n")
+    if failed:
+        progress.write(f"\n{len(failed)} run(s) failed or diverged: {', '.join(failed)}\n")
+    return EXIT_RUN_FAILED if failed or not_started or skipped else EXIT_OK
 
 
 def show_status(args: argparse.Namespace, out: IO[str]) -> int:

@@ -264,3 +264,81 @@ def status_table(store: st.RunStore) -> str:
     if not rows:
         return f"no runs in {store.root}"
     return text.table(STATUS_HEADERS, rows, right={4})
+
+
+# --- a followed run as the engine's events ------------------------------------------------
+
+
+class RunEvents:
+    """Turns what a followed run's files say into the events its trainer yields (Started,
+    BatchLosses, EpochEnd, then one ending), so front ends show a run in another process as
+    they show one of their own."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.follower = Follower(path)
+        self.started = False
+        self.epochs_seen = 0
+        self.ended = False
+
+    def poll(self) -> list[Any]:
+        from .events import BatchLosses, Cancelled, Diverged, EpochEnd, Failed, Finished, Started
+
+        if self.ended:
+            return []
+        update = self.follower.poll()
+        record = update.record
+        if record is None or record.status == "queued":
+            return []
+        s, name, out = record.summary, record.name, []
+        per_epoch = s.get("batches_per_epoch")
+        done = s.get("epochs_done") if isinstance(s.get("epochs_done"), int) else 0
+        if not self.started and isinstance(per_epoch, int) and per_epoch > 0:
+            self.started = True
+            self.epochs_seen = done if update.history is None else update.history.epochs_done
+            out.append(
+                Started(
+                    name,
+                    record.run_id,
+                    str(self.path),
+                    str(s.get("device", "?")),
+                    int(s.get("params") or 0),
+                    int(s.get("epochs") or 0),
+                    per_epoch,
+                    self.epochs_seen,
+                )
+            )
+        if self.started and len(update.losses):
+            epoch = update.first_index // per_epoch
+            out.append(BatchLosses(name, epoch, update.first_index, tuple(update.losses.tolist())))
+        h = update.history
+        if self.started and h is not None:
+            for i in range(self.epochs_seen, h.epochs_done):
+                out.append(
+                    EpochEnd(
+                        name,
+                        i,
+                        h.epoch_losses[i],
+                        h.train_acc[i],
+                        h.test_loss[i],
+                        h.test_acc[i],
+                        h.epoch_seconds[i],
+                    )
+                )
+            self.epochs_seen = max(self.epochs_seen, h.epochs_done)
+        status = record.status
+        if status in ACTIVE:
+            return out
+        self.ended = True
+        reason = str(s.get("reason") or "")
+        if status == "finished":
+            out.append(Finished(name, float(s.get("total_seconds") or 0.0)))
+        elif status == "diverged":
+            out.append(Diverged(name, int(s.get("batches_done") or 0), reason))
+        elif status == "cancelled":
+            out.append(Cancelled(name))
+        elif status == "interrupted":
+            out.append(Failed(name, "its worker process ended without a word", str(self.path)))
+        else:
+            out.append(Failed(name, reason or status, str(self.path)))
+        return out

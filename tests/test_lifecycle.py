@@ -21,7 +21,7 @@ from cnntui import store as st
 from cnntui.config import apply_overrides, load
 from cnntui.gpus import GIB, Gpu
 from cnntui.store import RunRecord, RunStore
-from tests.test_cli import cnntui
+from tests.test_cli import cnntui, start, wait_for_line
 
 DEADLINE = 180.0
 
@@ -271,3 +271,29 @@ def test_a_run_in_a_thread_writes_live_files_too(study: Path) -> None:
     live = np.fromfile(record.live, dtype="<f8")
     assert np.array_equal(live, np.asarray(record.history().batch_losses))
     assert not (record.path / st.HEARTBEAT_FILE).exists()  # gone with the run
+
+
+# --- attached --run with executor "process" -------------------------------------------------
+
+PROCESS = ["--set", "executor=process", "--set", "train_size=3000", "--set", "batch_size=4"]
+
+
+def test_attached_process_runs_survive_a_hangup_of_their_terminal(study: Path) -> None:
+    proc = start("--run", "all", "--jobs", "2", *PROCESS, cwd=study)
+    wait_for_line(proc, "started on")
+    proc.send_signal(signal.SIGHUP)  # the SSH connection is gone
+    assert proc.wait(60) == 130
+    store = RunStore(study / "runs")
+    assert "running" in statuses(store).values()  # the runs go on without it
+    wait(lambda: statuses(store) == {"alpha": "finished", "beta": "finished"}, "both finished")
+
+
+def test_attached_process_runs_stop_and_save_on_ctrl_c(study: Path) -> None:
+    proc = start("--run", "alpha", *PROCESS, "--set", "epochs=5", cwd=study)
+    wait_for_line(proc, "epoch 1/5")
+    proc.send_signal(signal.SIGINT)
+    out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 130, out
+    assert "cancelled; history so far is saved" in out
+    record = RunStore(study / "runs").latest("alpha")
+    assert record.status == "cancelled" and record.summary["epochs_done"] >= 1
