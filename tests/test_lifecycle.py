@@ -297,3 +297,43 @@ def test_attached_process_runs_stop_and_save_on_ctrl_c(study: Path) -> None:
     assert "cancelled; history so far is saved" in out
     record = RunStore(study / "runs").latest("alpha")
     assert record.status == "cancelled" and record.summary["epochs_done"] >= 1
+
+
+# --- the store's live files -----------------------------------------------------------------
+
+
+def test_the_live_reader_tails_and_rereads_a_file_a_resume_cut_back(tmp_path: Path) -> None:
+    writer, reader = st.LiveWriter(tmp_path), st.LiveReader(tmp_path)
+    writer.write(0, [1.0, 2.0, 3.0])
+    assert reader.read().tolist() == [1.0, 2.0, 3.0]
+    writer.write(3, [4.0])
+    assert reader.read().tolist() == [4.0] and not reader.reset
+    writer.truncate(2)  # a resume from the checkpoint after batch 2
+    writer.write(2, [5.0])
+    assert reader.read().tolist() == [1.0, 2.0, 5.0] and reader.reset
+    writer.close()
+
+
+def test_a_run_on_another_host_lives_while_its_heartbeat_is_fresh(tmp_path: Path) -> None:
+    run = tmp_path / "exp" / "run"
+    run.mkdir(parents=True)
+    record = RunRecord(run, {"status": "running", "pid": 2**30})  # no such pid here
+    assert record.status == "interrupted"
+    (run / st.HEARTBEAT_FILE).write_text("gpu-node-7 1234\n")
+    assert record.status == "running"
+    stale = time.time() - st.HEARTBEAT_STALE - 1
+    os.utime(run / st.HEARTBEAT_FILE, (stale, stale))
+    assert record.status == "interrupted"
+
+
+def test_gpus_setting_is_checked_and_normalised() -> None:
+    from cnntui.config import ConfigError, check_value, parse_override
+
+    assert check_value("gpus", [0, 2, 2]) == "0,2"
+    assert parse_override("gpus=0,2") == ("gpus", "0,2")
+    assert check_value("gpus", "") == ""
+    for bad in ("a", [True], [-1], "0;1", 3):
+        with pytest.raises(ConfigError, match="gpus"):
+            check_value("gpus", bad)
+    with pytest.raises(ConfigError, match="unknown executor 'ray'"):
+        check_value("executor", "ray")
