@@ -29,6 +29,7 @@ from . import store as st
 from .worker import GPU_ENV
 
 LOOP_SECONDS = 0.5
+MAX_LAUNCHES = 3  # a run whose worker ended this often without taking it is marked failed
 
 
 def wants_gpu(device: str, inventory: list[gpu_mod.Gpu]) -> bool:
@@ -94,6 +95,7 @@ class Scheduler:
         self.inventory = inventory
         self.python = python
         self.workers: dict[Path, tuple[subprocess.Popen, int | None]] = {}
+        self.launches: dict[Path, int] = {}  # workers started for each run
 
     def busy(self) -> Busy:
         """Slots held by runs training now: ours, and any other live run of the store."""
@@ -109,8 +111,24 @@ class Scheduler:
 
     def reap(self) -> None:
         for path, (proc, _gpu) in list(self.workers.items()):
-            if proc.poll() is not None:
-                del self.workers[path]
+            if proc.poll() is None:
+                continue
+            del self.workers[path]
+            record = st.RunStore.read(path)
+            if record is None or record.status != "queued":
+                continue
+            # Its worker ended without taking the run (it could not start): try again, but
+            # not forever.
+            if self.launches.get(path, 0) >= MAX_LAUNCHES:
+                reason = f"its worker process could not start (see {path / st.WORKER_LOG})"
+                lock = st.try_lock(path)
+                if lock is not None:
+                    try:
+                        st.write_summary(
+                            path, {**record.summary, "status": "failed", "reason": reason}
+                        )
+                    finally:
+                        lock.release()
 
     def launch(self, record: st.RunRecord, gpu: int | None) -> None:
         env = dict(os.environ)
@@ -130,6 +148,7 @@ class Scheduler:
                 close_fds=True,
             )
         self.workers[record.path] = (proc, gpu)
+        self.launches[record.path] = self.launches.get(record.path, 0) + 1
 
     def step(self) -> bool:
         """One round; False when there is nothing left to do."""

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from . import store as st
+from .text import one_line
 
 GPU_ENV = "CNNTUI_GPU"
 
@@ -65,9 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         # Running from now on, with this pid: should this process die before training, the
         # run reads interrupted, not queued forever.
         run.save_summary("running", gpu=None if gpu is None else int(gpu))
-    except st.StoreError as e:
-        print(f"cnntui worker: {e}", file=sys.stderr)
-        st.write_summary(path, {**record.summary, "status": "failed", "reason": str(e)})
+    except Exception as e:  # the run cannot even be set up: say so, never leave it queued
+        reason = str(e) if isinstance(e, st.StoreError) else one_line(e)
+        print(f"cnntui worker: {reason}", file=sys.stderr)
+        st.write_summary(path, {**record.summary, "status": "failed", "reason": reason})
         return 1
 
     print(

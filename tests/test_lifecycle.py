@@ -337,3 +337,19 @@ def test_gpus_setting_is_checked_and_normalised() -> None:
             check_value("gpus", bad)
     with pytest.raises(ConfigError, match="unknown executor 'ray'"):
         check_value("executor", "ray")
+
+
+def test_a_run_whose_worker_cannot_start_is_failed_not_relaunched_forever(study, tmp_path):
+    store = RunStore(study / "runs")
+    lifecycle.submit(store, experiments(study)[:1])
+    broken = tmp_path / "brokenpython"
+    broken.write_text("#!/bin/sh\necho 'no module named torch' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    sched = scheduler.Scheduler(store, inventory=list, python=str(broken))
+    assert scheduler.run(store, sched) == 0  # returns once nothing is left to do
+    record = store.latest("alpha")
+    assert (
+        record.status == "failed" and "worker process could not start" in record.summary["reason"]
+    )
+    assert sched.launches[record.path] == scheduler.MAX_LAUNCHES
+    assert "no module named torch" in (record.path / st.WORKER_LOG).read_text()
