@@ -231,21 +231,22 @@ def progress(record: st.RunRecord) -> str:
     per_epoch = s.get("batches_per_epoch")
     per_epoch = per_epoch if isinstance(per_epoch, int) and per_epoch > 0 else None
     if record.status == "running" and per_epoch:
-        return f"ep {min(done + 1, epochs)}/{epochs} {100 * live / (per_epoch * epochs):.0f}%"
-    return f"ep {done}/{epochs}"
+        return f"{min(done + 1, epochs)}/{epochs} {100 * live / (per_epoch * epochs):.0f}%"
+    return f"{done}/{epochs}"
 
 
 def status_rows(store: st.RunStore, recent: int = 10) -> list[list[str]]:
-    """`cnntui --status`: every queued and running run, and the `recent` latest others."""
+    """`cnntui --status`: every queued and running run, and the `recent` latest others: the
+    epoch it is in (and how far the whole run is), its latest test accuracy."""
     records = store.runs()
     active = [r for r in records if r.status in ACTIVE]
     others = [r for r in records if r.status not in ACTIVE][-recent:]
     rows = []
     for r in others + active:
-        acc = r.summary.get("final_test_acc")
+        acc = r.summary.get("final_test_acc")  # the latest epoch's
         rows.append(
             [
-                text.safe(r.name),
+                text.pad(text.safe(r.name), NAME_COLUMN).rstrip(),
                 r.run_id,
                 text.safe(short_device(r.summary)),
                 progress(r),
@@ -256,7 +257,9 @@ def status_rows(store: st.RunStore, recent: int = 10) -> list[list[str]]:
     return rows
 
 
-STATUS_HEADERS = ["experiment", "run id", "device", "progress", "test acc", "status"]
+# Fits 80 columns: names longer than NAME_COLUMN are cut (the run id tells them apart).
+NAME_COLUMN = 15
+STATUS_HEADERS = ["experiment", "run id", "device", "epoch", "acc", "status"]
 
 
 def status_table(store: st.RunStore) -> str:

@@ -178,7 +178,15 @@ def test_run_store_files_follow_the_umask(tiny_toml):
     (run,) = RunStore(cwd / "runs").runs("alpha")
     modes = {p.name: p.stat().st_mode & 0o777 for p in run.path.iterdir()}
     assert modes == dict.fromkeys(
-        ["config.toml", "summary.json", "history.npz", "checkpoint.pt", "weights.pt", "lock"],
+        [
+            "config.toml",
+            "summary.json",
+            "history.npz",
+            "checkpoint.pt",
+            "weights.pt",
+            "lock",
+            "live.f64",
+        ],
         0o640,
     )
 

@@ -151,7 +151,7 @@ def test_detach_returns_at_once_and_the_runs_finish_in_the_background(study: Pat
         assert "training" in (record.path / st.WORKER_LOG).read_text()
     status = cnntui("--status", cwd=study)
     assert status.returncode == 0
-    assert status.stdout.count("finished") == 2 and "ep 2/2" in status.stdout
+    assert status.stdout.count("finished") == 2 and " 2/2 " in status.stdout
     assert max(len(line) for line in status.stdout.splitlines()) <= 80
     wait(lambda: not scheduler.held(store), "the scheduler to exit once the queue is empty")
 
