@@ -589,10 +589,12 @@ def run_detached(args: argparse.Namespace, out: IO[str]) -> int:
         )
     check_dirs(args, selected)
     store = RunStore(args.runs_dir)
+    resumed = plan_jobs(args, store, selected, overrides) if args.resume else []
     try:
-        queued = lifecycle.submit(
-            store, selected, jobs=args.jobs, resume=overrides if args.resume else None
-        )
+        if args.resume:
+            queued = lifecycle.requeue([j.resume_dir for j in resumed], args.jobs)
+        else:
+            queued = lifecycle.submit(store, selected, args.jobs)
         lifecycle.ensure_scheduler(store)
     except StoreError as e:
         raise UsageError(str(e)) from None
@@ -619,22 +621,25 @@ def run_followed(
     (SIGHUP: the SSH connection gone) only ends the following: the runs go on."""
     from . import lifecycle
     from .events import Cancelled, Diverged, Failed, Started
-    from .runner import Job
     from .store import RunStore, StoreError
 
     store = RunStore(args.runs_dir)
-    if not args.resume:
-        ready = {e.name for e in check_data(selected)}
-        not_started = len(selected) - len(ready)
-        selected = [e for e in selected if e.name in ready]
-        if not selected:
-            return EXIT_RUN_FAILED
-    else:
-        not_started = 0
+    jobs = plan_jobs(args, store, selected, overrides)
+    # The data each run will read: a resumed run's comes from its own stored settings.
+    ready = {e.name for e in check_data([j.experiment for j in jobs])}
+    for job in jobs:
+        if job.experiment.name not in ready and job.resume_dir is not None:
+            job.resume_dir.release()
+    not_started = len(jobs) - len(ready)
+    jobs = [j for j in jobs if j.experiment.name in ready]
+    selected = [e for e in selected if e.name in ready]
+    if not jobs:
+        return EXIT_RUN_FAILED
     try:
-        records = lifecycle.submit(
-            store, selected, jobs=args.jobs, resume=overrides if args.resume else None
-        )
+        if args.resume:
+            records = lifecycle.requeue([j.resume_dir for j in jobs], args.jobs)
+        else:
+            records = lifecycle.submit(store, [j.experiment for j in jobs], args.jobs)
         lifecycle.ensure_scheduler(store)
     except StoreError as e:
         raise UsageError(str(e)) from None
@@ -685,7 +690,6 @@ def run_followed(
         progress.close()
     if state["hangup"]:
         return EXIT_INTERRUPTED  # the terminal is gone; the runs go on
-    jobs = [Job(r.experiment()) for r in records]
     for f in followed:
         record = RunStore.read(f.path)
         if record is not None:

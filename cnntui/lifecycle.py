@@ -50,38 +50,38 @@ def queue_record(
     return record
 
 
-def submit(
-    store: st.RunStore,
-    experiments: list[Experiment],
-    *,
-    jobs: int = 1,
-    resume: dict[str, Any] | None = None,
-) -> list[st.RunRecord]:
-    """Queue a run of each experiment (with `resume`, the overrides of a resume: the latest
-    unfinished run of each, checked as RunStore.resume checks it, goes back in the queue).
-    Each run's GPU slot settings (gpus, runs_per_gpu, min_free_gib) are its experiment's;
-    `jobs` is the number of CPU slots. The queued runs, in queue order. StoreError (one
-    line) if one cannot be queued; those queued before it stay queued."""
+def submit(store: st.RunStore, experiments: list[Experiment], jobs: int = 1) -> list[st.RunRecord]:
+    """Queue a new run of each experiment. Each run's GPU slot settings (gpus, runs_per_gpu,
+    min_free_gib) are its experiment's; `jobs` is the number of CPU slots. The queued runs,
+    in queue order. StoreError (one line) if one cannot be created; those queued before it
+    stay queued."""
     out: list[st.RunRecord] = []
     for exp in experiments:
-        if resume is None:
-            q = queue_record(exp, jobs=jobs)
-            run = store.create(exp, queue=q)
-        else:
-            record = store.latest(exp.name, unfinished=True)
-            if record is None:
-                raise st.ResumeError(f"--resume: {exp.name} has no unfinished run")
-            run, _checkpoint = store.resume(record, resume)
-            try:
-                q = queue_record(run.experiment, jobs=jobs, resume=True, was=record.status)
-                run.write_config()
-                st.clear_cancel(run.path)
-                run.save_summary("queued", queue=q)
-            finally:
-                run.release()
-        queued = st.RunStore.read(run.path)
-        if queued is not None:
-            out.append(queued)
+        run = store.create(exp, queue=queue_record(exp, jobs=jobs))
+        record = st.RunStore.read(run.path)
+        if record is not None:
+            out.append(record)
+    return out
+
+
+def requeue(runs: list[st.RunDir], jobs: int = 1) -> list[st.RunRecord]:
+    """Put resumed runs back in the queue: each reopened (locked) by RunStore.resume, which
+    checked it; a worker continues it from its checkpoint. Every lock is let go, queued or
+    not; StoreError if one cannot be written (it keeps its status)."""
+    out: list[st.RunRecord] = []
+    try:
+        for run in runs:
+            q = queue_record(run.experiment, jobs=jobs, resume=True, was=run.reopened_status)
+            run.write_config()  # what it trains with from now on (e.g. more epochs)
+            st.clear_cancel(run.path)
+            run.save_summary("queued", queue=q)
+            run.release()
+            record = st.RunStore.read(run.path)
+            if record is not None:
+                out.append(record)
+    finally:
+        for run in runs:
+            run.release()
     return out
 
 

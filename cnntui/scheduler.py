@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(store: st.RunStore, scheduler: Scheduler | None = None) -> int:
     """Drain the queue while holding the store's scheduler lock; 0 at once if another holds
     it."""
-    lock = take_lock(store)
+    lock = take_lock(store, st.LOCK_WAIT_SECONDS)
     if lock is None:
         return 0
     sched = scheduler or Scheduler(store)
@@ -198,7 +198,7 @@ def run(store: st.RunStore, scheduler: Scheduler | None = None) -> int:
                 lock.release()
                 if not store.queued():
                     return 0
-                lock = take_lock(store)
+                lock = take_lock(store, st.LOCK_WAIT_SECONDS)
                 if lock is None:
                     return 0
                 continue
@@ -208,16 +208,23 @@ def run(store: st.RunStore, scheduler: Scheduler | None = None) -> int:
         lock.release()
 
 
-def take_lock(store: st.RunStore) -> st.RunLock | None:
+def take_lock(store: st.RunStore, wait: float = 0.0) -> st.RunLock | None:
+    """The store's scheduler lock, or None when a scheduler holds it. `wait` rides over a
+    probe (`held`, from another cnntui) that holds it for an instant."""
     import fcntl
 
     path = store.root / st.SCHEDULER_LOCK
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                return None
+            time.sleep(0.02)
     with contextlib.suppress(OSError):
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())

@@ -31,9 +31,13 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m cnntui.worker RUN_DIR", file=sys.stderr)
         return 2
     path = Path(args[0])
-    lock = st.try_lock(path)
-    if lock is None:
-        return 0  # another process trains it
+    try:
+        lock = st.acquire_lock(path)  # rides over a status probe holding it for an instant
+    except st.RunLocked:
+        return 0  # another process trains it (or is cancelling it from the queue)
+    except st.StoreError as e:
+        print(f"cnntui worker: {e}", file=sys.stderr)
+        return 1
     record = st.RunStore.read(path)
     if record is None or record.status != "queued":
         return 0  # cancelled meanwhile, or already trained by an earlier worker

@@ -218,22 +218,30 @@ def test_kill_9_of_a_worker_reads_interrupted_and_resumes(study: Path) -> None:
     assert cnntui("--run", "alpha", "--detach", *long, cwd=study, timeout=60).returncode == 0
     store = RunStore(study / "runs")
 
-    def after_one_epoch():
+    def running_after(epochs: int):
         record = store.latest("alpha")
-        running = record.status == "running" and record.summary.get("epochs_done", 0) >= 1
+        running = record.status == "running" and record.summary.get("epochs_done", 0) >= epochs
         return record if running else None
 
-    record = wait(after_one_epoch, "alpha's first epoch")
+    record = wait(lambda: running_after(1), "alpha's first epoch")
     os.kill(record.summary["pid"], signal.SIGKILL)
     wait(lambda: store.latest("alpha").status == "interrupted", "alpha to read interrupted", 10)
     result = cnntui("--run", "alpha", "--resume", "--detach", cwd=study, timeout=60)
     assert result.returncode == 0 and "(resume)" in result.stdout, result.stderr
-    wait(lambda: store.latest("alpha").status == "finished", "the resumed run to finish")
-    record = store.latest("alpha")
+    assert record.run_id in result.stdout  # the same run, back in the queue
+    # Killed again in its second epoch: this time resumed in the foreground (a thread here).
+    record = wait(lambda: running_after(2), "alpha's second epoch")
+    os.kill(record.summary["pid"], signal.SIGKILL)
+    wait(lambda: store.latest("alpha").status == "interrupted", "alpha to read interrupted", 10)
+    result = cnntui("--run", "alpha", "--resume", cwd=study, timeout=DEADLINE)
+    assert result.returncode == 0 and "resuming at epoch 3" in result.stdout, result.stderr
+    (record,) = store.runs("alpha")
+    assert record.status == "finished"
     history = record.history()
     assert history.epochs_done == 3 and len(history.batch_losses) == 3 * 500
+    assert history.batch_indices == list(range(3 * 500))  # no gap, no duplicate
     live = np.fromfile(record.live, dtype="<f8")
-    assert np.array_equal(live, np.asarray(history.batch_losses))  # no gap, no duplicate
+    assert np.array_equal(live, np.asarray(history.batch_losses))
 
 
 def test_two_processes_never_launch_the_same_run_twice(study: Path) -> None:
@@ -353,3 +361,16 @@ def test_a_run_whose_worker_cannot_start_is_failed_not_relaunched_forever(study,
     )
     assert sched.launches[record.path] == scheduler.MAX_LAUNCHES
     assert "no module named torch" in (record.path / st.WORKER_LOG).read_text()
+
+
+def test_a_starting_scheduler_rides_over_a_probe_of_its_lock(study: Path) -> None:
+    import threading
+
+    store = RunStore(study / "runs")
+    store.root.mkdir()
+    probe = scheduler.take_lock(store)  # another cnntui asking `held()` at that instant
+    assert probe is not None and scheduler.held(store)
+    threading.Timer(0.05, probe.release).start()
+    lock = scheduler.take_lock(store, wait=DEADLINE)
+    assert lock is not None  # not mistaken for a scheduler already running
+    lock.release()
