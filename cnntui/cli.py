@@ -191,7 +191,7 @@ def print_list(file: ExperimentFile, out: IO[str], runs_dir: Path | None = None)
             "cancelled run from its last epoch."
         )
         print("\n" + textwrap.fill(hint, max(40, width)), file=out)
-    shown = {k: v for k, v in base.items() if v is not None}
+    shown = {k: v for k, v in base.items() if v not in (None, "")}
     line = "[defaults] " + " ".join(f"{k}={v}" for k, v in shown.items())
     print("\n" + textwrap.fill(line, max(40, width), subsequent_indent=" " * 11), file=out)
 
@@ -605,7 +605,7 @@ def run_detached(args: argparse.Namespace, out: IO[str]) -> int:
     print(
         f"\nThey train in the background, whatever happens to this terminal. Watch them:\n"
         f"  cnntui --status{runs}      the queue and progress\n"
-        f"  cnntui{runs}               the TUI, live curves\n"
+        f"  cnntui{runs}               the TUI\n"
         f"  cnntui --cancel NAME|RUN_ID{runs}",
         file=out,
     )
@@ -669,8 +669,13 @@ def run_followed(
     if hasattr(signal, "SIGHUP"):
         signals.append(signal.SIGHUP)
     previous = {sig: signal.signal(sig, on_signal) for sig in signals}
+    next_check = time.monotonic() + 2.0
     try:
         while not state["hangup"] and not all(f.ended for f in followed):
+            if time.monotonic() >= next_check:  # its scheduler killed: take over
+                next_check = time.monotonic() + 2.0
+                with contextlib.suppress(OSError):
+                    lifecycle.ensure_scheduler(store)
             for f in followed:
                 for event in f.poll():
                     progress.handle(event)

@@ -150,10 +150,15 @@ class Scheduler:
         self.workers[record.path] = (proc, gpu)
         self.launches[record.path] = self.launches.get(record.path, 0) + 1
 
+    def queued(self) -> list[st.RunRecord]:
+        """The queue's runs for worker processes; runs queued for another executor (a
+        cluster) are that executor's to launch."""
+        return [r for r in self.store.queued() if r.queue.get("executor", "process") == "process"]
+
     def step(self) -> bool:
         """One round; False when there is nothing left to do."""
         self.reap()
-        queued = [r for r in self.store.queued() if r.path not in self.workers]
+        queued = [r for r in self.queued() if r.path not in self.workers]
         if queued:
             devices = [str(r.queue.get("device", "auto")) for r in queued]
             needs = any(d == "auto" or d.startswith("cuda") for d in devices)
@@ -196,7 +201,7 @@ def run(store: st.RunStore, scheduler: Scheduler | None = None) -> int:
                 # Let go, then look once more: a run queued just now, by a process that saw
                 # the lock held, is ours or the next scheduler's, never no one's.
                 lock.release()
-                if not store.queued():
+                if not sched.queued():
                     return 0
                 lock = take_lock(store, st.LOCK_WAIT_SECONDS)
                 if lock is None:
