@@ -317,6 +317,12 @@ class RunEvents:
         h = update.history
         if self.started and h is not None:
             for i in range(self.epochs_seen, h.epochs_done):
+                # Per-epoch records a history may hold besides these (validation, rate).
+                extra = {
+                    k: getattr(h, k)[i]
+                    for k in ("val_loss", "val_acc", "lr")
+                    if len(getattr(h, k, ())) > i
+                }
                 out.append(
                     EpochEnd(
                         name,
@@ -326,6 +332,7 @@ class RunEvents:
                         h.test_loss[i],
                         h.test_acc[i],
                         h.epoch_seconds[i],
+                        **extra,
                     )
                 )
             self.epochs_seen = max(self.epochs_seen, h.epochs_done)
