@@ -718,6 +718,8 @@ def show_status(args: argparse.Namespace, out: IO[str]) -> int:
     from .store import RunStore
 
     store = RunStore(args.runs_dir)
+    if store.root.exists() and not store.root.is_dir():
+        raise UsageError(f"runs dir {str(store.root)!r} is a file, not a directory")
     lifecycle.ensure_scheduler(store)  # a scheduler killed with runs queued: take over
     print(lifecycle.status_table(store), file=out)
     return EXIT_OK

@@ -237,7 +237,10 @@ def take_lock(store: st.RunStore, wait: float = 0.0) -> st.RunLock | None:
 
 
 def held(store: st.RunStore) -> bool:
-    """Whether a scheduler holds the store's lock now."""
+    """Whether a scheduler holds the store's lock now (OSError: a store this user cannot
+    write)."""
+    if not store.root.is_dir():
+        return False
     lock = take_lock(store)
     if lock is None:
         return True

@@ -374,3 +374,13 @@ def test_a_starting_scheduler_rides_over_a_probe_of_its_lock(study: Path) -> Non
     lock = scheduler.take_lock(store, wait=DEADLINE)
     assert lock is not None  # not mistaken for a scheduler already running
     lock.release()
+
+
+def test_status_of_a_missing_or_file_runs_dir_is_one_line(study: Path) -> None:
+    empty = cnntui("--status", "--runs-dir", "nowhere", cwd=study)
+    assert empty.returncode == 0 and "no runs in nowhere" in empty.stdout, empty.stderr
+    (study / "afile").write_text("x")
+    bad = cnntui("--status", "--runs-dir", "afile", cwd=study)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip() == "cnntui: runs dir 'afile' is a file, not a directory"
+    assert not (study / "nowhere").exists()
