@@ -70,6 +70,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resume", action="store_true", help="continue the latest unfinished run of each"
     )
+    p.add_argument(
+        "--detach",
+        action="store_true",
+        help="with --run: queue the runs in worker processes that outlive this terminal, "
+        "and return at once",
+    )
+    p.add_argument("--status", action="store_true", help="show the queued, running and recent runs")
+    p.add_argument(
+        "--cancel", metavar="NAME|RUN_ID", help="cancel queued or running runs, from any shell"
+    )
+    p.add_argument(
+        "--gpus", metavar="I[,I...]", help="GPU indices runs may use (default: every GPU)"
+    )
     p.add_argument("--version", action="version", version=f"cnntui {__version__}")
     return p
 
@@ -81,6 +94,8 @@ def collect_overrides(args: argparse.Namespace) -> dict[str, Any]:
         items.append((f"device={args.device}", f"--device {args.device!r}"))
     if args.data_dir:
         items.append((f"data_dir={args.data_dir}", f"--data-dir {args.data_dir!r}"))
+    if getattr(args, "gpus", None) is not None:
+        items.append((f"gpus={args.gpus}", f"--gpus {args.gpus!r}"))
     overrides: dict[str, Any] = {}
     for item, label in items:
         try:
@@ -179,7 +194,7 @@ def print_list(file: ExperimentFile, out: IO[str], runs_dir: Path | None = None)
             "cancelled run from its last epoch."
         )
         print("\n" + textwrap.fill(hint, max(40, width)), file=out)
-    shown = {k: v for k, v in base.items() if v is not None}
+    shown = {k: v for k, v in base.items() if v not in (None, "")}
     line = "[defaults] " + " ".join(f"{k}={v}" for k, v in shown.items())
     print("\n" + textwrap.fill(line, max(40, width), subsequent_indent=" " * 11), file=out)
 
@@ -489,6 +504,11 @@ def run_headless(args: argparse.Namespace, out: IO[str]) -> int:
         parse_formats(args.format)
     check_dirs(args, selected)
     check_devices(selected)
+    executors = {e.executor for e in selected} - {"auto"}
+    if len(executors) > 1:
+        raise UsageError("the selected experiments set different executors; run them apart")
+    if executors == {"process"}:
+        return run_followed(args, out, selected, overrides)
 
     from .events import Cancelled, Diverged, Failed, Started
     from .runner import run_jobs
@@ -556,6 +576,175 @@ def run_headless(args: argparse.Namespace, out: IO[str]) -> int:
     return EXIT_RUN_FAILED if failed or not_started or skipped else EXIT_OK
 
 
+def run_detached(args: argparse.Namespace, out: IO[str]) -> int:
+    """`--run SEL --detach`: queue the runs in the run store, make sure its scheduler runs,
+    say how to watch them, and return: the runs train in worker processes of their own."""
+    from . import lifecycle
+    from .store import RunStore, StoreError
+
+    file, overrides = load_experiments(args)
+    selected = apply_overrides(file.select(args.run), overrides)
+    if args.jobs < 1:
+        raise UsageError(f"--jobs {args.jobs}: must be >= 1")
+    if args.export:
+        raise UsageError("--export with --detach: export once the runs have finished")
+    threads = [e.name for e in selected if e.executor == "thread"]
+    if threads:
+        raise UsageError(
+            f"--detach: {', '.join(threads)} set executor = 'thread' (runs in this process); "
+            "detached runs need 'process' or 'auto'"
+        )
+    check_dirs(args, selected)
+    store = RunStore(args.runs_dir)
+    resumed = plan_jobs(args, store, selected, overrides) if args.resume else []
+    try:
+        if args.resume:
+            queued = lifecycle.requeue([j.resume_dir for j in resumed], args.jobs)
+        else:
+            queued = lifecycle.submit(store, selected, args.jobs)
+        lifecycle.ensure_scheduler(store)
+    except StoreError as e:
+        raise UsageError(str(e)) from None
+    for record in queued:
+        resumed = " (resume)" if record.queue.get("resume") else ""
+        print(f"queued {record.name} {record.run_id}{resumed}", file=out)
+    runs = "" if args.runs_dir == Path("runs") else f" --runs-dir {args.runs_dir}"
+    print(
+        f"\nThey train in the background, whatever happens to this terminal. Watch them:\n"
+        f"  cnntui --status{runs}      the queue and progress\n"
+        f"  cnntui{runs}               the TUI\n"
+        f"  cnntui --cancel NAME|RUN_ID{runs}",
+        file=out,
+    )
+    return EXIT_OK
+
+
+def run_followed(
+    args: argparse.Namespace, out: IO[str], selected: list[Experiment], overrides: dict
+) -> int:
+    """`--run` with executor "process": the runs are queued and train in worker processes of
+    their own, and this command follows them through the run store, printing what
+    run_headless prints. Ctrl-C or SIGTERM cancels them (each saves) and waits; a hang-up
+    (SIGHUP: the SSH connection gone) only ends the following: the runs go on."""
+    from . import lifecycle
+    from .events import Cancelled, Diverged, Failed, Started
+    from .store import RunStore, StoreError
+
+    store = RunStore(args.runs_dir)
+    jobs = plan_jobs(args, store, selected, overrides)
+    # The data each run will read: a resumed run's comes from its own stored settings.
+    ready = {e.name for e in check_data([j.experiment for j in jobs])}
+    for job in jobs:
+        if job.experiment.name not in ready and job.resume_dir is not None:
+            job.resume_dir.release()
+    not_started = len(jobs) - len(ready)
+    jobs = [j for j in jobs if j.experiment.name in ready]
+    selected = [e for e in selected if e.name in ready]
+    if not jobs:
+        return EXIT_RUN_FAILED
+    try:
+        if args.resume:
+            records = lifecycle.requeue([j.resume_dir for j in jobs], args.jobs)
+        else:
+            records = lifecycle.submit(store, [j.experiment for j in jobs], args.jobs)
+        lifecycle.ensure_scheduler(store)
+    except StoreError as e:
+        raise UsageError(str(e)) from None
+    followed = [lifecycle.RunEvents(r.path) for r in records]
+    progress = Progress(out, live=out.isatty())
+    progress.line(
+        f"queued {len(records)} run(s) in worker processes; Ctrl-C cancels them, "
+        "a hang-up leaves them training (cnntui --status)"
+    )
+    outcomes: dict[str, str] = {}
+    ran: dict[str, str | None] = {}
+    reasons: dict[str, str] = {}
+    wake = threading.Event()
+    state = {"interrupted": False, "hangup": False}
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if hasattr(signal, "SIGHUP") and signum == signal.SIGHUP:
+            state["hangup"] = True
+        elif not state["interrupted"]:
+            state["interrupted"] = True
+            for record in records:
+                with contextlib.suppress(StoreError):
+                    lifecycle.cancel(store, record.run_id)
+        wake.set()
+
+    signals = [signal.SIGINT, signal.SIGTERM]
+    if hasattr(signal, "SIGHUP"):
+        signals.append(signal.SIGHUP)
+    previous = {sig: signal.signal(sig, on_signal) for sig in signals}
+    next_check = time.monotonic() + 2.0
+    try:
+        while not state["hangup"] and not all(f.ended for f in followed):
+            if time.monotonic() >= next_check:  # its scheduler killed: take over
+                next_check = time.monotonic() + 2.0
+                with contextlib.suppress(OSError):
+                    lifecycle.ensure_scheduler(store)
+            for f in followed:
+                for event in f.poll():
+                    progress.handle(event)
+                    if isinstance(event, Started | Failed):
+                        ran.setdefault(event.name, event.run_dir)
+                    if isinstance(event, Failed | Diverged | Cancelled):
+                        outcomes[event.name] = type(event).__name__.lower()
+                    if isinstance(event, Failed):
+                        reasons[event.name] = event.reason
+            if state["interrupted"] and wake.is_set():
+                wake.clear()
+                progress.line("interrupted: stopping runs and saving their histories ...")
+            wake.wait(0.2)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        progress.close()
+    if state["hangup"]:
+        return EXIT_INTERRUPTED  # the terminal is gone; the runs go on
+    for f in followed:
+        record = RunStore.read(f.path)
+        if record is not None:
+            ran.setdefault(record.name, str(f.path))
+    rows = trained_rows(store, jobs, ran, reasons)
+    if rows:
+        progress.write("\n" + results_table(rows) + "\n")
+    skipped = args.export and bool(export(args, store, selected, out).skipped)
+    if state["interrupted"]:
+        return EXIT_INTERRUPTED
+    failed = [n for n, o in outcomes.items() if o in ("failed", "diverged")]
+    if not_started:
+        progress.write(f"\n{not_started} experiment(s) not started: their dataset is missing\n")
+    if failed:
+        progress.write(f"\n{len(failed)} run(s) failed or diverged: {', '.join(failed)}\n")
+    return EXIT_RUN_FAILED if failed or not_started or skipped else EXIT_OK
+
+
+def show_status(args: argparse.Namespace, out: IO[str]) -> int:
+    from . import lifecycle
+    from .store import RunStore
+
+    store = RunStore(args.runs_dir)
+    if store.root.exists() and not store.root.is_dir():
+        raise UsageError(f"runs dir {str(store.root)!r} is a file, not a directory")
+    lifecycle.ensure_scheduler(store)  # a scheduler killed with runs queued: take over
+    print(lifecycle.status_table(store), file=out)
+    return EXIT_OK
+
+
+def cancel_runs(args: argparse.Namespace, out: IO[str]) -> int:
+    from . import lifecycle
+    from .store import RunStore, StoreError
+
+    try:
+        lines = lifecycle.cancel(RunStore(args.runs_dir), args.cancel)
+    except StoreError as e:
+        raise UsageError(str(e)) from None
+    for line in lines:
+        print(line, file=out)
+    return EXIT_OK
+
+
 def export(args: argparse.Namespace, store: Any, experiments: list[Experiment], out: IO[str]):
     from .export import ExportError, export_all
 
@@ -618,6 +807,14 @@ def main(argv: list[str] | None = None) -> int:
             print_list(file, sys.stdout, args.runs_dir)
             sys.stdout.flush()  # here, so a closed pipe is caught below, not at exit
             return EXIT_OK
+        if args.status:
+            return show_status(args, sys.stdout)
+        if args.cancel is not None:
+            return cancel_runs(args, sys.stdout)
+        if args.detach and args.run is None:
+            raise UsageError("--detach goes with --run SELECTION")
+        if args.run is not None and args.detach:
+            return run_detached(args, sys.stdout)
         if args.run is not None:  # even "" or ",": that is a usage error, never the TUI
             return run_headless(args, sys.stdout)
         if args.export:

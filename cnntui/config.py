@@ -26,6 +26,8 @@ DATASETS = ("cifar10", "fashion-mnist", "synthetic")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 AMP_MODES = ("off", "bf16", "fp16")
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
+EXECUTORS = ("auto", "process", "thread")
+GPU_INDEX_MAX = 1023
 LR_SCHEDULES = ("constant", "step", "cosine", "onecycle")
 
 # What each label means, in label order (the datasets' own documentation).
@@ -110,6 +112,12 @@ class Settings:
     lr_gamma: float = 0.1  # step schedule's factor, in (0, 1]
     warmup_epochs: int = 0  # epochs ramping linearly from lr/10 up to lr before the schedule
     early_stop_patience: int = 0  # stop after this many epochs without a better val loss (0 = off)
+    # Where runs execute: a worker process each (outliving the terminal), a thread of the
+    # cnntui that started them, or auto (processes for --detach, threads otherwise).
+    executor: str = "auto"
+    gpus: str = ""  # GPU indices runs may use, e.g. "0,2" ("" = every visible GPU)
+    runs_per_gpu: int = 1  # runs of ours at once on one GPU
+    min_free_gib: float = 0.0  # a GPU with less free memory than this gets no new run
 
 
 @dataclass(frozen=True)
@@ -286,8 +294,33 @@ def _type_name(tp: Any) -> str:
     }.get(str(tp), str(tp))
 
 
+def _check_gpus(value: Any) -> str:
+    """`gpus` as a list of indices ([0, 2]) or text ("0,2"); normalised to "0,2"."""
+    allowed = f'GPU indices in [0, {GPU_INDEX_MAX}], e.g. [0, 2] or "0,2" (empty: every GPU)'
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.split(",")] if value.strip() else []
+        if not all(p.isdigit() and p.isascii() for p in parts):
+            raise ConfigError(f"'gpus' = {value!r} is not valid: {allowed}")
+        items: list[Any] = [int(p) for p in parts]
+    elif isinstance(value, list):
+        items = value
+    else:
+        raise ConfigError(f"'gpus' must be a list of GPU indices, got {value!r}")
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, int) or not 0 <= item <= GPU_INDEX_MAX:
+            raise ConfigError(f"'gpus' = {value!r} is not valid: {allowed}")
+    return ",".join(str(i) for i in dict.fromkeys(items))
+
+
+def gpu_list(spec: str) -> list[int]:
+    """The indices of a checked `gpus` value ([] = every visible GPU)."""
+    return [int(p) for p in spec.split(",") if p]
+
+
 def check_value(key: str, value: Any) -> Any:
     """Validate one setting; return its normalised value or raise ConfigError (no position)."""
+    if key == "gpus":
+        return _check_gpus(value)
     tp = str(_FIELD_TYPES[key])
     if tp in ("int", "int | None"):
         if isinstance(value, bool) or not isinstance(value, int):
@@ -356,6 +389,12 @@ def check_value(key: str, value: Any) -> Any:
             need(value >= 1, "must be >= 1")
         case "lr_gamma":
             need(0 < value <= 1, "must be in (0, 1]")
+        case "executor":
+            choice(EXECUTORS)
+        case "runs_per_gpu":
+            need(value >= 1, "must be >= 1")
+        case "min_free_gib":
+            need(value >= 0, "must be >= 0")
         case "data_dir":
             need(value != "", "must not be empty")
             _printable(key, value)

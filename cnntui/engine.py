@@ -78,10 +78,11 @@ def choose_threads(batch_size: int, requested: int = 0, concurrent: int = 1) -> 
     return max(1, (cpu_cores() - _cpu_reserve) // max(1, concurrent))
 
 
-def _apply_threads(exp: Experiment) -> None:
+def _apply_threads(exp: Experiment, cpu_share: int | None = None) -> None:
     # With torch's OpenMP backend the count belongs to the calling thread (the OpenMP
     # nthreads ICV is per thread), so sibling runs in other threads each keep their own.
-    n = choose_threads(exp.batch_size, exp.threads, max(_active_runs, _cpu_share))
+    share = _cpu_share if cpu_share is None else max(1, cpu_share)
+    n = choose_threads(exp.batch_size, exp.threads, max(_active_runs, share))
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
 
@@ -296,8 +297,12 @@ def train(
     cancel: threading.Event | None = None,
     run: RunDir | None = None,
     resume: Path | None = None,
+    cpu_share: int | None = None,
 ) -> Iterator[Event]:
     """Train one experiment, yielding events; never raises for a failing run.
+
+    `cpu_share`: how many runs (this one included) share the machine's cores, as the caller
+    knows it (a scheduler's CPU slots); None keeps this process's `share_cpu` setting.
 
     `resume` is a checkpoint written by an earlier run of the same experiment: training
     continues after its last complete epoch with the same model, optimizer and RNG states.
@@ -309,7 +314,7 @@ def train(
     with _active_lock:
         _active_runs += 1
     try:
-        yield from _train(exp, cancel or threading.Event(), run, resume)
+        yield from _train(exp, cancel or threading.Event(), run, resume, cpu_share)
     finally:
         with _active_lock:
             _active_runs -= 1
@@ -359,7 +364,11 @@ def _record_failure(run: RunDir, history: History, total_seconds: float, reason:
 
 
 def _train(
-    exp: Experiment, cancel: threading.Event, run: RunDir | None, resume: Path | None
+    exp: Experiment,
+    cancel: threading.Event,
+    run: RunDir | None,
+    resume: Path | None,
+    cpu_share: int | None = None,
 ) -> Iterator[Event]:
     name = exp.name
     history = History()
@@ -373,7 +382,7 @@ def _train(
     try:
         dev = resolve_device(exp.device)
         if dev.type == "cpu":
-            _apply_threads(exp)
+            _apply_threads(exp, cpu_share)
         elif dev.type == "cuda":
             # Fixed shapes every step: let cuDNN time its algorithms once and keep the fastest.
             torch.backends.cudnn.benchmark = True
@@ -424,6 +433,7 @@ def _train(
             train_images=n_train,
             val_images=exp.val_size,
             test_images=len(prep.test_y),
+            batches_per_epoch=batches,
         )
     except Exception as e:
         reason = _setup_reason(e)
@@ -458,7 +468,8 @@ def _train(
     try:
         for epoch in range(start_epoch, exp.epochs if stopped is None else start_epoch):
             if dev.type == "cpu":
-                _apply_threads(exp)  # sibling runs may have started or finished meanwhile
+                # sibling runs may have started or finished meanwhile
+                _apply_threads(exp, cpu_share)
             if scheduled(exp):  # the constant schedule never touches the optimizer
                 for group in optimizer.param_groups:
                     group["lr"] = epoch_lr(exp, epoch)

@@ -73,13 +73,17 @@ def run_jobs(
 
 
 def _run_one(job: Job, store: RunStore, cancel: Any, put: Any) -> None:
+    from .driver import EitherEvent, drive
     from .engine import train
 
     exp = job.experiment
     run = job.resume_dir
     try:
         run = run or store.create(exp)
-        for event in train(exp, cancel, run, job.checkpoint):
+        # The run's live files (batch losses, heartbeat, cancel requests) let any other
+        # process follow and cancel it, as it would a run in a worker process.
+        own = EitherEvent(cancel)
+        for event in drive(run.path, train(exp, own, run, job.checkpoint), own):
             put(event)
     except Exception as e:
         reason = str(e) if isinstance(e, StoreError) else one_line(e)

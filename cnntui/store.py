@@ -6,7 +6,16 @@ Layout: `<runs_dir>/<experiment name>/<run id>/` holding
 - `history.npz`   the loss history and per-epoch metrics; rewritten every epoch;
 - `checkpoint.pt` model, optimizer and RNG states at the last epoch end (for --resume);
 - `weights.pt`    the final model weights;
-- `lock`          flock-ed by the process training the run (the OS drops it when that dies).
+- `lock`          flock-ed by the process training the run (the OS drops it when that dies);
+- `live.f64`      every batch loss so far, appended as it comes (little-endian float64, the
+                  k-th value is global batch k): other processes follow a run through it;
+- `heartbeat`     touched about once a second by the process training the run; holds
+                  `host pid` (liveness of runs trained on another host);
+- `cancel`        created by anyone to ask the process training the run to stop and save;
+- `worker.log`    what a detached worker process wrote to stderr.
+
+A run in the queue (status `queued`) is a directory with config.toml and a summary.json whose
+`queue` record says how to launch it; the scheduler (cnntui.scheduler) starts it.
 
 Every file is written to a temporary file in the same directory and renamed over the old one,
 so a crash or `kill -9` leaves either the previous complete file or the new one. Files are
@@ -46,15 +55,35 @@ try:
 except ImportError:  # not POSIX: runs are not locked
     fcntl = None  # type: ignore[assignment]
 
-STATUSES = ("running", "finished", "failed", "diverged", "cancelled", "interrupted")
+STATUSES = ("queued", "running", "finished", "failed", "diverged", "cancelled", "interrupted")
 UNFINISHED = ("running", "cancelled", "interrupted")
 
 
 # What a resume may change: how the run trains, not what it trains. Everything else (model,
 # dataset, sizes, optimizer and its settings, dropout, seed, augment, amp) is fixed by the
 # checkpoint, or would make the history disagree with config.toml.
-RESUME_KEYS = ("epochs", "device", "threads", "compile", "channels_last", "data_dir", "target_acc")
+RESUME_KEYS = (
+    "epochs",
+    "device",
+    "threads",
+    "compile",
+    "channels_last",
+    "data_dir",
+    "target_acc",
+    "executor",
+    "gpus",
+    "runs_per_gpu",
+    "min_free_gib",
+)
 LOCK_FILE = "lock"
+LIVE_FILE = "live.f64"
+HEARTBEAT_FILE = "heartbeat"
+CANCEL_FILE = "cancel"
+WORKER_LOG = "worker.log"
+SCHEDULER_LOCK = ".scheduler.lock"
+SCHEDULER_LOG = ".scheduler.log"
+HEARTBEAT_SECONDS = 1.0  # how often the process training a run touches its heartbeat
+HEARTBEAT_STALE = 10.0  # a heartbeat older than this (from another host) means the run died
 LOCK_WAIT_SECONDS = 0.5  # how long taking a lock rides over a status probe holding it briefly
 MAX_TEXT_FILE = 1 << 20  # summary.json and config.toml larger than this are not read
 
@@ -216,6 +245,113 @@ def acquire_lock(run_dir: Path, wait: float = LOCK_WAIT_SECONDS) -> RunLock:
     raise RunLocked(f"run {run_dir} is still training in {who}")
 
 
+# --- live files: batch losses, heartbeat, cancel requests ----------------------------------
+
+HOST = os.uname().nodename if hasattr(os, "uname") else "localhost"
+
+
+class LiveWriter:
+    """Appends a run's batch losses to its live file as they come: value k at byte 8k, so a
+    chunk written again (a resume) lands where it belongs. Unbuffered: a reader in another
+    process sees each chunk as soon as it is written."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / LIVE_FILE
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, file_mode())
+
+    def truncate(self, batches: int) -> None:
+        """Keep the first `batches` values (a resume restarts after its checkpoint)."""
+        os.ftruncate(self.fd, 8 * max(0, batches))
+
+    def write(self, first_index: int, losses: Any) -> None:
+        if len(losses):
+            os.pwrite(self.fd, np.asarray(losses, dtype="<f8").tobytes(), 8 * first_index)
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+class LiveReader:
+    """Follows a run's live file from another process: `read()` returns the batch losses
+    appended since the last call. A file that shrank (a resume truncated it) is read again
+    from the start, and `reset` says so."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / LIVE_FILE
+        self.offset = 0  # bytes consumed
+        self.reset = False
+
+    def read(self) -> np.ndarray:
+        self.reset = False
+        try:
+            with self.path.open("rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if size < self.offset:
+                    self.offset, self.reset = 0, True
+                f.seek(self.offset)
+                data = f.read(((size - self.offset) // 8) * 8)
+        except OSError:
+            return np.empty(0)
+        self.offset += len(data)
+        return np.frombuffer(data, dtype="<f8").copy()
+
+
+def touch_heartbeat(run_dir: Path) -> None:
+    """Say that this process still trains the run (written once, then only touched)."""
+    path = run_dir / HEARTBEAT_FILE
+    try:
+        os.utime(path)
+    except FileNotFoundError:
+        with contextlib.suppress(OSError):
+            atomic_write_bytes(path, f"{HOST} {os.getpid()}\n".encode())
+
+
+def clear_heartbeat(run_dir: Path) -> None:
+    with contextlib.suppress(OSError):
+        (run_dir / HEARTBEAT_FILE).unlink()
+
+
+def read_heartbeat(run_dir: Path) -> tuple[str, int, float] | None:
+    """(host, pid, time of the last beat) of the process training the run, or None."""
+    path = run_dir / HEARTBEAT_FILE
+    try:
+        host, pid = path.read_text().split()[:2]
+        return host, int(pid), path.stat().st_mtime
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def request_cancel(run_dir: Path) -> None:
+    """Ask whoever trains the run to stop and save (it polls for this file)."""
+    try:
+        atomic_write_bytes(run_dir / CANCEL_FILE, b"")
+    except OSError as e:
+        raise StoreError(f"cannot write {run_dir / CANCEL_FILE}: {e.strerror or e}") from None
+
+
+def clear_cancel(run_dir: Path) -> None:
+    with contextlib.suppress(OSError):
+        (run_dir / CANCEL_FILE).unlink()
+
+
+def cancel_requested(run_dir: Path) -> bool:
+    return (run_dir / CANCEL_FILE).exists()
+
+
+def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    """Rewrite a run's summary.json (for a process that does not train it: the queue)."""
+    summary = {**summary, "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    try:
+        atomic_write_bytes(
+            run_dir / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False).encode()
+        )
+    except OSError as e:
+        raise StoreError(f"cannot write {run_dir / 'summary.json'}: {e.strerror or e}") from None
+
+
 def new_run_id() -> str:
     """Sortable by start time; the random tail keeps two simultaneous runs apart."""
     return time.strftime("%Y%m%d-%H%M%S") + f"-{secrets.token_hex(3)}"
@@ -333,7 +469,11 @@ class RunRecord:
 
     def alive(self) -> bool:
         """Whether a live process trains the run: the pid it recorded lives and, for runs that
-        have a lock file, the lock is held (a recycled pid does not hold it)."""
+        have a lock file, the lock is held (a recycled pid does not hold it). A run trained on
+        another host (its heartbeat names that host) lives while its heartbeat is fresh."""
+        beat = read_heartbeat(self.path)
+        if beat is not None and beat[0] != HOST:
+            return time.time() - beat[2] < HEARTBEAT_STALE
         if not _pid_alive(self.summary.get("pid")):
             return False
         if not (self.path / LOCK_FILE).exists():
@@ -370,6 +510,19 @@ class RunRecord:
     @property
     def checkpoint(self) -> Path:
         return self.path / "checkpoint.pt"
+
+    @property
+    def queue(self) -> dict[str, Any]:
+        """How a queued run is to be launched (see `queue_record`); {} for other runs."""
+        q = self.summary.get("queue")
+        return q if isinstance(q, dict) else {}
+
+    @property
+    def live(self) -> Path:
+        return self.path / LIVE_FILE
+
+    def cancel_requested(self) -> bool:
+        return (self.path / CANCEL_FILE).exists()
 
 
 _RUN_FILES = (
@@ -512,9 +665,10 @@ class RunStore:
         except OSError as e:
             raise StoreError(f"runs dir {str(self.root)!r} is not writable: {e.strerror}") from None
 
-    def create(self, experiment: Experiment) -> RunDir:
+    def create(self, experiment: Experiment, queue: dict[str, Any] | None = None) -> RunDir:
         """A fresh, locked directory for a new run of `experiment`, with its config written.
-        If that cannot be written (a full disk), no directory is left behind."""
+        If that cannot be written (a full disk), no directory is left behind. With `queue`
+        (see `queue_record`) the run is written `queued` and its lock let go at once."""
         check_value("name", experiment.name)  # a name that could leave the runs dir is refused
         base = self.root / experiment.name
         try:
@@ -529,24 +683,44 @@ class RunStore:
         except OSError as e:
             raise StoreError(f"cannot create a run directory in {base}: {e.strerror}") from None
         run = RunDir(base / run_id, experiment, run_id)
+        if queue is not None:
+            run.summary.update(status="queued", queue=queue, pid=None)
         try:
             run.lock = acquire_lock(run.path)
             run.write_config()
-            run.save(History())
+            if queue is None:
+                run.save(History())
+            else:
+                data = json.dumps(run.summary, indent=2, ensure_ascii=False).encode()
+                run._write("summary.json", lambda f: f.write(data))
         except BaseException:
             run.discard()
             raise
+        if queue is not None:
+            run.release()
         return run
 
-    def reopen(self, record: RunRecord) -> RunDir:
+    def queued(self) -> list[RunRecord]:
+        """The runs waiting in the queue, first in first out."""
+        runs = [r for r in self.runs() if r.status == "queued"]
+        runs.sort(key=lambda r: (str(r.queue.get("queued_at", "")), r.run_id))
+        return runs
+
+    def find(self, target: str) -> list[RunRecord]:
+        """The runs a user names: a run id, or an experiment name (all its runs)."""
+        return [r for r in self.runs() if target in (r.run_id, r.name)]
+
+    def reopen(self, record: RunRecord, lock: RunLock | None = None) -> RunDir:
         """A locked writer for an existing run (resume), keeping its summary and what its
         history recorded. RunLocked if another process trains it; RunFileError if its config
-        or history cannot be read."""
+        or history cannot be read. `lock`: the run's lock, already taken by the caller."""
         experiment = record.experiment()
         history = record.history()
         status = record.status
+        if status == "queued":  # a queued resume: the status it had before it was queued
+            status = str(record.queue.get("was", "interrupted"))
         run = RunDir(record.path, experiment, record.run_id)
-        run.lock = acquire_lock(record.path)
+        run.lock = lock or acquire_lock(record.path)
         run.summary.update(record.summary)
         run.summary["status"] = "running"
         run.summary["reason"] = ""

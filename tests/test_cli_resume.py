@@ -186,6 +186,7 @@ def test_run_store_files_follow_the_umask(tiny_toml):
             "weights.pt",
             "best.pt",
             "lock",
+            "live.f64",
         ],
         0o640,
     )

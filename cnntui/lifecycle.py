@@ -1,0 +1,359 @@
+"""A run's life, without a screen: queue, launch, follow, cancel, resume.
+
+Runs go into the run store's queue (`submit`); a scheduler process per store
+(cnntui.scheduler, started on demand by `ensure_scheduler`) drains it into worker processes
+(cnntui.worker) that outlive the terminal. Anyone follows any run through the store
+(`Follower`) and cancels it (`cancel`). Textual-free, and no torch at import.
+
+Executors: "process" (the default for detached runs: a worker process per run, started by the
+scheduler) and "thread" (the run trains in a thread of the calling process: quick to start,
+but it ends with that process). A later executor (Ray) fills the same store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import store as st
+from . import text
+from .config import Experiment, gpu_list
+
+
+def queue_record(
+    exp: Experiment, jobs: int = 1, resume: bool = False, was: str | None = None
+) -> dict[str, Any]:
+    """How the scheduler launches a queued run (kept in its summary.json as `queue`): on
+    which device and GPUs, how many CPU slots the study has, whether it resumes."""
+    record: dict[str, Any] = {
+        "executor": "process",
+        "device": exp.device,
+        "gpus": gpu_list(exp.gpus),
+        "runs_per_gpu": exp.runs_per_gpu,
+        "min_free_gib": exp.min_free_gib,
+        "jobs": jobs,
+        "cpu_share": jobs,
+        "resume": resume,
+        "queued_at": f"{time.time():.6f}",
+    }
+    if was is not None:
+        record["was"] = was
+    return record
+
+
+def submit(store: st.RunStore, experiments: list[Experiment], jobs: int = 1) -> list[st.RunRecord]:
+    """Queue a new run of each experiment. Each run's GPU slot settings (gpus, runs_per_gpu,
+    min_free_gib) are its experiment's; `jobs` is the number of CPU slots. The queued runs,
+    in queue order. StoreError (one line) if one cannot be created; those queued before it
+    stay queued."""
+    out: list[st.RunRecord] = []
+    for exp in experiments:
+        run = store.create(exp, queue=queue_record(exp, jobs=jobs))
+        record = st.RunStore.read(run.path)
+        if record is not None:
+            out.append(record)
+    return out
+
+
+def requeue(runs: list[st.RunDir], jobs: int = 1) -> list[st.RunRecord]:
+    """Put resumed runs back in the queue: each reopened (locked) by RunStore.resume, which
+    checked it; a worker continues it from its checkpoint. Every lock is let go, queued or
+    not; StoreError if one cannot be written (it keeps its status)."""
+    out: list[st.RunRecord] = []
+    try:
+        for run in runs:
+            q = queue_record(run.experiment, jobs=jobs, resume=True, was=run.reopened_status)
+            run.write_config()  # what it trains with from now on (e.g. more epochs)
+            st.clear_cancel(run.path)
+            run.save_summary("queued", queue=q)
+            run.release()
+            record = st.RunStore.read(run.path)
+            if record is not None:
+                out.append(record)
+    finally:
+        for run in runs:
+            run.release()
+    return out
+
+
+def ensure_scheduler(store: st.RunStore) -> bool:
+    """Start the store's scheduler, detached, unless one runs or nothing is queued; True when
+    one was started."""
+    from . import scheduler
+
+    if not store.queued():
+        return False
+    try:
+        if scheduler.held(store):
+            return False
+    except OSError:  # a store this user cannot write: its own users' schedulers drain it
+        return False
+    log = open(store.root / st.SCHEDULER_LOG, "ab")  # noqa: SIM115 - handed to the child
+    try:
+        subprocess.Popen(
+            [sys.executable, "-m", "cnntui.scheduler", str(store.root)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            start_new_session=True,
+            close_fds=True,
+        )
+    finally:
+        log.close()
+    return True
+
+
+def cancel(store: st.RunStore, target: str) -> list[str]:
+    """Cancel the queued and running runs that `target` names (a run id, or an experiment's
+    name): a queued one leaves the queue at once, a running one is asked to stop and save
+    (its cancel file, and SIGTERM to a local worker process). One line per run touched; a
+    StoreError when none is queued or running."""
+    lines: list[str] = []
+    found = store.find(target)
+    if not found:
+        raise st.StoreError(f"--cancel {target!r}: no run or experiment of that name here")
+    for record in found:
+        where = f"{record.name} {record.run_id}"
+        if record.status == "queued":
+            lock = st.try_lock(record.path)
+            if lock is not None:
+                try:
+                    again = st.RunStore.read(record.path)
+                    if again is not None and again.status == "queued":
+                        was = again.queue.get("was")
+                        status = was if again.queue.get("resume") and was else "cancelled"
+                        st.write_summary(
+                            record.path,
+                            {**again.summary, "status": status, "reason": "removed from the queue"},
+                        )
+                        lines.append(f"{where}: removed from the queue")
+                        continue
+                finally:
+                    lock.release()
+            record = st.RunStore.read(record.path) or record  # it started meanwhile
+        if record.status == "running":
+            st.request_cancel(record.path)
+            beat = st.read_heartbeat(record.path)
+            pid = record.summary.get("pid")
+            local = beat is None or beat[0] == st.HOST
+            if record.queue and local and isinstance(pid, int) and st._pid_alive(pid):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGTERM)
+            lines.append(f"{where}: cancelling (it stops within a batch and saves)")
+    if not lines:
+        raise st.StoreError(f"--cancel {target!r}: none of its runs is queued or running")
+    return lines
+
+
+def wait_ended(store: st.RunStore, paths: list[Path], timeout: float) -> bool:
+    """Wait until none of the runs at `paths` is queued or running; False on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        records = [st.RunStore.read(p) for p in paths]
+        if all(r is None or r.status not in ("queued", "running") for r in records):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+# --- following a run from any process -------------------------------------------------------
+
+
+@dataclass
+class Update:
+    """What changed in a followed run since the last poll."""
+
+    record: st.RunRecord | None  # None: the run's summary is gone or unreadable
+    losses: np.ndarray  # batch losses appended since the last poll
+    first_index: int  # global batch index of losses[0]
+    reset: bool = False  # the live file was rewritten (a resume): drop what you had
+    history: Any = None  # the History, when history.npz changed since the last poll
+
+
+@dataclass
+class Follower:
+    """Follows one run of the store through its files: summary, live losses, history."""
+
+    path: Path
+    reader: st.LiveReader = field(init=False)
+    history_mtime: float = field(default=-1.0, init=False)
+
+    def __post_init__(self) -> None:
+        self.reader = st.LiveReader(self.path)
+
+    def poll(self) -> Update:
+        first = self.reader.offset // 8
+        losses = self.reader.read()
+        if self.reader.reset:
+            first = 0
+        record = st.RunStore.read(self.path)
+        history = None
+        try:
+            mtime = (self.path / "history.npz").stat().st_mtime
+        except OSError:
+            mtime = -1.0
+        if mtime != self.history_mtime and record is not None:
+            try:
+                history = record.history()
+                self.history_mtime = mtime
+            except st.RunFileError:
+                history = None
+        return Update(record, losses, first, self.reader.reset, history)
+
+
+# --- the store at a glance ------------------------------------------------------------------
+
+ACTIVE = ("queued", "running")
+
+
+def short_device(summary: dict[str, Any]) -> str:
+    gpu = summary.get("gpu")
+    if isinstance(gpu, int) and not isinstance(gpu, bool):
+        return f"gpu {gpu}"
+    device = summary.get("device")
+    if isinstance(device, str) and device:
+        return device.split(" (")[0]
+    q = summary.get("queue")
+    return str(q.get("device", "-")) if isinstance(q, dict) else "-"
+
+
+def progress(record: st.RunRecord) -> str:
+    s = record.summary
+    done, epochs = s.get("epochs_done"), s.get("epochs")
+    if record.status == "queued" or not isinstance(epochs, int) or epochs <= 0:
+        return "-"
+    done = done if isinstance(done, int) else 0
+    live = (record.path / st.LIVE_FILE).stat().st_size // 8 if record.live.exists() else 0
+    per_epoch = s.get("batches_per_epoch")
+    per_epoch = per_epoch if isinstance(per_epoch, int) and per_epoch > 0 else None
+    if record.status == "running" and per_epoch:
+        return f"{min(done + 1, epochs)}/{epochs} {100 * live / (per_epoch * epochs):.0f}%"
+    return f"{done}/{epochs}"
+
+
+def status_rows(store: st.RunStore, recent: int = 10) -> list[list[str]]:
+    """`cnntui --status`: every queued and running run, and the `recent` latest others: the
+    epoch it is in (and how far the whole run is), its latest test accuracy."""
+    records = store.runs()
+    active = [r for r in records if r.status in ACTIVE]
+    others = [r for r in records if r.status not in ACTIVE][-recent:]
+    rows = []
+    for r in others + active:
+        acc = r.summary.get("final_test_acc")  # the latest epoch's
+        rows.append(
+            [
+                text.pad(text.safe(r.name), NAME_COLUMN).rstrip(),
+                r.run_id,
+                text.safe(short_device(r.summary)),
+                progress(r),
+                text.pct(acc) if acc is not None else "-",
+                r.status,
+            ]
+        )
+    return rows
+
+
+# Fits 80 columns: names longer than NAME_COLUMN are cut (the run id tells them apart).
+NAME_COLUMN = 15
+STATUS_HEADERS = ["experiment", "run id", "device", "epoch", "acc", "status"]
+
+
+def status_table(store: st.RunStore) -> str:
+    rows = status_rows(store)
+    if not rows:
+        return f"no runs in {store.root}"
+    return text.table(STATUS_HEADERS, rows, right={4})
+
+
+# --- a followed run as the engine's events ------------------------------------------------
+
+
+class RunEvents:
+    """Turns what a followed run's files say into the events its trainer yields (Started,
+    BatchLosses, EpochEnd, then one ending), so front ends show a run in another process as
+    they show one of their own."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.follower = Follower(path)
+        self.started = False
+        self.epochs_seen = 0
+        self.ended = False
+
+    def poll(self) -> list[Any]:
+        from .events import BatchLosses, Cancelled, Diverged, EpochEnd, Failed, Finished, Started
+
+        if self.ended:
+            return []
+        update = self.follower.poll()
+        record = update.record
+        if record is None or record.status == "queued":
+            return []
+        s, name, out = record.summary, record.name, []
+        per_epoch = s.get("batches_per_epoch")
+        done = s.get("epochs_done") if isinstance(s.get("epochs_done"), int) else 0
+        if not self.started and isinstance(per_epoch, int) and per_epoch > 0:
+            self.started = True
+            self.epochs_seen = done if update.history is None else update.history.epochs_done
+            out.append(
+                Started(
+                    name,
+                    record.run_id,
+                    str(self.path),
+                    str(s.get("device", "?")),
+                    int(s.get("params") or 0),
+                    int(s.get("epochs") or 0),
+                    per_epoch,
+                    self.epochs_seen,
+                )
+            )
+        if self.started and len(update.losses):
+            epoch = update.first_index // per_epoch
+            out.append(BatchLosses(name, epoch, update.first_index, tuple(update.losses.tolist())))
+        h = update.history
+        if self.started and h is not None:
+            for i in range(self.epochs_seen, h.epochs_done):
+                # Per-epoch records a history may hold besides these (validation, rate).
+                extra = {
+                    k: getattr(h, k)[i]
+                    for k in ("val_loss", "val_acc", "lr")
+                    if len(getattr(h, k, ())) > i
+                }
+                out.append(
+                    EpochEnd(
+                        name,
+                        i,
+                        h.epoch_losses[i],
+                        h.train_acc[i],
+                        h.test_loss[i],
+                        h.test_acc[i],
+                        h.epoch_seconds[i],
+                        **extra,
+                    )
+                )
+            self.epochs_seen = max(self.epochs_seen, h.epochs_done)
+        status = record.status
+        if status in ACTIVE:
+            return out
+        self.ended = True
+        reason = str(s.get("reason") or "")
+        if status == "finished":
+            out.append(Finished(name, float(s.get("total_seconds") or 0.0)))
+        elif status == "diverged":
+            out.append(Diverged(name, int(s.get("batches_done") or 0), reason))
+        elif status == "cancelled":
+            out.append(Cancelled(name))
+        elif status == "interrupted":
+            out.append(Failed(name, "its worker process ended without a word", str(self.path)))
+        else:
+            out.append(Failed(name, reason or status, str(self.path)))
+        return out

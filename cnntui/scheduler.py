@@ -1,0 +1,252 @@
+"""The queue's drain: `python -m cnntui.scheduler RUNS_DIR`, at most one per run store.
+
+It holds an flock on RUNS_DIR/.scheduler.lock while it lives. Every LOOP_SECONDS it reaps its
+finished workers, gives each queued run (first in, first out) a free slot and starts its
+worker (cnntui.worker) there, and it exits when nothing is queued and none of its workers
+runs. Runs already training (started by an earlier scheduler that was killed, or in another
+cnntui's threads) count against the slots, so a scheduler that takes over places no run
+twice, and `kill -9` of a scheduler loses no queued run: the next `lifecycle.ensure_scheduler`
+(every cnntui that queues or follows calls it) starts another.
+
+Slots: a run whose device is auto or cuda on a machine with GPUs gets a GPU slot (the queue
+record's `gpus`, `runs_per_gpu`, `min_free_gib`; see gpus.pick_gpu) and its worker sees that
+GPU alone; any other run gets one of `jobs` CPU slots and its share of the cores. No torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import gpus as gpu_mod
+from . import store as st
+from .worker import GPU_ENV
+
+LOOP_SECONDS = 0.5
+MAX_LAUNCHES = 3  # a run whose worker ended this often without taking it is marked failed
+
+
+def wants_gpu(device: str, inventory: list[gpu_mod.Gpu]) -> bool:
+    return bool(inventory) and (device == "auto" or device.startswith("cuda"))
+
+
+@dataclass
+class Busy:
+    """The slots taken now: our runs on each GPU index, and runs on the CPU."""
+
+    gpu: dict[int, int] = field(default_factory=dict)
+    cpu: int = 0
+
+    def take(self, gpu: int | None) -> None:
+        if gpu is None:
+            self.cpu += 1
+        else:
+            self.gpu[gpu] = self.gpu.get(gpu, 0) + 1
+
+
+def place(
+    queued: list[st.RunRecord], busy: Busy, inventory: list[gpu_mod.Gpu]
+) -> list[tuple[st.RunRecord, int | None]]:
+    """The queued runs that get a slot now, each with its GPU index (None: a CPU slot), in
+    queue order. Pure: `busy` is updated with the slots handed out."""
+    out: list[tuple[st.RunRecord, int | None]] = []
+    for record in queued:
+        q = record.queue
+        device = str(q.get("device", "auto"))
+        if wants_gpu(device, inventory):
+            allowed = q.get("gpus")
+            if device.startswith("cuda:"):
+                allowed = [int(device.split(":")[1])]
+            index = gpu_mod.pick_gpu(
+                inventory,
+                busy.gpu,
+                allowed if isinstance(allowed, list) and allowed else None,
+                int(q.get("runs_per_gpu", 1) or 1),
+                float(q.get("min_free_gib", 0.0) or 0.0),
+            )
+            if index is not None:
+                busy.take(index)
+                out.append((record, index))
+        else:
+            jobs = q.get("jobs", 1)
+            jobs = jobs if isinstance(jobs, int) and jobs > 0 else 1
+            if busy.cpu < jobs:
+                busy.take(None)
+                out.append((record, None))
+    return out
+
+
+class Scheduler:
+    """Drains one store's queue; `inventory` is injectable (tests have no GPU)."""
+
+    def __init__(
+        self,
+        store: st.RunStore,
+        inventory: Callable[[], list[gpu_mod.Gpu]] = gpu_mod.inventory,
+        python: str = sys.executable,
+    ) -> None:
+        self.store = store
+        self.inventory = inventory
+        self.python = python
+        self.workers: dict[Path, tuple[subprocess.Popen, int | None]] = {}
+        self.launches: dict[Path, int] = {}  # workers started for each run
+
+    def busy(self) -> Busy:
+        """Slots held by runs training now: ours, and any other live run of the store."""
+        busy = Busy()
+        for _proc, gpu in self.workers.values():
+            busy.take(gpu)
+        for record in self.store.runs():
+            if record.path in self.workers or record.status != "running":
+                continue
+            gpu = record.summary.get("gpu")
+            busy.take(gpu if isinstance(gpu, int) and not isinstance(gpu, bool) else None)
+        return busy
+
+    def reap(self) -> None:
+        for path, (proc, _gpu) in list(self.workers.items()):
+            if proc.poll() is None:
+                continue
+            del self.workers[path]
+            record = st.RunStore.read(path)
+            if record is None or record.status != "queued":
+                continue
+            # Its worker ended without taking the run (it could not start): try again, but
+            # not forever.
+            if self.launches.get(path, 0) >= MAX_LAUNCHES:
+                reason = f"its worker process could not start (see {path / st.WORKER_LOG})"
+                lock = st.try_lock(path)
+                if lock is not None:
+                    try:
+                        st.write_summary(
+                            path, {**record.summary, "status": "failed", "reason": reason}
+                        )
+                    finally:
+                        lock.release()
+
+    def launch(self, record: st.RunRecord, gpu: int | None) -> None:
+        env = dict(os.environ)
+        env.pop(GPU_ENV, None)
+        if gpu is not None:
+            env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+            env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+            env[GPU_ENV] = str(gpu)
+        with open(record.path / st.WORKER_LOG, "ab") as log:
+            proc = subprocess.Popen(
+                [self.python, "-m", "cnntui.worker", str(record.path)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                env=env,
+                start_new_session=True,
+                close_fds=True,
+            )
+        self.workers[record.path] = (proc, gpu)
+        self.launches[record.path] = self.launches.get(record.path, 0) + 1
+
+    def queued(self) -> list[st.RunRecord]:
+        """The queue's runs for worker processes; runs queued for another executor (a
+        cluster) are that executor's to launch."""
+        return [r for r in self.store.queued() if r.queue.get("executor", "process") == "process"]
+
+    def step(self) -> bool:
+        """One round; False when there is nothing left to do."""
+        self.reap()
+        queued = [r for r in self.queued() if r.path not in self.workers]
+        if queued:
+            devices = [str(r.queue.get("device", "auto")) for r in queued]
+            needs = any(d == "auto" or d.startswith("cuda") for d in devices)
+            inventory = self.inventory() if needs else []
+            for record, gpu in place(queued, self.busy(), inventory):
+                self.launch(record, gpu)
+        return bool(queued or self.workers)
+
+    def wait_launched(self) -> None:
+        """Wait until each worker started has taken its run (or ended), so that the queue read
+        next does not still list it as queued."""
+        deadline = time.monotonic() + 60
+        for path, (proc, _gpu) in list(self.workers.items()):
+            while time.monotonic() < deadline and proc.poll() is None:
+                record = st.RunStore.read(path)
+                if record is None or record.status != "queued":
+                    break
+                time.sleep(0.05)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m cnntui.scheduler RUNS_DIR", file=sys.stderr)
+        return 2
+    store = st.RunStore(args[0])
+    return run(store)
+
+
+def run(store: st.RunStore, scheduler: Scheduler | None = None) -> int:
+    """Drain the queue while holding the store's scheduler lock; 0 at once if another holds
+    it."""
+    lock = take_lock(store, st.LOCK_WAIT_SECONDS)
+    if lock is None:
+        return 0
+    sched = scheduler or Scheduler(store)
+    try:
+        while True:
+            if not sched.step():
+                # Let go, then look once more: a run queued just now, by a process that saw
+                # the lock held, is ours or the next scheduler's, never no one's.
+                lock.release()
+                if not sched.queued():
+                    return 0
+                lock = take_lock(store, st.LOCK_WAIT_SECONDS)
+                if lock is None:
+                    return 0
+                continue
+            sched.wait_launched()
+            time.sleep(LOOP_SECONDS)
+    finally:
+        lock.release()
+
+
+def take_lock(store: st.RunStore, wait: float = 0.0) -> st.RunLock | None:
+    """The store's scheduler lock, or None when a scheduler holds it. `wait` rides over a
+    probe (`held`, from another cnntui) that holds it for an instant."""
+    import fcntl
+
+    path = store.root / st.SCHEDULER_LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                return None
+            time.sleep(0.02)
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+    return st.RunLock(fd)
+
+
+def held(store: st.RunStore) -> bool:
+    """Whether a scheduler holds the store's lock now (OSError: a store this user cannot
+    write)."""
+    if not store.root.is_dir():
+        return False
+    lock = take_lock(store)
+    if lock is None:
+        return True
+    lock.release()
+    return False
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""One run in its own process: `python -m cnntui.worker RUN_DIR`.
+
+The scheduler starts one per queued run, in a new session (a closed terminal or a dropped SSH
+connection does not reach it), with stdin and stdout on /dev/null and stderr in the run's
+worker.log. It takes the run's lock (and exits quietly when another process holds it, or the
+run is no longer queued: two schedulers never train a run twice), trains the run as its queue
+record says (resuming from checkpoint.pt when asked), and writes its live files meanwhile.
+SIGTERM, SIGINT and SIGHUP cancel the run: it stops within a batch and saves.
+
+Its environment may pin it to one GPU (CUDA_VISIBLE_DEVICES, set by the scheduler before
+torch is imported here); CNNTUI_GPU names that GPU's index on the machine, for the summary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import sys
+from pathlib import Path
+
+from . import store as st
+from .text import one_line
+
+GPU_ENV = "CNNTUI_GPU"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m cnntui.worker RUN_DIR", file=sys.stderr)
+        return 2
+    path = Path(args[0])
+    try:
+        lock = st.acquire_lock(path)  # rides over a status probe holding it for an instant
+    except st.RunLocked:
+        return 0  # another process trains it (or is cancelling it from the queue)
+    except st.StoreError as e:
+        print(f"cnntui worker: {e}", file=sys.stderr)
+        return 1
+    record = st.RunStore.read(path)
+    if record is None or record.status != "queued":
+        return 0  # cancelled meanwhile, or already trained by an earlier worker
+    from .driver import EitherEvent, drive
+
+    cancel = EitherEvent(None)
+
+    def on_signal(signum: int, frame: object) -> None:
+        cancel.set()
+
+    for name in ("SIGTERM", "SIGINT", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), on_signal)
+
+    queue = record.queue
+    store = st.RunStore(path.parent.parent)
+    gpu = os.environ.get(GPU_ENV)
+    try:
+        if queue.get("resume"):
+            run = store.reopen(record, lock)
+            checkpoint = record.checkpoint if record.checkpoint.is_file() else None
+        else:
+            run = st.RunDir(path, record.experiment(), record.run_id)
+            run.summary.update({k: v for k, v in record.summary.items() if k not in run.summary})
+            run.lock = lock
+            checkpoint = None
+        if gpu is not None and run.experiment.device.startswith("cuda"):
+            # Pinned: the one GPU this process sees is cuda:0, whatever index it has here.
+            run.experiment = dataclasses.replace(run.experiment, device="cuda")
+        # Running from now on, with this pid: should this process die before training, the
+        # run reads interrupted, not queued forever.
+        run.save_summary("running", gpu=None if gpu is None else int(gpu))
+    except Exception as e:  # the run cannot even be set up: say so, never leave it queued
+        reason = str(e) if isinstance(e, st.StoreError) else one_line(e)
+        print(f"cnntui worker: {reason}", file=sys.stderr)
+        st.write_summary(path, {**record.summary, "status": "failed", "reason": reason})
+        return 1
+
+    print(
+        f"cnntui worker: training {record.name} {record.run_id} in pid {os.getpid()}",
+        file=sys.stderr,
+        flush=True,
+    )
+    from .engine import train
+
+    share = queue.get("cpu_share")
+    share = share if isinstance(share, int) and share > 0 else None
+    for _event in drive(path, train(run.experiment, cancel, run, checkpoint, share), cancel):
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

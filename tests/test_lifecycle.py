@@ -1,0 +1,386 @@
+"""Runs that outlive the terminal: the queue in the run store, the scheduler, worker
+processes, live files, --detach / --status / --cancel, as a user meets them. Every wait
+polls a condition with a deadline."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cnntui import lifecycle, scheduler
+from cnntui import store as st
+from cnntui.config import apply_overrides, load
+from cnntui.gpus import GIB, Gpu
+from cnntui.store import RunRecord, RunStore
+from tests.test_cli import cnntui, start, wait_for_line
+
+DEADLINE = 180.0
+
+
+def wait(condition: Callable[[], object], what: str, timeout: float = DEADLINE) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def statuses(store: RunStore) -> dict[str, str]:
+    return {r.name: r.status for r in store.runs()}
+
+
+def scheduler_pid(store: RunStore) -> int | None:
+    if not scheduler.held(store):
+        return None
+    try:
+        return int((store.root / st.SCHEDULER_LOCK).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+@pytest.fixture
+def study(tiny_toml: Path):
+    """The tiny study's folder; afterwards every scheduler and worker it started is gone."""
+    cwd = tiny_toml.parent
+    yield cwd
+    store = RunStore(cwd / "runs")
+    pid = scheduler_pid(store)
+    if pid:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    for record in store.runs():
+        if record.status == "running" and isinstance(record.summary.get("pid"), int):
+            with contextlib.suppress(OSError):
+                os.kill(record.summary["pid"], signal.SIGKILL)
+
+
+def experiments(cwd: Path, **overrides):
+    return apply_overrides(load(cwd / "experiments.toml").experiments, overrides)
+
+
+# --- slot placement, with an injected GPU inventory ---------------------------------------
+
+
+def queued(n: int, **queue) -> list[RunRecord]:
+    q = {"device": "auto", "gpus": [], "runs_per_gpu": 1, "min_free_gib": 0.0, "jobs": 1}
+    q.update(queue)
+    return [
+        RunRecord(Path(f"/runs/e{i}/r{i}"), {"status": "queued", "queue": dict(q)})
+        for i in range(n)
+    ]
+
+
+def gpus(*free_gib: float) -> list[Gpu]:
+    return [Gpu(i, "H200", 140 * GIB, int((140 - f) * GIB), 0) for i, f in enumerate(free_gib)]
+
+
+def test_runs_spread_one_per_gpu_and_runs_per_gpu_holds() -> None:
+    placed = scheduler.place(queued(5), scheduler.Busy(), gpus(100, 100, 100, 100))
+    assert sorted(g for _, g in placed) == [0, 1, 2, 3]  # the fifth waits
+    placed = scheduler.place(queued(5, runs_per_gpu=2), scheduler.Busy(), gpus(100, 100))
+    assert sorted(g for _, g in placed) == [0, 0, 1, 1]
+
+
+def test_a_gpu_below_min_free_gib_gets_nothing_and_gpus_limits_the_choice() -> None:
+    placed = scheduler.place(queued(3, min_free_gib=8), scheduler.Busy(), gpus(100, 4, 100))
+    assert sorted(g for _, g in placed) == [0, 2]
+    placed = scheduler.place(queued(3, gpus=[1, 2]), scheduler.Busy(), gpus(100, 100, 100))
+    assert sorted(g for _, g in placed) == [1, 2]
+
+
+def test_a_freed_gpu_slot_is_reused_and_busy_gpus_count() -> None:
+    inventory = gpus(100, 100)
+    busy = scheduler.Busy(gpu={0: 1, 1: 1})  # two runs training (one ours, one another's)
+    assert scheduler.place(queued(2), busy, inventory) == []
+    busy = scheduler.Busy(gpu={0: 1})  # the run on GPU 1 finished
+    assert [g for _, g in scheduler.place(queued(2), busy, inventory)] == [1]
+
+
+def test_cpu_runs_get_the_jobs_cpu_slots_and_no_gpu_means_cpu() -> None:
+    placed = scheduler.place(queued(3, jobs=2), scheduler.Busy(), [])
+    assert [g for _, g in placed] == [None, None]
+    placed = scheduler.place(queued(3, jobs=2, device="cpu"), scheduler.Busy(cpu=1), gpus(100))
+    assert [g for _, g in placed] == [None]
+
+
+def test_a_worker_is_pinned_to_its_gpu(study: Path, tmp_path: Path) -> None:
+    store = RunStore(study / "runs")
+    lifecycle.submit(store, experiments(study, device="cuda"))
+    fake = tmp_path / "fakepython"  # records the environment the worker would start with
+    fake.write_text('#!/bin/sh\necho "$CUDA_VISIBLE_DEVICES $CUDA_DEVICE_ORDER" > "$3/pinned"\n')
+    fake.chmod(0o755)
+    sched = scheduler.Scheduler(store, inventory=lambda: gpus(1, 100, 100), python=str(fake))
+    sched.step()
+    for proc, _gpu in sched.workers.values():
+        proc.wait(30)
+    pinned = sorted((r.path / "pinned").read_text().split()[0] for r in store.runs())
+    assert pinned == ["1", "2"]  # GPU 0 has the least free memory: the runs went to 1 and 2
+    assert all("PCI_BUS_ID" in (r.path / "pinned").read_text() for r in store.runs())
+
+
+# --- detached runs, end to end on the CPU --------------------------------------------------
+
+
+def test_detach_returns_at_once_and_the_runs_finish_in_the_background(study: Path) -> None:
+    t0 = time.monotonic()
+    result = cnntui("--run", "all", "--detach", "--jobs", "2", cwd=study, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - t0 < 10
+    store = RunStore(study / "runs")
+    ids = {r.run_id for r in store.runs()}
+    assert len(ids) == 2 and all(i in result.stdout for i in ids)
+    assert "cnntui --status" in result.stdout
+    # No cnntui in the foreground any more: the scheduler and its workers finish the study.
+    wait(lambda: statuses(store) == {"alpha": "finished", "beta": "finished"}, "both finished")
+    for record in store.runs():
+        history = record.history()
+        assert history.epochs_done == 2 and len(history.batch_losses) == 16
+        live = np.fromfile(record.live, dtype="<f8")
+        assert np.array_equal(live, np.asarray(history.batch_losses))
+        assert "training" in (record.path / st.WORKER_LOG).read_text()
+    status = cnntui("--status", cwd=study)
+    assert status.returncode == 0
+    assert status.stdout.count("finished") == 2 and " 2/2 " in status.stdout
+    assert max(len(line) for line in status.stdout.splitlines()) <= 80
+    wait(lambda: not scheduler.held(store), "the scheduler to exit once the queue is empty")
+
+
+def test_live_losses_are_seen_mid_epoch_and_cancel_works_queued_and_running(study: Path):
+    long = ["--set", "train_size=6000", "--set", "batch_size=4", "--set", "epochs=3"]
+    result = cnntui("--run", "all", "--detach", *long, cwd=study, timeout=60)
+    assert result.returncode == 0, result.stderr
+    store = RunStore(study / "runs")
+    alpha = next(r for r in store.runs() if r.name == "alpha")
+    follower = lifecycle.Follower(alpha.path)
+    seen = []
+
+    def mid_epoch_losses() -> bool:
+        update = follower.poll()
+        seen.extend(update.losses.tolist())
+        record = update.record
+        return bool(seen) and record.status == "running" and record.summary["epochs_done"] == 0
+
+    # Another process (this test) reads the batch losses before the first epoch ends.
+    wait(mid_epoch_losses, "batch losses of alpha's first epoch")
+    assert statuses(store)["beta"] == "queued"  # --jobs 1: it waits for alpha
+
+    out = cnntui("--cancel", "beta", cwd=study)
+    assert out.returncode == 0 and "removed from the queue" in out.stdout, out.stderr
+    assert statuses(store)["beta"] == "cancelled"  # at once
+
+    out = cnntui("--cancel", alpha.run_id, cwd=study)
+    assert out.returncode == 0 and "cancelling" in out.stdout, out.stderr
+    wait(lambda: statuses(store)["alpha"] == "cancelled", "alpha to stop and save", 30)
+    record = store.latest("alpha")
+    assert record.summary["batches_done"] >= len(seen) > 0
+    assert record.summary["reason"] == "cancelled by the user"
+    beta = store.latest("beta")
+    assert not beta.live.exists()  # never started
+    again = cnntui("--cancel", "beta", cwd=study)
+    assert again.returncode == 2 and "none of its runs is queued or running" in again.stderr
+
+
+def test_kill_9_of_the_scheduler_loses_no_queued_run(study: Path) -> None:
+    store = RunStore(study / "runs")
+    exps = experiments(study, train_size=3000, batch_size=4, epochs=1)
+    lifecycle.submit(store, exps, jobs=1)
+    assert lifecycle.ensure_scheduler(store)
+    pid = wait(lambda: scheduler_pid(store), "the scheduler to start")
+    wait(lambda: statuses(store)["alpha"] == "running", "alpha to start")
+    os.kill(pid, signal.SIGKILL)
+    wait(lambda: not scheduler.held(store), "the killed scheduler's lock to go")
+    assert statuses(store)["beta"] == "queued"
+    # The next cnntui that queues or follows takes over; alpha, still training in its own
+    # worker, holds the one CPU slot until it ends.
+    assert lifecycle.ensure_scheduler(store)
+
+    def both_finished() -> bool:
+        now = statuses(store)
+        assert not (now["alpha"] == "running" and now["beta"] == "running"), "two in one slot"
+        return now == {"alpha": "finished", "beta": "finished"}
+
+    wait(both_finished, "the queue to drain")
+
+
+def test_kill_9_of_a_worker_reads_interrupted_and_resumes(study: Path) -> None:
+    long = ["--set", "train_size=2000", "--set", "batch_size=4", "--set", "epochs=3"]
+    assert cnntui("--run", "alpha", "--detach", *long, cwd=study, timeout=60).returncode == 0
+    store = RunStore(study / "runs")
+
+    def running_after(epochs: int):
+        record = store.latest("alpha")
+        running = record.status == "running" and record.summary.get("epochs_done", 0) >= epochs
+        return record if running else None
+
+    record = wait(lambda: running_after(1), "alpha's first epoch")
+    os.kill(record.summary["pid"], signal.SIGKILL)
+    wait(lambda: store.latest("alpha").status == "interrupted", "alpha to read interrupted", 10)
+    result = cnntui("--run", "alpha", "--resume", "--detach", cwd=study, timeout=60)
+    assert result.returncode == 0 and "(resume)" in result.stdout, result.stderr
+    assert record.run_id in result.stdout  # the same run, back in the queue
+    # Killed again in its second epoch: this time resumed in the foreground (a thread here).
+    record = wait(lambda: running_after(2), "alpha's second epoch")
+    os.kill(record.summary["pid"], signal.SIGKILL)
+    wait(lambda: store.latest("alpha").status == "interrupted", "alpha to read interrupted", 10)
+    result = cnntui("--run", "alpha", "--resume", cwd=study, timeout=DEADLINE)
+    assert result.returncode == 0 and "resuming at epoch 3" in result.stdout, result.stderr
+    (record,) = store.runs("alpha")
+    assert record.status == "finished"
+    history = record.history()
+    assert history.epochs_done == 3 and len(history.batch_losses) == 3 * 500
+    assert history.batch_indices == list(range(3 * 500))  # no gap, no duplicate
+    live = np.fromfile(record.live, dtype="<f8")
+    assert np.array_equal(live, np.asarray(history.batch_losses))
+
+
+def test_two_processes_never_launch_the_same_run_twice(study: Path) -> None:
+    store = RunStore(study / "runs")
+    lifecycle.submit(store, experiments(study), jobs=2)
+    run = store.runs()[0]
+    # Two workers on one queued run at once: one trains it, the other leaves quietly.
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "cnntui.worker", str(run.path)],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    logs = [w.communicate(timeout=DEADLINE)[1] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0]
+    assert sum("training" in log for log in logs) == 1, logs
+    # Two schedulers (two cnntui starting at once) on the rest of the queue.
+    schedulers = [
+        subprocess.Popen([sys.executable, "-m", "cnntui.scheduler", str(store.root)])
+        for _ in range(2)
+    ]
+    for proc in schedulers:
+        assert proc.wait(DEADLINE) == 0
+    assert statuses(store) == {"alpha": "finished", "beta": "finished"}
+    other = store.runs()[1]
+    assert (other.path / st.WORKER_LOG).read_text().count("training") == 1
+
+
+def test_a_run_in_a_thread_writes_live_files_too(study: Path) -> None:
+    result = cnntui("--run", "alpha", cwd=study)
+    assert result.returncode == 0, result.stderr
+    record = RunStore(study / "runs").latest("alpha")
+    live = np.fromfile(record.live, dtype="<f8")
+    assert np.array_equal(live, np.asarray(record.history().batch_losses))
+    assert not (record.path / st.HEARTBEAT_FILE).exists()  # gone with the run
+
+
+# --- attached --run with executor "process" -------------------------------------------------
+
+PROCESS = ["--set", "executor=process", "--set", "train_size=3000", "--set", "batch_size=4"]
+
+
+def test_attached_process_runs_survive_a_hangup_of_their_terminal(study: Path) -> None:
+    proc = start("--run", "all", "--jobs", "2", *PROCESS, cwd=study)
+    wait_for_line(proc, "started on")
+    proc.send_signal(signal.SIGHUP)  # the SSH connection is gone
+    assert proc.wait(60) == 130
+    store = RunStore(study / "runs")
+    assert "running" in statuses(store).values()  # the runs go on without it
+    wait(lambda: statuses(store) == {"alpha": "finished", "beta": "finished"}, "both finished")
+
+
+def test_attached_process_runs_stop_and_save_on_ctrl_c(study: Path) -> None:
+    proc = start("--run", "alpha", *PROCESS, "--set", "epochs=5", cwd=study)
+    wait_for_line(proc, "epoch 1/5")
+    proc.send_signal(signal.SIGINT)
+    out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 130, out
+    assert "cancelled; history so far is saved" in out
+    record = RunStore(study / "runs").latest("alpha")
+    assert record.status == "cancelled" and record.summary["epochs_done"] >= 1
+
+
+# --- the store's live files -----------------------------------------------------------------
+
+
+def test_the_live_reader_tails_and_rereads_a_file_a_resume_cut_back(tmp_path: Path) -> None:
+    writer, reader = st.LiveWriter(tmp_path), st.LiveReader(tmp_path)
+    writer.write(0, [1.0, 2.0, 3.0])
+    assert reader.read().tolist() == [1.0, 2.0, 3.0]
+    writer.write(3, [4.0])
+    assert reader.read().tolist() == [4.0] and not reader.reset
+    writer.truncate(2)  # a resume from the checkpoint after batch 2
+    writer.write(2, [5.0])
+    assert reader.read().tolist() == [1.0, 2.0, 5.0] and reader.reset
+    writer.close()
+
+
+def test_a_run_on_another_host_lives_while_its_heartbeat_is_fresh(tmp_path: Path) -> None:
+    run = tmp_path / "exp" / "run"
+    run.mkdir(parents=True)
+    record = RunRecord(run, {"status": "running", "pid": 2**30})  # no such pid here
+    assert record.status == "interrupted"
+    (run / st.HEARTBEAT_FILE).write_text("gpu-node-7 1234\n")
+    assert record.status == "running"
+    stale = time.time() - st.HEARTBEAT_STALE - 1
+    os.utime(run / st.HEARTBEAT_FILE, (stale, stale))
+    assert record.status == "interrupted"
+
+
+def test_gpus_setting_is_checked_and_normalised() -> None:
+    from cnntui.config import ConfigError, check_value, parse_override
+
+    assert check_value("gpus", [0, 2, 2]) == "0,2"
+    assert parse_override("gpus=0,2") == ("gpus", "0,2")
+    assert check_value("gpus", "") == ""
+    for bad in ("a", [True], [-1], "0;1", 3):
+        with pytest.raises(ConfigError, match="gpus"):
+            check_value("gpus", bad)
+    with pytest.raises(ConfigError, match="unknown executor 'ray'"):
+        check_value("executor", "ray")
+
+
+def test_a_run_whose_worker_cannot_start_is_failed_not_relaunched_forever(study, tmp_path):
+    store = RunStore(study / "runs")
+    lifecycle.submit(store, experiments(study)[:1])
+    broken = tmp_path / "brokenpython"
+    broken.write_text("#!/bin/sh\necho 'no module named torch' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    sched = scheduler.Scheduler(store, inventory=list, python=str(broken))
+    assert scheduler.run(store, sched) == 0  # returns once nothing is left to do
+    record = store.latest("alpha")
+    assert (
+        record.status == "failed" and "worker process could not start" in record.summary["reason"]
+    )
+    assert sched.launches[record.path] == scheduler.MAX_LAUNCHES
+    assert "no module named torch" in (record.path / st.WORKER_LOG).read_text()
+
+
+def test_a_starting_scheduler_rides_over_a_probe_of_its_lock(study: Path) -> None:
+    import threading
+
+    store = RunStore(study / "runs")
+    store.root.mkdir()
+    probe = scheduler.take_lock(store)  # another cnntui asking `held()` at that instant
+    assert probe is not None and scheduler.held(store)
+    threading.Timer(0.05, probe.release).start()
+    lock = scheduler.take_lock(store, wait=DEADLINE)
+    assert lock is not None  # not mistaken for a scheduler already running
+    lock.release()
+
+
+def test_status_of_a_missing_or_file_runs_dir_is_one_line(study: Path) -> None:
+    empty = cnntui("--status", "--runs-dir", "nowhere", cwd=study)
+    assert empty.returncode == 0 and "no runs in nowhere" in empty.stdout, empty.stderr
+    (study / "afile").write_text("x")
+    bad = cnntui("--status", "--runs-dir", "afile", cwd=study)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip() == "cnntui: runs dir 'afile' is a file, not a directory"
+    assert not (study / "nowhere").exists()
