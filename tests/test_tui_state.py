@@ -130,6 +130,28 @@ def test_trace_keeps_validation_rates_and_the_last_confusion_matrix(tmp_path):
     assert back.lr == [0.01] and back.val_loss == [2.1]
 
 
+def test_a_run_followed_without_matrices_shows_the_one_its_history_holds(tiny_toml, runs_dir):
+    """Events replayed from the run store carry no confusion matrix: the view reads it from
+    the run's history.npz, again when the file changes."""
+    from cnntui.history import History
+    from cnntui.tui.classes import class_view
+
+    session = Session(tiny_toml, {}, RunStore(runs_dir))
+    session.reload()
+    run = session.store.create(session.experiment("alpha"))
+    state = session.enqueue(session.experiment("alpha"))
+    state.feed(Started("alpha", run.run_id, str(run.path), "cpu", 100, 2, 4))
+    assert class_view(session, "alpha").message.startswith("no epoch has ended yet")
+    history = History()
+    for i, matrix in enumerate((((1, 1), (0, 2)), ((2, 0), (1, 1)))):
+        history.add(EpochEnd("alpha", i, 1.0, 0.5, 1.0, 0.5, 1.0, confusion=matrix))
+        run.save(history)
+        state.feed(EpochEnd("alpha", i, 1.0, 0.5, 1.0, 0.5, 1.0))  # as followed: no matrix
+        view = class_view(session, "alpha")
+        assert view.confusion == [list(r) for r in matrix] and view.epoch == i + 1
+    run.release()
+
+
 def test_run_state_follows_the_events():
     exp = tiny_experiment(epochs=2, target_acc=0.2)
     s = RunState(1, exp)

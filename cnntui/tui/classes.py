@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from rich.color import Color
@@ -20,6 +21,7 @@ from rich.text import Text
 
 from .. import text
 from ..config import class_names
+from ..store import RunFileError, read_history_arrays
 from .state import RunState
 
 NAME_COLS = 11  # the true-class column; longer names are cut with '…'
@@ -84,6 +86,9 @@ def _of_state(session: Any, state: RunState) -> ClassView:
         confusion = [list(row) for row in state.trace.confusion]
         epoch = len(state.trace.test_acc)
         status, run_id, epochs = state.status, state.run_id, state.epochs
+        run_dir = state.run_dir
+    if epoch and not confusion and run_dir:
+        confusion = _confusion_on_disk(Path(run_dir) / "history.npz")
     run = f"run {run_id} · {status}" if run_id else f"this session's run · {status}"
     return _view(
         name=state.name,
@@ -93,6 +98,28 @@ def _of_state(session: Any, state: RunState) -> ClassView:
         epochs=epochs,
         dataset=state.experiment.dataset,
     )
+
+
+_on_disk: dict[str, tuple[tuple[int, int], list[list[int]]]] = {}  # npz -> (stamp, matrix)
+
+
+def _confusion_on_disk(npz: Path) -> list[list[int]]:
+    """The matrix a run's history.npz holds ([] for none): a run followed through the run
+    store gets its epochs without one. Read again only when the file changes."""
+    try:
+        info = npz.stat()
+        stamp = (info.st_mtime_ns, info.st_size)
+    except OSError:
+        return []
+    cached = _on_disk.get(str(npz))
+    if cached is None or cached[0] != stamp:
+        try:
+            found = read_history_arrays(npz).get("confusion")
+        except RunFileError:
+            found = None
+        matrix = [[int(v) for v in row] for row in found] if found is not None else []
+        cached = _on_disk[str(npz)] = (stamp, matrix)
+    return cached[1]
 
 
 def _of_record(session: Any, record: Any) -> ClassView:
