@@ -772,3 +772,137 @@ async def test_hand_edited_summaries_neither_crash_the_start_nor_reach_the_termi
     from cnntui.store import RunStore
 
     assert RunStore(runs_dir).latest("beta").status == "unknown"  # not a status we wrote
+
+
+# -- issue 12: per-class results and the learning rate ----------------------------------------
+
+FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat"]
+FASHION += ["Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+
+def stairs_confusion() -> list[list[int]]:
+    """10 test images a class; class i gets 10 - i right, the rest taken for class i + 1."""
+    rows = []
+    for i in range(10):
+        row = [0] * 10
+        row[i], row[(i + 1) % 10] = 10 - i, i
+        rows.append(row)
+    return rows
+
+
+def stored_run(tiny_toml: Path, runs_dir: Path, name: str, dataset: str, confusion) -> Path:
+    """A finished two-epoch run of `name` in the store, trained on `dataset`; `confusion` None
+    writes a history as runs did before per-class results were recorded (no such key)."""
+    import dataclasses
+
+    from cnntui.events import EpochEnd
+    from cnntui.history import History
+    from cnntui.store import RunStore
+
+    exp = dataclasses.replace(load(tiny_toml).get(name), dataset=dataset)
+    run = RunStore(runs_dir).create(exp)
+    history = History()
+    history.add(EpochEnd(name, 0, 2.0, 0.4, 1.9, 0.35, 1.0))
+    history.add(EpochEnd(name, 1, 1.5, 0.6, 1.4, 0.55, 1.0, confusion=confusion))
+    run.save(history, "finished", total_seconds=2.0, params=62006)
+    run.release()
+    if confusion is None:
+        arrays = {k: v for k, v in history.arrays().items() if k != "confusion"}
+        np.savez(run.path / "history.npz", **arrays)
+    return run.path
+
+
+def classes_text(app) -> str:
+    return str(app.screen.query_one("#classes", Static).render())
+
+
+async def test_k_shows_the_runs_confusion_matrix_and_per_class_accuracy(
+    tiny_toml, runs_dir, tmp_path
+):
+    from cnntui.tui.screens.classes import ClassesScreen
+
+    with tiny_toml.open("a", encoding="utf-8") as f:
+        f.write('\n[[experiment]]\nname = "gamma"\n')
+    stored_run(tiny_toml, runs_dir, "alpha", "fashion-mnist", stairs_confusion())
+    stored_run(tiny_toml, runs_dir, "beta", "synthetic", None)
+    app = make_app(tiny_toml, {}, runs_dir, tmp_path / "x", trainer=fake_train, device_label="c")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("k")
+        assert isinstance(app.screen, ClassesScreen)
+        lines = classes_text(app).splitlines()
+        rows = {}
+        for line in lines:
+            name = next((n for n in FASHION if line.startswith(n)), None)
+            if name:
+                counts, _, tail = line[len(name) :].partition("│")
+                rows[name] = ([int(v) for v in counts.split()], tail.split())
+        assert list(rows) == FASHION  # every class by name, in label order
+        assert rows["Trouser"] == ([0, 9, 1, 0, 0, 0, 0, 0, 0, 0], ["10", "90.0%"])
+        assert rows["Ankle boot"] == ([9, 0, 0, 0, 0, 0, 0, 0, 0, 1], ["10", "10.0%"])
+        assert "epoch 2" in lines[1] and "55.00% of 100 test images" in lines[-1]
+        # the predicted classes across the top, abbreviated to the count columns
+        heads = ["T-sh", "Trou", "Pull", "Dres", "Coat", "Sand", "Shir", "Snea", "Bag", "Ankl"]
+        assert lines[2].split()[1:11] == heads
+        dialog = app.screen.query_one("#dialog")  # fits 80x24 whole, nothing to scroll
+        assert dialog.region.right <= SIZE[0] and dialog.region.bottom <= SIZE[1]
+        assert dialog.max_scroll_x == 0 and dialog.max_scroll_y == 0
+        await pilot.press("p")  # each row's shares instead of the counts
+        trouser = next(x for x in classes_text(app).splitlines() if x.startswith("Trouser"))
+        assert trouser.split()[1:4] == ["0%", "90%", "10%"]
+        await pilot.press("escape")
+        assert app.screen is app.main
+        # a run from before per-class results were recorded says so in one line
+        await pilot.press("down", "k")
+        assert isinstance(app.screen, ClassesScreen)
+        lines = classes_text(app).splitlines()
+        assert len(lines) == 2 and lines[0].startswith("beta · run ")
+        assert "kept no confusion matrix" in lines[1]
+        await pilot.press("q")
+        assert app.screen is app.main
+        await pilot.press("down", "k")  # and an experiment with no run at all
+        assert app.screen is app.main
+        assert [n.message for n in app._notifications] == ["gamma has no run yet: r runs it"]
+        key = str(app.main.query_one("#curves-key", Static).render())
+        assert "lr " not in key  # no schedule, no learning rate in the key
+
+
+async def test_the_matrix_appears_when_the_first_epoch_ends(tiny_toml, runs_dir, tmp_path):
+    from cnntui.events import EpochEnd
+
+    gate = threading.Event()
+
+    def gated(*args):
+        for event in fake_train(*args):
+            if isinstance(event, EpochEnd):
+                gate.wait(60)
+            yield event
+
+    app = make_app(tiny_toml, {}, runs_dir, tmp_path / "x", trainer=gated, device_label="c")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("r")
+        await wait_for(pilot, lambda: app.main.session.latest("alpha").done > 0)
+        await pilot.press("k")
+        assert "no epoch has ended yet" in classes_text(app)
+        gate.set()
+        await wait_for(pilot, lambda: "test images" in classes_text(app))
+        assert "class 0" in classes_text(app)  # synthetic data: classes by number
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: status_cell(app, "alpha").startswith("finished"))
+
+
+async def test_a_scheduled_run_shows_its_learning_rate_and_validation(
+    tiny_toml, runs_dir, tmp_path
+):
+    overrides = {"lr_schedule": "cosine", "epochs": 3, "val_size": 32}
+    app = make_app(tiny_toml, overrides, runs_dir, tmp_path / "x")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("r")
+        await wait_for(pilot, lambda: status_cell(app, "alpha").startswith("finished"), 60)
+        key = app.main.query_one("#curves-key", Static)
+        # cosine over 3 epochs from 0.01: 0.01, 0.0075, 0.0025
+        await wait_for(pilot, lambda: "alpha lr 0.01→0.0025" in str(key.render()))
+        assert "per epoch: ⠤ train • test x val" in str(key.render())
+        curve = app.main.session.latest("alpha").curve(64)
+        assert len(curve.val_loss) == 3 and all(np.isfinite(curve.val_acc))
+        await pilot.press("k")  # the engine's matrix counts every test image
+        assert "of 128 test images" in classes_text(app)

@@ -238,3 +238,25 @@ def test_batch_axis_ticks_are_whole_numbers():
     labels = Text.from_ansi(plt.build()).plain.splitlines()[-1].split()
     assert labels and all(label.isdigit() for label in labels), labels
     assert int(labels[0]) == 0 and len(labels) >= 3
+
+
+@pytest.mark.parametrize(
+    ("rates", "said"),
+    [
+        ([0.01, 0.0075, 0.0025], "lr 0.01→0.0025"),  # cosine so far
+        ([0.001, 0.0055, 0.01, 0.005, 1e-6], "lr 0.001→0.01→1e-6"),  # warm-up, then down
+        ([0.1, 0.1, 0.01, 0.001, 0.0001], "lr 0.1→1e-4"),  # step
+        ([2.4e-4, 1.2e-4], "lr 2.4e-4→1.2e-4"),
+        ([0.01, 0.01, 0.01], ""),  # constant: nothing to say
+        ([math.nan, math.nan], ""),  # a history from before rates were recorded
+        ([], ""),
+    ],
+)
+def test_the_key_says_how_the_learning_rate_moved(rates, said):
+    from cnntui.tui.widgets.curves import key_text, lr_span
+
+    assert lr_span(rates) == said
+    c = data_curve("run", falling(10, 0), per_epoch([1.0] * len(rates), [0.5] * len(rates)), 0)
+    c = Curve(**{**c.__dict__, "lr": rates})
+    key = key_text([c], {}, []).plain
+    assert key.startswith(f"━━ run {said}".rstrip() + "   per epoch")

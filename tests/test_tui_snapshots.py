@@ -109,3 +109,49 @@ def test_run_all_asks_about_finished_ones(snap_compare, tmp_path):
         await run_all(pilot, "a")
 
     assert snap_compare(snap_app(tmp_path), run_before=again, terminal_size=(80, 24))
+
+
+CIFAR_TOML = """\
+[defaults]
+dataset = "cifar10"
+epochs = 10
+device = "cpu"
+
+[[experiment]]
+name = "arch-resnet"
+title = "轻量级 ResNet"
+model = "resnet"
+"""
+
+
+def cifar_confusion() -> list[list[int]]:
+    """1000 test images a class, as a fair CIFAR-10 model confuses them: cats with dogs,
+    cars with trucks, and a little of everything."""
+    rows = []
+    for i in range(10):
+        row = [(3 * i + 7 * j) % 11 for j in range(10)]
+        row[{3: 5, 5: 3, 1: 9, 9: 1}.get(i, (i + 2) % 10)] += 60 + 15 * (i % 4)
+        row[i] = 0
+        row[i] = 1000 - sum(row)
+        rows.append(row)
+    return rows
+
+
+def test_per_class_results(snap_compare, tmp_path, monkeypatch):
+    from cnntui import store
+    from cnntui.config import load
+    from cnntui.events import EpochEnd
+    from cnntui.history import History
+
+    cfg = tmp_path / "experiments.toml"
+    cfg.write_text(CIFAR_TOML, encoding="utf-8")
+    monkeypatch.setattr(store, "new_run_id", lambda: "20261129-210000-c1fa10")
+    run = store.RunStore(tmp_path / "runs").create(load(cfg).get("arch-resnet"))
+    history = History()
+    for epoch in range(10):
+        end = EpochEnd("arch-resnet", epoch, 1.0, 0.8, 0.9, 0.7, 30.0, confusion=cifar_confusion())
+        history.add(end)
+    run.save(history, "finished", total_seconds=300.0, params=308650)
+    run.release()
+    app = make_app(cfg, {}, tmp_path / "runs", tmp_path / "exports", 1, device_label="cpu")
+    assert snap_compare(app, press=["k"], terminal_size=(80, 24))

@@ -30,7 +30,9 @@ from cnntui.tui.state import RunState, Trace, decimate
 from .conftest import tiny_experiment
 
 
-@pytest.mark.parametrize("module", ["cnntui.tui.state", "cnntui.tui.session", "cnntui.tomledit"])
+@pytest.mark.parametrize(
+    "module", ["cnntui.tui.state", "cnntui.tui.session", "cnntui.tui.classes", "cnntui.tomledit"]
+)
 def test_plain_modules_do_not_import_textual_or_torch(module):
     out = subprocess.run(
         [sys.executable, "-c", f"import {module}, sys; print(' '.join(sys.modules))"],
@@ -92,6 +94,62 @@ def test_trace_from_arrays_and_truncate(tmp_path):
     assert t.n == 20 and t.test_acc == [0.1, 0.2]
     t.extend(20, (5.0,))
     assert t.curve("x", 100).batch_y[-1] == 5.0
+
+
+def test_trace_keeps_validation_rates_and_the_last_confusion_matrix(tmp_path):
+    t = Trace()
+    t.add_epoch(EpochEnd("x", 0, 2.0, 0.3, 1.9, 0.3, 1.0, 2.1, 0.2, 0.01, ((3, 1), (2, 2))))
+    t.add_epoch(EpochEnd("x", 1, 1.0, 0.6, 1.1, 0.5, 1.0, 1.2, 0.6, 0.005, ((4, 0), (1, 3))))
+    curve = t.curve("x", 64)
+    assert curve.val_loss == [2.1, 1.2] and curve.val_acc == [0.2, 0.6]
+    assert curve.lr == [0.01, 0.005] and t.confusion == [[4, 0], [1, 3]]
+    # the results row picks the best epoch on validation, as the store does
+    exp = tiny_experiment(epochs=2)
+    state = RunState(1, exp)
+    state.feed(EpochEnd("x", 0, 2.0, 0.3, 1.9, 0.7, 1.0, 2.1, 0.2))
+    state.feed(EpochEnd("x", 1, 1.0, 0.6, 1.1, 0.5, 1.0, 1.2, 0.6))
+    assert state.summary()["best_test_acc"] == 0.5
+    # a stored history reads back the same; one from before these keys reads NaN and none
+    from cnntui.history import History
+
+    h = History()
+    for event in (
+        EpochEnd("x", 0, 2.0, 0.3, 1.9, 0.3, 1.0, 2.1, 0.2, 0.01, ((3, 1), (2, 2))),
+        EpochEnd("x", 1, 1.0, 0.6, 1.1, 0.5, 1.0, 1.2, 0.6, 0.005, ((4, 0), (1, 3))),
+    ):
+        h.add(event)
+    back = Trace.from_arrays(h.arrays())
+    assert back.lr == [0.01, 0.005] and back.val_acc == [0.2, 0.6]
+    assert back.confusion == [[4, 0], [1, 3]]
+    old = {
+        k: v for k, v in h.arrays().items() if k not in ("val_loss", "val_acc", "lr", "confusion")
+    }
+    before = Trace.from_arrays(old)
+    assert np.isnan(before.lr).all() and len(before.val_loss) == 2 and before.confusion == []
+    back.truncate(0, 1)
+    assert back.lr == [0.01] and back.val_loss == [2.1]
+
+
+def test_a_run_followed_without_matrices_shows_the_one_its_history_holds(tiny_toml, runs_dir):
+    """Events replayed from the run store carry no confusion matrix: the view reads it from
+    the run's history.npz, again when the file changes."""
+    from cnntui.history import History
+    from cnntui.tui.classes import class_view
+
+    session = Session(tiny_toml, {}, RunStore(runs_dir))
+    session.reload()
+    run = session.store.create(session.experiment("alpha"))
+    state = session.enqueue(session.experiment("alpha"))
+    state.feed(Started("alpha", run.run_id, str(run.path), "cpu", 100, 2, 4))
+    assert class_view(session, "alpha").message.startswith("no epoch has ended yet")
+    history = History()
+    for i, matrix in enumerate((((1, 1), (0, 2)), ((2, 0), (1, 1)))):
+        history.add(EpochEnd("alpha", i, 1.0, 0.5, 1.0, 0.5, 1.0, confusion=matrix))
+        run.save(history)
+        state.feed(EpochEnd("alpha", i, 1.0, 0.5, 1.0, 0.5, 1.0))  # as followed: no matrix
+        view = class_view(session, "alpha")
+        assert view.confusion == [list(r) for r in matrix] and view.epoch == i + 1
+    run.release()
 
 
 def test_run_state_follows_the_events():

@@ -12,6 +12,7 @@ from pathlib import Path
 from cnntui.config import Experiment
 from cnntui.events import BatchLosses, Cancelled, EpochEnd, Event, Failed, Finished, Started
 from cnntui.history import History
+from cnntui.schedule import epoch_lr
 from cnntui.store import RunDir
 
 BATCHES = 200  # per epoch
@@ -21,6 +22,19 @@ CHUNK = 20  # batches per BatchLosses event
 def loss_at(exp: Experiment, i: int) -> float:
     """A falling, wiggling loss whose speed depends on the learning rate."""
     return 0.4 + 1.9 * math.exp(-i * exp.lr * 2) + 0.15 * math.sin(i / 3) * math.cos(i / 17)
+
+
+def fake_confusion(acc: float, classes: int = 10, per_class: int = 20) -> tuple:
+    """A test-set confusion matrix with accuracy about `acc`: each class's misses go to the
+    next class, one more miss for each class further down."""
+    rows = []
+    for i in range(classes):
+        right = min(per_class, max(0, round(per_class * acc) - i % 3))
+        row = [0] * classes
+        row[i] = right
+        row[(i + 1) % classes] = per_class - right
+        rows.append(tuple(row))
+    return tuple(rows)
 
 
 def fake_train(
@@ -66,7 +80,20 @@ def fake_train(
         losses = history.batch_losses[-BATCHES:]
         train_loss = sum(losses) / BATCHES
         acc = min(0.95, 0.1 + 0.8 * (1 - math.exp(-(epoch + 1) * exp.lr * 30)))
-        end = EpochEnd(exp.name, epoch, train_loss, acc + 0.03, train_loss + 0.05, acc, 1.0)
+        val = exp.val_size > 0
+        end = EpochEnd(
+            exp.name,
+            epoch,
+            train_loss,
+            acc + 0.03,
+            train_loss + 0.05,
+            acc,
+            1.0,
+            val_loss=train_loss + 0.02 if val else math.nan,
+            val_acc=acc - 0.01 if val else math.nan,
+            lr=epoch_lr(exp, epoch),
+            confusion=fake_confusion(acc),
+        )
         history.add(end)
         if run is not None:
             run.save(history, total_seconds=1.0 * (epoch + 1), params=62006)

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..config import Experiment
 from ..events import BatchLosses, Cancelled, Diverged, EpochEnd, Event, Failed, Finished, Started
-from ..history import History, metrics
+from ..history import STUDY_KEYS, History, metrics
 from ..store import RunFileError, read_history_arrays
 
 MA_WINDOW = 100  # batches in the moving average over the batch losses
@@ -65,6 +65,9 @@ class Curve:
     train_acc: list[float] = field(default_factory=list)
     test_acc: list[float] = field(default_factory=list)
     source: Hashable = None  # which run these are, so a chart can tell two runs apart
+    val_loss: list[float] = field(default_factory=list)  # NaN without a validation split
+    val_acc: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)  # each epoch's learning rate
 
     @property
     def empty(self) -> bool:
@@ -85,6 +88,10 @@ class Trace:
         self.train_acc: list[float] = []
         self.test_acc: list[float] = []
         self.epoch_seconds: list[float] = []
+        self.val_loss: list[float] = []
+        self.val_acc: list[float] = []
+        self.lr: list[float] = []
+        self.confusion: list[list[int]] = []  # the last epoch's, on the test set
 
     def extend(self, first_index: int, losses: tuple[float, ...] | np.ndarray) -> None:
         values = np.asarray(losses, dtype=np.float64)
@@ -105,6 +112,11 @@ class Trace:
         self.train_acc.append(event.train_acc)
         self.test_acc.append(event.test_acc)
         self.epoch_seconds.append(event.seconds)
+        self.val_loss.append(event.val_loss)
+        self.val_acc.append(event.val_acc)
+        self.lr.append(event.lr)
+        if event.confusion is not None:
+            self.confusion = [list(row) for row in event.confusion]
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> Trace:
@@ -124,6 +136,14 @@ class Trace:
             ("epoch_seconds", "epoch_seconds"),
         ):
             setattr(t, attr, [float(v) for v in arrays.get(key, [])])
+        # Histories from before validation splits and schedules lack these: NaN per epoch.
+        for key in STUDY_KEYS:
+            values = arrays.get(key)
+            n = len(t.test_acc)
+            setattr(t, key, [float(v) for v in values] if values is not None else [math.nan] * n)
+        confusion = arrays.get("confusion")
+        if confusion is not None:
+            t.confusion = [[int(v) for v in row] for row in confusion]
         return t
 
     @classmethod
@@ -139,6 +159,8 @@ class Trace:
         """Keep the first `batches` losses and `epochs` epochs (a resume restarts there)."""
         self.n = min(self.n, batches)
         for attr in ("epoch_loss", "test_loss", "train_acc", "test_acc", "epoch_seconds"):
+            del getattr(self, attr)[epochs:]
+        for attr in STUDY_KEYS:
             del getattr(self, attr)[epochs:]
 
     def curve(self, label: str, points: int, source: Hashable = None) -> Curve:
@@ -165,6 +187,9 @@ class Trace:
             list(self.train_acc),
             list(self.test_acc),
             source,
+            list(self.val_loss),
+            list(self.val_acc),
+            list(self.lr),
         )
 
     def history(self) -> History:
@@ -175,6 +200,9 @@ class Trace:
             test_loss=list(self.test_loss),
             test_acc=list(self.test_acc),
             epoch_seconds=list(self.epoch_seconds),
+            val_loss=list(self.val_loss),
+            val_acc=list(self.val_acc),
+            lr=list(self.lr),
         )
 
 

@@ -36,12 +36,14 @@ from ...events import BatchLosses, Event
 from ...store import RunRecord, StoreError
 from ...text import one_line
 from ...tomledit import show_value
+from ..classes import class_view
 from ..messages import RunUpdated
 from ..session import Session
 from ..state import Curve, RunState
 from ..widgets.curves import CurvesPanel
 from ..widgets.experiments import ExperimentsTable
 from ..widgets.results import ResultsTable
+from .classes import ClassesScreen
 from .confirm import ConfirmScreen
 from .edit import ExperimentForm
 from .help import HelpScreen
@@ -119,6 +121,13 @@ class MainScreen(Screen):
             tooltip="resume the latest unfinished run from its checkpoint",
         ),
         Binding("l", "log", "Log y", show=False, tooltip="log scale for the loss curves"),
+        Binding(
+            "k",
+            "classes",
+            "Classes",
+            show=False,
+            tooltip="confusion matrix and per-class accuracy of the run",
+        ),
         Binding("n", "new", "New", show=False, tooltip="new experiment (a form)"),
         Binding("d", "duplicate", "Duplicate", show=False, tooltip="duplicate the experiment"),
         Binding("E", "edit", "Edit", show=False, tooltip="edit the experiment (also enter)"),
@@ -509,6 +518,16 @@ class MainScreen(Screen):
         self.acted()
         self.log_scale = not self.log_scale
         self.redraw_curves()
+
+    def action_classes(self) -> None:
+        name = self._highlighted()
+        if name is None:
+            return
+        load = partial(class_view, self.session, name)
+        if load() is None:
+            self.notify(f"{name} has no run yet: r runs it", severity="warning")
+            return
+        self.app.push_screen(ClassesScreen(load))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "view" and parameters:

@@ -42,6 +42,8 @@ MIN_SIZE = (12, 4)  # smaller than this, a chart says so instead of drawing
 # Below this many rows for the charts, the three stand side by side, each as tall as the
 # panel, instead of the two per-epoch charts sharing a column beside the batch chart.
 STACK_ROWS = 20
+# How the per-epoch charts draw each kind of curve, one colour a run.
+MARKERS = {"train": "braille", "test": "dot", "val": "x"}
 
 
 _RUN = re.compile(r"((?:\x1b\[[0-9;]*m)*)([^\x1b]*)")  # escape codes, then the text they style
@@ -270,8 +272,8 @@ def _per_epoch(
                 values = getattr(c, attr)
                 xs, ys = clean(range(1, len(values) + 1), [scale * v for v in values], log)
                 if ys:
-                    # The train curve is a line, the test curve dots (the title says so).
-                    lines.append((xs, ys, color, "braille" if kind == "train" else "dot"))
+                    # The train curve is a line, test dots, validation crosses (the key says so).
+                    lines.append((xs, ys, color, MARKERS[kind]))
         if not lines:
             return False
         if log:
@@ -284,16 +286,40 @@ def _per_epoch(
     return fn
 
 
+def short_number(v: float) -> str:
+    """A learning rate in few characters, two significant digits: 0.01, 0.001, 2.4e-4."""
+    plain = f"{v:.2g}"
+    if "e" not in plain and (v == 0 or abs(v) >= 1e-3):
+        return plain
+    mantissa, _, exponent = f"{v:.1e}".partition("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def lr_span(lr: list[float]) -> str:
+    """How a run's learning rate moved over its epochs so far, `lr 0.01→1e-4` (with the peak
+    between when it rose first, as warm-up and onecycle do); "" while it stayed the same."""
+    rates = [v for v in lr if math.isfinite(v)]
+    if not rates or max(rates) - min(rates) <= 1e-9 * max(abs(v) for v in rates):
+        return ""
+    first, last, peak = rates[0], rates[-1], max(rates)
+    path = [first, peak, last] if peak > max(first, last) * (1 + 1e-9) else [first, last]
+    return "lr " + "→".join(short_number(v) for v in path)
+
+
 def key_text(curves: list[Curve], notes: dict[Hashable, str], absent: list[str]) -> Text:
     """The line under the charts: each run's colour and name (the legend, kept out of the
-    plots), with a note where the run needs one (it ran with previous settings), and how the
-    per-epoch charts tell train from test."""
+    plots), how its learning rate moved when a schedule changed it, a note where the run
+    needs one (it ran with previous settings), and how the per-epoch charts tell train from
+    test (and validation)."""
     out = Text(no_wrap=True, overflow="ellipsis")
     for i, c in enumerate(curves):
         if i:
             out.append("  ")
         out.append("━━ ", Style(color=Color.from_ansi(COLORS[i % len(COLORS)]), bold=True))
         out.append(c.label)
+        span = lr_span(c.lr)
+        if span:
+            out.append(f" {span}", "dim")
         note = notes.get(c.source)
         if note:
             out.append(f" ({note})", "bold yellow")
@@ -301,7 +327,8 @@ def key_text(curves: list[Curve], notes: dict[Hashable, str], absent: list[str])
         out.append("  " if curves else "")
         out.append(f"no run yet: {', '.join(absent)}", "dim")
     if curves:
-        out.append("   per epoch: ⠤ train • test", "dim")
+        val = any(math.isfinite(v) for c in curves for v in c.val_loss)
+        out.append("   per epoch: ⠤ train • test" + (" x val" if val else ""), "dim")
     return out
 
 
@@ -360,7 +387,7 @@ class CurvesPanel(Vertical):
             (c.label, c.source, len(c.batch_y), c.batch_x[-1] if len(c.batch_x) else -1)
             for c in curves
         )
-        epochs = tuple((c.label, c.source, len(c.epoch_loss)) for c in curves)
+        epochs = tuple((c.label, c.source, len(c.epoch_loss), len(c.val_loss)) for c in curves)
         epochs_done = any(c.epoch_loss or c.test_acc for c in curves)
         log_ = " (log)" if log else ""
         # What a chart says when it has nothing to draw: no run, nothing trained yet, or
@@ -385,13 +412,23 @@ class CurvesPanel(Vertical):
         empty = "" if not curves else "no epoch ended yet" if not epochs_done else unshown
         self.query_one("#chart-epoch", Chart).draw(
             (f"epoch loss{log_}", f"loss{log_}"),
-            _per_epoch(curves, (("epoch_loss", "train"), ("test_loss", "test")), 1.0, log),
+            _per_epoch(
+                curves,
+                (("epoch_loss", "train"), ("test_loss", "test"), ("val_loss", "val")),
+                1.0,
+                log,
+            ),
             (epochs, log),
             empty,
         )
         self.query_one("#chart-acc", Chart).draw(
             ("accuracy %", "acc %"),
-            _per_epoch(curves, (("train_acc", "train"), ("test_acc", "test")), 100.0, False),
+            _per_epoch(
+                curves,
+                (("train_acc", "train"), ("test_acc", "test"), ("val_acc", "val")),
+                100.0,
+                False,
+            ),
             epochs,
             "" if not curves else "no epoch ended yet" if not epochs_done else "no finite value",
         )
