@@ -194,9 +194,27 @@ def print_list(file: ExperimentFile, out: IO[str], runs_dir: Path | None = None)
             "cancelled run from its last epoch."
         )
         print("\n" + textwrap.fill(hint, max(40, width)), file=out)
+    print_data(file.experiments, width, out)
     shown = {k: v for k, v in base.items() if v not in (None, "")}
     line = "[defaults] " + " ".join(f"{k}={v}" for k, v in shown.items())
     print("\n" + textwrap.fill(line, max(40, width), subsequent_indent=" " * 11), file=out)
+
+
+def print_data(experiments: list[Experiment], width: int, out: IO[str]) -> None:
+    """The train / validation / test images each experiment will use, one line per kind."""
+    import textwrap
+
+    from .tables import describe_data, images_used
+
+    uses: dict[str, list[str]] = {}
+    for e in experiments:
+        train, test = images_used(e.dataset, e.train_size, e.test_size)
+        data = describe_data(e.dataset, max(0, train - e.val_size), test, e.val_size)
+        uses.setdefault(data, []).append(e.name)
+    print(file=out)
+    for data, names in uses.items():
+        who = "every experiment" if len(uses) == 1 else ", ".join(names)
+        print(textwrap.fill(f"data: {data} ({who})", max(40, width)), file=out)
 
 
 class Progress:

@@ -461,3 +461,16 @@ def test_a_study_run_shows_validation_and_an_early_stop(tiny_toml: Path) -> None
     assert "finished" in listing and "(early stop ep 3)" in listing
     (record,) = RunStore(tiny_toml.parent / "runs").runs("alpha")
     assert (record.summary["train_images"], record.summary["val_images"]) == (192, 64)
+
+
+def test_list_says_how_many_train_validation_and_test_images_each_experiment_uses(tiny_toml):
+    cwd = tiny_toml.parent
+    tiny_toml.write_text(
+        tiny_toml.read_text().replace('title = "甲"', 'title = "甲"\nval_size = 64')
+    )
+    out = cnntui("--list", cwd=cwd).stdout
+    assert (
+        "data: synthetic data (not CIFAR-10), 192 train / 64 validation / 128 test images (alpha)"
+        in out
+    )
+    assert "data: synthetic data (not CIFAR-10), 256 train / 128 test images (beta)" in out
