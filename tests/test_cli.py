@@ -468,7 +468,7 @@ def test_list_says_how_many_train_validation_and_test_images_each_experiment_use
     tiny_toml.write_text(
         tiny_toml.read_text().replace('title = "甲"', 'title = "甲"\nval_size = 64')
     )
-    out = cnntui("--list", cwd=cwd).stdout
+    out = " ".join(cnntui("--list", cwd=cwd).stdout.split())  # lines wrap at 80 columns
     assert (
         "data: synthetic data (not CIFAR-10), 192 train / 64 validation / 128 test images (alpha)"
         in out
