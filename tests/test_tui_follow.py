@@ -165,3 +165,83 @@ async def test_no_gpu_keeps_the_header_as_it_was(tiny_toml, runs_dir, tmp_path):
         await wait_for(pilot, lambda: not app.sub_title.startswith("probing"), 60)
         assert " · 0 running · jobs 1" in app.sub_title
         assert "GiB" not in app.sub_title or "cuda" in app.sub_title
+
+
+def test_runs_started_in_a_tui_survive_its_terminal_closing(study):
+    """A real cnntui in a pseudo-terminal starts two runs; the terminal goes away (SIGHUP);
+    the runs finish in their worker processes and --status shows them with full histories."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+    import threading
+
+    from tests.test_cli import cnntui
+
+    store = RunStore(study / "runs")
+    main_fd, child_fd = pty.openpty()
+    fcntl.ioctl(child_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+
+    def own_terminal() -> None:  # as a login shell's child: the pty is its controlling tty
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    env = {**os.environ, "TERM": "xterm-256color"}
+    args = ["--set", "train_size=2048", "--set", "epochs=2"]
+    tui = subprocess.Popen(
+        [sys.executable, "-m", "cnntui", *args],
+        cwd=study,
+        stdin=child_fd,
+        stdout=child_fd,
+        stderr=child_fd,
+        env=env,
+        preexec_fn=own_terminal,
+    )
+    os.close(child_fd)
+
+    hung_up = threading.Event()
+
+    def drain() -> None:  # never blocked in read: a read in progress would keep the pty open
+        import select
+
+        with contextlib.suppress(OSError):
+            while not hung_up.is_set():
+                if select.select([main_fd], [], [], 0.1)[0] and not os.read(main_fd, 65536):
+                    return
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        # The app is up once it reads keys: `a` until both runs are in the store.
+        def both_queued() -> bool:
+            if len(store.runs()) < 2:
+                os.write(main_fd, b"a")
+            return len(store.runs()) == 2
+
+        wait(both_queued, "the TUI to queue both runs", 120)
+        hung_up.set()
+        reader.join()
+        os.close(main_fd)  # the terminal is gone: the TUI gets SIGHUP
+        main_fd = -1
+        wait(lambda: tui.poll() is not None, "the TUI to exit on the hang-up", 60)
+        assert len(store.runs()) == 2  # the `a`s typed after the first one queued nothing
+        wait(
+            lambda: all(r.status == "finished" for r in store.runs()),
+            "both runs to finish with no cnntui in the foreground",
+            240,
+        )
+    finally:
+        if main_fd >= 0:
+            os.close(main_fd)
+        if tui.poll() is None:
+            tui.kill()
+        tui.wait()
+    status = cnntui("--status", cwd=study)
+    assert status.returncode == 0, status.stderr
+    for record in store.runs():
+        assert record.run_id in status.stdout
+        history = record.history()
+        assert history.epochs_done == 2
+        assert len(history.batch_losses) == 2 * record.summary["batches_per_epoch"]
+    rows = [line for line in status.stdout.splitlines() if "finished" in line]
+    assert len(rows) == 2

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -18,6 +21,8 @@ from .screens.main import MainScreen, Trainer
 from .session import Session
 
 STOP_SECONDS = 1.5  # how long quitting waits for cancelled runs to save their histories
+HANGUP_SAVE_SECONDS = 10.0  # after a hang-up: the most a thread run is waited for to save
+HANGUP_GRACE_SECONDS = 2.0  # then the orderly shutdown's time before the process just ends
 PROCESS_STOP_SECONDS = 5.0  # the same for runs in worker processes (each saves, then exits)
 STOP_SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGHUP", "SIGTERM") if hasattr(signal, name)
@@ -51,6 +56,18 @@ class CnnTui(App):
         """Told to stop by a signal (the terminal is gone): quit without asking. Runs in
         worker processes go on in the background; runs in this process's threads are
         cancelled, save as they stop, and `cnntui` waits for them before the process ends."""
+        session = self.main.session
+        session.cancel_all()
+
+        def watchdog() -> None:
+            # With the terminal gone, Textual's shutdown can block for good writing its last
+            # frames (seen with a pseudo-terminal closed under a burst of notifications):
+            # once the threads' runs have saved, end the process whatever it is doing.
+            session.wait_stopped(HANGUP_SAVE_SECONDS)
+            time.sleep(HANGUP_GRACE_SECONDS)
+            os._exit(130)
+
+        threading.Thread(target=watchdog, name="cnntui-hangup", daemon=True).start()
         self.exit(return_code=130)
 
     async def action_quit(self) -> None:
