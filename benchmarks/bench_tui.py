@@ -150,7 +150,7 @@ async def latency(cfg: Path, runs: Path, n: int, presses: int) -> tuple[list[flo
         if n:
             await pilot.press("q")
             t0 = time.perf_counter()
-            await pilot.press("y")
+            await pilot.press("c")  # cancel them (each saves), not keep them in the background
             while app.is_running or not all(w.is_finished for w in workers):
                 await asyncio.sleep(0.01)
             quit_s = time.perf_counter() - t0
@@ -197,7 +197,7 @@ def quit_process(tmp: Path) -> tuple[float, str]:
     os.write(main_fd, b"q")
     time.sleep(0.5)
     t0 = time.perf_counter()
-    os.write(main_fd, b"y")
+    os.write(main_fd, b"c")  # cancel the run (the worker process saves it), then quit
     try:
         proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
@@ -282,7 +282,7 @@ def redraw(width: int, height: int) -> dict[str, float]:
     def build(curve) -> float:
         plt = Plot()
         t = time.perf_counter()
-        _batch([curve], False)(plt)
+        _batch([curve], False)(plt, width)
         plt.plotsize(width, height)
         plt.build()
         return time.perf_counter() - t

@@ -288,6 +288,7 @@ class RunEvents:
         self.started = False
         self.epochs_seen = 0
         self.ended = False
+        self.record: st.RunRecord | None = None  # the summary as the last poll read it
 
     def poll(self) -> list[Any]:
         from .events import BatchLosses, Cancelled, Diverged, EpochEnd, Failed, Finished, Started
@@ -295,7 +296,7 @@ class RunEvents:
         if self.ended:
             return []
         update = self.follower.poll()
-        record = update.record
+        record = self.record = update.record
         if record is None or record.status == "queued":
             return []
         s, name, out = record.summary, record.name, []

@@ -262,8 +262,9 @@ def test_a_closed_terminal_stops_a_headless_run_and_saves_it(tiny_toml):
 
 
 def test_a_closed_terminal_stops_the_tuis_runs_and_saves_them(tiny_toml):
+    # Runs in the TUI's threads end with it (worker-process runs go on: test_tui_follow).
     cwd = tiny_toml.parent
-    pid, fd = spawn_on_pty(cwd, list(LONG))
+    pid, fd = spawn_on_pty(cwd, [*LONG, "--set", "executor=thread"])
     store = RunStore(cwd / "runs")
     try:
         read_until(fd, b"alpha")

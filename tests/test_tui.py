@@ -344,7 +344,8 @@ async def test_app_opens_on_a_broken_file(tmp_path, runs_dir):
 
 
 async def test_quit_with_a_run_active_asks_cancels_and_keeps_history(tiny_toml, runs_dir, tmp_path):
-    app = make_app(tiny_toml, {"epochs": 500}, runs_dir, tmp_path / "x")
+    # Runs in threads of the app's process: they cannot outlive it, so quitting cancels them.
+    app = make_app(tiny_toml, {"epochs": 500}, runs_dir, tmp_path / "x", executor="thread")
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("r")
         state = app.main.session.latest("alpha")
@@ -421,7 +422,7 @@ async def test_the_shipped_experiments_fit_the_terminal_without_sideways_scrolli
 
 
 async def test_the_tui_keeps_a_core_for_the_screen(tiny_toml, runs_dir, tmp_path):
-    app = make_app(tiny_toml, {"batch_size": 128}, runs_dir, tmp_path / "x")
+    app = make_app(tiny_toml, {"batch_size": 128}, runs_dir, tmp_path / "x", executor="thread")
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("r")
         await wait_for(pilot, lambda: status_cell(app, "alpha").startswith("finished"), 60)
@@ -541,7 +542,7 @@ async def test_a_run_another_process_trains_turns_interrupted_when_it_dies(
         app = make_app(tiny_toml, {}, runs_dir, tmp_path / "x", device_label="c")
         async with app.run_test(size=SIZE) as pilot:
             await pilot.pause()
-            assert status_cell(app, "alpha") == "running elsewhere ep 1/2"
+            assert status_cell(app, "alpha").startswith("running elsewhere")
             assert app.main.results.rows_by_key[str(path)]["status"] == "running"
             other.kill()
             other.wait()

@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 from textual.app import App
 from textual.binding import Binding, BindingType
 
+from .. import gpus, lifecycle
 from ..store import RunStore
 from .screens.main import MainScreen, Trainer
 from .session import Session
 
 STOP_SECONDS = 1.5  # how long quitting waits for cancelled runs to save their histories
+HANGUP_SAVE_SECONDS = 10.0  # after a hang-up: the most a thread run is waited for to save
+HANGUP_GRACE_SECONDS = 2.0  # then the orderly shutdown's time before the process just ends
+PROCESS_STOP_SECONDS = 5.0  # the same for runs in worker processes (each saves, then exits)
 STOP_SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGHUP", "SIGTERM") if hasattr(signal, name)
 )
@@ -45,34 +53,58 @@ class CnnTui(App):
                 loop.add_signal_handler(sig, self.hang_up)
 
     def hang_up(self) -> None:
-        """Told to stop by a signal: cancel every run and quit without asking. The runs save
-        as they stop; `cnntui` waits for them before the process ends."""
+        """Told to stop by a signal (the terminal is gone): quit without asking. Runs in
+        worker processes go on in the background; runs in this process's threads are
+        cancelled, save as they stop, and `cnntui` waits for them before the process ends."""
+        session = self.main.session
+        session.cancel_all()
+
+        def watchdog() -> None:
+            # With the terminal gone, Textual's shutdown can block for good writing its last
+            # frames (seen with a pseudo-terminal closed under a burst of notifications):
+            # once the threads' runs have saved, end the process whatever it is doing.
+            session.wait_stopped(HANGUP_SAVE_SECONDS)
+            time.sleep(HANGUP_GRACE_SECONDS)
+            os._exit(130)
+
+        threading.Thread(target=watchdog, name="cnntui-hangup", daemon=True).start()
         self.exit(return_code=130)
 
     async def action_quit(self) -> None:
-        """Quit; with runs active, ask first, then cancel them and wait for them to save."""
+        """Quit; with runs of this session active, ask first whether to keep them training
+        in the background or cancel them (and wait for them to save)."""
         if not self.main.busy():
             self.exit()
             return
 
-        def answered(yes: bool | None) -> None:
-            if yes:
+        def answered(choice: str | None) -> None:
+            if choice == "cancel":
                 self.run_worker(self.stop_and_exit(), name="quit", exit_on_error=False)
+            elif choice == "keep":
+                self.exit()  # worker processes are detached already; threads are cancelled
 
         self.main.confirm_quit(answered)
 
     async def stop_and_exit(self) -> None:
         workers = self.main.run_workers()
-        self.main.session.cancel_all()
-        self.notify("stopping runs and saving their histories …", timeout=STOP_SECONDS)
+        session = self.main.session
+        paths = session.cancel_processes()
+        session.cancel_all()
+        self.notify("stopping runs and saving their histories …", timeout=PROCESS_STOP_SECONDS)
         if workers:
             # Past the timeout the process still waits for them at exit; each stops in a batch.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.workers.wait_for_complete(workers), STOP_SECONDS)
+        if paths:
+            await asyncio.to_thread(
+                lifecycle.wait_ended, session.store, paths, PROCESS_STOP_SECONDS
+            )
         self.exit()
 
     def exit(self, *args: Any, **kwargs: Any) -> None:
-        # However the app ends, no run may keep training: the process would wait for it.
+        # However the app ends, no thread may keep training: the process would wait for it.
+        # Runs in worker processes are not this process's to stop unless asked.
+        self.main.stopping.set()
         self.main.session.cancel_all()
         super().exit(*args, **kwargs)
 
@@ -86,8 +118,17 @@ def make_app(
     *,
     trainer: Trainer | None = None,
     device_label: str | None = None,
+    executor: str | None = None,
+    inventory: Callable[[], list[gpus.Gpu]] | None = None,
 ) -> CnnTui:
-    """The app on `config`. `trainer` replaces `engine.train` (tests feed fixed events);
-    `device_label` skips probing the device (so snapshots do not depend on the machine)."""
-    session = Session(Path(config), overrides or {}, RunStore(runs_dir), jobs)
-    return CnnTui(MainScreen(session, Path(exports_dir), trainer, device_label))
+    """The app on `config`. `trainer` replaces `engine.train` (tests feed fixed events; it
+    runs in this process, so runs default to executor "thread" then); `device_label` skips
+    probing the device and the GPUs (so snapshots do not depend on the machine). `executor`:
+    how runs whose experiment says "auto" train ("process" unless a trainer is given).
+    `inventory` replaces cnntui.gpus.inventory (tests have no GPU)."""
+    if executor is None:
+        executor = "thread" if trainer is not None else "process"
+    if inventory is None and device_label is None:
+        inventory = gpus.inventory
+    session = Session(Path(config), overrides or {}, RunStore(runs_dir), jobs, executor)
+    return CnnTui(MainScreen(session, Path(exports_dir), trainer, device_label, inventory))

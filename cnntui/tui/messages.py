@@ -22,3 +22,17 @@ class RunUpdated(Message, bubble=False):
     def can_replace(self, message: Message) -> bool:
         # The data sits in the RunState, so stale "something changed" notes collapse.
         return isinstance(message, RunUpdated) and message.key == self.key
+
+
+@dataclass
+class RunsFound(Message, bubble=False):
+    """The follower thread found runs in the store that nobody here follows yet."""
+
+    records: list
+
+
+@dataclass
+class GpusRead(Message, bubble=False):
+    """The GPU inventory, read again (cnntui.gpus.Gpu records; [] on a machine without)."""
+
+    gpus: list

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .. import lifecycle
 from ..config import SETTING_KEYS, ConfigError, Experiment, ExperimentFile, apply_overrides, load
-from ..store import UNFINISHED, RunRecord, RunStore
+from ..store import UNFINISHED, RunRecord, RunStore, StoreError
 from .state import RunState, Trace
 
 # Settings that change how fast a run trains or where it reads from, not what it learns: a
@@ -26,15 +28,24 @@ SPEED_ONLY = frozenset(
     | {"executor", "gpus", "runs_per_gpu", "min_free_gib"}  # where it runs, not what it learns
 )
 STORED_REFRESH_SECONDS = 1.0  # how often a stored run another process trains is re-read
+SCAN_SECONDS = 1.0  # how often the store is listed for runs someone else queued or started
 
 
 class Session:
     """Experiments, runs and queue of one TUI session."""
 
     def __init__(
-        self, config: Path, overrides: dict[str, Any], store: RunStore, jobs: int = 1
+        self,
+        config: Path,
+        overrides: dict[str, Any],
+        store: RunStore,
+        jobs: int = 1,
+        executor: str = "process",
     ) -> None:
         self.config = Path(config)
+        # How runs whose experiment says executor "auto" train: "process" (worker processes
+        # that outlive the TUI, followed through the store) or "thread" (in this process).
+        self.executor = executor
         self.overrides = dict(overrides)
         self.store = store
         self.jobs = max(1, jobs)
@@ -51,6 +62,7 @@ class Session:
         self._told: dict[str, str] = {}  # run dir -> the status last handed to the screen
         self._training = 0  # worker threads inside `training()`
         self._idle = threading.Condition()
+        self._stamps: dict[Path, float] = {}  # run dir -> its summary.json's mtime, last scan
 
     def load_past(self) -> list[RunRecord]:
         """Read every stored run's summary (not its history): the results table's first rows."""
@@ -183,33 +195,162 @@ class Session:
         return state
 
     def to_start(self) -> list[RunState]:
-        """Queued runs that may start now; they are marked 'starting'."""
-        free = self.jobs - len(self.active())
-        chosen = self.queued()[: max(0, free)]
+        """Queued thread-executor runs that may start now; they are marked 'starting'."""
+        free = self.jobs - len([s for s in self.active() if s.follow is None])
+        chosen = [s for s in self.queued() if s.follow is None][: max(0, free)]
         for state in chosen:
             state.status = "starting"
             state.version += 1
         return chosen
 
     def cancel(self, name: str) -> str:
-        """Cancel the queued or active run of `name`; returns what happened, as a sentence."""
-        state = self.latest(name)
-        if state is None or state.ended:
-            return f"{name} is not running"
-        if state.status == "queued":
-            self._unqueue(state)
+        """Cancel every queued or running run of `name`, whoever started it (the store's
+        cancel, which any process sees); returns what happened, as a sentence."""
+        told = []
+        for state in self.runs.values():
+            if state.name != name or state.ended:
+                continue
+            if state.follow is None and state.status == "queued":
+                self._unqueue(state)  # not in the store yet: this session's own queue
+                told.append(f"{name} removed from the queue")
+            elif state.follow is None:
+                state.cancel.set()  # a thread of this process: quicker than the cancel file
+        try:
+            lines = lifecycle.cancel(self.store, name)
+        except StoreError:
+            lines = []
+        if any("cancelling" in line for line in lines) or any(
+            s.name == name and s.follow is None and s.active for s in self.runs.values()
+        ):
+            return f"cancelling {name} (its history so far is kept)"
+        if lines or told:
             return f"{name} removed from the queue"
-        state.cancel.set()
-        return f"cancelling {name} (its history so far is kept)"
+        return f"{name} is not running"
 
     def cancel_all(self) -> list[RunState]:
-        """Cancel every queued and active run; returns the active ones still to stop."""
+        """Cancel every queued and active run of this process's threads (they end with it);
+        returns the active ones still to stop. Runs in worker processes go on."""
         for state in self.queued():
-            self._unqueue(state)
-        active = self.active()
+            if state.follow is None:
+                self._unqueue(state)
+        active = [s for s in self.active() if s.follow is None]
         for state in active:
             state.cancel.set()
         return active
+
+    def own(self) -> list[RunState]:
+        """This session's queued and active runs (threads and worker processes)."""
+        return [s for s in self.runs.values() if not s.remote and not s.ended]
+
+    def cancel_processes(self) -> list[Path]:
+        """Cancel this session's runs in worker processes; the run directories to wait for."""
+        paths = []
+        for state in self.own():
+            if state.follow is None or not state.run_dir:
+                continue
+            with contextlib.suppress(StoreError):
+                lifecycle.cancel(self.store, Path(state.run_dir).name)
+            paths.append(Path(state.run_dir))
+        return paths
+
+    # -- runs in worker processes, followed through the store ----------------------------
+
+    def executor_of(self, exp: Experiment) -> str:
+        return exp.executor if exp.executor in ("thread", "process") else self.executor
+
+    def follow(self, record: RunRecord, experiment: Experiment, remote: bool = False) -> RunState:
+        """A RunState fed from `record`'s files from now on (see `poll_followed`)."""
+        state = RunState(self._next_key, experiment)
+        self._next_key += 1
+        state.run_dir, state.run_id, state.remote = str(record.path), record.run_id, remote
+        state.follow = lifecycle.RunEvents(record.path)
+        if record.status == "running":
+            state.status = "starting"  # its progress comes with the first poll
+        self._stamps.pop(record.path, None)
+        self.runs[state.key] = state
+        return state
+
+    def submit(self, exp: Experiment) -> RunState | str:
+        """Queue a run of `exp` in the store for a worker process; or say why not."""
+        if self.busy(exp.name):
+            return f"{exp.name} is already {self.latest(exp.name).status}"
+        try:
+            (record,) = lifecycle.submit(self.store, [exp], jobs=self.jobs)
+            lifecycle.ensure_scheduler(self.store)
+        except (StoreError, ValueError) as e:
+            return str(e)
+        return self.follow(record, exp)
+
+    def submit_resume(self, record: RunRecord) -> RunState | str:
+        """Queue `record` (unfinished) to resume in a worker process; or say why not."""
+        try:
+            (queued,) = lifecycle.submit(
+                self.store,
+                [self.experiment(record.name) or record.experiment()],
+                jobs=self.jobs,
+                resume=self.overrides,
+            )
+            lifecycle.ensure_scheduler(self.store)
+            exp = queued.experiment()
+        except (StoreError, ValueError) as e:
+            return str(e)
+        return self.follow(queued, exp)
+
+    def poll_followed(self) -> list[RunState]:
+        """Feed each followed run not yet ended what its files say now (called from the
+        follower thread); the runs whose status or epochs changed."""
+        from ..events import BatchLosses
+
+        changed = []
+        for state in list(self.runs.values()):
+            if state.follow is None or state.ended:
+                continue
+            events = state.follow.poll()
+            record = getattr(state.follow, "record", None)
+            if record is not None:
+                gpu = record.summary.get("gpu")
+                state.gpu = gpu if isinstance(gpu, int) and not isinstance(gpu, bool) else None
+            for event in events:
+                state.feed(event)
+            if state.status == "queued" and record is not None and record.status == "running":
+                state.starting()  # its worker is up, its first batch not yet trained
+                changed.append(state)
+            if state.follow.ended and record is not None and record.status == "interrupted":
+                state.interrupted()
+            if any(not isinstance(e, BatchLosses) for e in events):
+                changed.append(state)
+        return changed
+
+    def scan_store(self) -> list[RunRecord]:
+        """Runs queued or running in the store that nobody here follows yet (another TUI,
+        --detach, a plain --run elsewhere): directories are listed, and a summary is read
+        only when it is new or changed (a resume reuses its directory). From a thread."""
+        known = {s.run_dir for s in list(self.runs.values()) if s.run_dir and not s.ended}
+        found = []
+        try:
+            exp_dirs = [d for d in self.store.root.iterdir() if d.is_dir()]
+        except OSError:
+            return []
+        for exp_dir in exp_dirs:
+            try:
+                run_dirs = list(exp_dir.iterdir())
+            except OSError:
+                continue
+            for run_dir in run_dirs:
+                try:
+                    stamp = (run_dir / "summary.json").stat().st_mtime
+                except OSError:
+                    continue
+                if self._stamps.get(run_dir) == stamp or str(run_dir) in known:
+                    continue
+                self._stamps[run_dir] = stamp
+                record = RunStore.read(run_dir)
+                if record is None or record.status not in lifecycle.ACTIVE:
+                    continue
+                if record.summary.get("pid") == os.getpid():
+                    continue  # one of this process's own threads
+                found.append(record)
+        return found
 
     @staticmethod
     def _unqueue(state: RunState) -> None:
@@ -237,7 +378,7 @@ class Session:
 
     def resumable(self, name: str) -> RunRecord | None:
         """The latest stored unfinished run of `name` that is not running in this session."""
-        mine = {s.run_dir for s in self.runs.values() if s.active and s.run_dir}
+        mine = {s.run_dir for s in self.runs.values() if not s.ended and s.run_dir}
         for record in reversed(self.store.runs(name)):
             if str(record.path) in mine:
                 continue

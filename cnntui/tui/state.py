@@ -26,7 +26,7 @@ from ..store import RunFileError, read_history_arrays
 
 MA_WINDOW = 100  # batches in the moving average over the batch losses
 ACTIVE = ("starting", "running")
-ENDED = ("finished", "failed", "diverged", "cancelled")
+ENDED = ("finished", "failed", "diverged", "cancelled", "interrupted")
 
 
 def decimate(x: np.ndarray, y: np.ndarray, points: int) -> tuple[np.ndarray, np.ndarray]:
@@ -237,6 +237,12 @@ class RunState:
         self.total_seconds = math.nan
         self.t0 = math.nan  # monotonic time of Started
         self.version = 0  # bumped on every change, so the UI redraws only what changed
+        # A run trained by another process (a worker, another cnntui) is fed the events its
+        # files say (lifecycle.RunEvents, polled by the screen's follower thread).
+        self.follow: Any = None
+        self.remote = False  # started by someone else: another TUI, --detach, a plain --run
+        self.gpu: int | None = None  # the GPU index its worker is pinned to, when known
+        self._paced = False  # a followed run's pace is measured from the first losses seen
 
     @property
     def name(self) -> str:
@@ -269,9 +275,16 @@ class RunState:
                         trace.truncate(self.done, event.start_epoch)
                         self.trace = trace
                 case BatchLosses():
-                    self.trace.extend(event.first_index, event.losses)
-                    self.done = event.first_index + len(event.losses)
+                    # A followed resume re-reads losses its stored history already gave.
+                    skip = max(0, min(self.trace.n - event.first_index, len(event.losses)))
+                    if skip < len(event.losses):
+                        self.trace.extend(event.first_index + skip, event.losses[skip:])
+                    self.done = max(self.done, event.first_index + len(event.losses))
                     self.epoch = event.epoch
+                    if self.follow is not None and not self._paced:
+                        # First seen mid-run: its ETA counts from here, not from batch 0.
+                        self._paced = True
+                        self.start_done, self.t0 = self.done, time.monotonic()
                 case EpochEnd():
                     self.trace.add_epoch(event)
                     self.epoch = event.epoch + 1
@@ -283,6 +296,17 @@ class RunState:
                     self.status, self.reason = "diverged", event.reason
                 case Cancelled():
                     self.status, self.reason = "cancelled", "cancelled by the user"
+            self.version += 1
+
+    def starting(self) -> None:
+        with self.lock:
+            self.status = "starting"
+            self.version += 1
+
+    def interrupted(self) -> None:
+        """Its worker process died without a word (the store reads it interrupted)."""
+        with self.lock:
+            self.status, self.reason = "interrupted", "its worker process ended without a word"
             self.version += 1
 
     def fail(self, reason: str) -> None:

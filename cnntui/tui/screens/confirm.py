@@ -43,3 +43,27 @@ class ConfirmScreen(ModalScreen[bool | None]):
 
     def action_escape(self) -> None:
         self.dismiss(self.escape)
+
+
+class ChoiceScreen(ModalScreen[str | None]):
+    """Asks `question`; each of `choices` (key, value, label) dismisses with its value,
+    `enter` with `default`, `escape` with None (do nothing)."""
+
+    def __init__(self, question: str, choices: list[tuple[str, str, str]], default: str) -> None:
+        super().__init__()
+        self.question = question
+        self.choices = choices
+        self.default = default
+        for key, value, label in choices:
+            self._bindings.bind(key, f"choose({value!r})", label)
+        self._bindings.bind("enter", f"choose({default!r})", "Default")
+        self._bindings.bind("escape", "choose(None)", "Stay")
+
+    def compose(self) -> ComposeResult:
+        answers = "   ".join(f"[b]{k}[/b] {label}" for k, _v, label in self.choices)
+        with Vertical(id="dialog"):
+            yield Static(self.question, id="question", markup=False)
+            yield Static(answers + "   [b]escape[/b] stay", id="answers")
+
+    def action_choose(self, value: str | None) -> None:
+        self.dismiss(value)

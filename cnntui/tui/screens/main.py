@@ -1,10 +1,15 @@
 """The main screen: experiments, live curves, results, and every key that acts on them.
 
-Runs train in Textual thread workers. A worker feeds engine events into its RunState and
-posts a `RunUpdated` note when an epoch ends or the status changes (collapsing when stale);
-the screen redraws batch curves and progress from a 4 Hz timer, and only what changed. A
-run's end is handled when its worker stops, so a crash in the worker itself is reported the
-same way as a failed run and never closes the app.
+Runs train in worker processes of their own (executor "process", the default: queued in the
+run store, started by its scheduler, they outlive the TUI) or in Textual thread workers
+(executor "thread"). Either way a RunState is fed the engine's events: a thread worker feeds
+its own; the follower thread feeds every other run of the store (this session's worker
+processes, and whatever another TUI, --detach or a plain --run started) from its files,
+polling the runs not yet ended every FOLLOW_SECONDS and listing the store for new ones once a
+second. Both post a `RunUpdated` note when an epoch ends or the status changes (collapsing
+when stale); the screen redraws batch curves and progress from a 4 Hz timer, and only what
+changed. A thread run's end is handled when its worker stops, so a crash in the worker itself
+is reported the same way as a failed run and never closes the app.
 """
 
 from __future__ import annotations
@@ -28,23 +33,24 @@ from textual.binding import Binding, BindingType
 from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import ContentSwitcher, DataTable, Footer, Header, Static
-from textual.worker import Worker, WorkerState
+from textual.worker import Worker, WorkerState, get_current_worker
 
 from ... import text, tomledit
 from ...config import ConfigError
+from ...driver import EitherEvent, drive
 from ...events import BatchLosses, Event
 from ...store import RunRecord, StoreError
 from ...text import one_line
 from ...tomledit import show_value
 from ..classes import class_view
-from ..messages import RunUpdated
+from ..messages import GpusRead, RunsFound, RunUpdated
 from ..session import Session
 from ..state import Curve, RunState
 from ..widgets.curves import CurvesPanel
 from ..widgets.experiments import ExperimentsTable
 from ..widgets.results import ResultsTable
 from .classes import ClassesScreen
-from .confirm import ConfirmScreen
+from .confirm import ChoiceScreen, ConfirmScreen
 from .edit import ExperimentForm
 from .help import HelpScreen
 
@@ -55,6 +61,8 @@ REDRAW_SECONDS = 0.25  # curves and statuses are redrawn at most 4 times a secon
 # Live curves may take at most this share of a CPU core: a plotext build is pure Python
 # and holds the GIL the training threads need, so a costly chart is redrawn less often.
 CURVES_SHARE = 0.05
+FOLLOW_SECONDS = 0.3  # how often the follower thread reads the files of the runs it follows
+GPU_SECONDS = 2.0  # how often the GPUs are read (NVML, in a thread)
 
 
 TRAIN_NICE = 5  # training threads run this much "nicer" than the UI thread (Linux)
@@ -146,9 +154,11 @@ class MainScreen(Screen):
         exports_dir: Path,
         trainer: Trainer | None = None,
         device_label: str | None = None,
+        inventory: Callable[[], list] | None = None,
     ) -> None:
         super().__init__()
         self.session = session
+        self.inventory = inventory  # cnntui.gpus.inventory, or a test's; None: not read
         self.exports_dir = Path(exports_dir)
         self.trainer = trainer or _engine_train
         self.device_label = device_label or "probing device…"
@@ -162,6 +172,9 @@ class MainScreen(Screen):
         self._curves_due = 0.0  # monotonic time before which the timer leaves the curves be
         self._cuda = False
         self._memory, self._memory_at = "", -math.inf
+        self._gpus: list = []
+        self._told_ended: set[int] = set()  # followed runs whose end has been handled
+        self.stopping = threading.Event()  # set when the app ends: the loops below stop
 
     # -- layout ---------------------------------------------------------------------------
 
@@ -195,7 +208,59 @@ class MainScreen(Screen):
         self.set_interval(REDRAW_SECONDS, self.tick)
         if self._probe:
             self.run_worker(self._probe_device, thread=True, exit_on_error=False, name="device")
+        self.run_worker(self._follow_loop, thread=True, exit_on_error=False, name="follow")
+        if self.inventory is not None:
+            self.run_worker(self._gpu_loop, thread=True, exit_on_error=False, name="gpus")
         self.table.focus()
+
+    def on_unmount(self) -> None:
+        self.stopping.set()
+
+    def _looping(self) -> bool:
+        """For the loops of thread workers: go on until the app ends or cancels them."""
+        return not self.stopping.is_set() and not get_current_worker().is_cancelled
+
+    def _follow_loop(self) -> None:
+        """The follower thread: feed the followed runs, find new ones; never the UI thread."""
+        next_scan = 0.0
+        while self._looping():
+            for state in self.session.poll_followed():
+                self.post_message(RunUpdated(state.key))
+            now = time.monotonic()
+            if now >= next_scan:
+                next_scan = now + 1.0
+                found = self.session.scan_store()
+                if found:
+                    self.post_message(RunsFound(found))
+            self.stopping.wait(FOLLOW_SECONDS)
+
+    def _gpu_loop(self) -> None:
+        while self._looping():
+            try:
+                gpus = list(self.inventory())
+            except Exception:  # a driver hiccup must not end the loop
+                gpus = []
+            self.post_message(GpusRead(gpus))
+            self.stopping.wait(GPU_SECONDS)
+
+    def on_gpus_read(self, message: GpusRead) -> None:
+        self._gpus = message.gpus
+        self.update_header()
+
+    def on_runs_found(self, message: RunsFound) -> None:
+        known = {s.run_dir for s in self.session.runs.values() if not s.ended}
+        for record in message.records:
+            if str(record.path) in known:
+                continue
+            exp = self.session.experiment(record.name)
+            try:
+                exp = record.experiment()
+            except StoreError:
+                if exp is None:
+                    continue
+            self.session.follow(record, exp, remote=True)
+        self.table.update_statuses(self.session)
+        self.update_header()
 
     def _probe_device(self) -> str:
         from ...engine import describe_device, resolve_device
@@ -219,10 +284,27 @@ class MainScreen(Screen):
                 self._memory = f"memory: {one_line(e)}"
         return self._memory
 
+    def gpu_parts(self) -> list[str]:
+        """`0 H200 12.3/141G 45% 2 ours` for every GPU (short: the header is one line)."""
+        ours: dict[int, int] = {}
+        for state in self.session.active():
+            if state.gpu is not None:
+                ours[state.gpu] = ours.get(state.gpu, 0) + 1
+        parts = []
+        for gpu in self._gpus:
+            name = gpu.name.replace("NVIDIA ", "").replace("GeForce ", "")
+            util = f" {gpu.utilization}%" if gpu.utilization >= 0 else ""
+            mine = ours.get(gpu.index, 0)
+            parts.append(
+                f"{gpu.index} {name} {gpu.memory_used / 2**30:.1f}/{gpu.memory_total / 2**30:.0f}G"
+                f"{util}" + (f" {mine} ours" if mine else "")
+            )
+        return parts
+
     def update_header(self) -> None:
         active, queued = len(self.session.active()), len(self.session.queued())
-        parts = [self.device_label]
-        if self._cuda:
+        parts = [self.device_label] if not self._gpus else self.gpu_parts()
+        if self._cuda and not self._gpus:
             parts.append(self._cuda_memory())
         parts.append(f"{active} running" + (f", {queued} queued" if queued else ""))
         parts.append(f"jobs {self.session.jobs}")
@@ -308,13 +390,18 @@ class MainScreen(Screen):
         self.update_header()
 
     def _train(self, state: RunState) -> None:
-        """The worker thread: one run, its events into the RunState, a note to the screen."""
+        """The worker thread: one run, its events into the RunState, a note to the screen.
+        Its live files are written as a worker process writes them (cnntui.driver), so other
+        processes follow and cancel it too."""
         yield_cpu_to_ui()
         store = self.session.store
         with self.session.training():
             run = state.resume_run or store.create(state.experiment)
+            state.run_dir = str(run.path)
             try:
-                for event in self.trainer(state.experiment, state.cancel, run, state.checkpoint):
+                cancel = EitherEvent(state.cancel)
+                events = self.trainer(state.experiment, cancel, run, state.checkpoint)
+                for event in drive(run.path, events, cancel):
                     state.feed(event)
                     if not isinstance(event, BatchLosses):  # the redraw timer picks those up
                         self.post_message(RunUpdated(state.key))
@@ -329,6 +416,9 @@ class MainScreen(Screen):
         if self._seen.get(state.key, (None, -1))[1] != epochs and state.run_dir:
             self._seen[state.key] = (state.version, epochs)
             self.results.put(state.run_dir, state.summary())
+        if state.follow is not None and state.ended and state.key not in self._told_ended:
+            self._told_ended.add(state.key)
+            self.run_ended(state)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         worker = event.worker
@@ -369,6 +459,10 @@ class MainScreen(Screen):
                 self.session.remember(record)
                 summary = {**record.summary, "status": record.status}
         self.results.put(row, summary)
+        if state.remote:  # someone else's run: its row and status say how it ended
+            self.table.update_statuses(self.session)
+            self.redraw_curves()
+            return
         # One note when the queue runs dry, not one a run: the status cells say each ending.
         # A failure's reason is longer than its cell, so it is said at once.
         self._ended.append((state.name, state.status, summary))
@@ -421,12 +515,18 @@ class MainScreen(Screen):
         exp = self.session.experiment(name) if name else None
         if exp is None:
             return
-        queued = self.session.enqueue(exp)
+        queued = self._enqueue(exp)
         if isinstance(queued, str):
             self.notify(queued, severity="warning")
             return
         self.start_queued()
         self.table.update_statuses(self.session)
+
+    def _enqueue(self, exp: Any) -> RunState | str:
+        """Queue a run: in the store for a worker process, or here for a thread."""
+        if self.session.executor_of(exp) == "process":
+            return self.session.submit(exp)
+        return self.session.enqueue(exp)
 
     def action_run_all(self) -> None:
         """Queue every experiment not queued or running; ask first about those whose latest
@@ -470,7 +570,7 @@ class MainScreen(Screen):
         self.app.push_screen(ConfirmScreen(question, answers, escape=None), answered)
 
     def _queue(self, experiments: list) -> None:
-        added = [s for e in experiments if isinstance(s := self.session.enqueue(e), RunState)]
+        added = [s for e in experiments if isinstance(s := self._enqueue(e), RunState)]
         self.start_queued()
         self.table.update_statuses(self.session)
         self.notify(f"queued {len(added)} run(s); {self.session.jobs} at a time")
@@ -488,6 +588,16 @@ class MainScreen(Screen):
         record = self.session.resumable(name)
         if record is None:
             self.notify(f"{name} has no unfinished run to resume", severity="warning")
+            return
+        exp = self.session.experiment(name)
+        if exp is not None and self.session.executor_of(exp) == "process":
+            queued = self.session.submit_resume(record)
+            if isinstance(queued, str):
+                self.notify(queued, severity="error", timeout=15)
+                return
+            done = record.summary.get("epochs_done", 0)
+            self.notify(f"resuming {name} run {record.run_id} after epoch {done}")
+            self.table.update_statuses(self.session)
             return
         try:
             run, checkpoint = self.session.store.resume(record, self.session.overrides)
@@ -693,16 +803,36 @@ class MainScreen(Screen):
     # -- quitting -------------------------------------------------------------------------
 
     def busy(self) -> int:
-        return len(self.session.active()) + len(self.session.queued())
+        """This session's runs queued or active (others' runs are theirs to stop)."""
+        return len(self.session.own())
 
-    def confirm_quit(self, then: Callable[[bool], Any]) -> None:
-        n = len(self.session.active())
-        q = len(self.session.queued())
-        what = f"{n} run(s) active" + (f" and {q} queued" if q else "")
-        self.app.push_screen(
-            ConfirmScreen(f"{what}.\nCancel them and quit? Their histories so far are kept."),
-            then,
+    def confirm_quit(self, then: Callable[[str | None], Any]) -> None:
+        """Ask what becomes of this session's runs: "keep" (worker processes go on in the
+        background; threads of this process cannot), "cancel", or None (stay)."""
+        own = self.session.own()
+        threads = [s for s in own if s.follow is None]
+        active = len([s for s in own if s.status != "queued"])
+        queued = len(own) - active
+        what = f"{active} run(s) active" + (f" and {queued} queued" if queued else "")
+        if len(threads) == len(own):
+            question = (
+                f"{what}, training in this process (executor 'thread'): they cannot outlive "
+                "it.\nCancel them and quit? Their histories so far are kept."
+            )
+
+            def yes_no(yes: bool | None) -> None:
+                then("cancel" if yes else None)
+
+            self.app.push_screen(ConfirmScreen(question), yes_no)
+            return
+        question = (
+            f"{what}.\nKeep them training in the background (cnntui --status, or open cnntui "
+            "again to follow them), or cancel them? Their histories are kept either way."
         )
+        if threads:
+            question += f"\n{len(threads)} of them train in this process and are cancelled."
+        choices = [("k", "keep", "keep (default)"), ("c", "cancel", "cancel them")]
+        self.app.push_screen(ChoiceScreen(question, choices, "keep"), then)
 
     def run_workers(self) -> list[Worker]:
         return list(self._workers)

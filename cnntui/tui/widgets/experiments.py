@@ -68,8 +68,10 @@ def status_text(run: RunState | RunRecord | None, now: float | None = None) -> T
             body = f"finished {text.pct(acc)}"
         case "failed" | "diverged":
             body = f"{state.status}: {state.reason}"
-        case "cancelled" if state.run_dir:
-            body = f"cancelled · {RESUME_HINT}"
+        case "cancelled" | "interrupted" if state.run_dir:
+            body = f"{state.status} · {RESUME_HINT}"
+        case "starting" if state.remote:
+            body = "running elsewhere"  # another process's run, its progress not yet read
         case _:
             body = state.status
     return Text(text.pad(body, STATUS_WIDTH).rstrip(), style=style)

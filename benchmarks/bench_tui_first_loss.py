@@ -1,0 +1,88 @@
+"""Time from `r` in the TUI to the run's first batch loss drawn on screen, LeNet on synthetic
+data, per executor: "process" (queued in the run store; the scheduler starts a worker
+process, which imports torch; the TUI follows its live file) and "thread" (in the TUI's own
+process; torch imported once, by the first run). Medians of --repeats fresh apps.
+
+    .venv/bin/python benchmarks/bench_tui_first_loss.py [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from cnntui import lifecycle
+from cnntui.store import RunStore
+from cnntui.tui.app import make_app
+
+TOML = """\
+[defaults]
+dataset = "synthetic"
+model = "lenet"
+train_size = 20000
+test_size = 256
+batch_size = 64
+epochs = 1
+device = "cpu"
+
+[[experiment]]
+name = "lenet"
+"""
+
+
+def chart_text(app) -> str:
+    chart = app.main.query_one("#chart-batch")
+    return "\n".join(line.text for line in chart.render_lines(chart.region.reset_offset))
+
+
+async def once(executor: str, folder: Path) -> float:
+    (folder / "experiments.toml").write_text(TOML)
+    store = RunStore(folder / "runs")
+    app = make_app(
+        folder / "experiments.toml",
+        {},
+        store.root,
+        folder / "x",
+        device_label="c",
+        executor=executor,
+    )
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause(0.5)
+        empty = chart_text(app)
+        t0 = time.perf_counter()
+        await pilot.press("r")
+        while chart_text(app) == empty or app.main.session.latest("lenet").done == 0:
+            await asyncio.sleep(0.01)
+        took = time.perf_counter() - t0
+        app.main.session.cancel("lenet")
+        paths = [r.path for r in store.runs()]
+        await asyncio.to_thread(lifecycle.wait_ended, store, paths, 60)
+    return took
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    for executor in ("process", "thread"):
+        times = []
+        for _ in range(args.repeats):
+            with tempfile.TemporaryDirectory() as tmp:
+                times.append(asyncio.run(once(executor, Path(tmp))))
+        shown = ", ".join(f"{t:.2f}" for t in times)
+        print(
+            f"{executor:8s} r -> first batch loss on screen: median "
+            f"{statistics.median(times):.2f} s ({shown})",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
