@@ -13,6 +13,7 @@ torch is imported here); CNNTUI_GPU names that GPU's index on the machine, for t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
@@ -23,6 +24,7 @@ from . import store as st
 from .text import one_line
 
 GPU_ENV = "CNNTUI_GPU"
+NICE = 5  # how much lower than its starter a worker runs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0  # cancelled meanwhile, or already trained by an earlier worker
     from .driver import EitherEvent, drive
 
+    # Training yields the CPU to interactive work (a TUI, a shell), as the threads of an
+    # in-app run always did; on a busy 2-core machine this kept TUI key latency down.
+    with contextlib.suppress(OSError, AttributeError):
+        os.nice(NICE)
     cancel = EitherEvent(None)
 
     def on_signal(signum: int, frame: object) -> None:
