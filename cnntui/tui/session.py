@@ -284,12 +284,8 @@ class Session:
     def submit_resume(self, record: RunRecord) -> RunState | str:
         """Queue `record` (unfinished) to resume in a worker process; or say why not."""
         try:
-            (queued,) = lifecycle.submit(
-                self.store,
-                [self.experiment(record.name) or record.experiment()],
-                jobs=self.jobs,
-                resume=self.overrides,
-            )
+            run, _checkpoint = self.store.resume(record, self.overrides)  # checked, locked
+            (queued,) = lifecycle.requeue([run], jobs=self.jobs)
             lifecycle.ensure_scheduler(self.store)
             exp = queued.experiment()
         except (StoreError, ValueError) as e:
