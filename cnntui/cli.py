@@ -513,6 +513,43 @@ def trained_rows(store: Any, jobs: list[Any], ran: dict[str, str | None], reason
     return rows
 
 
+@dataclasses.dataclass
+class Outcome:
+    """How a study's runs went, as the front end that followed them saw it."""
+
+    ran: dict[str, str | None]  # experiment -> run directory (None: it got none)
+    reasons: dict[str, str]  # experiment -> why it failed
+    outcomes: dict[str, str]  # experiment -> failed / diverged / cancelled
+    not_started: int  # experiments held back: their dataset is missing
+    interrupted: bool
+
+
+def finish_study(
+    args: argparse.Namespace,
+    store: Any,
+    jobs: list[Any],
+    selected: list[Experiment],
+    out: IO[str],
+    progress: Progress,
+    done: Outcome,
+) -> int:
+    """The end of an attached study: its results table, the export, and the exit code."""
+    rows = trained_rows(store, jobs, done.ran, done.reasons)
+    if rows:
+        progress.write("\n" + results_table(rows) + "\n")
+    skipped = args.export and bool(export(args, store, selected, out).skipped)
+    if done.interrupted:
+        return EXIT_INTERRUPTED
+    failed = [n for n, o in done.outcomes.items() if o in ("failed", "diverged")]
+    if done.not_started:
+        progress.write(
+            f"\n{done.not_started} experiment(s) not started: their dataset is missing\n"
+        )
+    if failed:
+        progress.write(f"\n{len(failed)} run(s) failed or diverged: {', '.join(failed)}\n")
+    return EXIT_RUN_FAILED if failed or done.not_started or skipped else EXIT_OK
+
+
 def run_headless(args: argparse.Namespace, out: IO[str]) -> int:
     file, overrides = load_experiments(args)
     selected = apply_overrides(file.select(args.run), overrides)
@@ -580,18 +617,8 @@ def run_headless(args: argparse.Namespace, out: IO[str]) -> int:
             signal.signal(sig, handler)
         progress.close()
 
-    rows = trained_rows(store, jobs, ran, reasons)
-    if rows:
-        progress.write("\n" + results_table(rows) + "\n")
-    skipped = args.export and bool(export(args, store, selected, out).skipped)
-    if interrupted:
-        return EXIT_INTERRUPTED
-    failed = [n for n, o in outcomes.items() if o in ("failed", "diverged")]
-    if not_started:
-        progress.write(f"\n{not_started} experiment(s) not started: their dataset is missing\n")
-    if failed:
-        progress.write(f"\n{len(failed)} run(s) failed or diverged: {', '.join(failed)}\n")
-    return EXIT_RUN_FAILED if failed or not_started or skipped else EXIT_OK
+    done = Outcome(ran, reasons, outcomes, not_started, interrupted)
+    return finish_study(args, store, jobs, selected, out, progress, done)
 
 
 def run_detached(args: argparse.Namespace, out: IO[str]) -> int:
@@ -724,18 +751,8 @@ def run_followed(
         record = RunStore.read(f.path)
         if record is not None:
             ran.setdefault(record.name, str(f.path))
-    rows = trained_rows(store, jobs, ran, reasons)
-    if rows:
-        progress.write("\n" + results_table(rows) + "\n")
-    skipped = args.export and bool(export(args, store, selected, out).skipped)
-    if state["interrupted"]:
-        return EXIT_INTERRUPTED
-    failed = [n for n, o in outcomes.items() if o in ("failed", "diverged")]
-    if not_started:
-        progress.write(f"\n{not_started} experiment(s) not started: their dataset is missing\n")
-    if failed:
-        progress.write(f"\n{len(failed)} run(s) failed or diverged: {', '.join(failed)}\n")
-    return EXIT_RUN_FAILED if failed or not_started or skipped else EXIT_OK
+    done = Outcome(ran, reasons, outcomes, not_started, state["interrupted"])
+    return finish_study(args, store, jobs, selected, out, progress, done)
 
 
 def show_status(args: argparse.Namespace, out: IO[str]) -> int:
