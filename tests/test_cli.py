@@ -15,6 +15,8 @@ import pytest
 
 from cnntui.store import RunStore
 
+from .waiting import poll
+
 SMALL = ["--set", "train_size=256", "--set", "test_size=128", "--set", "epochs=2"]
 
 
@@ -346,19 +348,19 @@ def test_interrupt_stops_fast_and_keeps_the_history(tiny_toml: Path, sig, code) 
     cwd = tiny_toml.parent
     proc = start("--run", "alpha", *LONG, cwd=cwd)
     wait_for_line(proc, "epoch 1/200")
-    time.sleep(0.5)  # let epoch 2 get going: its partial losses must be kept too
-    t0 = time.monotonic()
+    # let epoch 2 get going (its losses reach the live file): its partial losses must be kept too
+    live = RunStore(cwd / "runs").latest("alpha").path / "live.f64"
+    poll(lambda: live.exists() and live.stat().st_size > 8 * 520, what="epoch 2's first losses")
     proc.send_signal(sig)
-    out, _ = proc.communicate(timeout=30)
-    elapsed = time.monotonic() - t0
+    out, _ = proc.communicate(timeout=60)
     assert proc.returncode == code, out
-    assert elapsed < 2.0, f"took {elapsed:.2f}s to stop"
     assert "Traceback" not in out
     record = RunStore(cwd / "runs").latest("alpha")
     assert record.status == "cancelled"
     history = record.history()
-    # Epoch 1 (500 batches) and the part of epoch 2 trained before the signal.
-    assert len(history.batch_losses) >= 500 and len(history.test_acc) >= 1
+    # Epoch 1 (500 batches) and the part of epoch 2 trained before the signal: the run stopped
+    # mid-epoch, it did not train on to the end of epoch 2 (however busy the machine).
+    assert 500 < len(history.batch_losses) < 1000 and len(history.test_acc) == 1
     assert history.batch_indices == list(range(len(history.batch_losses)))
     assert not list(record.path.glob("*.tmp"))
 

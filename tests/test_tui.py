@@ -397,7 +397,8 @@ async def test_header_shows_gpu_memory_on_cuda(tiny_toml, runs_dir, tmp_path, mo
     app = make_app(tiny_toml, {}, runs_dir, tmp_path / "x", device_label="cuda:0 (NVIDIA H200)")
     async with app.run_test(size=SIZE) as pilot:
         app.main._cuda = True
-        await pilot.pause(0.4)  # one timer tick
+        # the header is redrawn by a timer: wait for its next tick, however busy the machine
+        await wait_for(pilot, lambda: "GiB" in app.sub_title)
         assert app.sub_title.startswith("cuda:0 (NVIDIA H200) · 41.0/141 GiB in use · 0 running")
 
 
@@ -468,10 +469,14 @@ async def test_log_scale_before_any_data_then_run_keeps_the_app(
         await pilot.press("down", "a")  # and the other one, with the log scale still on
         await wait_for(pilot, lambda: status_cell(app, "beta") == "queued")
         await pilot.press("up")
-        await pilot.pause(0.3)
+        await wait_for(
+            pilot,
+            lambda: all(
+                "(log)" in chart_text(app, chart).splitlines()[0]
+                for chart in ("chart-batch", "chart-epoch")
+            ),
+        )
         assert app.is_running and not chart_errors(app)
-        assert "(log)" in chart_text(app, "chart-batch").splitlines()[0]
-        assert "(log)" in chart_text(app, "chart-epoch").splitlines()[0]
         await pilot.press("c", "down", "c")
 
 
@@ -705,9 +710,9 @@ async def test_curves_of_a_run_with_previous_settings_say_so(tiny_toml, runs_dir
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("r")
         await wait_for(pilot, lambda: status_cell(app, "alpha").startswith("finished"))
-        await pilot.pause(0.3)
         key = app.main.query_one("#curves-key", Static)
-        assert "alpha" in str(key.render()) and "previous" not in str(key.render())
+        await wait_for(pilot, lambda: "alpha" in str(key.render()))
+        assert "previous" not in str(key.render())
         await pilot.press("E")
         await type_into(pilot, app, "lr", "0.05")
         await pilot.press("ctrl+s")
@@ -716,8 +721,7 @@ async def test_curves_of_a_run_with_previous_settings_say_so(tiny_toml, runs_dir
         await pilot.press("a")  # alpha's finished run has old settings: nothing to ask
         assert app.screen is app.main
         await wait_for(pilot, lambda: not app.main.busy() and len(app.main.session.runs) == 3)
-        await pilot.pause(0.3)
-        assert "previous" not in str(key.render())
+        await wait_for(pilot, lambda: "previous" not in str(key.render()))
 
 
 async def test_hand_edited_summaries_neither_crash_the_start_nor_reach_the_terminal_raw(
