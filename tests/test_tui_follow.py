@@ -89,7 +89,7 @@ async def test_quit_asks_keep_or_cancel_and_keep_leaves_the_run_training(study, 
         await pilot.press("escape")  # changed my mind
         assert app.screen is app.main and app.is_running
         await pilot.press("q", "k")
-        await wait_for(pilot, lambda: not app.is_running, 10)
+        await wait_for(pilot, lambda: not app.is_running, 60)
     record = store.latest("alpha")
     try:
         assert record.status == "running"  # alive: its worker process goes on
@@ -151,7 +151,7 @@ async def test_header_shows_every_gpu_and_our_runs_on_it(tiny_toml, runs_dir, tm
         fake_remote_run(runs_dir, 1, other.pid)
         app = make_app(tiny_toml, {}, runs_dir, tmp_path / "x", inventory=inventory)
         async with app.run_test(size=(160, 24)) as pilot:
-            await wait_for(pilot, lambda: "0 H200 12.0/140G 45%" in app.sub_title, 10)
+            await wait_for(pilot, lambda: "0 H200 12.0/140G 45%" in app.sub_title, 60)
             await wait_for(pilot, lambda: "1 H200 70.0/140G 99% 1 ours" in app.sub_title, 10)
             assert "0 H200 12.0/140G 45% ·" in app.sub_title  # none of ours on GPU 0
     finally:
