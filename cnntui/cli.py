@@ -592,13 +592,17 @@ def run_headless(args: argparse.Namespace, out: IO[str]) -> int:
         # Only set flags here: raising would tear through the event stream and leave the
         # worker threads running. Every run sees the cancel event within a batch and saves.
         nonlocal interrupted
+        if hasattr(signal, "SIGHUP") and signum == signal.SIGHUP:
+            # A dropped SSH connection or a closed terminal ends only the following: the runs
+            # (and those still waiting) go on in this process, as they would with --detach.
+            leave_terminal(progress)
+            return
         first = not interrupted
         interrupted = True
         cancel.set()
         if first:
             progress.line("interrupted: stopping runs and saving their histories ...")
 
-    # SIGHUP is a dropped SSH connection or a closed terminal: stop and save, like SIGTERM.
     signals = [signal.SIGINT, signal.SIGTERM]
     if hasattr(signal, "SIGHUP"):
         signals.append(signal.SIGHUP)
@@ -619,6 +623,14 @@ def run_headless(args: argparse.Namespace, out: IO[str]) -> int:
 
     done = Outcome(ran, reasons, outcomes, not_started, interrupted)
     return finish_study(args, store, jobs, selected, out, progress, done)
+
+
+def leave_terminal(progress: Progress) -> None:
+    """After a hang-up: stop printing, and point stdout and stderr at /dev/null, so that
+    writing to a terminal that is gone can neither fail nor stop the process."""
+    progress.live = False
+    for out in {id(o): o for o in (progress.out, sys.stdout, sys.stderr)}.values():
+        silence(out)
 
 
 def run_detached(args: argparse.Namespace, out: IO[str]) -> int:

@@ -384,3 +384,14 @@ def test_status_of_a_missing_or_file_runs_dir_is_one_line(study: Path) -> None:
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip() == "cnntui: runs dir 'afile' is a file, not a directory"
     assert not (study / "nowhere").exists()
+
+
+def test_attached_thread_runs_go_on_after_a_hangup_of_their_terminal(study: Path) -> None:
+    # Two runs, one job: the second is still waiting when the terminal goes away.
+    proc = start("--run", "all", "--set", "epochs=3", cwd=study)
+    wait_for_line(proc, "started on")
+    proc.send_signal(signal.SIGHUP)  # the SSH connection is gone
+    store = RunStore(study / "runs")
+    wait(lambda: statuses(store) == {"alpha": "finished", "beta": "finished"}, "both finished")
+    assert proc.wait(60) == 0  # nothing was cancelled
+    assert all(r.summary["epochs_done"] == 3 for r in store.runs())
