@@ -2,10 +2,11 @@
 a large run store, and the redraw cost of a very long run.
 
   1. throughput  N = 1, 2, 4 runs of the real engine (LeNet, synthetic CIFAR-shaped data) in
-                 the app (curves on screen, redrawn at 4 Hz) against the same runs headless
-                 through `runner.run_jobs` in threads, the TUI's model (and, for reference, the
-                 CLI's default for several jobs, processes). Images per second of wall time,
-                 setup included; modes alternate, medians of the repeats.
+                 the app (curves on screen, redrawn at 4 Hz) against the same runs headless,
+                 both ways of executing: threads of the process (headless: `runner.run_jobs`)
+                 and worker processes (headless: queued in the store as `--detach` does; the
+                 TUI's default). Images per second of wall time, setup included; modes
+                 alternate, medians of the repeats.
   2. latency     with N runs active, `down`/`up` pressed every 0.1-0.3 s, moving between
                  experiments (each move redraws the curves); time from the key entering
                  the app until the screen update showing the new curves is handed to the
@@ -75,11 +76,32 @@ def headless(cfg: Path, runs: Path, n: int, mode: str) -> float:
     return sum(e.train_size * e.epochs for e in exps) / wall
 
 
-async def in_app(cfg: Path, runs: Path, n: int) -> float:
+def detached(cfg: Path, runs: Path, n: int) -> float:
+    """Images a second for the N runs queued in the store and trained by worker processes
+    (what `--detach` does, and the TUI since runs outlive it), polled until all have ended."""
+    from cnntui import lifecycle
+
+    exps = experiments(cfg)
+    store = RunStore(runs)
+    t0 = time.perf_counter()
+    ids = {r.run_id for r in lifecycle.submit(store, exps, n)}
+    lifecycle.ensure_scheduler(store)
+    while True:
+        records = [r for r in store.runs() if r.run_id in ids]
+        if records and all(r.status not in ("queued", "running") for r in records):
+            break
+        time.sleep(0.05)
+    wall = time.perf_counter() - t0
+    bad = [r.summary.get("reason") for r in records if r.status != "finished"]
+    assert not bad, bad
+    return sum(e.train_size * e.epochs for e in exps) / wall
+
+
+async def in_app(cfg: Path, runs: Path, n: int, executor: str) -> float:
     from cnntui.tui.app import make_app
 
     exps = experiments(cfg)
-    app = make_app(cfg, {}, runs, runs.parent / "exports", n, device_label="cpu")
+    app = make_app(cfg, {}, runs, runs.parent / "exports", n, device_label="cpu", executor=executor)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("space", "down", "space")  # two runs overlaid on the curves
         t0 = time.perf_counter()
@@ -313,11 +335,9 @@ def pct(xs: list[float], q: float) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller runs, one repeat")
-    ap.add_argument(
-        "--processes", action="store_true", help="also time the CLI's process mode headless"
-    )
     args = ap.parse_args()
     train_size = 2048 if args.quick else 6144
+    epochs = 1 if args.quick else 3
     repeats = 1 if args.quick else 3
     presses = 20 if args.quick else 60
     jobs = (1, 2, 4)
@@ -331,24 +351,28 @@ def main() -> None:
         headless(warm, tmp / "warm-runs", 1, "thread")
 
         print("\n1. throughput: images/s of wall time, setup included (median of repeats)")
-        print(f"   each run: LeNet, batch 32, {train_size} synthetic images, 1 epoch, cpu")
-        print("   runs | headless threads | app (threads) | app/headless | headless processes")
+        print(f"   each run: LeNet, batch 32, {train_size} synthetic images × {epochs} epochs, cpu")
+        print("   threads: runs in the process (headless: runner.run_jobs; app: executor=thread)")
+        print("   workers: runs in worker processes (headless: queued as --detach does; app:")
+        print("            the TUI's default), process start and torch import included")
+        print("   runs | threads: headless   app  app/hl | workers: headless   app  app/hl")
         through: dict[int, dict[str, float]] = {}
         for n in jobs:
             cfg = tmp / f"bench{n}.toml"
-            cfg.write_text(bench_toml(n, train_size, 1))
-            got: dict[str, list[float]] = {"thread": [], "app": [], "process": []}
-            for r in range(repeats):
+            cfg.write_text(bench_toml(n, train_size, epochs))
+            got: dict[str, list[float]] = {k: [] for k in ("thread", "app", "worker", "app-w")}
+            for r in range(repeats):  # the modes alternate, so a busy spell hits them all
                 base = tmp / f"t{n}-{r}"
                 got["thread"].append(headless(cfg, base / "h", n, "thread"))
-                got["app"].append(asyncio.run(in_app(cfg, base / "a" / "runs", n)))
-                if n > 1 and args.processes:
-                    got["process"].append(headless(cfg, base / "p", n, "process"))
-            med = {k: statistics.median(v) if v else float("nan") for k, v in got.items()}
+                got["app"].append(asyncio.run(in_app(cfg, base / "a" / "runs", n, "thread")))
+                got["worker"].append(detached(cfg, base / "w" / "runs", n))
+                got["app-w"].append(asyncio.run(in_app(cfg, base / "aw" / "runs", n, "process")))
+            med = {k: statistics.median(v) for k, v in got.items()}
             through[n] = med
             print(
-                f"   {n:4d} | {med['thread']:16.0f} | {med['app']:13.0f} |"
-                f" {med['app'] / med['thread']:11.0%} | {med['process']:18.0f}"
+                f"   {n:4d} | {med['thread']:16.0f} {med['app']:5.0f}"
+                f" {med['app'] / med['thread']:6.0%} | {med['worker']:16.0f}"
+                f" {med['app-w']:5.0f} {med['app-w'] / med['worker']:6.0%}"
             )
 
         print(f"\n2. key latency: {presses} presses of down/up, each redrawing the curves")

@@ -136,7 +136,7 @@ def test_detach_returns_at_once_and_the_runs_finish_in_the_background(study: Pat
     t0 = time.monotonic()
     result = cnntui("--run", "all", "--detach", "--jobs", "2", cwd=study, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert time.monotonic() - t0 < 30  # it does not wait for the runs (minutes under load)
+    assert time.monotonic() - t0 < 10  # it does not wait for the runs
     store = RunStore(study / "runs")
     ids = {r.run_id for r in store.runs()}
     assert len(ids) == 2 and all(i in result.stdout for i in ids)
