@@ -172,7 +172,7 @@ def print_list(file: ExperimentFile, out: IO[str], runs_dir: Path | None = None)
         own = {k: v for k, v in e.settings().items() if k in base and base[k] != v}
         status = latest_status(latest.get(e.name))
         cells.append([e.name, e.display_title, e.group or "-", status])
-        settings.append([f"{k}={v}" for k, v in own.items()])
+        settings.append([f"{k}={_shown(v)}" for k, v in own.items()])
     headers = ["name", "title", "group", "latest run"]
     used = sum(
         max([text.width(h)] + [text.width(r[i]) for r in cells]) + 2 for i, h in enumerate(headers)
@@ -196,8 +196,15 @@ def print_list(file: ExperimentFile, out: IO[str], runs_dir: Path | None = None)
         print("\n" + textwrap.fill(hint, max(40, width)), file=out)
     print_data(file.experiments, width, out)
     shown = {k: v for k, v in base.items() if v not in (None, "")}
-    line = "[defaults] " + " ".join(f"{k}={v}" for k, v in shown.items())
+    line = "[defaults] " + " ".join(f"{k}={_shown(v)}" for k, v in shown.items())
     print("\n" + textwrap.fill(line, max(40, width), subsequent_indent=" " * 11), file=out)
+
+
+def _shown(value: Any) -> str:
+    """A setting as `--list` prints it: a list of seeds as 0,1,2."""
+    if isinstance(value, tuple | list):
+        return ",".join(str(v) for v in value)
+    return str(value)
 
 
 def print_data(experiments: list[Experiment], width: int, out: IO[str]) -> None:
@@ -453,20 +460,22 @@ def plan_jobs(args: argparse.Namespace, store: Any, selected: list[Experiment], 
     """The runs to train; with --resume, each selected experiment's latest unfinished run,
     checked and locked (see RunStore.resume). A run that cannot be resumed is a UsageError
     naming it and why, raised before anything is written."""
+    from .config import expand_runs
     from .runner import Job
     from .store import StoreError
 
     if not args.resume:
-        return [Job(e) for e in selected]
+        return [Job(e) for e in expand_runs(selected)]  # one run per seed
     jobs: list[Job] = []
-    skipped: dict[str, str] = {}  # experiment -> why it has nothing to resume
+    skipped: dict[str, str] = {}  # experiment (and seed) -> why it has nothing to resume
     try:
-        for exp in selected:
-            record = store.latest(exp.name, unfinished=True)
+        for exp in expand_runs(selected):
+            seed = exp.seed if exp.seeds else None  # with seeds: each seed's own latest run
+            record = store.latest(exp.name, unfinished=True, seed=seed)
             if record is None:
                 bad = store.unreadable(exp.name)
                 why = f"{bad[-1] / 'summary.json'} is unreadable" if bad else "no unfinished run"
-                skipped[exp.name] = why
+                skipped[exp.label] = why
                 continue
             run, checkpoint = store.resume(record, overrides)
             jobs.append(Job(run.experiment, run, checkpoint))
@@ -501,15 +510,15 @@ def trained_rows(store: Any, jobs: list[Any], ran: dict[str, str | None], reason
     rows: list[_Row] = []
     for job in jobs:
         exp = job.experiment
-        if exp.name not in ran:
+        if exp.label not in ran:
             continue  # never started (interrupted before its turn)
-        path = ran[exp.name]
+        path = ran[exp.label]
         record = RunStore.read(Path(path)) if path else None
         if record is not None:
-            rows.append(_Row(exp.name, record.summary, record.status))
+            rows.append(_Row(exp.label, record.summary, record.status))
             continue
-        summary = {"title": exp.display_title, "model": exp.model, "reason": reasons.get(exp.name)}
-        rows.append(_Row(exp.name, summary, "failed"))
+        summary = {"title": exp.display_title, "model": exp.model, "reason": reasons.get(exp.label)}
+        rows.append(_Row(exp.label, summary, "failed"))
     return rows
 
 
@@ -762,7 +771,7 @@ def run_followed(
     for f in followed:
         record = RunStore.read(f.path)
         if record is not None:
-            ran.setdefault(record.name, str(f.path))
+            ran.setdefault(record.label, str(f.path))
     done = Outcome(ran, reasons, outcomes, not_started, state["interrupted"])
     return finish_study(args, store, jobs, selected, out, progress, done)
 

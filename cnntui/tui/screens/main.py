@@ -570,10 +570,11 @@ class MainScreen(Screen):
         self.app.push_screen(ConfirmScreen(question, answers, escape=None), answered)
 
     def _queue(self, experiments: list) -> None:
-        added = [s for e in experiments if isinstance(s := self._enqueue(e), RunState)]
+        added = [e for e in experiments if isinstance(self._enqueue(e), RunState)]
         self.start_queued()
         self.table.update_statuses(self.session)
-        self.notify(f"queued {len(added)} run(s); {self.session.jobs} at a time")
+        runs = sum(len(e.runs()) for e in added)  # one per seed
+        self.notify(f"queued {runs} run(s); {self.session.jobs} at a time")
 
     def action_cancel(self) -> None:
         name = self._highlighted()
