@@ -585,7 +585,7 @@ def run_headless(args: argparse.Namespace, out: IO[str]) -> int:
     for job in jobs:
         if job.experiment.name not in ready and job.resume_dir is not None:
             job.resume_dir.release()
-    not_started = len(jobs) - len(ready)
+    not_started = len([j for j in jobs if j.experiment.name not in ready])
     jobs = [j for j in jobs if j.experiment.name in ready]
     selected = [e for e in selected if e.name in ready]
     if not jobs:
@@ -703,7 +703,7 @@ def run_followed(
     for job in jobs:
         if job.experiment.name not in ready and job.resume_dir is not None:
             job.resume_dir.release()
-    not_started = len(jobs) - len(ready)
+    not_started = len([j for j in jobs if j.experiment.name not in ready])
     jobs = [j for j in jobs if j.experiment.name in ready]
     selected = [e for e in selected if e.name in ready]
     if not jobs:

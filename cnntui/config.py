@@ -173,6 +173,22 @@ GENERATED_KEYS = ("sweep", "swept")  # written by a [[sweep]], not by hand
 # values to sweep over.
 LIST_SETTINGS = ("seeds", "gpus")
 _FIELD_TYPES = {f.name: f.type for f in fields(Experiment)}
+# Settings that change how fast a run trains or where it reads from, not what it learns: a
+# run that differs from today's settings only in these still counts as one of them.
+SPEED_KEYS = frozenset(
+    {"device", "data_dir", "threads", "compile", "channels_last", "target_acc"}
+    | {"executor", "gpus", "runs_per_gpu", "min_free_gib"}  # where it runs, not what it learns
+)
+
+
+def learned_key(exp: Settings) -> str:
+    """A short fingerprint of what a run learns (every setting but the speed ones and the
+    seed): runs with equal keys are seeds of one configuration."""
+    import hashlib
+    import json
+
+    learned = {k: getattr(exp, k) for k in SETTING_KEYS if k not in SPEED_KEYS | {"seed", "seeds"}}
+    return hashlib.sha1(json.dumps(learned, sort_keys=True).encode()).hexdigest()[:12]
 
 
 @dataclass

@@ -46,7 +46,7 @@ from typing import IO, Any
 import numpy as np
 import tomli_w
 
-from .config import ConfigError, Experiment, check_value
+from .config import ConfigError, Experiment, check_value, learned_key
 from .history import History, Metrics, check_arrays, metrics
 from .text import one_line
 
@@ -472,6 +472,18 @@ class RunRecord:
             return None
 
     @property
+    def settings_key(self) -> str | None:
+        """`config.learned_key` of the run's settings (read from config.toml for a run from
+        before summaries recorded it); None when unknown."""
+        key = self.summary.get("settings_key")
+        if isinstance(key, str):
+            return key
+        try:
+            return learned_key(self.experiment())
+        except RunFileError:
+            return None
+
+    @property
     def label(self) -> str:
         """`baseline`, or `baseline seed 2` for a run of one of several seeds."""
         seeds = self.summary.get("seeds")
@@ -582,6 +594,7 @@ class RunDir:
             "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "epochs": experiment.epochs,
             "seed": experiment.seed,
+            "settings_key": learned_key(experiment),
         }
         if experiment.seeds:
             self.summary["seeds"] = list(experiment.seeds)
@@ -787,6 +800,7 @@ class RunStore:
         run = self.reopen(record)
         run.experiment = dataclasses.replace(experiment, **overrides)
         run.summary["epochs"] = run.experiment.epochs
+        run.summary["settings_key"] = learned_key(run.experiment)
         return run, checkpoint
 
     def runs(self, name: str | None = None) -> list[RunRecord]:

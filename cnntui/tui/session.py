@@ -17,16 +17,19 @@ from pathlib import Path
 from typing import Any
 
 from .. import lifecycle
-from ..config import SETTING_KEYS, ConfigError, Experiment, ExperimentFile, apply_overrides, load
+from ..config import (
+    SETTING_KEYS,
+    SPEED_KEYS,
+    ConfigError,
+    Experiment,
+    ExperimentFile,
+    apply_overrides,
+    load,
+)
 from ..store import UNFINISHED, RunRecord, RunStore, StoreError
 from .state import RunState, Trace
 
-# Settings that change how fast a run trains or where it reads from, not what it learns: a
-# run that differs from today's settings only in these still counts as one of them.
-SPEED_ONLY = frozenset(
-    {"device", "data_dir", "threads", "compile", "channels_last", "target_acc"}
-    | {"executor", "gpus", "runs_per_gpu", "min_free_gib"}  # where it runs, not what it learns
-)
+SPEED_ONLY = SPEED_KEYS  # settings that change how fast a run trains, not what it learns
 STORED_REFRESH_SECONDS = 1.0  # how often a stored run another process trains is re-read
 SCAN_SECONDS = 1.0  # how often the store is listed for runs someone else queued or started
 
