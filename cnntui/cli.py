@@ -385,6 +385,26 @@ def results_table(records: list[Any]) -> str:
     return text.table([*headers, "status"], rows, right={3, 4, 5, 6, 7})
 
 
+def seeds_table(store: Any, experiments: list[Experiment]) -> str:
+    """Each experiment's final test accuracy over its seeds (mean ± std, n) and its
+    difference from its group's reference with Welch's 95% interval (cnntui.stats)."""
+    from . import stats
+
+    rows = [
+        [
+            text.safe(r.name),
+            r.group or "-",
+            str(r.accuracy.n),
+            stats.pct_mean_std(r.accuracy).split(" (n=")[0],
+            stats.pp_interval(r.comparison) if r.comparison else "-",
+            stats.verdict(r),
+        ]
+        for r in stats.study(experiments, store.runs)
+    ]
+    headers = ["name", "group", "n", "final acc mean ± std", "vs reference [95% CI]", ""]
+    return text.table(headers, rows, right={2, 3})
+
+
 def check_dirs(args: argparse.Namespace, experiments: list[Experiment]) -> None:
     """Fail early, with one line, on a runs/exports/data dir that is a file or not writable."""
     from .store import RunStore, StoreError
@@ -546,6 +566,8 @@ def finish_study(
     rows = trained_rows(store, jobs, done.ran, done.reasons)
     if rows:
         progress.write("\n" + results_table(rows) + "\n")
+    if any(len(e.seeds) > 1 for e in selected):
+        progress.write("\n" + seeds_table(store, selected) + "\n")
     skipped = args.export and bool(export(args, store, selected, out).skipped)
     if done.interrupted:
         return EXIT_INTERRUPTED

@@ -199,3 +199,59 @@ def pp_interval(c: Comparison) -> str:
     if not math.isfinite(c.low):
         return f"{100 * c.diff:+.2f} pp"
     return f"{100 * c.diff:+.2f} pp [{100 * c.low:+.2f}, {100 * c.high:+.2f}]"
+
+
+# --- a study from the run store's summaries ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StudyRow:
+    """One experiment of a study: its final test accuracy over seeds, and the comparison."""
+
+    name: str
+    group: str
+    seeds: tuple[Any, ...]  # the seeds counted
+    accuracy: Aggregate
+    comparison: Comparison | None  # None: its group's reference has no finished run
+
+
+def study(experiments: Sequence[Any], runs_of: Callable[[str], Sequence[Any]]) -> list[StudyRow]:
+    """Mean ± std of final test accuracy per experiment (from each counted run's summary)
+    and each one's comparison with its group's reference. `runs_of(name)` gives the
+    experiment's runs oldest first (RunStore.runs)."""
+    finals: dict[str, list[float]] = {}
+    seeds: dict[str, tuple[Any, ...]] = {}
+    for exp in experiments:
+        counted = seed_runs(runs_of(exp.name), key=lambda r: r.settings_key)
+        finals[exp.name] = [r.summary.get("final_test_acc") for r in counted]
+        seeds[exp.name] = tuple(r.seed for r in counted)
+    groups: dict[str, list[Any]] = {}
+    for exp in experiments:
+        groups.setdefault(exp.group, []).append(exp)
+    rows = []
+    for exp in experiments:
+        ref = reference_of(groups[exp.group])
+        agg = aggregate(finals[exp.name])
+        if exp is ref:
+            comparison: Comparison | None = Comparison(
+                math.nan, math.nan, math.nan, math.nan, REFERENCE
+            )
+        elif agg.n and aggregate(finals[ref.name]).n:
+            comparison = welch(finals[ref.name], finals[exp.name])
+        else:
+            comparison = None
+        rows.append(StudyRow(exp.name, exp.group, seeds[exp.name], agg, comparison))
+    return rows
+
+
+def verdict(row: StudyRow) -> str:
+    """What a table says of the row: reference, within / beyond noise, 1 seed: no error bar."""
+    if row.accuracy.n == 0:
+        return "no finished run"
+    if row.comparison is None:
+        return "-"
+    if row.comparison.verdict == REFERENCE:
+        return REFERENCE
+    if row.accuracy.n == 1:
+        return ONE_SEED
+    return row.comparison.verdict

@@ -774,6 +774,14 @@ class MainScreen(Screen):
         for i, table in enumerate(tables):
             if table.get("name") == name:
                 return i, table
+        exp = self.session.experiment(name)
+        if exp is not None and exp.sweep:
+            self.notify(
+                f"{name} comes from [[sweep]] {exp.sweep!r}: edit the sweep in "
+                f"{self.session.config}",
+                severity="warning",
+            )
+            return None
         self.notify(f"{name} is not in {self.session.config} any more; reload", severity="error")
         return None
 
