@@ -157,20 +157,28 @@ def print_list(file: ExperimentFile, out: IO[str], runs_dir: Path | None = None)
     import shutil
     import textwrap
 
+    from . import stats
     from .store import RunStore
 
     width = shutil.get_terminal_size((80, 24)).columns - 1
-    latest = {}
+    latest, by_name = {}, {}
     if runs_dir is not None:
         try:
-            latest = {r.name: r for r in RunStore(runs_dir).runs()}
+            for r in RunStore(runs_dir).runs():
+                latest[r.name] = r
+                by_name.setdefault(r.name, []).append(r)
         except (OSError, ValueError):
-            latest = {}
+            latest, by_name = {}, {}
     base = dataclasses.asdict(file.defaults)
     cells, settings = [], []
     for e in file.experiments:
         own = {k: v for k, v in e.settings().items() if k in base and base[k] != v}
         status = latest_status(latest.get(e.name))
+        if len(e.seeds) > 1:  # several seeds: how many finished, and their mean ± std
+            counted = stats.seed_runs(by_name.get(e.name, []), key=lambda r: r.settings_key)
+            agg = stats.aggregate(r.summary.get("final_test_acc") for r in counted)
+            done = f"{agg.n}/{len(e.seeds)} seeds"
+            status = f"{done} {stats.pct_mean_std(agg).split(' (n=')[0]}" if agg.n else status
         cells.append([e.name, e.display_title, e.group or "-", status])
         settings.append([f"{k}={_shown(v)}" for k, v in own.items()])
     headers = ["name", "title", "group", "latest run"]
@@ -881,7 +889,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.list:
-            file, _ = load_experiments(args)
+            file, overrides = load_experiments(args)
+            if overrides:  # shown as they would run: `--list --set seeds=0,1,2`
+                file.experiments = apply_overrides(file.experiments, overrides)
+                (file.defaults,) = apply_overrides([file.defaults], overrides)
             print_list(file, sys.stdout, args.runs_dir)
             sys.stdout.flush()  # here, so a closed pipe is caught below, not at exit
             return EXIT_OK

@@ -658,12 +658,13 @@ def comparison(series: list[Series], title: str) -> Figure:
             fontsize=8,
         )
     else:  # above the error bar and the highest seed, so nothing hides the numbers
+        sep = "\n" if n > 4 else " "  # narrow bars: the spread under the mean
         for i, (v, d, f) in enumerate(zip(final, spread, finals, strict=True)):
             top_here = np.nanmax([np.nan_to_num(v) + d, *f]) if len(f) else np.nan_to_num(v)
             shown = (
                 "–"
                 if math.isnan(v)
-                else f"{v * 100:.1f}%" + (f" ± {d * 100:.1f}" if len(f) > 1 else "")
+                else f"{v * 100:.1f}%" + (f"{sep}± {d * 100:.1f}" if len(f) > 1 else "")
             )
             ax_c.annotate(
                 shown,
