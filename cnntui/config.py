@@ -657,7 +657,8 @@ def _expand_sweep(
         title = values.get("title", "")
         own.update(
             name=name,
-            title=f"{title} ({', '.join(parts)})" if title else "",
+            # The swept values tell the sweep's experiments apart where the group is shown.
+            title=f"{title} ({', '.join(parts)})" if title else ", ".join(parts),
             group=values.get("group") or base,
             sweep=base,
             swept=tuple(grid),
