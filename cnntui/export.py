@@ -12,6 +12,10 @@ tables 1–3, for the latest run of each experiment (finished or partial).
     exports/<group>/per_class.{csv,md} per-class test accuracy of each experiment
     exports/<group>/results.tex       the same table in LaTeX (booktabs), to \\input
     exports/results.{csv,md,tex}      every experiment, one row each
+    exports/<group>/<sweep>_heatmap.png  a sweep over two settings: mean final test accuracy
+
+An experiment with several seeds also gets mean ± std and n over the latest finished run of
+each seed (stats.seed_runs), and each one a comparison with its group's reference (Welch).
 
 Every figure's title and every table's caption line (and the CSV's `dataset`,
 `train_images`, `test_images` columns) say what the numbers were measured on, so synthetic
