@@ -157,22 +157,30 @@ def print_list(file: ExperimentFile, out: IO[str], runs_dir: Path | None = None)
     import shutil
     import textwrap
 
+    from . import stats
     from .store import RunStore
 
     width = shutil.get_terminal_size((80, 24)).columns - 1
-    latest = {}
+    latest, by_name = {}, {}
     if runs_dir is not None:
         try:
-            latest = {r.name: r for r in RunStore(runs_dir).runs()}
+            for r in RunStore(runs_dir).runs():
+                latest[r.name] = r
+                by_name.setdefault(r.name, []).append(r)
         except (OSError, ValueError):
-            latest = {}
+            latest, by_name = {}, {}
     base = dataclasses.asdict(file.defaults)
     cells, settings = [], []
     for e in file.experiments:
         own = {k: v for k, v in e.settings().items() if k in base and base[k] != v}
         status = latest_status(latest.get(e.name))
+        if len(e.seeds) > 1:  # several seeds: how many finished, and their mean ± std
+            counted = stats.seed_runs(by_name.get(e.name, []), key=lambda r: r.settings_key)
+            agg = stats.aggregate(r.summary.get("final_test_acc") for r in counted)
+            done = f"{agg.n}/{len(e.seeds)} seeds"
+            status = f"{done} {stats.pct_mean_std(agg).split(' (n=')[0]}" if agg.n else status
         cells.append([e.name, e.display_title, e.group or "-", status])
-        settings.append([f"{k}={v}" for k, v in own.items()])
+        settings.append([f"{k}={_shown(v)}" for k, v in own.items()])
     headers = ["name", "title", "group", "latest run"]
     used = sum(
         max([text.width(h)] + [text.width(r[i]) for r in cells]) + 2 for i, h in enumerate(headers)
@@ -196,8 +204,15 @@ def print_list(file: ExperimentFile, out: IO[str], runs_dir: Path | None = None)
         print("\n" + textwrap.fill(hint, max(40, width)), file=out)
     print_data(file.experiments, width, out)
     shown = {k: v for k, v in base.items() if v not in (None, "")}
-    line = "[defaults] " + " ".join(f"{k}={v}" for k, v in shown.items())
+    line = "[defaults] " + " ".join(f"{k}={_shown(v)}" for k, v in shown.items())
     print("\n" + textwrap.fill(line, max(40, width), subsequent_indent=" " * 11), file=out)
+
+
+def _shown(value: Any) -> str:
+    """A setting as `--list` prints it: a list of seeds as 0,1,2."""
+    if isinstance(value, tuple | list):
+        return ",".join(str(v) for v in value)
+    return str(value)
 
 
 def print_data(experiments: list[Experiment], width: int, out: IO[str]) -> None:
@@ -378,6 +393,26 @@ def results_table(records: list[Any]) -> str:
     return text.table([*headers, "status"], rows, right={3, 4, 5, 6, 7})
 
 
+def seeds_table(store: Any, experiments: list[Experiment]) -> str:
+    """Each experiment's final test accuracy over its seeds (mean ± std, n) and its
+    difference from its group's reference with Welch's 95% interval (cnntui.stats)."""
+    from . import stats
+
+    rows = [
+        [
+            text.safe(r.name),
+            r.group or "-",
+            str(r.accuracy.n),
+            stats.pct_mean_std(r.accuracy).split(" (n=")[0],
+            stats.pp_interval(r.comparison) if r.comparison else "-",
+            stats.verdict(r),
+        ]
+        for r in stats.study(experiments, store.runs)
+    ]
+    headers = ["name", "group", "n", "final acc mean ± std", "vs reference [95% CI]", ""]
+    return text.table(headers, rows, right={2, 3})
+
+
 def check_dirs(args: argparse.Namespace, experiments: list[Experiment]) -> None:
     """Fail early, with one line, on a runs/exports/data dir that is a file or not writable."""
     from .store import RunStore, StoreError
@@ -453,20 +488,22 @@ def plan_jobs(args: argparse.Namespace, store: Any, selected: list[Experiment], 
     """The runs to train; with --resume, each selected experiment's latest unfinished run,
     checked and locked (see RunStore.resume). A run that cannot be resumed is a UsageError
     naming it and why, raised before anything is written."""
+    from .config import expand_runs
     from .runner import Job
     from .store import StoreError
 
     if not args.resume:
-        return [Job(e) for e in selected]
+        return [Job(e) for e in expand_runs(selected)]  # one run per seed
     jobs: list[Job] = []
-    skipped: dict[str, str] = {}  # experiment -> why it has nothing to resume
+    skipped: dict[str, str] = {}  # experiment (and seed) -> why it has nothing to resume
     try:
-        for exp in selected:
-            record = store.latest(exp.name, unfinished=True)
+        for exp in expand_runs(selected):
+            seed = exp.seed if exp.seeds else None  # with seeds: each seed's own latest run
+            record = store.latest(exp.name, unfinished=True, seed=seed)
             if record is None:
                 bad = store.unreadable(exp.name)
                 why = f"{bad[-1] / 'summary.json'} is unreadable" if bad else "no unfinished run"
-                skipped[exp.name] = why
+                skipped[exp.label] = why
                 continue
             run, checkpoint = store.resume(record, overrides)
             jobs.append(Job(run.experiment, run, checkpoint))
@@ -501,15 +538,15 @@ def trained_rows(store: Any, jobs: list[Any], ran: dict[str, str | None], reason
     rows: list[_Row] = []
     for job in jobs:
         exp = job.experiment
-        if exp.name not in ran:
+        if exp.label not in ran:
             continue  # never started (interrupted before its turn)
-        path = ran[exp.name]
+        path = ran[exp.label]
         record = RunStore.read(Path(path)) if path else None
         if record is not None:
-            rows.append(_Row(exp.name, record.summary, record.status))
+            rows.append(_Row(exp.label, record.summary, record.status))
             continue
-        summary = {"title": exp.display_title, "model": exp.model, "reason": reasons.get(exp.name)}
-        rows.append(_Row(exp.name, summary, "failed"))
+        summary = {"title": exp.display_title, "model": exp.model, "reason": reasons.get(exp.label)}
+        rows.append(_Row(exp.label, summary, "failed"))
     return rows
 
 
@@ -537,6 +574,8 @@ def finish_study(
     rows = trained_rows(store, jobs, done.ran, done.reasons)
     if rows:
         progress.write("\n" + results_table(rows) + "\n")
+    if any(len(e.seeds) > 1 for e in selected):
+        progress.write("\n" + seeds_table(store, selected) + "\n")
     skipped = args.export and bool(export(args, store, selected, out).skipped)
     if done.interrupted:
         return EXIT_INTERRUPTED
@@ -576,7 +615,7 @@ def run_headless(args: argparse.Namespace, out: IO[str]) -> int:
     for job in jobs:
         if job.experiment.name not in ready and job.resume_dir is not None:
             job.resume_dir.release()
-    not_started = len(jobs) - len(ready)
+    not_started = len([j for j in jobs if j.experiment.name not in ready])
     jobs = [j for j in jobs if j.experiment.name in ready]
     selected = [e for e in selected if e.name in ready]
     if not jobs:
@@ -694,7 +733,7 @@ def run_followed(
     for job in jobs:
         if job.experiment.name not in ready and job.resume_dir is not None:
             job.resume_dir.release()
-    not_started = len(jobs) - len(ready)
+    not_started = len([j for j in jobs if j.experiment.name not in ready])
     jobs = [j for j in jobs if j.experiment.name in ready]
     selected = [e for e in selected if e.name in ready]
     if not jobs:
@@ -762,7 +801,7 @@ def run_followed(
     for f in followed:
         record = RunStore.read(f.path)
         if record is not None:
-            ran.setdefault(record.name, str(f.path))
+            ran.setdefault(record.label, str(f.path))
     done = Outcome(ran, reasons, outcomes, not_started, state["interrupted"])
     return finish_study(args, store, jobs, selected, out, progress, done)
 
@@ -850,7 +889,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.list:
-            file, _ = load_experiments(args)
+            file, overrides = load_experiments(args)
+            if overrides:  # shown as they would run: `--list --set seeds=0,1,2`
+                file.experiments = apply_overrides(file.experiments, overrides)
+                (file.defaults,) = apply_overrides([file.defaults], overrides)
             print_list(file, sys.stdout, args.runs_dir)
             sys.stdout.flush()  # here, so a closed pipe is caught below, not at exit
             return EXIT_OK

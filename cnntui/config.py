@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import itertools
 import math
 import os
 import re
@@ -67,7 +68,7 @@ def class_names(dataset: str, classes: int = 10) -> tuple[str, ...]:
     return tuple(f"class {i}" for i in range(classes))
 
 
-NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.=+-]*$")
 DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 NAME_MAX = 64  # characters in a name or group: they name folders, and every file system takes 64
 SEED_MAX = 2**64 - 1  # torch seeds are unsigned 64-bit
@@ -97,6 +98,9 @@ class Settings:
     weight_decay: float = 0.0  # L2 penalty through the optimizer
     dropout: float = 0.0  # drop probability before the last hidden layer, in [0, 1)
     seed: int = 0  # seeds weights, shuffling and dropout
+    # Several seeds: one run each, aggregated as mean ± std (empty: `seed` alone). A run of
+    # one of them records the list and its own `seed`.
+    seeds: tuple[int, ...] = ()
     train_size: int | None = None  # use only the first N training images (None = all)
     test_size: int | None = None  # use only the first N test images (None = all)
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
@@ -127,14 +131,30 @@ class Experiment(Settings):
     name: str = ""
     title: str = ""  # display title, any language; defaults to the name
     group: str = ""  # experiments sharing a group are compared together in exports
+    reference: bool = False  # the group's baseline for "beyond noise?" (default: its first)
+    sweep: str = ""  # the [[sweep]] that generated this experiment ("" = written out)
+    swept: tuple[str, ...] = ()  # the settings that sweep varies, in its order
 
     @property
     def display_title(self) -> str:
         return self.title or self.name
 
+    @property
+    def label(self) -> str:
+        """How a run is named in progress lines: `baseline`, or `baseline seed 2` for one
+        of several seeds."""
+        return f"{self.name} seed {self.seed}" if self.seeds else self.name
+
+    def runs(self) -> list[Experiment]:
+        """One experiment per run to train: one per seed of `seeds` (each keeping the list,
+        with its own `seed`), else itself. A run's experiment expands to itself."""
+        if len(self.seeds) <= 1:
+            return [self]
+        return [dataclasses.replace(self, seed=s, seeds=(s,)) for s in self.seeds]
+
     def settings(self) -> dict[str, Any]:
-        """The resolved settings as a TOML-ready dict (None values dropped)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        """The resolved settings as a TOML-ready dict (None and empty lists dropped)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None and v != ()}
 
     def differing(self, others: list[Experiment]) -> dict[str, Any]:
         """The settings whose value is not the same across `others` (self included)."""
@@ -146,9 +166,29 @@ class Experiment(Settings):
 
 
 SETTING_KEYS = tuple(f.name for f in fields(Settings))
-IDENTITY_KEYS = ("name", "title", "group")
+IDENTITY_KEYS = ("name", "title", "group", "reference")
 EXPERIMENT_KEYS = IDENTITY_KEYS + SETTING_KEYS
+GENERATED_KEYS = ("sweep", "swept")  # written by a [[sweep]], not by hand
+# Settings whose value is itself a list: a [[sweep]] takes their list as the value, not as
+# values to sweep over.
+LIST_SETTINGS = ("seeds", "gpus")
 _FIELD_TYPES = {f.name: f.type for f in fields(Experiment)}
+# Settings that change how fast a run trains or where it reads from, not what it learns: a
+# run that differs from today's settings only in these still counts as one of them.
+SPEED_KEYS = frozenset(
+    {"device", "data_dir", "threads", "compile", "channels_last", "target_acc"}
+    | {"executor", "gpus", "runs_per_gpu", "min_free_gib"}  # where it runs, not what it learns
+)
+
+
+def learned_key(exp: Settings) -> str:
+    """A short fingerprint of what a run learns (every setting but the speed ones and the
+    seed): runs with equal keys are seeds of one configuration."""
+    import hashlib
+    import json
+
+    learned = {k: getattr(exp, k) for k in SETTING_KEYS if k not in SPEED_KEYS | {"seed", "seeds"}}
+    return hashlib.sha1(json.dumps(learned, sort_keys=True).encode()).hexdigest()[:12]
 
 
 @dataclass
@@ -169,7 +209,7 @@ class ExperimentFile:
         raise KeyError(name)
 
     def select(self, spec: str) -> list[Experiment]:
-        """`all`, a group name, or comma-separated experiment names, in file order."""
+        """`all`, a group or sweep name, or comma-separated experiment names, in file order."""
         spec = spec.strip()
         if spec == "all":
             if not self.experiments:
@@ -178,9 +218,11 @@ class ExperimentFile:
         wanted = [s.strip() for s in spec.split(",") if s.strip()]
         chosen: list[Experiment] = []
         for w in wanted:
-            matches = [e for e in self.experiments if e.name == w] or [
-                e for e in self.experiments if e.group == w
-            ]
+            matches = (
+                [e for e in self.experiments if e.name == w]
+                or [e for e in self.experiments if e.group == w]
+                or [e for e in self.experiments if e.sweep == w]
+            )
             if not matches:
                 raise ConfigError(
                     f"--run: no experiment or group named {w!r} in {self.path}"
@@ -312,6 +354,20 @@ def _check_gpus(value: Any) -> str:
     return ",".join(str(i) for i in dict.fromkeys(items))
 
 
+def _check_seeds(value: Any) -> tuple[int, ...]:
+    """`seeds` as a list of distinct seeds ([0, 1, 2]); one seed alone is `seed = N`."""
+    allowed = "a list of distinct seeds in [0, 2^64 - 1], e.g. [0, 1, 2] (one seed: seed = N)"
+    if not isinstance(value, list | tuple) or not value:
+        raise ConfigError(f"'seeds' = {value!r} is not valid: {allowed}")
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, int) or not 0 <= item <= SEED_MAX:
+            raise ConfigError(f"'seeds' = {value!r} is not valid: {allowed}")
+    if len(set(value)) != len(value):
+        twice = next(v for v in value if list(value).count(v) > 1)
+        raise ConfigError(f"'seeds' = {value!r} names seed {twice} twice: {allowed}")
+    return tuple(value)
+
+
 def gpu_list(spec: str) -> list[int]:
     """The indices of a checked `gpus` value ([] = every visible GPU)."""
     return [int(p) for p in spec.split(",") if p]
@@ -321,6 +377,12 @@ def check_value(key: str, value: Any) -> Any:
     """Validate one setting; return its normalised value or raise ConfigError (no position)."""
     if key == "gpus":
         return _check_gpus(value)
+    if key == "seeds":
+        return _check_seeds(value)
+    if key == "swept":
+        if not isinstance(value, list | tuple) or not all(k in SETTING_KEYS for k in value):
+            raise ConfigError(f"'swept' must be a list of setting names, got {value!r}")
+        return tuple(value)
     tp = str(_FIELD_TYPES[key])
     if tp in ("int", "int | None"):
         if isinstance(value, bool) or not isinstance(value, int):
@@ -401,12 +463,12 @@ def check_value(key: str, value: Any) -> Any:
         case "name":
             need(
                 bool(NAME_RE.match(value)) and value not in (".", ".."),
-                "letters, digits, '-', '_' and '.', not starting with '.' or '-'",
+                "letters, digits, '-', '_', '.', '=' and '+', not starting with '.' or '-'",
             )
             _folder_name(key, value)
-        case "group":
+        case "group" | "sweep":
             if value:
-                need(bool(NAME_RE.match(value)), "letters, digits, '-', '_' and '.'")
+                need(bool(NAME_RE.match(value)), "letters, digits, '-', '_', '.', '=' and '+'")
                 _folder_name(key, value)
         case "title":
             _printable(key, value)
@@ -448,11 +510,14 @@ def parse_override(item: str) -> tuple[str, Any]:
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
-        if str(_FIELD_TYPES[key]) != "str":
+        if key == "seeds" and all(p.strip().isdigit() for p in raw.split(",")):
+            value = [int(p) for p in raw.split(",")]  # --set seeds=0,1,2
+        elif str(_FIELD_TYPES[key]) != "str":
             raise ConfigError(
                 f"--set {item!r}: {raw!r} is not {_type_name(_FIELD_TYPES[key])}"
             ) from None
-        value = raw
+        else:
+            value = raw
     try:
         return key, check_value(key, value)
     except ConfigError as e:
@@ -460,7 +525,32 @@ def parse_override(item: str) -> tuple[str, Any]:
 
 
 def apply_overrides(experiments: list[Experiment], overrides: dict[str, Any]) -> list[Experiment]:
+    """`--set` values over the file's: `--set seed=N` replaces a `seeds` list and `--set
+    seeds=...` a `seed` (both at once is a ConfigError)."""
+    overrides = _seed_rule(dict(overrides), "--set seed and --set seeds: give one of them")
     return [dataclasses.replace(e, **overrides) for e in experiments]
+
+
+def _seed_rule(values: dict[str, Any], both: str) -> dict[str, Any]:
+    """`seed` and `seeds` of one table (or of --set): at most one; `seeds` sets `seed` to
+    its first, and `seed` empties an inherited `seeds`."""
+    if "seed" in values and "seeds" in values:
+        raise ConfigError(both)
+    if "seeds" in values:
+        values["seed"] = values["seeds"][0]
+    elif "seed" in values:
+        values["seeds"] = ()
+    return values
+
+
+def expand_runs(experiments: list[Experiment]) -> list[Experiment]:
+    """The runs to train for `experiments`, one per seed: every experiment's first seed, then
+    every experiment's second, ..., so that a study interrupted half way has whole seeds."""
+    per = [e.runs() for e in experiments]
+    out = []
+    for i in range(max((len(p) for p in per), default=0)):
+        out += [p[i] for p in per if i < len(p)]
+    return out
 
 
 def _settings_from(
@@ -483,6 +573,97 @@ def _settings_from(
             out[key] = check_value(key, value)
         except ConfigError as e:
             raise ConfigError(f"{prefix}: {e}") from None
+    if "seed" in out and "seeds" in out:
+        seed, seeds = loc.find(*sect, "seed") or (1, 1), loc.find(*sect, "seeds") or (1, 1)
+        raise ConfigError(
+            f"{where}:{seeds[0]}:{seeds[1]}: 'seeds' and 'seed' (line {seed[0]}) are both set "
+            "here; keep one (seeds = [0, 1, 2] trains one run per seed)"
+        )
+    return _seed_rule(out, "")
+
+
+def _at(where: str, loc: _Locator, sect: tuple, key: str | None) -> str:
+    pos = loc.find(*sect, key) or (1, 1)
+    return f"{where}:{pos[0]}:{pos[1]}"
+
+
+def _name_part(value: Any) -> str:
+    """A swept value as it reads in a generated name: 0.1, 1e-05, true, adamw."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", str(value))
+
+
+def _expand_sweep(
+    table: dict[str, Any], defaults: Settings, where: str, loc: _Locator, sect: tuple
+) -> list[Experiment]:
+    """A `[[sweep]]` table as the experiments of its grid, first setting outermost, named
+    `<sweep>.<key>=<value>+<key>=<value>` and grouped under the sweep's name unless it names
+    a group. Every value goes through `check_value`; a bad one is reported at its key."""
+    lists = {k: v for k, v in table.items() if isinstance(v, list) and k not in LIST_SETTINGS}
+    fixed = {k: v for k, v in table.items() if k not in lists}
+    if "reference" in fixed:
+        raise ConfigError(
+            f"{_at(where, loc, sect, 'reference')}: 'reference' marks one experiment; a "
+            "[[sweep]] makes several (mark an [[experiment]] instead)"
+        )
+    values = _settings_from(fixed, EXPERIMENT_KEYS, where, loc, sect)
+    if "name" not in values:
+        raise ConfigError(f"{_at(where, loc, sect, None)}: [[sweep]] has no 'name'")
+    base = values.pop("name")
+    if not lists:
+        raise ConfigError(
+            f"{_at(where, loc, sect, None)}: [[sweep]] {base!r} has no list of values to "
+            "sweep (e.g. lr = [0.1, 0.01])"
+        )
+    grid: dict[str, list[Any]] = {}
+    for key, items in lists.items():
+        at = _at(where, loc, sect, key)
+        if key not in SETTING_KEYS:
+            why = "cannot be swept" if key in IDENTITY_KEYS else "unknown key"
+            raise ConfigError(f"{at}: {why} {key!r}{_suggest(key, SETTING_KEYS)}")
+        if not items:
+            raise ConfigError(f"{at}: {key!r} = [] sweeps over nothing; give at least one value")
+        checked = []
+        for j, item in enumerate(items):
+            try:
+                checked.append(check_value(key, item))
+            except ConfigError as e:
+                raise ConfigError(f"{at}: value {j + 1} of {key!r}: {e}") from None
+        if len(set(map(_name_part, items))) != len(items):
+            raise ConfigError(f"{at}: {key!r} = {items!r} lists a value twice")
+        grid[key] = list(zip(items, checked, strict=True))
+    if "seed" in grid and "seeds" in values:
+        raise ConfigError(
+            f"{_at(where, loc, sect, 'seeds')}: 'seeds' and a swept 'seed' both set; keep one"
+        )
+    out = []
+    for combo in itertools.product(*grid.values()):
+        parts = [f"{k}={_name_part(raw)}" for k, (raw, _) in zip(grid, combo, strict=True)]
+        name = f"{base}.{'+'.join(parts)}"
+        try:
+            check_value("name", name)
+        except ConfigError as e:
+            raise ConfigError(
+                f"{_at(where, loc, sect, 'name')}: [[sweep]] {base!r} generates the name "
+                f"{name!r}: {e}"
+            ) from None
+        own = dict(values)
+        own.update({k: v for k, (_, v) in zip(grid, combo, strict=True)})
+        if "seed" in grid:
+            own["seeds"] = ()
+        title = values.get("title", "")
+        own.update(
+            name=name,
+            # The swept values tell the sweep's experiments apart where the group is shown.
+            title=f"{title} ({', '.join(parts)})" if title else ", ".join(parts),
+            group=values.get("group") or base,
+            sweep=base,
+            swept=tuple(grid),
+        )
+        out.append(Experiment(**{**dataclasses.asdict(defaults), **own}))
     return out
 
 
@@ -504,47 +685,94 @@ def parse(text: str, path: Path | str = "experiments.toml") -> ExperimentFile:
     loc = _Locator(text)
 
     for key, value in doc.items():
-        if key not in ("defaults", "experiment"):
+        if key not in ("defaults", "experiment", "sweep"):
             pos = loc.find(key, 0, None) or (1, 1)
             raise ConfigError(
                 f"{where}:{pos[0]}:{pos[1]}: unknown top-level key {key!r}"
-                f"{_suggest(key, ('defaults', 'experiment'))} (allowed: [defaults], [[experiment]])"
+                f"{_suggest(key, ('defaults', 'experiment', 'sweep'))} (allowed: [defaults], "
+                "[[experiment]], [[sweep]])"
             )
         if key == "defaults" and not isinstance(value, dict):
             raise ConfigError(f"{where}: 'defaults' must be a table: [defaults]")
-        if key == "experiment" and not (
+        if key in ("experiment", "sweep") and not (
             isinstance(value, list) and all(isinstance(v, dict) for v in value)
         ):
-            raise ConfigError(f"{where}: 'experiment' must be an array of tables: [[experiment]]")
+            raise ConfigError(f"{where}: {key!r} must be an array of tables: [[{key}]]")
 
     defaults = Settings(
         **_settings_from(doc.get("defaults", {}), SETTING_KEYS, where, loc, ("defaults", 0))
     )
+    # Experiments and sweeps in the order the file has them.
+    order = [
+        (n, sum(1 for m, _ in loc.sections[:k] if m == n))
+        for k, (n, _) in enumerate(loc.sections)
+        if n in ("experiment", "sweep")
+    ]
+    tables = {n: doc.get(n, []) for n in ("experiment", "sweep")}
+    order = [(n, i) for n, i in order if i < len(tables[n])]
+    for n in tables:  # a table the locator did not see (unusual layout): at the end
+        order += [(n, i) for i in range(len(tables[n])) if (n, i) not in order]
+
     experiments: list[Experiment] = []
+    origins: list[tuple[str, int]] = []  # where each experiment comes from: (section, index)
     seen: dict[str, int] = {}  # casefolded name -> index: macOS and Windows ignore case
-    for i, table in enumerate(doc.get("experiment", [])):
-        sect = ("experiment", i)
-        values = _settings_from(table, EXPERIMENT_KEYS, where, loc, sect)
-        if "name" not in values:
-            pos = loc.find(*sect, None) or (1, 1)
-            raise ConfigError(f"{where}:{pos[0]}:{pos[1]}: experiment #{i + 1} has no 'name'")
-        name = values["name"]
-        if name.casefold() in seen:
-            pos = loc.find(*sect, "name") or (1, 1)
-            first = seen[name.casefold()]
-            other = experiments[first].name
-            case = f" as {other!r}: names differing in case share a folder" if other != name else ""
-            raise ConfigError(
-                f"{where}:{pos[0]}:{pos[1]}: duplicate experiment name {name!r}"
-                f" (first used by experiment #{first + 1}{case})"
-            )
-        seen[name.casefold()] = i
-        experiments.append(Experiment(**{**dataclasses.asdict(defaults), **values}))
-    _check_export_folders(experiments, where, loc)
+    for sect in order:
+        kind, i = sect
+        table = tables[kind][i]
+        if kind == "sweep":
+            made = _expand_sweep(table, defaults, where, loc, sect)
+        else:
+            values = _settings_from(table, EXPERIMENT_KEYS, where, loc, sect)
+            if "name" not in values:
+                raise ConfigError(
+                    f"{_at(where, loc, sect, None)}: experiment #{i + 1} has no 'name'"
+                )
+            made = [Experiment(**{**dataclasses.asdict(defaults), **values})]
+        for exp in made:
+            first = seen.get(exp.name.casefold())
+            if first is not None:
+                other = experiments[first].name
+                case = (
+                    f" as {other!r}: names differing in case share a folder"
+                    if other != exp.name
+                    else ""
+                )
+                raise ConfigError(
+                    f"{_at(where, loc, sect, 'name')}: duplicate experiment name {exp.name!r}"
+                    f" (first used by {_origin(origins[first])}{case})"
+                )
+            seen[exp.name.casefold()] = len(experiments)
+            experiments.append(exp)
+            origins.append(sect)
+    _check_export_folders(experiments, origins, where, loc)
+    _check_references(experiments, origins, where, loc)
     return ExperimentFile(Path(path), defaults, experiments)
 
 
-def _check_export_folders(experiments: list[Experiment], where: str, loc: _Locator) -> None:
+def _origin(sect: tuple[str, int]) -> str:
+    return f"{'[[sweep]]' if sect[0] == 'sweep' else 'experiment'} #{sect[1] + 1}"
+
+
+def _check_references(
+    experiments: list[Experiment], origins: list[tuple[str, int]], where: str, loc: _Locator
+) -> None:
+    """At most one `reference = true` per group."""
+    marked: dict[str, str] = {}
+    for exp, sect in zip(experiments, origins, strict=True):
+        if not exp.reference:
+            continue
+        group = exp.group or UNGROUPED
+        if group in marked:
+            raise ConfigError(
+                f"{_at(where, loc, sect, 'reference')}: group {group!r} already has its "
+                f"reference ({marked[group]!r}); mark one experiment per group"
+            )
+        marked[group] = exp.name
+
+
+def _check_export_folders(
+    experiments: list[Experiment], origins: list[tuple[str, int]], where: str, loc: _Locator
+) -> None:
     """Experiments export into exports/<name>/ and groups into exports/<group>/ (experiments
     without a group into exports/ungrouped/): no group may share its folder with an
     experiment, nor two groups one folder by differing only in case."""
@@ -556,25 +784,23 @@ def _check_export_folders(experiments: list[Experiment], where: str, loc: _Locat
         if clash is not None:
             # Point at the group key, or for the implicit "ungrouped" at the clashing name.
             at, key = (i, "group") if e.group else (clash, "name")
-            pos = loc.find("experiment", at, key) or (1, 1)
             other = experiments[clash].name
             if e.group:
-                why = f"group {group!r} is also the name of experiment #{clash + 1} ({other!r})"
+                why = f"group {group!r} is also the name of {_origin(origins[clash])} ({other!r})"
             else:
                 why = (
                     f"name {other!r} is the folder of the experiments without a group "
-                    f"(experiment #{i + 1}, {e.name!r}, has none)"
+                    f"({_origin(origins[i])}, {e.name!r}, has none)"
                 )
             raise ConfigError(
-                f"{where}:{pos[0]}:{pos[1]}: {why}; both would export into "
+                f"{_at(where, loc, origins[at], key)}: {why}; both would export into "
                 f"exports/{group}/ (rename one)"
             )
         first = groups.setdefault(group.casefold(), group)
         if first != group:
-            pos = loc.find("experiment", i, "group") or (1, 1)
             raise ConfigError(
-                f"{where}:{pos[0]}:{pos[1]}: group {group!r} differs from group {first!r} only "
-                f"in case; they would share one exports folder on macOS and Windows"
+                f"{_at(where, loc, origins[i], 'group')}: group {group!r} differs from group "
+                f"{first!r} only in case; they would share one exports folder on macOS and Windows"
             )
 
 

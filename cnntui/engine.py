@@ -370,7 +370,7 @@ def _train(
     resume: Path | None,
     cpu_share: int | None = None,
 ) -> Iterator[Event]:
-    name = exp.name
+    name = exp.label  # `baseline seed 2` for one of several seeds: runs of one name apart
     history = History()
     total_seconds = 0.0
     run_dir = str(run.path) if run is not None else None

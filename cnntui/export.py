@@ -12,6 +12,10 @@ tables 1–3, for the latest run of each experiment (finished or partial).
     exports/<group>/per_class.{csv,md} per-class test accuracy of each experiment
     exports/<group>/results.tex       the same table in LaTeX (booktabs), to \\input
     exports/results.{csv,md,tex}      every experiment, one row each
+    exports/<group>/<sweep>_heatmap.png  a sweep over two settings: mean final test accuracy
+
+An experiment with several seeds also gets mean ± std and n over the latest finished run of
+each seed (stats.seed_runs), and each one a comparison with its group's reference (Welch).
 
 Every figure's title and every table's caption line (and the CSV's `dataset`,
 `train_images`, `test_images` columns) say what the numbers were measured on, so synthetic
@@ -23,6 +27,8 @@ worker thread.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import pickle
 import zipfile
 from collections.abc import Callable
@@ -32,7 +38,7 @@ from typing import IO
 
 import numpy as np
 
-from . import figures, tables, text
+from . import figures, stats, tables, text
 from .config import UNGROUPED, Experiment
 from .history import History, metrics
 from .store import RunRecord, RunStore, StoreError, atomic_write
@@ -154,12 +160,83 @@ def _entries(
             continue
         color = palette[exp.group][groups[exp.group].index(exp.name)]
         try:
-            entries.append(_entry(exp, record, fonts, color))
+            entry = _entry(exp, record, fonts, color)
+            entries.append(_with_seeds(entry, store, result))
         except UNREADABLE as e:
             # The store's own errors already name the file; others get their type.
             why = text.safe(str(e) if isinstance(e, StoreError) else text.one_line(e))
             result.skipped[exp.name] = f"run {text.safe(record.run_id)} is unreadable ({why})"
     return entries
+
+
+def _with_seeds(entry: _Entry, store: RunStore, result: ExportResult) -> _Entry:
+    """The entry with the runs its mean ± std count: the latest finished run of each seed
+    (stats.seed_runs). A seed's run that cannot be read is left out, and said."""
+    exp = entry.experiment
+    counted = stats.seed_runs(store.runs(exp.name), key=lambda r: r.settings_key)
+    results, histories = [], []
+    for record in counted:
+        try:
+            history = entry.history if record.path == entry.record.path else record.history()
+            ran = _ran_with(record, exp)
+            seconds = _summary_value(record, "total_seconds", (int, float))
+            m = metrics(history, ran.target_acc, float(seconds or 0.0))
+        except UNREADABLE as e:
+            why = text.safe(str(e) if isinstance(e, StoreError) else text.one_line(e))
+            result.warnings.append(
+                f"{exp.name}: seed {record.seed} run {record.run_id} not counted ({why})"
+            )
+            continue
+        results.append(tables.SeedResult(record.seed, record.run_id, m))
+        histories.append(history)
+    entry.row = dataclasses.replace(entry.row, seed_results=tuple(results))
+    entry.series = dataclasses.replace(entry.series, seeds=tuple(histories))
+    return entry
+
+
+def _compare(entries: list[_Entry], experiments: list[Experiment]) -> None:
+    """Each entry's comparison with its group's reference (Welch, on final test accuracy)."""
+    by_group: dict[str, list[_Entry]] = {}
+    for e in entries:
+        by_group.setdefault(e.experiment.group or UNGROUPED, []).append(e)
+    for group, members in by_group.items():
+        ref_exp = stats.reference_of([x for x in experiments if (x.group or UNGROUPED) == group])
+        ref = next((m for m in members if m.experiment.name == ref_exp.name), None)
+        for m in members:
+            if m is ref:
+                nan = math.nan
+                comparison = stats.Comparison(nan, nan, nan, nan, stats.REFERENCE)
+            elif ref is None or not ref.row.n or not m.row.n:
+                comparison = None
+            else:
+                comparison = stats.welch(_finals(ref), _finals(m))
+            m.row = dataclasses.replace(m.row, comparison=comparison)
+
+
+def sweep_cells(members: list[_Entry]) -> dict[str, tuple]:
+    """For each sweep over two settings among `members`: the heatmap's cells (mean, std, n of
+    the final test accuracy over seeds), its rows and columns (setting, values in sweep
+    order), and the data line: the arguments of figures.heatmap but the title."""
+    out: dict[str, tuple] = {}
+    sweeps: dict[str, list[_Entry]] = {}
+    for m in members:
+        if m.experiment.sweep and len(m.experiment.swept) == 2:
+            sweeps.setdefault(m.experiment.sweep, []).append(m)
+    for sweep, entries in sweeps.items():
+        ykey, xkey = entries[0].experiment.swept
+        yvals = list(dict.fromkeys(getattr(e.experiment, ykey) for e in entries))
+        xvals = list(dict.fromkeys(getattr(e.experiment, xkey) for e in entries))
+        cells = {}
+        for e in entries:
+            agg = e.row.aggregate("final_test_acc")
+            at = (getattr(e.experiment, ykey), getattr(e.experiment, xkey))
+            cells[at] = (agg.mean, agg.std, agg.n)
+        out[sweep] = (cells, (ykey, yvals), (xkey, xvals), entries[0].row.data)
+    return out
+
+
+def _finals(e: _Entry) -> list[float]:
+    return [s.metrics.final_test_acc for s in e.row.seed_results]
 
 
 def _summary_value(record: RunRecord, key: str, kind: type | tuple[type, ...]) -> object:
@@ -231,6 +308,7 @@ def export_all(
     result = ExportResult(exports_dir)
     fonts = figures.Fonts.detect()
     entries = _entries(store, experiments, fonts, result)
+    _compare(entries, experiments)
     titles = {e.experiment.name: e.experiment.display_title for e in entries}
     result.warnings += figures.font_notes(fonts, titles)
 
@@ -268,6 +346,12 @@ def export_all(
         md = tables.to_markdown(rows, f"{group}: results", missing=missing, skipped=skipped)
         _write(result, folder / "results.md", md)
         _write(result, folder / "results.tex", tables.to_latex(rows, f"{group}: results"))
+        for sweep, (cells, rows_, cols, data) in sweep_cells(members).items():
+            figure(
+                folder,
+                f"{sweep}_heatmap",
+                lambda c=cells, r=rows_, k=cols, d=data, w=sweep: figures.heatmap(c, r, k, w, d),
+            )
         if any(r.confusion for r in rows):
             _write(result, folder / "per_class.csv", tables.per_class_csv(rows))
             heading = f"{group}: per-class test accuracy"

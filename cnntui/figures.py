@@ -260,6 +260,7 @@ class Series:
     status: str = "finished"  # anything else is marked in the figures
     planned_epochs: int = 0
     data: str = ""  # what it was measured on: "CIFAR-10, 50,000 train / 10,000 test images"
+    seeds: tuple[History, ...] = ()  # each seed's counted run, for mean ± std (stats.py)
 
     @property
     def finished(self) -> bool:
@@ -577,6 +578,7 @@ def comparison(series: list[Series], title: str) -> Figure:
     styles = looks(n)
 
     max_epochs = max((len(s.history.test_acc) for s in series), default=1)
+    max_epochs = max([max_epochs] + [len(h.test_acc) for s in series for h in s.seeds])
     for s, look in zip(series, styles, strict=True):
         h = s.history
         line = {
@@ -591,6 +593,11 @@ def comparison(series: list[Series], title: str) -> Figure:
             "mew": 0.6 if s.finished else 1.3,
             "mfc": s.color if s.finished else "white",
         }
+        if len(s.seeds) > 1:  # the mean over seeds, with a shaded band of ± one std
+            label = f"{s.label} (mean ± std, n={len(s.seeds)})"
+            _band(ax_a, s, "epoch_losses", line)
+            _band(ax_b, s, "test_acc", line, label)
+            continue
         ax_a.plot(_epochs(h.epoch_losses), _finite(h.epoch_losses), **line)
         ax_b.plot(_epochs(h.test_acc), _finite(h.test_acc), label=s.label + _status_note(s), **line)
     for ax, name, ylabel in (
@@ -604,32 +611,82 @@ def comparison(series: list[Series], title: str) -> Figure:
         ax.set_xlim(0.75, max(max_epochs, 2) + 0.25)
     ax_b.set_ylim(bottom=0)
 
-    # (c) bars, labelled with their value; unfinished runs hatched.
+    # (c) bars, labelled with their value; unfinished runs hatched. With several seeds: the
+    # mean, an error bar of ± one std, and every seed as a dot.
     x = np.arange(n)
-    final = np.array([s.metrics.final_test_acc for s in series], dtype=np.float64)
+    finals = [seed_finals(s) for s in series]
+    final = np.array(
+        [
+            f.mean() if len(f) > 1 else s.metrics.final_test_acc
+            for s, f in zip(series, finals, strict=True)
+        ],
+        dtype=np.float64,
+    )
+    spread = np.array([f.std(ddof=1) if len(f) > 1 else 0.0 for f in finals])
+    width = 0.6 if n > 2 else 0.45
     bars = ax_c.bar(
         x,
         np.nan_to_num(final, nan=0.0),
-        width=0.6 if n > 2 else 0.45,
+        width=width,
         color=[s.color for s in series],
         hatch=[None if s.finished else "//" for s in series],
         edgecolor="white",
     )
-    ax_c.bar_label(
-        bars,
-        labels=["–" if math.isnan(v) else f"{v * 100:.1f}%" for v in final],
-        padding=2,
-        fontsize=8,
-    )
+    seeded = any(len(f) > 1 for f in finals)
+    if seeded:
+        ax_c.errorbar(
+            x,
+            final,
+            yerr=spread,
+            fmt="none",
+            ecolor="#222222",
+            elinewidth=1.1,
+            capsize=4,
+            zorder=3,
+        )
+        for i, f in enumerate(finals):
+            if len(f) > 1:
+                jitter = np.linspace(-width / 5, width / 5, len(f))
+                ax_c.scatter(
+                    i + jitter, f, s=14, color="white", edgecolor="#222222", lw=0.8, zorder=4
+                )
+    if not seeded:
+        ax_c.bar_label(
+            bars,
+            labels=["–" if math.isnan(v) else f"{v * 100:.1f}%" for v in final],
+            padding=2,
+            fontsize=8,
+        )
+    else:  # above the error bar and the highest seed, so nothing hides the numbers
+        sep = "\n" if n > 4 else " "  # narrow bars: the spread under the mean
+        for i, (v, d, f) in enumerate(zip(final, spread, finals, strict=True)):
+            top_here = np.nanmax([np.nan_to_num(v) + d, *f]) if len(f) else np.nan_to_num(v)
+            shown = (
+                "–"
+                if math.isnan(v)
+                else f"{v * 100:.1f}%" + (f"{sep}± {d * 100:.1f}" if len(f) > 1 else "")
+            )
+            ax_c.annotate(
+                shown,
+                (i, top_here),
+                xytext=(0, 3),
+                textcoords="offset points",
+                ha="center",
+                va="bottom",
+                fontsize=8,
+            )
     ax_c.set_xticks(x, [s.label for s in series])
     if n > 4:
         for label in ax_c.get_xticklabels():
             label.set_rotation(30)
             label.set_horizontalalignment("right")
             label.set_rotation_mode("anchor")
-    top = np.nanmax(final) if np.isfinite(final).any() else 1.0
-    ax_c.set_ylim(0, min(1.0, top * 1.18) if top > 0 else 1.0)
-    ax_c.set_title("(c) Final test accuracy", loc="left")
+    tops = np.concatenate([final + spread, *finals]) if seeded else final
+    top = np.nanmax(tops) if np.isfinite(tops).any() else 1.0
+    ax_c.set_ylim(0, min(1.0, top * (1.25 if seeded else 1.18)) if top > 0 else 1.0)
+    ax_c.set_title(
+        "(c) Final test accuracy" + (" (mean ± std; dots: seeds)" if seeded else ""), loc="left"
+    )
     ax_c.set_ylabel("test accuracy")
     ax_c.grid(axis="x", visible=False)
     if n <= 2:
@@ -639,14 +696,17 @@ def comparison(series: list[Series], title: str) -> Figure:
     # same place all show), labelled.
     points = []
     for s, look in zip(series, styles, strict=True):
-        m = s.metrics
-        if math.isnan(m.final_train_loss) or math.isnan(m.final_test_acc):
+        loss, acc = s.metrics.final_train_loss, s.metrics.final_test_acc
+        if len(s.seeds) > 1:  # the seeds' means
+            loss = float(np.mean([_last(h.epoch_losses) for h in s.seeds]))
+            acc = float(np.mean([_last(h.test_acc) for h in s.seeds]))
+        if math.isnan(loss) or math.isnan(acc):
             continue
         size = 1.5 * look.ms  # marker diameter, points
-        points.append((m.final_train_loss, m.final_test_acc, s, size / 2))
+        points.append((loss, acc, s, size / 2))
         ax_d.scatter(
-            m.final_train_loss,
-            m.final_test_acc,
+            loss,
+            acc,
             s=size**2,
             marker=look.marker,
             edgecolor="white" if s.finished else s.color,
@@ -672,6 +732,92 @@ def comparison(series: list[Series], title: str) -> Figure:
     )
     _label_points(ax_d, points, fig)  # last: it places labels on the solved layout
     return fig
+
+
+def _last(values: list[float]) -> float:
+    return float(values[-1]) if len(values) else math.nan
+
+
+def seed_finals(s: Series) -> np.ndarray:
+    """The final test accuracy of each seed's counted run."""
+    return np.array([_last(h.test_acc) for h in s.seeds], dtype=np.float64)
+
+
+def seed_band(histories: tuple[History, ...], field: str) -> tuple[np.ndarray, ...]:
+    """Per epoch: the epoch numbers, the mean over the seeds that reached it, and the sample
+    standard deviation (0 where only one seed did)."""
+    length = max(len(getattr(h, field)) for h in histories)
+    values = np.full((len(histories), length), np.nan)
+    for i, h in enumerate(histories):
+        values[i, : len(getattr(h, field))] = _finite(getattr(h, field))
+    count = np.isfinite(values).sum(axis=0)
+    filled = np.where(np.isfinite(values), values, 0.0)
+    mean = np.where(count > 0, filled.sum(axis=0) / np.maximum(count, 1), np.nan)
+    squares = np.where(np.isfinite(values), (values - mean) ** 2, 0.0).sum(axis=0)
+    std = np.where(count > 1, np.sqrt(squares / np.maximum(count - 1, 1)), 0.0)
+    return np.arange(1, length + 1), mean, std
+
+
+def _band(ax: Axes, s: Series, field: str, line: dict[str, Any], label: str | None = None) -> None:
+    epochs, mean, std = seed_band(s.seeds, field)
+    ax.fill_between(epochs, mean - std, mean + std, color=s.color, alpha=0.2, lw=0)
+    ax.plot(epochs, mean, label=label, **line)
+
+
+def heatmap(
+    cells: dict[tuple[Any, Any], tuple[float, float, int]],
+    rows: tuple[str, list[Any]],
+    cols: tuple[str, list[Any]],
+    title: str,
+    data: str,
+) -> Figure:
+    """Mean final test accuracy over a sweep of two settings: `rows` and `cols` are (setting,
+    values in sweep order); `cells[(row value, col value)]` is (mean, std, n). Each cell
+    says its mean, and ± std with several seeds; a cell with no finished run says so."""
+    (ykey, yvals), (xkey, xvals) = rows, cols
+    grid = np.full((len(yvals), len(xvals)), np.nan)
+    for i, y in enumerate(yvals):
+        for j, x in enumerate(xvals):
+            grid[i, j] = cells.get((y, x), (math.nan, math.nan, 0))[0]
+    fig = Figure(
+        figsize=(max(4.8, 1.25 * len(xvals) + 2.6), max(3.6, 0.8 * len(yvals) + 2.2)),
+        layout="constrained",
+    )
+    ax = fig.subplots()
+    fig.suptitle(f"{title}: mean final test accuracy\n{data}" if data else title)
+    finite = grid[np.isfinite(grid)]
+    lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
+    image = ax.imshow(grid, cmap="viridis", vmin=lo, vmax=hi if hi > lo else lo + 1e-9)
+    ax.grid(False)
+    bar = fig.colorbar(image, ax=ax, shrink=0.85, format=PercentFormatter(1.0, decimals=1))
+    bar.set_label("mean final test accuracy")
+    for i, y in enumerate(yvals):
+        for j, x in enumerate(xvals):
+            mean, std, n = cells.get((y, x), (math.nan, math.nan, 0))
+            if n == 0 or math.isnan(mean):
+                shown, dark = "no finished\nrun", False
+            else:
+                shown = f"{mean * 100:.1f}%"
+                shown += f"\n± {std * 100:.1f} (n={n})" if n > 1 else "\n(n=1)"
+                dark = (mean - lo) / (hi - lo) > 0.6 if hi > lo else True
+            ax.text(
+                j,
+                i,
+                shown,
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="#222222" if dark else "white",
+            )
+    ax.set_xticks(range(len(xvals)), [_tick(v) for v in xvals])
+    ax.set_yticks(range(len(yvals)), [_tick(v) for v in yvals])
+    ax.set_xlabel(xkey)
+    ax.set_ylabel(ykey)
+    return fig
+
+
+def _tick(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _clash(a: Bbox, b: Bbox, pad: float) -> bool:

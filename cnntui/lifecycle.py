@@ -26,7 +26,7 @@ import numpy as np
 
 from . import store as st
 from . import text
-from .config import Experiment, gpu_list
+from .config import Experiment, expand_runs, gpu_list
 
 
 def queue_record(
@@ -51,12 +51,12 @@ def queue_record(
 
 
 def submit(store: st.RunStore, experiments: list[Experiment], jobs: int = 1) -> list[st.RunRecord]:
-    """Queue a new run of each experiment. Each run's GPU slot settings (gpus, runs_per_gpu,
-    min_free_gib) are its experiment's; `jobs` is the number of CPU slots. The queued runs,
-    in queue order. StoreError (one line) if one cannot be created; those queued before it
-    stay queued."""
+    """Queue a new run of each experiment, one per seed of its `seeds`. Each run's GPU slot
+    settings (gpus, runs_per_gpu, min_free_gib) are its experiment's; `jobs` is the number
+    of CPU slots. The queued runs, in queue order. StoreError (one line) if one cannot be
+    created; those queued before it stay queued."""
     out: list[st.RunRecord] = []
-    for exp in experiments:
+    for exp in expand_runs(experiments):
         run = store.create(exp, queue=queue_record(exp, jobs=jobs))
         record = st.RunStore.read(run.path)
         if record is not None:
@@ -299,7 +299,7 @@ class RunEvents:
         record = self.record = update.record
         if record is None or record.status == "queued":
             return []
-        s, name, out = record.summary, record.name, []
+        s, name, out = record.summary, record.label, []
         per_epoch = s.get("batches_per_epoch")
         done = s.get("epochs_done") if isinstance(s.get("epochs_done"), int) else 0
         if not self.started and isinstance(per_epoch, int) and per_epoch > 0:

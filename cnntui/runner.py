@@ -61,6 +61,12 @@ def run_jobs(
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r} (allowed: {', '.join(MODES)})")
+    # One run per seed of an experiment's `seeds` (a resumed run is one run already).
+    jobs = [
+        Job(run) if job.resume_dir is None else job
+        for job in jobs
+        for run in (job.experiment.runs() if job.resume_dir is None else [job.experiment])
+    ]
     workers = max(1, min(workers, len(jobs)))
     if mode == "auto":
         mode = DEFAULT_MODE if workers > 1 else "thread"
@@ -87,7 +93,7 @@ def _run_one(job: Job, store: RunStore, cancel: Any, put: Any) -> None:
             put(event)
     except Exception as e:
         reason = str(e) if isinstance(e, StoreError) else one_line(e)
-        put(Failed(exp.name, reason, str(run.path) if run else None))
+        put(Failed(exp.label, reason, str(run.path) if run else None))
     finally:
         if run is not None:
             run.release()

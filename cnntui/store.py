@@ -46,7 +46,7 @@ from typing import IO, Any
 import numpy as np
 import tomli_w
 
-from .config import ConfigError, Experiment, check_value
+from .config import ConfigError, Experiment, check_value, learned_key
 from .history import History, Metrics, check_arrays, metrics
 from .text import one_line
 
@@ -370,6 +370,7 @@ _SUMMARY_INTS = (
     "best_epoch",
     "stopped_early",
     "val_images",
+    "seed",
 )
 _SUMMARY_FLOATS = tuple(f.name for f in dataclasses.fields(Metrics) if f.name not in _SUMMARY_INTS)
 
@@ -457,6 +458,36 @@ class RunRecord:
     @property
     def run_id(self) -> str:
         return self.path.name
+
+    @property
+    def seed(self) -> int | None:
+        """The seed the run trained with: from its summary, or (a run from before summaries
+        recorded it) its config.toml; None when neither can be read."""
+        seed = self.summary.get("seed")
+        if isinstance(seed, int) and not isinstance(seed, bool):
+            return seed
+        try:
+            return self.experiment().seed
+        except RunFileError:
+            return None
+
+    @property
+    def settings_key(self) -> str | None:
+        """`config.learned_key` of the run's settings (read from config.toml for a run from
+        before summaries recorded it); None when unknown."""
+        key = self.summary.get("settings_key")
+        if isinstance(key, str):
+            return key
+        try:
+            return learned_key(self.experiment())
+        except RunFileError:
+            return None
+
+    @property
+    def label(self) -> str:
+        """`baseline`, or `baseline seed 2` for a run of one of several seeds."""
+        seeds = self.summary.get("seeds")
+        return f"{self.name} seed {self.seed}" if isinstance(seeds, list) and seeds else self.name
 
     @property
     def status(self) -> str:
@@ -562,7 +593,11 @@ class RunDir:
             "pid": os.getpid(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "epochs": experiment.epochs,
+            "seed": experiment.seed,
+            "settings_key": learned_key(experiment),
         }
+        if experiment.seeds:
+            self.summary["seeds"] = list(experiment.seeds)
 
     def __getstate__(self) -> dict[str, Any]:
         # A worker process gets the run without the lock: the parent keeps holding it.
@@ -765,6 +800,7 @@ class RunStore:
         run = self.reopen(record)
         run.experiment = dataclasses.replace(experiment, **overrides)
         run.summary["epochs"] = run.experiment.epochs
+        run.summary["settings_key"] = learned_key(run.experiment)
         return run, checkpoint
 
     def runs(self, name: str | None = None) -> list[RunRecord]:
@@ -807,9 +843,14 @@ class RunStore:
             latest[record.name] = record
         yield from latest.values()
 
-    def latest(self, name: str, unfinished: bool = False) -> RunRecord | None:
+    def latest(
+        self, name: str, unfinished: bool = False, seed: int | None = None
+    ) -> RunRecord | None:
+        """The newest run of `name` (unfinished only, of one seed only, if asked)."""
         for record in reversed(self.runs(name)):
-            if not unfinished or record.status in UNFINISHED:
+            if unfinished and record.status not in UNFINISHED:
+                continue
+            if seed is None or record.seed == seed:
                 return record
         return None
 

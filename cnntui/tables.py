@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import stats
 from .config import Experiment, class_names
 from .history import Metrics
 
@@ -74,11 +75,29 @@ PERCENT = {
     "best_val_acc",
 }
 
+# The headline metrics aggregated over seeds: CSV stem, Metrics field.
+AGGREGATES: tuple[tuple[str, str], ...] = (
+    ("test_acc", "final_test_acc"),
+    ("best_test_acc", "best_test_acc"),
+    ("epoch1_test_acc", "epoch1_test_acc"),
+    ("train_loss", "final_train_loss"),
+    ("gap", "gap"),
+)
+
 SMOOTHNESS_NOTE = (
     "**Smoothness** is the standard deviation of the per-batch training losses around their "
     "100-batch moving average, divided by the mean batch loss: 0 is a perfectly smooth curve, "
     "and it grows with the batch-to-batch noise (small batches, a high learning rate)."
 )
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    """One seed's counted run: its latest finished one."""
+
+    seed: int | None
+    run_id: str
+    metrics: Metrics
 
 
 @dataclass(frozen=True)
@@ -98,6 +117,17 @@ class Row:
     # The last epoch's test-set confusion matrix, [true][predicted] (empty: not recorded).
     confusion: list[list[int]] = field(default_factory=list)
     val_images: int = 0  # held out of the training images for validation
+    # Each seed's counted run (stats.seed_runs), for the mean ± std columns.
+    seed_results: tuple[SeedResult, ...] = ()
+    comparison: stats.Comparison | None = None  # against the group's reference
+
+    def aggregate(self, key: str) -> stats.Aggregate:
+        """A Metrics field over the seeds' counted runs."""
+        return stats.aggregate(getattr(s.metrics, key) for s in self.seed_results)
+
+    @property
+    def n(self) -> int:
+        return len(self.seed_results)
 
     def class_accuracy(self) -> list[float]:
         """Per true class, the share of its test images predicted right (NaN: none)."""
@@ -165,7 +195,9 @@ def differing_keys(rows: list[Row]) -> list[str]:
     if len(rows) < 2:
         return []
     ran = [r.ran_with for r in rows]
-    return list(ran[0].differing(ran))
+    # A row of several seeds stands for all of them: its latest run's seed is no setting.
+    hidden = {"seeds"} | ({"seed"} if any(r.ran_with.seeds for r in rows) else set())
+    return [k for k in ran[0].differing(ran) if k not in hidden]
 
 
 def _csv_value(v: Any) -> Any:
@@ -183,6 +215,9 @@ def to_csv(rows: list[Row], with_group: bool = False) -> bytes:
     header += ["dataset", "train_images", "val_images", "test_images"]
     header += keys + [k for k, _ in METRIC_COLUMNS]
     header += [k for k in ("target_acc",) if k not in keys] + ["device", "run_id"]
+    header += ["n", "seeds"] + [f"{stem}_{x}" for stem, _ in AGGREGATES for x in ("mean", "std")]
+    header += ["reference", "test_acc_diff", "test_acc_diff_ci95_low", "test_acc_diff_ci95_high"]
+    header += ["verdict"]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
@@ -196,6 +231,16 @@ def to_csv(rows: list[Row], with_group: bool = False) -> bytes:
         if "target_acc" not in keys:
             line.append(r.ran_with.target_acc)
         line += [r.device, r.run_id]
+        line += [r.n, " ".join(str(x.seed) for x in r.seed_results)]
+        for _, key in AGGREGATES:
+            agg = r.aggregate(key)
+            line += [_csv_value(agg.mean), _csv_value(agg.std)]
+        c = r.comparison
+        if c is None:
+            line += ["", "", "", "", ""]
+        else:
+            ref = c.verdict == stats.REFERENCE
+            line += [int(ref), *(_csv_value(v) for v in (c.diff, c.low, c.high)), c.verdict]
         w.writerow(line)
     return buf.getvalue().encode("utf-8-sig")
 
@@ -258,9 +303,11 @@ def to_markdown(
 ) -> bytes:
     keys = differing_keys(rows)
     unfinished = any(r.status != "finished" for r in rows)
+    seeded = has_seeds(rows)
     header = ["#", "Experiment", *(["Group"] if with_group else [])]
     header += ["Status"] if unfinished else []
     header += [SETTING_HEADERS.get(k, k) for k in keys]
+    header += SEED_HEADERS if seeded else []
     header += [h for _, h in METRIC_COLUMNS if h]
     lines = [f"# {heading}", "", data_caption(rows), ""]
     lines.append("| " + " | ".join(header) + " |")
@@ -281,6 +328,7 @@ def to_markdown(
                 r.status if r.status == "finished" else f"{r.status}, {r.epochs_done}/{planned} ep."
             )
         cells += [_setting(getattr(r.ran_with, k)) for k in keys]
+        cells += seed_cells(r) if seeded else []
         if r.epochs_done:
             cells += [_metric(k, r.value(k)) for k, h in METRIC_COLUMNS if h]
         else:  # nothing measured yet
@@ -311,6 +359,7 @@ def to_markdown(
     ]
     if unfinished:
         notes.append("Runs not *finished* are shown with the epochs they completed.")
+    notes += seed_notes(rows)
     if missing:
         notes.append(
             "Nothing recorded yet, so not in the table: " + ", ".join(f"`{m}`" for m in missing)
@@ -322,6 +371,47 @@ def to_markdown(
         )
     lines += ["", *(f"- {n}" for n in notes), ""]
     return "\n".join(lines).encode("utf-8")
+
+
+SEED_HEADERS = ["n", "Test acc (mean ± std)", "Δ vs reference [95% CI]", "Beyond noise?"]
+
+
+def has_seeds(rows: list[Row]) -> bool:
+    """Whether any row aggregates several seeds (then the tables show mean ± std)."""
+    return any(r.n > 1 for r in rows)
+
+
+def seed_cells(r: Row) -> list[str]:
+    """n, mean ± std of the final test accuracy, the difference from the reference with its
+    interval, and the verdict."""
+    agg = r.aggregate("final_test_acc")
+    if agg.n == 0:
+        return ["0", "–", "–", "no finished run"]
+    mean = f"{agg.mean * 100:.2f}%" + (f" ± {agg.std * 100:.2f}" if agg.n > 1 else "")
+    c = r.comparison
+    if c is None:
+        return [str(agg.n), mean, "–", "–"]
+    verdict = stats.ONE_SEED if agg.n == 1 and c.verdict != stats.REFERENCE else c.verdict
+    return [str(agg.n), mean, stats.pp_interval(c), verdict]
+
+
+def seed_notes(rows: list[Row]) -> list[str]:
+    if not has_seeds(rows):
+        if rows and all(r.n == 1 for r in rows):
+            return [
+                "One seed per experiment: no error bars, so a small difference may be noise "
+                "(`seeds = [0, 1, 2]` trains each with three)."
+            ]
+        return []
+    return [
+        "**n** is the number of seeds counted: the latest finished run of each seed, with "
+        "the settings of the experiment's newest finished run. **Mean ± std** is over them "
+        "(sample standard deviation); the other metric columns are the latest run's.",
+        "**Δ vs reference** is the difference of mean final test accuracy from the group's "
+        "reference (its first experiment, or the one with `reference = true`), in percentage "
+        "points, with Welch's 95% confidence interval. *Within noise*: the interval "
+        "contains 0; with one seed on either side there is no interval.",
+    ]
 
 
 def _class_header(rows: list[Row]) -> list[str]:
@@ -395,22 +485,26 @@ def latex_escape(text: str) -> str:
     """`text` as LaTeX source that prints it as is (any other character, CJK included,
     passes through: the document's engine and fonts draw it)."""
     out = "".join(LATEX_SPECIAL.get(ch, ch) for ch in text)
-    return out.replace("–", "--").replace("−", "$-$")  # dashes every engine has
+    out = out.replace("–", "--").replace("−", "$-$")  # dashes every engine has
+    return out.replace("±", "$\\pm$").replace("Δ", "$\\Delta$")  # math that pdflatex has
 
 
 def to_latex(rows: list[Row], heading: str, with_group: bool = False) -> bytes:
     r"""The Markdown table's columns as a booktabs table, ready to `\input` into a report."""
     keys = differing_keys(rows)
     unfinished = any(r.status != "finished" for r in rows)
+    seeded = has_seeds(rows)
     metric_keys = [k for k, h in METRIC_COLUMNS if h]
     header = ["\\#", "Experiment", *(["Group"] if with_group else [])]
     header += ["Status"] if unfinished else []
     header += [latex_escape(SETTING_HEADERS.get(k, k)) for k in keys]
+    header += [latex_escape(h) for h in SEED_HEADERS] if seeded else []
     header += [latex_escape(h) for _, h in METRIC_COLUMNS if h]
     spec = "rl" + "l" * (with_group + unfinished)
     spec += "".join(
         "l" if any(isinstance(getattr(r.ran_with, k), str) for r in rows) else "r" for k in keys
     )
+    spec += "rrll" if seeded else ""
     spec += "r" * len(metric_keys)
     body = []
     for i, r in enumerate(rows, 1):
@@ -423,6 +517,8 @@ def to_latex(rows: list[Row], heading: str, with_group: bool = False) -> bytes:
             done = f"{r.status}, {r.epochs_done}/{r.ran_with.epochs} ep."
             cells.append(latex_escape(r.status if r.status == "finished" else done))
         cells += [latex_escape(_setting(getattr(r.ran_with, k))) for k in keys]
+        if seeded:
+            cells += [latex_escape(c) for c in seed_cells(r)]
         for k in metric_keys:
             shown = _metric(k, r.value(k)) if r.epochs_done or k == "params" else "–"
             if shown.startswith(("-", "+")) and k == "gap":  # a sign, not a hyphen

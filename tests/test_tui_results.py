@@ -3,6 +3,7 @@ the best value of each column marked, the cursor staying on its run."""
 
 from __future__ import annotations
 
+import numpy as np
 from textual.app import App, ComposeResult
 
 from cnntui.tui.widgets.results import BEST_STYLE, ResultsTable
@@ -83,3 +84,25 @@ async def test_hidden_rows_wait_until_the_table_is_shown():
         table.display = True
         await pilot.pause()
         assert names(table) == ["a"]
+
+
+async def test_an_experiment_of_several_seeds_shows_mean_and_std_on_each_of_its_rows():
+    app = ResultsApp()
+    async with app.run_test(size=(160, 30)) as pilot:
+        table = app.query_one(ResultsTable)
+        accs = [0.50, 0.54, 0.55]
+        for seed, acc in enumerate(accs):
+            table.put(f"r{seed}", {**row("base", acc, 1.0), "seed": seed, "settings_key": "k"})
+        table.put("other", row("other", 0.3, 1.0))
+        await pilot.pause()
+        expected = f"{np.mean(accs) * 100:.2f}±{np.std(accs, ddof=1) * 100:.2f} n=3"
+        for key in ("r0", "r1", "r2"):
+            assert str(table.get_cell(key, "acc_over_seeds")) == expected
+        assert str(table.get_cell("other", "acc_over_seeds")) == "30.00% n=1"
+        # seed 0 again: its newer run replaces the old one in the mean, on every row
+        table.put("r3", {**row("base", 0.56, 1.0), "seed": 0, "settings_key": "k"})
+        await pilot.pause()
+        again = [0.56, 0.54, 0.55]
+        expected = f"{np.mean(again) * 100:.2f}±{np.std(again, ddof=1) * 100:.2f} n=3"
+        assert str(table.get_cell("r1", "acc_over_seeds")) == expected
+        assert str(table.get_cell("r0", "seed")) == "0"

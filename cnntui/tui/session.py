@@ -17,16 +17,19 @@ from pathlib import Path
 from typing import Any
 
 from .. import lifecycle
-from ..config import SETTING_KEYS, ConfigError, Experiment, ExperimentFile, apply_overrides, load
+from ..config import (
+    SETTING_KEYS,
+    SPEED_KEYS,
+    ConfigError,
+    Experiment,
+    ExperimentFile,
+    apply_overrides,
+    load,
+)
 from ..store import UNFINISHED, RunRecord, RunStore, StoreError
 from .state import RunState, Trace
 
-# Settings that change how fast a run trains or where it reads from, not what it learns: a
-# run that differs from today's settings only in these still counts as one of them.
-SPEED_ONLY = frozenset(
-    {"device", "data_dir", "threads", "compile", "channels_last", "target_acc"}
-    | {"executor", "gpus", "runs_per_gpu", "min_free_gib"}  # where it runs, not what it learns
-)
+SPEED_ONLY = SPEED_KEYS  # settings that change how fast a run trains, not what it learns
 STORED_REFRESH_SECONDS = 1.0  # how often a stored run another process trains is re-read
 SCAN_SECONDS = 1.0  # how often the store is listed for runs someone else queued or started
 
@@ -129,10 +132,11 @@ class Session:
         now = self.experiment(run.name)
         if used is None or now is None:
             return {}
+        same_seed = {"seeds"} | ({"seed"} if used.seed in now.seeds else set())
         return {
             k: (getattr(used, k), getattr(now, k))
             for k in SETTING_KEYS
-            if k not in SPEED_ONLY and getattr(used, k) != getattr(now, k)
+            if k not in SPEED_ONLY | same_seed and getattr(used, k) != getattr(now, k)
         }
 
     def finished_as_now(self, name: str) -> bool:
@@ -173,9 +177,11 @@ class Session:
         return None
 
     def busy(self, name: str) -> bool:
-        """Whether `name` has a run queued, starting or running in this session."""
-        current = self.latest(name)
-        return current is not None and (current.active or current.status == "queued")
+        """Whether `name` has a run (of any of its seeds) queued, starting or running in this
+        session."""
+        return any(
+            s.name == name and (s.active or s.status == "queued") for s in self.runs.values()
+        )
 
     def active(self) -> list[RunState]:
         return [s for s in self.runs.values() if s.active]
@@ -186,12 +192,14 @@ class Session:
     def enqueue(
         self, exp: Experiment, resume_run: Any = None, checkpoint: Path | None = None
     ) -> RunState | str:
-        """Queue a run of `exp`, or say why not (it is already queued or running)."""
+        """Queue a run of `exp` (one per seed of its `seeds`; the last is returned), or say
+        why not (it is already queued or running)."""
         if self.busy(exp.name):
             return f"{exp.name} is already {self.latest(exp.name).status}"
-        state = RunState(self._next_key, exp, resume_run, checkpoint)
-        self._next_key += 1
-        self.runs[state.key] = state
+        for run in exp.runs() if resume_run is None else [exp]:
+            state = RunState(self._next_key, run, resume_run, checkpoint)
+            self._next_key += 1
+            self.runs[state.key] = state
         return state
 
     def to_start(self) -> list[RunState]:
@@ -271,15 +279,20 @@ class Session:
         return state
 
     def submit(self, exp: Experiment) -> RunState | str:
-        """Queue a run of `exp` in the store for a worker process; or say why not."""
+        """Queue a run of `exp` (one per seed of its `seeds`) in the store for worker
+        processes; the last run's state, or why not."""
         if self.busy(exp.name):
             return f"{exp.name} is already {self.latest(exp.name).status}"
         try:
-            (record,) = lifecycle.submit(self.store, [exp], jobs=self.jobs)
+            records = lifecycle.submit(self.store, [exp], jobs=self.jobs)
             lifecycle.ensure_scheduler(self.store)
         except (StoreError, ValueError) as e:
             return str(e)
-        return self.follow(record, exp)
+        if not records:
+            return f"{exp.name}: no run could be queued"
+        runs = {r.seed: r for r in exp.runs()}
+        states = [self.follow(rec, runs.get(rec.summary.get("seed"), exp)) for rec in records]
+        return states[-1]
 
     def submit_resume(self, record: RunRecord) -> RunState | str:
         """Queue `record` (unfinished) to resume in a worker process; or say why not."""

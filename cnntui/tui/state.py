@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import Experiment
+from ..config import Experiment, learned_key
 from ..events import BatchLosses, Cancelled, Diverged, EpochEnd, Event, Failed, Finished, Started
 from ..history import STUDY_KEYS, History, metrics
 from ..store import RunFileError, read_history_arrays
@@ -344,6 +344,8 @@ class RunState:
             "name": exp.name,
             "title": exp.display_title,
             "model": exp.model,
+            "seed": exp.seed,
+            "settings_key": learned_key(exp),
             "params": self.params or None,
             "status": self.status,
             "reason": self.reason,

@@ -570,10 +570,11 @@ class MainScreen(Screen):
         self.app.push_screen(ConfirmScreen(question, answers, escape=None), answered)
 
     def _queue(self, experiments: list) -> None:
-        added = [s for e in experiments if isinstance(s := self._enqueue(e), RunState)]
+        added = [e for e in experiments if isinstance(self._enqueue(e), RunState)]
         self.start_queued()
         self.table.update_statuses(self.session)
-        self.notify(f"queued {len(added)} run(s); {self.session.jobs} at a time")
+        runs = sum(len(e.runs()) for e in added)  # one per seed
+        self.notify(f"queued {runs} run(s); {self.session.jobs} at a time")
 
     def action_cancel(self) -> None:
         name = self._highlighted()
@@ -773,6 +774,14 @@ class MainScreen(Screen):
         for i, table in enumerate(tables):
             if table.get("name") == name:
                 return i, table
+        exp = self.session.experiment(name)
+        if exp is not None and exp.sweep:
+            self.notify(
+                f"{name} comes from [[sweep]] {exp.sweep!r}: edit the sweep in "
+                f"{self.session.config}",
+                severity="warning",
+            )
+            return None
         self.notify(f"{name} is not in {self.session.config} any more; reload", severity="error")
         return None
 

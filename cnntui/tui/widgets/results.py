@@ -15,7 +15,7 @@ from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable
 
-from ... import text
+from ... import stats, text
 
 
 def _finite(v: Any) -> float | None:
@@ -40,6 +40,26 @@ def _int(v: Any) -> str:
     return str(v) if isinstance(v, int) and not isinstance(v, bool) else "-"
 
 
+def _over_seeds(v: Any) -> str:
+    """The experiment's final test accuracy over its seeds: `52.10±1.23 n=3`."""
+    if not isinstance(v, tuple) or not v[2]:
+        return "-"
+    mean, std, n = v
+    return f"{mean * 100:.2f}±{std * 100:.2f} n={n}" if n > 1 else f"{mean * 100:.2f}% n=1"
+
+
+SEEDS_KEY = "acc_over_seeds"  # a row's (mean, std, n) of its experiment's seeds
+
+
+@dataclass(frozen=True)
+class _Run:
+    """A results row as stats.seed_runs sees a run."""
+
+    status: Any
+    seed: Any
+    settings_key: Any
+
+
 # Text columns show a summary's values with control characters escaped (text.safe): a
 # summary.json may have been edited by hand, and the terminal must not get them raw.
 COLUMNS = (
@@ -48,6 +68,9 @@ COLUMNS = (
     Column("model", "model", text.safe),
     Column("params", "params", _params),
     Column("final_test_acc", "final acc", text.pct, "max"),
+    Column("seed", "seed", _int),
+    # Mean ± std of the experiment's final test accuracy over its seeds (stats.seed_runs).
+    Column(SEEDS_KEY, "acc over seeds", _over_seeds),
     Column("best_test_acc", "best acc", text.pct, "max"),
     Column("epoch1_test_acc", "ep1 acc", text.pct, "max"),
     Column("final_train_loss", "train loss", text.num, "min"),
@@ -57,12 +80,15 @@ COLUMNS = (
     Column("seconds_per_epoch", "s/epoch", text.seconds, "min"),
     Column("status", "status", text.safe),
 )
+SEEDS_COLUMN = next(c for c in COLUMNS if c.key == SEEDS_KEY)
 BEST_STYLE = "bold reverse green"
 
 
 def sort_key(column: str, summary: dict[str, Any]) -> tuple:
     """Missing values last whichever way; numbers as numbers, text case-insensitively."""
     v = summary.get(column)
+    if isinstance(v, tuple):  # over seeds: by the mean
+        v = v[0] if v[2] else None
     if _finite(v) is not None:
         return (0, float(v), "")
     if isinstance(v, str) and v:
@@ -115,9 +141,15 @@ class ResultsTable(DataTable):
         old = self.rows_by_key.get(key)
         if old is None:
             self._order.append(key)
+        summary = {**summary, SEEDS_KEY: old.get(SEEDS_KEY) if old else None}
         self.rows_by_key[key] = summary
+        siblings = self._over_seeds(summary.get("name"))
         if not redraw:
             return
+        for other in siblings:  # the same experiment's other rows: their cell changed too
+            if other != key and self.display and not self._stale and self.row_count:
+                cell = self._cell(SEEDS_COLUMN, self.rows_by_key[other], self._best)
+                self.update_cell(other, SEEDS_KEY, cell, update_width=True)
         if not self.display or self._stale or not self.row_count:
             self.update_rows()
             return
@@ -129,6 +161,28 @@ class ResultsTable(DataTable):
             self._update_cells(key, old, summary, best)
         self._restyle_best(best)
         self._reorder(keep)
+
+    def _over_seeds(self, name: Any) -> list[str]:
+        """Recompute `name`'s mean ± std over seeds into each of its rows; the keys of the
+        rows whose value changed."""
+        keys = [k for k in self._order if self.rows_by_key[k].get("name") == name]
+        runs = {
+            k: _Run(
+                self.rows_by_key[k].get("status"),
+                self.rows_by_key[k].get("seed"),
+                self.rows_by_key[k].get("settings_key"),
+            )
+            for k in keys
+        }
+        counted = {id(r) for r in stats.seed_runs(list(runs.values()), lambda r: r.settings_key)}
+        agg = stats.aggregate(
+            self.rows_by_key[k].get("final_test_acc") for k, r in runs.items() if id(r) in counted
+        )
+        value = (agg.mean, agg.std, agg.n)
+        changed = [k for k in keys if self.rows_by_key[k].get(SEEDS_KEY) != value]
+        for k in changed:
+            self.rows_by_key[k][SEEDS_KEY] = value
+        return changed
 
     def update_rows(self) -> None:
         """Redraw now when on screen, else when next shown."""

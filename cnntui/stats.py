@@ -1,0 +1,257 @@
+"""Several seeds as one result: mean, standard deviation and n, and whether an experiment
+differs from its group's reference by more than the seeds' noise.
+
+- An experiment's runs count once per seed: the latest *finished* run of each seed, among
+  the runs trained with the settings of its newest finished run (a run with other learning
+  settings is another configuration, not another seed of this one).
+- The standard deviation is the sample one (ddof = 1); with one seed there is none.
+- "Beyond noise?" is Welch's 95 % confidence interval of the difference of mean final test
+  accuracy (experiment − reference), with the Student-t quantile at Welch–Satterthwaite
+  degrees of freedom. When it contains 0 the difference is *within noise*.
+
+The t quantile is computed here (bisection on the t distribution's CDF, written with the
+regularized incomplete beta function by its continued fraction), so no SciPy is needed.
+No torch, no textual: the CLI, the TUI and the exports all use it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+LEVEL = 0.95  # the confidence of every interval cnntui shows
+WITHIN = "within noise"
+BEYOND = "beyond noise"
+ONE_SEED = "1 seed: no error bar"
+REFERENCE = "reference"
+
+
+# --- the Student t distribution ----------------------------------------------------------
+
+
+def _beta_fraction(a: float, b: float, x: float) -> float:
+    """The continued fraction of the incomplete beta function (modified Lentz)."""
+    tiny = 1e-300
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 500):
+        m2 = 2 * m
+        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        h *= d * c
+        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        delta = d * c
+        h *= delta
+        if abs(delta - 1.0) < 1e-15:
+            break
+    return h
+
+
+def betainc(a: float, b: float, x: float) -> float:
+    """The regularized incomplete beta function I_x(a, b), for a, b > 0 and x in [0, 1]."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    log_front = (
+        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    )
+    front = math.exp(log_front)
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _beta_fraction(a, b, x) / a
+    return 1.0 - front * _beta_fraction(b, a, 1.0 - x) / b
+
+
+def t_cdf(t: float, df: float) -> float:
+    """P(T <= t) for Student's t with `df` (> 0, not necessarily whole) degrees of freedom."""
+    tail = 0.5 * betainc(df / 2.0, 0.5, df / (df + t * t))
+    return 1.0 - tail if t >= 0 else tail
+
+
+def t_quantile(p: float, df: float) -> float:
+    """The t with P(T <= t) = p (0 < p < 1), by bisection on `t_cdf` to 1e-12."""
+    if not 0.0 < p < 1.0 or not df > 0:
+        raise ValueError(f"t_quantile needs 0 < p < 1 and df > 0, got p={p}, df={df}")
+    if p < 0.5:
+        return -t_quantile(1.0 - p, df)
+    lo, hi = 0.0, 1.0
+    while t_cdf(hi, df) < p:
+        lo, hi = hi, hi * 2.0
+    while hi - lo > 1e-12 * max(1.0, hi):
+        mid = (lo + hi) / 2.0
+        if t_cdf(mid, df) < p:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2.0
+
+
+# --- mean ± std, and the comparison with a reference ------------------------------------
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """Values over seeds: how many, their mean and sample standard deviation (NaN: n < 2)."""
+
+    n: int
+    mean: float
+    std: float
+
+
+def aggregate(values: Iterable[Any]) -> Aggregate:
+    """Mean and sample standard deviation (ddof = 1) of the finite numbers in `values`."""
+    xs = [float(v) for v in values if _number(v)]
+    n = len(xs)
+    if n == 0:
+        return Aggregate(0, math.nan, math.nan)
+    mean = math.fsum(xs) / n
+    std = math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (n - 1)) if n > 1 else math.nan
+    return Aggregate(n, mean, std)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """An experiment against its group's reference: difference of means (experiment −
+    reference), its Welch confidence interval, and the verdict a table shows."""
+
+    diff: float
+    low: float
+    high: float
+    df: float  # Welch–Satterthwaite degrees of freedom (NaN: no interval)
+    verdict: str  # WITHIN, BEYOND, ONE_SEED or REFERENCE
+
+
+def welch(reference: Sequence[float], other: Sequence[float], level: float = LEVEL) -> Comparison:
+    """Welch's interval for mean(other) − mean(reference). With fewer than 2 values on
+    either side there is no interval (verdict ONE_SEED)."""
+    a, b = aggregate(reference), aggregate(other)
+    diff = b.mean - a.mean
+    if a.n < 2 or b.n < 2:
+        return Comparison(diff, math.nan, math.nan, math.nan, ONE_SEED)
+    va, vb = a.std**2 / a.n, b.std**2 / b.n
+    se = math.sqrt(va + vb)
+    if se == 0.0:  # every seed gave the same number on both sides: no spread to speak of
+        return Comparison(diff, diff, diff, math.inf, WITHIN if diff == 0 else BEYOND)
+    df = (va + vb) ** 2 / (va**2 / (a.n - 1) + vb**2 / (b.n - 1))
+    half = t_quantile(0.5 + level / 2.0, df) * se
+    low, high = diff - half, diff + half
+    return Comparison(diff, low, high, df, WITHIN if low <= 0.0 <= high else BEYOND)
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def reference_of(members: Sequence[Any]) -> Any:
+    """The group's reference: the member marked `reference = true`, else the first."""
+    return next((m for m in members if getattr(m, "reference", False)), members[0])
+
+
+# --- which runs count --------------------------------------------------------------------
+
+
+def seed_runs(records: Sequence[Any], key: Callable[[Any], Any]) -> list[Any]:
+    """The runs of one experiment that its aggregates count, by seed: the latest finished
+    run of each seed among those whose `key` (the learning settings) is the newest
+    finished run's. `records` oldest first, as RunStore.runs gives them; each has `.status`
+    and `.seed`."""
+    finished = [r for r in records if r.status == "finished"]
+    if not finished:
+        return []
+    wanted = key(finished[-1])
+    latest: dict[Any, Any] = {}
+    for r in finished:
+        if key(r) == wanted:
+            latest.pop(r.seed, None)
+            latest[r.seed] = r  # newest last, and in the order the seeds last finished
+    return sorted(latest.values(), key=lambda r: (r.seed is None, r.seed or 0))
+
+
+# --- how it reads ----------------------------------------------------------------------
+
+
+def pct_mean_std(agg: Aggregate) -> str:
+    """`52.10% ± 1.23 (n=3)`; one seed: `52.10% (n=1)`; none: `-`."""
+    if agg.n == 0:
+        return "-"
+    if agg.n == 1:
+        return f"{100 * agg.mean:.2f}% (n=1)"
+    return f"{100 * agg.mean:.2f}% ± {100 * agg.std:.2f} (n={agg.n})"
+
+
+def pp_interval(c: Comparison) -> str:
+    """`+1.20 pp [-0.40, +2.80]`, the difference and its interval in percentage points."""
+    if c.verdict == REFERENCE:
+        return "–"
+    if not math.isfinite(c.diff):
+        return "-"
+    if not math.isfinite(c.low):
+        return f"{100 * c.diff:+.2f} pp"
+    return f"{100 * c.diff:+.2f} pp [{100 * c.low:+.2f}, {100 * c.high:+.2f}]"
+
+
+# --- a study from the run store's summaries ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StudyRow:
+    """One experiment of a study: its final test accuracy over seeds, and the comparison."""
+
+    name: str
+    group: str
+    seeds: tuple[Any, ...]  # the seeds counted
+    accuracy: Aggregate
+    comparison: Comparison | None  # None: its group's reference has no finished run
+
+
+def study(experiments: Sequence[Any], runs_of: Callable[[str], Sequence[Any]]) -> list[StudyRow]:
+    """Mean ± std of final test accuracy per experiment (from each counted run's summary)
+    and each one's comparison with its group's reference. `runs_of(name)` gives the
+    experiment's runs oldest first (RunStore.runs)."""
+    finals: dict[str, list[float]] = {}
+    seeds: dict[str, tuple[Any, ...]] = {}
+    for exp in experiments:
+        counted = seed_runs(runs_of(exp.name), key=lambda r: r.settings_key)
+        finals[exp.name] = [r.summary.get("final_test_acc") for r in counted]
+        seeds[exp.name] = tuple(r.seed for r in counted)
+    groups: dict[str, list[Any]] = {}
+    for exp in experiments:
+        groups.setdefault(exp.group, []).append(exp)
+    rows = []
+    for exp in experiments:
+        ref = reference_of(groups[exp.group])
+        agg = aggregate(finals[exp.name])
+        if exp is ref:
+            comparison: Comparison | None = Comparison(
+                math.nan, math.nan, math.nan, math.nan, REFERENCE
+            )
+        elif agg.n and aggregate(finals[ref.name]).n:
+            comparison = welch(finals[ref.name], finals[exp.name])
+        else:
+            comparison = None
+        rows.append(StudyRow(exp.name, exp.group, seeds[exp.name], agg, comparison))
+    return rows
+
+
+def verdict(row: StudyRow) -> str:
+    """What a table says of the row: reference, within / beyond noise, 1 seed: no error bar."""
+    if row.accuracy.n == 0:
+        return "no finished run"
+    if row.comparison is None:
+        return "-"
+    if row.comparison.verdict == REFERENCE:
+        return REFERENCE
+    if row.accuracy.n == 1:
+        return ONE_SEED
+    return row.comparison.verdict

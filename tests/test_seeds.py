@@ -1,0 +1,323 @@
+"""Studies that hold up: several seeds, sweeps, mean ± std and "is it beyond noise?"."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from cnntui import lifecycle, stats
+from cnntui.config import ConfigError, apply_overrides, expand_runs, parse, parse_override
+from cnntui.store import RunStore
+
+from .conftest import tiny_experiment
+
+# --- expansion --------------------------------------------------------------------------
+
+SWEEP = """\
+[defaults]
+dataset = "synthetic"
+
+[[experiment]]
+name = "base"
+group = "g"
+
+[[sweep]]
+name = "lr-wd"
+lr = [0.1, 0.01, 0.001]
+weight_decay = [0, 0.01]
+epochs = 3
+
+[[experiment]]
+name = "after"
+group = "g"
+"""
+
+
+def test_a_sweep_expands_to_its_grid_in_file_order_with_readable_names() -> None:
+    file = parse(SWEEP)
+    assert file.names() == [
+        "base",
+        "lr-wd.lr=0.1+weight_decay=0",
+        "lr-wd.lr=0.1+weight_decay=0.01",
+        "lr-wd.lr=0.01+weight_decay=0",
+        "lr-wd.lr=0.01+weight_decay=0.01",
+        "lr-wd.lr=0.001+weight_decay=0",
+        "lr-wd.lr=0.001+weight_decay=0.01",
+        "after",
+    ]
+    swept = [e for e in file.experiments if e.sweep == "lr-wd"]
+    assert [(e.lr, e.weight_decay, e.epochs) for e in swept[:2]] == [(0.1, 0.0, 3), (0.1, 0.01, 3)]
+    assert {e.group for e in swept} == {"lr-wd"} and swept[0].swept == ("lr", "weight_decay")
+    # --run takes the sweep's name (its group here) like any group
+    assert [e.name for e in file.select("lr-wd")] == [e.name for e in swept]
+
+
+def test_the_generated_names_are_run_directories_of_their_own(tmp_path: Path) -> None:
+    exp = parse(SWEEP).experiments[1]
+    run = RunStore(tmp_path).create(exp)
+    run.release()
+    assert run.path.parent == tmp_path / "lr-wd.lr=0.1+weight_decay=0"
+    assert [r.name for r in RunStore(tmp_path).runs()] == [exp.name]
+
+
+@pytest.mark.parametrize(
+    ("body", "where", "says"),
+    [
+        ('lr = [0.1, -1.0]\nname = "s"', "f.toml:2:1", "value 2 of 'lr'"),
+        ('name = "s"\noptimizer = ["sgd", "rmsprop"]', "f.toml:3:1", "unknown optimizer"),
+        ('name = "s"\nlr = []', "f.toml:3:1", "sweeps over nothing"),
+        ('name = "s"\nlearning_rate = [0.1]', "f.toml:3:1", "did you mean 'lr'"),
+        ('name = "s"\nlr = 0.1', "f.toml:1:1", "no list of values"),
+        ('name = "s"\nlr = [0.1, 0.1]', "f.toml:3:1", "lists a value twice"),
+        ('name = "s"\nseed = 1\nseeds = [0, 1]\nlr = [0.1]', "f.toml:4:1", "(line 3)"),
+        (f'name = "{"x" * 60}"\nlr = [0.1]', "f.toml:2:1", "generates the name"),
+    ],
+)
+def test_a_bad_sweep_value_is_reported_at_its_position(body: str, where: str, says: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse("[[sweep]]\n" + body + "\n", "f.toml")
+    assert str(e.value).startswith(where + ": "), str(e.value)
+    assert says in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_seeds_run_once_each_seed_major_and_seed_alone_stays_valid() -> None:
+    file = parse(
+        "[defaults]\nseeds = [0, 1, 2]\n"
+        '[[experiment]]\nname = "a"\n'
+        '[[experiment]]\nname = "b"\nseed = 7\n'
+        '[[experiment]]\nname = "c"\nseeds = [4, 5]\n'
+    )
+    a, b, c = file.experiments
+    assert (a.seed, a.seeds, b.seed, b.seeds, c.seed, c.seeds) == (0, (0, 1, 2), 7, (), 4, (4, 5))
+    runs = expand_runs(file.experiments)
+    assert [r.label for r in runs] == [
+        "a seed 0", "b", "c seed 4", "a seed 1", "c seed 5", "a seed 2"
+    ]  # fmt: skip
+    assert expand_runs(runs) == runs  # a run's experiment is one run
+
+
+def test_seed_and_seeds_in_one_table_is_an_error_naming_the_lines() -> None:
+    with pytest.raises(ConfigError, match=r"^f.toml:4:1: 'seeds' and 'seed' \(line 3\)"):
+        parse('[[experiment]]\nname = "a"\nseed = 1\nseeds = [0, 1]\n', "f.toml")
+    with pytest.raises(ConfigError, match=r"^f.toml:2:1: 'seeds' = \[0, 0\] names seed 0 twice"):
+        parse("[defaults]\nseeds = [0, 0]\n", "f.toml")
+
+
+def test_set_seeds_on_the_command_line() -> None:
+    assert parse_override("seeds=0,1,2") == ("seeds", (0, 1, 2))
+    assert parse_override("seeds=[3, 4]") == ("seeds", (3, 4))
+    with pytest.raises(ConfigError, match="one seed: seed = N"):
+        parse_override("seeds=3")
+    exp = parse('[defaults]\nseed = 5\n[[experiment]]\nname = "a"\n').experiments
+    (over,) = apply_overrides(exp, {"seeds": (0, 1, 2)})
+    assert (over.seed, len(over.runs())) == (0, 3)
+    (back,) = apply_overrides([over], {"seed": 9})
+    assert back.runs() == [back] and back.seed == 9
+    with pytest.raises(ConfigError, match="give one of them"):
+        apply_overrides(exp, {"seed": 1, "seeds": (0, 1)})
+
+
+def test_a_sweep_times_seeds_and_one_reference_per_group() -> None:
+    file = parse(SWEEP.replace("epochs = 3", "seeds = [0, 1]"))
+    assert len(expand_runs(file.experiments)) == 2 + 6 * 2
+    with pytest.raises(ConfigError, match=r"^f.toml:8:1: group 'g' already has its reference"):
+        parse(
+            '[[experiment]]\nname = "a"\ngroup = "g"\nreference = true\n'
+            '[[experiment]]\nname = "b"\ngroup = "g"\nreference = true\n',
+            "f.toml",
+        )
+
+
+def test_submit_queues_one_run_per_seed_with_its_seed_in_the_summary(tmp_path: Path) -> None:
+    store = RunStore(tmp_path)
+    records = lifecycle.submit(store, [tiny_experiment(seeds=(0, 1, 2))])
+    assert [r.status for r in records] == ["queued"] * 3
+    summaries = [json.loads((r.path / "summary.json").read_text()) for r in records]
+    assert [s["seed"] for s in summaries] == [0, 1, 2]
+    assert [r.label for r in records] == ["tiny seed 0", "tiny seed 1", "tiny seed 2"]
+    assert [r.experiment().seed for r in records] == [0, 1, 2]  # what the worker trains
+    assert store.latest("tiny", seed=1).run_id == records[1].run_id
+
+
+# --- statistics -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("df", "t"),
+    [(1, 12.706), (2, 4.303), (5, 2.571), (10, 2.228), (30, 2.042), (120, 1.980)],
+)
+def test_t_quantiles_match_the_published_table(df: int, t: float) -> None:
+    assert stats.t_quantile(0.975, df) == pytest.approx(t, abs=5e-4)
+    assert stats.t_quantile(0.025, df) == pytest.approx(-t, abs=5e-4)
+
+
+def test_aggregates_match_numpy() -> None:
+    values = [0.512, 0.548, 0.497, 0.530]
+    agg = stats.aggregate(values)
+    assert agg.n == 4
+    assert agg.mean == pytest.approx(np.mean(values))
+    assert agg.std == pytest.approx(np.std(values, ddof=1))
+    one = stats.aggregate([0.5, math.nan, None])
+    assert (one.n, one.mean) == (1, 0.5) and math.isnan(one.std)
+
+
+def test_welch_interval_against_a_case_worked_by_hand() -> None:
+    # reference 0.50 0.52 0.51: mean 0.51, s² = 1e-4; other 0.55 0.56 0.58: mean 0.56333,
+    # s² = 2.3333e-4. se² = 1e-4/3 + 2.3333e-4/3 = 1.1111e-4, se = 0.0105409;
+    # df = se⁴ / ((3.3333e-5)²/2 + (7.7778e-5)²/2) = 3.4483; t(0.975, 3.4483) = 2.9608.
+    c = stats.welch([0.50, 0.52, 0.51], [0.55, 0.56, 0.58])
+    assert c.diff == pytest.approx(0.0533333, abs=1e-6)
+    assert c.df == pytest.approx(3.44828, abs=1e-4)
+    half = 2.9608 * 0.0105409
+    assert c.low == pytest.approx(0.0533333 - half, abs=1e-4)
+    assert c.high == pytest.approx(0.0533333 + half, abs=1e-4)
+    assert c.verdict == stats.BEYOND
+    assert stats.welch([0.50, 0.52, 0.51], [0.49, 0.53, 0.52]).verdict == stats.WITHIN
+    assert stats.welch([0.5], [0.6, 0.61]).verdict == stats.ONE_SEED
+
+
+def test_only_the_latest_finished_run_of_each_seed_with_the_newest_settings_counts() -> None:
+    def run(seed, status, key="k1"):
+        return SimpleNamespace(seed=seed, status=status, settings_key=key)
+
+    runs = [
+        run(2, "finished", "k0"),  # an older configuration (lr changed since, say)
+        run(0, "finished"),  # replaced by the later seed-0 run
+        run(1, "finished"),
+        run(0, "finished"),
+        run(2, "failed"),  # not finished: not counted
+        run(1, "cancelled"),
+    ]
+    counted = stats.seed_runs(runs, key=lambda r: r.settings_key)
+    assert counted == [runs[3], runs[2]]
+    assert stats.seed_runs(runs[:1], key=lambda r: r.settings_key) == runs[:1]
+
+
+# --- a study as a user runs it ----------------------------------------------------------
+
+STUDY = """\
+[defaults]
+dataset = "synthetic"
+train_size = 64
+test_size = 32
+batch_size = 32
+epochs = 2
+device = "cpu"
+seeds = [0, 1]
+
+[[experiment]]
+name = "base"
+group = "g"
+lr = 0.01
+
+[[experiment]]
+name = "fast"
+group = "g"
+lr = 0.1
+
+[[sweep]]
+name = "grid"
+lr = [0.1, 0.01]
+momentum = [0.0, 0.9]
+epochs = 1
+"""
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Path:
+    """The study trained once for the tests below: 2 experiments and a 2×2 sweep, 2 seeds."""
+    root = tmp_path_factory.mktemp("study")
+    (root / "experiments.toml").write_text(STUDY, encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "cnntui", "--run", "all", "--export", "--jobs", "2"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    root.joinpath("out.txt").write_text(result.stdout)
+    return root
+
+
+def test_a_study_trains_each_seed_as_a_run_of_its_experiment(study: Path) -> None:
+    store = RunStore(study / "runs")
+    for name in ("base", "fast", "grid.lr=0.1+momentum=0.0", "grid.lr=0.01+momentum=0.9"):
+        runs = store.runs(name)
+        assert sorted(r.summary["seed"] for r in runs) == [0, 1], name
+        assert {r.status for r in runs} == {"finished"}
+    out = (study / "out.txt").read_text()
+    assert "[base seed 1] finished" in out
+    # the closing table: mean ± std over the seeds, and the comparison with the reference
+    base = [r.summary["final_test_acc"] for r in store.runs("base")]
+    line = next(x for x in out.splitlines() if x.startswith("base ") and "reference" in x)
+    assert f"{100 * np.mean(base):.2f}% ± {100 * np.std(base, ddof=1):.2f}" in line
+
+
+def test_results_csv_has_mean_std_n_and_the_interval(study: Path) -> None:
+    text = (study / "exports" / "g" / "results.csv").read_text(encoding="utf-8-sig")
+    rows = {r["name"]: r for r in csv.DictReader(io.StringIO(text))}
+    store = RunStore(study / "runs")
+    for name in ("base", "fast"):
+        finals = [r.summary["final_test_acc"] for r in store.runs(name)]
+        assert rows[name]["n"] == "2" and rows[name]["seeds"] == "0 1"
+        assert float(rows[name]["test_acc_mean"]) == pytest.approx(np.mean(finals))
+        assert float(rows[name]["test_acc_std"]) == pytest.approx(np.std(finals, ddof=1))
+        for stem in ("best_test_acc", "epoch1_test_acc", "train_loss", "gap"):
+            assert rows[name][f"{stem}_mean"] != ""
+    assert rows["base"]["verdict"] == "reference" and rows["base"]["reference"] == "1"
+    expected = stats.welch(
+        [r.summary["final_test_acc"] for r in store.runs("base")],
+        [r.summary["final_test_acc"] for r in store.runs("fast")],
+    )
+    assert float(rows["fast"]["test_acc_diff"]) == pytest.approx(expected.diff)
+    assert float(rows["fast"]["test_acc_diff_ci95_low"]) == pytest.approx(expected.low)
+    assert rows["fast"]["verdict"] == expected.verdict
+    md = (study / "exports" / "g" / "results.md").read_text()
+    assert "| n | Test acc (mean ± std) | Δ vs reference [95% CI] |" in md
+    assert "Welch" in md
+    tex = (study / "exports" / "results.tex").read_text()
+    assert r"$\pm$" in tex and "±" not in tex
+
+
+def test_the_figures_show_error_bars_seeds_and_the_sweep_heatmap(study: Path) -> None:
+    from cnntui import export, figures
+
+    assert (study / "exports" / "grid" / "grid_heatmap.png").stat().st_size > 10_000
+    store = RunStore(study / "runs")
+    file = parse((study / "experiments.toml").read_text())
+    entries = export._entries(
+        store, file.experiments, figures.Fonts.detect(), export.ExportResult(study)
+    )
+    export._compare(entries, file.experiments)
+    grid = [e for e in entries if e.experiment.group == "grid"]
+    cells, rows, cols, _data = export.sweep_cells(grid)["grid"]
+    assert rows == ("lr", [0.1, 0.01]) and cols == ("momentum", [0.0, 0.9])
+    finals = [r.summary["final_test_acc"] for r in store.runs("grid.lr=0.01+momentum=0.9")]
+    mean, std, n = cells[(0.01, 0.9)]
+    assert (mean, n) == (pytest.approx(np.mean(finals)), 2)
+    fig = figures.heatmap(cells, rows, cols, "grid", "")
+    shown = [t.get_text() for t in fig.axes[0].texts]
+    assert f"{mean * 100:.1f}%\n± {std * 100:.1f} (n=2)" in shown
+
+    series = [e.series for e in entries if e.experiment.group == "g"]
+    fig = figures.comparison(series, "g")
+    ax_c = fig.axes[2]
+    bars = [c for c in ax_c.containers if type(c).__name__ == "ErrorbarContainer"]
+    assert len(bars) == 1  # one error bar per bar, drawn together
+    dots = sum(
+        len(c.get_offsets()) for c in ax_c.collections if type(c).__name__ == "PathCollection"
+    )
+    assert dots == 4  # every seed of both experiments
+    ax_b = fig.axes[1]
+    assert len(ax_b.collections) == 2  # a shaded ± std band per experiment
