@@ -8,6 +8,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -321,3 +322,24 @@ def test_the_figures_show_error_bars_seeds_and_the_sweep_heatmap(study: Path) ->
     assert dots == 4  # every seed of both experiments
     ax_b = fig.axes[1]
     assert len(ax_b.collections) == 2  # a shaded ± std band per experiment
+
+
+async def test_the_tui_curves_overlay_the_seed_band_of_an_experiment(study: Path) -> None:
+    from cnntui.tui.app import make_app
+
+    store = RunStore(study / "runs")
+    accs = np.array([r.history().test_acc for r in store.runs("base")])
+    app = make_app(study / "experiments.toml", {}, store.root, study / "x", device_label="c")
+    async with app.run_test(size=(120, 40)) as pilot:
+        key = app.main.query_one("#curves-key")
+        deadline = time.monotonic() + 30
+        while "±std of 2 seeds" not in str(key.render()):  # "base", highlighted first
+            assert time.monotonic() < deadline, str(key.render())
+            await pilot.pause(0.05)
+        band = app.main.session.seed_band("base")
+        mean, std = band.series["test_acc"]
+        assert mean == pytest.approx(accs.mean(axis=0).tolist())
+        assert std == pytest.approx(accs.std(axis=0, ddof=1).tolist())
+        chart = app.main.query_one("#chart-acc")
+        drawn = "\n".join(line.text for line in chart.render_lines(chart.region.reset_offset))
+        assert "┼" in drawn  # a bar at each epoch's mean

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .. import lifecycle
+from .. import lifecycle, stats
 from ..config import (
     SETTING_KEYS,
     SPEED_KEYS,
@@ -27,10 +27,11 @@ from ..config import (
     load,
 )
 from ..store import UNFINISHED, RunRecord, RunStore, StoreError
-from .state import RunState, Trace
+from .state import RunState, SeedBand, Trace
 
 SPEED_ONLY = SPEED_KEYS  # settings that change how fast a run trains, not what it learns
 STORED_REFRESH_SECONDS = 1.0  # how often a stored run another process trains is re-read
+BAND_REFRESH_SECONDS = 2.0  # how often the seed runs behind a ± std band are looked for
 SCAN_SECONDS = 1.0  # how often the store is listed for runs someone else queued or started
 
 
@@ -66,6 +67,7 @@ class Session:
         self._training = 0  # worker threads inside `training()`
         self._idle = threading.Condition()
         self._stamps: dict[Path, float] = {}  # run dir -> its summary.json's mtime, last scan
+        self._bands: dict[str, tuple[float, SeedBand | None]] = {}  # name -> (read at, band)
 
     def load_past(self) -> list[RunRecord]:
         """Read every stored run's summary (not its history): the results table's first rows."""
@@ -396,6 +398,24 @@ class Session:
         return None
 
     # -- what to plot --------------------------------------------------------------------
+
+    def seed_band(self, name: str, now: float | None = None) -> SeedBand | None:
+        """Mean ± std per epoch over the seed runs `name`'s aggregates count (stats.seed_runs:
+        the latest finished run of each seed, with the newest finished run's settings); None
+        with fewer than two. The store is read again at most every BAND_REFRESH_SECONDS."""
+        now = time.monotonic() if now is None else now
+        cached = self._bands.get(name)
+        if cached is not None and now - cached[0] < BAND_REFRESH_SECONDS:
+            return cached[1]
+        try:
+            counted = stats.seed_runs(self.store.runs(name), lambda r: r.settings_key)
+        except (OSError, StoreError):
+            counted = []
+        band = None
+        if len(counted) > 1:
+            band = SeedBand([self.stored_trace(r) for r in counted])
+        self._bands[name] = (now, band)
+        return band
 
     def stored_trace(self, record: RunRecord) -> Trace:
         """A stored run's history, cached until its file changes."""

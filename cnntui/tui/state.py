@@ -25,6 +25,8 @@ from ..history import STUDY_KEYS, History, metrics
 from ..store import RunFileError, read_history_arrays
 
 MA_WINDOW = 100  # batches in the moving average over the batch losses
+# The per-epoch series drawn with a ± std band over seeds (the ones a study compares).
+BAND_SERIES = ("test_loss", "test_acc", "val_loss", "val_acc")
 ACTIVE = ("starting", "running")
 ENDED = ("finished", "failed", "diverged", "cancelled", "interrupted")
 
@@ -51,6 +53,30 @@ def decimate(x: np.ndarray, y: np.ndarray, points: int) -> tuple[np.ndarray, np.
     return x[idx], y[idx]
 
 
+class SeedBand:
+    """Mean and standard deviation per epoch of an experiment's counted seed runs (the runs
+    its aggregates count), for the per-epoch charts: `series` maps a History attribute
+    (`test_acc`, `test_loss`, ...) to (mean, std) per epoch, epochs that at least two seeds
+    reached."""
+
+    def __init__(self, histories: list[Any], attrs: tuple[str, ...] = BAND_SERIES) -> None:
+        self.n = len(histories)
+        self.series: dict[str, tuple[list[float], list[float]]] = {}
+        for attr in attrs:
+            rows = [list(getattr(h, attr)) for h in histories]
+            epochs = sorted((len(r) for r in rows), reverse=True)
+            reach = epochs[1] if len(epochs) > 1 else 0  # at least two seeds got this far
+            mean, std = [], []
+            for e in range(reach):
+                values = [r[e] for r in rows if e < len(r) and math.isfinite(r[e])]
+                ok = len(values) > 1
+                mean.append(float(np.mean(values)) if ok else math.nan)
+                std.append(float(np.std(values, ddof=1)) if ok else math.nan)
+            self.series[attr] = (mean, std)
+        # What tells one band from another (NaN included) when deciding to redraw.
+        self.key = repr((self.n, sorted(self.series.items())))
+
+
 @dataclass(frozen=True)
 class Curve:
     """One run's curves, already decimated for the screen."""
@@ -68,6 +94,7 @@ class Curve:
     val_loss: list[float] = field(default_factory=list)  # NaN without a validation split
     val_acc: list[float] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)  # each epoch's learning rate
+    band: SeedBand | None = None  # mean ± std per epoch over the experiment's seeds
 
     @property
     def empty(self) -> bool:

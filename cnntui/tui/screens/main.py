@@ -344,6 +344,8 @@ class MainScreen(Screen):
         points = panel.points()
         sources: list[tuple[str, RunState | RunRecord | None]] = []
         key: list[Any] = [points, self.log_scale]
+        bands = {name: self.session.seed_band(name) for name in self.shown()}
+        key.append(tuple(band.key for band in bands.values() if band is not None))
         for name in self.shown():
             state = self.session.latest(name)
             now = self.session.experiment(name)  # settings changed: the key line says so
@@ -369,6 +371,9 @@ class MainScreen(Screen):
             else:
                 absent.append(name)
                 continue
+            band = bands[name]
+            if band is not None:
+                curve = dataclasses.replace(curve, band=band)
             curves.append(curve)  # even with nothing drawn yet: the key names its colour
             changed = self.session.changed_settings(source)
             if changed:

@@ -266,6 +266,7 @@ def _per_epoch(
 ) -> Draw:
     def fn(plt: Plot, width: int) -> bool:
         lines = []
+        bars = []
         for i, c in enumerate(curves):
             color = COLORS[i % len(COLORS)]
             for attr, kind in series:
@@ -274,16 +275,37 @@ def _per_epoch(
                 if ys:
                     # The train curve is a line, test dots, validation crosses (the key says so).
                     lines.append((xs, ys, color, MARKERS[kind]))
-        if not lines:
+                if c.band is not None and attr in c.band.series:
+                    bar = band_bars(*c.band.series[attr], scale, log)
+                    if bar[0]:
+                        bars.append((*bar, color))
+        if not lines and not bars:
             return False
         if log:
             plt.yscale("log")
         for xs, ys, color, marker in lines:
             plt.plot(xs, ys, color=color, marker=marker)
+        for xs, ys, err, color in bars:  # mean ± std over seeds: a bar at each epoch
+            plt.error(xs, ys, yerr=err, color=color)
+        lines += [(xs, ys, color, "") for xs, ys, _err, color in bars]
         _set_int_xticks(plt, [x for line in lines for x in (line[0][0], line[0][-1])], width)
         return True
 
     return fn
+
+
+def band_bars(
+    mean: list[float], std: list[float], scale: float, log: bool
+) -> tuple[list[int], list[float], list[float]]:
+    """Epochs, means and stds (scaled) of a seed band that a chart can draw: finite, and on a
+    log scale with the whole bar above 0."""
+    out: tuple[list[int], list[float], list[float]] = ([], [], [])
+    for epoch, (m, sd) in enumerate(zip(mean, std, strict=True), start=1):
+        if math.isfinite(m) and math.isfinite(sd) and not (log and m - sd <= 0):
+            out[0].append(epoch)
+            out[1].append(scale * m)
+            out[2].append(scale * sd)
+    return out
 
 
 def short_number(v: float) -> str:
@@ -320,6 +342,8 @@ def key_text(curves: list[Curve], notes: dict[Hashable, str], absent: list[str])
         span = lr_span(c.lr)
         if span:
             out.append(f" {span}", "dim")
+        if c.band is not None:
+            out.append(f" ┼ ±std of {c.band.n} seeds", "dim")
         note = notes.get(c.source)
         if note:
             out.append(f" ({note})", "bold yellow")
@@ -387,7 +411,10 @@ class CurvesPanel(Vertical):
             (c.label, c.source, len(c.batch_y), c.batch_x[-1] if len(c.batch_x) else -1)
             for c in curves
         )
-        epochs = tuple((c.label, c.source, len(c.epoch_loss), len(c.val_loss)) for c in curves)
+        epochs = tuple(
+            (c.label, c.source, len(c.epoch_loss), len(c.val_loss), c.band and c.band.key)
+            for c in curves
+        )
         epochs_done = any(c.epoch_loss or c.test_acc for c in curves)
         log_ = " (log)" if log else ""
         # What a chart says when it has nothing to draw: no run, nothing trained yet, or
