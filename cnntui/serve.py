@@ -178,6 +178,16 @@ def make_server(command: str, host: str, port: int, loopback: bool, runs_dir: st
         def __init__(self) -> None:
             super().__init__(command, host=host, port=port, title="cnntui")
             self.tabs: dict[Any, asyncio.Event] = {}  # open WebSocket -> set once it ended
+            self.stopping = False
+
+        def request_exit(self) -> None:
+            """Ctrl-C: stop; another Ctrl-C while the tabs quit must not cut that short."""
+            if self.stopping:
+                return
+            self.stopping = True
+            if self.tabs:
+                print(f"cnntui serve: stopping: closing {len(self.tabs)} open tab(s)", flush=True)
+            super().request_exit()
 
         def initialize_logging(self) -> None:
             handler = logging.StreamHandler(sys.stderr)
@@ -194,12 +204,10 @@ def make_server(command: str, host: str, port: int, loopback: bool, runs_dir: st
         async def on_shutdown(self, app: Any) -> None:
             """Close every tab and wait until each one's process has ended."""
             tabs = list(self.tabs.items())
-            for websocket, _ended in tabs:
-                with contextlib.suppress(Exception):
-                    await websocket.close()
-            for _websocket, ended in tabs:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(ended.wait(), TAB_STOP_SECONDS + 5)
+            await asyncio.gather(*(ws.close() for ws, _ in tabs), return_exceptions=True)
+            ended = asyncio.gather(*(ended.wait() for _, ended in tabs))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ended, TAB_STOP_SECONDS + 5)
 
         def refused(self, request: Any, websocket: bool) -> str | None:
             if loopback and not loopback_name(request.url.host or ""):

@@ -147,7 +147,9 @@ def served(study: Path) -> Iterator[Served]:
 # --- the server ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("moment", ["once the tab has drawn", "while the tab starts"])
+@pytest.mark.parametrize(
+    "moment", ["once the tab has drawn", "while the tab starts", "twice while the tab starts"]
+)
 async def test_the_server_answers_runs_a_tab_and_stops_cleanly_on_ctrl_c(served, moment):
     import asyncio
 
@@ -172,6 +174,10 @@ async def test_the_server_answers_runs_a_tab_and_stops_cleanly_on_ctrl_c(served,
                 screen += message.data
             await asyncio.to_thread(poll, lambda: tab_pids(config), DEADLINE, "a tab process")
             # Ctrl-C: the server closes the tab, waits for its process, and ends quietly.
+            if moment.startswith("twice"):
+                os.killpg(served.proc.pid, signal.SIGINT)
+                closing = "cnntui serve: stopping: closing 1 open tab(s)"
+                await asyncio.to_thread(poll, lambda: closing in served.stdout(), DEADLINE)
             assert await asyncio.to_thread(served.stop) == 0
     assert tab_pids(config) == []
     err = served.stderr()
