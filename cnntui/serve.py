@@ -14,12 +14,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import functools
 import ipaddress
 import os
 import shlex
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from . import cli
@@ -127,7 +129,9 @@ def loopback_name(host: str) -> bool:
 TAB_STOP_SECONDS = 40.0  # a tab's cnntui quits within 30 s (its thread runs save); then killed
 
 
-def make_server(command: str, host: str, port: int, loopback: bool, runs_dir: str) -> Any:
+def make_server(
+    command: str, host: str, port: int, loopback: bool, runs_dir: str, check: Callable[[], Any]
+) -> Any:
     """A textual-serve Server that runs `command` for each browser tab.
 
     Apart from textual-serve's own: cnntui's start-up line and no request log; page links
@@ -136,7 +140,9 @@ def make_server(command: str, host: str, port: int, loopback: bool, runs_dir: st
     server, which then closes every tab and waits for its process to end before it exits;
     and two guards for a server on this machine only: pages from other sites cannot drive it
     (a WebSocket's Origin must be the page's own), and neither can a site whose name was
-    pointed at 127.0.0.1 (DNS rebinding: the Host must be a local name)."""
+    pointed at 127.0.0.1 (DNS rebinding: the Host must be a local name). `check()` runs
+    before each tab starts: the experiments file edited into an error since the server
+    started is said on the page, in one line, instead of a tab that shows nothing."""
     import asyncio
     import logging
 
@@ -234,6 +240,18 @@ def make_server(command: str, host: str, port: int, loopback: bool, runs_dir: st
             websocket = web.WebSocketResponse(heartbeat=15)
             await websocket.prepare(request)
             ended = self.tabs[websocket] = asyncio.Event()
+            try:
+                check()
+            except (ConfigError, cli.UsageError) as e:
+                text = f"\x1b[2J\x1b[Hcnntui: {e}\r\n\r\nFix it, then reload this page.\r\n"
+                try:
+                    await websocket.send_bytes(text.encode("utf-8"))
+                    async for _message in websocket:  # keep it on screen until the tab goes
+                        pass
+                finally:
+                    del self.tabs[websocket]
+                    ended.set()
+                return websocket
             tab = Tab(
                 command,
                 write_bytes=websocket.send_bytes,
@@ -298,9 +316,9 @@ def main(argv: list[str]) -> int:
         check_port(args.host, args.port, infos)
         loopback = is_loopback(infos)
         try:
-            server = make_server(
-                tab_command(argv), args.host, args.port, loopback, str(args.runs_dir)
-            )
+            command, runs = tab_command(argv), str(args.runs_dir)
+            check = functools.partial(cli.load_experiments, args)
+            server = make_server(command, args.host, args.port, loopback, runs, check)
         except ImportError as e:
             raise cli.UsageError(
                 f"serve needs textual-serve ({e}): pip install textual-serve"

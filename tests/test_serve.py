@@ -199,6 +199,22 @@ async def test_pages_of_other_sites_cannot_drive_a_local_server(served: Served) 
     assert tab_pids(served.folder / "experiments.toml") == []
 
 
+async def test_a_file_broken_since_the_server_started_is_said_on_the_page(served: Served):
+    import aiohttp
+
+    config = served.folder / "experiments.toml"
+    with config.open("a", encoding="utf-8") as f:
+        f.write('lr = "fast"\n')  # the last experiment's lr, a second time
+    async with aiohttp.ClientSession() as session:
+        origin = f"http://127.0.0.1:{served.port}"
+        async with session.ws_connect(f"ws://127.0.0.1:{served.port}/ws", origin=origin) as ws:
+            message = await ws.receive(timeout=DEADLINE)
+    page = message.data.decode("utf-8")
+    assert f"cnntui: {config}:" in page and "TOML syntax error" in page
+    assert "Fix it, then reload this page." in page
+    assert tab_pids(config) == []
+
+
 def test_a_port_in_use_is_one_line_and_exit_2(study: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -242,7 +258,7 @@ def test_another_host_warns_that_anyone_can_start_and_cancel_runs(study, monkeyp
             pass
 
     monkeypatch.chdir(study)
-    monkeypatch.setattr(serve, "make_server", lambda *args: NoServer())
+    monkeypatch.setattr(serve, "make_server", lambda *args, **kwargs: NoServer())
     port = free_port()
     assert serve.main(["--host", "0.0.0.0", "--port", str(port)]) == 0
     warning = capsys.readouterr().err.splitlines()[0]
