@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
         "  cnntui                          open the TUI on ./experiments.toml\n"
         "  cnntui --list                   show the experiments and their settings\n"
         "  cnntui --run all --export       train everything headless, then export\n"
-        "  cnntui --run baseline --set epochs=1 --set dataset=synthetic\n",
+        "  cnntui --run baseline --set epochs=1 --set dataset=synthetic\n"
+        "  cnntui serve [--port 8000]      the TUI in a browser (cnntui serve --help)\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
@@ -886,6 +887,11 @@ def open_tui(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["serve"]:
+        from .serve import main as serve
+
+        return serve(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         if args.list:

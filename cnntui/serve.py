@@ -1,0 +1,346 @@
+"""`cnntui serve`: the terminal UI in a browser, served by textual-serve.
+
+Each browser tab that connects starts its own `cnntui` process (with the TUI options given
+to `serve`: --config, --runs-dir, --set, ...) on the same run store. Runs started from a tab
+train in worker processes of their own, so they go on when the tab closes, and every tab
+follows the whole store, so a run started in one is seen live in the others.
+
+This module imports only the standard library and the CLI at start-up; textual-serve (and
+aiohttp) load when the server starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import functools
+import ipaddress
+import os
+import shlex
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from . import cli
+from .config import ConfigError
+
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
+# Options of `cnntui` that choose a headless command rather than configure the TUI.
+HEADLESS = ("run", "list", "export", "format", "resume", "detach", "status", "cancel")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """`cnntui`'s own options that configure the TUI, plus --host and --port."""
+    p = cli.build_parser()
+    p.prog = "cnntui serve"
+    p.description = (
+        "Serve the terminal UI to a web browser: each tab opens its own cnntui on the same\n"
+        "run store, with the options below. Runs started from a tab go on when it closes."
+    )
+    p.epilog = (
+        "examples:\n"
+        "  cnntui serve                        http://127.0.0.1:8000 on this machine\n"
+        "  ssh -L 8000:127.0.0.1:8000 SERVER   then open http://127.0.0.1:8000 here\n"
+        "  cnntui serve --port 8001 --config study.toml --set epochs=5\n"
+    )
+    for action in p._actions:
+        if action.dest in HEADLESS:
+            action.help = argparse.SUPPRESS
+    p.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help=f"address to listen on (default {DEFAULT_HOST}: this machine only)",
+    )
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    return p
+
+
+def tab_arguments(argv: list[str]) -> list[str]:
+    """`argv` without --host and --port: what each tab's `cnntui` is given."""
+    own = argparse.ArgumentParser(add_help=False)
+    own.add_argument("--host")
+    own.add_argument("--port")
+    _, rest = own.parse_known_args(argv)
+    return rest
+
+
+def tab_command(argv: list[str]) -> str:
+    """The shell command textual-serve runs for each browser tab, every word quoted."""
+    return shlex.join([sys.executable, "-m", "cnntui", *tab_arguments(argv)])
+
+
+def addresses(host: str, port: int) -> list[tuple[Any, ...]]:
+    """The socket addresses `host` stands for, as the server will bind them."""
+    try:
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as e:
+        reason = getattr(e, "strerror", None) or str(e)
+        raise cli.UsageError(f"--host {host!r}: {reason}") from None
+
+
+def is_loopback(infos: list[tuple[Any, ...]]) -> bool:
+    """True when every address is this machine's own (127.0.0.1, ::1)."""
+    try:
+        return all(ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback for info in infos)
+    except ValueError:
+        return False
+
+
+def check_port(host: str, port: int, infos: list[tuple[Any, ...]]) -> None:
+    """Bind each address as the server will (address reuse on, IPv6 sockets IPv6 only) and
+    let go at once: a port already taken is a one-line error here, not a traceback later."""
+    for family, kind, proto, _name, address in infos:
+        with socket.socket(family, kind, proto) as s:
+            if hasattr(socket, "SO_REUSEADDR") and sys.platform != "win32":
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6 and hasattr(socket, "IPV6_V6ONLY"):
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                s.bind(address)
+            except OSError as e:
+                raise cli.UsageError(bind_error(host, port, e)) from None
+
+
+def bind_error(host: str, port: int, e: OSError) -> str:
+    if e.errno == errno.EADDRINUSE:
+        return f"port {port} on {host} is in use (another cnntui serve?); choose one with --port"
+    if e.errno == errno.EACCES:
+        return f"port {port}: permission denied (ports below 1024 need root); use --port"
+    if e.errno == errno.EADDRNOTAVAIL:
+        return f"--host {host!r}: not an address of this machine"
+    return f"cannot listen on {host} port {port}: {e.strerror or e}"
+
+
+LOOPBACK_NAMES = ("localhost", "localhost.")
+
+
+def loopback_name(host: str) -> bool:
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+TAB_STOP_SECONDS = 40.0  # a tab's cnntui quits within 30 s (its thread runs save); then killed
+
+
+def make_server(
+    command: str, host: str, port: int, loopback: bool, runs_dir: str, check: Callable[[], Any]
+) -> Any:
+    """A textual-serve Server that runs `command` for each browser tab.
+
+    Apart from textual-serve's own: cnntui's start-up line and no request log; page links
+    that follow the address the browser used (an SSH tunnel's local port works); each tab's
+    process in a session of its own, so that Ctrl-C in the server's terminal reaches only the
+    server, which then closes every tab and waits for its process to end before it exits;
+    and two guards for a server on this machine only: pages from other sites cannot drive it
+    (a WebSocket's Origin must be the page's own), and neither can a site whose name was
+    pointed at 127.0.0.1 (DNS rebinding: the Host must be a local name). `check()` runs
+    before each tab starts: the experiments file edited into an error since the server
+    started is said on the page, in one line, instead of a tab that shows nothing."""
+    import asyncio
+    import logging
+
+    from aiohttp import WSMsgType, web
+    from textual_serve.app_service import AppService
+    from textual_serve.server import Server, to_int
+
+    log = logging.getLogger("cnntui.serve")
+
+    class Tab(AppService):
+        """One tab's cnntui process; stopping it waits until the process has ended."""
+
+        async def _open_app_process(self, width: int = 80, height: int = 24) -> Any:
+            pipe = asyncio.subprocess.PIPE
+            self._process = await asyncio.create_subprocess_shell(
+                self.command,
+                stdin=pipe,
+                stdout=pipe,
+                stderr=pipe,
+                env=self._build_environment(width=width, height=height),
+                start_new_session=True,
+            )
+            self._stdin = self._process.stdin
+            return self._process
+
+        async def stop(self) -> None:
+            await super().stop()  # asks the app to quit; returns when its output ends
+            process = self._process
+            if process is None or process.returncode is not None:
+                return
+            try:
+                await asyncio.wait_for(process.wait(), TAB_STOP_SECONDS)
+            except TimeoutError:  # its session: the shell and the cnntui it started
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                await process.wait()
+
+    class CnnTuiServer(Server):
+        def __init__(self) -> None:
+            super().__init__(command, host=host, port=port, title="cnntui")
+            self.tabs: dict[Any, asyncio.Event] = {}  # open WebSocket -> set once it ended
+            self.stopping = False
+
+        def request_exit(self) -> None:
+            """Ctrl-C: stop; another Ctrl-C while the tabs quit must not cut that short."""
+            if self.stopping:
+                return
+            self.stopping = True
+            if self.tabs:
+                print(f"cnntui serve: stopping: closing {len(self.tabs)} open tab(s)", flush=True)
+            super().request_exit()
+
+        def initialize_logging(self) -> None:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter("cnntui serve: %(message)s"))
+            logging.basicConfig(level=logging.WARNING, handlers=[handler])
+
+        async def on_startup(self, app: Any) -> None:
+            print(
+                f"cnntui serve: open http://{url_host(host)}:{port} in a browser; each tab "
+                f"runs its own cnntui on {runs_dir}/. Ctrl-C stops the server (runs go on).",
+                flush=True,
+            )
+
+        async def on_shutdown(self, app: Any) -> None:
+            """Close every tab and wait until each one's process has ended."""
+            tabs = list(self.tabs.items())
+            await asyncio.gather(*(ws.close() for ws, _ in tabs), return_exceptions=True)
+            ended = asyncio.gather(*(ended.wait() for _, ended in tabs))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ended, TAB_STOP_SECONDS + 5)
+
+        def refused(self, request: Any, websocket: bool) -> str | None:
+            if loopback and not loopback_name(request.url.host or ""):
+                return "this server answers only to localhost and 127.0.0.1"
+            if websocket:
+                origin = request.headers.get("Origin", "")
+                if origin.split("://", 1)[-1] != request.host:
+                    return "a page from another site may not drive this server"
+            return None
+
+        async def handle_index(self, request: Any) -> Any:
+            if why := self.refused(request, websocket=False):
+                raise web.HTTPForbidden(text=why + "\n")
+            # The page's script and WebSocket links are built from public_url, and no await
+            # comes between this line and the template's use of it.
+            self.public_url = f"{request.scheme}://{request.host}"
+            return await super().handle_index(request)
+
+        async def handle_websocket(self, request: Any) -> Any:
+            """One browser tab: start its cnntui, pass keys and resizes in and the screen
+            out, and end the process when the tab goes (or the server stops)."""
+            if why := self.refused(request, websocket=True):
+                raise web.HTTPForbidden(text=why + "\n")
+            websocket = web.WebSocketResponse(heartbeat=15)
+            await websocket.prepare(request)
+            ended = self.tabs[websocket] = asyncio.Event()
+            try:
+                check()
+            except (ConfigError, cli.UsageError) as e:
+                text = f"\x1b[2J\x1b[Hcnntui: {e}\r\n\r\nFix it, then reload this page.\r\n"
+                try:
+                    await websocket.send_bytes(text.encode("utf-8"))
+                    async for _message in websocket:  # keep it on screen until the tab goes
+                        pass
+                finally:
+                    del self.tabs[websocket]
+                    ended.set()
+                return websocket
+            tab = Tab(
+                command,
+                write_bytes=websocket.send_bytes,
+                write_str=websocket.send_str,
+                close=websocket.close,
+                download_manager=self.download_manager,
+            )
+            try:
+                width = to_int(request.query.get("width", "80"), 80)
+                height = to_int(request.query.get("height", "24"), 24)
+                await tab.start(width, height)
+                await self.relay(websocket, tab)
+            except Exception as e:
+                log.warning("a tab ended with an error: %s", e)
+            finally:
+                await asyncio.shield(tab.stop())
+                del self.tabs[websocket]
+                ended.set()
+            return websocket
+
+        async def relay(self, websocket: Any, tab: Tab) -> None:
+            async for message in websocket:
+                if message.type != WSMsgType.TEXT:
+                    continue
+                kind, *data = message.json()
+                if kind == "stdin":
+                    await tab.send_bytes(data[0].encode("utf-8"))
+                elif kind == "resize":
+                    await tab.set_terminal_size(data[0]["width"], data[0]["height"])
+                elif kind == "ping":
+                    await websocket.send_json(["pong", data[0]])
+                elif kind == "blur":
+                    await tab.blur()
+                elif kind == "focus":
+                    await tab.focus()
+
+    return CnnTuiServer()
+
+
+def url_host(host: str) -> str:
+    """`host` as the browser's address bar takes it (a wildcard: this machine's name)."""
+    if host in ("0.0.0.0", "::", ""):
+        return socket.gethostname()
+    return f"[{host}]" if ":" in host else host
+
+
+def main(argv: list[str]) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        for dest in HEADLESS:
+            if getattr(args, dest) != parser.get_default(dest):
+                option = "--" + dest.replace("_", "-")
+                raise cli.UsageError(
+                    f"serve: {option} is a headless option; serve takes the TUI's "
+                    "options (cnntui serve --help)"
+                )
+        if not 1 <= args.port <= 65535:
+            raise cli.UsageError(f"--port {args.port}: must be between 1 and 65535")
+        cli.load_experiments(args)  # a bad file or --set: one line now, not in every tab
+        infos = addresses(args.host, args.port)
+        check_port(args.host, args.port, infos)
+        loopback = is_loopback(infos)
+        try:
+            command, runs = tab_command(argv), str(args.runs_dir)
+            check = functools.partial(cli.load_experiments, args)
+            server = make_server(command, args.host, args.port, loopback, runs, check)
+        except ImportError as e:
+            raise cli.UsageError(
+                f"serve needs textual-serve ({e}): pip install textual-serve"
+            ) from None
+    except (ConfigError, cli.UsageError) as e:
+        print(f"cnntui: {e}", file=sys.stderr)
+        return cli.EXIT_USAGE
+    if not loopback:
+        print(
+            f"cnntui: warning: serving on {args.host}: anyone who can reach port {args.port} "
+            f"can start and cancel runs (safer: the default --host 127.0.0.1 and "
+            f"`ssh -L {args.port}:127.0.0.1:{args.port} SERVER` on your machine)",
+            file=sys.stderr,
+        )
+    try:
+        server.serve()
+    except OSError as e:  # the port was taken between the check and now
+        print(f"cnntui: {bind_error(args.host, args.port, e)}", file=sys.stderr)
+        return cli.EXIT_USAGE
+    except KeyboardInterrupt:
+        pass
+    with contextlib.suppress(OSError):
+        sys.stdout.flush()
+    print("cnntui serve: stopped", file=sys.stderr)
+    return cli.EXIT_OK
