@@ -589,8 +589,9 @@ def run_headless(args: argparse.Namespace, out: IO[str]) -> int:
         raise UsageError(f"--jobs {args.jobs}: must be >= 1")
     if args.export:
         parse_formats(args.format)
+    on_cluster = check_cluster(selected)
     check_dirs(args, selected)
-    if check_cluster(selected):
+    if on_cluster:  # its nodes have the devices and the data, not this machine
         return run_followed(args, out, selected, overrides)
     check_devices(selected)
     executors = {e.executor for e in selected} - {"auto"}

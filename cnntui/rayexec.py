@@ -427,6 +427,10 @@ class RayScheduler:
             _kind, event, files = item
             if files:
                 remote.run.receive(files, **remote.extra)
+            if isinstance(event, Failed) and remote.node:  # which node: its data, its GPU
+                where = f"on Ray node {remote.node}: "
+                event = dataclasses.replace(event, reason=where + event.reason)
+                remote.run.save_summary(reason=where + str(remote.run.summary.get("reason", "")))
             remote.last = event
             yield event
 
@@ -491,6 +495,7 @@ class RayScheduler:
                 "was": "interrupted",
                 "attempt": attempt + 1,
                 "queued_at": f"{time.time():.6f}",
+                "retry_reason": why,  # kept in the summary once the retry runs
             }
             run.save_summary(
                 "queued",
