@@ -26,6 +26,7 @@ from .state import RunState, Trace
 SPEED_ONLY = frozenset(
     {"device", "data_dir", "threads", "compile", "channels_last", "target_acc"}
     | {"executor", "gpus", "runs_per_gpu", "min_free_gib"}  # where it runs, not what it learns
+    | {"cluster", "gpu_share", "retries"}
 )
 STORED_REFRESH_SECONDS = 1.0  # how often a stored run another process trains is re-read
 SCAN_SECONDS = 1.0  # how often the store is listed for runs someone else queued or started
