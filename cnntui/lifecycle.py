@@ -383,8 +383,9 @@ class RunEvents:
             out.append(Diverged(name, int(s.get("batches_done") or 0), reason))
         elif status == "cancelled":
             out.append(Cancelled(name))
-        elif status == "interrupted":
-            out.append(Failed(name, "its worker process ended without a word", str(self.path)))
+        elif status == "interrupted":  # a Ray run says why (its node died); a worker cannot
+            why = reason or "its worker process ended without a word"
+            out.append(Failed(name, why, str(self.path)))
         else:
             out.append(Failed(name, reason or status, str(self.path)))
         return out

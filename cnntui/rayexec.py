@@ -57,6 +57,9 @@ CANCEL_POLL = 0.25  # how often a task on a node asks whether its run was cancel
 CANCEL_GRACE = 1.0  # seconds a cancelled task has to stop and send its files before it is ended
 CONNECT_TIMEOUT = 10.0  # seconds to reach a cluster's address before giving up on it
 ENDINGS = (Finished, Cancelled, Failed, Diverged)
+# The nodes run this cnntui's code, whatever version they have installed (they need its
+# dependencies: torch, numpy, tomli-w): Ray ships the package to them for the connection.
+RUNTIME_ENV = {"py_modules": [str(Path(__file__).resolve().parent)]}
 
 
 class ClusterError(Exception):
@@ -225,6 +228,17 @@ def _probe(address: str) -> None:
         ) from None
 
 
+def use_token_if_any() -> None:
+    """Send Ray's authentication token when there is one here (Ray 2.5x clusters started by
+    `ray start` require it, and a driver that does not say RAY_AUTH_MODE=token connects without
+    it, failing after 20 s). A cluster without authentication accepts it too."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return  # the user said
+    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    if os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
 def _error_text(e: BaseException) -> str:
     """The first line of a Ray error, without Ray's advice."""
     cause = getattr(e, "cause", None)
@@ -284,6 +298,7 @@ class RayScheduler:
 
     def connect(self, cluster: str) -> None:
         """Connect to `cluster` (a queue record's); ClusterError when it cannot be reached."""
+        use_token_if_any()  # before Ray reads its settings, at its import
         import ray
 
         if self.cluster == cluster and ray.is_initialized():
@@ -302,7 +317,7 @@ class RayScheduler:
                 else:
                     if cluster != "auto":
                         _probe(cluster)
-                    ray.init(address=cluster, log_to_driver=False)
+                    ray.init(address=cluster, log_to_driver=False, runtime_env=RUNTIME_ENV)
             except ClusterError:
                 raise
             except Exception as e:
@@ -387,7 +402,9 @@ class RayScheduler:
                 run.summary.update({k: v for k, v in again.summary.items() if k not in run.summary})
                 run.lock = lock
                 ckpt = None
-            run.save_summary("running", device="ray (waiting for a node)")
+            # Until its node says (a resumed run keeps the device it had: followers show it).
+            waiting = {} if q.get("resume") else {"device": "ray (waiting for a node)"}
+            run.save_summary("running", **waiting)
         except (OSError, st.StoreError) as e:
             lock.release()
             refuse(again, str(e) if isinstance(e, st.StoreError) else one_line(e))
@@ -395,12 +412,13 @@ class RayScheduler:
         crash = self.crash_in_epoch if not q.get("attempt") else None
         control = self.control
         cancel = RemoteCancel(lambda: control.cancel.remote(run.run_id))
-        gen = self.remote_fn.options(
-            num_cpus=resources["num_cpus"],
-            num_gpus=resources["num_gpus"],
-            max_retries=0,
-            name=f"cnntui {run.experiment.name} {run.run_id}",
-        ).remote(run.state(), ckpt, control, device, int(resources["num_cpus"]), crash)
+        try:
+            gen = self.submit(run, ckpt, resources, device, crash)
+        except Exception as e:  # Ray refused the task: the run says why, the others go on
+            with contextlib.suppress(OSError):
+                run.save_summary("failed", reason=f"Ray did not take the run: {one_line(e)}")
+            run.release()
+            return
         remote = Remote(run, q, gen, cancel)
         remote.thread = threading.Thread(
             target=self.follow, args=(remote,), name=f"cnntui-ray-{run.run_id}", daemon=True
@@ -408,6 +426,22 @@ class RayScheduler:
         with self.lock:
             self.active[run.path] = remote
         remote.thread.start()
+
+    def submit(
+        self,
+        run: st.RunDir,
+        ckpt: bytes | None,
+        resources: dict[str, float],
+        device: str,
+        crash: int | None,
+    ) -> Any:
+        """Start the run's task; its ObjectRefGenerator."""
+        return self.remote_fn.options(
+            num_cpus=resources["num_cpus"],
+            num_gpus=resources["num_gpus"],
+            max_retries=0,
+            name=f"cnntui {run.experiment.name} {run.run_id}",
+        ).remote(run.state(), ckpt, self.control, device, int(resources["num_cpus"]), crash)
 
     # -- following one run
 
@@ -557,6 +591,7 @@ def run(store: st.RunStore, scheduler: RayScheduler | None = None) -> int:
         refuse_all(store, RAY_MISSING)
         lock.release()
         return 1
+    use_token_if_any()  # before Ray is imported: it reads RAY_AUTH_MODE then
     sched = scheduler or RayScheduler(store)
     stop = threading.Event()
 

@@ -42,7 +42,7 @@ RUN_FILES = {
 def cluster():
     """The address of a local Ray with 2 CPUs and no GPU, started once for the module."""
     ray = pytest.importorskip("ray", reason="Ray is not installed")
-    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False)
     try:
         yield ray.get_runtime_context().gcs_address
     finally:
