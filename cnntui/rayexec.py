@@ -384,8 +384,14 @@ class RayScheduler:
             lock.release()
             return
         q = again.queue
+        cluster = str(q.get("cluster") or "ray")
         try:
-            self.connect(str(q.get("cluster") or "ray"))
+            self.connect(cluster)
+        except ClusterError as e:  # every run queued for it: one try, not one per run
+            lock.release()
+            refuse_all(self.store, str(e), cluster)
+            return
+        try:
             import ray
 
             resources, device = request(q, ray.nodes())
@@ -565,9 +571,12 @@ def refuse(record: st.RunRecord, reason: str) -> None:
         st.write_summary(record.path, {**record.summary, "status": status, "reason": reason})
 
 
-def refuse_all(store: st.RunStore, reason: str) -> None:
+def refuse_all(store: st.RunStore, reason: str, cluster: str | None = None) -> None:
+    """Refuse every run queued for Ray (for `cluster`, when given)."""
     for record in store.queued():
         if record.queue.get("executor") != "ray":
+            continue
+        if cluster is not None and str(record.queue.get("cluster") or "ray") != cluster:
             continue
         lock = st.try_lock(record.path)
         if lock is None:

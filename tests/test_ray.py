@@ -304,8 +304,9 @@ def test_node_without_the_data_says_so(cluster: str, tmp_path: Path) -> None:
 @NEEDS_RAY
 def test_unreachable_cluster_fails_the_runs_in_one_line(tiny_toml: Path) -> None:
     cwd = tiny_toml.parent
-    result = cnntui("--run", "alpha", "--cluster", "127.0.0.1:1", cwd=cwd, timeout=DEADLINE)
+    result = cnntui("--run", "all", "--cluster", "127.0.0.1:1", cwd=cwd, timeout=DEADLINE)
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "[alpha] FAILED: cannot reach the Ray cluster at 127.0.0.1:1" in result.stdout
-    [record] = RunStore(cwd / "runs").runs()
-    assert record.status == "failed" and "ray start --head" in record.summary["reason"]
+    for name in ("alpha", "beta"):
+        assert f"[{name}] FAILED: cannot reach the Ray cluster at 127.0.0.1:1" in result.stdout
+    for record in RunStore(cwd / "runs").runs():
+        assert record.status == "failed" and "ray start --head" in record.summary["reason"]
