@@ -6,6 +6,7 @@ polls a condition with a deadline."""
 from __future__ import annotations
 
 import dataclasses
+import socket
 import subprocess
 import sys
 import threading
@@ -16,7 +17,7 @@ import pytest
 
 from cnntui import lifecycle, rayexec
 from cnntui import store as st
-from cnntui.config import ConfigError, parse_override
+from cnntui.config import ConfigError, parse, parse_override
 from cnntui.store import RunStore
 from tests.conftest import tiny_experiment
 from tests.test_cli import cnntui
@@ -130,6 +131,14 @@ def test_cluster_settings_accept() -> None:
     assert parse_override("gpu_share=2") == ("gpu_share", 2.0)
 
 
+def test_cluster_in_defaults_and_its_errors_name_the_line() -> None:
+    file = parse('[defaults]\ncluster = "head:6379"\n\n[[experiment]]\nname = "a"\n')
+    assert file.experiments[0].cluster == "head:6379"
+    with pytest.raises(ConfigError, match=r"^experiments.toml:3:1: unknown cluster 'ray:/x'"):
+        parse('[defaults]\nepochs = 1\ncluster = "ray:/x"\n')
+    assert lifecycle.queue_record(file.experiments[0])["executor"] == "ray"
+
+
 def node(cpus: float, gpus: float = 0, alive: bool = True) -> dict:
     res = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
     return {"Alive": alive, "Resources": res}
@@ -180,6 +189,7 @@ def test_study_on_ray_has_the_files_of_a_local_run(cluster: str, tiny_toml: Path
 
     status = cnntui("--status", cwd=cwd)
     assert status.returncode == 0 and status.stdout.count("finished") == 2
+    assert status.stdout.count(f"{socket.gethostname()[:12]}:cpu") == 2  # node:device
 
     exported = cnntui("--export", cwd=cwd)
     assert exported.returncode == 0, exported.stderr
