@@ -84,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--gpus", metavar="I[,I...]", help="GPU indices runs may use (default: every GPU)"
     )
+    p.add_argument(
+        "--cluster",
+        metavar="ADDR",
+        help="train on a Ray cluster: ray (a local Ray for this study), auto, "
+        "ray://HOST:10001 or HOST:6379 (needs the ray extra)",
+    )
     p.add_argument("--version", action="version", version=f"cnntui {__version__}")
     return p
 
@@ -97,6 +103,8 @@ def collect_overrides(args: argparse.Namespace) -> dict[str, Any]:
         items.append((f"data_dir={args.data_dir}", f"--data-dir {args.data_dir!r}"))
     if getattr(args, "gpus", None) is not None:
         items.append((f"gpus={args.gpus}", f"--gpus {args.gpus!r}"))
+    if getattr(args, "cluster", None) is not None:
+        items.append((f"cluster={args.cluster}", f"--cluster {args.cluster!r}"))
     overrides: dict[str, Any] = {}
     for item, label in items:
         try:
@@ -454,6 +462,30 @@ def check_devices(experiments: list[Experiment]) -> None:
             raise UsageError(str(e)) from None
 
 
+def check_cluster(experiments: list[Experiment]) -> bool:
+    """Whether the runs go to a Ray cluster (every experiment names one, or none does); a
+    UsageError when Ray is not installed, or the selection mixes the two."""
+    on_ray = [e for e in experiments if e.cluster]
+    if not on_ray:
+        return False
+    from .rayexec import ray_missing
+
+    missing = ray_missing()
+    if missing:
+        raise UsageError(f"cluster {on_ray[0].cluster!r}: {missing}")
+    if len(on_ray) != len(experiments):
+        raise UsageError(
+            "the selected experiments name different clusters (some none); run them apart"
+        )
+    threads = [e.name for e in on_ray if e.executor == "thread"]
+    if threads:
+        raise UsageError(
+            f"{', '.join(threads)}: executor = 'thread' trains in this process, not on the "
+            f"cluster {on_ray[0].cluster!r}; leave executor at 'auto'"
+        )
+    return True
+
+
 def check_data(experiments: list[Experiment]) -> list[Experiment]:
     """The experiments whose dataset can be had; each missing dataset is said once.
 
@@ -466,7 +498,7 @@ def check_data(experiments: list[Experiment]) -> list[Experiment]:
     missing: dict[tuple[str, str], str] = {}
     for exp in experiments:
         key = (exp.dataset, exp.data_dir)
-        if exp.dataset == "synthetic" or key in missing:
+        if exp.dataset == "synthetic" or exp.cluster or key in missing:
             continue
         try:
             load(exp.dataset, exp.data_dir)
@@ -597,7 +629,10 @@ def run_headless(args: argparse.Namespace, out: IO[str]) -> int:
         raise UsageError(f"--jobs {args.jobs}: must be >= 1")
     if args.export:
         parse_formats(args.format)
+    on_cluster = check_cluster(selected)
     check_dirs(args, selected)
+    if on_cluster:  # its nodes have the devices and the data, not this machine
+        return run_followed(args, out, selected, overrides)
     check_devices(selected)
     executors = {e.executor for e in selected} - {"auto"}
     if len(executors) > 1:
@@ -686,11 +721,12 @@ def run_detached(args: argparse.Namespace, out: IO[str]) -> int:
     if args.export:
         raise UsageError("--export with --detach: export once the runs have finished")
     threads = [e.name for e in selected if e.executor == "thread"]
-    if threads:
+    if threads and not any(e.cluster for e in selected):
         raise UsageError(
             f"--detach: {', '.join(threads)} set executor = 'thread' (runs in this process); "
             "detached runs need 'process' or 'auto'"
         )
+    check_cluster(selected)
     check_dirs(args, selected)
     store = RunStore(args.runs_dir)
     resumed = plan_jobs(args, store, selected, overrides) if args.resume else []
@@ -749,8 +785,10 @@ def run_followed(
         raise UsageError(str(e)) from None
     followed = [lifecycle.RunEvents(r.path) for r in records]
     progress = Progress(out, live=out.isatty())
+    cluster = next((e.cluster for e in selected if e.cluster), "")
+    where = f"on the Ray cluster {cluster!r}" if cluster else "in worker processes"
     progress.line(
-        f"queued {len(records)} run(s) in worker processes; Ctrl-C cancels them, "
+        f"queued {len(records)} run(s) {where}; Ctrl-C cancels them, "
         "a hang-up leaves them training (cnntui --status)"
     )
     outcomes: dict[str, str] = {}

@@ -70,6 +70,8 @@ def class_names(dataset: str, classes: int = 10) -> tuple[str, ...]:
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.=+-]*$")
 DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+# "ray", "auto", "ray://HOST[:PORT]" (Ray Client) or "HOST:PORT" (a cluster's GCS address).
+CLUSTER_RE = re.compile(r"^(ray|auto|ray://[A-Za-z0-9._\[\]:-]+|[A-Za-z0-9._\[\]:-]+:\d{1,5})$")
 NAME_MAX = 64  # characters in a name or group: they name folders, and every file system takes 64
 SEED_MAX = 2**64 - 1  # torch seeds are unsigned 64-bit
 MAX_FILE_BYTES = 1 << 20  # an experiments file is a few kilobytes; refuse to read past 1 MiB
@@ -122,6 +124,11 @@ class Settings:
     gpus: str = ""  # GPU indices runs may use, e.g. "0,2" ("" = every visible GPU)
     runs_per_gpu: int = 1  # runs of ours at once on one GPU
     min_free_gib: float = 0.0  # a GPU with less free memory than this gets no new run
+    # A Ray cluster to run on instead of this machine: "ray" (a local Ray started for the
+    # study), "auto" (the running cluster ray.init finds), "ray://HOST:10001" or "HOST:6379".
+    cluster: str = ""
+    gpu_share: float = 1.0  # GPUs a run asks Ray for: 0.25 packs four runs on one GPU
+    retries: int = 1  # times a run whose Ray node died starts again from its last epoch
 
 
 @dataclass(frozen=True)
@@ -178,6 +185,7 @@ _FIELD_TYPES = {f.name: f.type for f in fields(Experiment)}
 SPEED_KEYS = frozenset(
     {"device", "data_dir", "threads", "compile", "channels_last", "target_acc"}
     | {"executor", "gpus", "runs_per_gpu", "min_free_gib"}  # where it runs, not what it learns
+    | {"cluster", "gpu_share", "retries"}
 )
 
 
@@ -456,6 +464,19 @@ def check_value(key: str, value: Any) -> Any:
         case "runs_per_gpu":
             need(value >= 1, "must be >= 1")
         case "min_free_gib":
+            need(value >= 0, "must be >= 0")
+        case "cluster":
+            if value and not CLUSTER_RE.match(value):
+                raise ConfigError(
+                    f'unknown cluster {safe(value)!r} (allowed: "" for this machine, ray, auto, '
+                    "ray://HOST:10001, HOST:6379)"
+                )
+        case "gpu_share":
+            need(
+                0 < value <= 1 or (value > 1 and value.is_integer()),
+                "a fraction of one GPU in (0, 1], or a whole number of GPUs",
+            )
+        case "retries":
             need(value >= 0, "must be >= 0")
         case "data_dir":
             need(value != "", "must not be empty")

@@ -6,8 +6,10 @@ Runs go into the run store's queue (`submit`); a scheduler process per store
 (`Follower`) and cancels it (`cancel`). Textual-free, and no torch at import.
 
 Executors: "process" (the default for detached runs: a worker process per run, started by the
-scheduler) and "thread" (the run trains in a thread of the calling process: quick to start,
-but it ends with that process). A later executor (Ray) fills the same store.
+scheduler), "thread" (the run trains in a thread of the calling process: quick to start,
+but it ends with that process) and "ray" (an experiment that names a `cluster`: its runs
+are queued the same way and cnntui.rayexec trains each as a task on that Ray cluster, writing
+what comes back into the same store).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ def queue_record(
     """How the scheduler launches a queued run (kept in its summary.json as `queue`): on
     which device and GPUs, how many CPU slots the study has, whether it resumes."""
     record: dict[str, Any] = {
-        "executor": "process",
+        "executor": "ray" if exp.cluster else "process",
         "device": exp.device,
         "gpus": gpu_list(exp.gpus),
         "runs_per_gpu": exp.runs_per_gpu,
@@ -45,6 +47,13 @@ def queue_record(
         "resume": resume,
         "queued_at": f"{time.time():.6f}",
     }
+    if exp.cluster:  # what the Ray scheduler (cnntui.rayexec) asks the cluster for
+        record.update(
+            cluster=exp.cluster,
+            gpu_share=exp.gpu_share,
+            num_cpus=exp.threads or 1,
+            retries=exp.retries,
+        )
     if was is not None:
         record["was"] = was
     return record
@@ -86,21 +95,32 @@ def requeue(runs: list[st.RunDir], jobs: int = 1) -> list[st.RunRecord]:
 
 
 def ensure_scheduler(store: st.RunStore) -> bool:
-    """Start the store's scheduler, detached, unless one runs or nothing is queued; True when
-    one was started."""
+    """Start the store's schedulers, detached, unless one runs or nothing is queued for it:
+    cnntui.scheduler for runs in worker processes, cnntui.rayexec for runs on a Ray cluster.
+    True when one was started."""
+    executors = {r.queue.get("executor", "process") for r in store.queued()}
+    started = False
+    if executors - {"ray"}:
+        started |= _start_scheduler(store, "cnntui.scheduler", st.SCHEDULER_LOCK, st.SCHEDULER_LOG)
+    if "ray" in executors:
+        started |= _start_scheduler(
+            store, "cnntui.rayexec", st.RAY_SCHEDULER_LOCK, st.RAY_SCHEDULER_LOG
+        )
+    return started
+
+
+def _start_scheduler(store: st.RunStore, module: str, lock: str, log_name: str) -> bool:
     from . import scheduler
 
-    if not store.queued():
-        return False
     try:
-        if scheduler.held(store):
+        if scheduler.held(store, lock):
             return False
     except OSError:  # a store this user cannot write: its own users' schedulers drain it
         return False
-    log = open(store.root / st.SCHEDULER_LOG, "ab")  # noqa: SIM115 - handed to the child
+    log = open(store.root / log_name, "ab")  # noqa: SIM115 - handed to the child
     try:
         subprocess.Popen(
-            [sys.executable, "-m", "cnntui.scheduler", str(store.root)],
+            [sys.executable, "-m", module, str(store.root)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=log,
@@ -145,7 +165,10 @@ def cancel(store: st.RunStore, target: str) -> list[str]:
             beat = st.read_heartbeat(record.path)
             pid = record.summary.get("pid")
             local = beat is None or beat[0] == st.HOST
-            if record.queue and local and isinstance(pid, int) and st._pid_alive(pid):
+            # SIGTERM for a worker process; a Ray run's pid is its scheduler's (which follows
+            # other runs too): it sees the cancel file and tells the task on its node.
+            worker = record.queue.get("executor", "process") == "process"
+            if record.queue and worker and local and isinstance(pid, int) and st._pid_alive(pid):
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGTERM)
             lines.append(f"{where}: cancelling (it stops within a batch and saves)")
@@ -216,6 +239,13 @@ ACTIVE = ("queued", "running")
 
 
 def short_device(summary: dict[str, Any]) -> str:
+    node = summary.get("node")
+    if isinstance(node, str) and node:  # a Ray run: the node, and the device there
+        return f"{node[:12]}:{_short_device(summary)}"
+    return _short_device(summary)
+
+
+def _short_device(summary: dict[str, Any]) -> str:
     gpu = summary.get("gpu")
     if isinstance(gpu, int) and not isinstance(gpu, bool):
         return f"gpu {gpu}"
@@ -353,8 +383,9 @@ class RunEvents:
             out.append(Diverged(name, int(s.get("batches_done") or 0), reason))
         elif status == "cancelled":
             out.append(Cancelled(name))
-        elif status == "interrupted":
-            out.append(Failed(name, "its worker process ended without a word", str(self.path)))
+        elif status == "interrupted":  # a Ray run says why (its node died); a worker cannot
+            why = reason or "its worker process ended without a word"
+            out.append(Failed(name, why, str(self.path)))
         else:
             out.append(Failed(name, reason or status, str(self.path)))
         return out

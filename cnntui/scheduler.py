@@ -213,12 +213,15 @@ def run(store: st.RunStore, scheduler: Scheduler | None = None) -> int:
         lock.release()
 
 
-def take_lock(store: st.RunStore, wait: float = 0.0) -> st.RunLock | None:
-    """The store's scheduler lock, or None when a scheduler holds it. `wait` rides over a
-    probe (`held`, from another cnntui) that holds it for an instant."""
+def take_lock(
+    store: st.RunStore, wait: float = 0.0, name: str = st.SCHEDULER_LOCK
+) -> st.RunLock | None:
+    """The store's scheduler lock (`name`: the Ray scheduler has its own), or None when a
+    scheduler holds it. `wait` rides over a probe (`held`, from another cnntui) that holds it
+    for an instant."""
     import fcntl
 
-    path = store.root / st.SCHEDULER_LOCK
+    path = store.root / name
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
     deadline = time.monotonic() + wait
     while True:
@@ -236,12 +239,12 @@ def take_lock(store: st.RunStore, wait: float = 0.0) -> st.RunLock | None:
     return st.RunLock(fd)
 
 
-def held(store: st.RunStore) -> bool:
-    """Whether a scheduler holds the store's lock now (OSError: a store this user cannot
-    write)."""
+def held(store: st.RunStore, name: str = st.SCHEDULER_LOCK) -> bool:
+    """Whether a scheduler holds the store's lock `name` now (OSError: a store this user
+    cannot write)."""
     if not store.root.is_dir():
         return False
-    lock = take_lock(store)
+    lock = take_lock(store, name=name)
     if lock is None:
         return True
     lock.release()

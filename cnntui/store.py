@@ -14,6 +14,10 @@ Layout: `<runs_dir>/<experiment name>/<run id>/` holding
 - `cancel`        created by anyone to ask the process training the run to stop and save;
 - `worker.log`    what a detached worker process wrote to stderr.
 
+A run trained on another machine (a Ray node, cnntui.rayexec) writes into a `RunOutbox`
+instead: the bytes of each file come back to the store's host, where `RunDir.receive` writes
+them here, so every run of the store has the same files however it was trained.
+
 A run in the queue (status `queued`) is a directory with config.toml and a summary.json whose
 `queue` record says how to launch it; the scheduler (cnntui.scheduler) starts it.
 
@@ -31,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import io
 import json
 import math
 import os
@@ -46,7 +51,7 @@ from typing import IO, Any
 import numpy as np
 import tomli_w
 
-from .config import ConfigError, Experiment, check_value, learned_key
+from .config import SETTING_KEYS, ConfigError, Experiment, check_value, learned_key
 from .history import History, Metrics, check_arrays, metrics
 from .text import one_line
 
@@ -74,6 +79,9 @@ RESUME_KEYS = (
     "gpus",
     "runs_per_gpu",
     "min_free_gib",
+    "cluster",
+    "gpu_share",
+    "retries",
 )
 LOCK_FILE = "lock"
 LIVE_FILE = "live.f64"
@@ -82,6 +90,8 @@ CANCEL_FILE = "cancel"
 WORKER_LOG = "worker.log"
 SCHEDULER_LOCK = ".scheduler.lock"
 SCHEDULER_LOG = ".scheduler.log"
+RAY_SCHEDULER_LOCK = ".ray-scheduler.lock"
+RAY_SCHEDULER_LOG = ".ray-scheduler.log"
 HEARTBEAT_SECONDS = 1.0  # how often the process training a run touches its heartbeat
 HEARTBEAT_STALE = 10.0  # a heartbeat older than this (from another host) means the run died
 LOCK_WAIT_SECONDS = 0.5  # how long taking a lock rides over a status probe holding it briefly
@@ -682,6 +692,75 @@ class RunDir:
         except OSError:
             return False
         return True
+
+    def state(self) -> dict[str, Any]:
+        """What a node needs to train this run without its directory (see RunOutbox): plain
+        data, so that another cnntui version there can read it."""
+        return {
+            "path": str(self.path),
+            "run_id": self.run_id,
+            "settings": self.experiment.settings(),
+            "summary": dict(self.summary),
+            "floor": list(self.floor),
+            "reopened_status": self.reopened_status,
+        }
+
+    def receive(self, files: dict[str, bytes], **fields: Any) -> None:
+        """Write the run's files as a RunOutbox on another machine wrote them (summary.json
+        last, so a reader never sees a summary ahead of its history); `fields` go into the
+        summary, whose pid becomes this process's (it holds the lock and the live files)."""
+        unknown = [name for name in files if name not in _RUN_FILES]
+        if unknown:
+            raise StoreError(f"{self.path}: a node sent an unknown run file {unknown[0]!r}")
+        for name, data in files.items():
+            if name != "summary.json":
+                self._write(name, lambda f, data=data: f.write(data))
+        if "summary.json" in files:
+            try:
+                summary = json.loads(files["summary.json"].decode("utf-8"))
+            except (UnicodeDecodeError, ValueError):
+                raise StoreError(f"{self.path}: a node sent an unreadable summary.json") from None
+            if isinstance(summary, dict):
+                self.summary = summary
+        self.summary.update(fields)
+        self.save_summary()
+
+
+class RunOutbox(RunDir):
+    """The writer side of a run trained where its run store is not (a Ray node): the engine
+    writes through it as through a RunDir, and each file's bytes wait in `take()` to be sent
+    to the store's host (RunDir.receive). Nothing is written on this machine."""
+
+    def __init__(self, state: dict[str, Any]) -> None:
+        settings = {k: v for k, v in state["settings"].items() if k in SETTING_KEYS}
+        identity = {k: state["settings"].get(k, "") for k in ("name", "title", "group")}
+        super().__init__(Path(state["path"]), Experiment(**settings, **identity), state["run_id"])
+        self.summary.update(state["summary"])
+        self.floor = self.written = tuple(state["floor"])  # type: ignore[assignment]
+        self.reopened_status = state["reopened_status"]
+        self.files: dict[str, bytes] = {}
+        self.aliases: dict[str, str] = {}  # local paths in texts -> the store's
+
+    def _write(self, filename: str, write: Callable[[IO[bytes]], None]) -> None:
+        buf = io.BytesIO()
+        write(buf)
+        data = buf.getvalue()
+        if filename == "summary.json":
+            for here, there in self.aliases.items():
+                data = data.replace(
+                    json.dumps(here)[1:-1].encode(), json.dumps(there)[1:-1].encode()
+                )
+        self.files.pop(filename, None)  # rewritten: sent in the order last written
+        self.files[filename] = data
+
+    def take(self) -> dict[str, bytes]:
+        """The files written since the last call, by name."""
+        files, self.files = self.files, {}
+        return files
+
+    def discard(self) -> bool:
+        self.files.clear()
+        return False
 
 
 class RunStore:

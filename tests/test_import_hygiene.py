@@ -18,6 +18,7 @@ HEADLESS = [
     "cnntui.runner",
     "cnntui.export",
     "cnntui.cli",
+    "cnntui.rayexec",
 ]
 
 
@@ -50,3 +51,10 @@ def test_help_does_not_import_torch() -> None:
 def test_list_does_not_import_torch() -> None:
     mods = loaded_after("from cnntui.cli import main\nmain(['--list'])")
     assert "torch" not in mods
+
+
+def test_ray_scheduler_imports_neither_ray_nor_torch_until_it_runs() -> None:
+    """The lifecycle and the Ray scheduler module load without Ray: they import it when a run
+    goes to a cluster, so a machine without the ray extra uses cnntui as before."""
+    mods = loaded_after("import cnntui.rayexec, cnntui.lifecycle")
+    assert "ray" not in mods and "torch" not in mods

@@ -1,0 +1,644 @@
+"""Runs of the run store on a Ray cluster: `python -m cnntui.rayexec RUNS_DIR`, one per store.
+
+The third way to execute a run, beside worker processes (cnntui.scheduler) and threads. A run
+whose experiment names a `cluster` is queued in the run store like any other, with executor
+"ray" in its queue record; `lifecycle.ensure_scheduler` starts this process for the store
+(an flock on RUNS_DIR/.ray-scheduler.lock: at most one, and it outlives the terminal). It
+connects to the cluster (`ray.init`), and for each queued run:
+
+- checks that some live node has the CPUs and GPUs the run asks for (`gpu_share`, `threads`),
+  and refuses the run with the reason otherwise, rather than leave it pending forever;
+- takes the run's lock and launches one Ray task, a streaming generator (`node_train`), with
+  `num_cpus` and `num_gpus`; Ray picks the node and the GPU;
+- follows what the task yields: the engine's events, and the bytes of every run file the
+  engine wrote meanwhile (history, summary, checkpoint each epoch), which it writes into the
+  run store here (RunDir.receive), while `driver.drive` keeps the live files (batch losses,
+  heartbeat) exactly as for a local run. No shared file system is needed, and `--status`,
+  the TUI, `--export` and `--resume` see a Ray run as they see any other.
+
+Why a streaming generator task and not an actor per run: Ray reuses a task's worker process
+for the next task, so torch is imported once per worker rather than once per run, and a task
+that dies (its node or worker gone) fails its generator at once, which is the signal to retry.
+Cancelling needs a way in while the task trains: one small `Control` actor per connection
+(no CPU) holds the cancelled run ids, and each task asks it every CANCEL_POLL seconds; the
+engine then stops within a batch and saves, and its last files come back. A task that does
+not end within CANCEL_GRACE seconds of the request (or has not started) is ended by force
+(`ray.cancel`), keeping what was recorded.
+
+A task that fails because its worker or node died is retried from the run's last epoch
+checkpoint (the queue record's `retries`, from the setting); the live file is cut back to that
+epoch when the retry starts, so the history has no gap and no batch twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from . import store as st
+from .driver import EitherEvent, drive
+from .events import BatchLosses, Cancelled, Diverged, Event, Failed, Finished
+from .text import one_line
+
+RAY_MISSING = 'Ray is not installed in this Python; install it with: pip install "cnntui[ray]"'
+LOOP_SECONDS = 0.2
+CANCEL_POLL = 0.25  # how often a task on a node asks whether its run was cancelled
+CANCEL_GRACE = 1.0  # seconds a cancelled task has to stop and send its files before it is ended
+CONNECT_TIMEOUT = 10.0  # seconds to reach a cluster's address before giving up on it
+ENDINGS = (Finished, Cancelled, Failed, Diverged)
+# The nodes run this cnntui's code, whatever version they have installed (they need its
+# dependencies: torch, numpy, tomli-w): Ray ships the package to them for the connection.
+RUNTIME_ENV = {"py_modules": [str(Path(__file__).resolve().parent)]}
+
+
+class ClusterError(Exception):
+    """The cluster cannot be used: one line naming it and why."""
+
+
+def ray_missing() -> str | None:
+    """Why Ray cannot be used from this Python (RAY_MISSING), or None when it can."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec("ray") is not None
+    except (ImportError, ValueError):
+        found = False
+    return None if found else RAY_MISSING
+
+
+# --- what runs on a node --------------------------------------------------------------------
+
+
+def node_train(
+    state: dict[str, Any],
+    checkpoint: bytes | None,
+    control: Any,
+    device: str,
+    cpus: int,
+    crash_in_epoch: int | None = None,
+) -> Iterator[tuple]:
+    """The Ray task of one run (a streaming generator): trains it with the engine on this
+    node and yields ("hello", host, pid, version) first, then ("event", event, files) for
+    each event, `files` being the run files the engine wrote since the previous one.
+
+    `crash_in_epoch` (tests): the worker kills itself, as a dying node would, after the first
+    batch losses of that 0-based epoch were sent."""
+    import ray
+
+    from .engine import cpu_cores, train
+
+    host = socket.gethostname()
+    yield ("hello", host, os.getpid(), __version__)
+    run = st.RunOutbox(state)
+    exp = dataclasses.replace(run.experiment, device=device)
+    cancel = threading.Event()
+    done = threading.Event()
+
+    def poll() -> None:
+        while not done.wait(CANCEL_POLL):
+            try:
+                if ray.get(control.cancelled.remote(run.run_id), timeout=10):
+                    cancel.set()
+                    return
+            except Exception:  # the control actor is busy or gone: ask again
+                continue
+
+    threading.Thread(target=poll, name="cnntui-cancel", daemon=True).start()
+    share = max(1, cpu_cores() // max(1, cpus))
+    import tempfile
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="cnntui-") as tmp:
+            resume = None
+            if checkpoint is not None:
+                resume = Path(tmp) / "checkpoint.pt"
+                resume.write_bytes(checkpoint)
+                run.aliases[str(resume)] = str(Path(state["path"]) / "checkpoint.pt")
+            sent = False
+            for event in train(exp, cancel, run, resume, share):
+                if sent:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                if isinstance(event, Failed):
+                    reason = event.reason
+                    for here, there in run.aliases.items():
+                        reason = reason.replace(here, there)
+                    event = dataclasses.replace(event, reason=reason)
+                yield ("event", event, run.take())
+                sent = isinstance(event, BatchLosses) and event.epoch == crash_in_epoch
+    finally:
+        done.set()
+
+
+class Control:
+    """The cancelled runs of one connection, asked by the tasks on the nodes."""
+
+    def __init__(self) -> None:
+        self.ids: set[str] = set()
+
+    def cancel(self, run_id: str) -> None:
+        self.ids.add(run_id)
+
+    def cancelled(self, run_id: str) -> bool:
+        return run_id in self.ids
+
+
+# --- the resources a run asks for -----------------------------------------------------------
+
+
+def _resources(node: dict[str, Any]) -> dict[str, float]:
+    res = node.get("Resources")
+    return res if isinstance(res, dict) else {}
+
+
+def describe_nodes(nodes: list[dict[str, Any]]) -> str:
+    alive = [n for n in nodes if n.get("Alive")]
+    parts = []
+    for n in alive:
+        res = _resources(n)
+        parts.append(f"{res.get('CPU', 0):g} CPU {res.get('GPU', 0):g} GPU")
+    if not parts:
+        return "no live node"
+    return f"{len(parts)} node{'s' if len(parts) != 1 else ''}: " + ", ".join(parts)
+
+
+def request(queue: dict[str, Any], nodes: list[dict[str, Any]]) -> tuple[dict[str, float], str]:
+    """The Ray resources a queued run asks for ({"num_cpus", "num_gpus"}) and the device it
+    trains on there, from its queue record and the cluster's nodes (ray.nodes()). ClusterError
+    when no live node could ever hold it: a GPU the cluster does not have is refused, not left
+    pending."""
+    device = str(queue.get("device", "auto"))
+    cpus = queue.get("num_cpus", 1)
+    cpus = cpus if isinstance(cpus, int) and cpus > 0 else 1
+    share = queue.get("gpu_share", 1.0)
+    share = float(share) if isinstance(share, int | float) and share > 0 else 1.0
+    alive = [n for n in nodes if n.get("Alive")]
+    most_gpus = max((_resources(n).get("GPU", 0.0) for n in alive), default=0.0)
+    wants_gpu = device.startswith("cuda") or (device == "auto" and most_gpus > 0)
+    gpus = share if wants_gpu else 0.0
+    for n in alive:
+        res = _resources(n)
+        if res.get("CPU", 0.0) >= cpus and res.get("GPU", 0.0) >= gpus:
+            on = "cuda" if gpus else ("cpu" if device == "auto" else device)
+            return {"num_cpus": cpus, "num_gpus": gpus}, on
+    have = describe_nodes(nodes)
+    if gpus and most_gpus == 0:
+        why = (
+            f"device {device!r} asks for {gpus:g} GPU but the Ray cluster has none ({have}); "
+            'set device = "cpu" or "auto", or add a GPU node'
+        )
+    elif gpus:
+        why = (
+            f"gpu_share = {gpus:g} asks for {gpus:g} GPUs on one node, and no node has that "
+            f"with {cpus} CPU(s) ({have}); lower gpu_share"
+        )
+    else:
+        why = f"no node of the Ray cluster has {cpus} CPU(s) ({have}); lower threads"
+    raise ClusterError(why)
+
+
+# --- the store's side -----------------------------------------------------------------------
+
+
+def _probe(address: str) -> None:
+    """Fail fast on an address nothing listens at (ray.init would wait for minutes)."""
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    if not port.isdigit():
+        port = "10001" if address.startswith("ray://") else "6379"
+        host = hostport
+    host = host.strip("[]")
+    try:
+        with socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT):
+            pass
+    except OSError as e:
+        raise ClusterError(
+            f"cannot reach the Ray cluster at {address}: {e.strerror or e} (is `ray start "
+            "--head` running there?)"
+        ) from None
+
+
+def use_token_if_any() -> None:
+    """Send Ray's authentication token when there is one here (Ray 2.5x clusters started by
+    `ray start` require it, and a driver that does not say RAY_AUTH_MODE=token connects without
+    it, failing after 20 s). A cluster without authentication accepts it too."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return  # the user said
+    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    if os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
+def _error_text(e: BaseException) -> str:
+    """The first line of a Ray error, without Ray's advice."""
+    cause = getattr(e, "cause", None)
+    if isinstance(cause, BaseException) and not isinstance(cause, type(e)):
+        return one_line(cause)
+    return one_line(e).split(". ")[0]
+
+
+class RemoteCancel(EitherEvent):
+    """A run's cancel flag, as drive() sets it from the cancel file: setting it tells the task
+    on its node too (once)."""
+
+    def __init__(self, send: Any) -> None:
+        super().__init__(None)
+        self.send = send
+        self.at: float | None = None  # when it was set (monotonic)
+
+    def set(self) -> None:
+        if self.own.is_set():
+            return
+        self.at = time.monotonic()
+        super().set()
+        with contextlib.suppress(Exception):
+            self.send()
+
+
+@dataclass
+class Remote:
+    """One run training on the cluster, followed by a thread of the scheduler."""
+
+    run: st.RunDir
+    queue: dict[str, Any]
+    gen: Any  # the task's ObjectRefGenerator
+    cancel: RemoteCancel
+    thread: threading.Thread | None = None
+    node: str | None = None  # host name, once the task said hello
+    forced: bool = False
+    last: Event | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class RayScheduler:
+    """Drains one store's queue of runs for Ray. `crash_in_epoch` is for tests: the first
+    attempt of each run kills its worker in that epoch (see node_train)."""
+
+    def __init__(self, store: st.RunStore, crash_in_epoch: int | None = None) -> None:
+        self.store = store
+        self.crash_in_epoch = crash_in_epoch
+        self.cluster: str | None = None  # the cluster connected to
+        self.control: Any = None
+        self.remote_fn: Any = None
+        self.active: dict[Path, Remote] = {}
+        self.lock = threading.Lock()
+        self.own_init = False  # this process started the connection (and ends it)
+
+    # -- connection
+
+    def connect(self, cluster: str) -> None:
+        """Connect to `cluster` (a queue record's); ClusterError when it cannot be reached."""
+        use_token_if_any()  # before Ray reads its settings, at its import
+        import ray
+
+        if self.cluster == cluster and ray.is_initialized():
+            return
+        if ray.is_initialized() and self.own_init:
+            ray.shutdown()
+            self.own_init = False
+        if ray.is_initialized():  # a caller's connection (tests): use it if it is that one
+            here = ray.get_runtime_context().gcs_address
+            if cluster not in (here, "auto"):
+                raise ClusterError(f"this process is connected to the Ray cluster at {here}")
+        else:
+            try:
+                if cluster == "ray":
+                    ray.init(address="local", include_dashboard=False, log_to_driver=False)
+                else:
+                    if cluster != "auto":
+                        _probe(cluster)
+                    ray.init(address=cluster, log_to_driver=False, runtime_env=RUNTIME_ENV)
+            except ClusterError:
+                raise
+            except Exception as e:
+                raise ClusterError(
+                    f"cannot connect to the Ray cluster {cluster!r}: {one_line(e)}"
+                ) from None
+            self.own_init = True
+        self.cluster = cluster
+        self.control = ray.remote(Control).options(num_cpus=0).remote()
+        self.remote_fn = ray.remote(node_train)
+
+    def close(self) -> None:
+        import ray
+
+        if self.own_init and ray.is_initialized():
+            ray.shutdown()
+        self.own_init = False
+        self.cluster = None
+
+    # -- the queue
+
+    def queued(self) -> list[st.RunRecord]:
+        return [
+            r
+            for r in self.store.queued()
+            if r.queue.get("executor") == "ray" and r.path not in self.active
+        ]
+
+    def reap(self) -> None:
+        """Forget the runs whose following ended; end by force the tasks of runs cancelled
+        CANCEL_GRACE seconds ago (or before they started) that still run."""
+        import ray
+
+        now = time.monotonic()
+        with self.lock:
+            for path, remote in list(self.active.items()):
+                if remote.thread is not None and not remote.thread.is_alive():
+                    del self.active[path]
+                    continue
+                if remote.cancel.at is None or remote.forced:
+                    continue
+                if remote.node is None or now - remote.cancel.at > CANCEL_GRACE:
+                    remote.forced = True
+                    with contextlib.suppress(Exception):
+                        ray.cancel(remote.gen, force=True)
+
+    def step(self) -> bool:
+        """One round; False when nothing is queued for Ray and no run of ours trains."""
+        self.reap()
+        queued = self.queued()
+        for record in queued:
+            cluster = str(record.queue.get("cluster") or "ray")
+            if cluster != self.cluster and self.active:
+                continue  # another cluster's run: once this one's runs are done
+            self.launch(record)
+        return bool(queued or self.active)
+
+    def launch(self, record: st.RunRecord) -> None:
+        lock = st.try_lock(record.path)
+        if lock is None:
+            return  # cancelled from the queue right now, or another process has it
+        again = st.RunStore.read(record.path)
+        if again is None or again.status != "queued":
+            lock.release()
+            return
+        q = again.queue
+        cluster = str(q.get("cluster") or "ray")
+        try:
+            self.connect(cluster)
+        except ClusterError as e:  # every run queued for it: one try, not one per run
+            lock.release()
+            refuse_all(self.store, str(e), cluster)
+            return
+        try:
+            import ray
+
+            resources, device = request(q, ray.nodes())
+        except ClusterError as e:
+            refuse(again, str(e))
+            lock.release()
+            return
+        try:
+            if q.get("resume"):
+                run = self.store.reopen(again, lock)
+                ckpt = again.checkpoint.read_bytes() if again.checkpoint.is_file() else None
+            else:
+                run = st.RunDir(again.path, again.experiment(), again.run_id)
+                run.summary.update({k: v for k, v in again.summary.items() if k not in run.summary})
+                run.lock = lock
+                ckpt = None
+            # Until its node says (a resumed run keeps the device it had: followers show it).
+            waiting = {} if q.get("resume") else {"device": "ray (waiting for a node)"}
+            run.save_summary("running", **waiting)
+        except (OSError, st.StoreError) as e:
+            lock.release()
+            refuse(again, str(e) if isinstance(e, st.StoreError) else one_line(e))
+            return
+        crash = self.crash_in_epoch if not q.get("attempt") else None
+        control = self.control
+        cancel = RemoteCancel(lambda: control.cancel.remote(run.run_id))
+        try:
+            gen = self.submit(run, ckpt, resources, device, crash)
+        except Exception as e:  # Ray refused the task: the run says why, the others go on
+            with contextlib.suppress(OSError):
+                run.save_summary("failed", reason=f"Ray did not take the run: {one_line(e)}")
+            run.release()
+            return
+        remote = Remote(run, q, gen, cancel)
+        remote.thread = threading.Thread(
+            target=self.follow, args=(remote,), name=f"cnntui-ray-{run.run_id}", daemon=True
+        )
+        with self.lock:
+            self.active[run.path] = remote
+        remote.thread.start()
+
+    def submit(
+        self,
+        run: st.RunDir,
+        ckpt: bytes | None,
+        resources: dict[str, float],
+        device: str,
+        crash: int | None,
+    ) -> Any:
+        """Start the run's task; its ObjectRefGenerator."""
+        return self.remote_fn.options(
+            num_cpus=resources["num_cpus"],
+            num_gpus=resources["num_gpus"],
+            max_retries=0,
+            name=f"cnntui {run.experiment.name} {run.run_id}",
+        ).remote(run.state(), ckpt, self.control, device, int(resources["num_cpus"]), crash)
+
+    # -- following one run
+
+    def stream(self, remote: Remote) -> Iterator[Event]:
+        import ray
+
+        for ref in remote.gen:
+            item = ray.get(ref)
+            if item[0] == "hello":
+                _kind, host, pid, version = item
+                remote.node = str(host)
+                remote.extra = {"node": remote.node, "node_pid": pid}
+                if version != __version__:
+                    remote.extra["node_version"] = version
+                remote.run.save_summary(**remote.extra)
+                continue
+            _kind, event, files = item
+            if files:
+                remote.run.receive(files, **remote.extra)
+            if isinstance(event, Failed) and remote.node:  # which node: its data, its GPU
+                where = f"on Ray node {remote.node}: "
+                event = dataclasses.replace(event, reason=where + event.reason)
+                remote.run.save_summary(reason=where + str(remote.run.summary.get("reason", "")))
+            remote.last = event
+            yield event
+
+    def follow(self, remote: Remote) -> None:
+        error: BaseException | None = None
+        try:
+            for _event in drive(remote.run.path, self.stream(remote), remote.cancel):
+                pass
+        except Exception as e:
+            error = e
+        try:
+            self.finish(remote, error)
+        except (OSError, st.StoreError) as e:
+            print(f"cnntui ray: {remote.run.path}: {e}", file=sys.stderr, flush=True)
+        finally:
+            remote.run.release()
+
+    def finish(self, remote: Remote, error: BaseException | None) -> None:
+        """Say how the run ended when its task did not say it (it died, or was ended)."""
+        import ray.exceptions as rx
+
+        run = remote.run
+        if error is None and isinstance(remote.last, ENDINGS):
+            return  # the engine recorded its ending, and it came back
+        if isinstance(error, st.StoreError):  # this machine cannot write the run
+            with contextlib.suppress(Exception):
+                import ray
+
+                ray.cancel(remote.gen, force=True)
+            with contextlib.suppress(OSError):
+                run.save_summary("failed", reason=str(error))
+            return
+        if remote.cancel.own.is_set():
+            how = ""
+            if remote.node is None:
+                how = " before it started"
+            elif remote.forced:
+                how = " (its task did not stop in time and was ended)"
+            run.save_summary("cancelled", reason=f"cancelled by the user{how}")
+            return
+        where = f"Ray node {remote.node}" if remote.node else "the Ray cluster"
+        what = _error_text(error) if error is not None else "its task ended without a word"
+        if "No module named 'cnntui" in what:
+            hint = f'install cnntui {__version__} on every node: pip install "cnntui[ray]"'
+            run.save_summary("failed", reason=f"on {where}: {what} ({hint})")
+            return
+        if isinstance(error, rx.RayTaskError):  # Python raised on the node: not a dying node
+            run.save_summary("failed", reason=f"on {where}: {what}")
+            return
+        why = f"{where} lost the run ({type(error).__name__ if error else 'no ending'}: {what})"
+        attempt = remote.queue.get("attempt", 0)
+        attempt = attempt if isinstance(attempt, int) else 0
+        retries = remote.queue.get("retries", 1)
+        retries = retries if isinstance(retries, int) else 1
+        done = (
+            run.summary.get("epochs_done") if isinstance(run.summary.get("epochs_done"), int) else 0
+        )
+        if attempt < retries:
+            queue = {
+                **remote.queue,
+                "resume": True,
+                "was": "interrupted",
+                "attempt": attempt + 1,
+                "queued_at": f"{time.time():.6f}",
+                "retry_reason": why,  # kept in the summary once the retry runs
+            }
+            run.save_summary(
+                "queued",
+                queue=queue,
+                reason=f"{why}; retry {attempt + 1} of {retries}, from epoch {done}",
+            )
+        else:
+            tried = f"after {retries} retr{'y' if retries == 1 else 'ies'}; " if retries else ""
+            run.save_summary(
+                "interrupted", reason=f"{why}; {tried}--resume or R continues it from epoch {done}"
+            )
+
+    def cancel_all(self) -> None:
+        with self.lock:
+            for remote in self.active.values():
+                remote.cancel.set()
+
+    def wait_all(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.reap()
+            if not self.active:
+                return
+            time.sleep(LOOP_SECONDS)
+
+
+def refuse(record: st.RunRecord, reason: str) -> None:
+    """A queued run that cannot go to the cluster ends failed, saying why (its lock held)."""
+    status = "failed"
+    if record.queue.get("resume"):  # a resumed run keeps what it had: resumable again
+        status = str(record.queue.get("was") or "interrupted")
+    with contextlib.suppress(OSError):
+        st.write_summary(record.path, {**record.summary, "status": status, "reason": reason})
+
+
+def refuse_all(store: st.RunStore, reason: str, cluster: str | None = None) -> None:
+    """Refuse every run queued for Ray (for `cluster`, when given)."""
+    for record in store.queued():
+        if record.queue.get("executor") != "ray":
+            continue
+        if cluster is not None and str(record.queue.get("cluster") or "ray") != cluster:
+            continue
+        lock = st.try_lock(record.path)
+        if lock is None:
+            continue
+        try:
+            again = st.RunStore.read(record.path)
+            if again is not None and again.status == "queued":
+                refuse(again, reason)
+        finally:
+            lock.release()
+
+
+def run(store: st.RunStore, scheduler: RayScheduler | None = None) -> int:
+    """Drain the store's Ray queue while holding its lock; 0 at once if another holds it."""
+    from .scheduler import take_lock
+
+    lock = take_lock(store, st.LOCK_WAIT_SECONDS, st.RAY_SCHEDULER_LOCK)
+    if lock is None:
+        return 0
+    if ray_missing():
+        refuse_all(store, RAY_MISSING)
+        lock.release()
+        return 1
+    use_token_if_any()  # before Ray is imported: it reads RAY_AUTH_MODE then
+    sched = scheduler or RayScheduler(store)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    if scheduler is None:  # a process of its own: a TERM cancels its runs, each saving
+        for name in ("SIGTERM", "SIGINT"):
+            signal.signal(getattr(signal, name), on_signal)
+        if hasattr(signal, "SIGHUP"):
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        while not stop.is_set():
+            if not sched.step():
+                lock.release()
+                if not sched.queued():
+                    return 0
+                lock = take_lock(store, st.LOCK_WAIT_SECONDS, st.RAY_SCHEDULER_LOCK)
+                if lock is None:
+                    return 0
+                continue
+            stop.wait(LOOP_SECONDS)
+        sched.cancel_all()
+        sched.wait_all(30.0)
+        return 0
+    finally:
+        lock.release()
+        if scheduler is None:
+            sched.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m cnntui.rayexec RUNS_DIR", file=sys.stderr)
+        return 2
+    return run(st.RunStore(args[0]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
