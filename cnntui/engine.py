@@ -15,7 +15,7 @@ import os
 import pickle
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +113,7 @@ def resolve_device(spec: str) -> torch.device:
 
 
 def describe_device(dev: torch.device) -> str:
+    """How a run's device reads in its summary: `cuda:0 (NAME)`, `cpu (2 threads)`."""
     if dev.type == "cuda":
         index = dev.index if dev.index is not None else torch.cuda.current_device()
         return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
@@ -363,6 +364,64 @@ def _record_failure(run: RunDir, history: History, total_seconds: float, reason:
         run.discard()
 
 
+# ---------------------------------------------------------------------------------------------
+# One run: setup, then epochs (each: train, flush losses, evaluate, checkpoint), then the end.
+# ---------------------------------------------------------------------------------------------
+
+
+class _Run:
+    """One run while it trains: what setup builds, and what its epochs add up."""
+
+    dev: torch.device
+    prep: _Prepared
+    model: torch.nn.Module
+    step: Any  # the model, or its compiled form: what training steps and evaluation call
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    shuffle: torch.Generator  # batch order
+    noise: torch.Generator  # dropout masks and augmentation, on the device
+    amp: contextlib.AbstractContextManager  # reusable: entered once per step
+    params: int
+    batches: int  # per epoch
+
+    def __init__(
+        self,
+        exp: Experiment,
+        cancel: threading.Event,
+        run: RunDir | None,
+        cpu_share: int | None,
+    ) -> None:
+        self.exp = exp
+        self.cancel = cancel
+        self.run = run
+        self.cpu_share = cpu_share
+        self.name = exp.label  # `baseline seed 2` for one of several seeds: runs of one name apart
+        self.run_dir = str(run.path) if run is not None else None
+        self.history = History()
+        self.total_seconds = 0.0
+        self.start_epoch = 0
+
+    def save(self, status: str | None = None, **fields: Any) -> None:
+        """Write the history and summary (with `status` and `fields`) where there is a run dir."""
+        if self.run is not None:
+            self.run.save(self.history, status, total_seconds=self.total_seconds, **fields)
+
+    def started(self) -> Started:
+        """The event that opens the run's stream."""
+        run_id = self.run.run_id if self.run else ""
+        device = describe_device(self.dev)
+        return Started(
+            self.name,
+            run_id,
+            self.run_dir,
+            device,
+            self.params,
+            self.exp.epochs,
+            self.batches,
+            self.start_epoch,
+        )
+
+
 def _train(
     exp: Experiment,
     cancel: threading.Event,
@@ -370,213 +429,274 @@ def _train(
     resume: Path | None,
     cpu_share: int | None = None,
 ) -> Iterator[Event]:
-    name = exp.label  # `baseline seed 2` for one of several seeds: runs of one name apart
-    history = History()
-    total_seconds = 0.0
-    run_dir = str(run.path) if run is not None else None
-
-    def save(status: str | None = None, **fields: Any) -> None:
-        if run is not None:
-            run.save(history, status, total_seconds=total_seconds, **fields)
-
+    r = _Run(exp, cancel, run, cpu_share)
     try:
-        dev = resolve_device(exp.device)
-        if dev.type == "cpu":
-            _apply_threads(exp, cpu_share)
-        elif dev.type == "cuda":
-            # Fixed shapes every step: let cuDNN time its algorithms once and keep the fastest.
-            torch.backends.cudnn.benchmark = True
-        ds = datasets.load(exp.dataset, exp.data_dir, True, exp.train_size, exp.test_size)
-        ds = ds.subset(exp.train_size, exp.test_size)
-        prep = _Prepared(ds, dev, exp.channels_last, exp.val_size, exp.seed)
-        with _init_lock:
-            torch.manual_seed(exp.seed)
-            model = build(exp.model, ds.shape, ds.classes, exp.dropout)
-        model = model.to(dev, memory_format=prep.memory_format)
-        params = count_parameters(model)
-        optimizer = make_optimizer(exp, model.parameters())
-        # Every random draw of the run comes from its own generators, never torch's global
-        # RNG (which sibling runs in other threads share): the batch order from `shuffle`,
-        # dropout masks and augmentation from `noise`, on the device. Under torch.compile
-        # dropout keeps the global RNG, which compiled graphs handle natively.
-        shuffle = torch.Generator().manual_seed(exp.seed)
-        noise = torch.Generator(device=dev).manual_seed(exp.seed)
-        if exp.compile == "off":
-            use_generator(model, noise)
-        scaler = torch.amp.GradScaler(dev.type, enabled=exp.amp == "fp16")
-        start_epoch = 0
-        if resume is not None:
-            ckpt = _load_checkpoint(resume, dev)
-            try:
-                model.load_state_dict(ckpt["model"])
-                optimizer.load_state_dict(ckpt["optimizer"])
-                scaler.load_state_dict(ckpt["scaler"])
-                _set_rng_state(ckpt["rng"], shuffle, noise, dev, exp.compile != "off")
-                total_seconds = float(ckpt["total_seconds"])
-                start_epoch = int(ckpt["epoch"])
-            except Exception as e:
-                raise CheckpointError(f"{resume}: does not fit this run ({one_line(e)})") from e
-            history = ckpt["history"]
-        step = torch.compile(model, mode=exp.compile) if exp.compile != "off" else model
-        n_train = len(prep.train_y)
-        bs = exp.batch_size
-        batches = math.ceil(n_train / bs)
-        if n_train == 0 or len(prep.test_y) == 0:
-            raise ValueError(f"dataset {exp.dataset!r} has no training or no test images")
-        if run is not None and run.reopened:
-            run.write_config()  # what it trains with from now on (e.g. more epochs)
-        # The images actually used: train_size / test_size cap them, the dataset may hold fewer.
-        save(
-            "running",
-            params=params,
-            device=describe_device(dev),
-            train_images=n_train,
-            val_images=exp.val_size,
-            test_images=len(prep.test_y),
-            batches_per_epoch=batches,
-        )
+        _setup(r, resume)
     except Exception as e:
-        reason = _setup_reason(e)
-        if run is not None and run.reopened:
-            # Nothing of the earlier run is touched: it stays resumable, and says why not now.
-            with contextlib.suppress(OSError):
-                run.resume_failed(reason)
-        elif run is not None:
-            _record_failure(run, history, total_seconds, _stored_reason(e))
-        yield Failed(name, reason, run_dir)
+        yield _setup_failed(r, e)
         return
+    yield r.started()
+    try:
+        ending, stopped = yield from _epochs(r)
+        if ending is None:
+            _finish(r, stopped)
+    except Exception as e:
+        if run is not None:
+            _record_failure(run, r.history, r.total_seconds, _stored_reason(e))
+        yield Failed(r.name, _runtime_reason(e, exp), r.run_dir)
+        return
+    yield ending or Finished(r.name, r.total_seconds, stopped)
 
-    yield Started(
-        name,
-        run.run_id if run else "",
-        run_dir,
-        describe_device(dev),
-        params,
-        exp.epochs,
-        batches,
-        start_epoch,
+
+# --- setup -----------------------------------------------------------------------------------
+
+
+def _setup(r: _Run, resume: Path | None) -> None:
+    """Device, data, model and optimizer of `r` (resumed from `resume` if given); the run is
+    then recorded as running."""
+    exp = r.exp
+    r.dev = resolve_device(exp.device)
+    if r.dev.type == "cpu":
+        _apply_threads(exp, r.cpu_share)
+    elif r.dev.type == "cuda":
+        # Fixed shapes every step: let cuDNN time its algorithms once and keep the fastest.
+        torch.backends.cudnn.benchmark = True
+    ds = datasets.load(exp.dataset, exp.data_dir, True, exp.train_size, exp.test_size)
+    ds = ds.subset(exp.train_size, exp.test_size)
+    r.prep = _Prepared(ds, r.dev, exp.channels_last, exp.val_size, exp.seed)
+    _build(r, ds.shape, ds.classes)
+    if resume is not None:
+        _restore(r, resume)
+    r.step = torch.compile(r.model, mode=exp.compile) if exp.compile != "off" else r.model
+    r.amp = _autocast(exp, r.dev)
+    n_train, n_test = len(r.prep.train_y), len(r.prep.test_y)
+    r.batches = math.ceil(n_train / exp.batch_size)
+    if n_train == 0 or n_test == 0:
+        raise ValueError(f"dataset {exp.dataset!r} has no training or no test images")
+    if r.run is not None and r.run.reopened:
+        r.run.write_config()  # what it trains with from now on (e.g. more epochs)
+    # The images actually used: train_size / test_size cap them, the dataset may hold fewer.
+    r.save(
+        "running",
+        params=r.params,
+        device=describe_device(r.dev),
+        train_images=n_train,
+        val_images=exp.val_size,
+        test_images=n_test,
+        batches_per_epoch=r.batches,
     )
 
-    amp = _autocast(exp, dev)  # reusable: entered once per step
-    mixed = exp.amp != "off"
-    use_scaler = scaler.is_enabled()
-    model.train()
-    ending: Diverged | Cancelled | None = None
-    # Early stopping watches the validation loss, or the test loss without a split.
-    watched = history.val_loss if prep.val_y is not None else history.test_loss
-    stopped = _stopped_early(watched, exp.early_stop_patience)  # a resumed run that had stopped
+
+def _build(r: _Run, shape: tuple[int, ...], classes: int) -> None:
+    """The model, its optimizer, gradient scaler and the run's own random generators."""
+    exp = r.exp
+    with _init_lock:
+        torch.manual_seed(exp.seed)
+        model = build(exp.model, shape, classes, exp.dropout)
+    r.model = model.to(r.dev, memory_format=r.prep.memory_format)
+    r.params = count_parameters(r.model)
+    r.optimizer = make_optimizer(exp, r.model.parameters())
+    # Every random draw of the run comes from its own generators, never torch's global
+    # RNG (which sibling runs in other threads share): the batch order from `shuffle`,
+    # dropout masks and augmentation from `noise`, on the device. Under torch.compile
+    # dropout keeps the global RNG, which compiled graphs handle natively.
+    r.shuffle = torch.Generator().manual_seed(exp.seed)
+    r.noise = torch.Generator(device=r.dev).manual_seed(exp.seed)
+    if exp.compile == "off":
+        use_generator(r.model, r.noise)
+    r.scaler = torch.amp.GradScaler(r.dev.type, enabled=exp.amp == "fp16")
+
+
+def _restore(r: _Run, resume: Path) -> None:
+    """Continue from checkpoint `resume`: model, optimizer, scaler, RNG, time and history."""
+    ckpt = _load_checkpoint(resume, r.dev)
     try:
-        for epoch in range(start_epoch, exp.epochs if stopped is None else start_epoch):
-            if dev.type == "cpu":
-                # sibling runs may have started or finished meanwhile
-                _apply_threads(exp, cpu_share)
-            if scheduled(exp):  # the constant schedule never touches the optimizer
-                for group in optimizer.param_groups:
-                    group["lr"] = epoch_lr(exp, epoch)
-            lr = float(optimizer.param_groups[0]["lr"])
-            t0 = time.perf_counter()
-            order = torch.randperm(n_train, generator=shuffle).to(dev)
-            buffer = _LossBuffer(name, epoch, batches, dev)
-            correct = torch.zeros((), device=dev, dtype=torch.long)
-            next_flush = time.monotonic() + FLUSH_SECONDS
-            done = 0  # batches trained this epoch
-            for i, idx in enumerate(order.split(bs)):
-                if cancel.is_set():
-                    ending = Cancelled(name)
-                    break
-                x = prep.inputs(prep.train_x.index_select(0, idx))
-                if exp.augment:
-                    x = augment_batch(x, generator=noise)
-                y = prep.train_y.index_select(0, idx)
-                with amp:
-                    out = step(x)
-                    loss = F.cross_entropy(out.float() if mixed else out, y)
-                optimizer.zero_grad(set_to_none=True)
-                if use_scaler:
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    optimizer.step()
-                buffer.values[i] = loss.detach()
-                correct += (out.argmax(1) == y).sum()
-                done = i + 1
-                if time.monotonic() >= next_flush:
-                    chunk, ending = buffer.take(done)
-                    if chunk:
-                        history.add(chunk)
-                        yield chunk
-                    if ending:
-                        break
-                    next_flush = time.monotonic() + FLUSH_SECONDS
-            chunk, diverged = buffer.take(done)
-            if chunk:
-                history.add(chunk)
-                yield chunk
-            ending = diverged or ending
-            if ending is not None:
-                total_seconds += time.perf_counter() - t0
-                if isinstance(ending, Diverged):
-                    save("diverged", reason=ending.reason)
-                else:
-                    save("cancelled", reason="cancelled by the user")
-                break
-            train_loss = float(sum(history.batch_losses[-batches:]) / batches)
-            train_acc = correct.item() / n_train
-            test_loss, test_acc, confusion = score(step, prep, prep.test_x, prep.test_y, exp, dev)
-            val_loss = val_acc = math.nan
-            if prep.val_y is not None:
-                val_loss, val_acc, _ = score(step, prep, prep.val_x, prep.val_y, exp, dev)
-            seconds = time.perf_counter() - t0
-            total_seconds += seconds
-            end = EpochEnd(
-                name,
-                epoch,
-                train_loss,
-                train_acc,
-                test_loss,
-                test_acc,
-                seconds,
-                val_loss=val_loss,
-                val_acc=val_acc,
-                lr=lr,
-                confusion=tuple(tuple(row) for row in confusion),
-            )
-            history.add(end)
-            if run is not None and best_epoch(history) == epoch:
-                run.save_torch("best.pt", model.state_dict())
-            if run is not None:
-                run.save_torch(
-                    "checkpoint.pt",
-                    {
-                        "epoch": epoch + 1,
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scaler": scaler.state_dict(),
-                        "rng": _rng_state(shuffle, noise, dev),
-                        "history": {k: torch.from_numpy(v) for k, v in history.arrays().items()},
-                        "total_seconds": total_seconds,
-                    },
-                )
-            save()
-            yield end
-            stopped = _stopped_early(watched, exp.early_stop_patience)
-            if stopped is not None:
-                break
-        if ending is None:
-            if run is not None:
-                run.save_torch("weights.pt", model.state_dict())
-            if stopped is None:
-                save("finished")
-            else:
-                save("finished", reason=f"early stop at epoch {stopped}", stopped_early=stopped)
+        r.model.load_state_dict(ckpt["model"])
+        r.optimizer.load_state_dict(ckpt["optimizer"])
+        r.scaler.load_state_dict(ckpt["scaler"])
+        _set_rng_state(ckpt["rng"], r.shuffle, r.noise, r.dev, r.exp.compile != "off")
+        r.total_seconds = float(ckpt["total_seconds"])
+        r.start_epoch = int(ckpt["epoch"])
     except Exception as e:
-        if run is not None:
-            _record_failure(run, history, total_seconds, _stored_reason(e))
-        yield Failed(name, _runtime_reason(e, exp), run_dir)
+        raise CheckpointError(f"{resume}: does not fit this run ({one_line(e)})") from e
+    r.history = ckpt["history"]
+
+
+def _setup_failed(r: _Run, exc: Exception) -> Failed:
+    """Record why `r` could not start and say so; a resumed run is left as it was."""
+    reason = _setup_reason(exc)
+    if r.run is not None and r.run.reopened:
+        # Nothing of the earlier run is touched: it stays resumable, and says why not now.
+        with contextlib.suppress(OSError):
+            r.run.resume_failed(reason)
+    elif r.run is not None:
+        _record_failure(r.run, r.history, r.total_seconds, _stored_reason(exc))
+    return Failed(r.name, reason, r.run_dir)
+
+
+# --- epochs ----------------------------------------------------------------------------------
+
+Ending = Diverged | Cancelled | None
+
+
+def _epochs(r: _Run) -> Generator[Event, None, tuple[Ending, int | None]]:
+    """Train until the last epoch, early stopping, a cancel or a divergence; returns how it
+    ended (None: trained through) and the epoch early stopping ended it at."""
+    exp, history = r.exp, r.history
+    # Early stopping watches the validation loss, or the test loss without a split.
+    watched = history.val_loss if r.prep.val_y is not None else history.test_loss
+    stopped = _stopped_early(watched, exp.early_stop_patience)  # a resumed run that had stopped
+    r.model.train()
+    for epoch in range(r.start_epoch, exp.epochs if stopped is None else r.start_epoch):
+        lr = _begin_epoch(r, epoch)
+        t0 = time.perf_counter()
+        correct, ending = yield from _train_epoch(r, epoch)
+        if ending is not None:
+            r.total_seconds += time.perf_counter() - t0
+            _save_ending(r, ending)
+            return ending, stopped
+        end = _evaluate(r, epoch, lr, correct, t0)
+        history.add(end)
+        _checkpoint(r, epoch)
+        r.save()
+        yield end
+        stopped = _stopped_early(watched, exp.early_stop_patience)
+        if stopped is not None:
+            break
+    return None, stopped
+
+
+def _begin_epoch(r: _Run, epoch: int) -> float:
+    """Set the thread count and learning rate for `epoch`; returns the rate it trains at."""
+    if r.dev.type == "cpu":
+        _apply_threads(r.exp, r.cpu_share)  # sibling runs may have started or finished meanwhile
+    if scheduled(r.exp):  # the constant schedule never touches the optimizer
+        for group in r.optimizer.param_groups:
+            group["lr"] = epoch_lr(r.exp, epoch)
+    return float(r.optimizer.param_groups[0]["lr"])
+
+
+def _train_epoch(r: _Run, epoch: int) -> Generator[Event, None, tuple[torch.Tensor, Ending]]:
+    """One pass over the training images in a fresh order, yielding its batch losses about
+    ten times a second; returns the number right and why it stopped short (None: it didn't)."""
+    order = torch.randperm(len(r.prep.train_y), generator=r.shuffle).to(r.dev)
+    buffer = _LossBuffer(r.name, epoch, r.batches, r.dev)
+    correct = torch.zeros((), device=r.dev, dtype=torch.long)
+    ending: Ending = None
+    next_flush = time.monotonic() + FLUSH_SECONDS
+    done = 0  # batches trained this epoch
+    for i, idx in enumerate(order.split(r.exp.batch_size)):
+        if r.cancel.is_set():
+            ending = Cancelled(r.name)
+            break
+        buffer.values[i], right = _step(r, idx)
+        correct += right
+        done = i + 1
+        if time.monotonic() >= next_flush:
+            ending = yield from _flush(r, buffer, done)
+            if ending:
+                break
+            next_flush = time.monotonic() + FLUSH_SECONDS
+    diverged = yield from _flush(r, buffer, done)
+    return correct, diverged or ending
+
+
+def _step(r: _Run, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step on the training images at `idx`: its loss and how many it got right."""
+    prep = r.prep
+    x = prep.inputs(prep.train_x.index_select(0, idx))
+    if r.exp.augment:
+        x = augment_batch(x, generator=r.noise)
+    y = prep.train_y.index_select(0, idx)
+    with r.amp:
+        out = r.step(x)
+        loss = F.cross_entropy(out.float() if r.exp.amp != "off" else out, y)
+    r.optimizer.zero_grad(set_to_none=True)
+    if r.scaler.is_enabled():
+        r.scaler.scale(loss).backward()
+        r.scaler.step(r.optimizer)
+        r.scaler.update()
+    else:
+        loss.backward()
+        r.optimizer.step()
+    return loss.detach(), (out.argmax(1) == y).sum()
+
+
+def _flush(r: _Run, buffer: _LossBuffer, upto: int) -> Generator[Event, None, Diverged | None]:
+    """Hand the batch losses not yet flushed, up to `upto`, to the history and the stream;
+    returns the divergence among them, if any."""
+    chunk, diverged = buffer.take(upto)
+    if chunk:
+        r.history.add(chunk)
+        yield chunk
+    return diverged
+
+
+def _save_ending(r: _Run, ending: Diverged | Cancelled) -> None:
+    """Record a run that stopped within an epoch."""
+    if isinstance(ending, Diverged):
+        r.save("diverged", reason=ending.reason)
+    else:
+        r.save("cancelled", reason="cancelled by the user")
+
+
+# --- evaluation and checkpoint -----------------------------------------------------------------
+
+
+def _evaluate(r: _Run, epoch: int, lr: float, correct: torch.Tensor, t0: float) -> EpochEnd:
+    """The epoch's figures: training loss and accuracy, test and validation scores; the
+    epoch's seconds (since `t0`, evaluation included) join the run's total."""
+    prep, n_train = r.prep, len(r.prep.train_y)
+    train_loss = float(sum(r.history.batch_losses[-r.batches :]) / r.batches)
+    test_loss, test_acc, confusion = score(r.step, prep, prep.test_x, prep.test_y, r.exp, r.dev)
+    val_loss = val_acc = math.nan
+    if prep.val_y is not None:
+        val_loss, val_acc, _ = score(r.step, prep, prep.val_x, prep.val_y, r.exp, r.dev)
+    seconds = time.perf_counter() - t0
+    r.total_seconds += seconds
+    return EpochEnd(
+        r.name,
+        epoch,
+        train_loss,
+        correct.item() / n_train,
+        test_loss,
+        test_acc,
+        seconds,
+        val_loss=val_loss,
+        val_acc=val_acc,
+        lr=lr,
+        confusion=tuple(tuple(row) for row in confusion),
+    )
+
+
+def _checkpoint(r: _Run, epoch: int) -> None:
+    """Save best.pt when `epoch` is the best so far, and checkpoint.pt to resume after it."""
+    if r.run is None:
         return
-    yield ending or Finished(name, total_seconds, stopped)
+    if best_epoch(r.history) == epoch:
+        r.run.save_torch("best.pt", r.model.state_dict())
+    r.run.save_torch(
+        "checkpoint.pt",
+        {
+            "epoch": epoch + 1,
+            "model": r.model.state_dict(),
+            "optimizer": r.optimizer.state_dict(),
+            "scaler": r.scaler.state_dict(),
+            "rng": _rng_state(r.shuffle, r.noise, r.dev),
+            "history": {k: torch.from_numpy(v) for k, v in r.history.arrays().items()},
+            "total_seconds": r.total_seconds,
+        },
+    )
+
+
+def _finish(r: _Run, stopped: int | None) -> None:
+    """Save the final weights and record the run finished (early, at `stopped`, or not)."""
+    if r.run is not None:
+        r.run.save_torch("weights.pt", r.model.state_dict())
+    if stopped is None:
+        r.save("finished")
+    else:
+        r.save("finished", reason=f"early stop at epoch {stopped}", stopped_early=stopped)
 
 
 def _stopped_early(losses: list[float], patience: int) -> int | None:
