@@ -20,11 +20,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from . import registry
 from .text import safe, unsafe_char
 
-MODELS = ("lenet", "resnet")
-DATASETS = ("cifar10", "fashion-mnist", "synthetic")
-OPTIMIZERS = ("sgd", "adam", "adamw")
+MODELS = registry.MODELS.names
+DATASETS = registry.DATASETS.names
+OPTIMIZERS = registry.OPTIMIZERS.names
 AMP_MODES = ("off", "bf16", "fp16")
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 EXECUTORS = ("auto", "process", "thread")

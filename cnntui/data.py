@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .config import CLASS_NAMES, class_names  # noqa: F401  (what each label means)
+from .registry import DATASETS
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
@@ -417,6 +418,22 @@ def make_synthetic(
 
 # --- Entry point ---------------------------------------------------------------------
 
+
+@DATASETS.register("cifar10")
+def _cifar10(root: Path, download: bool, sizes: tuple[int, int]) -> TensorDataset:
+    return load_cifar10(root, download)
+
+
+@DATASETS.register("fashion-mnist")
+def _fashion_mnist(root: Path, download: bool, sizes: tuple[int, int]) -> TensorDataset:
+    return load_fashion_mnist(root, download)
+
+
+@DATASETS.register("synthetic")
+def _synthetic(root: Path, download: bool, sizes: tuple[int, int]) -> TensorDataset:
+    return make_synthetic(*sizes)
+
+
 _cache: dict[tuple[str, str], TensorDataset] = {}  # (dataset, where) -> tensors
 _cache_lock = threading.Lock()
 
@@ -436,19 +453,16 @@ def load(
     root = Path(data_dir).expanduser()
     if root.exists() and not root.is_dir():
         raise DataError(f"data_dir {str(root)!r} is a file, not a directory")
+    try:
+        loader: Callable[[Path, bool, tuple[int, int]], TensorDataset] = DATASETS.get(name)
+    except ValueError as e:
+        raise DataError(str(e)) from None
+    sizes = (train_size or SYNTHETIC_TRAIN, test_size or SYNTHETIC_TEST)
     if name == "synthetic":
-        sizes = (train_size or SYNTHETIC_TRAIN, test_size or SYNTHETIC_TEST)
         key = (name, f"{sizes[0]}x{sizes[1]}")
     else:  # files verified against the official checksums are not those read unverified
         key = (name, f"{root.resolve()} unverified={unverified_data_allowed()}")
     with _cache_lock:
         if key not in _cache:
-            if name == "cifar10":
-                _cache[key] = load_cifar10(root, download)
-            elif name == "fashion-mnist":
-                _cache[key] = load_fashion_mnist(root, download)
-            elif name == "synthetic":
-                _cache[key] = make_synthetic(*sizes)
-            else:
-                raise DataError(f"unknown dataset {name!r}")
+            _cache[key] = loader(root, download, sizes)
         return _cache[key]

@@ -15,7 +15,7 @@ import os
 import pickle
 import threading
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from .config import Experiment
 from .events import BatchLosses, Cancelled, Diverged, EpochEnd, Event, Failed, Finished, Started
 from .history import History, best_epoch, early_stop
 from .models import build, count_parameters, use_generator
+from .registry import OPTIMIZERS
 from .schedule import epoch_lr, scheduled
 from .store import RunDir, StoreError
 from .text import one_line
@@ -123,14 +124,25 @@ def describe_device(dev: torch.device) -> str:
     return str(dev)
 
 
-def make_optimizer(exp: Experiment, params: Any) -> torch.optim.Optimizer:
-    if exp.optimizer == "sgd":
-        return torch.optim.SGD(
-            params, lr=exp.lr, momentum=exp.momentum, weight_decay=exp.weight_decay
-        )
-    if exp.optimizer == "adam":
-        return torch.optim.Adam(params, lr=exp.lr, weight_decay=exp.weight_decay)
+@OPTIMIZERS.register("sgd")
+def _sgd(exp: Experiment, params: Any) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=exp.lr, momentum=exp.momentum, weight_decay=exp.weight_decay)
+
+
+@OPTIMIZERS.register("adam")
+def _adam(exp: Experiment, params: Any) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=exp.lr, weight_decay=exp.weight_decay)
+
+
+@OPTIMIZERS.register("adamw")
+def _adamw(exp: Experiment, params: Any) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=exp.lr, weight_decay=exp.weight_decay)
+
+
+def make_optimizer(exp: Experiment, params: Any) -> torch.optim.Optimizer:
+    """The optimizer `exp` names, over `params`; ValueError for a name none is registered as."""
+    factory: Callable[[Experiment, Any], torch.optim.Optimizer] = OPTIMIZERS.get(exp.optimizer)
+    return factory(exp, params)
 
 
 def augment_batch(

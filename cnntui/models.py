@@ -1,7 +1,8 @@
-"""The model registry: LeNet and the report's LightweightResNet, built for any image shape.
+"""The models: LeNet and the report's LightweightResNet, built for any image shape.
 
-A model is one function decorated with `@register("name")` that takes the input shape
-(channels, height, width), the number of classes and the dropout probability.
+A model is one function decorated with `@MODELS.register("name")` (its name declared in
+cnntui/registry.py) that takes the input shape (channels, height, width), the number of
+classes and the dropout probability.
 """
 
 from __future__ import annotations
@@ -12,27 +13,19 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-ModelFactory = Callable[[tuple[int, int, int], int, float], nn.Module]
-REGISTRY: dict[str, ModelFactory] = {}
+from .registry import MODELS
 
-
-def register(name: str) -> Callable[[ModelFactory], ModelFactory]:
-    def wrap(fn: ModelFactory) -> ModelFactory:
-        REGISTRY[name] = fn
-        return fn
-
-    return wrap
+REGISTRY = MODELS  # the models registered so far, by name
 
 
 def build(name: str, shape: tuple[int, int, int], classes: int, dropout: float) -> nn.Module:
-    try:
-        factory = REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown model {name!r} (registered: {', '.join(REGISTRY)})") from None
+    """The model registered as `name`, for images of `shape`; ValueError for an unknown name."""
+    factory: Callable[[tuple[int, int, int], int, float], nn.Module] = MODELS.get(name)
     return factory(shape, classes, dropout)
 
 
 def count_parameters(model: nn.Module) -> int:
+    """The number of weights the model trains."""
     return sum(p.numel() for p in model.parameters())
 
 
@@ -135,11 +128,13 @@ class LightweightResNet(nn.Module):
         return self.fc(self.dropout(torch.flatten(self.pool(x), 1)))
 
 
-@register("lenet")
+@MODELS.register("lenet")
 def lenet(shape: tuple[int, int, int], classes: int, dropout: float) -> nn.Module:
+    """The PyTorch tutorial's LeNet (two conv-pool stages, three linear layers)."""
     return LeNet(shape, classes, dropout)
 
 
-@register("resnet")
+@MODELS.register("resnet")
 def resnet(shape: tuple[int, int, int], classes: int, dropout: float) -> nn.Module:
+    """The lightweight residual network of the report's Task 4."""
     return LightweightResNet(shape, classes, dropout)
