@@ -344,7 +344,7 @@ class Progress:
                     f"train loss {event.train_loss:.4f} acc {text.pct(event.train_acc)} · "
                     f"{_val_part(event)}"
                     f"test loss {event.test_loss:.4f} acc {text.pct(event.test_acc)} · "
-                    f"{event.seconds:.1f}s"
+                    f"{text.seconds(event.seconds)}"
                 )
             case Finished():
                 self.state.pop(event.name, None)

@@ -33,10 +33,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 from matplotlib.transforms import Bbox
 
-from .history import History, Metrics, moving_average
+from .history import MA_WINDOW, History, Metrics, moving_average
 
 DPI = 300  # print resolution for PNG, and for the rasterised raw curve inside SVG/PDF
-WINDOW = 100  # batches in the moving average, as in the report
 BASE_FONT = "DejaVu Sans"  # bundled with matplotlib, so always present
 
 # Families known to cover Chinese, best first; any other installed font whose name hints at
@@ -384,7 +383,7 @@ def _robust_top(raw: np.ndarray) -> float | None:
     """A y-axis top a little above the 99.5th percentile, when a few spikes (or a divergence)
     would otherwise flatten the rest of the curve; None when the full range reads fine."""
     v = raw[np.isfinite(raw)]
-    if v.size < 2 * WINDOW:
+    if v.size < 2 * MA_WINDOW:
         return None
     lo, top = float(v.min()), float(np.percentile(v, 99.5))
     if float(v.max()) - lo <= 1.5 * (top - lo):
@@ -393,7 +392,7 @@ def _robust_top(raw: np.ndarray) -> float | None:
 
 
 def _smoothed(raw: np.ndarray) -> np.ndarray:
-    return moving_average(np.nan_to_num(raw, nan=np.nanmean(raw)), WINDOW)
+    return moving_average(np.nan_to_num(raw, nan=np.nanmean(raw)), MA_WINDOW)
 
 
 def _shared_ylim(series: list[Series]) -> tuple[float, float, float | None] | None:
@@ -435,7 +434,7 @@ def _batch_panel(ax: Axes, s: Series) -> None:
     smooth = _smoothed(raw)
     step = max(1, raw.size // 4000)  # the average is smooth: every step-th point will do
     keep = np.r_[np.arange(0, raw.size, step), raw.size - 1]
-    ax.plot(x[keep], smooth[keep], color=s.color, lw=1.6, label=f"{WINDOW}-batch moving average")
+    ax.plot(x[keep], smooth[keep], color=s.color, lw=1.6, label=f"{MA_WINDOW}-batch moving average")
     ax.set_xlim(x[0], x[-1] if x[-1] > x[0] else x[0] + 1)
     ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
     ax.xaxis.set_major_formatter(FuncFormatter(_thousands))
@@ -540,7 +539,7 @@ def loss_grid(series: list[Series], title: str) -> Figure:
     rows, cols = _grid_shape(len(series))
     fig = Figure(figsize=(3 * cols + 0.5, 2.5 * rows + 0.5), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False, sharey=True)).ravel()
-    _suptitle(fig, f"{title}: loss per batch, with {WINDOW}-batch moving average", series)
+    _suptitle(fig, f"{title}: loss per batch, with {MA_WINDOW}-batch moving average", series)
     limits = _shared_ylim(series)
     cut = limits[2] if limits else None
     clipped = []

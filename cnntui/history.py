@@ -17,6 +17,7 @@ EPOCH_KEYS = ("epoch_losses", "train_acc", "test_loss", "test_acc", "epoch_secon
 # Per-epoch keys a history written before validation splits and schedules lacks: read as NaN.
 # `val_loss` / `val_acc` are NaN in a run without a validation split; `lr` is each epoch's.
 STUDY_KEYS = ("val_loss", "val_acc", "lr")
+MA_WINDOW = 100  # batches in the moving average over batch losses (as in the report)
 
 
 @dataclass
@@ -141,7 +142,7 @@ def check_arrays(arrays: dict[str, np.ndarray]) -> None:
         raise ValueError(f"'confusion' must be a square array of counts, got {what}")
 
 
-def moving_average(values: np.ndarray | list[float], window: int = 100) -> np.ndarray:
+def moving_average(values: np.ndarray | list[float], window: int = MA_WINDOW) -> np.ndarray:
     """Trailing mean over up to `window` values; the first points average what exists so far."""
     v = np.asarray(values, dtype=np.float64)
     if v.size == 0:
@@ -160,7 +161,7 @@ def epochs_to_target(test_acc: list[float], target: float) -> int | None:
     return None
 
 
-def smoothness(batch_losses: list[float] | np.ndarray, window: int = 100) -> float:
+def smoothness(batch_losses: list[float] | np.ndarray, window: int = MA_WINDOW) -> float:
     """How jagged the batch-loss curve is: the standard deviation of the batch losses around
     their 100-batch moving average, divided by the mean loss. Lower is smoother; 0 is a line."""
     v = np.asarray(batch_losses, dtype=np.float64)

@@ -20,6 +20,7 @@ from typing import Any
 from . import stats
 from .config import Experiment, class_names
 from .history import Metrics
+from .text import duration
 
 # CSV column, Markdown header (None: CSV only), in the issue's order.
 METRIC_COLUMNS: tuple[tuple[str, str | None], ...] = (
@@ -243,19 +244,6 @@ def to_csv(rows: list[Row], with_group: bool = False) -> bytes:
             line += [int(ref), *(_csv_value(v) for v in (c.diff, c.low, c.high)), c.verdict]
         w.writerow(line)
     return buf.getvalue().encode("utf-8-sig")
-
-
-def duration(seconds: float) -> str:
-    """49.1 s, 12 min 05 s, 1 h 02 min."""
-    if not math.isfinite(seconds):
-        return "–"
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    m, s = divmod(round(seconds), 60)
-    if m < 60:
-        return f"{m} min {s:02d} s"
-    h, m = divmod(m, 60)
-    return f"{h} h {m:02d} min"
 
 
 def _setting(v: Any) -> str:

@@ -75,10 +75,12 @@ def _number(value: object) -> bool:
 
 
 def pct(value: float | None) -> str:
+    """A fraction as a percentage with two decimals (0.5 -> 50.00%), else '-'."""
     return f"{100 * value:.2f}%" if _number(value) else "-"
 
 
 def num(value: float | None, digits: int = 4) -> str:
+    """A number with `digits` decimals, else '-'."""
     return f"{value:.{digits}f}" if _number(value) else "-"
 
 
@@ -87,14 +89,35 @@ def count(value: object) -> str:
     return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else "-"
 
 
+# The two duration formats, one definition each: `seconds` where a terminal is narrow (progress
+# lines, --status, the TUI), `duration` in report tables (Markdown, LaTeX, CSV-side text).
+
+
+def _clock(value: float) -> tuple[int, int, int]:
+    """Whole hours, minutes and seconds in `value` seconds, rounded to the second."""
+    m, s = divmod(round(value), 60)
+    h, m = divmod(m, 60)
+    return h, m, s
+
+
 def seconds(value: float | None) -> str:
+    """A duration for the terminal: 10.3s, 4:53, 1:02:03; '-' for none."""
     if not _number(value):
         return "-"
     if value < 60:
         return f"{value:.1f}s"
-    m, s = divmod(round(value), 60)
-    h, m = divmod(m, 60)
+    h, m, s = _clock(value)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def duration(value: float) -> str:
+    """A duration for reports: 49.1 s, 12 min 05 s, 1 h 02 min; '–' for NaN or infinity."""
+    if not math.isfinite(value):
+        return "–"
+    if value < 120:
+        return f"{value:.1f} s"
+    h, m, s = _clock(value)
+    return f"{h} h {m:02d} min" if h else f"{m} min {s:02d} s"
 
 
 def table(headers: list[str], rows: list[list[str]], right: set[int] | None = None) -> str:

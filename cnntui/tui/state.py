@@ -21,10 +21,9 @@ import numpy as np
 
 from ..config import Experiment, learned_key
 from ..events import BatchLosses, Cancelled, Diverged, EpochEnd, Event, Failed, Finished, Started
-from ..history import STUDY_KEYS, History, metrics
+from ..history import MA_WINDOW, STUDY_KEYS, History, metrics
 from ..store import RunFileError, read_history_arrays
 
-MA_WINDOW = 100  # batches in the moving average over the batch losses
 # The per-epoch series drawn with a ± std band over seeds (the ones a study compares).
 BAND_SERIES = ("test_loss", "test_acc", "val_loss", "val_acc")
 ACTIVE = ("starting", "running")
