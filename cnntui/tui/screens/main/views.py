@@ -1,0 +1,187 @@
+"""What shows below the experiments: their curves or the results table, and the screens on top.
+
+A timer (`tick`, REDRAW_SECONDS) refreshes the stored runs' rows, the statuses and the header,
+and redraws the curves when what they show has changed, no more often than their cost allows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from functools import partial
+from typing import Any
+
+from textual.css.query import NoMatches
+from textual.widgets import ContentSwitcher
+
+from ....store import RunRecord
+from ....tomledit import show_value
+from ...classes import class_view
+from ...state import Curve, RunState
+from ...widgets.curves import CurvesPanel
+from ..classes import ClassesScreen
+from ..help import HelpScreen
+from .base import ScreenPart, stored_row
+
+REDRAW_SECONDS = 0.25  # curves and statuses are redrawn at most 4 times a second
+# Live curves may take at most this share of a CPU core: a plotext build is pure Python
+# and holds the GIL the training threads need, so a costly chart is redrawn less often.
+CURVES_SHARE = 0.05
+
+Source = RunState | RunRecord | None  # where an experiment's curve comes from, if anywhere
+
+
+def previous_settings(changed: dict[str, tuple[Any, Any]]) -> str:
+    """`previous settings: lr=0.01 now 0.05`, for a run whose experiment has changed since."""
+    return "previous settings: " + ", ".join(
+        f"{k}={show_value(old)} now {show_value(new)}" for k, (old, new) in changed.items()
+    )
+
+
+class ViewsPart(ScreenPart):
+    """The curves panel and the results table (one at a time), redrawn by a timer."""
+
+    def _init_views(self) -> None:
+        self.log_scale = False
+        self._curves_key: tuple | None = None
+        self._curves_due = 0.0  # monotonic time before which the timer leaves the curves be
+
+    def tick(self) -> None:
+        """The redraw timer: stored runs' rows, statuses, header, and the curves when due."""
+        for record in self.session.refresh_stored():
+            self.results.put(str(record.path), stored_row(record))
+        self.table.update_statuses(self.session)
+        self.update_header()
+        now = time.monotonic()
+        if (
+            self.query_one("#views", ContentSwitcher).current == "curves"
+            and now >= self._curves_due
+        ):
+            self.redraw_curves()
+            cost = self.query_one("#curves", CurvesPanel).build_seconds()
+            self._curves_due = now + max(REDRAW_SECONDS, cost / CURVES_SHARE) - 0.01
+
+    def shown(self) -> list[str]:
+        """Experiments whose curves are drawn: the marked ones, else the highlighted one."""
+        marked = [e.name for e in self.session.experiments if e.name in self.marks]
+        if marked:
+            return marked
+        name = self.table.highlighted
+        return [name] if name else []
+
+    def redraw_curves(self, force: bool = False) -> None:
+        """Draw the shown experiments' curves, unless nothing they show has changed."""
+        panel = self.query_one("#curves", CurvesPanel)
+        points = panel.points()
+        names = self.shown()
+        bands = {name: self.session.seed_band(name) for name in names}
+        sources = [(name, *self._source(name)) for name in names]
+        key = (
+            points,
+            self.log_scale,
+            tuple(band.key for band in bands.values() if band is not None),
+            *(changes for _, _, changes in sources),
+        )
+        if not force and key == self._curves_key:
+            return
+        self._curves_key = key
+        curves, notes, absent = self._curves([(n, s) for n, s, _ in sources], points, bands)
+        panel.show(curves, self.log_scale, notes, absent)
+
+    def _source(self, name: str) -> tuple[Source, tuple]:
+        """Where `name`'s curve comes from (its live run once started, else its latest stored
+        run, else nowhere) and what changes when that curve does."""
+        state = self.session.latest(name)
+        now = self.session.experiment(name)  # settings changed: the key line says so
+        if state is not None and state.status not in ("queued", "starting"):
+            return state, (name, state.key, state.version, now)
+        record = self.session.stored_latest(name)
+        return record, (name, str(record.path) if record else None, now)
+
+    def _curves(
+        self, sources: list[tuple[str, Source]], points: int, bands: dict[str, Any]
+    ) -> tuple[list[Curve], dict[Any, str], list[str]]:
+        """The curves to draw, a note for each drawn with other settings, and the names with
+        nothing to draw."""
+        curves: list[Curve] = []
+        notes: dict[Any, str] = {}
+        absent: list[str] = []
+        for name, source in sources:
+            if source is None:
+                absent.append(name)
+                continue
+            curve = self._curve(name, source, points)
+            if bands[name] is not None:
+                curve = dataclasses.replace(curve, band=bands[name])
+            curves.append(curve)  # even with nothing drawn yet: the key names its colour
+            changed = self.session.changed_settings(source)
+            if changed:
+                notes[curve.source] = previous_settings(changed)
+        return curves, notes, absent
+
+    def _curve(self, name: str, source: RunState | RunRecord, points: int) -> Curve:
+        """The curve of a live run, or of a stored one read from its files."""
+        if isinstance(source, RunState):
+            return source.curve(points)
+        trace = self.session.stored_trace(source)
+        return trace.curve(name, points, ("stored", str(source.path)))
+
+    def action_mark(self) -> None:
+        """Mark or unmark the highlighted experiment: marked ones' curves are overlaid."""
+        name = self._highlighted()
+        if name is None:
+            return
+        if name in self.marks:
+            self.marks.discard(name)
+        else:
+            self.marks.add(name)
+        self.table.set_mark(name, name in self.marks)
+        self.redraw_curves()
+
+    def action_log(self) -> None:
+        """Switch the loss curves between a linear and a log scale."""
+        self.acted()
+        self.log_scale = not self.log_scale
+        self.redraw_curves()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Show the `v` key that applies: to the results from the curves, and back."""
+        if action == "view" and parameters:
+            try:
+                return parameters[0] != self.query_one("#views", ContentSwitcher).current
+            except NoMatches:  # asked before the views exist
+                return parameters[0] == "results"
+        return True
+
+    def action_view(self, where: str = "") -> None:
+        """Show the curves or the results (`where`; the other one when not given)."""
+        self.acted()
+        switcher = self.query_one("#views", ContentSwitcher)
+        switcher.current = where or ("results" if switcher.current == "curves" else "curves")
+        self.refresh_bindings()
+        if switcher.current == "results":
+            self.results.focus()
+        else:
+            self.table.focus()
+            self.redraw_curves(force=True)
+
+    def action_noop(self) -> None:
+        """`s` sorts when the results table has the focus; elsewhere, say how to get there."""
+        self.acted()
+        self.notify("press v to show the results, then s sorts by the cursor's column")
+
+    def action_classes(self) -> None:
+        """Open the confusion matrix and per-class accuracy of the experiment's run."""
+        name = self._highlighted()
+        if name is None:
+            return
+        load = partial(class_view, self.session, name)
+        if load() is None:
+            self.notify(f"{name} has no run yet: r runs it", severity="warning")
+            return
+        self.app.push_screen(ClassesScreen(load))
+
+    def action_help(self) -> None:
+        """Open the list of keys."""
+        self.acted()
+        self.app.push_screen(HelpScreen(self.BINDINGS))
