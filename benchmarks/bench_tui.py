@@ -290,7 +290,7 @@ def redraw(width: int, height: int) -> dict[str, float]:
 
     from cnntui.events import BatchLosses
     from cnntui.tui.state import RunState
-    from cnntui.tui.widgets.curves import POINTS_PER_COLUMN, _batch
+    from cnntui.tui.widgets.curves import POINTS_PER_COLUMN, batch_draw
 
     exp = Experiment(name="long")
     state = RunState(1, exp)
@@ -304,7 +304,7 @@ def redraw(width: int, height: int) -> dict[str, float]:
     def build(curve) -> float:
         plt = Plot()
         t = time.perf_counter()
-        _batch([curve], False)(plt, width)
+        batch_draw([curve], False)(plt, width)
         plt.plotsize(width, height)
         plt.build()
         return time.perf_counter() - t

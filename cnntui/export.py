@@ -169,6 +169,16 @@ def _entries(
     return entries
 
 
+def read_entries(
+    store: RunStore, experiments: list[Experiment], fonts: figures.Fonts, result: ExportResult
+) -> list[_Entry]:
+    """What every export is drawn from: each experiment's latest run with its seeds' runs and
+    its comparison with its group's reference; what is missing or unreadable goes to `result`."""
+    entries = _entries(store, experiments, fonts, result)
+    _compare(entries, experiments)
+    return entries
+
+
 def _with_seeds(entry: _Entry, store: RunStore, result: ExportResult) -> _Entry:
     """The entry with the runs its mean ± std count: the latest finished run of each seed
     (stats.seed_runs). A seed's run that cannot be read is left out, and said."""
@@ -307,8 +317,7 @@ def export_all(
     _prepare(exports_dir)
     result = ExportResult(exports_dir)
     fonts = figures.Fonts.detect()
-    entries = _entries(store, experiments, fonts, result)
-    _compare(entries, experiments)
+    entries = read_entries(store, experiments, fonts, result)
     titles = {e.experiment.name: e.experiment.display_title for e in entries}
     result.warnings += figures.font_notes(fonts, titles)
 

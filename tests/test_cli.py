@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ import pytest
 
 from cnntui.store import RunStore
 
-from .waiting import poll
+from .waiting import line, poll, rest
 
 SMALL = ["--set", "train_size=256", "--set", "test_size=128", "--set", "epochs=2"]
 
@@ -38,19 +37,6 @@ def start(*args: str, cwd: Path) -> subprocess.Popen:
         stderr=subprocess.STDOUT,
         text=True,
     )
-
-
-def wait_for_line(proc: subprocess.Popen, needle: str, timeout: float = 60) -> list[str]:
-    lines = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if needle in line:
-            return lines
-    raise AssertionError(f"never saw {needle!r}; output: {''.join(lines)}")
 
 
 def test_run_all_and_export(tiny_toml: Path) -> None:
@@ -347,12 +333,12 @@ LONG = batch4_run(200)
 def test_interrupt_stops_fast_and_keeps_the_history(tiny_toml: Path, sig, code) -> None:
     cwd = tiny_toml.parent
     proc = start("--run", "alpha", *LONG, cwd=cwd)
-    wait_for_line(proc, "epoch 1/200")
+    line(proc, "epoch 1/200")
     # let epoch 2 get going (its losses reach the live file): its partial losses must be kept too
     live = RunStore(cwd / "runs").latest("alpha").path / "live.f64"
     poll(lambda: live.exists() and live.stat().st_size > 8 * 520, what="epoch 2's first losses")
     proc.send_signal(sig)
-    out, _ = proc.communicate(timeout=60)
+    out = rest(proc)
     assert proc.returncode == code, out
     assert "Traceback" not in out
     record = RunStore(cwd / "runs").latest("alpha")
@@ -369,7 +355,7 @@ def test_kill_9_leaves_a_readable_store_and_resume_finishes(tiny_toml: Path) -> 
     cwd = tiny_toml.parent
     args = batch4_run(3)
     proc = start("--run", "alpha", *args, cwd=cwd)
-    wait_for_line(proc, "epoch 1/3")
+    line(proc, "epoch 1/3")
     proc.kill()
     proc.wait(timeout=10)
     store = RunStore(cwd / "runs")

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,8 @@ from cnntui import store as store_mod
 from cnntui.config import apply_overrides, load
 from cnntui.events import BatchLosses
 from cnntui.store import RunStore
-from tests.test_cli import LONG, batch4_run, cnntui, start, wait_for_line
+from tests.test_cli import LONG, batch4_run, cnntui, start
+from tests.waiting import line, poll, rest
 
 
 def cancelled_run(tiny_toml: Path):
@@ -148,14 +148,14 @@ def test_a_run_being_trained_is_locked_and_each_table_shows_its_own_run(tiny_tom
     cwd = tiny_toml.parent
     first = start("--run", "alpha", *LONG, cwd=cwd)
     try:
-        wait_for_line(first, "epoch 1/200")
+        line(first, "epoch 1/200")
         err = one_line_error(cnntui("--run", "alpha", "--resume", cwd=cwd))
         assert f"is still training in pid {first.pid}" in err
         second = cnntui("--run", "alpha", *batch4_run(1), cwd=cwd)
         assert second.returncode == 0, second.stdout + second.stderr
     finally:
         first.send_signal(signal.SIGINT)
-        out, _ = first.communicate(timeout=60)
+        out = rest(first)
     assert first.returncode == 130, out
     table = out[out.index("name ") :].splitlines()
     assert len(table) == 3 and table[2].split()[0] == "alpha"
@@ -195,46 +195,44 @@ def test_run_store_files_follow_the_umask(tiny_toml):
 # -- hangups ----------------------------------------------------------------------------------
 
 
-def read_until(fd: int, needle: bytes, timeout: float = 120) -> bytes:
+def read_ready(fd: int) -> bytes:
+    """What the pty has to read now, without waiting; fail if the child's side has closed."""
+    chunks = []
+    while select.select([fd], [], [], 0)[0]:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            chunk = b""
+        if not chunk:
+            raise AssertionError(f"the terminal closed: {b''.join(chunks)[-2000:]!r}")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def read_until(fd: int, needle: bytes) -> bytes:
     """Read the pty until `needle` shows (or fail), draining it so the child never blocks."""
-    seen = b""
-    deadline = time.monotonic() + timeout
-    while needle not in seen:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never saw {needle!r}: {seen[-2000:]!r}")
-        ready, _, _ = select.select([fd], [], [], 0.5)
-        if ready:
-            try:
-                chunk = os.read(fd, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            seen += chunk
-    return seen
+    seen = bytearray()
+
+    def shown() -> bool:
+        seen.extend(read_ready(fd))
+        return needle in seen
+
+    poll(shown, what=f"{needle!r} on the terminal")
+    return bytes(seen)
 
 
-def drain(fd: int, seconds: float) -> None:
-    end = time.monotonic() + seconds
-    while (left := end - time.monotonic()) > 0:
-        if select.select([fd], [], [], left)[0]:
-            try:
-                if not os.read(fd, 65536):
-                    return
-            except OSError:
-                return
-
-
-def wait_exit(pid: int, timeout: float = 60) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.05)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    raise AssertionError("the process did not end after its terminal closed")
+def wait_exit(pid: int) -> int:
+    """The exit code of `pid`, which must end by the deadline (killed if not)."""
+    try:
+        _, status = poll(
+            lambda: (ended := os.waitpid(pid, os.WNOHANG))[0] and ended,
+            what="the process to end after its terminal closed",
+        )
+    except AssertionError:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
+    return os.waitstatus_to_exitcode(status)
 
 
 def spawn_on_pty(cwd: Path, args: list[str]) -> tuple[int, int]:
@@ -256,12 +254,13 @@ def test_a_closed_terminal_leaves_a_headless_run_training_until_cancelled(tiny_t
         read_until(fd, b"ep 2/200")  # the live bar: epoch 1 saved, epoch 2 training
     finally:
         os.close(fd)  # hang up
+
+    def trained_on() -> bool:  # epochs 2 and 3 end
+        assert os.waitpid(pid, os.WNOHANG)[0] == 0, "the hang-up ended the process"
+        return store.latest("alpha").summary.get("epochs_done", 0) >= 3
+
     try:
-        deadline = time.monotonic() + 120
-        while store.latest("alpha").summary.get("epochs_done", 0) < 3:  # epochs 2 and 3 end
-            assert os.waitpid(pid, os.WNOHANG)[0] == 0, "the hang-up ended the process"
-            assert time.monotonic() < deadline, "the run stopped training after the hang-up"
-            time.sleep(0.1)
+        poll(trained_on, what="epochs 2 and 3 to end after the hang-up")
     finally:
         cancel = cnntui("--cancel", "alpha", cwd=cwd)
     assert cancel.returncode == 0, cancel.stdout + cancel.stderr
@@ -280,10 +279,14 @@ def test_a_closed_terminal_stops_the_tuis_runs_and_saves_them(tiny_toml):
     try:
         read_until(fd, b"alpha")
         os.write(fd, b"r")  # run the highlighted experiment (alpha)
-        deadline = time.monotonic() + 120
-        while not any(r.summary.get("epochs_done") for r in store.runs("alpha")):
-            assert time.monotonic() < deadline, "the run never finished an epoch"
-            drain(fd, 0.2)  # keep reading the screen updates, or the app blocks writing
+        # keep reading the screen updates, or the app blocks writing
+        poll(
+            lambda: (
+                read_ready(fd) is not None
+                and any(r.summary.get("epochs_done") for r in store.runs("alpha"))
+            ),
+            what="the run's first epoch",
+        )
     finally:
         os.close(fd)  # hang up
     wait_exit(pid)

@@ -42,12 +42,30 @@ def test_events_come_in_order_and_history_matches_the_report(runs_dir: Path) -> 
     assert all(isinstance(v, float) for v in h.batch_losses)
     for k, e in enumerate(epochs):
         assert e.train_loss == pytest.approx(np.mean(h.batch_losses[8 * k : 8 * (k + 1)]))
-        assert 0.0 <= e.train_acc <= 1.0 and 0.0 <= e.test_acc <= 1.0 and e.test_loss > 0
+        # fractions of the 256 training and 128 test images: whole counts of right answers
+        assert 0 <= e.train_acc <= 1 and (e.train_acc * 256) == round(e.train_acc * 256)
+        assert 0 <= e.test_acc <= 1 and (e.test_acc * 128) == round(e.test_acc * 128)
+        assert e.test_loss > 0
 
     saved = np.load(run.path / "history.npz")
     assert saved["batch_losses"].tolist() == h.batch_losses
     assert saved["epoch_losses"].tolist() == h.epoch_losses
     assert saved["test_acc"].tolist() == h.test_acc
+
+
+@pytest.mark.parametrize(("flush_seconds", "chunks"), [(0.0, [1] * 8), (1e9, [8])])
+def test_batch_losses_come_in_chunks_at_most_once_per_flush_interval(
+    monkeypatch, flush_seconds, chunks
+) -> None:
+    """Batch losses are held back until FLUSH_SECONDS have passed since the last chunk (and
+    flushed at each epoch's end): with no interval every batch is a chunk; with an interval
+    longer than the run, each epoch is one. Exact, whatever the machine's speed."""
+    from cnntui import engine
+
+    monkeypatch.setattr(engine, "FLUSH_SECONDS", flush_seconds)
+    events = list(train(tiny_experiment(epochs=2)))  # 8 batches an epoch
+    sizes = [len(e.losses) for e in events if isinstance(e, BatchLosses)]
+    assert sizes == chunks * 2
 
 
 def test_training_learns_the_synthetic_task() -> None:

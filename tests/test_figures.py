@@ -289,8 +289,12 @@ def _assert_legends_clear(fig, renderer) -> None:
             for loc in ("left", "center", "right"):
                 title = ax.get_title(loc=loc)
                 if title:
-                    t = {"left": ax._left_title, "center": ax.title, "right": ax._right_title}
-                    assert not _overlap(box, t[loc].get_window_extent(renderer)), title
+                    (t,) = [
+                        c
+                        for c in ax.get_children()
+                        if isinstance(c, Text) and c.get_text() == title
+                    ]
+                    assert not _overlap(box, t.get_window_extent(renderer)), title
 
 
 def test_no_legend_covers_data_or_a_title() -> None:

@@ -44,11 +44,31 @@ def test_every_model_runs_forward_and_backward(name: str, dataset: str) -> None:
 
 
 def test_dropout_is_between_fc1_and_fc2_in_lenet() -> None:
+    """Dropout takes fc1's activations and its output is what fc2 reads, at the set rate;
+    at evaluation it passes them through unchanged."""
+    torch.manual_seed(0)
     net = build("lenet", (3, 32, 32), 10, 0.7)
-    assert net.dropout.p == 0.7
+    calls: list[tuple[str, torch.Tensor, torch.Tensor]] = []
+    for name in ("fc1", "dropout", "fc2"):
+        layer = getattr(net, name)
+        layer.register_forward_hook(lambda m, i, o, name=name: calls.append((name, i[0], o)))
+    x = torch.randn(64, 3, 32, 32)
+    net.train()
+    net(x)
+    (fc1, _, fc1_out), (drop, drop_in, drop_out), (fc2, fc2_in, _) = calls
+    assert (fc1, drop, fc2) == ("fc1", "dropout", "fc2")  # in this order, once each
+    assert torch.equal(drop_in, torch.relu(fc1_out))  # dropout reads fc1's activations
+    assert fc2_in is drop_out  # and fc2 reads what dropout let through
+    live = drop_in != 0
+    dropped = (drop_out[live] == 0).float().mean().item()
+    assert 0.6 < dropped < 0.8  # about 70% of fc1's activations dropped
+    kept = drop_out[live & (drop_out != 0)] / drop_in[live & (drop_out != 0)]
+    assert torch.allclose(kept, torch.full_like(kept, 1 / 0.3))  # the rest scaled up
+    calls.clear()
     net.eval()
-    x = torch.randn(2, 3, 32, 32)
-    assert torch.equal(net(x), net(x))  # no dropout at evaluation
+    net(x)
+    (_, drop_in, drop_out) = calls[1]
+    assert torch.equal(drop_in, drop_out)  # no dropout at evaluation
 
 
 def test_unknown_model_and_too_small_images() -> None:

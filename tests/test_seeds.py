@@ -8,7 +8,6 @@ import json
 import math
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,6 +19,7 @@ from cnntui.config import ConfigError, apply_overrides, expand_runs, parse, pars
 from cnntui.store import RunStore
 
 from .conftest import tiny_experiment
+from .waiting import until
 
 # --- expansion --------------------------------------------------------------------------
 
@@ -297,10 +297,9 @@ def test_the_figures_show_error_bars_seeds_and_the_sweep_heatmap(study: Path) ->
     assert (study / "exports" / "grid" / "grid_heatmap.png").stat().st_size > 10_000
     store = RunStore(study / "runs")
     file = parse((study / "experiments.toml").read_text())
-    entries = export._entries(
+    entries = export.read_entries(
         store, file.experiments, figures.Fonts.detect(), export.ExportResult(study)
     )
-    export._compare(entries, file.experiments)
     grid = [e for e in entries if e.experiment.group == "grid"]
     cells, rows, cols, _data = export.sweep_cells(grid)["grid"]
     assert rows == ("lr", [0.1, 0.01]) and cols == ("momentum", [0.0, 0.9])
@@ -332,10 +331,8 @@ async def test_the_tui_curves_overlay_the_seed_band_of_an_experiment(study: Path
     app = make_app(study / "experiments.toml", {}, store.root, study / "x", device_label="c")
     async with app.run_test(size=(120, 40)) as pilot:
         key = app.main.query_one("#curves-key")
-        deadline = time.monotonic() + 30
-        while "±std of 2 seeds" not in str(key.render()):  # "base", highlighted first
-            assert time.monotonic() < deadline, str(key.render())
-            await pilot.pause(0.05)
+        # "base", highlighted first
+        await until(pilot, lambda: "±std of 2 seeds" in str(key.render()), what="the band's key")
         band = app.main.session.seed_band("base")
         mean, std = band.series["test_acc"]
         assert mean == pytest.approx(accs.mean(axis=0).tolist())

@@ -164,14 +164,21 @@ async def test_the_server_answers_runs_a_tab_and_stops_cleanly_on_ctrl_c(served,
     async with aiohttp.ClientSession() as session:
         origin = f"http://127.0.0.1:{served.port}"
         async with session.ws_connect(ws_url, origin=origin) as ws:
-            screen = b""
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + DEADLINE
-            while moment == "once the tab has drawn" and "基准配置".encode() not in screen:
-                assert loop.time() < deadline, f"no title on the tab's screen: {screen[-500:]!r}"
-                message = await ws.receive(timeout=DEADLINE)
-                assert message.type == aiohttp.WSMsgType.BINARY, message
-                screen += message.data
+            screen = bytearray()
+
+            async def title_drawn() -> None:
+                while "基准配置".encode() not in screen:
+                    message = await ws.receive()
+                    assert message.type == aiohttp.WSMsgType.BINARY, message
+                    screen.extend(message.data)
+
+            if moment == "once the tab has drawn":
+                try:
+                    await asyncio.wait_for(title_drawn(), DEADLINE)
+                except TimeoutError:
+                    raise AssertionError(
+                        f"no title on the tab's screen: {screen[-500:]!r}"
+                    ) from None
             await asyncio.to_thread(poll, lambda: tab_pids(config), DEADLINE, "a tab process")
             # Ctrl-C: the server closes the tab, waits for its process, and ends quietly.
             if moment.startswith("twice"):

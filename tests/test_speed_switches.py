@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 
 import pytest
 import torch
@@ -138,9 +137,7 @@ def _compile_works() -> str | None:
 @pytest.mark.skipif(_compile_works() is not None, reason=str(_compile_works()))
 def test_compile_gives_the_plain_losses() -> None:
     plain = losses_of(tiny_experiment(threads=1, epochs=1))
-    t0 = time.perf_counter()
     compiled = losses_of(tiny_experiment(threads=1, epochs=1, compile="default"))
-    assert time.perf_counter() - t0 < 600
     assert_close(compiled, plain, rel=1e-4, abs=1e-4)
 
 
@@ -181,15 +178,16 @@ def test_augmented_training_is_seeded_and_differs_from_plain() -> None:
 # --- CPU threads -----------------------------------------------------------------------
 
 
-def test_auto_threads_follow_batch_size_and_sharing(monkeypatch) -> None:
+def test_auto_threads_follow_batch_size_and_sharing(monkeypatch, request) -> None:
     monkeypatch.setattr(engine, "cpu_cores", lambda: 8)
-    monkeypatch.setattr(engine, "_cpu_reserve", 0)  # as in the CLI
+    engine.reserve_cores(0)  # as in the CLI (and as at import, where the test leaves it)
+    request.addfinalizer(lambda: engine.reserve_cores(0))
     assert choose_threads(4) == 1  # batch 4: splitting a tiny step only adds spinning
     assert choose_threads(32) == 1
     assert choose_threads(128) == 8  # headless, a lone run takes every core
     assert choose_threads(128, concurrent=2) == 4
     assert choose_threads(128, concurrent=16) == 1
-    monkeypatch.setattr(engine, "_cpu_reserve", 1)  # the TUI keeps one for the screen
+    engine.reserve_cores(1)  # the TUI keeps one for the screen
     assert choose_threads(128) == 7
     assert choose_threads(128, concurrent=2) == 3
     monkeypatch.setattr(engine, "cpu_cores", lambda: 2)

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -26,16 +24,14 @@ from cnntui.tui.screens.help import HelpScreen
 from cnntui.tui.widgets.results import COLUMNS
 
 from .tui_fake import fake_train
+from .waiting import until
 
 SIZE = (80, 24)
 
 
-async def wait_for(pilot, cond: Callable[[], bool], timeout: float = 30.0) -> None:
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout}s waiting for {cond}")
-        await pilot.pause(0.05)
+def notes(app) -> list[str]:
+    """The notifications on screen now, as the user reads them (title, then message)."""
+    return [toast.render().plain for toast in app.screen.query("Toast")]
 
 
 def status_cell(app, name: str) -> str:
@@ -62,7 +58,7 @@ async def test_run_finishes_with_a_results_row(tiny_toml, runs_dir, tmp_path):
     app = make_app(tiny_toml, {}, runs_dir, tmp_path / "exports")
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("r")
-        await wait_for(pilot, lambda: status_cell(app, "alpha").startswith("finished"), 60)
+        await until(pilot, lambda: status_cell(app, "alpha").startswith("finished"))
         rows = app.main.results.rows_by_key
         (row,) = rows.values()
         assert row["name"] == "alpha" and row["status"] == "finished"
@@ -81,11 +77,11 @@ async def test_cancel_stops_the_run_and_keeps_its_history(tiny_toml, runs_dir, t
     app = make_app(tiny_toml, {"epochs": 500}, runs_dir, tmp_path / "exports")
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("r")
-        await wait_for(pilot, lambda: status_cell(app, "alpha").startswith("running"), 60)
+        await until(pilot, lambda: status_cell(app, "alpha").startswith("running"))
         state = app.main.session.latest("alpha")
-        await wait_for(pilot, lambda: state.done > 0)
+        await until(pilot, lambda: state.done > 0)
         await pilot.press("c")
-        await wait_for(pilot, lambda: status_cell(app, "alpha").startswith("cancelled"), 10)
+        await until(pilot, lambda: status_cell(app, "alpha").startswith("cancelled"))
         assert status_cell(app, "alpha") == "cancelled · R resumes"
         assert app.main.results.rows_by_key[state.run_dir]["status"] == "cancelled"
     (summary,) = summaries(runs_dir, "alpha")
@@ -103,17 +99,16 @@ async def test_a_failing_run_shows_its_reason_and_the_app_stays(tmp_path, runs_d
         yield  # pragma: no cover
 
     app = make_app(cfg, {}, runs_dir, tmp_path / "x", trainer=fake_train, device_label="cpu")
-    async with app.run_test(size=SIZE) as pilot:
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
         await pilot.press("r")
-        await wait_for(pilot, lambda: status_cell(app, "will-fail").startswith("failed"))
+        await until(pilot, lambda: status_cell(app, "will-fail").startswith("failed"))
         assert "out of memory" in status_cell(app, "will-fail")
         app.main.trainer = exploding  # a bug in the worker itself, not a failed run
         await pilot.press("down", "r")
-        await wait_for(pilot, lambda: status_cell(app, "ok").startswith("failed"))
+        await until(pilot, lambda: status_cell(app, "ok").startswith("failed"))
         assert status_cell(app, "ok").startswith("failed: RuntimeError")
         # the whole reason is in a notification, the status cell is cut to fit
-        notes = [n.message for n in app._notifications]
-        assert "ok failed: RuntimeError: worker blew up" in notes
+        await until(pilot, lambda: "ok failed: RuntimeError: worker blew up" in notes(app))
         assert app.is_running
 
 
@@ -128,55 +123,57 @@ async def test_run_all_queues_beyond_the_jobs_limit(tiny_toml, runs_dir, tmp_pat
     )
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("a")
-        await wait_for(pilot, lambda: status_cell(app, "alpha").startswith("running"))
+        await until(pilot, lambda: status_cell(app, "alpha").startswith("running"))
         assert status_cell(app, "beta") == "queued"
         assert "1 running, 1 queued" in app.sub_title
         await pilot.press("plus")  # a second slot starts the queued run at once
-        await wait_for(pilot, lambda: status_cell(app, "beta").startswith("running"), 5)
+        await until(pilot, lambda: status_cell(app, "beta").startswith("running"))
+        assert status_cell(app, "alpha").startswith("running")  # it did not wait for alpha
         await pilot.press("c", "down", "c")
-        await wait_for(pilot, lambda: not app.main.session.active())
+        await until(pilot, lambda: not app.main.session.active())
 
 
 async def test_updates_are_throttled_at_the_source(tiny_toml, runs_dir, tmp_path):
-    posted: dict[int, RunUpdated] = {}
+    """The worker posts the screen a note per status change and epoch end, never per chunk
+    of batch losses: those reach the screen through its redraw timer."""
+    from tests import tui_fake
 
-    def hook(message):  # called per dispatch, so count each message once
-        if isinstance(message, RunUpdated):
-            posted[id(message)] = message
+    # 6 epochs of 10 chunks: posting per chunk would make 60 notes more.
+    app = make_app(
+        tiny_toml, {"epochs": 6}, runs_dir, tmp_path / "x", trainer=fake_train, device_label="c"
+    )
+    posted: list[RunUpdated] = []
+    async with app.run_test(size=SIZE) as pilot:
+        post = app.main.post_message
 
-    # Batch 4: 64 batches an epoch, so posting per batch would show up as hundreds.
-    app = make_app(tiny_toml, {"epochs": 6, "batch_size": 4}, runs_dir, tmp_path / "x")
-    t0 = time.monotonic()
-    async with app.run_test(size=SIZE, message_hook=hook) as pilot:
+        def counted(message):  # counted as posted, before any stale note collapses
+            if isinstance(message, RunUpdated):
+                posted.append(message)
+            return post(message)
+
+        app.main.post_message = counted
         await pilot.press("r")
-        await wait_for(pilot, lambda: status_cell(app, "alpha").startswith("finished"), 60)
-        seconds = time.monotonic() - t0
+        await until(pilot, lambda: status_cell(app, "alpha").startswith("finished"))
         state = app.main.session.latest("alpha")
-    # Per epoch: its last chunk and the epoch end; start and finish; beyond that at most ~10
-    # chunks a second.
-    assert len(posted) <= 5 + 3 * 6 + 11 * seconds
-    assert len(posted) < state.trace.n / 4  # far fewer messages than batches
-    assert state.trace.n == 6 * 64  # and not one batch loss lost: 256 images / 4 a batch
+    assert len(posted) == 1 + 6 + 1  # started, each epoch's end, finished
+    assert state.trace.n == 6 * tui_fake.BATCHES  # and not one batch loss lost
 
 
 async def test_export_names_the_folder_and_a_bad_folder_is_an_error(tiny_toml, runs_dir, tmp_path):
     exports = tmp_path / "exports"
     app = make_app(tiny_toml, {}, runs_dir, exports, trainer=fake_train, device_label="cpu")
 
-    def notes() -> list[str]:
-        return [n.message for n in app._notifications]
-
-    async with app.run_test(size=SIZE) as pilot:
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
         await pilot.press("r")
-        await wait_for(pilot, lambda: status_cell(app, "alpha").startswith("finished"))
+        await until(pilot, lambda: status_cell(app, "alpha").startswith("finished"))
         await pilot.press("e")
-        await wait_for(pilot, lambda: any(n.startswith("exported") for n in notes()), 60)
-        (note,) = [n for n in notes() if n.startswith("exported")]
+        await until(pilot, lambda: any(n.startswith("export\nexported") for n in notes(app)))
+        (note,) = [n for n in notes(app) if n.startswith("export\nexported")]
         assert f"to {exports}/" in note and "nothing recorded yet for: beta" in note
         assert (exports / "alpha" / "loss_history.npz").exists()
         app.main.exports_dir = tiny_toml  # a file, not a folder
         await pilot.press("e")
-        await wait_for(pilot, lambda: any(n.startswith("export failed") for n in notes()), 60)
+        await until(pilot, lambda: any(n.startswith("export failed") for n in notes(app)))
         assert app.is_running
 
 
@@ -187,14 +184,18 @@ async def test_export_without_a_cjk_font_says_which_package_to_install(
 
     monkeypatch.setattr(figures, "find_cjk_font", lambda: None)
     app = make_app(tiny_toml, {}, runs_dir, tmp_path / "exports", trainer=fake_train)
-    async with app.run_test(size=SIZE) as pilot:
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
         await pilot.press("r")
-        await wait_for(pilot, lambda: status_cell(app, "alpha").startswith("finished"))
+        await until(pilot, lambda: status_cell(app, "alpha").startswith("finished"))
         await pilot.press("e")
-        await wait_for(pilot, lambda: any(n.title == "export" for n in app._notifications), 60)
-        (note,) = [n for n in app._notifications if n.title == "export"]
-        assert note.message.startswith("exported") and "fonts-noto-cjk" in note.message
-        assert note.severity == "warning"
+
+        def exported() -> list:
+            return [t for t in app.screen.query("Toast") if t.render().plain.startswith("export\n")]
+
+        (toast,) = await until(pilot, exported, what="the export's note")
+        message = toast.render().plain.removeprefix("export\n")
+        assert message.startswith("exported") and "fonts-noto-cjk" in message
+        assert toast.has_class("-warning")
 
 
 # -- marks, views, sorting, help ----------------------------------------------------------
@@ -204,7 +205,7 @@ async def test_marked_runs_are_overlaid_and_results_sort(tiny_toml, runs_dir, tm
     app = make_app(tiny_toml, {}, runs_dir, tmp_path / "x", 2, trainer=fake_train)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("a")
-        await wait_for(pilot, lambda: all(s.ended for s in app.main.session.runs.values()))
+        await until(pilot, lambda: all(s.ended for s in app.main.session.runs.values()))
         assert app.main.shown() == ["alpha"]
         await pilot.press("space", "down", "space")
         assert app.main.shown() == ["alpha", "beta"]
@@ -245,7 +246,7 @@ async def test_resume_continues_the_latest_unfinished_run(tiny_toml, runs_dir, t
     async with app.run_test(size=SIZE) as pilot:
         assert app.main.results.rows_by_key[str(run.path)]["status"] == "cancelled"
         await pilot.press("R")
-        await wait_for(pilot, lambda: status_cell(app, "alpha").startswith("finished"), 60)
+        await until(pilot, lambda: status_cell(app, "alpha").startswith("finished"))
         state = app.main.session.latest("alpha")
         assert state.run_dir == str(run.path)
         assert len(state.trace.test_acc) == 2  # epoch 1 from disk, epoch 2 trained now
@@ -349,7 +350,7 @@ async def test_quit_with_a_run_active_asks_cancels_and_keeps_history(tiny_toml, 
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("r")
         state = app.main.session.latest("alpha")
-        await wait_for(pilot, lambda: state.done > 0, 60)
+        await until(pilot, lambda: state.done > 0)
         await pilot.press("q")
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("n")  # changed my mind: still running
@@ -357,7 +358,7 @@ async def test_quit_with_a_run_active_asks_cancels_and_keeps_history(tiny_toml, 
         workers = app.main.run_workers()
         await pilot.press("q")
         await pilot.press("y")
-        await wait_for(pilot, lambda: not app.is_running)
+        await until(pilot, lambda: not app.is_running)
     assert workers and all(w.is_finished for w in workers)  # the training loop has stopped
     assert state.status == "cancelled"
     (summary,) = summaries(runs_dir, "alpha")
@@ -368,7 +369,7 @@ async def test_quit_with_nothing_running_quits_at_once(tiny_toml, runs_dir, tmp_
     app = make_app(tiny_toml, {}, runs_dir, tmp_path / "x", device_label="cpu")
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("q")
-        await wait_for(pilot, lambda: not app.is_running)  # it never asks
+        await until(pilot, lambda: not app.is_running)  # it never asks
 
 
 @pytest.mark.parametrize("size", [(80, 24), (120, 40)])
@@ -376,7 +377,7 @@ async def test_everything_fits(tiny_toml, runs_dir, tmp_path, size):
     app = make_app(tiny_toml, {}, runs_dir, tmp_path / "x", trainer=fake_train, device_label="c")
     async with app.run_test(size=size) as pilot:
         await pilot.press("a")
-        await wait_for(pilot, lambda: all(s.ended for s in app.main.session.runs.values()))
+        await until(pilot, lambda: all(s.ended for s in app.main.session.runs.values()))
         # At 80x24 the three charts stand side by side, each as tall as the panel; taller,
         # the per-epoch ones share the column beside the batch chart.
         for widget_id in ("#chart-batch", "#chart-epoch", "#chart-acc"):
@@ -391,12 +392,16 @@ async def test_everything_fits(tiny_toml, runs_dir, tmp_path, size):
 async def test_header_shows_gpu_memory_on_cuda(tiny_toml, runs_dir, tmp_path, monkeypatch):
     import torch
 
+    from cnntui import engine
+
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (100 * 2**30, 141 * 2**30))
-    app = make_app(tiny_toml, {}, runs_dir, tmp_path / "x", device_label="cuda:0 (NVIDIA H200)")
+    # the device probe finds a CUDA device (this machine need not have one)
+    monkeypatch.setattr(engine, "resolve_device", lambda spec: torch.device("cuda", 0))
+    monkeypatch.setattr(engine, "describe_device", lambda dev: "cuda:0 (NVIDIA H200)")
+    app = make_app(tiny_toml, {}, runs_dir, tmp_path / "x")
     async with app.run_test(size=SIZE) as pilot:
-        app.main._cuda = True
         # the header is redrawn by a timer: wait for its next tick, however busy the machine
-        await wait_for(pilot, lambda: "GiB" in app.sub_title)
+        await until(pilot, lambda: "GiB" in app.sub_title)
         assert app.sub_title.startswith("cuda:0 (NVIDIA H200) · 41.0/141 GiB in use · 0 running")
 
 
@@ -424,7 +429,7 @@ async def test_the_tui_keeps_a_core_for_the_screen(tiny_toml, runs_dir, tmp_path
     app = make_app(tiny_toml, {"batch_size": 128}, runs_dir, tmp_path / "x", executor="thread")
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("r")
-        await wait_for(pilot, lambda: status_cell(app, "alpha").startswith("finished"), 60)
+        await until(pilot, lambda: status_cell(app, "alpha").startswith("finished"))
         state = app.main.session.latest("alpha")
     from cnntui.engine import cpu_cores
 
@@ -460,14 +465,17 @@ async def test_log_scale_before_any_data_then_run_keeps_the_app(
     )
     async with app.run_test(size=size) as pilot:
         await pilot.press("l", "r")  # log scale while no run has any data yet, then run
-        await wait_for(pilot, lambda: status_cell(app, "alpha").startswith("running"))
+        await until(pilot, lambda: status_cell(app, "alpha").startswith("running"))
         state = app.main.session.latest("alpha")
-        await wait_for(pilot, lambda: state.trace.n > 0 and len(state.trace.test_acc) >= 1)
-        await pilot.pause(0.3)  # a redraw tick
+        await until(pilot, lambda: state.trace.n > 0 and len(state.trace.test_acc) >= 1)
+        # alpha's losses drawn on the log scale
+        await until(
+            pilot, lambda: any("\u2800" <= ch <= "\u28ff" for ch in chart_text(app, "chart-batch"))
+        )
         await pilot.press("down", "a")  # and the other one, with the log scale still on
-        await wait_for(pilot, lambda: status_cell(app, "beta") == "queued")
+        await until(pilot, lambda: status_cell(app, "beta") == "queued")
         await pilot.press("up")
-        await wait_for(
+        await until(
             pilot,
             lambda: all(
                 "(log)" in chart_text(app, chart).splitlines()[0]
@@ -519,7 +527,7 @@ async def test_a_run_whose_process_died_shows_interrupted_and_how_to_resume(
         assert app.main.results.rows_by_key[str(path)]["status"] == "interrupted"
         assert str(app.main.results.get_cell(str(path), "status")) == "interrupted"
         await pilot.press("v", "R")  # and R does resume it
-        await wait_for(pilot, lambda: status_cell(app, "alpha").startswith("finished"))
+        await until(pilot, lambda: status_cell(app, "alpha").startswith("finished"))
         assert app.main.session.latest("alpha").run_dir == str(path)
 
 
@@ -549,8 +557,8 @@ async def test_a_run_another_process_trains_turns_interrupted_when_it_dies(
             assert app.main.results.rows_by_key[str(path)]["status"] == "running"
             other.kill()
             other.wait()
-            await wait_for(pilot, lambda: status_cell(app, "alpha").startswith("interrupted"))
-            await wait_for(
+            await until(pilot, lambda: status_cell(app, "alpha").startswith("interrupted"))
+            await until(
                 pilot, lambda: app.main.results.rows_by_key[str(path)]["status"] == "interrupted"
             )
     finally:
@@ -599,7 +607,7 @@ async def test_run_all_asks_before_running_finished_experiments_again(
     app = make_app(tiny_toml, {}, runs_dir, tmp_path / "x", trainer=fake_train, device_label="c")
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("r")
-        await wait_for(pilot, lambda: status_cell(app, "alpha").startswith("finished"))
+        await until(pilot, lambda: status_cell(app, "alpha").startswith("finished"))
         await pilot.press("a")
         assert isinstance(app.screen, ConfirmScreen)
         question = str(app.screen.query_one("#question", Static).render())
@@ -607,15 +615,15 @@ async def test_run_all_asks_before_running_finished_experiments_again(
         answers = str(app.screen.query_one("#answers", Static).render())
         assert "n only the 1 unfinished" in answers
         await pilot.press("n")  # only beta
-        await wait_for(pilot, lambda: status_cell(app, "beta").startswith("finished"))
+        await until(pilot, lambda: status_cell(app, "beta").startswith("finished"))
         assert [s.name for s in app.main.session.runs.values()] == ["alpha", "beta"]
         await pilot.press("a")  # both finished now
         assert "All 2 already finished" in str(app.screen.query_one("#question").render())
         await pilot.press("escape")
         assert app.screen is app.main and len(app.main.session.runs) == 2
         await pilot.press("a", "y")  # yes: both again
-        await wait_for(pilot, lambda: len(app.main.session.runs) == 4)
-        await wait_for(pilot, lambda: not app.main.busy())
+        await until(pilot, lambda: len(app.main.session.runs) == 4)
+        await until(pilot, lambda: not app.main.busy())
     # a new session knows from the store which ones finished
     app = make_app(tiny_toml, {}, runs_dir, tmp_path / "x", trainer=fake_train, device_label="c")
     async with app.run_test(size=SIZE) as pilot:
@@ -642,17 +650,15 @@ async def test_at_80x24_every_footer_key_shows_in_both_views(tiny_toml, runs_dir
 
 async def test_a_new_action_dismisses_earlier_notifications(tiny_toml, runs_dir, tmp_path):
     app = make_app(tiny_toml, {}, runs_dir, tmp_path / "x", trainer=fake_train, device_label="c")
-    async with app.run_test(size=SIZE) as pilot:
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
         await pilot.press("s", "plus", "minus")  # three notes, one after another
-        await pilot.pause()
-        notes = [n.message for n in app._notifications]
-        assert notes == ["1 run(s) at a time"]
+        await until(pilot, lambda: notes(app) == ["1 run(s) at a time"])
         await pilot.press("a")  # queued 2, and when both end, one note rather than two
-        await wait_for(pilot, lambda: not app.main.busy() and len(app.main.session.runs) == 2)
-        await pilot.pause()
-        notes = [n.message for n in app._notifications]
-        assert notes[-1] == "all 2 runs ended: 2 finished (v shows the results)", notes
-        assert not any("alpha" in note or "beta" in note for note in notes), notes
+        await until(pilot, lambda: not app.main.busy() and len(app.main.session.runs) == 2)
+        ended = "all 2 runs ended: 2 finished (v shows the results)"
+        shown = await until(pilot, lambda: ended in notes(app) and notes(app), what=ended)
+        assert shown[-1] == ended, shown
+        assert not any("alpha" in note or "beta" in note for note in shown), shown
 
 
 async def test_home_and_end_move_the_experiment_cursor(tiny_toml, runs_dir, tmp_path):
@@ -707,19 +713,19 @@ async def test_curves_of_a_run_with_previous_settings_say_so(tiny_toml, runs_dir
     app = make_app(tiny_toml, {}, runs_dir, tmp_path / "x", trainer=fake_train, device_label="c")
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("r")
-        await wait_for(pilot, lambda: status_cell(app, "alpha").startswith("finished"))
+        await until(pilot, lambda: status_cell(app, "alpha").startswith("finished"))
         key = app.main.query_one("#curves-key", Static)
-        await wait_for(pilot, lambda: "alpha" in str(key.render()))
+        await until(pilot, lambda: "alpha" in str(key.render()))
         assert "previous" not in str(key.render())
         await pilot.press("E")
         await type_into(pilot, app, "lr", "0.05")
         await pilot.press("ctrl+s")
-        await wait_for(pilot, lambda: "previous settings" in str(key.render()))
+        await until(pilot, lambda: "previous settings" in str(key.render()))
         assert "previous settings: lr=0.01 now 0.05" in str(key.render())
         await pilot.press("a")  # alpha's finished run has old settings: nothing to ask
         assert app.screen is app.main
-        await wait_for(pilot, lambda: not app.main.busy() and len(app.main.session.runs) == 3)
-        await wait_for(pilot, lambda: "previous" not in str(key.render()))
+        await until(pilot, lambda: not app.main.busy() and len(app.main.session.runs) == 3)
+        await until(pilot, lambda: "previous" not in str(key.render()))
 
 
 async def test_hand_edited_summaries_neither_crash_the_start_nor_reach_the_terminal_raw(
@@ -829,7 +835,7 @@ async def test_k_shows_the_runs_confusion_matrix_and_per_class_accuracy(
     stored_run(tiny_toml, runs_dir, "alpha", "fashion-mnist", stairs_confusion())
     stored_run(tiny_toml, runs_dir, "beta", "synthetic", None)
     app = make_app(tiny_toml, {}, runs_dir, tmp_path / "x", trainer=fake_train, device_label="c")
-    async with app.run_test(size=SIZE) as pilot:
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
         await pilot.press("k")
         assert isinstance(app.screen, ClassesScreen)
         lines = classes_text(app).splitlines()
@@ -864,7 +870,7 @@ async def test_k_shows_the_runs_confusion_matrix_and_per_class_accuracy(
         assert app.screen is app.main
         await pilot.press("down", "k")  # and an experiment with no run at all
         assert app.screen is app.main
-        assert [n.message for n in app._notifications] == ["gamma has no run yet: r runs it"]
+        assert notes(app) == ["gamma has no run yet: r runs it"]
         key = str(app.main.query_one("#curves-key", Static).render())
         assert "lr " not in key  # no schedule, no learning rate in the key
 
@@ -883,14 +889,14 @@ async def test_the_matrix_appears_when_the_first_epoch_ends(tiny_toml, runs_dir,
     app = make_app(tiny_toml, {}, runs_dir, tmp_path / "x", trainer=gated, device_label="c")
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("r")
-        await wait_for(pilot, lambda: app.main.session.latest("alpha").done > 0)
+        await until(pilot, lambda: app.main.session.latest("alpha").done > 0)
         await pilot.press("k")
         assert "no epoch has ended yet" in classes_text(app)
         gate.set()
-        await wait_for(pilot, lambda: "test images" in classes_text(app))
+        await until(pilot, lambda: "test images" in classes_text(app))
         assert "class 0" in classes_text(app)  # synthetic data: classes by number
         await pilot.press("escape")
-        await wait_for(pilot, lambda: status_cell(app, "alpha").startswith("finished"))
+        await until(pilot, lambda: status_cell(app, "alpha").startswith("finished"))
 
 
 async def test_a_scheduled_run_shows_its_learning_rate_and_validation(
@@ -900,10 +906,10 @@ async def test_a_scheduled_run_shows_its_learning_rate_and_validation(
     app = make_app(tiny_toml, overrides, runs_dir, tmp_path / "x")
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("r")
-        await wait_for(pilot, lambda: status_cell(app, "alpha").startswith("finished"), 60)
+        await until(pilot, lambda: status_cell(app, "alpha").startswith("finished"))
         key = app.main.query_one("#curves-key", Static)
         # cosine over 3 epochs from 0.01: 0.01, 0.0075, 0.0025
-        await wait_for(pilot, lambda: "alpha lr 0.01→0.0025" in str(key.render()))
+        await until(pilot, lambda: "alpha lr 0.01→0.0025" in str(key.render()))
         assert "per epoch: ⠤ train • test x val" in str(key.render())
         curve = app.main.session.latest("alpha").curve(64)
         assert len(curve.val_loss) == 3 and all(np.isfinite(curve.val_acc))

@@ -15,7 +15,7 @@ from textual.app import App, ComposeResult
 from textual_plotext.plot import Plot
 
 from cnntui.tui.state import Curve
-from cnntui.tui.widgets.curves import Chart, _batch, _per_epoch, ansi_strips
+from cnntui.tui.widgets.curves import Chart, ansi_strips, batch_draw, epoch_draw
 
 
 def cells(segments) -> list[tuple[str, object]]:
@@ -44,7 +44,7 @@ def curve(label: str, n: int, seed: int) -> Curve:
 def test_strips_paint_the_same_cells_as_richs_decoder():
     curves = [curve("baseline", 400, 0), curve("高学习率", 400, 1)]
     console = Console(width=200, color_system="truecolor")
-    for draw, log in ((_batch(curves, True), True), (_batch(curves[:1], False), False)):
+    for draw, log in ((batch_draw(curves, True), True), (batch_draw(curves[:1], False), False)):
         plt = Plot()
         assert draw(plt, 70)
         plt.plotsize(70, 18)
@@ -70,21 +70,15 @@ class ChartApp(App):
 
 async def test_a_chart_rebuilds_only_for_new_data_and_keeps_recent_ones():
     app = ChartApp()
-    builds: list[object] = []
     async with app.run_test(size=(60, 16)) as pilot:
         chart = app.query_one(Chart)
-        real_build = chart._build
-
-        def counted():
-            builds.append(chart._data)
-            return real_build()
-
-        chart._build = counted
+        await pilot.pause()
+        empty = chart.builds  # the empty chart, painted at start
         a, b = curve("a", 300, 0), curve("b", 300, 1)
         series = (("epoch_loss", "train"), ("test_loss", "test"))
 
         def show(c: Curve) -> None:
-            chart.draw(("loss",), _per_epoch([c], series, 1.0, False), (c.source, 3))
+            chart.draw(("loss",), epoch_draw([c], series, 1.0, False), (c.source, 3))
 
         show(a)
         await pilot.pause()
@@ -96,11 +90,11 @@ async def test_a_chart_rebuilds_only_for_new_data_and_keeps_recent_ones():
         await pilot.pause()
         show(a)  # back to a: its strips are kept
         await pilot.pause()
-        assert [data[-1] for data in builds] == [(("run", 0), 3), (("run", 1), 3)]
+        assert chart.builds - empty == 2  # a once, b once
         assert chart.painted == 3  # and what is on screen is the latest draw
         await pilot.resize_terminal(70, 16)  # a new size needs a new build
         await pilot.pause()
-        assert len(builds) == 3
+        assert chart.builds - empty == 3
 
 
 # -- every chart in every mode, in the app at both sizes -------------------------------------
@@ -233,7 +227,7 @@ async def test_a_chart_that_fails_to_draw_says_so_in_its_place():
 def test_batch_axis_ticks_are_whole_numbers():
     plt = Plot()
     c = data_curve("a", falling(1875, 0), per_epoch([], []), 0)
-    assert _batch([c], False)(plt, 44)
+    assert batch_draw([c], False)(plt, 44)
     plt.plotsize(44, 14)
     labels = Text.from_ansi(plt.build()).plain.splitlines()[-1].split()
     assert labels and all(label.isdigit() for label in labels), labels

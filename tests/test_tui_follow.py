@@ -19,8 +19,9 @@ from cnntui.gpus import GIB, Gpu
 from cnntui.store import RunStore
 from cnntui.tui.app import make_app
 from cnntui.tui.screens.confirm import ChoiceScreen
-from tests.test_lifecycle import experiments, scheduler_pid, wait
-from tests.test_tui import SIZE, chart_text, status_cell, wait_for
+from tests.test_lifecycle import experiments, scheduler_pid
+from tests.test_tui import SIZE, chart_text, status_cell
+from tests.waiting import poll, until
 
 LONG = {"train_size": 6000, "batch_size": 4, "epochs": 3}  # minutes: it is cancelled first
 
@@ -56,26 +57,25 @@ async def test_a_run_another_process_queued_shows_live_and_c_cancels_it(study, t
         lifecycle.submit(store, experiments(study, **LONG)[:1])
         lifecycle.ensure_scheduler(store)
         session = app.main.session
-        await wait_for(pilot, lambda: session.latest("alpha") is not None, 10)
+        await until(pilot, lambda: session.latest("alpha") is not None)
         state = session.latest("alpha")
         assert state.remote
         # Progress and live batch losses, read from the worker's files, on screen.
-        await wait_for(pilot, lambda: status_cell(app, "alpha").startswith("running"), 120)
-        await wait_for(pilot, lambda: state.curve(200).batch_y.size > 0, 60)
+        await until(pilot, lambda: status_cell(app, "alpha").startswith("running"))
+        await until(pilot, lambda: state.curve(200).batch_y.size > 0)
         # The batch-loss chart draws them (the highlighted experiment's curves).
         # (Waited for, not asserted once: under load the chart redraws its axes first.)
-        await wait_for(
+        await until(
             pilot,
             lambda: (
                 chart_text(app, "chart-batch") != empty
                 and any("\u2800" <= ch <= "\u28ff" for ch in chart_text(app, "chart-batch"))
             ),
-            30,
         )
         assert status_cell(app, "alpha").startswith("running")
         await pilot.press("c")
-        await wait_for(pilot, lambda: live(store, "alpha") == "cancelled", 60)
-        await wait_for(pilot, lambda: status_cell(app, "alpha").startswith("cancelled"), 10)
+        await until(pilot, lambda: live(store, "alpha") == "cancelled")
+        await until(pilot, lambda: status_cell(app, "alpha").startswith("cancelled"))
         record = store.latest("alpha")
         assert record.summary["batches_done"] > 0
         assert record.summary["reason"] == "cancelled by the user"
@@ -88,7 +88,7 @@ async def test_quit_asks_keep_or_cancel_and_keep_leaves_the_run_training(study, 
         await pilot.press("r")  # executor "auto": a worker process, queued in the store
         state = app.main.session.latest("alpha")
         assert state.follow is not None
-        await wait_for(pilot, lambda: state.done > 0, 120)
+        await until(pilot, lambda: state.done > 0)
         await pilot.press("q")
         assert isinstance(app.screen, ChoiceScreen)
         answers = str(app.screen.query_one("#answers").render())
@@ -96,7 +96,7 @@ async def test_quit_asks_keep_or_cancel_and_keep_leaves_the_run_training(study, 
         await pilot.press("escape")  # changed my mind
         assert app.screen is app.main and app.is_running
         await pilot.press("q", "k")
-        await wait_for(pilot, lambda: not app.is_running, 60)
+        await until(pilot, lambda: not app.is_running)
     record = store.latest("alpha")
     try:
         assert record.status == "running"  # alive: its worker process goes on
@@ -106,7 +106,7 @@ async def test_quit_asks_keep_or_cancel_and_keep_leaves_the_run_training(study, 
         def grew() -> bool:
             return record.live.stat().st_size > size
 
-        wait(grew, "the kept run's live losses to grow after the TUI quit", 60)
+        poll(grew, what="the kept run's live losses to grow after the TUI quit")
     finally:
         lifecycle.cancel(store, "alpha")
         lifecycle.wait_ended(store, [record.path], 60)
@@ -119,9 +119,9 @@ async def test_quit_and_cancel_stops_the_worker_and_saves(study, tmp_path):
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("r")
         state = app.main.session.latest("alpha")
-        await wait_for(pilot, lambda: state.done > 0, 120)
+        await until(pilot, lambda: state.done > 0)
         await pilot.press("q", "c")
-        await wait_for(pilot, lambda: not app.is_running, 30)
+        await until(pilot, lambda: not app.is_running)
     record = store.latest("alpha")
     assert record.status == "cancelled" and record.summary["batches_done"] > 0
 
@@ -158,8 +158,8 @@ async def test_header_shows_every_gpu_and_our_runs_on_it(tiny_toml, runs_dir, tm
         fake_remote_run(runs_dir, 1, other.pid)
         app = make_app(tiny_toml, {}, runs_dir, tmp_path / "x", inventory=inventory)
         async with app.run_test(size=(160, 24)) as pilot:
-            await wait_for(pilot, lambda: "0 H200 12.0/140G 45%" in app.sub_title, 60)
-            await wait_for(pilot, lambda: "1 H200 70.0/140G 99% 1 ours" in app.sub_title, 10)
+            await until(pilot, lambda: "0 H200 12.0/140G 45%" in app.sub_title)
+            await until(pilot, lambda: "1 H200 70.0/140G 99% 1 ours" in app.sub_title)
             assert "0 H200 12.0/140G 45% ·" in app.sub_title  # none of ours on GPU 0
     finally:
         other.kill()
@@ -169,7 +169,7 @@ async def test_header_shows_every_gpu_and_our_runs_on_it(tiny_toml, runs_dir, tm
 async def test_no_gpu_keeps_the_header_as_it_was(tiny_toml, runs_dir, tmp_path):
     app = make_app(tiny_toml, {}, runs_dir, tmp_path / "x", inventory=list)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: not app.sub_title.startswith("probing"), 60)
+        await until(pilot, lambda: not app.sub_title.startswith("probing"))
         assert " · 0 running · jobs 1" in app.sub_title
         assert "GiB" not in app.sub_title or "cuda" in app.sub_title
 
@@ -225,17 +225,17 @@ def test_runs_started_in_a_tui_survive_its_terminal_closing(study):
                 os.write(main_fd, b"a")
             return len(store.runs()) == 2
 
-        wait(both_queued, "the TUI to queue both runs", 120)
+        poll(both_queued, what="the TUI to queue both runs")
         hung_up.set()
         reader.join()
         os.close(main_fd)  # the terminal is gone: the TUI gets SIGHUP
         main_fd = -1
-        wait(lambda: tui.poll() is not None, "the TUI to exit on the hang-up", 60)
+        poll(lambda: tui.poll() is not None, what="the TUI to exit on the hang-up")
         assert len(store.runs()) == 2  # the `a`s typed after the first one queued nothing
-        wait(
+        poll(
             lambda: all(r.status == "finished" for r in store.runs()),
-            "both runs to finish with no cnntui in the foreground",
             240,
+            "both runs to finish with no cnntui in the foreground",
         )
     finally:
         if main_fd >= 0:

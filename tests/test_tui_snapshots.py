@@ -11,6 +11,7 @@ from pathlib import Path
 from cnntui.tui.app import CnnTui, make_app
 
 from .tui_fake import fake_train
+from .waiting import until
 
 SNAP_TOML = """\
 # snapshot experiments
@@ -62,10 +63,17 @@ def snap_app(tmp_path: Path, overrides: dict | None = None) -> CnnTui:
 async def run_all(pilot, *keys: str) -> None:
     app = pilot.app
     await pilot.press("a")
-    while not (app.main.session.runs and all(s.ended for s in app.main.session.runs.values())):
-        await pilot.pause(0.05)
+    runs = app.main.session.runs
+
+    def done() -> bool:  # every run ended and its worker gone: the screen has been told
+        workers = [w for w in app.workers if w.group == "runs" and not w.is_finished]
+        return bool(runs) and all(s.ended for s in runs.values()) and not workers
+
+    await until(pilot, done, what="every run to end")
+    await pilot.pause()  # the screen handles the ends it was told of
     await pilot.press(*keys)
-    await pilot.pause(0.3)  # one redraw tick
+    app.main.tick()  # what the redraw timer does next, now: no wait for it
+    app.main.redraw_curves()
     app.clear_notifications()
     await pilot.pause()
 

@@ -5,6 +5,7 @@ None of these need a screen; they run in milliseconds.
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 import tomllib
@@ -154,11 +155,17 @@ def test_a_run_followed_without_matrices_shows_the_one_its_history_holds(tiny_to
 
 def test_run_state_follows_the_events():
     exp = tiny_experiment(epochs=2, target_acc=0.2)
-    s = RunState(1, exp)
+    now = [100.0]  # the clock the run's pace is measured with, moved by the test
+    s = RunState(1, exp, clock=lambda: now[0])
     s.feed(Started("tiny", "id", None, "cpu", 100, 2, 4))
     assert s.status == "running" and s.progress() == 0
+    assert math.isnan(s.eta())  # no pace before a batch has trained
+    now[0] = 112.0
     s.feed(BatchLosses("tiny", 0, 0, (2.0, 1.9, 1.8, 1.7)))
-    assert s.progress() == 0.5 and s.eta() >= 0
+    # 4 batches of 8 in 12 s: the other 4 take 12 s more; the estimate moves with the clock
+    assert s.progress() == 0.5 and s.eta() == 12.0
+    now[0] = 116.0
+    assert s.eta() == 16.0
     s.feed(EpochEnd("tiny", 0, 1.85, 0.3, 1.9, 0.25, 2.0))
     s.feed(Finished("tiny", 2.5))
     summary = s.summary()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -241,8 +241,10 @@ class RunState:
         experiment: Experiment,
         resume_run: Any = None,
         checkpoint: Path | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.key = key
+        self.clock = clock  # what the pace (eta) is measured with
         self.experiment = experiment
         self.resume_run = resume_run  # a reopened store.RunDir when resuming
         self.checkpoint = checkpoint
@@ -293,7 +295,7 @@ class RunState:
                     self.epochs, self.batches_per_epoch = event.epochs, event.batches_per_epoch
                     self.start_done = self.done = event.start_epoch * event.batches_per_epoch
                     self.epoch = event.start_epoch
-                    self.t0 = time.monotonic()
+                    self.t0 = self.clock()
                     if event.start_epoch and event.run_dir:
                         # The engine resumes after the checkpoint's last complete epoch; show
                         # the history before it from disk, cut where training picks up.
@@ -310,7 +312,7 @@ class RunState:
                     if self.follow is not None and not self._paced:
                         # First seen mid-run: its ETA counts from here, not from batch 0.
                         self._paced = True
-                        self.start_done, self.t0 = self.done, time.monotonic()
+                        self.start_done, self.t0 = self.done, self.clock()
                 case EpochEnd():
                     self.trace.add_epoch(event)
                     self.epoch = event.epoch + 1
@@ -350,7 +352,7 @@ class RunState:
         trained = self.done - self.start_done
         if self.status != "running" or trained <= 0:
             return math.nan
-        elapsed = (now if now is not None else time.monotonic()) - self.t0
+        elapsed = (now if now is not None else self.clock()) - self.t0
         return elapsed / trained * (self.epochs * self.batches_per_epoch - self.done)
 
     def curve(self, points: int) -> Curve:

@@ -173,6 +173,7 @@ class Chart(PlotextPlot):
         self._kept: OrderedDict[tuple, list[Strip]] = OrderedDict()
         self.build_seconds = 0.0  # what the last plotext build cost
         self.painted = 0  # the draw() call whose plot was last painted
+        self.builds = 0  # plotext builds so far: a repaint of kept strips is not one
         self.error = ""  # why the last build failed, if it did
 
     def draw(
@@ -225,6 +226,7 @@ class Chart(PlotextPlot):
             strips = self._kept.pop(key, None)
             if strips is None:
                 strips = self._build()
+                self.builds += 1
                 self.build_seconds = time.perf_counter() - t0
             self._kept[key] = strips
             while len(self._kept) > self.KEEP:
@@ -236,7 +238,9 @@ class Chart(PlotextPlot):
         return Strip.blank(self.size.width)
 
 
-def _batch(curves: list[Curve], log: bool) -> Draw:
+def batch_draw(curves: list[Curve], log: bool) -> Draw:
+    """What the batch-loss chart draws: each run's moving average (and a lone run's batches)."""
+
     def fn(plt: Plot, width: int) -> bool:
         single = len(curves) == 1
         series = []
@@ -262,9 +266,12 @@ def _batch(curves: list[Curve], log: bool) -> Draw:
     return fn
 
 
-def _per_epoch(
+def epoch_draw(
     curves: list[Curve], series: tuple[tuple[str, str], ...], scale: float, log: bool
 ) -> Draw:
+    """What a per-epoch chart draws: each `series` (attribute, kind) of each run, scaled, with
+    a bar for a seed band's mean ± std."""
+
     def fn(plt: Plot, width: int) -> bool:
         lines = []
         bars = []
@@ -433,14 +440,14 @@ class CurvesPanel(Vertical):
                 f"batch loss{log_} · {MA_WINDOW}-avg",
                 f"batch loss{log_}",
             ),
-            _batch(curves, log),
+            batch_draw(curves, log),
             (batches, log),
             empty,
         )
         empty = "" if not curves else "no epoch ended yet" if not epochs_done else unshown
         self.query_one("#chart-epoch", Chart).draw(
             (f"epoch loss{log_}", f"loss{log_}"),
-            _per_epoch(
+            epoch_draw(
                 curves,
                 (("epoch_loss", "train"), ("test_loss", "test"), ("val_loss", "val")),
                 1.0,
@@ -451,7 +458,7 @@ class CurvesPanel(Vertical):
         )
         self.query_one("#chart-acc", Chart).draw(
             ("accuracy %", "acc %"),
-            _per_epoch(
+            epoch_draw(
                 curves,
                 (("train_acc", "train"), ("test_acc", "test"), ("val_acc", "val")),
                 100.0,
