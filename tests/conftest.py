@@ -69,3 +69,37 @@ def tiny_toml(tmp_path: Path) -> Path:
     path = tmp_path / "experiments.toml"
     path.write_text(TINY_TOML, encoding="utf-8")
     return path
+
+
+def scheduler_pid(store) -> int | None:
+    """The pid of the store's running scheduler, or None."""
+    from cnntui import scheduler
+    from cnntui import store as st
+
+    if not scheduler.held(store):
+        return None
+    try:
+        return int((store.root / st.SCHEDULER_LOCK).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+@pytest.fixture
+def study(tiny_toml: Path):
+    """The tiny study's folder; afterwards every scheduler and worker it started is gone."""
+    import contextlib
+    import os
+    import signal
+
+    from cnntui.store import RunStore
+
+    yield tiny_toml.parent
+    store = RunStore(tiny_toml.parent / "runs")
+    pid = scheduler_pid(store)
+    if pid:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    for record in store.runs():
+        if record.status == "running" and isinstance(record.summary.get("pid"), int):
+            with contextlib.suppress(OSError):
+                os.kill(record.summary["pid"], signal.SIGKILL)

@@ -4,7 +4,6 @@ polls a condition with a deadline."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -20,6 +19,7 @@ from cnntui import store as st
 from cnntui.config import apply_overrides, load
 from cnntui.gpus import GIB, Gpu
 from cnntui.store import RunRecord, RunStore
+from tests.conftest import scheduler_pid
 from tests.test_cli import cnntui, start
 from tests.waiting import line, poll, rest
 
@@ -28,31 +28,6 @@ DEADLINE = 180.0
 
 def statuses(store: RunStore) -> dict[str, str]:
     return {r.name: r.status for r in store.runs()}
-
-
-def scheduler_pid(store: RunStore) -> int | None:
-    if not scheduler.held(store):
-        return None
-    try:
-        return int((store.root / st.SCHEDULER_LOCK).read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-@pytest.fixture
-def study(tiny_toml: Path):
-    """The tiny study's folder; afterwards every scheduler and worker it started is gone."""
-    cwd = tiny_toml.parent
-    yield cwd
-    store = RunStore(cwd / "runs")
-    pid = scheduler_pid(store)
-    if pid:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
-    for record in store.runs():
-        if record.status == "running" and isinstance(record.summary.get("pid"), int):
-            with contextlib.suppress(OSError):
-                os.kill(record.summary["pid"], signal.SIGKILL)
 
 
 def experiments(cwd: Path, **overrides):

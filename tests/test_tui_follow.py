@@ -7,38 +7,20 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
 
 from cnntui import lifecycle
 from cnntui.gpus import GIB, Gpu
 from cnntui.store import RunStore
 from cnntui.tui.app import make_app
 from cnntui.tui.screens.confirm import ChoiceScreen
-from tests.test_lifecycle import experiments, scheduler_pid
+from tests.test_lifecycle import experiments
 from tests.test_tui import SIZE, chart_text, status_cell
 from tests.waiting import poll, until
 
 LONG = {"train_size": 6000, "batch_size": 4, "epochs": 3}  # minutes: it is cancelled first
-
-
-@pytest.fixture
-def study(tiny_toml: Path):
-    """The tiny study's folder; afterwards every scheduler and worker it started is gone."""
-    yield tiny_toml.parent
-    store = RunStore(tiny_toml.parent / "runs")
-    pid = scheduler_pid(store)
-    if pid:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
-    for record in store.runs():
-        if record.status == "running" and isinstance(record.summary.get("pid"), int):
-            with contextlib.suppress(OSError):
-                os.kill(record.summary["pid"], signal.SIGKILL)
 
 
 def live(store: RunStore, name: str) -> str:
