@@ -462,63 +462,12 @@ def loss_curves(s: Series) -> Figure:
         fig = Figure(figsize=(7, 5.5), layout="constrained")
         top, bottom = fig.subplots(2, 1, height_ratios=(3, 2))
     _suptitle(fig, f"{s.label}{_status_note(s)}: training loss", [s])
-    _batch_panel(top, s)
-    title = "Loss per batch"
-    raw = _finite(s.history.batch_losses)
-    cut = _robust_top(raw)
-    if cut is not None:  # the margin below as for the range shown, not the spike's
-        lo = float(np.nanmin(raw))
-        top.set_ylim(lo - 0.04 * (cut - lo), cut)
-        title += f" ({_above(s, cut)} above {cut:.3g} not shown)"
-    top.set_title(title, loc="left")
-    top.set_xlabel("batch (global index)")
-    top.set_ylabel("cross-entropy loss")
-    if s.history.batch_losses:
-        leg = _legend_above(top)
-        for handle in leg.legend_handles:  # the faint raw curve needs a visible key
-            handle.set_alpha(min(1.0, 2.5 * (handle.get_alpha() or 0.4)))
-
-    h = s.history
-    if h.epoch_losses:
-        bottom.plot(
-            _epochs(h.epoch_losses),
-            _finite(h.epoch_losses),
-            color=s.color,
-            marker="o",
-            ms=4,
-            label="train loss (epoch mean)",
-        )
-        bottom.plot(
-            _epochs(h.test_loss),
-            _finite(h.test_loss),
-            color=s.color,
-            ls="--",
-            marker="s",
-            ms=4,
-            mfc="white",
-            label="test loss",
-        )
-        if h.has_validation:
-            bottom.plot(
-                _epochs(h.val_loss),
-                _finite(h.val_loss),
-                color=s.color,
-                ls=":",
-                marker="^",
-                ms=4,
-                label="validation loss",
-            )
-        _legend_above(bottom)
-        bottom.set_xlim(0.75, max(len(h.epoch_losses), 2) + 0.25)
-    else:
-        bottom.text(0.5, 0.5, "no epoch finished yet", ha="center", transform=bottom.transAxes)
+    _loss_per_batch(top, s)
     constant = f" (lr {known[0]:.3g} throughout)" if known.size and not varies else ""
-    bottom.set_title(f"Mean loss per epoch{constant}", loc="left")
-    bottom.set_xlabel("epoch")
-    bottom.set_ylabel("cross-entropy loss")
-    bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _loss_per_epoch(bottom, s, f"Mean loss per epoch{constant}")
     if varies:
-        rate.plot(_epochs(h.lr), rates, color="#555555", marker=".", ms=5, drawstyle="steps-mid")
+        epochs = _epochs(s.history.lr)
+        rate.plot(epochs, rates, color="#555555", marker=".", ms=5, drawstyle="steps-mid")
         rate.set_title("Learning rate per epoch", loc="left")
         rate.set_xlabel("epoch")
         rate.set_ylabel("lr")
@@ -526,6 +475,45 @@ def loss_curves(s: Series) -> Figure:
         rate.xaxis.set_major_locator(MaxNLocator(integer=True))
         rate.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
     return fig
+
+
+def _loss_per_batch(ax: Axes, s: Series) -> None:
+    """Figure 1's top panel: every batch's loss and its moving average, a spike cut off."""
+    _batch_panel(ax, s)
+    title = "Loss per batch"
+    raw = _finite(s.history.batch_losses)
+    cut = _robust_top(raw)
+    if cut is not None:  # the margin below as for the range shown, not the spike's
+        lo = float(np.nanmin(raw))
+        ax.set_ylim(lo - 0.04 * (cut - lo), cut)
+        title += f" ({_above(s, cut)} above {cut:.3g} not shown)"
+    ax.set_title(title, loc="left")
+    ax.set_xlabel("batch (global index)")
+    ax.set_ylabel("cross-entropy loss")
+    if s.history.batch_losses:
+        leg = _legend_above(ax)
+        for handle in leg.legend_handles:  # the faint raw curve needs a visible key
+            handle.set_alpha(min(1.0, 2.5 * (handle.get_alpha() or 0.4)))
+
+
+def _loss_per_epoch(ax: Axes, s: Series, title: str) -> None:
+    """Figure 1's lower panel: mean train loss, test loss (and validation loss) per epoch."""
+    h = s.history
+    curves = [("train loss (epoch mean)", h.epoch_losses, {"marker": "o"})]
+    curves.append(("test loss", h.test_loss, {"ls": "--", "marker": "s", "mfc": "white"}))
+    if h.has_validation:
+        curves.append(("validation loss", h.val_loss, {"ls": ":", "marker": "^"}))
+    if h.epoch_losses:
+        for label, values, look in curves:
+            ax.plot(_epochs(values), _finite(values), color=s.color, ms=4, label=label, **look)
+        _legend_above(ax)
+        ax.set_xlim(0.75, max(len(h.epoch_losses), 2) + 0.25)
+    else:
+        ax.text(0.5, 0.5, "no epoch finished yet", ha="center", transform=ax.transAxes)
+    ax.set_title(title, loc="left")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("cross-entropy loss")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _grid_shape(n: int) -> tuple[int, int]:
@@ -575,27 +563,48 @@ def comparison(series: list[Series], title: str) -> Figure:
     (ax_a, ax_b), (ax_c, ax_d) = fig.subplots(2, 2)
     _suptitle(fig, f"{title}: {n} experiment{'s' if n != 1 else ''} compared", series)
     styles = looks(n)
+    _epoch_panels(ax_a, ax_b, series, styles)
+    _final_bars(ax_c, series)
+    points = _final_scatter(ax_d, series, styles)
+    for ax in (ax_b, ax_c, ax_d):  # whole percents, unless the axis spans only a few
+        lo, hi = ax.get_ylim()
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0 if hi - lo >= 0.05 else 1))
+    fig.legend(
+        *ax_b.get_legend_handles_labels(),
+        loc="outside lower center",
+        ncol=n if n <= 4 else math.ceil(n / 2),
+        title=None if all(s.finished for s in series) else "hollow / hatched: run not finished",
+        title_fontsize=7.5,
+    )
+    _label_points(ax_d, points, fig)  # last: it places labels on the solved layout
+    return fig
 
+
+def _line_style(s: Series, look: Look) -> dict[str, Any]:
+    """The Line2D keywords of one series in the comparison's curves."""
+    return {
+        "color": s.color,
+        "ls": look.dashes,
+        "lw": look.lw,
+        "marker": look.marker,
+        "ms": look.ms,
+        "zorder": look.zorder,
+        # White-edged filled markers keep stacked ones apart; hollow: not finished.
+        "mec": "white" if s.finished else s.color,
+        "mew": 0.6 if s.finished else 1.3,
+        "mfc": s.color if s.finished else "white",
+    }
+
+
+def _epoch_panels(ax_a: Axes, ax_b: Axes, series: list[Series], styles: list[Look]) -> None:
+    """Panels (a) train loss and (b) test accuracy per epoch; several seeds: mean ± std."""
     max_epochs = max((len(s.history.test_acc) for s in series), default=1)
     max_epochs = max([max_epochs] + [len(h.test_acc) for s in series for h in s.seeds])
     for s, look in zip(series, styles, strict=True):
-        h = s.history
-        line = {
-            "color": s.color,
-            "ls": look.dashes,
-            "lw": look.lw,
-            "marker": look.marker,
-            "ms": look.ms,
-            "zorder": look.zorder,
-            # White-edged filled markers keep stacked ones apart; hollow: not finished.
-            "mec": "white" if s.finished else s.color,
-            "mew": 0.6 if s.finished else 1.3,
-            "mfc": s.color if s.finished else "white",
-        }
+        h, line = s.history, _line_style(s, look)
         if len(s.seeds) > 1:  # the mean over seeds, with a shaded band of ± one std
-            label = f"{s.label} (mean ± std, n={len(s.seeds)})"
             _band(ax_a, s, "epoch_losses", line)
-            _band(ax_b, s, "test_acc", line, label)
+            _band(ax_b, s, "test_acc", line, f"{s.label} (mean ± std, n={len(s.seeds)})")
             continue
         ax_a.plot(_epochs(h.epoch_losses), _finite(h.epoch_losses), **line)
         ax_b.plot(_epochs(h.test_acc), _finite(h.test_acc), label=s.label + _status_note(s), **line)
@@ -610,8 +619,11 @@ def comparison(series: list[Series], title: str) -> Figure:
         ax.set_xlim(0.75, max(max_epochs, 2) + 0.25)
     ax_b.set_ylim(bottom=0)
 
-    # (c) bars, labelled with their value; unfinished runs hatched. With several seeds: the
-    # mean, an error bar of ± one std, and every seed as a dot.
+
+def _final_bars(ax: Axes, series: list[Series]) -> None:
+    """Panel (c): final test accuracy bars, labelled with their value; unfinished runs
+    hatched. With several seeds: the mean, an error bar of ± one std, every seed as a dot."""
+    n = len(series)
     x = np.arange(n)
     finals = [seed_finals(s) for s in series]
     final = np.array(
@@ -623,7 +635,7 @@ def comparison(series: list[Series], title: str) -> Figure:
     )
     spread = np.array([f.std(ddof=1) if len(f) > 1 else 0.0 for f in finals])
     width = 0.6 if n > 2 else 0.45
-    bars = ax_c.bar(
+    bars = ax.bar(
         x,
         np.nan_to_num(final, nan=0.0),
         width=width,
@@ -633,66 +645,69 @@ def comparison(series: list[Series], title: str) -> Figure:
     )
     seeded = any(len(f) > 1 for f in finals)
     if seeded:
-        ax_c.errorbar(
-            x,
-            final,
-            yerr=spread,
-            fmt="none",
-            ecolor="#222222",
-            elinewidth=1.1,
-            capsize=4,
-            zorder=3,
-        )
-        for i, f in enumerate(finals):
-            if len(f) > 1:
-                jitter = np.linspace(-width / 5, width / 5, len(f))
-                ax_c.scatter(
-                    i + jitter, f, s=14, color="white", edgecolor="#222222", lw=0.8, zorder=4
-                )
-    if not seeded:
-        ax_c.bar_label(
+        _seed_spread(ax, final, spread, finals, width)
+    else:
+        ax.bar_label(
             bars,
             labels=["–" if math.isnan(v) else f"{v * 100:.1f}%" for v in final],
             padding=2,
             fontsize=8,
         )
-    else:  # above the error bar and the highest seed, so nothing hides the numbers
-        sep = "\n" if n > 4 else " "  # narrow bars: the spread under the mean
-        for i, (v, d, f) in enumerate(zip(final, spread, finals, strict=True)):
-            top_here = np.nanmax([np.nan_to_num(v) + d, *f]) if len(f) else np.nan_to_num(v)
-            shown = (
-                "–"
-                if math.isnan(v)
-                else f"{v * 100:.1f}%" + (f"{sep}± {d * 100:.1f}" if len(f) > 1 else "")
-            )
-            ax_c.annotate(
-                shown,
-                (i, top_here),
-                xytext=(0, 3),
-                textcoords="offset points",
-                ha="center",
-                va="bottom",
-                fontsize=8,
-            )
-    ax_c.set_xticks(x, [s.label for s in series])
+    ax.set_xticks(x, [s.label for s in series])
     if n > 4:
-        for label in ax_c.get_xticklabels():
+        for label in ax.get_xticklabels():
             label.set_rotation(30)
             label.set_horizontalalignment("right")
             label.set_rotation_mode("anchor")
     tops = np.concatenate([final + spread, *finals]) if seeded else final
     top = np.nanmax(tops) if np.isfinite(tops).any() else 1.0
-    ax_c.set_ylim(0, min(1.0, top * (1.25 if seeded else 1.18)) if top > 0 else 1.0)
-    ax_c.set_title(
+    ax.set_ylim(0, min(1.0, top * (1.25 if seeded else 1.18)) if top > 0 else 1.0)
+    ax.set_title(
         "(c) Final test accuracy" + (" (mean ± std; dots: seeds)" if seeded else ""), loc="left"
     )
-    ax_c.set_ylabel("test accuracy")
-    ax_c.grid(axis="x", visible=False)
+    ax.set_ylabel("test accuracy")
+    ax.grid(axis="x", visible=False)
     if n <= 2:
-        ax_c.set_xlim(-0.8, n - 0.2)
+        ax.set_xlim(-0.8, n - 0.2)
 
-    # (d) scatter, each point in its series' marker (larger first, so that points at the
-    # same place all show), labelled.
+
+def _seed_spread(
+    ax: Axes, final: np.ndarray, spread: np.ndarray, finals: list[np.ndarray], width: float
+) -> None:
+    """On panel (c): ± one std error bars, each seed as a dot, and each bar's mean ± std
+    written above its error bar and its highest seed, so nothing hides the numbers."""
+    x = np.arange(len(final))
+    ax.errorbar(
+        x, final, yerr=spread, fmt="none", ecolor="#222222", elinewidth=1.1, capsize=4, zorder=3
+    )
+    for i, f in enumerate(finals):
+        if len(f) > 1:
+            jitter = np.linspace(-width / 5, width / 5, len(f))
+            ax.scatter(i + jitter, f, s=14, color="white", edgecolor="#222222", lw=0.8, zorder=4)
+    sep = "\n" if len(final) > 4 else " "  # narrow bars: the spread under the mean
+    for i, (v, d, f) in enumerate(zip(final, spread, finals, strict=True)):
+        top_here = np.nanmax([np.nan_to_num(v) + d, *f]) if len(f) else np.nan_to_num(v)
+        shown = (
+            "–"
+            if math.isnan(v)
+            else f"{v * 100:.1f}%" + (f"{sep}± {d * 100:.1f}" if len(f) > 1 else "")
+        )
+        ax.annotate(
+            shown,
+            (i, top_here),
+            xytext=(0, 3),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
+
+
+def _final_scatter(
+    ax: Axes, series: list[Series], styles: list[Look]
+) -> list[tuple[float, float, Series, float]]:
+    """Panel (d): final train loss against final test accuracy, each point in its series'
+    marker (larger first, so that points at one place all show); the points, for labels."""
     points = []
     for s, look in zip(series, styles, strict=True):
         loss, acc = s.metrics.final_train_loss, s.metrics.final_test_acc
@@ -703,7 +718,7 @@ def comparison(series: list[Series], title: str) -> Figure:
             continue
         size = 1.5 * look.ms  # marker diameter, points
         points.append((loss, acc, s, size / 2))
-        ax_d.scatter(
+        ax.scatter(
             loss,
             acc,
             s=size**2,
@@ -713,24 +728,12 @@ def comparison(series: list[Series], title: str) -> Figure:
             lw=0.7 if s.finished else 1.3,
             zorder=look.zorder + 1,
         )
-    ax_d.margins(x=0.25, y=0.15)
-    ax_d.autoscale_view()
-    ax_d.set_title("(d) Final training loss vs final test accuracy", loc="left")
-    ax_d.set_xlabel("final training loss")
-    ax_d.set_ylabel("final test accuracy")
-
-    for ax in (ax_b, ax_c, ax_d):  # whole percents, unless the axis spans only a few
-        lo, hi = ax.get_ylim()
-        ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0 if hi - lo >= 0.05 else 1))
-    fig.legend(
-        *ax_b.get_legend_handles_labels(),
-        loc="outside lower center",
-        ncol=n if n <= 4 else math.ceil(n / 2),
-        title=None if all(s.finished for s in series) else "hollow / hatched: run not finished",
-        title_fontsize=7.5,
-    )
-    _label_points(ax_d, points, fig)  # last: it places labels on the solved layout
-    return fig
+    ax.margins(x=0.25, y=0.15)
+    ax.autoscale_view()
+    ax.set_title("(d) Final training loss vs final test accuracy", loc="left")
+    ax.set_xlabel("final training loss")
+    ax.set_ylabel("final test accuracy")
+    return points
 
 
 def _last(values: list[float]) -> float:
@@ -823,6 +826,30 @@ def _clash(a: Bbox, b: Bbox, pad: float) -> bool:
     return a.x0 < b.x1 + pad and b.x0 < a.x1 + pad and a.y0 < b.y1 + pad and b.y0 < a.y1 + pad
 
 
+def _free_spot(
+    centre: tuple[float, float],
+    size: tuple[float, float],
+    gap: float,
+    frame: Bbox,
+    taken: list[Bbox],
+    steps: list[int],
+    pad: float,
+) -> tuple[Bbox, bool, int] | None:
+    """The nearest place for a label of `size` beside the point at `centre` (pixels), half a
+    line at a time up and down, right before left, inside `frame` and clear of `taken`: its
+    box, whether it is on the right, and how many half lines it moved; None if none is."""
+    (cx, cy), (w, h) = centre, size
+    for k in steps:
+        bottom = cy - h / 2 + k * 0.55 * h
+        for right in (True, False):
+            box = Bbox.from_bounds(cx + gap if right else cx - gap - w, bottom, w, h)
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1
+            inside = inside and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            if inside and not any(_clash(box, o, pad) for o in taken):
+                return box, right, k
+    return None
+
+
 def _label_points(ax: Axes, points: list[tuple[float, float, Series, float]], fig: Figure) -> None:
     """Label each scatter point (x, y, series, marker radius in points) beside it, clear of
     every other label and point: the labels of points at (or near) one place stack above and
@@ -850,18 +877,8 @@ def _label_points(ax: Axes, points: list[tuple[float, float, Series, float]], fi
         w, h = probe.get_window_extent(renderer).size
         probe.remove()
         gap = (r + 3) * pt
-        spot = None
-        for k in steps:  # nearest free place, half a line at a time, right before left
-            bottom = cy - h / 2 + k * 0.55 * h
-            for right in (True, False):
-                box = Bbox.from_bounds(cx + gap if right else cx - gap - w, bottom, w, h)
-                inside = frame.x0 <= box.x0 and box.x1 <= frame.x1
-                inside = inside and frame.y0 <= box.y0 and box.y1 <= frame.y1
-                if inside and not any(_clash(box, o, pt) for o in placed + marks):
-                    spot = (box, right, k)
-                    break
-            if spot:
-                break
+        taken = placed + marks
+        spot = _free_spot((cx, cy), (w, h), gap, frame, taken, steps, pt)
         box, right, k = spot or (Bbox.from_bounds(cx + gap, cy - h / 2, w, h), True, 0)
         placed.append(box)
         ax.annotate(
