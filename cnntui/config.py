@@ -16,6 +16,7 @@ import os
 import re
 import stat
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -392,6 +393,24 @@ def check_value(key: str, value: Any) -> Any:
         if not isinstance(value, list | tuple) or not all(k in SETTING_KEYS for k in value):
             raise ConfigError(f"'swept' must be a list of setting names, got {value!r}")
         return tuple(value)
+    value = _check_type(key, value)
+    if key in _CHOICES:
+        options = _CHOICES[key]
+        if value not in options:
+            raise ConfigError(
+                f"unknown {key} {value!r}{_suggest(value, options)} (allowed: {', '.join(options)})"
+            )
+    elif key in _RANGES:
+        within, allowed = _RANGES[key]
+        _need(key, value, within(value), allowed)
+    else:
+        _check_text(key, value)
+    return value
+
+
+def _check_type(key: str, value: Any) -> Any:
+    """The value as its setting's type (an int becomes a float where a number is wanted), or
+    ConfigError saying which type the setting takes."""
     tp = str(_FIELD_TYPES[key])
     if tp in ("int", "int | None"):
         if isinstance(value, bool) or not isinstance(value, int):
@@ -407,94 +426,85 @@ def check_value(key: str, value: Any) -> Any:
             raise ConfigError(f"{key!r} must be true or false, got {value!r}")
     elif tp == "str" and not isinstance(value, str):
         raise ConfigError(f"{key!r} must be a string, got {value!r}")
+    return value
 
-    def need(ok: bool, allowed: str) -> None:
-        if not ok:
-            raise ConfigError(f"{key!r} = {value!r} is out of range: {allowed}")
 
-    def choice(options: tuple[str, ...]) -> None:
-        if value not in options:
-            raise ConfigError(
-                f"unknown {key} {value!r}{_suggest(value, options)} (allowed: {', '.join(options)})"
-            )
+def _need(key: str, value: Any, ok: bool, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key!r} = {value!r} is out of range: {allowed}")
 
+
+# The settings that name one of a fixed set of choices.
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "model": MODELS,
+    "dataset": DATASETS,
+    "optimizer": OPTIMIZERS,
+    "amp": AMP_MODES,
+    "compile": COMPILE_MODES,
+    "lr_schedule": LR_SCHEDULES,
+    "executor": EXECUTORS,
+}
+
+# The numeric settings' ranges: the test a value must pass, and what the error says.
+_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "lr": (lambda v: v > 0, "must be > 0"),
+    "momentum": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    "weight_decay": (lambda v: v >= 0, "must be >= 0"),
+    "dropout": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    "target_acc": (lambda v: 0 < v <= 1, "must be in (0, 1], a fraction of the test set"),
+    "epochs": (lambda v: v >= 1, "must be >= 1"),
+    "batch_size": (lambda v: v >= 1, "must be >= 1"),
+    "train_size": (lambda v: v >= 1, "must be >= 1 (leave it out to use all)"),
+    "test_size": (lambda v: v >= 1, "must be >= 1 (leave it out to use all)"),
+    "seed": (lambda v: 0 <= v <= SEED_MAX, "must be in [0, 2^64 - 1]"),
+    "threads": (lambda v: v >= 0, "must be >= 0"),
+    "val_size": (lambda v: v >= 0, "must be >= 0"),
+    "warmup_epochs": (lambda v: v >= 0, "must be >= 0"),
+    "early_stop_patience": (lambda v: v >= 0, "must be >= 0 (0 turns early stopping off)"),
+    "lr_step_epochs": (lambda v: v >= 1, "must be >= 1"),
+    "lr_gamma": (lambda v: 0 < v <= 1, "must be in (0, 1]"),
+    "runs_per_gpu": (lambda v: v >= 1, "must be >= 1"),
+    "min_free_gib": (lambda v: v >= 0, "must be >= 0"),
+    "gpu_share": (
+        lambda v: 0 < v <= 1 or (v > 1 and v.is_integer()),
+        "a fraction of one GPU in (0, 1], or a whole number of GPUs",
+    ),
+    "retries": (lambda v: v >= 0, "must be >= 0"),
+}
+
+
+def _check_text(key: str, value: Any) -> None:
+    """The checks of the settings given as text: device, cluster, paths and names."""
     match key:
-        case "model":
-            choice(MODELS)
-        case "dataset":
-            choice(DATASETS)
-        case "optimizer":
-            choice(OPTIMIZERS)
-        case "amp":
-            choice(AMP_MODES)
-        case "compile":
-            choice(COMPILE_MODES)
-        case "lr_schedule":
-            choice(LR_SCHEDULES)
         case "device":
             if not DEVICE_RE.match(value):
                 raise ConfigError(
                     f"unknown device {value!r} (allowed: auto, cpu, cuda, cuda:N, mps)"
                 )
-        case "lr":
-            need(value > 0, "must be > 0")
-        case "momentum":
-            need(0 <= value < 1, "must be in [0, 1)")
-        case "weight_decay":
-            need(value >= 0, "must be >= 0")
-        case "dropout":
-            need(0 <= value < 1, "must be in [0, 1)")
-        case "target_acc":
-            need(0 < value <= 1, "must be in (0, 1], a fraction of the test set")
-        case "epochs" | "batch_size":
-            need(value >= 1, "must be >= 1")
-        case "train_size" | "test_size":
-            need(value >= 1, "must be >= 1 (leave it out to use all)")
-        case "seed":
-            need(0 <= value <= SEED_MAX, "must be in [0, 2^64 - 1]")
-        case "threads" | "val_size" | "warmup_epochs":
-            need(value >= 0, "must be >= 0")
-        case "early_stop_patience":
-            need(value >= 0, "must be >= 0 (0 turns early stopping off)")
-        case "lr_step_epochs":
-            need(value >= 1, "must be >= 1")
-        case "lr_gamma":
-            need(0 < value <= 1, "must be in (0, 1]")
-        case "executor":
-            choice(EXECUTORS)
-        case "runs_per_gpu":
-            need(value >= 1, "must be >= 1")
-        case "min_free_gib":
-            need(value >= 0, "must be >= 0")
         case "cluster":
             if value and not CLUSTER_RE.match(value):
                 raise ConfigError(
                     f'unknown cluster {safe(value)!r} (allowed: "" for this machine, ray, auto, '
                     "ray://HOST:10001, HOST:6379)"
                 )
-        case "gpu_share":
-            need(
-                0 < value <= 1 or (value > 1 and value.is_integer()),
-                "a fraction of one GPU in (0, 1], or a whole number of GPUs",
-            )
-        case "retries":
-            need(value >= 0, "must be >= 0")
         case "data_dir":
-            need(value != "", "must not be empty")
+            _need(key, value, value != "", "must not be empty")
             _printable(key, value)
         case "name":
-            need(
+            _need(
+                key,
+                value,
                 bool(NAME_RE.match(value)) and value not in (".", ".."),
                 "letters, digits, '-', '_', '.', '=' and '+', not starting with '.' or '-'",
             )
             _folder_name(key, value)
         case "group" | "sweep":
             if value:
-                need(bool(NAME_RE.match(value)), "letters, digits, '-', '_', '.', '=' and '+'")
+                ok = bool(NAME_RE.match(value))
+                _need(key, value, ok, "letters, digits, '-', '_', '.', '=' and '+'")
                 _folder_name(key, value)
         case "title":
             _printable(key, value)
-    return value
 
 
 def _folder_name(key: str, value: str) -> None:
@@ -693,52 +703,17 @@ def parse(text: str, path: Path | str = "experiments.toml") -> ExperimentFile:
     """Parse and validate the text of an experiments file."""
     where = str(path)
     text = text.removeprefix("\ufeff")  # a byte-order mark, as some Windows editors write
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        msg = str(e)
-        m = re.search(r"\(at line (\d+), column (\d+)\)", msg)
-        if m:
-            msg = msg[: m.start()].strip()
-            raise ConfigError(
-                f"{where}:{m.group(1)}:{m.group(2)}: TOML syntax error: {msg}"
-            ) from None
-        raise ConfigError(f"{where}: TOML syntax error: {msg}") from None
+    doc = _load_toml(text, where)
     loc = _Locator(text)
-
-    for key, value in doc.items():
-        if key not in ("defaults", "experiment", "sweep"):
-            pos = loc.find(key, 0, None) or (1, 1)
-            raise ConfigError(
-                f"{where}:{pos[0]}:{pos[1]}: unknown top-level key {key!r}"
-                f"{_suggest(key, ('defaults', 'experiment', 'sweep'))} (allowed: [defaults], "
-                "[[experiment]], [[sweep]])"
-            )
-        if key == "defaults" and not isinstance(value, dict):
-            raise ConfigError(f"{where}: 'defaults' must be a table: [defaults]")
-        if key in ("experiment", "sweep") and not (
-            isinstance(value, list) and all(isinstance(v, dict) for v in value)
-        ):
-            raise ConfigError(f"{where}: {key!r} must be an array of tables: [[{key}]]")
-
+    _check_top_level(doc, where, loc)
     defaults = Settings(
         **_settings_from(doc.get("defaults", {}), SETTING_KEYS, where, loc, ("defaults", 0))
     )
-    # Experiments and sweeps in the order the file has them.
-    order = [
-        (n, sum(1 for m, _ in loc.sections[:k] if m == n))
-        for k, (n, _) in enumerate(loc.sections)
-        if n in ("experiment", "sweep")
-    ]
     tables = {n: doc.get(n, []) for n in ("experiment", "sweep")}
-    order = [(n, i) for n, i in order if i < len(tables[n])]
-    for n in tables:  # a table the locator did not see (unusual layout): at the end
-        order += [(n, i) for i in range(len(tables[n])) if (n, i) not in order]
-
     experiments: list[Experiment] = []
     origins: list[tuple[str, int]] = []  # where each experiment comes from: (section, index)
     seen: dict[str, int] = {}  # casefolded name -> index: macOS and Windows ignore case
-    for sect in order:
+    for sect in _section_order(tables, loc):
         kind, i = sect
         table = tables[kind][i]
         if kind == "sweep":
@@ -769,6 +744,52 @@ def parse(text: str, path: Path | str = "experiments.toml") -> ExperimentFile:
     _check_export_folders(experiments, origins, where, loc)
     _check_references(experiments, origins, where, loc)
     return ExperimentFile(Path(path), defaults, experiments)
+
+
+def _load_toml(text: str, where: str) -> dict[str, Any]:
+    """The TOML document, or ConfigError with the syntax error's line and column."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        msg = str(e)
+        m = re.search(r"\(at line (\d+), column (\d+)\)", msg)
+        if m:
+            msg = msg[: m.start()].strip()
+            raise ConfigError(
+                f"{where}:{m.group(1)}:{m.group(2)}: TOML syntax error: {msg}"
+            ) from None
+        raise ConfigError(f"{where}: TOML syntax error: {msg}") from None
+
+
+def _check_top_level(doc: dict[str, Any], where: str, loc: _Locator) -> None:
+    """Only [defaults], [[experiment]] and [[sweep]] at the top, each of its kind of table."""
+    for key, value in doc.items():
+        if key not in ("defaults", "experiment", "sweep"):
+            pos = loc.find(key, 0, None) or (1, 1)
+            raise ConfigError(
+                f"{where}:{pos[0]}:{pos[1]}: unknown top-level key {key!r}"
+                f"{_suggest(key, ('defaults', 'experiment', 'sweep'))} (allowed: [defaults], "
+                "[[experiment]], [[sweep]])"
+            )
+        if key == "defaults" and not isinstance(value, dict):
+            raise ConfigError(f"{where}: 'defaults' must be a table: [defaults]")
+        if key in ("experiment", "sweep") and not (
+            isinstance(value, list) and all(isinstance(v, dict) for v in value)
+        ):
+            raise ConfigError(f"{where}: {key!r} must be an array of tables: [[{key}]]")
+
+
+def _section_order(tables: dict[str, list[Any]], loc: _Locator) -> list[tuple[str, int]]:
+    """The experiments and sweeps as (kind, index), in the order the file has them."""
+    order = [
+        (n, sum(1 for m, _ in loc.sections[:k] if m == n))
+        for k, (n, _) in enumerate(loc.sections)
+        if n in ("experiment", "sweep")
+    ]
+    order = [(n, i) for n, i in order if i < len(tables[n])]
+    for n in tables:  # a table the locator did not see (unusual layout): at the end
+        order += [(n, i) for i in range(len(tables[n])) if (n, i) not in order]
+    return order
 
 
 def _origin(sect: tuple[str, int]) -> str:
