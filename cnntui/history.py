@@ -70,6 +70,13 @@ class History:
     def epochs_done(self) -> int:
         return len(self.test_acc)
 
+    def truncate(self, batches: int, epochs: int) -> None:
+        """Keep the first `batches` batch losses and `epochs` epochs (where a resume picks up)."""
+        del self.batch_losses[batches:]
+        del self.batch_indices[batches:]
+        for key in (*EPOCH_KEYS, *STUDY_KEYS):
+            del getattr(self, key)[epochs:]
+
     def arrays(self) -> dict[str, np.ndarray]:
         """The npz payload: float64 losses/metrics, int64 indices."""
         out = {

@@ -26,8 +26,9 @@ from ..config import (
     apply_overrides,
     load,
 )
+from ..history import History
 from ..store import UNFINISHED, RunRecord, RunStore, StoreError
-from .state import RunState, SeedBand, Trace
+from .state import RunState, SeedBand, read_history
 
 SPEED_ONLY = SPEED_KEYS  # settings that change how fast a run trains, not what it learns
 STORED_REFRESH_SECONDS = 1.0  # how often a stored run another process trains is re-read
@@ -58,7 +59,7 @@ class Session:
         self.error = ""  # the file's one-line error while it is broken
         self.runs: dict[int, RunState] = {}
         self._next_key = 1
-        self._traces: dict[tuple[str, float], Trace] = {}
+        self._histories: dict[tuple[str, float], History] = {}
         self.past: list[RunRecord] = []  # runs in the store when the session began
         self._stored_latest: dict[str, RunRecord] = {}
         self._configs: dict[str, Experiment | None] = {}  # run dir -> what it trained with
@@ -413,21 +414,21 @@ class Session:
             counted = []
         band = None
         if len(counted) > 1:
-            band = SeedBand([self.stored_trace(r) for r in counted])
+            band = SeedBand([self.stored_history(r) for r in counted])
         self._bands[name] = (now, band)
         return band
 
-    def stored_trace(self, record: RunRecord) -> Trace:
+    def stored_history(self, record: RunRecord) -> History:
         """A stored run's history, cached until its file changes."""
         npz = record.path / "history.npz"
         try:
             stamp = npz.stat().st_mtime
         except OSError:
-            return Trace()
+            return History()
         key = (str(npz), stamp)
-        trace = self._traces.get(key)
-        if trace is None:
-            trace = Trace.load(npz)  # truncated or corrupt: empty, and the app goes on
-            self._traces = {k: v for k, v in self._traces.items() if k[0] != str(npz)}
-            self._traces[key] = trace
-        return trace
+        history = self._histories.get(key)
+        if history is None:
+            history = read_history(npz)  # truncated or corrupt: empty, and the app goes on
+            self._histories = {k: v for k, v in self._histories.items() if k[0] != str(npz)}
+            self._histories[key] = history
+        return history

@@ -64,7 +64,7 @@ def status_text(run: RunState | RunRecord | None, now: float | None = None) -> T
             epoch = min(state.epoch + 1, state.epochs)
             body = f"running {100 * state.progress():3.0f}% ep {epoch}/{state.epochs}{left}"
         case "finished":
-            acc = state.trace.test_acc[-1] if state.trace.test_acc else None
+            acc = state.history.test_acc[-1] if state.history.test_acc else None
             body = f"finished {text.pct(acc)}"
         case "failed" | "diverged":
             body = f"{state.status}: {state.reason}"

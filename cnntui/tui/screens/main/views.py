@@ -123,8 +123,8 @@ class ViewsPart(ScreenPart):
         """The curve of a live run, or of a stored one read from its files."""
         if isinstance(source, RunState):
             return source.curve(points)
-        trace = self.session.stored_trace(source)
-        return trace.curve(name, points, ("stored", str(source.path)))
+        history = self.session.stored_history(source)
+        return Curve.of(history, name, points, ("stored", str(source.path)))
 
     def action_mark(self) -> None:
         """Mark or unmark the highlighted experiment: marked ones' curves are overlaid."""
