@@ -29,7 +29,7 @@ STOP_SIGNALS = tuple(
 )
 
 
-class CnnTui(App):
+class CnnTui(App[None]):
     """cnntui's terminal UI: one main screen, with forms and questions on top of it."""
 
     CSS_PATH = "app.tcss"

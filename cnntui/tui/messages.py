@@ -9,6 +9,9 @@ from dataclasses import dataclass
 
 from textual.message import Message
 
+from ..gpus import Gpu
+from ..store import RunRecord
+
 
 @dataclass
 class RunUpdated(Message, bubble=False):
@@ -28,11 +31,11 @@ class RunUpdated(Message, bubble=False):
 class RunsFound(Message, bubble=False):
     """The follower thread found runs in the store that nobody here follows yet."""
 
-    records: list
+    records: list[RunRecord]
 
 
 @dataclass
 class GpusRead(Message, bubble=False):
     """The GPU inventory, read again (cnntui.gpus.Gpu records; [] on a machine without)."""
 
-    gpus: list
+    gpus: list[Gpu]

@@ -197,8 +197,9 @@ class Session:
     ) -> RunState | str:
         """Queue a run of `exp` (one per seed of its `seeds`; the last is returned), or say
         why not (it is already queued or running)."""
-        if self.busy(exp.name):
-            return f"{exp.name} is already {self.latest(exp.name).status}"
+        latest = self.latest(exp.name)
+        if latest is not None and self.busy(exp.name):
+            return f"{exp.name} is already {latest.status}"
         for run in exp.runs() if resume_run is None else [exp]:
             state = RunState(self._next_key, run, resume_run, checkpoint)
             self._next_key += 1
@@ -284,8 +285,9 @@ class Session:
     def submit(self, exp: Experiment) -> RunState | str:
         """Queue a run of `exp` (one per seed of its `seeds`) in the store for worker
         processes; the last run's state, or why not."""
-        if self.busy(exp.name):
-            return f"{exp.name} is already {self.latest(exp.name).status}"
+        latest = self.latest(exp.name)
+        if latest is not None and self.busy(exp.name):
+            return f"{exp.name} is already {latest.status}"
         try:
             records = lifecycle.submit(self.store, [exp], jobs=self.jobs)
             lifecycle.ensure_scheduler(self.store)

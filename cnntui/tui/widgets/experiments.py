@@ -98,7 +98,7 @@ def _stored_status(record: RunRecord) -> Text:
     return Text(text.pad(body, STATUS_WIDTH).rstrip(), style=STATUS_STYLE.get(status, ""))
 
 
-class ExperimentsTable(DataTable):
+class ExperimentsTable(DataTable[str | Text]):
     """Experiments by name; marked ones (for overlaid curves) carry a ●."""
 
     DEFAULT_CSS = """
