@@ -50,10 +50,12 @@ class ClassView:
 
     @property
     def total(self) -> int:
+        """How many test images the matrix counts."""
         return sum(map(sum, self.confusion))
 
     @property
     def overall(self) -> float:
+        """The share of test images classified right (NaN when the matrix is empty)."""
         right = sum(self.confusion[i][i] for i in range(len(self.confusion)))
         return right / self.total if self.total else math.nan
 

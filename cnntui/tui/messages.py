@@ -23,6 +23,7 @@ class RunUpdated(Message, bubble=False):
     key: int
 
     def can_replace(self, message: Message) -> bool:
+        """Whether this note makes `message` (an earlier one about the same run) redundant."""
         # The data sits in the RunState, so stale "something changed" notes collapse.
         return isinstance(message, RunUpdated) and message.key == self.key
 

@@ -83,6 +83,7 @@ class Session:
         return self._stored_latest.get(name)
 
     def remember(self, record: RunRecord) -> None:
+        """Take `record` as its experiment's latest stored run (a run that just ended)."""
         self._stored_latest[record.name] = record
 
     def refresh_stored(self, now: float | None = None) -> list[RunRecord]:
@@ -161,6 +162,7 @@ class Session:
         return True
 
     def experiment(self, name: str) -> Experiment | None:
+        """The loaded experiment called `name`, or None when the file has none by that name."""
         return next((e for e in self.experiments if e.name == name), None)
 
     def apart_from_defaults(self, exp: Experiment) -> dict[str, Any]:
@@ -187,9 +189,11 @@ class Session:
         )
 
     def active(self) -> list[RunState]:
+        """This session's runs that are starting or training now."""
         return [s for s in self.runs.values() if s.active]
 
     def queued(self) -> list[RunState]:
+        """This session's runs waiting for a free slot."""
         return [s for s in self.runs.values() if s.status == "queued"]
 
     def enqueue(
@@ -268,6 +272,7 @@ class Session:
     # -- runs in worker processes, followed through the store ----------------------------
 
     def executor_of(self, exp: Experiment) -> str:
+        """Where `exp`'s runs train: its own executor, or the session's when it says auto."""
         return exp.executor if exp.executor in ("thread", "process") else self.executor
 
     def follow(self, record: RunRecord, experiment: Experiment, remote: bool = False) -> RunState:

@@ -173,14 +173,17 @@ class RunState:
 
     @property
     def name(self) -> str:
+        """The experiment's name (each seed's run shares it)."""
         return self.experiment.name
 
     @property
     def active(self) -> bool:
+        """Whether the run is starting or training now."""
         return self.status in ACTIVE
 
     @property
     def ended(self) -> bool:
+        """Whether the run is over, however it ended."""
         return self.status in ENDED
 
     def feed(self, event: Event) -> None:
@@ -233,6 +236,7 @@ class RunState:
             self.version += 1
 
     def starting(self) -> None:
+        """Mark the run as handed to its worker, before the engine has started."""
         with self.lock:
             self.status = "starting"
             self.version += 1
@@ -250,6 +254,7 @@ class RunState:
             self.version += 1
 
     def progress(self) -> float:
+        """The share of all its batches trained so far, 0 to 1."""
         total = self.epochs * self.batches_per_epoch
         return self.done / total if total else 0.0
 
@@ -262,6 +267,7 @@ class RunState:
         return elapsed / trained * (self.epochs * self.batches_per_epoch - self.done)
 
     def curve(self, points: int) -> Curve:
+        """The run's curves as they stand, cut to about `points` points, for the charts."""
         with self.lock:
             return Curve.of(self.history, self.name, points, ("run", self.key))
 

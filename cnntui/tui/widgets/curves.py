@@ -225,6 +225,7 @@ class Chart(PlotextPlot):
             return message_strips(title, f"cannot draw: {self.error}", width, height, "red")
 
     def render_line(self, y: int) -> Strip:
+        """Row `y` of the chart, from strips built once per size, theme and data set."""
         key = (self.size, self.app.theme, self._data)
         if key != self._cache_key:
             t0 = time.perf_counter()
@@ -389,6 +390,7 @@ class CurvesPanel(Vertical):
     """
 
     def compose(self) -> ComposeResult:
+        """The batch chart, the two per-epoch charts and the key line below them."""
         with Horizontal(id="charts"):
             yield Chart(id="chart-batch")
             with Vertical(id="epoch-charts"):
@@ -397,10 +399,12 @@ class CurvesPanel(Vertical):
         yield Static("", id="curves-key")
 
     def on_resize(self) -> None:
+        """Set the charts side by side when the panel is too short to stack two of them."""
         self.set_class(self.size.height - 1 < STACK_ROWS, "-row")
 
     @property
     def side_by_side(self) -> bool:
+        """Whether the three charts stand in one row (a short panel, as at 80x24)."""
         return self.has_class("-row")
 
     def points(self) -> int:

@@ -151,6 +151,7 @@ class ExperimentsTable(DataTable[str | Text]):
         return False, max(MIN_SETTINGS // 2, room)
 
     def on_resize(self) -> None:
+        """Lay the rows out again for the new width (the settings column fits it)."""
         if self._session is not None:
             self.show(self._session, self._marks)
 
@@ -193,4 +194,5 @@ class ExperimentsTable(DataTable[str | Text]):
             self.update_cell(name, "status", status)
 
     def set_mark(self, name: str, marked: bool) -> None:
+        """Show or clear the ● of experiment `name`."""
         self.update_cell(name, "mark", "●" if marked else " ")
