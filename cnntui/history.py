@@ -160,6 +160,17 @@ def moving_average(values: np.ndarray | list[float], window: int = MA_WINDOW) ->
     return (c[n] - c[lo]) / (n - lo)
 
 
+def moving_average_at(values: np.ndarray, at: np.ndarray, window: int = MA_WINDOW) -> np.ndarray:
+    """`moving_average(values)[at]`, reading only the up to `window` values before each index
+    in `at`: a chart's few hundred points of a long run cost no pass over all of it."""
+    lo = np.maximum(at + 1 - window, 0)
+    idx = lo[:, None] + np.arange(window)
+    inside = idx <= at[:, None]
+    sums = np.where(inside, values[np.minimum(idx, at[:, None])], 0.0).sum(axis=1)
+    means: np.ndarray = sums / (at + 1 - lo)
+    return means
+
+
 def epochs_to_target(test_acc: list[float], target: float) -> int | None:
     """1-based epoch at which test accuracy first reached `target`, or None."""
     for i, acc in enumerate(test_acc):

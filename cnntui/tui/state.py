@@ -21,7 +21,7 @@ import numpy as np
 
 from ..config import Experiment, learned_key
 from ..events import BatchLosses, Cancelled, Diverged, EpochEnd, Event, Failed, Finished, Started
-from ..history import History, metrics, moving_average
+from ..history import History, metrics, moving_average_at
 from ..store import RunFileError, read_history_arrays
 
 # The per-epoch series drawn with a ± std band over seeds (the ones a study compares).
@@ -33,9 +33,18 @@ ENDED = ("finished", "failed", "diverged", "cancelled", "interrupted")
 def decimate(x: np.ndarray, y: np.ndarray, points: int) -> tuple[np.ndarray, np.ndarray]:
     """At most about `points` points of (x, y): each bucket keeps its minimum and its maximum,
     in x order, so spikes survive and the curve's envelope looks the same."""
+    if len(y) <= points or points < 4:
+        return x, y
+    idx = envelope(y, points)
+    return x[idx], y[idx]
+
+
+def envelope(y: np.ndarray, points: int) -> np.ndarray:
+    """The indices `decimate` keeps: each bucket's minimum and maximum, in order, and the last
+    point; every index when `y` has no more than `points` points."""
     n = len(y)
     if n <= points or points < 4:
-        return x, y
+        return np.arange(n)
     buckets = points // 2
     size = n // buckets
     used = size * buckets
@@ -49,7 +58,7 @@ def decimate(x: np.ndarray, y: np.ndarray, points: int) -> tuple[np.ndarray, np.
     idx[1::2] = second
     if used < n:
         idx = np.append(idx, n - 1)
-    return x[idx], y[idx]
+    return idx
 
 
 class SeedBand:
@@ -99,18 +108,17 @@ class Curve:
     def of(cls, history: History, label: str, points: int, source: Hashable = None) -> Curve:
         """A history's curves for the screen: batch losses and their moving average cut to about
         `points` points, the per-epoch series whole."""
-        x = np.asarray(history.batch_indices, dtype=np.int64)
         y = np.asarray(history.batch_losses, dtype=np.float64)
-        bx, by = decimate(x, y, points)
+        keep = envelope(y, points)
         # The moving average at evenly spaced points (a line needs no min/max envelope).
         at = np.unique(np.linspace(0, len(y) - 1, min(len(y), points)).astype(np.int64))
-        ma = moving_average(y)[at]
+        index = history.batch_indices  # read at the kept points only: a long run has many
         return cls(
             label,
-            bx,
-            by,
-            x[at],
-            ma,
+            np.array([index[i] for i in keep], dtype=np.int64),
+            y[keep],
+            np.array([index[i] for i in at], dtype=np.int64),
+            moving_average_at(y, at),
             list(history.epoch_losses),
             list(history.test_loss),
             list(history.train_acc),
