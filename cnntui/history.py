@@ -70,6 +70,13 @@ class History:
     def epochs_done(self) -> int:
         return len(self.test_acc)
 
+    def truncate(self, batches: int, epochs: int) -> None:
+        """Keep the first `batches` batch losses and `epochs` epochs (where a resume picks up)."""
+        del self.batch_losses[batches:]
+        del self.batch_indices[batches:]
+        for key in (*EPOCH_KEYS, *STUDY_KEYS):
+            del getattr(self, key)[epochs:]
+
     def arrays(self) -> dict[str, np.ndarray]:
         """The npz payload: float64 losses/metrics, int64 indices."""
         out = {
@@ -151,6 +158,17 @@ def moving_average(values: np.ndarray | list[float], window: int = MA_WINDOW) ->
     n = np.arange(1, v.size + 1)
     lo = np.maximum(n - window, 0)
     return (c[n] - c[lo]) / (n - lo)
+
+
+def moving_average_at(values: np.ndarray, at: np.ndarray, window: int = MA_WINDOW) -> np.ndarray:
+    """`moving_average(values)[at]`, reading only the up to `window` values before each index
+    in `at`: a chart's few hundred points of a long run cost no pass over all of it."""
+    lo = np.maximum(at + 1 - window, 0)
+    idx = lo[:, None] + np.arange(window)
+    inside = idx <= at[:, None]
+    sums = np.where(inside, values[np.minimum(idx, at[:, None])], 0.0).sum(axis=1)
+    means: np.ndarray = sums / (at + 1 - lo)
+    return means
 
 
 def epochs_to_target(test_acc: list[float], target: float) -> int | None:

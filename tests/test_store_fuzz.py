@@ -29,6 +29,7 @@ from cnntui.history import EPOCH_KEYS
 from cnntui.runner import run_jobs
 from cnntui.store import STATUSES, RunFileError, RunStore
 from cnntui.tui.session import Session
+from cnntui.tui.state import Curve
 from cnntui.tui.widgets.results import COLUMNS, sort_key
 from tests.conftest import tiny_experiment
 
@@ -212,7 +213,7 @@ def test_the_tui_starts_on_a_damaged_run(template: Path, data) -> None:
             for column in COLUMNS:
                 column.show(row.get(column.key))
                 sort_key(column.key, row)
-            session.stored_trace(record).curve(record.name, 60)
+            Curve.of(session.stored_history(record), record.name, 60)
         session.resumable(EXP.name)
 
 

@@ -156,7 +156,7 @@ async def test_updates_are_throttled_at_the_source(tiny_toml, runs_dir, tmp_path
         await until(pilot, lambda: status_cell(app, "alpha").startswith("finished"))
         state = app.main.session.latest("alpha")
     assert len(posted) == 1 + 6 + 1  # started, each epoch's end, finished
-    assert state.trace.n == 6 * tui_fake.BATCHES  # and not one batch loss lost
+    assert len(state.history.batch_losses) == 6 * tui_fake.BATCHES  # and not one batch loss lost
 
 
 async def test_export_names_the_folder_and_a_bad_folder_is_an_error(tiny_toml, runs_dir, tmp_path):
@@ -249,7 +249,7 @@ async def test_resume_continues_the_latest_unfinished_run(tiny_toml, runs_dir, t
         await until(pilot, lambda: status_cell(app, "alpha").startswith("finished"))
         state = app.main.session.latest("alpha")
         assert state.run_dir == str(run.path)
-        assert len(state.trace.test_acc) == 2  # epoch 1 from disk, epoch 2 trained now
+        assert state.history.epochs_done == 2  # epoch 1 from disk, epoch 2 trained now
         assert app.main.results.rows_by_key[str(run.path)]["status"] == "finished"
         await pilot.press("R")  # nothing left to resume: says so, starts nothing
         assert len(app.main.session.runs) == 1
@@ -467,7 +467,7 @@ async def test_log_scale_before_any_data_then_run_keeps_the_app(
         await pilot.press("l", "r")  # log scale while no run has any data yet, then run
         await until(pilot, lambda: status_cell(app, "alpha").startswith("running"))
         state = app.main.session.latest("alpha")
-        await until(pilot, lambda: state.trace.n > 0 and len(state.trace.test_acc) >= 1)
+        await until(pilot, lambda: state.history.batch_losses and state.history.epochs_done >= 1)
         # alpha's losses drawn on the log scale
         await until(
             pilot, lambda: any("\u2800" <= ch <= "\u28ff" for ch in chart_text(app, "chart-batch"))

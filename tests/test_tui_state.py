@@ -1,4 +1,4 @@
-"""The TUI's plain-data parts: decimation, traces, the session's queue rules, TOML editing.
+"""The TUI's plain-data parts: decimation, curves, the session's queue rules, TOML editing.
 
 None of these need a screen; they run in milliseconds.
 """
@@ -15,7 +15,7 @@ import pytest
 
 from cnntui.config import ConfigError, load
 from cnntui.events import BatchLosses, Cancelled, EpochEnd, Finished, Started
-from cnntui.history import moving_average
+from cnntui.history import History, moving_average
 from cnntui.store import RunStore
 from cnntui.tomledit import (
     append_experiment,
@@ -26,7 +26,7 @@ from cnntui.tomledit import (
     update_experiment,
 )
 from cnntui.tui.session import Session
-from cnntui.tui.state import RunState, Trace, decimate
+from cnntui.tui.state import Curve, RunState, decimate, read_history
 
 from .conftest import tiny_experiment
 
@@ -44,7 +44,7 @@ def test_plain_modules_do_not_import_textual_or_torch(module):
     assert "textual" not in out and "torch" not in out
 
 
-# -- decimation and traces ------------------------------------------------------------------
+# -- decimation and curves ------------------------------------------------------------------
 
 
 def test_decimate_keeps_the_envelope_in_order():
@@ -65,21 +65,23 @@ def test_decimate_leaves_short_curves_alone():
     assert dx is x and dy is y
 
 
-def test_trace_moving_average_matches_history():
+def test_curve_moving_average_matches_history():
     rng = np.random.default_rng(1)
     losses = rng.uniform(0, 3, size=5000)
-    t = Trace()
-    for first in range(0, 5000, 37):  # ragged chunks, through several array growths
-        t.extend(first, losses[first : first + 37])
-    assert t.n == 5000
-    c = t.curve("x", 10_000)  # no decimation
+    h = History()
+    for first in range(0, 5000, 37):  # ragged chunks, as a run's events bring them
+        h.add(BatchLosses("x", 0, first, tuple(losses[first : first + 37])))
+    assert len(h.batch_losses) == 5000
+    c = Curve.of(h, "x", 10_000)  # no decimation
     np.testing.assert_allclose(c.ma_y, moving_average(losses, 100))
     np.testing.assert_array_equal(c.batch_y, losses)
-    small = t.curve("x", 200)
+    small = Curve.of(h, "x", 200)
     assert len(small.batch_y) <= 201 and len(small.ma_y) <= 200
+    # cut to the screen, the average is still the same at the points drawn
+    np.testing.assert_allclose(small.ma_y, moving_average(losses, 100)[small.ma_x])
 
 
-def test_trace_from_arrays_and_truncate(tmp_path):
+def test_stored_history_read_and_truncated(tmp_path):
     arrays = {
         "batch_losses": np.arange(30, dtype=float),
         "batch_indices": np.arange(30),
@@ -90,42 +92,42 @@ def test_trace_from_arrays_and_truncate(tmp_path):
         "epoch_seconds": np.ones(3),
     }
     np.savez(tmp_path / "h.npz", **arrays)
-    t = Trace.load(tmp_path / "h.npz")
-    t.truncate(20, 2)
-    assert t.n == 20 and t.test_acc == [0.1, 0.2]
-    t.extend(20, (5.0,))
-    assert t.curve("x", 100).batch_y[-1] == 5.0
+    h = read_history(tmp_path / "h.npz")
+    h.truncate(20, 2)
+    assert len(h.batch_losses) == 20 and h.test_acc == [0.1, 0.2]
+    h.add(BatchLosses("x", 0, 20, (5.0,)))
+    assert Curve.of(h, "x", 100).batch_y[-1] == 5.0
 
 
-def test_trace_keeps_validation_rates_and_the_last_confusion_matrix(tmp_path):
-    t = Trace()
-    t.add_epoch(EpochEnd("x", 0, 2.0, 0.3, 1.9, 0.3, 1.0, 2.1, 0.2, 0.01, ((3, 1), (2, 2))))
-    t.add_epoch(EpochEnd("x", 1, 1.0, 0.6, 1.1, 0.5, 1.0, 1.2, 0.6, 0.005, ((4, 0), (1, 3))))
-    curve = t.curve("x", 64)
-    assert curve.val_loss == [2.1, 1.2] and curve.val_acc == [0.2, 0.6]
-    assert curve.lr == [0.01, 0.005] and t.confusion == [[4, 0], [1, 3]]
-    # the results row picks the best epoch on validation, as the store does
+def test_curves_keep_validation_rates_and_the_last_confusion_matrix(tmp_path):
     exp = tiny_experiment(epochs=2)
+    t = RunState(1, exp)
+    t.feed(EpochEnd("x", 0, 2.0, 0.3, 1.9, 0.3, 1.0, 2.1, 0.2, 0.01, ((3, 1), (2, 2))))
+    t.feed(EpochEnd("x", 1, 1.0, 0.6, 1.1, 0.5, 1.0, 1.2, 0.6, 0.005, ((4, 0), (1, 3))))
+    curve = t.curve(64)
+    assert curve.val_loss == [2.1, 1.2] and curve.val_acc == [0.2, 0.6]
+    assert curve.lr == [0.01, 0.005] and t.history.confusion == [[4, 0], [1, 3]]
+    # the results row picks the best epoch on validation, as the store does
     state = RunState(1, exp)
     state.feed(EpochEnd("x", 0, 2.0, 0.3, 1.9, 0.7, 1.0, 2.1, 0.2))
     state.feed(EpochEnd("x", 1, 1.0, 0.6, 1.1, 0.5, 1.0, 1.2, 0.6))
     assert state.summary()["best_test_acc"] == 0.5
     # a stored history reads back the same; one from before these keys reads NaN and none
-    from cnntui.history import History
-
     h = History()
     for event in (
         EpochEnd("x", 0, 2.0, 0.3, 1.9, 0.3, 1.0, 2.1, 0.2, 0.01, ((3, 1), (2, 2))),
         EpochEnd("x", 1, 1.0, 0.6, 1.1, 0.5, 1.0, 1.2, 0.6, 0.005, ((4, 0), (1, 3))),
     ):
         h.add(event)
-    back = Trace.from_arrays(h.arrays())
+    np.savez(tmp_path / "h.npz", **h.arrays())
+    back = read_history(tmp_path / "h.npz")
     assert back.lr == [0.01, 0.005] and back.val_acc == [0.2, 0.6]
     assert back.confusion == [[4, 0], [1, 3]]
     old = {
         k: v for k, v in h.arrays().items() if k not in ("val_loss", "val_acc", "lr", "confusion")
     }
-    before = Trace.from_arrays(old)
+    np.savez(tmp_path / "old.npz", **old)
+    before = read_history(tmp_path / "old.npz")
     assert np.isnan(before.lr).all() and len(before.val_loss) == 2 and before.confusion == []
     back.truncate(0, 1)
     assert back.lr == [0.01] and back.val_loss == [2.1]
@@ -134,7 +136,6 @@ def test_trace_keeps_validation_rates_and_the_last_confusion_matrix(tmp_path):
 def test_a_run_followed_without_matrices_shows_the_one_its_history_holds(tiny_toml, runs_dir):
     """Events replayed from the run store carry no confusion matrix: the view reads it from
     the run's history.npz, again when the file changes."""
-    from cnntui.history import History
     from cnntui.tui.classes import class_view
 
     session = Session(tiny_toml, {}, RunStore(runs_dir))

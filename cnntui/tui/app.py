@@ -29,7 +29,7 @@ STOP_SIGNALS = tuple(
 )
 
 
-class CnnTui(App):
+class CnnTui(App[None]):
     """cnntui's terminal UI: one main screen, with forms and questions on top of it."""
 
     CSS_PATH = "app.tcss"
@@ -44,6 +44,7 @@ class CnnTui(App):
         self.main = main
 
     def on_mount(self) -> None:
+        """Show the main screen; let SIGHUP and SIGTERM stop the runs instead of killing them."""
         self.push_screen(self.main)
         # Textual leaves SIGHUP (a dropped SSH connection, a closed terminal window) and
         # SIGTERM at their default, which kills the process mid-epoch: stop the runs instead.
@@ -86,6 +87,7 @@ class CnnTui(App):
         self.main.confirm_quit(answered)
 
     async def stop_and_exit(self) -> None:
+        """Cancel this session's runs, wait (bounded) for them to save, then quit."""
         workers = self.main.run_workers()
         session = self.main.session
         paths = session.cancel_processes()
@@ -102,6 +104,7 @@ class CnnTui(App):
         self.exit()
 
     def exit(self, *args: Any, **kwargs: Any) -> None:
+        """End the app, first stopping every run trained in this process's threads."""
         # However the app ends, no thread may keep training: the process would wait for it.
         # Runs in worker processes are not this process's to stop unless asked.
         self.main.stopping.set()

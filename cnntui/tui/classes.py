@@ -50,10 +50,12 @@ class ClassView:
 
     @property
     def total(self) -> int:
+        """How many test images the matrix counts."""
         return sum(map(sum, self.confusion))
 
     @property
     def overall(self) -> float:
+        """The share of test images classified right (NaN when the matrix is empty)."""
         right = sum(self.confusion[i][i] for i in range(len(self.confusion)))
         return right / self.total if self.total else math.nan
 
@@ -83,8 +85,8 @@ _NOT_KEPT = (
 
 def _of_state(session: Any, state: RunState) -> ClassView:
     with state.lock:
-        confusion = [list(row) for row in state.trace.confusion]
-        epoch = len(state.trace.test_acc)
+        confusion = [list(row) for row in state.history.confusion]
+        epoch = state.history.epochs_done
         status, run_id, epochs = state.status, state.run_id, state.epochs
         run_dir = state.run_dir
     if epoch and not confusion and run_dir:
@@ -123,11 +125,11 @@ def _confusion_on_disk(npz: Path) -> list[list[int]]:
 
 
 def _of_record(session: Any, record: Any) -> ClassView:
-    trace = session.stored_trace(record)
+    history = session.stored_history(record)
     used = session.run_config(record)
     done = record.summary.get("epochs_done")
     run = f"run {text.safe(record.run_id)} · {text.safe(record.status)}"
-    if not trace.test_acc and record.status != "running":
+    if not history.epochs_done and record.status != "running":
         unread = isinstance(done, int) and not isinstance(done, bool) and done > 0
         return ClassView(
             record.name,
@@ -137,9 +139,9 @@ def _of_record(session: Any, record: Any) -> ClassView:
     return _view(
         name=record.name,
         run=run,
-        confusion=trace.confusion,
-        epoch=len(trace.test_acc),
-        epochs=used.epochs if used is not None else len(trace.test_acc),
+        confusion=history.confusion,
+        epoch=history.epochs_done,
+        epochs=used.epochs if used is not None else history.epochs_done,
         dataset=used.dataset if used is not None else "",
     )
 

@@ -9,6 +9,9 @@ from dataclasses import dataclass
 
 from textual.message import Message
 
+from ..gpus import Gpu
+from ..store import RunRecord
+
 
 @dataclass
 class RunUpdated(Message, bubble=False):
@@ -20,6 +23,7 @@ class RunUpdated(Message, bubble=False):
     key: int
 
     def can_replace(self, message: Message) -> bool:
+        """Whether this note makes `message` (an earlier one about the same run) redundant."""
         # The data sits in the RunState, so stale "something changed" notes collapse.
         return isinstance(message, RunUpdated) and message.key == self.key
 
@@ -28,11 +32,11 @@ class RunUpdated(Message, bubble=False):
 class RunsFound(Message, bubble=False):
     """The follower thread found runs in the store that nobody here follows yet."""
 
-    records: list
+    records: list[RunRecord]
 
 
 @dataclass
 class GpusRead(Message, bubble=False):
     """The GPU inventory, read again (cnntui.gpus.Gpu records; [] on a machine without)."""
 
-    gpus: list
+    gpus: list[Gpu]

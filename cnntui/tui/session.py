@@ -26,8 +26,9 @@ from ..config import (
     apply_overrides,
     load,
 )
+from ..history import History
 from ..store import UNFINISHED, RunRecord, RunStore, StoreError
-from .state import RunState, SeedBand, Trace
+from .state import RunState, SeedBand, read_history
 
 SPEED_ONLY = SPEED_KEYS  # settings that change how fast a run trains, not what it learns
 STORED_REFRESH_SECONDS = 1.0  # how often a stored run another process trains is re-read
@@ -58,7 +59,7 @@ class Session:
         self.error = ""  # the file's one-line error while it is broken
         self.runs: dict[int, RunState] = {}
         self._next_key = 1
-        self._traces: dict[tuple[str, float], Trace] = {}
+        self._histories: dict[tuple[str, float], History] = {}
         self.past: list[RunRecord] = []  # runs in the store when the session began
         self._stored_latest: dict[str, RunRecord] = {}
         self._configs: dict[str, Experiment | None] = {}  # run dir -> what it trained with
@@ -82,6 +83,7 @@ class Session:
         return self._stored_latest.get(name)
 
     def remember(self, record: RunRecord) -> None:
+        """Take `record` as its experiment's latest stored run (a run that just ended)."""
         self._stored_latest[record.name] = record
 
     def refresh_stored(self, now: float | None = None) -> list[RunRecord]:
@@ -160,6 +162,7 @@ class Session:
         return True
 
     def experiment(self, name: str) -> Experiment | None:
+        """The loaded experiment called `name`, or None when the file has none by that name."""
         return next((e for e in self.experiments if e.name == name), None)
 
     def apart_from_defaults(self, exp: Experiment) -> dict[str, Any]:
@@ -186,9 +189,11 @@ class Session:
         )
 
     def active(self) -> list[RunState]:
+        """This session's runs that are starting or training now."""
         return [s for s in self.runs.values() if s.active]
 
     def queued(self) -> list[RunState]:
+        """This session's runs waiting for a free slot."""
         return [s for s in self.runs.values() if s.status == "queued"]
 
     def enqueue(
@@ -196,8 +201,9 @@ class Session:
     ) -> RunState | str:
         """Queue a run of `exp` (one per seed of its `seeds`; the last is returned), or say
         why not (it is already queued or running)."""
-        if self.busy(exp.name):
-            return f"{exp.name} is already {self.latest(exp.name).status}"
+        latest = self.latest(exp.name)
+        if latest is not None and self.busy(exp.name):
+            return f"{exp.name} is already {latest.status}"
         for run in exp.runs() if resume_run is None else [exp]:
             state = RunState(self._next_key, run, resume_run, checkpoint)
             self._next_key += 1
@@ -266,6 +272,7 @@ class Session:
     # -- runs in worker processes, followed through the store ----------------------------
 
     def executor_of(self, exp: Experiment) -> str:
+        """Where `exp`'s runs train: its own executor, or the session's when it says auto."""
         return exp.executor if exp.executor in ("thread", "process") else self.executor
 
     def follow(self, record: RunRecord, experiment: Experiment, remote: bool = False) -> RunState:
@@ -283,8 +290,9 @@ class Session:
     def submit(self, exp: Experiment) -> RunState | str:
         """Queue a run of `exp` (one per seed of its `seeds`) in the store for worker
         processes; the last run's state, or why not."""
-        if self.busy(exp.name):
-            return f"{exp.name} is already {self.latest(exp.name).status}"
+        latest = self.latest(exp.name)
+        if latest is not None and self.busy(exp.name):
+            return f"{exp.name} is already {latest.status}"
         try:
             records = lifecycle.submit(self.store, [exp], jobs=self.jobs)
             lifecycle.ensure_scheduler(self.store)
@@ -413,21 +421,21 @@ class Session:
             counted = []
         band = None
         if len(counted) > 1:
-            band = SeedBand([self.stored_trace(r) for r in counted])
+            band = SeedBand([self.stored_history(r) for r in counted])
         self._bands[name] = (now, band)
         return band
 
-    def stored_trace(self, record: RunRecord) -> Trace:
+    def stored_history(self, record: RunRecord) -> History:
         """A stored run's history, cached until its file changes."""
         npz = record.path / "history.npz"
         try:
             stamp = npz.stat().st_mtime
         except OSError:
-            return Trace()
+            return History()
         key = (str(npz), stamp)
-        trace = self._traces.get(key)
-        if trace is None:
-            trace = Trace.load(npz)  # truncated or corrupt: empty, and the app goes on
-            self._traces = {k: v for k, v in self._traces.items() if k[0] != str(npz)}
-            self._traces[key] = trace
-        return trace
+        history = self._histories.get(key)
+        if history is None:
+            history = read_history(npz)  # truncated or corrupt: empty, and the app goes on
+            self._histories = {k: v for k, v in self._histories.items() if k[0] != str(npz)}
+            self._histories[key] = history
+        return history

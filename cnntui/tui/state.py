@@ -1,9 +1,9 @@
 """What the TUI knows about one run, and how a run's history becomes something to plot.
 
 `RunState` is fed engine events by the run's worker thread and read by the UI thread, under
-a lock. `Trace` holds a history as growable numpy arrays with a running sum, so a run with a
-million batch losses appends in O(chunk) and gives a 100-batch moving average at any point
-in O(1). `decimate` cuts a curve to a few points per screen column, keeping its min/max
+a lock; it keeps the run's record as the engine's own `History`, filled by the same events
+(a stored run's is read from its history.npz). `Curve.of` turns a History into what the charts
+draw, and `decimate` cuts a curve to a few points per screen column, keeping its min/max
 envelope, because a plotext redraw grows with the number of points. No textual here.
 """
 
@@ -13,7 +13,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import numpy as np
 
 from ..config import Experiment, learned_key
 from ..events import BatchLosses, Cancelled, Diverged, EpochEnd, Event, Failed, Finished, Started
-from ..history import MA_WINDOW, STUDY_KEYS, History, metrics
+from ..history import History, metrics, moving_average_at
 from ..store import RunFileError, read_history_arrays
 
 # The per-epoch series drawn with a ± std band over seeds (the ones a study compares).
@@ -33,9 +33,18 @@ ENDED = ("finished", "failed", "diverged", "cancelled", "interrupted")
 def decimate(x: np.ndarray, y: np.ndarray, points: int) -> tuple[np.ndarray, np.ndarray]:
     """At most about `points` points of (x, y): each bucket keeps its minimum and its maximum,
     in x order, so spikes survive and the curve's envelope looks the same."""
+    if len(y) <= points or points < 4:
+        return x, y
+    idx = envelope(y, points)
+    return x[idx], y[idx]
+
+
+def envelope(y: np.ndarray, points: int) -> np.ndarray:
+    """The indices `decimate` keeps: each bucket's minimum and maximum, in order, and the last
+    point; every index when `y` has no more than `points` points."""
     n = len(y)
     if n <= points or points < 4:
-        return x, y
+        return np.arange(n)
     buckets = points // 2
     size = n // buckets
     used = size * buckets
@@ -49,7 +58,7 @@ def decimate(x: np.ndarray, y: np.ndarray, points: int) -> tuple[np.ndarray, np.
     idx[1::2] = second
     if used < n:
         idx = np.append(idx, n - 1)
-    return x[idx], y[idx]
+    return idx
 
 
 class SeedBand:
@@ -58,7 +67,7 @@ class SeedBand:
     (`test_acc`, `test_loss`, ...) to (mean, std) per epoch, epochs that at least two seeds
     reached."""
 
-    def __init__(self, histories: list[Any], attrs: tuple[str, ...] = BAND_SERIES) -> None:
+    def __init__(self, histories: list[History], attrs: tuple[str, ...] = BAND_SERIES) -> None:
         self.n = len(histories)
         self.series: dict[str, tuple[list[float], list[float]]] = {}
         for attr in attrs:
@@ -95,141 +104,39 @@ class Curve:
     lr: list[float] = field(default_factory=list)  # each epoch's learning rate
     band: SeedBand | None = None  # mean ± std per epoch over the experiment's seeds
 
-    @property
-    def empty(self) -> bool:
-        return len(self.batch_y) == 0 and not self.epoch_loss
-
-
-class Trace:
-    """A history held for plotting: batch losses in amortised-growth arrays, epochs in lists."""
-
-    def __init__(self) -> None:
-        self._x = np.empty(1024, dtype=np.int64)
-        self._y = np.empty(1024, dtype=np.float64)
-        self._cum = np.empty(1025, dtype=np.float64)  # _cum[i] = sum of the first i losses
-        self._cum[0] = 0.0
-        self.n = 0
-        self.epoch_loss: list[float] = []
-        self.test_loss: list[float] = []
-        self.train_acc: list[float] = []
-        self.test_acc: list[float] = []
-        self.epoch_seconds: list[float] = []
-        self.val_loss: list[float] = []
-        self.val_acc: list[float] = []
-        self.lr: list[float] = []
-        self.confusion: list[list[int]] = []  # the last epoch's, on the test set
-
-    def extend(self, first_index: int, losses: tuple[float, ...] | np.ndarray) -> None:
-        values = np.asarray(losses, dtype=np.float64)
-        k = len(values)
-        if self.n + k > len(self._y):
-            cap = max(2 * len(self._y), self.n + k)
-            self._x = np.resize(self._x, cap)
-            self._y = np.resize(self._y, cap)
-            self._cum = np.resize(self._cum, cap + 1)
-        self._x[self.n : self.n + k] = np.arange(first_index, first_index + k)
-        self._y[self.n : self.n + k] = values
-        self._cum[self.n + 1 : self.n + k + 1] = self._cum[self.n] + np.cumsum(values)
-        self.n += k
-
-    def add_epoch(self, event: EpochEnd) -> None:
-        self.epoch_loss.append(event.train_loss)
-        self.test_loss.append(event.test_loss)
-        self.train_acc.append(event.train_acc)
-        self.test_acc.append(event.test_acc)
-        self.epoch_seconds.append(event.seconds)
-        self.val_loss.append(event.val_loss)
-        self.val_acc.append(event.val_acc)
-        self.lr.append(event.lr)
-        if event.confusion is not None:
-            self.confusion = [list(row) for row in event.confusion]
-
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> Trace:
-        """A trace of a stored history (the npz payload of `History.arrays`)."""
-        t = cls()
-        y = np.asarray(arrays.get("batch_losses", []), dtype=np.float64)
-        x = np.asarray(arrays.get("batch_indices", np.arange(len(y))), dtype=np.int64)
-        if len(y):
-            t._x, t._y = x.copy(), y.copy()
-            t._cum = np.concatenate(([0.0], np.cumsum(y)))
-            t.n = len(y)
-        for attr, key in (
-            ("epoch_loss", "epoch_losses"),
-            ("test_loss", "test_loss"),
-            ("train_acc", "train_acc"),
-            ("test_acc", "test_acc"),
-            ("epoch_seconds", "epoch_seconds"),
-        ):
-            setattr(t, attr, [float(v) for v in arrays.get(key, [])])
-        # Histories from before validation splits and schedules lack these: NaN per epoch.
-        for key in STUDY_KEYS:
-            values = arrays.get(key)
-            n = len(t.test_acc)
-            setattr(t, key, [float(v) for v in values] if values is not None else [math.nan] * n)
-        confusion = arrays.get("confusion")
-        if confusion is not None:
-            t.confusion = [[int(v) for v in row] for row in confusion]
-        return t
-
-    @classmethod
-    def load(cls, npz: Path) -> Trace:
-        """A stored run's history; empty when there is none or it cannot be read (the run's
-        row still shows what its summary says)."""
-        try:
-            return cls.from_arrays(read_history_arrays(npz))
-        except RunFileError:
-            return cls()
-
-    def truncate(self, batches: int, epochs: int) -> None:
-        """Keep the first `batches` losses and `epochs` epochs (a resume restarts there)."""
-        self.n = min(self.n, batches)
-        for attr in ("epoch_loss", "test_loss", "train_acc", "test_acc", "epoch_seconds"):
-            del getattr(self, attr)[epochs:]
-        for attr in STUDY_KEYS:
-            del getattr(self, attr)[epochs:]
-
-    def curve(self, label: str, points: int, source: Hashable = None) -> Curve:
-        """The curves, each cut to about `points` points."""
-        n = self.n
-        x, y = self._x[:n], self._y[:n]
-        bx, by = decimate(x, y, points)
-        if n:
-            # Moving average at evenly spaced points: O(points) thanks to the running sum.
-            at = np.unique(np.linspace(0, n - 1, min(n, points)).astype(np.int64))
-            lo = np.maximum(at + 1 - MA_WINDOW, 0)
-            ma = (self._cum[at + 1] - self._cum[lo]) / (at + 1 - lo)
-            mx = x[at]
-        else:
-            ma, mx = np.empty(0), np.empty(0, dtype=np.int64)
-        return Curve(
+    def of(cls, history: History, label: str, points: int, source: Hashable = None) -> Curve:
+        """A history's curves for the screen: batch losses and their moving average cut to about
+        `points` points, the per-epoch series whole."""
+        y = np.asarray(history.batch_losses, dtype=np.float64)
+        keep = envelope(y, points)
+        # The moving average at evenly spaced points (a line needs no min/max envelope).
+        at = np.unique(np.linspace(0, len(y) - 1, min(len(y), points)).astype(np.int64))
+        index = history.batch_indices  # read at the kept points only: a long run has many
+        return cls(
             label,
-            bx,
-            by,
-            mx,
-            ma,
-            list(self.epoch_loss),
-            list(self.test_loss),
-            list(self.train_acc),
-            list(self.test_acc),
+            np.array([index[i] for i in keep], dtype=np.int64),
+            y[keep],
+            np.array([index[i] for i in at], dtype=np.int64),
+            moving_average_at(y, at),
+            list(history.epoch_losses),
+            list(history.test_loss),
+            list(history.train_acc),
+            list(history.test_acc),
             source,
-            list(self.val_loss),
-            list(self.val_acc),
-            list(self.lr),
+            list(history.val_loss),
+            list(history.val_acc),
+            list(history.lr),
         )
 
-    def history(self) -> History:
-        """The per-epoch part as a History, for `history.metrics` (batch losses left out)."""
-        return History(
-            epoch_losses=list(self.epoch_loss),
-            train_acc=list(self.train_acc),
-            test_loss=list(self.test_loss),
-            test_acc=list(self.test_acc),
-            epoch_seconds=list(self.epoch_seconds),
-            val_loss=list(self.val_loss),
-            val_acc=list(self.val_acc),
-            lr=list(self.lr),
-        )
+
+def read_history(npz: Path) -> History:
+    """A stored run's history; empty when there is none or it cannot be read (the run's row
+    still shows what its summary says)."""
+    try:
+        return History.from_arrays(read_history_arrays(npz))
+    except RunFileError:
+        return History()
 
 
 class RunState:
@@ -250,7 +157,7 @@ class RunState:
         self.checkpoint = checkpoint
         self.cancel = threading.Event()
         self.lock = threading.Lock()
-        self.trace = Trace()
+        self.history = History()  # what the engine records, as the events tell it
         self.status = "queued"
         self.reason = ""
         self.run_dir: str | None = None
@@ -274,14 +181,17 @@ class RunState:
 
     @property
     def name(self) -> str:
+        """The experiment's name (each seed's run shares it)."""
         return self.experiment.name
 
     @property
     def active(self) -> bool:
+        """Whether the run is starting or training now."""
         return self.status in ACTIVE
 
     @property
     def ended(self) -> bool:
+        """Whether the run is over, however it ended."""
         return self.status in ENDED
 
     def feed(self, event: Event) -> None:
@@ -299,14 +209,21 @@ class RunState:
                     if event.start_epoch and event.run_dir:
                         # The engine resumes after the checkpoint's last complete epoch; show
                         # the history before it from disk, cut where training picks up.
-                        trace = Trace.load(Path(event.run_dir) / "history.npz")
-                        trace.truncate(self.done, event.start_epoch)
-                        self.trace = trace
+                        history = read_history(Path(event.run_dir) / "history.npz")
+                        history.truncate(self.done, event.start_epoch)
+                        self.history = history
                 case BatchLosses():
                     # A followed resume re-reads losses its stored history already gave.
-                    skip = max(0, min(self.trace.n - event.first_index, len(event.losses)))
+                    had = len(self.history.batch_losses)
+                    skip = max(0, min(had - event.first_index, len(event.losses)))
                     if skip < len(event.losses):
-                        self.trace.extend(event.first_index + skip, event.losses[skip:])
+                        self.history.add(
+                            replace(
+                                event,
+                                first_index=event.first_index + skip,
+                                losses=event.losses[skip:],
+                            )
+                        )
                     self.done = max(self.done, event.first_index + len(event.losses))
                     self.epoch = event.epoch
                     if self.follow is not None and not self._paced:
@@ -314,7 +231,7 @@ class RunState:
                         self._paced = True
                         self.start_done, self.t0 = self.done, self.clock()
                 case EpochEnd():
-                    self.trace.add_epoch(event)
+                    self.history.add(event)
                     self.epoch = event.epoch + 1
                 case Finished():
                     self.status, self.total_seconds = "finished", event.total_seconds
@@ -327,6 +244,7 @@ class RunState:
             self.version += 1
 
     def starting(self) -> None:
+        """Mark the run as handed to its worker, before the engine has started."""
         with self.lock:
             self.status = "starting"
             self.version += 1
@@ -344,6 +262,7 @@ class RunState:
             self.version += 1
 
     def progress(self) -> float:
+        """The share of all its batches trained so far, 0 to 1."""
         total = self.epochs * self.batches_per_epoch
         return self.done / total if total else 0.0
 
@@ -356,17 +275,17 @@ class RunState:
         return elapsed / trained * (self.epochs * self.batches_per_epoch - self.done)
 
     def curve(self, points: int) -> Curve:
+        """The run's curves as they stand, cut to about `points` points, for the charts."""
         with self.lock:
-            return self.trace.curve(self.name, points, ("run", self.key))
+            return Curve.of(self.history, self.name, points, ("run", self.key))
 
     def summary(self) -> dict[str, Any]:
         """A results row in the run store's summary.json vocabulary, from what is known now."""
         with self.lock:
-            h = self.trace.history()
             seconds = self.total_seconds
-        if not math.isfinite(seconds):
-            seconds = sum(h.epoch_seconds)
-        m = metrics(h, self.experiment.target_acc, seconds)
+            if not math.isfinite(seconds):
+                seconds = sum(self.history.epoch_seconds)
+            m = metrics(self.history, self.experiment.target_acc, seconds)
         exp = self.experiment
         return {
             "name": exp.name,

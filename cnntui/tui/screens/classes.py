@@ -37,10 +37,12 @@ class ClassesScreen(ModalScreen[None]):
         self.percent = False
 
     def compose(self) -> ComposeResult:
+        """The matrix and per-class accuracies in a scrollable dialog."""
         with VerticalScroll(id="dialog"):
             yield Static(self._text(), id="classes")
 
     def on_mount(self) -> None:
+        """Title the dialog and re-read the run's view every REFRESH_SECONDS."""
         self.query_one("#dialog").border_title = "per-class results"
         self.set_interval(REFRESH_SECONDS, self.follow)
 
@@ -50,14 +52,17 @@ class ClassesScreen(ModalScreen[None]):
         return render(self.view, self.percent)
 
     def follow(self) -> None:
+        """Redraw when the run's view has changed (a training run ended another epoch)."""
         view = self.load()
         if view != self.view:
             self.view = view
             self.query_one("#classes", Static).update(self._text())
 
     def action_percent(self) -> None:
+        """Switch the matrix between counts and row percentages."""
         self.percent = not self.percent
         self.query_one("#classes", Static).update(self._text())
 
     def action_close(self) -> None:
+        """Close the dialog."""
         self.dismiss(None)

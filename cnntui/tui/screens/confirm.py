@@ -34,14 +34,17 @@ class ConfirmScreen(ModalScreen[bool | None]):
         self.escape = escape
 
     def compose(self) -> ComposeResult:
+        """The question and the keys that answer it."""
         with Vertical(id="dialog"):
             yield Static(self.question, id="question", markup=False)
             yield Static(self.answers, id="answers")
 
     def action_answer(self, yes: bool) -> None:
+        """Close with the answer pressed (y: True, n: False)."""
         self.dismiss(yes)
 
     def action_escape(self) -> None:
+        """Close with the answer that escape stands for."""
         self.dismiss(self.escape)
 
 
@@ -60,10 +63,12 @@ class ChoiceScreen(ModalScreen[str | None]):
         self._bindings.bind("escape", "choose(None)", "Stay")
 
     def compose(self) -> ComposeResult:
+        """The question and one key per choice, plus escape to stay."""
         answers = "   ".join(f"[b]{k}[/b] {label}" for k, _v, label in self.choices)
         with Vertical(id="dialog"):
             yield Static(self.question, id="question", markup=False)
             yield Static(answers + "   [b]escape[/b] stay", id="answers")
 
     def action_choose(self, value: str | None) -> None:
+        """Close with the chosen value (None: do nothing)."""
         self.dismiss(value)

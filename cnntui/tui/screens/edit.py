@@ -66,6 +66,7 @@ class ExperimentForm(ModalScreen[bool]):
         return "runs in this session use --set " + ", ".join(parts)
 
     def compose(self) -> ComposeResult:
+        """The form: heading, --set note, error line, and one input per experiment key."""
         with Vertical(id="form"):
             yield Static(f"[b]{self.heading}[/b]  ctrl+s save · escape cancel", id="form-title")
             yield Static(Text(self.override_note(), style="yellow"), id="form-overrides")
@@ -90,6 +91,7 @@ class ExperimentForm(ModalScreen[bool]):
                             )
 
     def on_mount(self) -> None:
+        """Start typing in the name field."""
         self.query_one("#field-name", Input).focus()
 
     def read(self) -> dict[str, Any]:
@@ -108,9 +110,11 @@ class ExperimentForm(ModalScreen[bool]):
         return out
 
     def error(self, message: str) -> None:
+        """Show `message` in red above the fields."""
         self.query_one("#form-error", Static).update(Text(message, style="bold red"))
 
     def action_save(self) -> None:
+        """Check every field and save to experiments.toml, or say what is wrong and stay."""
         try:
             values = self.read()
         except ConfigError as e:
@@ -123,4 +127,5 @@ class ExperimentForm(ModalScreen[bool]):
             self.dismiss(True)
 
     def action_cancel(self) -> None:
+        """Close the form without saving."""
         self.dismiss(False)

@@ -14,6 +14,7 @@ from ... import text
 
 
 def key_label(key: str) -> str:
+    """A binding's keys as the user types them (`question_mark` reads `?`), comma-separated."""
     return ", ".join(
         {"space": "space", "question_mark": "?", "plus": "+", "minus": "-"}.get(k, k)
         for k in key.split(",")
@@ -30,6 +31,7 @@ class HelpScreen(ModalScreen[None]):
         self.bindings = bindings
 
     def compose(self) -> ComposeResult:
+        """One line a key with what it does, short enough to fit 80x24 without scrolling."""
         # One line a key (a key bound twice, like v, says both), so that at 80x24 every key
         # shows without scrolling.
         said: dict[str, list[str]] = {}
@@ -46,4 +48,5 @@ class HelpScreen(ModalScreen[None]):
             yield Static("\n".join(lines))
 
     def action_close(self) -> None:
+        """Close the list of keys."""
         self.dismiss(None)

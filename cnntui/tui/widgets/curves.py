@@ -13,7 +13,7 @@ import re
 import textwrap
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 
 import numpy as np
 from rich.ansi import AnsiDecoder
@@ -23,6 +23,7 @@ from rich.style import Style
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
+from textual.geometry import Size
 from textual.strip import Strip
 from textual.widgets import Static
 from textual_plotext import PlotextPlot
@@ -109,7 +110,9 @@ def message_strips(
     return strips
 
 
-def clean(x: np.ndarray | list, y: np.ndarray | list, log: bool) -> tuple[list[float], list[float]]:
+def clean(
+    x: np.ndarray | Sequence[float], y: np.ndarray | Sequence[float], log: bool
+) -> tuple[list[float], list[float]]:
     """The points a scale can show: finite ones, and on a log scale only positive ones."""
     xs = np.asarray(x, dtype=np.float64)
     ys = np.asarray(y, dtype=np.float64)
@@ -143,10 +146,12 @@ def _set_int_xticks(plt: Plot, xs: list[float], width: int) -> None:
     lo, hi = min(xs), max(xs)
     label = max(len(str(int(lo))), len(str(int(hi))))
     ticks = int_ticks(lo, hi, (width - 8) // (label + 2))
-    plt.xticks(ticks, [str(t) for t in ticks])
+    at: list[float] = [*ticks]  # plotext's stub asks for floats; whole numbers are floats too
+    plt.xticks(at, [str(t) for t in ticks])
 
 
 Draw = Callable[[Plot, int], bool]  # draws at a chart width; False when there is nothing to draw
+CacheKey = tuple[Size, str, Hashable]  # a chart's size, theme and data: what its strips show
 
 
 class Chart(PlotextPlot):
@@ -168,9 +173,9 @@ class Chart(PlotextPlot):
         self._empty = ""
         self._data: Hashable = None
         self._version = 0
-        self._cache_key: tuple | None = None
+        self._cache_key: CacheKey | None = None
         self._strips: list[Strip] = []
-        self._kept: OrderedDict[tuple, list[Strip]] = OrderedDict()
+        self._kept: OrderedDict[CacheKey, list[Strip]] = OrderedDict()
         self.build_seconds = 0.0  # what the last plotext build cost
         self.painted = 0  # the draw() call whose plot was last painted
         self.builds = 0  # plotext builds so far: a repaint of kept strips is not one
@@ -220,6 +225,7 @@ class Chart(PlotextPlot):
             return message_strips(title, f"cannot draw: {self.error}", width, height, "red")
 
     def render_line(self, y: int) -> Strip:
+        """Row `y` of the chart, from strips built once per size, theme and data set."""
         key = (self.size, self.app.theme, self._data)
         if key != self._cache_key:
             t0 = time.perf_counter()
@@ -293,10 +299,11 @@ def epoch_draw(
             plt.yscale("log")
         for xs, ys, color, marker in lines:
             plt.plot(xs, ys, color=color, marker=marker)
-        for xs, ys, err, color in bars:  # mean ± std over seeds: a bar at each epoch
-            plt.error(xs, ys, yerr=err, color=color)
-        lines += [(xs, ys, color, "") for xs, ys, _err, color in bars]
-        _set_int_xticks(plt, [x for line in lines for x in (line[0][0], line[0][-1])], width)
+        for epochs, means, err, color in bars:  # mean ± std over seeds: a bar at each epoch
+            plt.error(epochs, means, yerr=err, color=color)
+        ends = [x for xs, *_ in lines for x in (xs[0], xs[-1])]
+        ends += [x for xs, *_ in bars for x in (xs[0], xs[-1])]
+        _set_int_xticks(plt, ends, width)
         return True
 
     return fn
@@ -383,6 +390,7 @@ class CurvesPanel(Vertical):
     """
 
     def compose(self) -> ComposeResult:
+        """The batch chart, the two per-epoch charts and the key line below them."""
         with Horizontal(id="charts"):
             yield Chart(id="chart-batch")
             with Vertical(id="epoch-charts"):
@@ -391,10 +399,12 @@ class CurvesPanel(Vertical):
         yield Static("", id="curves-key")
 
     def on_resize(self) -> None:
+        """Set the charts side by side when the panel is too short to stack two of them."""
         self.set_class(self.size.height - 1 < STACK_ROWS, "-row")
 
     @property
     def side_by_side(self) -> bool:
+        """Whether the three charts stand in one row (a short panel, as at 80x24)."""
         return self.has_class("-row")
 
     def points(self) -> int:

@@ -64,7 +64,7 @@ def status_text(run: RunState | RunRecord | None, now: float | None = None) -> T
             epoch = min(state.epoch + 1, state.epochs)
             body = f"running {100 * state.progress():3.0f}% ep {epoch}/{state.epochs}{left}"
         case "finished":
-            acc = state.trace.test_acc[-1] if state.trace.test_acc else None
+            acc = state.history.test_acc[-1] if state.history.test_acc else None
             body = f"finished {text.pct(acc)}"
         case "failed" | "diverged":
             body = f"{state.status}: {state.reason}"
@@ -98,7 +98,7 @@ def _stored_status(record: RunRecord) -> Text:
     return Text(text.pad(body, STATUS_WIDTH).rstrip(), style=STATUS_STYLE.get(status, ""))
 
 
-class ExperimentsTable(DataTable):
+class ExperimentsTable(DataTable[str | Text]):
     """Experiments by name; marked ones (for overlaid curves) carry a ●."""
 
     DEFAULT_CSS = """
@@ -151,6 +151,7 @@ class ExperimentsTable(DataTable):
         return False, max(MIN_SETTINGS // 2, room)
 
     def on_resize(self) -> None:
+        """Lay the rows out again for the new width (the settings column fits it)."""
         if self._session is not None:
             self.show(self._session, self._marks)
 
@@ -193,4 +194,5 @@ class ExperimentsTable(DataTable):
             self.update_cell(name, "status", status)
 
     def set_mark(self, name: str, marked: bool) -> None:
+        """Show or clear the ● of experiment `name`."""
         self.update_cell(name, "mark", "●" if marked else " ")

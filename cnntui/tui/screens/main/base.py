@@ -23,7 +23,7 @@ from ...widgets.results import ResultsTable
 if TYPE_CHECKING:  # the parts are mixins: a type checker sees them as the screen they become
     from textual.screen import Screen
 
-    _Base = Screen
+    _Base = Screen[None]
 else:
     _Base = object
 

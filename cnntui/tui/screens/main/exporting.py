@@ -58,12 +58,12 @@ class ExportingPart(ScreenPart):
 
         return export_all(self.session.store, experiments, self.exports_dir)
 
-    def export_done(self, worker: Worker, state: WorkerState) -> None:
+    def export_done(self, worker: Worker[ExportResult], state: WorkerState) -> None:
         """The export worker changed state: say what it wrote, or why it failed."""
-        if state == WorkerState.SUCCESS:
+        if state == WorkerState.SUCCESS and worker.result is not None:
             msg, severity = export_note(worker.result)
             self.notify(msg, title="export", severity=severity, timeout=ERROR_SECONDS)
-        elif state == WorkerState.ERROR:
+        elif state == WorkerState.ERROR and worker.error is not None:
             self.notify(
                 f"export failed: {one_line(worker.error)}", severity="error", timeout=ERROR_SECONDS
             )

@@ -75,19 +75,20 @@ class HeaderPart(ScreenPart):
         self._cuda = dev.type == "cuda"
         return describe_device(dev)
 
-    def device_probed(self, worker: Worker, state: WorkerState) -> None:
+    def device_probed(self, worker: Worker[str], state: WorkerState) -> None:
         """The device worker changed state: its description, or why it failed, goes up."""
-        if state == WorkerState.SUCCESS:
+        if state == WorkerState.SUCCESS and worker.result is not None:
             self.device_label = worker.result
-        elif state == WorkerState.ERROR:
+        elif state == WorkerState.ERROR and worker.error is not None:
             self.device_label = f"device: {one_line(worker.error)}"
         self.update_header()
 
     def _gpu_loop(self) -> None:
         """The GPU worker (a thread): read the inventory every GPU_SECONDS, post it."""
-        while self._looping():
+        inventory = self.inventory
+        while inventory is not None and self._looping():
             try:
-                gpus = list(self.inventory())
+                gpus = list(inventory())
             except Exception:  # a driver hiccup must not end the loop
                 gpus = []
             self.post_message(GpusRead(gpus))

@@ -67,7 +67,7 @@ class RunEventsPart(ScreenPart):
         state = self.session.runs.get(message.key)
         if state is None:
             return
-        epochs = len(state.trace.test_acc)
+        epochs = state.history.epochs_done
         if self._seen.get(state.key, (None, -1))[1] != epochs and state.run_dir:
             self._seen[state.key] = (state.version, epochs)
             self.results.put(state.run_dir, state.summary())

@@ -80,7 +80,7 @@ class RunsPart(ScreenPart):
 
     def _init_runs(self, trainer: Trainer | None) -> None:
         self.trainer = trainer or _engine_train
-        self._workers: dict[Worker, int] = {}  # thread workers -> the run keys they train
+        self._workers: dict[Worker[None], int] = {}  # thread workers -> the run keys they train
 
     # -- keys -----------------------------------------------------------------------------
 
@@ -233,7 +233,7 @@ class RunsPart(ScreenPart):
             finally:
                 run.release()
 
-    def run_worker_changed(self, worker: Worker, change: WorkerState) -> None:
+    def run_worker_changed(self, worker: Worker[None], change: WorkerState) -> None:
         """A worker changed state: if it trained a run and stopped, the run ended (a crash in
         the worker fails the run) and the next queued runs start."""
         key = self._workers.get(worker)
@@ -241,7 +241,7 @@ class RunsPart(ScreenPart):
             return
         del self._workers[worker]
         state = self.session.runs[key]
-        if change == WorkerState.ERROR:
+        if change == WorkerState.ERROR and worker.error is not None:
             state.fail(one_line(worker.error))
         elif not state.ended:
             state.fail("the run stopped without a result")
@@ -254,7 +254,7 @@ class RunsPart(ScreenPart):
         """This session's runs queued or active (others' runs are theirs to stop)."""
         return len(self.session.own())
 
-    def run_workers(self) -> list[Worker]:
+    def run_workers(self) -> list[Worker[None]]:
         """The thread workers training runs now (quitting waits for them to save)."""
         return list(self._workers)
 

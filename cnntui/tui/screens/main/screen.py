@@ -39,7 +39,7 @@ from .views import REDRAW_SECONDS, ViewsPart
 
 
 class MainScreen(
-    HeaderPart, ViewsPart, RunsPart, RunEventsPart, EditingPart, ExportingPart, Screen
+    HeaderPart, ViewsPart, RunsPart, RunEventsPart, EditingPart, ExportingPart, Screen[None]
 ):
     """Everything the user works with; modal screens open on top of it."""
 

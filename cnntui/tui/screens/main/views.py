@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Hashable
 from functools import partial
 from typing import Any
 
+from textual.binding import Binding
 from textual.css.query import NoMatches
 from textual.widgets import ContentSwitcher
 
@@ -43,7 +45,7 @@ class ViewsPart(ScreenPart):
 
     def _init_views(self) -> None:
         self.log_scale = False
-        self._curves_key: tuple | None = None
+        self._curves_key: tuple[Hashable, ...] | None = None
         self._curves_due = 0.0  # monotonic time before which the timer leaves the curves be
 
     def tick(self) -> None:
@@ -88,7 +90,7 @@ class ViewsPart(ScreenPart):
         curves, notes, absent = self._curves([(n, s) for n, s, _ in sources], points, bands)
         panel.show(curves, self.log_scale, notes, absent)
 
-    def _source(self, name: str) -> tuple[Source, tuple]:
+    def _source(self, name: str) -> tuple[Source, tuple[Hashable, ...]]:
         """Where `name`'s curve comes from (its live run once started, else its latest stored
         run, else nowhere) and what changes when that curve does."""
         state = self.session.latest(name)
@@ -123,8 +125,8 @@ class ViewsPart(ScreenPart):
         """The curve of a live run, or of a stored one read from its files."""
         if isinstance(source, RunState):
             return source.curve(points)
-        trace = self.session.stored_trace(source)
-        return trace.curve(name, points, ("stored", str(source.path)))
+        history = self.session.stored_history(source)
+        return Curve.of(history, name, points, ("stored", str(source.path)))
 
     def action_mark(self) -> None:
         """Mark or unmark the highlighted experiment: marked ones' curves are overlaid."""
@@ -184,4 +186,5 @@ class ViewsPart(ScreenPart):
     def action_help(self) -> None:
         """Open the list of keys."""
         self.acted()
-        self.app.push_screen(HelpScreen(self.BINDINGS))
+        # Every key of the main screen is a Binding (Textual's type also admits tuples).
+        self.app.push_screen(HelpScreen([b for b in self.BINDINGS if isinstance(b, Binding)]))
