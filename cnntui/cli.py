@@ -20,6 +20,7 @@ from typing import IO, Any
 
 from . import __version__, text
 from .config import ConfigError, Experiment, ExperimentFile, apply_overrides, load, parse_override
+from .records import UNFINISHED, RunStatus, RunSummary
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 TUI_STOP_SECONDS = 30.0  # the longest quitting the TUI waits for its cancelled runs to save
@@ -147,17 +148,16 @@ def latest_status(record: Any) -> str:
     if record is None:
         return "-"
     status, s = record.status, record.summary
-    if status == "finished":
-        stopped = s.get("stopped_early")
-        early = f" (early stop ep {stopped})" if isinstance(stopped, int) else ""
-        return f"finished {text.pct(s.get('final_test_acc'))}{early}"
-    done, epochs = s.get("epochs_done"), s.get("epochs")
-    if status in ("interrupted", "cancelled", "running") and isinstance(done, int):
-        return f"{status} ep {done}/{epochs}" if isinstance(epochs, int) else status
-    return text.safe(status)
+    if status is RunStatus.FINISHED:
+        early = f" (early stop ep {s.stopped_early})" if s.stopped_early is not None else ""
+        return f"finished {text.pct(s.final_test_acc)}{early}"
+    done, epochs = s.epochs_done, s.epochs
+    if status in UNFINISHED and done is not None:
+        return f"{status} ep {done}/{epochs}" if epochs is not None else str(status)
+    return str(status)
 
 
-RESUMABLE = ("interrupted", "cancelled")
+RESUMABLE = (RunStatus.INTERRUPTED, RunStatus.CANCELLED)
 
 
 def print_list(file: ExperimentFile, out: IO[str], runs_dir: Path | None = None) -> None:
@@ -185,7 +185,7 @@ def print_list(file: ExperimentFile, out: IO[str], runs_dir: Path | None = None)
         status = latest_status(latest.get(e.name))
         if len(e.seeds) > 1:  # several seeds: how many finished, and their mean ± std
             counted = stats.seed_runs(by_name.get(e.name, []), key=lambda r: r.settings_key)
-            agg = stats.aggregate(r.summary.get("final_test_acc") for r in counted)
+            agg = stats.aggregate(r.summary.final_test_acc for r in counted)
             done = f"{agg.n}/{len(e.seeds)} seeds"
             status = f"{done} {stats.pct_mean_std(agg).split(' (n=')[0]}" if agg.n else status
         cells.append([e.name, e.display_title, e.group or "-", status])
@@ -383,19 +383,19 @@ def results_table(records: list[Any]) -> str:
     rows = []
     for r in records:
         s = r.summary
-        # A summary.json may have been edited by hand: any value may be of any type, and
-        # text is shown with its control characters escaped.
+        # A summary.json may have been edited by hand: text is shown with its control
+        # characters escaped.
         rows.append(
             [
                 text.safe(r.name),
-                text.safe(s.get("title", "")),
-                text.safe(s.get("model", "")),
-                text.count(s.get("params")) if s.get("params") else "-",
-                text.pct(s.get("final_test_acc")),
-                text.pct(s.get("best_test_acc")),
-                text.num(s.get("final_train_loss")),
-                text.seconds(s.get("total_seconds")),
-                text.safe(r.status),
+                text.safe(s.title or ""),
+                text.safe(s.model or ""),
+                text.count(s.params) if s.params else "-",
+                text.pct(s.final_test_acc),
+                text.pct(s.best_test_acc),
+                text.num(s.final_train_loss),
+                text.seconds(s.total_seconds),
+                str(r.status),
             ]
         )
     headers = ["name", "title", "model", "params", "final acc", "best acc", "train loss", "time"]
@@ -559,8 +559,8 @@ class _Row:
     """A results-table row: a run this process trained, as its summary says."""
 
     name: str
-    summary: dict[str, Any]
-    status: str
+    summary: RunSummary
+    status: RunStatus
 
 
 def trained_rows(store: Any, jobs: list[Any], ran: dict[str, str | None], reasons: dict) -> list:
@@ -578,8 +578,10 @@ def trained_rows(store: Any, jobs: list[Any], ran: dict[str, str | None], reason
         if record is not None:
             rows.append(_Row(exp.label, record.summary, record.status))
             continue
-        summary = {"title": exp.display_title, "model": exp.model, "reason": reasons.get(exp.label)}
-        rows.append(_Row(exp.label, summary, "failed"))
+        summary = RunSummary(
+            title=exp.display_title, model=exp.model, reason=reasons.get(exp.label)
+        )
+        rows.append(_Row(exp.label, summary, RunStatus.FAILED))
     return rows
 
 

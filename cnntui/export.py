@@ -82,10 +82,6 @@ class _Entry:
     series: figures.Series
 
 
-def _count(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
 def latest_runs(store: RunStore, experiments: list[Experiment]) -> dict[str, RunRecord]:
     """The newest stored run of each experiment with something to show: a newer run that
     never finished an epoch (just launched, cancelled early) does not hide an older one that
@@ -93,8 +89,8 @@ def latest_runs(store: RunStore, experiments: list[Experiment]) -> dict[str, Run
     out = {}
     for exp in experiments:
         runs = store.runs(exp.name)
-        with_epochs = [r for r in runs if _count(r.summary.get("epochs_done")) > 0]
-        with_batches = [r for r in runs if _count(r.summary.get("batches_done")) > 0]
+        with_epochs = [r for r in runs if (r.summary.epochs_done or 0) > 0]
+        with_batches = [r for r in runs if (r.summary.batches_done or 0) > 0]
         if with_epochs or with_batches:
             out[exp.name] = (with_epochs or with_batches)[-1]
     return out
@@ -135,8 +131,8 @@ def _ran_with(record: RunRecord, exp: Experiment) -> Experiment:
 def _images(record: RunRecord, ran: Experiment) -> tuple[int, int]:
     """The train and test images the run used: as its summary recorded them, or (a run from
     before they were recorded) as its settings give them."""
-    train, test = record.summary.get("train_images"), record.summary.get("test_images")
-    if isinstance(train, int) and isinstance(test, int):
+    train, test = record.summary.train_images, record.summary.test_images
+    if train is not None and test is not None:
         return train, test
     return tables.images_used(ran.dataset, ran.train_size, ran.test_size)
 
@@ -189,8 +185,7 @@ def _with_seeds(entry: _Entry, store: RunStore, result: ExportResult) -> _Entry:
         try:
             history = entry.history if record.path == entry.record.path else record.history()
             ran = _ran_with(record, exp)
-            seconds = _summary_value(record, "total_seconds", (int, float))
-            m = metrics(history, ran.target_acc, float(seconds or 0.0))
+            m = metrics(history, ran.target_acc, record.summary.total_seconds or 0.0)
         except UNREADABLE as e:
             why = text.safe(str(e) if isinstance(e, StoreError) else text.one_line(e))
             result.warnings.append(
@@ -249,44 +244,28 @@ def _finals(e: _Entry) -> list[float]:
     return [s.metrics.final_test_acc for s in e.row.seed_results]
 
 
-def _summary_value(record: RunRecord, key: str, kind: type | tuple[type, ...]) -> object:
-    """A summary value the export uses, None when absent; of the wrong type, a ValueError."""
-    value = record.summary.get(key)
-    if value is None or (isinstance(value, kind) and not isinstance(value, bool)):
-        return value
-    raise ValueError(
-        f"summary.json: {key!r} is {text.safe(repr(value))[:40]}, not a {_kind_name(kind)}"
-    )
-
-
-def _kind_name(kind: type | tuple[type, ...]) -> str:
-    return "whole number" if kind is int else "number" if kind == (int, float) else "string"
-
-
 def _entry(exp: Experiment, record: RunRecord, fonts: figures.Fonts, color: str) -> _Entry:
     """One experiment's latest run read for export; raises one of UNREADABLE when it cannot be."""
     if record.dropped:  # its numbers would be silently missing from the tables
         raise ValueError(f"summary.json: {'; '.join(record.dropped)}")
-    params = _summary_value(record, "params", int)
-    seconds = _summary_value(record, "total_seconds", (int, float))
-    device = _summary_value(record, "device", str)
+    s = record.summary
     history = record.history()
     ran = _ran_with(record, exp)
-    m = metrics(history, ran.target_acc, float(seconds or 0.0))
+    m = metrics(history, ran.target_acc, s.total_seconds or 0.0)
     train_images, test_images = _images(record, ran)
     row = tables.Row(
         experiment=exp,
         ran_with=ran,
-        status=text.safe(record.status),
+        status=record.status,
         epochs_done=history.epochs_done,
-        params=params,
+        params=s.params,
         metrics=m,
-        device=device or "",
+        device=s.device or "",
         run_id=record.run_id,
         train_images=train_images,
         test_images=test_images,
         confusion=history.confusion,
-        val_images=_summary_value(record, "val_images", int) or 0,
+        val_images=s.val_images or 0,
     )
     series = figures.Series(
         name=exp.name,

@@ -223,7 +223,7 @@ def study(experiments: Sequence[Any], runs_of: Callable[[str], Sequence[Any]]) -
     seeds: dict[str, tuple[Any, ...]] = {}
     for exp in experiments:
         counted = seed_runs(runs_of(exp.name), key=lambda r: r.settings_key)
-        finals[exp.name] = [r.summary.get("final_test_acc") for r in counted]
+        finals[exp.name] = [r.summary.final_test_acc for r in counted]
         seeds[exp.name] = tuple(r.seed for r in counted)
     groups: dict[str, list[Any]] = {}
     for exp in experiments:

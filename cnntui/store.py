@@ -52,16 +52,17 @@ import numpy as np
 import tomli_w
 
 from .config import SETTING_KEYS, ConfigError, Experiment, check_value, learned_key
-from .history import History, Metrics, check_arrays, metrics
+from .history import History, check_arrays, metrics
+from .records import STATUSES as STATUSES  # the store's vocabulary, re-exported
+from .records import UNFINISHED as UNFINISHED
+from .records import RunStatus as RunStatus
+from .records import RunSummary as RunSummary
 from .text import one_line
 
 try:
     import fcntl
 except ImportError:  # not POSIX: runs are not locked
     fcntl = None  # type: ignore[assignment]
-
-STATUSES = ("queued", "running", "finished", "failed", "diverged", "cancelled", "interrupted")
-UNFINISHED = ("running", "cancelled", "interrupted")
 
 
 # What a resume may change: how the run trains, not what it trains. Everything else (model,
@@ -351,13 +352,11 @@ def cancel_requested(run_dir: Path) -> bool:
     return (run_dir / CANCEL_FILE).exists()
 
 
-def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+def write_summary(run_dir: Path, summary: RunSummary) -> None:
     """Rewrite a run's summary.json (for a process that does not train it: the queue)."""
-    summary = {**summary, "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    summary = dataclasses.replace(summary, updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
     try:
-        atomic_write_bytes(
-            run_dir / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False).encode()
-        )
+        atomic_write_bytes(run_dir / "summary.json", _summary_bytes(summary))
     except OSError as e:
         raise StoreError(f"cannot write {run_dir / 'summary.json'}: {e.strerror or e}") from None
 
@@ -367,52 +366,9 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + f"-{secrets.token_hex(3)}"
 
 
-# summary.json fields and the types readers may rely on; a field of another type is dropped
-# on reading (as if absent), so a hand-edited or damaged summary cannot break a listing.
-_SUMMARY_TEXT = ("title", "group", "model", "dataset", "run_id", "reason", "started", "updated")
-_SUMMARY_INTS = (
-    "pid",
-    "epochs",
-    "epochs_done",
-    "batches_done",
-    "params",
-    "epochs_to_target",
-    "best_epoch",
-    "stopped_early",
-    "val_images",
-    "seed",
-)
-_SUMMARY_FLOATS = tuple(f.name for f in dataclasses.fields(Metrics) if f.name not in _SUMMARY_INTS)
-
-
-def _clean_summary(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """The summary's fields of the right type, and a note on each one dropped."""
-    out: dict[str, Any] = {}
-    dropped: list[str] = []
-    for key, value in raw.items():
-        if key in _SUMMARY_TEXT or key in ("name", "device"):
-            ok, kind = isinstance(value, str), "string"
-        elif key == "status":
-            ok, kind = value in STATUSES, "status"
-        elif key in _SUMMARY_INTS:
-            ok = value is None or (isinstance(value, int) and not isinstance(value, bool))
-            kind = "whole number"
-        elif key in _SUMMARY_FLOATS:
-            if isinstance(value, int) and not isinstance(value, bool):
-                try:
-                    value = float(value)
-                except OverflowError:
-                    dropped.append(f"{key!r} is too large")
-                    continue
-            ok, kind = value is None or isinstance(value, float), "number"
-        else:
-            ok, kind = True, ""  # a field this version does not know: kept as written
-        if ok:
-            out[key] = value
-        else:
-            shown = repr(value).encode("unicode_escape").decode("ascii")[:40]
-            dropped.append(f"{key!r} is {shown}, not a {kind}")
-    return out, dropped
+def _summary_bytes(summary: RunSummary) -> bytes:
+    """summary.json's bytes: indented JSON, text as written (not escaped to ASCII)."""
+    return json.dumps(summary.to_json(), indent=2, ensure_ascii=False).encode()
 
 
 def _check_regular(file: Path) -> None:
@@ -457,7 +413,7 @@ class RunRecord:
     """A run on disk, as read back from its summary.json (fields of the wrong type dropped)."""
 
     path: Path
-    summary: dict[str, Any]
+    summary: RunSummary
     dropped: tuple[str, ...] = ()  # summary fields of the wrong type, e.g. "'params' is 'abc'"
 
     @property
@@ -473,9 +429,8 @@ class RunRecord:
     def seed(self) -> int | None:
         """The seed the run trained with: from its summary, or (a run from before summaries
         recorded it) its config.toml; None when neither can be read."""
-        seed = self.summary.get("seed")
-        if isinstance(seed, int) and not isinstance(seed, bool):
-            return seed
+        if self.summary.seed is not None:
+            return self.summary.seed
         try:
             return self.experiment().seed
         except RunFileError:
@@ -485,9 +440,8 @@ class RunRecord:
     def settings_key(self) -> str | None:
         """`config.learned_key` of the run's settings (read from config.toml for a run from
         before summaries recorded it); None when unknown."""
-        key = self.summary.get("settings_key")
-        if isinstance(key, str):
-            return key
+        if self.summary.settings_key is not None:
+            return self.summary.settings_key
         try:
             return learned_key(self.experiment())
         except RunFileError:
@@ -496,16 +450,15 @@ class RunRecord:
     @property
     def label(self) -> str:
         """`baseline`, or `baseline seed 2` for a run of one of several seeds."""
-        seeds = self.summary.get("seeds")
-        return f"{self.name} seed {self.seed}" if isinstance(seeds, list) and seeds else self.name
+        return f"{self.name} seed {self.seed}" if self.summary.seeds else self.name
 
     @property
-    def status(self) -> str:
-        status = self.summary.get("status", "interrupted")
-        if not isinstance(status, str):
-            return "unknown"  # a summary edited by hand: no status this program wrote
-        if status == "running" and not self.alive():
-            return "interrupted"  # its process was killed mid-run
+    def status(self) -> RunStatus:
+        """The status its summary says, except that a running run whose process is gone
+        reads interrupted (and a summary with none, killed before it wrote one, too)."""
+        status = self.summary.status or RunStatus.INTERRUPTED
+        if status is RunStatus.RUNNING and not self.alive():
+            return RunStatus.INTERRUPTED  # its process was killed mid-run
         return status
 
     def alive(self) -> bool:
@@ -515,7 +468,7 @@ class RunRecord:
         beat = read_heartbeat(self.path)
         if beat is not None and beat[0] != HOST:
             return time.time() - beat[2] < HEARTBEAT_STALE
-        if not _pid_alive(self.summary.get("pid")):
+        if not _pid_alive(self.summary.pid):
             return False
         if not (self.path / LOCK_FILE).exists():
             return True
@@ -555,8 +508,8 @@ class RunRecord:
     @property
     def queue(self) -> dict[str, Any]:
         """How a queued run is to be launched (see `queue_record`); {} for other runs."""
-        q = self.summary.get("queue")
-        return q if isinstance(q, dict) else {}
+        q = self.summary.queue
+        return dict(q) if q is not None else {}
 
     @property
     def live(self) -> Path:
@@ -591,23 +544,22 @@ class RunDir:
         self.floor = (0, 0)  # (batches, epochs) on disk when reopened
         self.written = (0, 0)  # (batches, epochs) of the last history this writer saved
         self.reopened_status: str | None = None  # the status before a resume reopened it
-        self.summary: dict[str, Any] = {
-            "name": experiment.name,
-            "title": experiment.display_title,
-            "group": experiment.group,
-            "model": experiment.model,
-            "dataset": experiment.dataset,
-            "run_id": run_id,
-            "status": "running",
-            "reason": "",
-            "pid": os.getpid(),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "epochs": experiment.epochs,
-            "seed": experiment.seed,
-            "settings_key": learned_key(experiment),
-        }
-        if experiment.seeds:
-            self.summary["seeds"] = list(experiment.seeds)
+        self.summary = RunSummary(
+            name=experiment.name,
+            title=experiment.display_title,
+            group=experiment.group,
+            model=experiment.model,
+            dataset=experiment.dataset,
+            run_id=run_id,
+            status=RunStatus.RUNNING,
+            reason="",
+            pid=os.getpid(),
+            started=time.strftime("%Y-%m-%dT%H:%M:%S"),
+            epochs=experiment.epochs,
+            seed=experiment.seed,
+            settings_key=learned_key(experiment),
+            seeds=tuple(experiment.seeds) if experiment.seeds else None,
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         # A worker process gets the run without the lock: the parent keeps holding it.
@@ -646,24 +598,27 @@ class RunDir:
             arrays = history.arrays()
             self._write("history.npz", lambda f: np.savez(f, **arrays))
             self.written = (len(history.batch_losses), history.epochs_done)
-            self.summary.update(fields)
-            total = self.summary.get("total_seconds") or 0.0
-            m = metrics(history, self.experiment.target_acc, total)
-            self.summary.update({k: _json_safe(v) for k, v in asdict(m).items()})
-            self.summary["epochs_done"] = history.epochs_done
-            self.summary["batches_done"] = len(history.batch_losses)
+            summary = self.summary.with_fields(**fields)
+            m = metrics(history, self.experiment.target_acc, summary.total_seconds or 0.0)
+            self.summary = summary.with_fields(
+                **{k: _json_safe(v) for k, v in asdict(m).items()},
+                epochs_done=history.epochs_done,
+                batches_done=len(history.batch_losses),
+            )
         else:
-            self.summary.update({k: v for k, v in fields.items() if k != "total_seconds"})
+            self.summary = self.summary.with_fields(
+                **{k: v for k, v in fields.items() if k != "total_seconds"}
+            )
         self.save_summary(status)
 
     def save_summary(self, status: str | None = None, **fields: Any) -> None:
         """Rewrite summary.json alone (small: the last thing a full disk may still take)."""
         if status is not None:
-            self.summary["status"] = status
-        self.summary.update(fields)
-        self.summary["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-        self.summary["pid"] = os.getpid()
-        data = json.dumps(self.summary, indent=2, ensure_ascii=False).encode()
+            fields["status"] = status
+        self.summary = self.summary.with_fields(
+            **fields, updated=time.strftime("%Y-%m-%dT%H:%M:%S"), pid=os.getpid()
+        )
+        data = _summary_bytes(self.summary)
         self._write("summary.json", lambda f: f.write(data))
 
     def resume_failed(self, reason: str) -> None:
@@ -700,7 +655,7 @@ class RunDir:
             "path": str(self.path),
             "run_id": self.run_id,
             "settings": self.experiment.settings(),
-            "summary": dict(self.summary),
+            "summary": self.summary.to_json(),
             "floor": list(self.floor),
             "reopened_status": self.reopened_status,
         }
@@ -721,9 +676,8 @@ class RunDir:
             except (UnicodeDecodeError, ValueError):
                 raise StoreError(f"{self.path}: a node sent an unreadable summary.json") from None
             if isinstance(summary, dict):
-                self.summary = summary
-        self.summary.update(fields)
-        self.save_summary()
+                self.summary = RunSummary.from_json(summary)[0]
+        self.save_summary(**fields)
 
 
 class RunOutbox(RunDir):
@@ -735,7 +689,7 @@ class RunOutbox(RunDir):
         settings = {k: v for k, v in state["settings"].items() if k in SETTING_KEYS}
         identity = {k: state["settings"].get(k, "") for k in ("name", "title", "group")}
         super().__init__(Path(state["path"]), Experiment(**settings, **identity), state["run_id"])
-        self.summary.update(state["summary"])
+        self.summary = RunSummary.from_json({**self.summary.to_json(), **state["summary"]})[0]
         self.floor = self.written = tuple(state["floor"])  # type: ignore[assignment]
         self.reopened_status = state["reopened_status"]
         self.files: dict[str, bytes] = {}
@@ -798,14 +752,14 @@ class RunStore:
             raise StoreError(f"cannot create a run directory in {base}: {e.strerror}") from None
         run = RunDir(base / run_id, experiment, run_id)
         if queue is not None:
-            run.summary.update(status="queued", queue=queue, pid=None)
+            run.summary = run.summary.with_fields(status=RunStatus.QUEUED, queue=queue, pid=None)
         try:
             run.lock = acquire_lock(run.path)
             run.write_config()
             if queue is None:
                 run.save(History())
             else:
-                data = json.dumps(run.summary, indent=2, ensure_ascii=False).encode()
+                data = _summary_bytes(run.summary)
                 run._write("summary.json", lambda f: f.write(data))
         except BaseException:
             run.discard()
@@ -816,7 +770,7 @@ class RunStore:
 
     def queued(self) -> list[RunRecord]:
         """The runs waiting in the queue, first in first out."""
-        runs = [r for r in self.runs() if r.status == "queued"]
+        runs = [r for r in self.runs() if r.status is RunStatus.QUEUED]
         runs.sort(key=lambda r: (str(r.queue.get("queued_at", "")), r.run_id))
         return runs
 
@@ -831,13 +785,13 @@ class RunStore:
         experiment = record.experiment()
         history = record.history()
         status = record.status
-        if status == "queued":  # a queued resume: the status it had before it was queued
+        if status is RunStatus.QUEUED:  # a queued resume: the status it had before it was queued
             status = str(record.queue.get("was", "interrupted"))
         run = RunDir(record.path, experiment, record.run_id)
         run.lock = lock or acquire_lock(record.path)
-        run.summary.update(record.summary)
-        run.summary["status"] = "running"
-        run.summary["reason"] = ""
+        run.summary = dataclasses.replace(
+            run.summary.merged(record.summary), status=RunStatus.RUNNING, reason=""
+        )
         run.floor = run.written = (len(history.batch_losses), history.epochs_done)
         run.reopened_status = status
         return run
@@ -878,8 +832,9 @@ class RunStore:
             )
         run = self.reopen(record)
         run.experiment = dataclasses.replace(experiment, **overrides)
-        run.summary["epochs"] = run.experiment.epochs
-        run.summary["settings_key"] = learned_key(run.experiment)
+        run.summary = dataclasses.replace(
+            run.summary, epochs=run.experiment.epochs, settings_key=learned_key(run.experiment)
+        )
         return run, checkpoint
 
     def runs(self, name: str | None = None) -> list[RunRecord]:
@@ -904,7 +859,7 @@ class RunStore:
                 record = self.read(run_dir)
                 if record is not None:
                     out.append(record)
-        out.sort(key=lambda r: (str(r.summary.get("started", "")), r.run_id))
+        out.sort(key=lambda r: (r.summary.started or "", r.run_id))
         return out
 
     def unreadable(self, name: str) -> list[Path]:
@@ -942,8 +897,9 @@ class RunStore:
             return None
         if not isinstance(summary, dict):
             return None
-        clean, dropped = _clean_summary(summary)
-        clean["name"] = run_dir.parent.name  # where the store filed it is what it is
+        clean, dropped = RunSummary.from_json(summary)
         # No status: killed before it wrote one. A status this program never writes: unknown.
-        clean.setdefault("status", "unknown" if "status" in summary else "interrupted")
+        status = clean.status or (RunStatus.UNKNOWN if "status" in summary else None)
+        # Where the store filed it is what it is.
+        clean = clean.with_fields(name=run_dir.parent.name, status=status or RunStatus.INTERRUPTED)
         return RunRecord(run_dir, clean, tuple(dropped))

@@ -195,8 +195,8 @@ def test_an_early_stopped_run_finishes_and_a_resume_does_not_train_on(
     assert isinstance(events[-1], Finished) and events[-1].stopped_early == 2
     record = store.latest(exp.name)
     assert record.status == "finished"
-    assert record.summary["reason"] == "early stop at epoch 2"
-    assert record.summary["stopped_early"] == 2 and record.summary["epochs_done"] == 2
+    assert record.summary.reason == "early stop at epoch 2"
+    assert record.summary.stopped_early == 2 and record.summary.epochs_done == 2
     assert (record.path / "weights.pt").is_file() and (record.path / "best.pt").is_file()
     again = list(train(exp, None, store.reopen(record), record.checkpoint))
     assert not any(isinstance(e, BatchLosses | EpochEnd) for e in again)
