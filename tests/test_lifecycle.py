@@ -336,9 +336,7 @@ def test_a_run_whose_worker_cannot_start_is_failed_not_relaunched_forever(study,
     sched = scheduler.Scheduler(store, inventory=list, python=str(broken))
     assert scheduler.run(store, sched) == 0  # returns once nothing is left to do
     record = store.latest("alpha")
-    assert (
-        record.status == "failed" and "worker process could not start" in record.summary.reason
-    )
+    assert record.status == "failed" and "worker process could not start" in record.summary.reason
     assert sched.launches[record.path] == scheduler.MAX_LAUNCHES
     assert "no module named torch" in (record.path / st.WORKER_LOG).read_text()
 

@@ -400,7 +400,7 @@ def test_a_run_started_in_a_tab_goes_on_after_it_closes_and_shows_live_in_anothe
     poll(lambda: not tab_pids(config), DEADLINE, "the closed tab's cnntui to end")
     (record,) = store.runs()
     assert record.status == "running"
-    epochs = (record.summary.epochs_done or 0)
+    epochs = record.summary.epochs_done or 0
 
     def trained_on() -> bool:
         (now,) = store.runs()

@@ -82,7 +82,7 @@ async def test_quit_asks_keep_or_cancel_and_keep_leaves_the_run_training(study, 
     record = store.latest("alpha")
     try:
         assert record.status == "running"  # alive: its worker process goes on
-        done = (record.summary.batches_done or 0)
+        done = record.summary.batches_done or 0
         size = record.live.stat().st_size
 
         def grew() -> bool:
