@@ -59,12 +59,6 @@ class RunSummary:
     seed: int | None = None
     settings_key: str | None = None  # config.learned_key of its settings
     seeds: tuple[int, ...] | None = None  # the experiment's seeds, when it has several
-    params: int | None = None
-    device: str | None = None  # e.g. "cpu (2 threads)"
-    train_images: int | None = None
-    val_images: int | None = None
-    test_images: int | None = None
-    batches_per_epoch: int | None = None
     # The comparison figures (history.Metrics); accuracies are fractions.
     final_test_acc: float | None = None
     best_test_acc: float | None = None
@@ -80,10 +74,17 @@ class RunSummary:
     best_epoch: int | None = None
     best_val_acc: float | None = None
     test_acc_at_best: float | None = None
-    stopped_early: int | None = None  # the 1-based epoch early stopping ended it at
     epochs_done: int | None = None
     batches_done: int | None = None
     updated: str | None = None  # local time of the last write
+    # Written once the run is set up (after its first summary).
+    params: int | None = None
+    device: str | None = None  # e.g. "cpu (2 threads)"
+    train_images: int | None = None
+    val_images: int | None = None
+    test_images: int | None = None
+    batches_per_epoch: int | None = None
+    stopped_early: int | None = None  # the 1-based epoch early stopping ended it at
     queue: Mapping[str, Any] | None = None  # how a queued run is launched (lifecycle)
     gpu: int | None = None  # the GPU the scheduler gave it
     node: str | None = None  # the Ray node that trains it
