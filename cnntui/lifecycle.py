@@ -214,6 +214,7 @@ class Follower:
         self.reader = st.LiveReader(self.path)
 
     def poll(self) -> Update:
+        """What the run's files say now: its summary, new batch losses and history."""
         first = self.reader.offset // 8
         losses = self.reader.read()
         if self.reader.reset:
@@ -296,6 +297,7 @@ STATUS_HEADERS = ["experiment", "run id", "device", "epoch", "acc", "status"]
 
 
 def status_table(store: st.RunStore) -> str:
+    """`cnntui --status` as text: the queue, running runs and recent others."""
     rows = status_rows(store)
     if not rows:
         return f"no runs in {store.root}"
@@ -319,6 +321,7 @@ class RunEvents:
         self.record: st.RunRecord | None = None  # the summary as the last poll read it
 
     def poll(self) -> list[Any]:
+        """The events the followed run's files show since the last poll."""
         from .events import BatchLosses, Cancelled, Diverged, EpochEnd, Failed, Finished, Started
 
         if self.ended:
@@ -327,7 +330,8 @@ class RunEvents:
         record = self.record = update.record
         if record is None or record.status is st.RunStatus.QUEUED:
             return []
-        s, name, out = record.summary, record.label, []
+        s, name = record.summary, record.label
+        out: list[Any] = []
         per_epoch = s.batches_per_epoch or 0
         done = s.epochs_done or 0
         if not self.started and per_epoch > 0:

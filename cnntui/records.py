@@ -188,7 +188,7 @@ def _text(key: str, value: object) -> tuple[bool, object, str]:
 
 def _status(key: str, value: object) -> tuple[bool, object, str]:
     ok = value in STATUSES
-    return ok, RunStatus(value) if ok else value, f"{key!r} is {_shown(value)}, not a status"
+    return ok, RunStatus(str(value)) if ok else value, f"{key!r} is {_shown(value)}, not a status"
 
 
 def _whole(key: str, value: object) -> tuple[bool, object, str]:

@@ -132,7 +132,7 @@ def file_mode() -> int:
     return 0o644
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     """Write through `write(file)` into a temp file beside `path`, fsync, then rename over it.
     The file gets the umask's mode (`file_mode`)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -150,7 +150,16 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` atomically (see atomic_write)."""
     atomic_write(path, lambda f: f.write(data))
+
+
+def _savez(f: IO[bytes], arrays: dict[str, np.ndarray]) -> None:
+    np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stub: names vs allow_pickle
+
+
+def _put(f: IO[bytes], data: bytes) -> None:
+    f.write(data)
 
 
 def _json_safe(value: Any) -> Any:
@@ -186,6 +195,7 @@ class RunLock:
         self._fd = fd
 
     def release(self) -> None:
+        """Let the lock go now (closing its file drops the flock); safe to call twice."""
         fd, self._fd = self._fd, None
         if fd is not None:
             with contextlib.suppress(OSError):
@@ -275,10 +285,12 @@ class LiveWriter:
         os.ftruncate(self.fd, 8 * max(0, batches))
 
     def write(self, first_index: int, losses: Any) -> None:
+        """Write the batch losses whose first is global batch `first_index`."""
         if len(losses):
             os.pwrite(self.fd, np.asarray(losses, dtype="<f8").tobytes(), 8 * first_index)
 
     def close(self) -> None:
+        """Close the live file; later writes are a bug, closing again is not."""
         fd, self.fd = self.fd, -1
         if fd >= 0:
             with contextlib.suppress(OSError):
@@ -296,6 +308,7 @@ class LiveReader:
         self.reset = False
 
     def read(self) -> np.ndarray:
+        """The batch losses appended since the last call (all of them after a reset)."""
         self.reset = False
         try:
             with self.path.open("rb") as f:
@@ -321,6 +334,7 @@ def touch_heartbeat(run_dir: Path) -> None:
 
 
 def clear_heartbeat(run_dir: Path) -> None:
+    """Say that no process trains the run any more (its trainer ended)."""
     with contextlib.suppress(OSError):
         (run_dir / HEARTBEAT_FILE).unlink()
 
@@ -344,11 +358,13 @@ def request_cancel(run_dir: Path) -> None:
 
 
 def clear_cancel(run_dir: Path) -> None:
+    """Withdraw a cancel request, so a resumed run is not stopped by an old one."""
     with contextlib.suppress(OSError):
         (run_dir / CANCEL_FILE).unlink()
 
 
 def cancel_requested(run_dir: Path) -> bool:
+    """Whether someone asked the process training the run to stop."""
     return (run_dir / CANCEL_FILE).exists()
 
 
@@ -423,6 +439,7 @@ class RunRecord:
 
     @property
     def run_id(self) -> str:
+        """The run's id: the name of its directory."""
         return self.path.name
 
     @property
@@ -503,6 +520,7 @@ class RunRecord:
 
     @property
     def checkpoint(self) -> Path:
+        """Where the run's resume checkpoint is (it may not exist)."""
         return self.path / "checkpoint.pt"
 
     @property
@@ -513,9 +531,11 @@ class RunRecord:
 
     @property
     def live(self) -> Path:
+        """Where the run's live batch losses are (it may not exist)."""
         return self.path / LIVE_FILE
 
     def cancel_requested(self) -> bool:
+        """Whether someone asked the process training the run to stop."""
         return (self.path / CANCEL_FILE).exists()
 
 
@@ -567,6 +587,7 @@ class RunDir:
 
     @property
     def reopened(self) -> bool:
+        """Whether this writer continues a run that was on disk (a resume)."""
         return self.reopened_status is not None
 
     def release(self) -> None:
@@ -575,7 +596,7 @@ class RunDir:
             self.lock.release()
             self.lock = None
 
-    def _write(self, filename: str, write: Callable[[IO[bytes]], None]) -> None:
+    def _write(self, filename: str, write: Callable[[IO[bytes]], object]) -> None:
         path = self.path / filename
         try:
             atomic_write(path, write)
@@ -583,6 +604,7 @@ class RunDir:
             raise StoreError(f"cannot write {path}: {e.strerror or e}") from None
 
     def write_config(self) -> None:
+        """Write config.toml: the resolved settings the run trains with."""
         data = tomli_w.dumps(self.experiment.settings()).encode()
         self._write("config.toml", lambda f: f.write(data))
 
@@ -596,7 +618,7 @@ class RunDir:
         written: only the summary's status and fields are."""
         if self.covers(history):
             arrays = history.arrays()
-            self._write("history.npz", lambda f: np.savez(f, **arrays))
+            self._write("history.npz", functools.partial(_savez, arrays=arrays))
             self.written = (len(history.batch_losses), history.epochs_done)
             summary = self.summary.with_fields(**fields)
             m = metrics(history, self.experiment.target_acc, summary.total_seconds or 0.0)
@@ -626,6 +648,7 @@ class RunDir:
         self.save_summary(self.reopened_status or "interrupted", reason=f"resume failed: {reason}")
 
     def save_torch(self, filename: str, obj: Any) -> None:
+        """Write `obj` to `filename` in the run directory with torch.save."""
         import torch
 
         self._write(filename, lambda f: torch.save(obj, f))
@@ -669,7 +692,7 @@ class RunDir:
             raise StoreError(f"{self.path}: a node sent an unknown run file {unknown[0]!r}")
         for name, data in files.items():
             if name != "summary.json":
-                self._write(name, lambda f, data=data: f.write(data))
+                self._write(name, functools.partial(_put, data=data))
         if "summary.json" in files:
             try:
                 summary = json.loads(files["summary.json"].decode("utf-8"))
@@ -690,12 +713,12 @@ class RunOutbox(RunDir):
         identity = {k: state["settings"].get(k, "") for k in ("name", "title", "group")}
         super().__init__(Path(state["path"]), Experiment(**settings, **identity), state["run_id"])
         self.summary = RunSummary.from_json({**self.summary.to_json(), **state["summary"]})[0]
-        self.floor = self.written = tuple(state["floor"])  # type: ignore[assignment]
+        self.floor = self.written = tuple(state["floor"])
         self.reopened_status = state["reopened_status"]
         self.files: dict[str, bytes] = {}
         self.aliases: dict[str, str] = {}  # local paths in texts -> the store's
 
-    def _write(self, filename: str, write: Callable[[IO[bytes]], None]) -> None:
+    def _write(self, filename: str, write: Callable[[IO[bytes]], object]) -> None:
         buf = io.BytesIO()
         write(buf)
         data = buf.getvalue()
@@ -713,6 +736,7 @@ class RunOutbox(RunDir):
         return files
 
     def discard(self) -> bool:
+        """Drop the files not sent yet; a run on another machine has no directory here."""
         self.files.clear()
         return False
 
@@ -724,6 +748,7 @@ class RunStore:
         self.root = Path(root)
 
     def check_writable(self) -> None:
+        """Create the runs directory if need be; StoreError when it cannot be written."""
         if self.root.exists() and not self.root.is_dir():
             raise StoreError(f"runs dir {str(self.root)!r} is a file, not a directory")
         try:
@@ -784,7 +809,7 @@ class RunStore:
         or history cannot be read. `lock`: the run's lock, already taken by the caller."""
         experiment = record.experiment()
         history = record.history()
-        status = record.status
+        status: str = record.status
         if status is RunStatus.QUEUED:  # a queued resume: the status it had before it was queued
             status = str(record.queue.get("was", "interrupted"))
         run = RunDir(record.path, experiment, record.run_id)

@@ -128,6 +128,7 @@ class Row:
 
     @property
     def n(self) -> int:
+        """How many seeds' runs the row's aggregates count."""
         return len(self.seed_results)
 
     def class_accuracy(self) -> list[float]:
@@ -140,11 +141,13 @@ class Row:
 
     @property
     def data(self) -> str:
+        """The data line under a table: dataset and the images the run used."""
         return describe_data(
             self.ran_with.dataset, self.train_images, self.test_images, self.val_images
         )
 
     def value(self, key: str) -> Any:
+        """A table column's value: the parameter count or a Metrics field."""
         if key == "params":
             return self.params
         return getattr(self.metrics, key)
@@ -224,7 +227,8 @@ def to_csv(rows: list[Row], with_group: bool = False) -> bytes:
     w.writerow(header)
     for r in rows:
         e = r.experiment
-        line = [e.name, e.display_title, *([e.group] if with_group else []), r.status]
+        line: list[object] = [e.name, e.display_title, *([e.group] if with_group else [])]
+        line.append(r.status)
         line += [r.epochs_done, r.ran_with.dataset]
         line += [_csv_value(r.train_images), r.val_images, _csv_value(r.test_images)]
         line += [_csv_value(getattr(r.ran_with, k)) for k in keys]
@@ -289,6 +293,7 @@ def to_markdown(
     missing: list[str] | None = None,
     skipped: list[str] | None = None,
 ) -> bytes:
+    """The results table as Markdown for a report, with notes on missing and skipped runs."""
     keys = differing_keys(rows)
     unfinished = any(r.status != "finished" for r in rows)
     seeded = has_seeds(rows)
@@ -384,6 +389,7 @@ def seed_cells(r: Row) -> list[str]:
 
 
 def seed_notes(rows: list[Row]) -> list[str]:
+    """What a reader of the tables should know about seeds: error bars and their absence."""
     if not has_seeds(rows):
         if rows and all(r.n == 1 for r in rows):
             return [

@@ -108,6 +108,7 @@ class RowText(Text):
 
     @classmethod
     def keyed(cls, cell: Text, key: str) -> RowText:
+        """A copy of `cell` that remembers the key of the row it is in."""
         out = cls(cell.plain, style=cell.style, justify=cell.justify, spans=cell.spans)
         out.run_key = key
         return out
