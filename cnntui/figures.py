@@ -34,6 +34,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 from matplotlib.transforms import Bbox
 
 from .history import MA_WINDOW, History, Metrics, moving_average
+from .records import RunStatus
 
 DPI = 300  # print resolution for PNG, and for the rasterised raw curve inside SVG/PDF
 BASE_FONT = "DejaVu Sans"  # bundled with matplotlib, so always present
@@ -259,7 +260,7 @@ class Series:
     color: str
     history: History
     metrics: Metrics
-    status: str = "finished"  # anything else is marked in the figures
+    status: RunStatus = RunStatus.FINISHED  # anything else is marked in the figures
     planned_epochs: int = 0
     data: str = ""  # what it was measured on: "CIFAR-10, 50,000 train / 10,000 test images"
     seeds: tuple[History, ...] = ()  # each seed's counted run, for mean ± std (stats.py)
@@ -267,7 +268,7 @@ class Series:
     @property
     def finished(self) -> bool:
         """Whether the run trained every epoch (figures mark the others)."""
-        return self.status == "finished"
+        return self.status == RunStatus.FINISHED
 
 
 def colors(n: int) -> list[str]:

@@ -29,6 +29,7 @@ import numpy as np
 from . import store as st
 from . import text
 from .config import Experiment, expand_runs, gpu_list
+from .records import RunStatus
 
 
 def queue_record(
@@ -150,7 +151,7 @@ def cancel(store: st.RunStore, target: str) -> list[str]:
                     again = st.RunStore.read(record.path)
                     if again is not None and again.status is st.RunStatus.QUEUED:
                         was = again.queue.get("was")
-                        status = was if again.queue.get("resume") and was else "cancelled"
+                        status = was if again.queue.get("resume") and was else RunStatus.CANCELLED
                         why = "removed from the queue"
                         st.write_summary(
                             record.path, again.summary.with_fields(status=status, reason=why)

@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .records import RunStatus
+
 LEVEL = 0.95  # the confidence of every interval cnntui shows
 WITHIN = "within noise"
 BEYOND = "beyond noise"
@@ -166,7 +168,7 @@ def seed_runs(records: Sequence[Any], key: Callable[[Any], Any]) -> list[Any]:
     run of each seed among those whose `key` (the learning settings) is the newest
     finished run's. `records` oldest first, as RunStore.runs gives them; each has `.status`
     and `.seed`."""
-    finished = [r for r in records if r.status == "finished"]
+    finished = [r for r in records if r.status == RunStatus.FINISHED]
     if not finished:
         return []
     wanted = key(finished[-1])

@@ -645,7 +645,8 @@ class RunDir:
 
     def resume_failed(self, reason: str) -> None:
         """A resume could not start: put the run back as it was, resumable, saying why."""
-        self.save_summary(self.reopened_status or "interrupted", reason=f"resume failed: {reason}")
+        status = self.reopened_status or RunStatus.INTERRUPTED
+        self.save_summary(status, reason=f"resume failed: {reason}")
 
     def save_torch(self, filename: str, obj: Any) -> None:
         """Write `obj` to `filename` in the run directory with torch.save."""
