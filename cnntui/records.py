@@ -9,7 +9,6 @@ written (`extra`), so rewriting a summary never loses it. Torch-free and numpy-f
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -32,6 +31,8 @@ class RunStatus(StrEnum):
     @classmethod
     def parse(cls, value: object) -> RunStatus:
         """The status a summary value names, UNKNOWN for anything this program never writes."""
+        if isinstance(value, RunStatus):
+            return value
         return cls(value) if isinstance(value, str) and value in STATUSES else cls.UNKNOWN
 
 
@@ -285,8 +286,3 @@ def _plain(value: object) -> object:
     if isinstance(value, Mapping):
         return dict(value)
     return value
-
-
-def finite(value: float | None) -> float | None:
-    """`value` when it is a finite number, else None (NaN and infinities are not results)."""
-    return value if value is not None and math.isfinite(value) else None
