@@ -16,10 +16,16 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from . import __version__, text
 from .config import ConfigError, Experiment, ExperimentFile, apply_overrides, load, parse_override
+from .records import UNFINISHED, RunStatus, RunSummary
+
+if TYPE_CHECKING:
+    from .export import ExportResult
+    from .runner import Job
+    from .store import RunRecord
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 TUI_STOP_SECONDS = 30.0  # the longest quitting the TUI waits for its cancelled runs to save
@@ -31,6 +37,7 @@ class UsageError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line's arguments, with their help texts."""
     p = argparse.ArgumentParser(
         prog="cnntui",
         description="Run, watch and compare small CNN experiments defined in experiments.toml. "
@@ -96,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def collect_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """--set items, then --device and --data-dir, validated like the file's settings."""
-    items = [(item, None) for item in args.overrides]
+    items: list[tuple[str, str | None]] = [(item, None) for item in args.overrides]
     if args.device:
         items.append((f"device={args.device}", f"--device {args.device!r}"))
     if args.data_dir:
@@ -118,6 +125,7 @@ def collect_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def parse_formats(spec: str) -> tuple[str, ...]:
+    """The figure formats `--format` names; UsageError for one not offered."""
     formats = tuple(f.strip().lower() for f in spec.split(",") if f.strip())
     if not formats or any(f not in ("png", "svg", "pdf") for f in formats):
         raise UsageError(f"--format {spec!r}: allowed formats are png, svg, pdf")
@@ -147,17 +155,16 @@ def latest_status(record: Any) -> str:
     if record is None:
         return "-"
     status, s = record.status, record.summary
-    if status == "finished":
-        stopped = s.get("stopped_early")
-        early = f" (early stop ep {stopped})" if isinstance(stopped, int) else ""
-        return f"finished {text.pct(s.get('final_test_acc'))}{early}"
-    done, epochs = s.get("epochs_done"), s.get("epochs")
-    if status in ("interrupted", "cancelled", "running") and isinstance(done, int):
-        return f"{status} ep {done}/{epochs}" if isinstance(epochs, int) else status
-    return text.safe(status)
+    if status is RunStatus.FINISHED:
+        early = f" (early stop ep {s.stopped_early})" if s.stopped_early is not None else ""
+        return f"finished {text.pct(s.final_test_acc)}{early}"
+    done, epochs = s.epochs_done, s.epochs
+    if status in UNFINISHED and done is not None:
+        return f"{status} ep {done}/{epochs}" if epochs is not None else str(status)
+    return str(status)
 
 
-RESUMABLE = ("interrupted", "cancelled")
+RESUMABLE = (RunStatus.INTERRUPTED, RunStatus.CANCELLED)
 
 
 def print_list(file: ExperimentFile, out: IO[str], runs_dir: Path | None = None) -> None:
@@ -170,7 +177,8 @@ def print_list(file: ExperimentFile, out: IO[str], runs_dir: Path | None = None)
     from .store import RunStore
 
     width = shutil.get_terminal_size((80, 24)).columns - 1
-    latest, by_name = {}, {}
+    latest: dict[str, RunRecord] = {}
+    by_name: dict[str, list[RunRecord]] = {}
     if runs_dir is not None:
         try:
             for r in RunStore(runs_dir).runs():
@@ -185,7 +193,7 @@ def print_list(file: ExperimentFile, out: IO[str], runs_dir: Path | None = None)
         status = latest_status(latest.get(e.name))
         if len(e.seeds) > 1:  # several seeds: how many finished, and their mean ± std
             counted = stats.seed_runs(by_name.get(e.name, []), key=lambda r: r.settings_key)
-            agg = stats.aggregate(r.summary.get("final_test_acc") for r in counted)
+            agg = stats.aggregate(r.summary.final_test_acc for r in counted)
             done = f"{agg.n}/{len(e.seeds)} seeds"
             status = f"{done} {stats.pct_mean_std(agg).split(' (n=')[0]}" if agg.n else status
         cells.append([e.name, e.display_title, e.group or "-", status])
@@ -202,8 +210,8 @@ def print_list(file: ExperimentFile, out: IO[str], runs_dir: Path | None = None)
         lines = _wrap_items(items, room)
         rows.append([*row, lines[0]])
         rows.extend(["", "", "", "", more] for more in lines[1:])
-    own = "" if headers[-1] == wide else " (own settings: those apart from [defaults])"
-    print(f"{file.path}: {len(cells)} experiments{own}", file=out)
+    note = "" if headers[-1] == wide else " (own settings: those apart from [defaults])"
+    print(f"{file.path}: {len(cells)} experiments{note}", file=out)
     print(text.table(headers, rows), file=out)
     if any(r.status in RESUMABLE for r in latest.values() if r.name in file.names()):
         hint = (
@@ -267,6 +275,7 @@ class Progress:
             self.status_width = 0
 
     def line(self, msg: str) -> None:
+        """Print a line above the progress bar, then draw the bar again."""
         self._clear()
         self.write(msg + "\n")
         self._draw(force=True)
@@ -302,6 +311,7 @@ class Progress:
         self.status_width = text.width(status)
 
     def handle(self, event: Any) -> None:
+        """Show what a run's event says: its start, progress, epochs and end."""
         from .events import (
             BatchLosses,
             Cancelled,
@@ -363,6 +373,7 @@ class Progress:
                 self.line(f"[{event.name}] cancelled; history so far is saved")
 
     def close(self) -> None:
+        """Clear the progress bar for good."""
         self._clear()
         self.write("")
 
@@ -380,22 +391,23 @@ def silence(out: IO[str]) -> None:
 
 
 def results_table(records: list[Any]) -> str:
+    """The table printed after a run: each run's headline figures and status."""
     rows = []
     for r in records:
         s = r.summary
-        # A summary.json may have been edited by hand: any value may be of any type, and
-        # text is shown with its control characters escaped.
+        # A summary.json may have been edited by hand: text is shown with its control
+        # characters escaped.
         rows.append(
             [
                 text.safe(r.name),
-                text.safe(s.get("title", "")),
-                text.safe(s.get("model", "")),
-                text.count(s.get("params")) if s.get("params") else "-",
-                text.pct(s.get("final_test_acc")),
-                text.pct(s.get("best_test_acc")),
-                text.num(s.get("final_train_loss")),
-                text.seconds(s.get("total_seconds")),
-                text.safe(r.status),
+                text.safe(s.title or ""),
+                text.safe(s.model or ""),
+                text.count(s.params) if s.params else "-",
+                text.pct(s.final_test_acc),
+                text.pct(s.best_test_acc),
+                text.num(s.final_train_loss),
+                text.seconds(s.total_seconds),
+                str(r.status),
             ]
         )
     headers = ["name", "title", "model", "params", "final acc", "best acc", "train loss", "time"]
@@ -453,6 +465,7 @@ def check_exports_dir(exports: Path) -> None:
 
 
 def check_devices(experiments: list[Experiment]) -> None:
+    """Refuse, before anything is written, a device setting this machine lacks."""
     from .engine import DeviceError, resolve_device
 
     for spec in sorted({e.device for e in experiments}):
@@ -517,7 +530,9 @@ def check_data(experiments: list[Experiment]) -> list[Experiment]:
     return [e for e in experiments if not missing.get((e.dataset, e.data_dir))]
 
 
-def plan_jobs(args: argparse.Namespace, store: Any, selected: list[Experiment], overrides: dict):
+def plan_jobs(
+    args: argparse.Namespace, store: Any, selected: list[Experiment], overrides: dict[str, Any]
+) -> list[Job]:
     """The runs to train; with --resume, each selected experiment's latest unfinished run,
     checked and locked (see RunStore.resume). A run that cannot be resumed is a UsageError
     naming it and why, raised before anything is written."""
@@ -542,7 +557,8 @@ def plan_jobs(args: argparse.Namespace, store: Any, selected: list[Experiment], 
             jobs.append(Job(run.experiment, run, checkpoint))
     except StoreError as e:
         for job in jobs:
-            job.resume_dir.release()
+            if job.resume_dir is not None:
+                job.resume_dir.release()
         raise UsageError(str(e)) from None
     if not jobs:
         raise UsageError(
@@ -559,11 +575,13 @@ class _Row:
     """A results-table row: a run this process trained, as its summary says."""
 
     name: str
-    summary: dict[str, Any]
-    status: str
+    summary: RunSummary
+    status: RunStatus
 
 
-def trained_rows(store: Any, jobs: list[Any], ran: dict[str, str | None], reasons: dict) -> list:
+def trained_rows(
+    store: Any, jobs: list[Any], ran: dict[str, str | None], reasons: dict[str, str]
+) -> list[_Row]:
     """The runs this process trained, in job order: each read back from its own directory,
     or, where it has none (it could not be written), from what the run reported."""
     from .store import RunStore
@@ -578,8 +596,10 @@ def trained_rows(store: Any, jobs: list[Any], ran: dict[str, str | None], reason
         if record is not None:
             rows.append(_Row(exp.label, record.summary, record.status))
             continue
-        summary = {"title": exp.display_title, "model": exp.model, "reason": reasons.get(exp.label)}
-        rows.append(_Row(exp.label, summary, "failed"))
+        summary = RunSummary(
+            title=exp.display_title, model=exp.model, reason=reasons.get(exp.label)
+        )
+        rows.append(_Row(exp.label, summary, RunStatus.FAILED))
     return rows
 
 
@@ -623,6 +643,7 @@ def finish_study(
 
 
 def run_headless(args: argparse.Namespace, out: IO[str]) -> int:
+    """`cnntui --run`: train the selected experiments and print their results."""
     file, overrides = load_experiments(args)
     selected = apply_overrides(file.select(args.run), overrides)
     if args.jobs < 1:
@@ -732,15 +753,15 @@ def run_detached(args: argparse.Namespace, out: IO[str]) -> int:
     resumed = plan_jobs(args, store, selected, overrides) if args.resume else []
     try:
         if args.resume:
-            queued = lifecycle.requeue([j.resume_dir for j in resumed], args.jobs)
+            queued = lifecycle.requeue([j.resume_dir for j in resumed if j.resume_dir], args.jobs)
         else:
             queued = lifecycle.submit(store, selected, args.jobs)
         lifecycle.ensure_scheduler(store)
     except StoreError as e:
         raise UsageError(str(e)) from None
     for record in queued:
-        resumed = " (resume)" if record.queue.get("resume") else ""
-        print(f"queued {record.name} {record.run_id}{resumed}", file=out)
+        how = " (resume)" if record.queue.get("resume") else ""
+        print(f"queued {record.name} {record.run_id}{how}", file=out)
     runs = "" if args.runs_dir == Path("runs") else f" --runs-dir {args.runs_dir}"
     print(
         f"\nThey train in the background, whatever happens to this terminal. Watch them:\n"
@@ -753,7 +774,7 @@ def run_detached(args: argparse.Namespace, out: IO[str]) -> int:
 
 
 def run_followed(
-    args: argparse.Namespace, out: IO[str], selected: list[Experiment], overrides: dict
+    args: argparse.Namespace, out: IO[str], selected: list[Experiment], overrides: dict[str, Any]
 ) -> int:
     """`--run` with executor "process": the runs are queued and train in worker processes of
     their own, and this command follows them through the run store, printing what
@@ -777,7 +798,7 @@ def run_followed(
         return EXIT_RUN_FAILED
     try:
         if args.resume:
-            records = lifecycle.requeue([j.resume_dir for j in jobs], args.jobs)
+            records = lifecycle.requeue([j.resume_dir for j in jobs if j.resume_dir], args.jobs)
         else:
             records = lifecycle.submit(store, [j.experiment for j in jobs], args.jobs)
         lifecycle.ensure_scheduler(store)
@@ -846,6 +867,7 @@ def run_followed(
 
 
 def show_status(args: argparse.Namespace, out: IO[str]) -> int:
+    """`cnntui --status`: print the store's queued, running and recent runs."""
     from . import lifecycle
     from .store import RunStore
 
@@ -858,6 +880,7 @@ def show_status(args: argparse.Namespace, out: IO[str]) -> int:
 
 
 def cancel_runs(args: argparse.Namespace, out: IO[str]) -> int:
+    """`cnntui --cancel`: ask the named runs to stop, and say which were asked."""
     from . import lifecycle
     from .store import RunStore, StoreError
 
@@ -870,7 +893,10 @@ def cancel_runs(args: argparse.Namespace, out: IO[str]) -> int:
     return EXIT_OK
 
 
-def export(args: argparse.Namespace, store: Any, experiments: list[Experiment], out: IO[str]):
+def export(
+    args: argparse.Namespace, store: Any, experiments: list[Experiment], out: IO[str]
+) -> ExportResult:
+    """Export every experiment's latest run (figures, tables) and say what was written."""
     from .export import ExportError, export_all
 
     formats = parse_formats(args.format)
@@ -890,6 +916,7 @@ def export(args: argparse.Namespace, store: Any, experiments: list[Experiment], 
 
 
 def run_export_only(args: argparse.Namespace, out: IO[str]) -> int:
+    """`cnntui --export` without --run: export what the store recorded."""
     file, _overrides = load_experiments(args)
     from .store import RunStore
 
@@ -898,6 +925,7 @@ def run_export_only(args: argparse.Namespace, out: IO[str]) -> int:
 
 
 def open_tui(args: argparse.Namespace) -> int:
+    """Start the terminal UI on the experiments file."""
     _file, overrides = load_experiments(args)
     try:
         from .tui.app import make_app
@@ -925,6 +953,7 @@ def open_tui(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The cnntui command: parse the arguments, run what they ask, return the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["serve"]:
         from .serve import main as serve
@@ -936,7 +965,8 @@ def main(argv: list[str] | None = None) -> int:
             file, overrides = load_experiments(args)
             if overrides:  # shown as they would run: `--list --set seeds=0,1,2`
                 file.experiments = apply_overrides(file.experiments, overrides)
-                (file.defaults,) = apply_overrides([file.defaults], overrides)
+                defaults: list[Any] = [file.defaults]  # Settings: replaced like an Experiment
+                (file.defaults,) = apply_overrides(defaults, overrides)
             print_list(file, sys.stdout, args.runs_dir)
             sys.stdout.flush()  # here, so a closed pipe is caught below, not at exit
             return EXIT_OK

@@ -28,20 +28,24 @@ worker thread.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import pickle
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import figures, stats, tables, text
-from .config import UNGROUPED, Experiment
+from .config import UNGROUPED, Experiment, class_names
 from .history import History, metrics
 from .store import RunRecord, RunStore, StoreError, atomic_write
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 FORMATS = ("png", "svg", "pdf")
 # What reading one run's files can raise when one is truncated, corrupt or hand-edited with
@@ -64,6 +68,8 @@ class ExportError(OSError):
 
 @dataclass
 class ExportResult:
+    """What an export wrote, and what it could not, for the front end to say."""
+
     folder: Path
     files: list[Path] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # experiments with no recorded run
@@ -82,10 +88,6 @@ class _Entry:
     series: figures.Series
 
 
-def _count(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
 def latest_runs(store: RunStore, experiments: list[Experiment]) -> dict[str, RunRecord]:
     """The newest stored run of each experiment with something to show: a newer run that
     never finished an epoch (just launched, cancelled early) does not hide an older one that
@@ -93,11 +95,15 @@ def latest_runs(store: RunStore, experiments: list[Experiment]) -> dict[str, Run
     out = {}
     for exp in experiments:
         runs = store.runs(exp.name)
-        with_epochs = [r for r in runs if _count(r.summary.get("epochs_done")) > 0]
-        with_batches = [r for r in runs if _count(r.summary.get("batches_done")) > 0]
+        with_epochs = [r for r in runs if (r.summary.epochs_done or 0) > 0]
+        with_batches = [r for r in runs if (r.summary.batches_done or 0) > 0]
         if with_epochs or with_batches:
             out[exp.name] = (with_epochs or with_batches)[-1]
     return out
+
+
+def _savez(f: IO[bytes], arrays: dict[str, np.ndarray]) -> None:
+    np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stub: names vs allow_pickle
 
 
 def _prepare(folder: Path) -> None:
@@ -109,7 +115,7 @@ def _prepare(folder: Path) -> None:
         raise ExportError(f"exports dir {str(folder)!r} cannot be created: {e.strerror}") from None
 
 
-def _write(result: ExportResult, path: Path, data: bytes | Callable[[IO[bytes]], None]) -> None:
+def _write(result: ExportResult, path: Path, data: bytes | Callable[[IO[bytes]], object]) -> None:
     """Write one export (with the umask's mode, as every atomic_write does)."""
 
     def write(f: IO[bytes]) -> None:
@@ -135,8 +141,8 @@ def _ran_with(record: RunRecord, exp: Experiment) -> Experiment:
 def _images(record: RunRecord, ran: Experiment) -> tuple[int, int]:
     """The train and test images the run used: as its summary recorded them, or (a run from
     before they were recorded) as its settings give them."""
-    train, test = record.summary.get("train_images"), record.summary.get("test_images")
-    if isinstance(train, int) and isinstance(test, int):
+    train, test = record.summary.train_images, record.summary.test_images
+    if train is not None and test is not None:
         return train, test
     return tables.images_used(ran.dataset, ran.train_size, ran.test_size)
 
@@ -189,8 +195,7 @@ def _with_seeds(entry: _Entry, store: RunStore, result: ExportResult) -> _Entry:
         try:
             history = entry.history if record.path == entry.record.path else record.history()
             ran = _ran_with(record, exp)
-            seconds = _summary_value(record, "total_seconds", (int, float))
-            m = metrics(history, ran.target_acc, float(seconds or 0.0))
+            m = metrics(history, ran.target_acc, record.summary.total_seconds or 0.0)
         except UNREADABLE as e:
             why = text.safe(str(e) if isinstance(e, StoreError) else text.one_line(e))
             result.warnings.append(
@@ -223,11 +228,19 @@ def _compare(entries: list[_Entry], experiments: list[Experiment]) -> None:
             m.row = dataclasses.replace(m.row, comparison=comparison)
 
 
-def sweep_cells(members: list[_Entry]) -> dict[str, tuple]:
+Heatmap = tuple[
+    dict[tuple[Any, Any], tuple[float, float, int]],
+    tuple[str, list[Any]],
+    tuple[str, list[Any]],
+    str,
+]
+
+
+def sweep_cells(members: list[_Entry]) -> dict[str, Heatmap]:
     """For each sweep over two settings among `members`: the heatmap's cells (mean, std, n of
     the final test accuracy over seeds), its rows and columns (setting, values in sweep
     order), and the data line: the arguments of figures.heatmap but the title."""
-    out: dict[str, tuple] = {}
+    out: dict[str, Heatmap] = {}
     sweeps: dict[str, list[_Entry]] = {}
     for m in members:
         if m.experiment.sweep and len(m.experiment.swept) == 2:
@@ -236,7 +249,7 @@ def sweep_cells(members: list[_Entry]) -> dict[str, tuple]:
         ykey, xkey = entries[0].experiment.swept
         yvals = list(dict.fromkeys(getattr(e.experiment, ykey) for e in entries))
         xvals = list(dict.fromkeys(getattr(e.experiment, xkey) for e in entries))
-        cells = {}
+        cells: dict[tuple[Any, Any], tuple[float, float, int]] = {}
         for e in entries:
             agg = e.row.aggregate("final_test_acc")
             at = (getattr(e.experiment, ykey), getattr(e.experiment, xkey))
@@ -249,44 +262,28 @@ def _finals(e: _Entry) -> list[float]:
     return [s.metrics.final_test_acc for s in e.row.seed_results]
 
 
-def _summary_value(record: RunRecord, key: str, kind: type | tuple[type, ...]) -> object:
-    """A summary value the export uses, None when absent; of the wrong type, a ValueError."""
-    value = record.summary.get(key)
-    if value is None or (isinstance(value, kind) and not isinstance(value, bool)):
-        return value
-    raise ValueError(
-        f"summary.json: {key!r} is {text.safe(repr(value))[:40]}, not a {_kind_name(kind)}"
-    )
-
-
-def _kind_name(kind: type | tuple[type, ...]) -> str:
-    return "whole number" if kind is int else "number" if kind == (int, float) else "string"
-
-
 def _entry(exp: Experiment, record: RunRecord, fonts: figures.Fonts, color: str) -> _Entry:
     """One experiment's latest run read for export; raises one of UNREADABLE when it cannot be."""
     if record.dropped:  # its numbers would be silently missing from the tables
         raise ValueError(f"summary.json: {'; '.join(record.dropped)}")
-    params = _summary_value(record, "params", int)
-    seconds = _summary_value(record, "total_seconds", (int, float))
-    device = _summary_value(record, "device", str)
+    s = record.summary
     history = record.history()
     ran = _ran_with(record, exp)
-    m = metrics(history, ran.target_acc, float(seconds or 0.0))
+    m = metrics(history, ran.target_acc, s.total_seconds or 0.0)
     train_images, test_images = _images(record, ran)
     row = tables.Row(
         experiment=exp,
         ran_with=ran,
-        status=text.safe(record.status),
+        status=record.status,
         epochs_done=history.epochs_done,
-        params=params,
+        params=s.params,
         metrics=m,
-        device=device or "",
+        device=s.device or "",
         run_id=record.run_id,
         train_images=train_images,
         test_images=test_images,
         confusion=history.confusion,
-        val_images=_summary_value(record, "val_images", int) or 0,
+        val_images=s.val_images or 0,
     )
     series = figures.Series(
         name=exp.name,
@@ -321,7 +318,7 @@ def export_all(
     titles = {e.experiment.name: e.experiment.display_title for e in entries}
     result.warnings += figures.font_notes(fonts, titles)
 
-    def figure(folder: Path, stem: str, build: Callable[[], figures.Figure]) -> None:
+    def figure(folder: Path, stem: str, build: Callable[[], Figure]) -> None:
         with figures.drawing(fonts):
             fig = build()
             rendered = figures.render_all(fig, formats, dpi)
@@ -332,11 +329,11 @@ def export_all(
         folder = exports_dir / e.experiment.name
         _prepare(folder)
         arrays = e.history.arrays()
-        _write(result, folder / "loss_history.npz", lambda f, a=arrays: np.savez(f, **a))
-        figure(folder, "loss_curves", lambda s=e.series: figures.loss_curves(s))
+        _write(result, folder / "loss_history.npz", functools.partial(_savez, arrays=arrays))
+        figure(folder, "loss_curves", functools.partial(figures.loss_curves, e.series))
         if e.history.confusion:
-            names = tables.class_names(e.row.ran_with.dataset, len(e.history.confusion))
-            figure(folder, "confusion", lambda s=e.series, n=names: figures.confusion(s, n))
+            classes = class_names(e.row.ran_with.dataset, len(e.history.confusion))
+            figure(folder, "confusion", functools.partial(figures.confusion, e.series, classes))
 
     by_group: dict[str, list[_Entry]] = {}
     for e in entries:
@@ -345,8 +342,8 @@ def export_all(
         folder = exports_dir / group
         _prepare(folder)
         series = [m.series for m in members]
-        figure(folder, "comparison", lambda s=series, g=group: figures.comparison(s, g))
-        figure(folder, "loss_grid", lambda s=series, g=group: figures.loss_grid(s, g))
+        figure(folder, "comparison", functools.partial(figures.comparison, series, group))
+        figure(folder, "loss_grid", functools.partial(figures.loss_grid, series, group))
         rows = [m.row for m in members]
         names = [x.name for x in experiments if (x.group or UNGROUPED) == group]
         missing = [n for n in names if n in result.missing]
@@ -356,11 +353,8 @@ def export_all(
         _write(result, folder / "results.md", md)
         _write(result, folder / "results.tex", tables.to_latex(rows, f"{group}: results"))
         for sweep, (cells, rows_, cols, data) in sweep_cells(members).items():
-            figure(
-                folder,
-                f"{sweep}_heatmap",
-                lambda c=cells, r=rows_, k=cols, d=data, w=sweep: figures.heatmap(c, r, k, w, d),
-            )
+            heatmap = functools.partial(figures.heatmap, cells, rows_, cols, sweep, data)
+            figure(folder, f"{sweep}_heatmap", heatmap)
         if any(r.confusion for r in rows):
             _write(result, folder / "per_class.csv", tables.per_class_csv(rows))
             heading = f"{group}: per-class test accuracy"

@@ -34,6 +34,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 from matplotlib.transforms import Bbox
 
 from .history import MA_WINDOW, History, Metrics, moving_average
+from .records import RunStatus
 
 DPI = 300  # print resolution for PNG, and for the rasterised raw curve inside SVG/PDF
 BASE_FONT = "DejaVu Sans"  # bundled with matplotlib, so always present
@@ -134,11 +135,13 @@ class Fonts:
 
     @classmethod
     def detect(cls) -> Fonts:
+        """The fonts this machine has for figures: the base font, and a CJK one if any."""
         cjk = find_cjk_font()
         return cls((BASE_FONT, cjk) if cjk else (BASE_FONT,))
 
     @property
     def has_cjk(self) -> bool:
+        """Whether a font for Chinese, Japanese and Korean text was found."""
         return len(self.families) > 1
 
     def missing(self, text: str) -> str:
@@ -158,6 +161,7 @@ class Fonts:
 
 
 def is_cjk(ch: str) -> bool:
+    """Whether `ch` is a Chinese, Japanese or Korean character."""
     return any(lo <= ord(ch) <= hi for lo, hi in _CJK_RANGES)
 
 
@@ -220,7 +224,7 @@ def style(fonts: Fonts) -> dict[str, Any]:
 @contextmanager
 def drawing(fonts: Fonts) -> Iterator[None]:
     """Hold the render lock with the report style applied; build and render inside it."""
-    with _render_lock, matplotlib.rc_context(style(fonts)):
+    with _render_lock, matplotlib.rc_context(style(fonts)):  # type: ignore[arg-type]  # str keys
         yield
 
 
@@ -256,14 +260,15 @@ class Series:
     color: str
     history: History
     metrics: Metrics
-    status: str = "finished"  # anything else is marked in the figures
+    status: RunStatus = RunStatus.FINISHED  # anything else is marked in the figures
     planned_epochs: int = 0
     data: str = ""  # what it was measured on: "CIFAR-10, 50,000 train / 10,000 test images"
     seeds: tuple[History, ...] = ()  # each seed's counted run, for mean ± std (stats.py)
 
     @property
     def finished(self) -> bool:
-        return self.status == "finished"
+        """Whether the run trained every epoch (figures mark the others)."""
+        return self.status == RunStatus.FINISHED
 
 
 def colors(n: int) -> list[str]:
@@ -823,7 +828,7 @@ def _tick(value: Any) -> str:
 
 
 def _clash(a: Bbox, b: Bbox, pad: float) -> bool:
-    return a.x0 < b.x1 + pad and b.x0 < a.x1 + pad and a.y0 < b.y1 + pad and b.y0 < a.y1 + pad
+    return bool(a.x0 < b.x1 + pad and b.x0 < a.x1 + pad and a.y0 < b.y1 + pad and b.y0 < a.y1 + pad)
 
 
 def _free_spot(
@@ -860,7 +865,7 @@ def _label_points(ax: Axes, points: list[tuple[float, float, Series, float]], fi
         return
     canvas = FigureCanvasAgg(fig)
     fig.draw_without_rendering()
-    renderer = canvas.get_renderer()
+    renderer = canvas.get_renderer()  # type: ignore[no-untyped-call]
     pt = fig.dpi / 72  # pixels per point
     frame = ax.get_window_extent(renderer)
     centres = [ax.transData.transform((x, y)) for x, y, _, _ in points]

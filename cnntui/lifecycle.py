@@ -29,6 +29,7 @@ import numpy as np
 from . import store as st
 from . import text
 from .config import Experiment, expand_runs, gpu_list
+from .records import RunStatus
 
 
 def queue_record(
@@ -83,7 +84,7 @@ def requeue(runs: list[st.RunDir], jobs: int = 1) -> list[st.RunRecord]:
             q = queue_record(run.experiment, jobs=jobs, resume=True, was=run.reopened_status)
             run.write_config()  # what it trains with from now on (e.g. more epochs)
             st.clear_cancel(run.path)
-            run.save_summary("queued", queue=q)
+            run.save_summary(st.RunStatus.QUEUED, queue=q)
             run.release()
             record = st.RunStore.read(run.path)
             if record is not None:
@@ -143,32 +144,32 @@ def cancel(store: st.RunStore, target: str) -> list[str]:
         raise st.StoreError(f"--cancel {target!r}: no run or experiment of that name here")
     for record in found:
         where = f"{record.name} {record.run_id}"
-        if record.status == "queued":
+        if record.status is st.RunStatus.QUEUED:
             lock = st.try_lock(record.path)
             if lock is not None:
                 try:
                     again = st.RunStore.read(record.path)
-                    if again is not None and again.status == "queued":
+                    if again is not None and again.status is st.RunStatus.QUEUED:
                         was = again.queue.get("was")
-                        status = was if again.queue.get("resume") and was else "cancelled"
+                        status = was if again.queue.get("resume") and was else RunStatus.CANCELLED
+                        why = "removed from the queue"
                         st.write_summary(
-                            record.path,
-                            {**again.summary, "status": status, "reason": "removed from the queue"},
+                            record.path, again.summary.with_fields(status=status, reason=why)
                         )
                         lines.append(f"{where}: removed from the queue")
                         continue
                 finally:
                     lock.release()
             record = st.RunStore.read(record.path) or record  # it started meanwhile
-        if record.status == "running":
+        if record.status is st.RunStatus.RUNNING:
             st.request_cancel(record.path)
             beat = st.read_heartbeat(record.path)
-            pid = record.summary.get("pid")
+            pid = record.summary.pid
             local = beat is None or beat[0] == st.HOST
             # SIGTERM for a worker process; a Ray run's pid is its scheduler's (which follows
             # other runs too): it sees the cancel file and tells the task on its node.
             worker = record.queue.get("executor", "process") == "process"
-            if record.queue and worker and local and isinstance(pid, int) and st._pid_alive(pid):
+            if record.queue and worker and local and pid is not None and st._pid_alive(pid):
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGTERM)
             lines.append(f"{where}: cancelling (it stops within a batch and saves)")
@@ -182,7 +183,7 @@ def wait_ended(store: st.RunStore, paths: list[Path], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         records = [st.RunStore.read(p) for p in paths]
-        if all(r is None or r.status not in ("queued", "running") for r in records):
+        if all(r is None or r.status not in ACTIVE for r in records):
             return True
         time.sleep(0.2)
     return False
@@ -214,6 +215,7 @@ class Follower:
         self.reader = st.LiveReader(self.path)
 
     def poll(self) -> Update:
+        """What the run's files say now: its summary, new batch losses and history."""
         first = self.reader.offset // 8
         losses = self.reader.read()
         if self.reader.reset:
@@ -235,37 +237,35 @@ class Follower:
 
 # --- the store at a glance ------------------------------------------------------------------
 
-ACTIVE = ("queued", "running")
+ACTIVE = (st.RunStatus.QUEUED, st.RunStatus.RUNNING)  # a run the scheduler or a trainer holds
 
 
-def short_device(summary: dict[str, Any]) -> str:
-    node = summary.get("node")
-    if isinstance(node, str) and node:  # a Ray run: the node, and the device there
-        return f"{node[:12]}:{_short_device(summary)}"
+def short_device(summary: st.RunSummary) -> str:
+    """Where a run trains, in a few characters: `gpu 1`, `cpu`, `node-a:cuda:0`."""
+    if summary.node:  # a Ray run: the node, and the device there
+        return f"{summary.node[:12]}:{_short_device(summary)}"
     return _short_device(summary)
 
 
-def _short_device(summary: dict[str, Any]) -> str:
-    gpu = summary.get("gpu")
-    if isinstance(gpu, int) and not isinstance(gpu, bool):
-        return f"gpu {gpu}"
-    device = summary.get("device")
-    if isinstance(device, str) and device:
-        return device.split(" (")[0]
-    q = summary.get("queue")
-    return str(q.get("device", "-")) if isinstance(q, dict) else "-"
+def _short_device(summary: st.RunSummary) -> str:
+    if summary.gpu is not None:
+        return f"gpu {summary.gpu}"
+    if summary.device:
+        return summary.device.split(" (")[0]
+    q = summary.queue
+    return str(q.get("device", "-")) if q is not None else "-"
 
 
 def progress(record: st.RunRecord) -> str:
+    """How far a run is: `done/planned` epochs, and for a running one the share of batches."""
     s = record.summary
-    done, epochs = s.get("epochs_done"), s.get("epochs")
-    if record.status == "queued" or not isinstance(epochs, int) or epochs <= 0:
+    epochs = s.epochs
+    if record.status is st.RunStatus.QUEUED or epochs is None or epochs <= 0:
         return "-"
-    done = done if isinstance(done, int) else 0
+    done = s.epochs_done or 0
     live = (record.path / st.LIVE_FILE).stat().st_size // 8 if record.live.exists() else 0
-    per_epoch = s.get("batches_per_epoch")
-    per_epoch = per_epoch if isinstance(per_epoch, int) and per_epoch > 0 else None
-    if record.status == "running" and per_epoch:
+    per_epoch = s.batches_per_epoch if s.batches_per_epoch and s.batches_per_epoch > 0 else None
+    if record.status is st.RunStatus.RUNNING and per_epoch:
         return f"{min(done + 1, epochs)}/{epochs} {100 * live / (per_epoch * epochs):.0f}%"
     return f"{done}/{epochs}"
 
@@ -278,7 +278,7 @@ def status_rows(store: st.RunStore, recent: int = 10) -> list[list[str]]:
     others = [r for r in records if r.status not in ACTIVE][-recent:]
     rows = []
     for r in others + active:
-        acc = r.summary.get("final_test_acc")  # the latest epoch's
+        acc = r.summary.final_test_acc  # the latest epoch's
         rows.append(
             [
                 text.pad(text.safe(r.name), NAME_COLUMN).rstrip(),
@@ -298,6 +298,7 @@ STATUS_HEADERS = ["experiment", "run id", "device", "epoch", "acc", "status"]
 
 
 def status_table(store: st.RunStore) -> str:
+    """`cnntui --status` as text: the queue, running runs and recent others."""
     rows = status_rows(store)
     if not rows:
         return f"no runs in {store.root}"
@@ -321,18 +322,20 @@ class RunEvents:
         self.record: st.RunRecord | None = None  # the summary as the last poll read it
 
     def poll(self) -> list[Any]:
+        """The events the followed run's files show since the last poll."""
         from .events import BatchLosses, Cancelled, Diverged, EpochEnd, Failed, Finished, Started
 
         if self.ended:
             return []
         update = self.follower.poll()
         record = self.record = update.record
-        if record is None or record.status == "queued":
+        if record is None or record.status is st.RunStatus.QUEUED:
             return []
-        s, name, out = record.summary, record.label, []
-        per_epoch = s.get("batches_per_epoch")
-        done = s.get("epochs_done") if isinstance(s.get("epochs_done"), int) else 0
-        if not self.started and isinstance(per_epoch, int) and per_epoch > 0:
+        s, name = record.summary, record.label
+        out: list[Any] = []
+        per_epoch = s.batches_per_epoch or 0
+        done = s.epochs_done or 0
+        if not self.started and per_epoch > 0:
             self.started = True
             self.epochs_seen = done if update.history is None else update.history.epochs_done
             out.append(
@@ -340,9 +343,9 @@ class RunEvents:
                     name,
                     record.run_id,
                     str(self.path),
-                    str(s.get("device", "?")),
-                    int(s.get("params") or 0),
-                    int(s.get("epochs") or 0),
+                    s.device if s.device is not None else "?",
+                    s.params or 0,
+                    s.epochs or 0,
                     per_epoch,
                     self.epochs_seen,
                 )
@@ -376,14 +379,16 @@ class RunEvents:
         if status in ACTIVE:
             return out
         self.ended = True
-        reason = str(s.get("reason") or "")
-        if status == "finished":
-            out.append(Finished(name, float(s.get("total_seconds") or 0.0)))
-        elif status == "diverged":
-            out.append(Diverged(name, int(s.get("batches_done") or 0), reason))
-        elif status == "cancelled":
+        reason = s.reason or ""
+        if status is st.RunStatus.FINISHED:
+            out.append(Finished(name, s.total_seconds or 0.0))
+        elif status is st.RunStatus.DIVERGED:
+            out.append(Diverged(name, s.batches_done or 0, reason))
+        elif status is st.RunStatus.CANCELLED:
             out.append(Cancelled(name))
-        elif status == "interrupted":  # a Ray run says why (its node died); a worker cannot
+        elif (
+            status is st.RunStatus.INTERRUPTED
+        ):  # a Ray run says why (its node died); a worker cannot
             why = reason or "its worker process ended without a word"
             out.append(Failed(name, why, str(self.path)))
         else:

@@ -405,7 +405,7 @@ class RayScheduler:
                 ckpt = again.checkpoint.read_bytes() if again.checkpoint.is_file() else None
             else:
                 run = st.RunDir(again.path, again.experiment(), again.run_id)
-                run.summary.update({k: v for k, v in again.summary.items() if k not in run.summary})
+                run.summary = run.summary.fill_from(again.summary)
                 run.lock = lock
                 ckpt = None
             # Until its node says (a resumed run keeps the device it had: followers show it).
@@ -470,7 +470,7 @@ class RayScheduler:
             if isinstance(event, Failed) and remote.node:  # which node: its data, its GPU
                 where = f"on Ray node {remote.node}: "
                 event = dataclasses.replace(event, reason=where + event.reason)
-                remote.run.save_summary(reason=where + str(remote.run.summary.get("reason", "")))
+                remote.run.save_summary(reason=where + (remote.run.summary.reason or ""))
             remote.last = event
             yield event
 
@@ -525,9 +525,7 @@ class RayScheduler:
         attempt = attempt if isinstance(attempt, int) else 0
         retries = remote.queue.get("retries", 1)
         retries = retries if isinstance(retries, int) else 1
-        done = (
-            run.summary.get("epochs_done") if isinstance(run.summary.get("epochs_done"), int) else 0
-        )
+        done = run.summary.epochs_done or 0
         if attempt < retries:
             queue = {
                 **remote.queue,
@@ -568,7 +566,7 @@ def refuse(record: st.RunRecord, reason: str) -> None:
     if record.queue.get("resume"):  # a resumed run keeps what it had: resumable again
         status = str(record.queue.get("was") or "interrupted")
     with contextlib.suppress(OSError):
-        st.write_summary(record.path, {**record.summary, "status": status, "reason": reason})
+        st.write_summary(record.path, record.summary.with_fields(status=status, reason=reason))
 
 
 def refuse_all(store: st.RunStore, reason: str, cluster: str | None = None) -> None:

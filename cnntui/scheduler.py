@@ -105,8 +105,7 @@ class Scheduler:
         for record in self.store.runs():
             if record.path in self.workers or record.status != "running":
                 continue
-            gpu = record.summary.get("gpu")
-            busy.take(gpu if isinstance(gpu, int) and not isinstance(gpu, bool) else None)
+            busy.take(record.summary.gpu)
         return busy
 
     def reap(self) -> None:
@@ -124,9 +123,10 @@ class Scheduler:
                 lock = st.try_lock(path)
                 if lock is not None:
                     try:
-                        st.write_summary(
-                            path, {**record.summary, "status": "failed", "reason": reason}
+                        failed = record.summary.with_fields(
+                            status=st.RunStatus.FAILED, reason=reason
                         )
+                        st.write_summary(path, failed)
                     finally:
                         lock.release()
 

@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .records import RunStatus
+
 LEVEL = 0.95  # the confidence of every interval cnntui shows
 WITHIN = "within noise"
 BEYOND = "beyond noise"
@@ -166,7 +168,7 @@ def seed_runs(records: Sequence[Any], key: Callable[[Any], Any]) -> list[Any]:
     run of each seed among those whose `key` (the learning settings) is the newest
     finished run's. `records` oldest first, as RunStore.runs gives them; each has `.status`
     and `.seed`."""
-    finished = [r for r in records if r.status == "finished"]
+    finished = [r for r in records if r.status == RunStatus.FINISHED]
     if not finished:
         return []
     wanted = key(finished[-1])
@@ -223,7 +225,7 @@ def study(experiments: Sequence[Any], runs_of: Callable[[str], Sequence[Any]]) -
     seeds: dict[str, tuple[Any, ...]] = {}
     for exp in experiments:
         counted = seed_runs(runs_of(exp.name), key=lambda r: r.settings_key)
-        finals[exp.name] = [r.summary.get("final_test_acc") for r in counted]
+        finals[exp.name] = [r.summary.final_test_acc for r in counted]
         seeds[exp.name] = tuple(r.seed for r in counted)
     groups: dict[str, list[Any]] = {}
     for exp in experiments:

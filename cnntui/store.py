@@ -52,16 +52,17 @@ import numpy as np
 import tomli_w
 
 from .config import SETTING_KEYS, ConfigError, Experiment, check_value, learned_key
-from .history import History, Metrics, check_arrays, metrics
+from .history import History, check_arrays, metrics
+from .records import STATUSES as STATUSES  # the store's vocabulary, re-exported
+from .records import UNFINISHED as UNFINISHED
+from .records import RunStatus as RunStatus
+from .records import RunSummary as RunSummary
 from .text import one_line
 
 try:
     import fcntl
 except ImportError:  # not POSIX: runs are not locked
     fcntl = None  # type: ignore[assignment]
-
-STATUSES = ("queued", "running", "finished", "failed", "diverged", "cancelled", "interrupted")
-UNFINISHED = ("running", "cancelled", "interrupted")
 
 
 # What a resume may change: how the run trains, not what it trains. Everything else (model,
@@ -131,7 +132,7 @@ def file_mode() -> int:
     return 0o644
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     """Write through `write(file)` into a temp file beside `path`, fsync, then rename over it.
     The file gets the umask's mode (`file_mode`)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -149,7 +150,16 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` atomically (see atomic_write)."""
     atomic_write(path, lambda f: f.write(data))
+
+
+def _savez(f: IO[bytes], arrays: dict[str, np.ndarray]) -> None:
+    np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stub: names vs allow_pickle
+
+
+def _put(f: IO[bytes], data: bytes) -> None:
+    f.write(data)
 
 
 def _json_safe(value: Any) -> Any:
@@ -185,6 +195,7 @@ class RunLock:
         self._fd = fd
 
     def release(self) -> None:
+        """Let the lock go now (closing its file drops the flock); safe to call twice."""
         fd, self._fd = self._fd, None
         if fd is not None:
             with contextlib.suppress(OSError):
@@ -274,10 +285,12 @@ class LiveWriter:
         os.ftruncate(self.fd, 8 * max(0, batches))
 
     def write(self, first_index: int, losses: Any) -> None:
+        """Write the batch losses whose first is global batch `first_index`."""
         if len(losses):
             os.pwrite(self.fd, np.asarray(losses, dtype="<f8").tobytes(), 8 * first_index)
 
     def close(self) -> None:
+        """Close the live file; later writes are a bug, closing again is not."""
         fd, self.fd = self.fd, -1
         if fd >= 0:
             with contextlib.suppress(OSError):
@@ -295,6 +308,7 @@ class LiveReader:
         self.reset = False
 
     def read(self) -> np.ndarray:
+        """The batch losses appended since the last call (all of them after a reset)."""
         self.reset = False
         try:
             with self.path.open("rb") as f:
@@ -320,6 +334,7 @@ def touch_heartbeat(run_dir: Path) -> None:
 
 
 def clear_heartbeat(run_dir: Path) -> None:
+    """Say that no process trains the run any more (its trainer ended)."""
     with contextlib.suppress(OSError):
         (run_dir / HEARTBEAT_FILE).unlink()
 
@@ -343,21 +358,21 @@ def request_cancel(run_dir: Path) -> None:
 
 
 def clear_cancel(run_dir: Path) -> None:
+    """Withdraw a cancel request, so a resumed run is not stopped by an old one."""
     with contextlib.suppress(OSError):
         (run_dir / CANCEL_FILE).unlink()
 
 
 def cancel_requested(run_dir: Path) -> bool:
+    """Whether someone asked the process training the run to stop."""
     return (run_dir / CANCEL_FILE).exists()
 
 
-def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+def write_summary(run_dir: Path, summary: RunSummary) -> None:
     """Rewrite a run's summary.json (for a process that does not train it: the queue)."""
-    summary = {**summary, "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    summary = dataclasses.replace(summary, updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
     try:
-        atomic_write_bytes(
-            run_dir / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False).encode()
-        )
+        atomic_write_bytes(run_dir / "summary.json", _summary_bytes(summary))
     except OSError as e:
         raise StoreError(f"cannot write {run_dir / 'summary.json'}: {e.strerror or e}") from None
 
@@ -367,52 +382,9 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + f"-{secrets.token_hex(3)}"
 
 
-# summary.json fields and the types readers may rely on; a field of another type is dropped
-# on reading (as if absent), so a hand-edited or damaged summary cannot break a listing.
-_SUMMARY_TEXT = ("title", "group", "model", "dataset", "run_id", "reason", "started", "updated")
-_SUMMARY_INTS = (
-    "pid",
-    "epochs",
-    "epochs_done",
-    "batches_done",
-    "params",
-    "epochs_to_target",
-    "best_epoch",
-    "stopped_early",
-    "val_images",
-    "seed",
-)
-_SUMMARY_FLOATS = tuple(f.name for f in dataclasses.fields(Metrics) if f.name not in _SUMMARY_INTS)
-
-
-def _clean_summary(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """The summary's fields of the right type, and a note on each one dropped."""
-    out: dict[str, Any] = {}
-    dropped: list[str] = []
-    for key, value in raw.items():
-        if key in _SUMMARY_TEXT or key in ("name", "device"):
-            ok, kind = isinstance(value, str), "string"
-        elif key == "status":
-            ok, kind = value in STATUSES, "status"
-        elif key in _SUMMARY_INTS:
-            ok = value is None or (isinstance(value, int) and not isinstance(value, bool))
-            kind = "whole number"
-        elif key in _SUMMARY_FLOATS:
-            if isinstance(value, int) and not isinstance(value, bool):
-                try:
-                    value = float(value)
-                except OverflowError:
-                    dropped.append(f"{key!r} is too large")
-                    continue
-            ok, kind = value is None or isinstance(value, float), "number"
-        else:
-            ok, kind = True, ""  # a field this version does not know: kept as written
-        if ok:
-            out[key] = value
-        else:
-            shown = repr(value).encode("unicode_escape").decode("ascii")[:40]
-            dropped.append(f"{key!r} is {shown}, not a {kind}")
-    return out, dropped
+def _summary_bytes(summary: RunSummary) -> bytes:
+    """summary.json's bytes: indented JSON, text as written (not escaped to ASCII)."""
+    return json.dumps(summary.to_json(), indent=2, ensure_ascii=False).encode()
 
 
 def _check_regular(file: Path) -> None:
@@ -457,7 +429,7 @@ class RunRecord:
     """A run on disk, as read back from its summary.json (fields of the wrong type dropped)."""
 
     path: Path
-    summary: dict[str, Any]
+    summary: RunSummary
     dropped: tuple[str, ...] = ()  # summary fields of the wrong type, e.g. "'params' is 'abc'"
 
     @property
@@ -467,15 +439,15 @@ class RunRecord:
 
     @property
     def run_id(self) -> str:
+        """The run's id: the name of its directory."""
         return self.path.name
 
     @property
     def seed(self) -> int | None:
         """The seed the run trained with: from its summary, or (a run from before summaries
         recorded it) its config.toml; None when neither can be read."""
-        seed = self.summary.get("seed")
-        if isinstance(seed, int) and not isinstance(seed, bool):
-            return seed
+        if self.summary.seed is not None:
+            return self.summary.seed
         try:
             return self.experiment().seed
         except RunFileError:
@@ -485,9 +457,8 @@ class RunRecord:
     def settings_key(self) -> str | None:
         """`config.learned_key` of the run's settings (read from config.toml for a run from
         before summaries recorded it); None when unknown."""
-        key = self.summary.get("settings_key")
-        if isinstance(key, str):
-            return key
+        if self.summary.settings_key is not None:
+            return self.summary.settings_key
         try:
             return learned_key(self.experiment())
         except RunFileError:
@@ -496,16 +467,15 @@ class RunRecord:
     @property
     def label(self) -> str:
         """`baseline`, or `baseline seed 2` for a run of one of several seeds."""
-        seeds = self.summary.get("seeds")
-        return f"{self.name} seed {self.seed}" if isinstance(seeds, list) and seeds else self.name
+        return f"{self.name} seed {self.seed}" if self.summary.seeds else self.name
 
     @property
-    def status(self) -> str:
-        status = self.summary.get("status", "interrupted")
-        if not isinstance(status, str):
-            return "unknown"  # a summary edited by hand: no status this program wrote
-        if status == "running" and not self.alive():
-            return "interrupted"  # its process was killed mid-run
+    def status(self) -> RunStatus:
+        """The status its summary says, except that a running run whose process is gone
+        reads interrupted (and a summary with none, killed before it wrote one, too)."""
+        status = self.summary.status or RunStatus.INTERRUPTED
+        if status is RunStatus.RUNNING and not self.alive():
+            return RunStatus.INTERRUPTED  # its process was killed mid-run
         return status
 
     def alive(self) -> bool:
@@ -515,7 +485,7 @@ class RunRecord:
         beat = read_heartbeat(self.path)
         if beat is not None and beat[0] != HOST:
             return time.time() - beat[2] < HEARTBEAT_STALE
-        if not _pid_alive(self.summary.get("pid")):
+        if not _pid_alive(self.summary.pid):
             return False
         if not (self.path / LOCK_FILE).exists():
             return True
@@ -550,19 +520,22 @@ class RunRecord:
 
     @property
     def checkpoint(self) -> Path:
+        """Where the run's resume checkpoint is (it may not exist)."""
         return self.path / "checkpoint.pt"
 
     @property
     def queue(self) -> dict[str, Any]:
         """How a queued run is to be launched (see `queue_record`); {} for other runs."""
-        q = self.summary.get("queue")
-        return q if isinstance(q, dict) else {}
+        q = self.summary.queue
+        return dict(q) if q is not None else {}
 
     @property
     def live(self) -> Path:
+        """Where the run's live batch losses are (it may not exist)."""
         return self.path / LIVE_FILE
 
     def cancel_requested(self) -> bool:
+        """Whether someone asked the process training the run to stop."""
         return (self.path / CANCEL_FILE).exists()
 
 
@@ -591,23 +564,22 @@ class RunDir:
         self.floor = (0, 0)  # (batches, epochs) on disk when reopened
         self.written = (0, 0)  # (batches, epochs) of the last history this writer saved
         self.reopened_status: str | None = None  # the status before a resume reopened it
-        self.summary: dict[str, Any] = {
-            "name": experiment.name,
-            "title": experiment.display_title,
-            "group": experiment.group,
-            "model": experiment.model,
-            "dataset": experiment.dataset,
-            "run_id": run_id,
-            "status": "running",
-            "reason": "",
-            "pid": os.getpid(),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "epochs": experiment.epochs,
-            "seed": experiment.seed,
-            "settings_key": learned_key(experiment),
-        }
-        if experiment.seeds:
-            self.summary["seeds"] = list(experiment.seeds)
+        self.summary = RunSummary(
+            name=experiment.name,
+            title=experiment.display_title,
+            group=experiment.group,
+            model=experiment.model,
+            dataset=experiment.dataset,
+            run_id=run_id,
+            status=RunStatus.RUNNING,
+            reason="",
+            pid=os.getpid(),
+            started=time.strftime("%Y-%m-%dT%H:%M:%S"),
+            epochs=experiment.epochs,
+            seed=experiment.seed,
+            settings_key=learned_key(experiment),
+            seeds=tuple(experiment.seeds) if experiment.seeds else None,
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         # A worker process gets the run without the lock: the parent keeps holding it.
@@ -615,6 +587,7 @@ class RunDir:
 
     @property
     def reopened(self) -> bool:
+        """Whether this writer continues a run that was on disk (a resume)."""
         return self.reopened_status is not None
 
     def release(self) -> None:
@@ -623,7 +596,7 @@ class RunDir:
             self.lock.release()
             self.lock = None
 
-    def _write(self, filename: str, write: Callable[[IO[bytes]], None]) -> None:
+    def _write(self, filename: str, write: Callable[[IO[bytes]], object]) -> None:
         path = self.path / filename
         try:
             atomic_write(path, write)
@@ -631,6 +604,7 @@ class RunDir:
             raise StoreError(f"cannot write {path}: {e.strerror or e}") from None
 
     def write_config(self) -> None:
+        """Write config.toml: the resolved settings the run trains with."""
         data = tomli_w.dumps(self.experiment.settings()).encode()
         self._write("config.toml", lambda f: f.write(data))
 
@@ -644,33 +618,38 @@ class RunDir:
         written: only the summary's status and fields are."""
         if self.covers(history):
             arrays = history.arrays()
-            self._write("history.npz", lambda f: np.savez(f, **arrays))
+            self._write("history.npz", functools.partial(_savez, arrays=arrays))
             self.written = (len(history.batch_losses), history.epochs_done)
-            self.summary.update(fields)
-            total = self.summary.get("total_seconds") or 0.0
-            m = metrics(history, self.experiment.target_acc, total)
-            self.summary.update({k: _json_safe(v) for k, v in asdict(m).items()})
-            self.summary["epochs_done"] = history.epochs_done
-            self.summary["batches_done"] = len(history.batch_losses)
+            summary = self.summary.with_fields(**fields)
+            m = metrics(history, self.experiment.target_acc, summary.total_seconds or 0.0)
+            self.summary = summary.with_fields(
+                **{k: _json_safe(v) for k, v in asdict(m).items()},
+                epochs_done=history.epochs_done,
+                batches_done=len(history.batch_losses),
+            )
         else:
-            self.summary.update({k: v for k, v in fields.items() if k != "total_seconds"})
+            self.summary = self.summary.with_fields(
+                **{k: v for k, v in fields.items() if k != "total_seconds"}
+            )
         self.save_summary(status)
 
     def save_summary(self, status: str | None = None, **fields: Any) -> None:
         """Rewrite summary.json alone (small: the last thing a full disk may still take)."""
         if status is not None:
-            self.summary["status"] = status
-        self.summary.update(fields)
-        self.summary["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-        self.summary["pid"] = os.getpid()
-        data = json.dumps(self.summary, indent=2, ensure_ascii=False).encode()
+            fields["status"] = status
+        self.summary = self.summary.with_fields(
+            **fields, updated=time.strftime("%Y-%m-%dT%H:%M:%S"), pid=os.getpid()
+        )
+        data = _summary_bytes(self.summary)
         self._write("summary.json", lambda f: f.write(data))
 
     def resume_failed(self, reason: str) -> None:
         """A resume could not start: put the run back as it was, resumable, saying why."""
-        self.save_summary(self.reopened_status or "interrupted", reason=f"resume failed: {reason}")
+        status = self.reopened_status or RunStatus.INTERRUPTED
+        self.save_summary(status, reason=f"resume failed: {reason}")
 
     def save_torch(self, filename: str, obj: Any) -> None:
+        """Write `obj` to `filename` in the run directory with torch.save."""
         import torch
 
         self._write(filename, lambda f: torch.save(obj, f))
@@ -700,7 +679,7 @@ class RunDir:
             "path": str(self.path),
             "run_id": self.run_id,
             "settings": self.experiment.settings(),
-            "summary": dict(self.summary),
+            "summary": self.summary.to_json(),
             "floor": list(self.floor),
             "reopened_status": self.reopened_status,
         }
@@ -714,16 +693,15 @@ class RunDir:
             raise StoreError(f"{self.path}: a node sent an unknown run file {unknown[0]!r}")
         for name, data in files.items():
             if name != "summary.json":
-                self._write(name, lambda f, data=data: f.write(data))
+                self._write(name, functools.partial(_put, data=data))
         if "summary.json" in files:
             try:
                 summary = json.loads(files["summary.json"].decode("utf-8"))
             except (UnicodeDecodeError, ValueError):
                 raise StoreError(f"{self.path}: a node sent an unreadable summary.json") from None
             if isinstance(summary, dict):
-                self.summary = summary
-        self.summary.update(fields)
-        self.save_summary()
+                self.summary = RunSummary.from_json(summary)[0]
+        self.save_summary(**fields)
 
 
 class RunOutbox(RunDir):
@@ -735,13 +713,13 @@ class RunOutbox(RunDir):
         settings = {k: v for k, v in state["settings"].items() if k in SETTING_KEYS}
         identity = {k: state["settings"].get(k, "") for k in ("name", "title", "group")}
         super().__init__(Path(state["path"]), Experiment(**settings, **identity), state["run_id"])
-        self.summary.update(state["summary"])
-        self.floor = self.written = tuple(state["floor"])  # type: ignore[assignment]
+        self.summary = RunSummary.from_json({**self.summary.to_json(), **state["summary"]})[0]
+        self.floor = self.written = tuple(state["floor"])
         self.reopened_status = state["reopened_status"]
         self.files: dict[str, bytes] = {}
         self.aliases: dict[str, str] = {}  # local paths in texts -> the store's
 
-    def _write(self, filename: str, write: Callable[[IO[bytes]], None]) -> None:
+    def _write(self, filename: str, write: Callable[[IO[bytes]], object]) -> None:
         buf = io.BytesIO()
         write(buf)
         data = buf.getvalue()
@@ -759,6 +737,7 @@ class RunOutbox(RunDir):
         return files
 
     def discard(self) -> bool:
+        """Drop the files not sent yet; a run on another machine has no directory here."""
         self.files.clear()
         return False
 
@@ -770,6 +749,7 @@ class RunStore:
         self.root = Path(root)
 
     def check_writable(self) -> None:
+        """Create the runs directory if need be; StoreError when it cannot be written."""
         if self.root.exists() and not self.root.is_dir():
             raise StoreError(f"runs dir {str(self.root)!r} is a file, not a directory")
         try:
@@ -798,14 +778,14 @@ class RunStore:
             raise StoreError(f"cannot create a run directory in {base}: {e.strerror}") from None
         run = RunDir(base / run_id, experiment, run_id)
         if queue is not None:
-            run.summary.update(status="queued", queue=queue, pid=None)
+            run.summary = run.summary.with_fields(status=RunStatus.QUEUED, queue=queue, pid=None)
         try:
             run.lock = acquire_lock(run.path)
             run.write_config()
             if queue is None:
                 run.save(History())
             else:
-                data = json.dumps(run.summary, indent=2, ensure_ascii=False).encode()
+                data = _summary_bytes(run.summary)
                 run._write("summary.json", lambda f: f.write(data))
         except BaseException:
             run.discard()
@@ -816,7 +796,7 @@ class RunStore:
 
     def queued(self) -> list[RunRecord]:
         """The runs waiting in the queue, first in first out."""
-        runs = [r for r in self.runs() if r.status == "queued"]
+        runs = [r for r in self.runs() if r.status is RunStatus.QUEUED]
         runs.sort(key=lambda r: (str(r.queue.get("queued_at", "")), r.run_id))
         return runs
 
@@ -830,14 +810,14 @@ class RunStore:
         or history cannot be read. `lock`: the run's lock, already taken by the caller."""
         experiment = record.experiment()
         history = record.history()
-        status = record.status
-        if status == "queued":  # a queued resume: the status it had before it was queued
+        status: str = record.status
+        if status is RunStatus.QUEUED:  # a queued resume: the status it had before it was queued
             status = str(record.queue.get("was", "interrupted"))
         run = RunDir(record.path, experiment, record.run_id)
         run.lock = lock or acquire_lock(record.path)
-        run.summary.update(record.summary)
-        run.summary["status"] = "running"
-        run.summary["reason"] = ""
+        run.summary = dataclasses.replace(
+            run.summary.merged(record.summary), status=RunStatus.RUNNING, reason=""
+        )
         run.floor = run.written = (len(history.batch_losses), history.epochs_done)
         run.reopened_status = status
         return run
@@ -878,8 +858,9 @@ class RunStore:
             )
         run = self.reopen(record)
         run.experiment = dataclasses.replace(experiment, **overrides)
-        run.summary["epochs"] = run.experiment.epochs
-        run.summary["settings_key"] = learned_key(run.experiment)
+        run.summary = dataclasses.replace(
+            run.summary, epochs=run.experiment.epochs, settings_key=learned_key(run.experiment)
+        )
         return run, checkpoint
 
     def runs(self, name: str | None = None) -> list[RunRecord]:
@@ -904,7 +885,7 @@ class RunStore:
                 record = self.read(run_dir)
                 if record is not None:
                     out.append(record)
-        out.sort(key=lambda r: (str(r.summary.get("started", "")), r.run_id))
+        out.sort(key=lambda r: (r.summary.started or "", r.run_id))
         return out
 
     def unreadable(self, name: str) -> list[Path]:
@@ -942,8 +923,9 @@ class RunStore:
             return None
         if not isinstance(summary, dict):
             return None
-        clean, dropped = _clean_summary(summary)
-        clean["name"] = run_dir.parent.name  # where the store filed it is what it is
+        clean, dropped = RunSummary.from_json(summary)
         # No status: killed before it wrote one. A status this program never writes: unknown.
-        clean.setdefault("status", "unknown" if "status" in summary else "interrupted")
+        status = clean.status or (RunStatus.UNKNOWN if "status" in summary else None)
+        # Where the store filed it is what it is.
+        clean = clean.with_fields(name=run_dir.parent.name, status=status or RunStatus.INTERRUPTED)
         return RunRecord(run_dir, clean, tuple(dropped))

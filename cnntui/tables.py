@@ -20,6 +20,7 @@ from typing import Any
 from . import stats
 from .config import Experiment, class_names
 from .history import Metrics
+from .records import RunStatus
 from .text import duration
 
 # CSV column, Markdown header (None: CSV only), in the issue's order.
@@ -107,7 +108,7 @@ class Row:
 
     experiment: Experiment  # as in the experiments file: name, title, group
     ran_with: Experiment  # the resolved settings the run trained with
-    status: str
+    status: RunStatus
     epochs_done: int
     params: int | None
     metrics: Metrics
@@ -128,6 +129,7 @@ class Row:
 
     @property
     def n(self) -> int:
+        """How many seeds' runs the row's aggregates count."""
         return len(self.seed_results)
 
     def class_accuracy(self) -> list[float]:
@@ -140,11 +142,13 @@ class Row:
 
     @property
     def data(self) -> str:
+        """The data line under a table: dataset and the images the run used."""
         return describe_data(
             self.ran_with.dataset, self.train_images, self.test_images, self.val_images
         )
 
     def value(self, key: str) -> Any:
+        """A table column's value: the parameter count or a Metrics field."""
         if key == "params":
             return self.params
         return getattr(self.metrics, key)
@@ -224,7 +228,8 @@ def to_csv(rows: list[Row], with_group: bool = False) -> bytes:
     w.writerow(header)
     for r in rows:
         e = r.experiment
-        line = [e.name, e.display_title, *([e.group] if with_group else []), r.status]
+        line: list[object] = [e.name, e.display_title, *([e.group] if with_group else [])]
+        line.append(r.status)
         line += [r.epochs_done, r.ran_with.dataset]
         line += [_csv_value(r.train_images), r.val_images, _csv_value(r.test_images)]
         line += [_csv_value(getattr(r.ran_with, k)) for k in keys]
@@ -289,8 +294,9 @@ def to_markdown(
     missing: list[str] | None = None,
     skipped: list[str] | None = None,
 ) -> bytes:
+    """The results table as Markdown for a report, with notes on missing and skipped runs."""
     keys = differing_keys(rows)
-    unfinished = any(r.status != "finished" for r in rows)
+    unfinished = any(r.status != RunStatus.FINISHED for r in rows)
     seeded = has_seeds(rows)
     header = ["#", "Experiment", *(["Group"] if with_group else [])]
     header += ["Status"] if unfinished else []
@@ -313,7 +319,9 @@ def to_markdown(
         if unfinished:
             planned = r.ran_with.epochs
             cells.append(
-                r.status if r.status == "finished" else f"{r.status}, {r.epochs_done}/{planned} ep."
+                r.status
+                if r.status == RunStatus.FINISHED
+                else f"{r.status}, {r.epochs_done}/{planned} ep."
             )
         cells += [_setting(getattr(r.ran_with, k)) for k in keys]
         cells += seed_cells(r) if seeded else []
@@ -384,6 +392,7 @@ def seed_cells(r: Row) -> list[str]:
 
 
 def seed_notes(rows: list[Row]) -> list[str]:
+    """What a reader of the tables should know about seeds: error bars and their absence."""
     if not has_seeds(rows):
         if rows and all(r.n == 1 for r in rows):
             return [
@@ -480,7 +489,7 @@ def latex_escape(text: str) -> str:
 def to_latex(rows: list[Row], heading: str, with_group: bool = False) -> bytes:
     r"""The Markdown table's columns as a booktabs table, ready to `\input` into a report."""
     keys = differing_keys(rows)
-    unfinished = any(r.status != "finished" for r in rows)
+    unfinished = any(r.status != RunStatus.FINISHED for r in rows)
     seeded = has_seeds(rows)
     metric_keys = [k for k, h in METRIC_COLUMNS if h]
     header = ["\\#", "Experiment", *(["Group"] if with_group else [])]
@@ -503,7 +512,7 @@ def to_latex(rows: list[Row], heading: str, with_group: bool = False) -> bytes:
         cells = [str(i), who, *([latex_escape(e.group or "–")] if with_group else [])]
         if unfinished:
             done = f"{r.status}, {r.epochs_done}/{r.ran_with.epochs} ep."
-            cells.append(latex_escape(r.status if r.status == "finished" else done))
+            cells.append(latex_escape(r.status if r.status == RunStatus.FINISHED else done))
         cells += [latex_escape(_setting(getattr(r.ran_with, k))) for k in keys]
         if seeded:
             cells += [latex_escape(c) for c in seed_cells(r)]

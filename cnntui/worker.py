@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             checkpoint = record.checkpoint if record.checkpoint.is_file() else None
         else:
             run = st.RunDir(path, record.experiment(), record.run_id)
-            run.summary.update({k: v for k, v in record.summary.items() if k not in run.summary})
+            run.summary = run.summary.fill_from(record.summary)
             run.lock = lock
             checkpoint = None
         if gpu is not None and run.experiment.device.startswith("cuda"):
@@ -79,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # the run cannot even be set up: say so, never leave it queued
         reason = str(e) if isinstance(e, st.StoreError) else one_line(e)
         print(f"cnntui worker: {reason}", file=sys.stderr)
-        st.write_summary(path, {**record.summary, "status": "failed", "reason": reason})
+        st.write_summary(
+            path, record.summary.with_fields(status=st.RunStatus.FAILED, reason=reason)
+        )
         return 1
 
     print(

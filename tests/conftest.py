@@ -100,6 +100,6 @@ def study(tiny_toml: Path):
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
     for record in store.runs():
-        if record.status == "running" and isinstance(record.summary.get("pid"), int):
+        if record.status == "running" and isinstance(record.summary.pid, int):
             with contextlib.suppress(OSError):
-                os.kill(record.summary["pid"], signal.SIGKILL)
+                os.kill(record.summary.pid, signal.SIGKILL)

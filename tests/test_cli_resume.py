@@ -35,7 +35,7 @@ def cancelled_run(tiny_toml: Path):
             if isinstance(event, BatchLosses) and event.first_index >= 10:
                 cancel.set()
     record = store.latest("alpha")
-    assert record.status == "cancelled" and record.summary["batches_done"] > 8
+    assert record.status == "cancelled" and record.summary.batches_done > 8
     return store, record
 
 
@@ -76,7 +76,7 @@ def test_a_corrupt_checkpoint_fails_the_resume_and_keeps_the_run_resumable(tiny_
     after = store.latest("alpha", unfinished=True)
     assert after.path == record.path and after.status == "cancelled"
     assert after.history() == history
-    assert "resume failed" in after.summary["reason"]
+    assert "resume failed" in after.summary.reason
 
     record.checkpoint.write_bytes(good)  # with the checkpoint back, it resumes and finishes
     result = cnntui("--run", "alpha", "--resume", cwd=cwd)
@@ -126,7 +126,7 @@ def test_resume_with_a_summary_of_the_wrong_types_still_resumes(tiny_toml):
     result = cnntui("--run", "alpha", "--resume", cwd=cwd)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "resuming at epoch 2" in result.stdout
-    assert store.latest("alpha").summary["epochs_done"] == 3
+    assert store.latest("alpha").summary.epochs_done == 3
 
 
 def test_resume_refuses_a_run_directory_that_is_a_symlink_out_of_the_store(tiny_toml):
@@ -257,7 +257,7 @@ def test_a_closed_terminal_leaves_a_headless_run_training_until_cancelled(tiny_t
 
     def trained_on() -> bool:  # epochs 2 and 3 end
         assert os.waitpid(pid, os.WNOHANG)[0] == 0, "the hang-up ended the process"
-        return store.latest("alpha").summary.get("epochs_done", 0) >= 3
+        return (store.latest("alpha").summary.epochs_done or 0) >= 3
 
     try:
         poll(trained_on, what="epochs 2 and 3 to end after the hang-up")
@@ -283,7 +283,7 @@ def test_a_closed_terminal_stops_the_tuis_runs_and_saves_them(tiny_toml):
         poll(
             lambda: (
                 read_ready(fd) is not None
-                and any(r.summary.get("epochs_done") for r in store.runs("alpha"))
+                and any(r.summary.epochs_done for r in store.runs("alpha"))
             ),
             what="the run's first epoch",
         )

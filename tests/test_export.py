@@ -191,7 +191,7 @@ def test_group_csv_has_the_differing_settings_and_the_runs_metrics(suite) -> Non
     assert [float(r["lr"]) for r in rows] == [0.01, 0.05]
     for row, exp in zip(rows, exps, strict=False):
         record = store.latest(exp.name)
-        m = metrics(record.history(), exp.target_acc, record.summary["total_seconds"])
+        m = metrics(record.history(), exp.target_acc, record.summary.total_seconds)
         assert row["status"] == "finished" and int(row["epochs_done"]) == 2
         assert int(row["params"]) == 62_006
         for key in ("final_test_acc", "best_test_acc", "epoch1_test_acc", "final_train_loss"):
@@ -199,7 +199,7 @@ def test_group_csv_has_the_differing_settings_and_the_runs_metrics(suite) -> Non
         for key in ("gap", "total_seconds", "seconds_per_epoch", "smoothness"):
             assert float(row[key]) == getattr(m, key)
         # ...which is what the engine recorded in the run's summary, too.
-        assert float(row["final_test_acc"]) == record.summary["final_test_acc"]
+        assert float(row["final_test_acc"]) == record.summary.final_test_acc
         reached = row["epochs_to_target"]
         assert (int(reached) if reached else None) == m.epochs_to_target
 

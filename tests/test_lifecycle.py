@@ -18,7 +18,7 @@ from cnntui import lifecycle, scheduler
 from cnntui import store as st
 from cnntui.config import apply_overrides, load
 from cnntui.gpus import GIB, Gpu
-from cnntui.store import RunRecord, RunStore
+from cnntui.store import RunRecord, RunStatus, RunStore, RunSummary
 from tests.conftest import scheduler_pid
 from tests.test_cli import cnntui, start
 from tests.waiting import line, poll, rest
@@ -41,7 +41,7 @@ def queued(n: int, **queue) -> list[RunRecord]:
     q = {"device": "auto", "gpus": [], "runs_per_gpu": 1, "min_free_gib": 0.0, "jobs": 1}
     q.update(queue)
     return [
-        RunRecord(Path(f"/runs/e{i}/r{i}"), {"status": "queued", "queue": dict(q)})
+        RunRecord(Path(f"/runs/e{i}/r{i}"), RunSummary(status=RunStatus.QUEUED, queue=dict(q)))
         for i in range(n)
     ]
 
@@ -141,7 +141,7 @@ def test_live_losses_are_seen_mid_epoch_and_cancel_works_queued_and_running(stud
         update = follower.poll()
         seen.extend(update.losses.tolist())
         record = update.record
-        return bool(seen) and record.status == "running" and record.summary["epochs_done"] == 0
+        return bool(seen) and record.status == "running" and record.summary.epochs_done == 0
 
     # Another process (this test) reads the batch losses before the first epoch ends.
     poll(mid_epoch_losses, DEADLINE, "batch losses of alpha's first epoch")
@@ -155,8 +155,8 @@ def test_live_losses_are_seen_mid_epoch_and_cancel_works_queued_and_running(stud
     assert out.returncode == 0 and "cancelling" in out.stdout, out.stderr
     poll(lambda: statuses(store)["alpha"] == "cancelled", DEADLINE, "alpha to stop and save")
     record = store.latest("alpha")
-    assert record.summary["batches_done"] >= len(seen) > 0
-    assert record.summary["reason"] == "cancelled by the user"
+    assert record.summary.batches_done >= len(seen) > 0
+    assert record.summary.reason == "cancelled by the user"
     beta = store.latest("beta")
     assert not beta.live.exists()  # never started
     again = cnntui("--cancel", "beta", cwd=study)
@@ -192,11 +192,11 @@ def test_kill_9_of_a_worker_reads_interrupted_and_resumes(study: Path) -> None:
 
     def running_after(epochs: int):
         record = store.latest("alpha")
-        running = record.status == "running" and record.summary.get("epochs_done", 0) >= epochs
+        running = record.status == "running" and (record.summary.epochs_done or 0) >= epochs
         return record if running else None
 
     record = poll(lambda: running_after(1), DEADLINE, "alpha's first epoch")
-    os.kill(record.summary["pid"], signal.SIGKILL)
+    os.kill(record.summary.pid, signal.SIGKILL)
     poll(
         lambda: store.latest("alpha").status == "interrupted", DEADLINE, "alpha to read interrupted"
     )
@@ -205,7 +205,7 @@ def test_kill_9_of_a_worker_reads_interrupted_and_resumes(study: Path) -> None:
     assert record.run_id in result.stdout  # the same run, back in the queue
     # Killed again in its second epoch: this time resumed in the foreground (a thread here).
     record = poll(lambda: running_after(2), DEADLINE, "alpha's second epoch")
-    os.kill(record.summary["pid"], signal.SIGKILL)
+    os.kill(record.summary.pid, signal.SIGKILL)
     poll(
         lambda: store.latest("alpha").status == "interrupted", DEADLINE, "alpha to read interrupted"
     )
@@ -284,7 +284,7 @@ def test_attached_process_runs_stop_and_save_on_ctrl_c(study: Path) -> None:
     assert proc.returncode == 130, out
     assert "cancelled; history so far is saved" in out
     record = RunStore(study / "runs").latest("alpha")
-    assert record.status == "cancelled" and record.summary["epochs_done"] >= 1
+    assert record.status == "cancelled" and record.summary.epochs_done >= 1
 
 
 # --- the store's live files -----------------------------------------------------------------
@@ -305,7 +305,7 @@ def test_the_live_reader_tails_and_rereads_a_file_a_resume_cut_back(tmp_path: Pa
 def test_a_run_on_another_host_lives_while_its_heartbeat_is_fresh(tmp_path: Path) -> None:
     run = tmp_path / "exp" / "run"
     run.mkdir(parents=True)
-    record = RunRecord(run, {"status": "running", "pid": 2**30})  # no such pid here
+    record = RunRecord(run, RunSummary(status=RunStatus.RUNNING, pid=2**30))  # no such pid here
     assert record.status == "interrupted"
     (run / st.HEARTBEAT_FILE).write_text("gpu-node-7 1234\n")
     assert record.status == "running"
@@ -336,9 +336,7 @@ def test_a_run_whose_worker_cannot_start_is_failed_not_relaunched_forever(study,
     sched = scheduler.Scheduler(store, inventory=list, python=str(broken))
     assert scheduler.run(store, sched) == 0  # returns once nothing is left to do
     record = store.latest("alpha")
-    assert (
-        record.status == "failed" and "worker process could not start" in record.summary["reason"]
-    )
+    assert record.status == "failed" and "worker process could not start" in record.summary.reason
     assert sched.launches[record.path] == scheduler.MAX_LAUNCHES
     assert "no module named torch" in (record.path / st.WORKER_LOG).read_text()
 
@@ -378,4 +376,4 @@ def test_attached_thread_runs_go_on_after_a_hangup_of_their_terminal(study: Path
         "both finished",
     )
     assert proc.wait(60) == 0  # nothing was cancelled
-    assert all(r.summary["epochs_done"] == 3 for r in store.runs())
+    assert all(r.summary.epochs_done == 3 for r in store.runs())

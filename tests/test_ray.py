@@ -175,8 +175,8 @@ def test_study_on_ray_has_the_files_of_a_local_run(cluster: str, tiny_toml: Path
     for name, record in records.items():
         assert record.status == "finished", record.summary
         assert {p.name for p in record.path.iterdir()} >= RUN_FILES
-        assert record.summary["queue"]["executor"] == "ray"
-        assert record.summary.get("node")  # which node trained it
+        assert record.summary.queue["executor"] == "ray"
+        assert record.summary.node  # which node trained it
         assert st.lock_holder(record.path) is None and not (record.path / "heartbeat").exists()
         exp = dataclasses.replace(
             record.experiment(), cluster="", executor="auto", name=name, group="g"
@@ -211,7 +211,7 @@ def test_live_losses_then_cancel_keeps_history(cluster: str, tmp_path: Path) -> 
         if r is None or r.status != "running" or not r.live.exists():
             return False
         sizes.append(r.live.stat().st_size)
-        return len({s for s in sizes if s > 0}) >= 3 and (r.summary.get("epochs_done") or 0) >= 1
+        return len({s for s in sizes if s > 0}) >= 3 and (r.summary.epochs_done or 0) >= 1
 
     poll(growing, DEADLINE, "live.f64 to grow while the run trains")
     lines = lifecycle.cancel(store, record.run_id)
@@ -222,10 +222,10 @@ def test_live_losses_then_cancel_keeps_history(cluster: str, tmp_path: Path) -> 
         "the cancelled run to save",
     )
     drain.join()
-    assert done.summary["reason"] == "cancelled by the user"  # it stopped by itself, saving
+    assert done.summary.reason == "cancelled by the user"  # it stopped by itself, saving
     history = done.history()
     assert 1 <= history.epochs_done < 500
-    assert len(history.batch_losses) >= history.epochs_done * done.summary["batches_per_epoch"]
+    assert len(history.batch_losses) >= history.epochs_done * done.summary.batches_per_epoch
     live = np.fromfile(done.live, dtype="<f8")
     np.testing.assert_array_equal(live, np.array(history.batch_losses))
     assert (done.path / "checkpoint.pt").is_file()
@@ -238,7 +238,7 @@ def test_live_losses_then_cancel_keeps_history(cluster: str, tmp_path: Path) -> 
     Drain(store).join()
     again = RunStore.read(record.path)
     assert again.status == "finished", again.summary
-    per_epoch = again.summary["batches_per_epoch"]
+    per_epoch = again.summary.batches_per_epoch
     resumed = again.history()
     assert resumed.epochs_done == epochs and len(resumed.batch_losses) == epochs * per_epoch
     kept = history.epochs_done * per_epoch  # the cancelled partial epoch is trained again
@@ -260,9 +260,9 @@ def test_worker_death_retries_from_the_last_checkpoint(cluster: str, tmp_path: P
     drain.join()
     done = RunStore.read(record.path)
     assert done.status == "finished", done.summary
-    assert done.summary["queue"]["attempt"] == 1
-    assert "WorkerCrashedError" in done.summary["queue"]["retry_reason"]
-    assert "retry 1 of 1" not in done.summary["reason"]  # finished: no reason left
+    assert done.summary.queue["attempt"] == 1
+    assert "WorkerCrashedError" in done.summary.queue["retry_reason"]
+    assert "retry 1 of 1" not in done.summary.reason  # finished: no reason left
     local = local_history(dataclasses.replace(exp, cluster=""), tmp_path / "local")
     assert_same_history(done.history(), local)
     np.testing.assert_array_equal(np.fromfile(done.live, dtype="<f8"), np.array(local.batch_losses))
@@ -277,8 +277,8 @@ def test_a_run_dies_again_without_retries_left(cluster: str, tmp_path: Path) -> 
     Drain(store, crash_in_epoch=1).join()
     done = RunStore.read(record.path)
     assert done.status == "interrupted"
-    assert "lost the run (WorkerCrashedError" in done.summary["reason"]
-    assert "continues it from epoch 1" in done.summary["reason"]
+    assert "lost the run (WorkerCrashedError" in done.summary.reason
+    assert "continues it from epoch 1" in done.summary.reason
     assert done.history().epochs_done == 1 and done.checkpoint.is_file()
 
 
@@ -290,7 +290,7 @@ def test_gpu_the_cluster_lacks_is_refused(cluster: str, tmp_path: Path) -> None:
     Drain(store).join()
     done = RunStore.read(record.path)
     assert done.status == "failed"
-    assert "device 'cuda' asks for 0.5 GPU but the Ray cluster has none" in done.summary["reason"]
+    assert "device 'cuda' asks for 0.5 GPU but the Ray cluster has none" in done.summary.reason
     assert not (done.path / "history.npz").exists()  # never started
 
 
@@ -306,7 +306,7 @@ def test_node_without_the_data_says_so(cluster: str, tmp_path: Path) -> None:
     Drain(store).join()
     done = RunStore.read(record.path)
     assert done.status == "failed"
-    reason = done.summary["reason"]
+    reason = done.summary.reason
     assert reason.startswith("on Ray node ") and str(not_a_dir) in reason
     assert "\n" not in reason
 
@@ -319,4 +319,4 @@ def test_unreachable_cluster_fails_the_runs_in_one_line(tiny_toml: Path) -> None
     for name in ("alpha", "beta"):
         assert f"[{name}] FAILED: cannot reach the Ray cluster at 127.0.0.1:1" in result.stdout
     for record in RunStore(cwd / "runs").runs():
-        assert record.status == "failed" and "ray start --head" in record.summary["reason"]
+        assert record.status == "failed" and "ray start --head" in record.summary.reason

@@ -47,7 +47,7 @@ def test_lenet_learns_fashion_mnist_in_one_epoch(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     record = RunStore(tmp_path / "runs").latest("baseline")
     assert record.status == "finished"
-    assert record.summary["params"] == 44_426  # LeNet adapted to 1x28x28
-    assert record.summary["final_test_acc"] > 0.50
+    assert record.summary.params == 44_426  # LeNet adapted to 1x28x28
+    assert record.summary.final_test_acc > 0.50
     history = record.history()
     assert len(history.batch_losses) == 1500  # 6000 / batch 4

@@ -77,7 +77,7 @@ def test_out_of_memory_is_a_failed_run_with_advice(tmp_path: Path, monkeypatch) 
     assert isinstance(events[-1], Failed)
     assert events[-1].reason == "out of memory at batch_size 64: lower batch_size or test_size"
     record = store.latest("tiny")
-    assert record.status == "failed" and "OutOfMemoryError" in record.summary["reason"]
+    assert record.status == "failed" and "OutOfMemoryError" in record.summary.reason
 
 
 def test_a_model_that_does_not_fit_the_data_fails_cleanly(tmp_path: Path) -> None:

@@ -56,7 +56,7 @@ def test_a_resume_whose_checkpoint_is_corrupt_keeps_the_history(runs_dir: Path) 
     after = store.latest(exp.name)
     assert after.history() == before  # nothing recorded is lost
     assert after.status == "cancelled"  # and it can still be resumed
-    assert after.summary["reason"].startswith("resume failed: ")
+    assert after.summary.reason.startswith("resume failed: ")
     assert store.latest(exp.name, unfinished=True).path == record.path
 
 
@@ -69,7 +69,7 @@ def test_a_resume_never_writes_a_history_shorter_than_the_disk(runs_dir: Path) -
     assert isinstance(events[0], Started) and isinstance(events[-1], Cancelled)
     after = store.latest(exp.name)
     assert after.history() == before
-    assert after.summary["batches_done"] == len(before.batch_losses)
+    assert after.summary.batches_done == len(before.batch_losses)
     assert after.status == "cancelled"
 
 
@@ -244,8 +244,8 @@ def test_a_full_disk_mid_run_marks_it_failed_and_keeps_its_epochs(runs_dir, monk
     assert isinstance(events[-1], Failed) and "No space left on device" in events[-1].reason
     record = store.latest(exp.name)
     assert record.status == "failed"
-    assert "cannot write" in record.summary["reason"]
-    assert "No space left on device" in record.summary["reason"]
+    assert "cannot write" in record.summary.reason
+    assert "No space left on device" in record.summary.reason
     assert record.history().epochs_done == 1
 
 
@@ -300,7 +300,7 @@ def test_a_summary_with_values_of_the_wrong_type_is_listed_with_them_dropped(run
     records = store.runs()  # sorting on `started` used to raise TypeError
     assert len(records) == 2
     broken = next(r for r in records if r.path == runs[0].path)
-    assert broken.summary == {"pid": 10**30, "name": "tiny", "status": "unknown"}
+    assert broken.summary.to_json() == {"pid": 10**30, "name": "tiny", "status": "unknown"}
     assert broken.status == "unknown"  # a status this program never writes
     assert broken.name == "tiny"
     assert [d.split(" ")[0] for d in broken.dropped] == [
@@ -353,7 +353,7 @@ async def test_the_tui_starts_on_damaged_runs_and_shows_dead_ones_interrupted(
     async with app.run_test(size=(100, 30)) as pilot:
         rows = app.main.results.rows_by_key
         assert set(rows) == {str(p) for p in paths}
-        assert rows[str(paths[3])]["status"] == "interrupted"
+        assert rows[str(paths[3])].status == "interrupted"
         for key in ("v", "space", "v", "R"):  # results, mark, curves, resume the dead one
             await pilot.press(key)
             await pilot.pause()

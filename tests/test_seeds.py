@@ -255,12 +255,12 @@ def test_a_study_trains_each_seed_as_a_run_of_its_experiment(study: Path) -> Non
     store = RunStore(study / "runs")
     for name in ("base", "fast", "grid.lr=0.1+momentum=0.0", "grid.lr=0.01+momentum=0.9"):
         runs = store.runs(name)
-        assert sorted(r.summary["seed"] for r in runs) == [0, 1], name
+        assert sorted(r.summary.seed for r in runs) == [0, 1], name
         assert {r.status for r in runs} == {"finished"}
     out = (study / "out.txt").read_text()
     assert "[base seed 1] finished" in out
     # the closing table: mean ± std over the seeds, and the comparison with the reference
-    base = [r.summary["final_test_acc"] for r in store.runs("base")]
+    base = [r.summary.final_test_acc for r in store.runs("base")]
     line = next(x for x in out.splitlines() if x.startswith("base ") and "reference" in x)
     assert f"{100 * np.mean(base):.2f}% ± {100 * np.std(base, ddof=1):.2f}" in line
 
@@ -270,7 +270,7 @@ def test_results_csv_has_mean_std_n_and_the_interval(study: Path) -> None:
     rows = {r["name"]: r for r in csv.DictReader(io.StringIO(text))}
     store = RunStore(study / "runs")
     for name in ("base", "fast"):
-        finals = [r.summary["final_test_acc"] for r in store.runs(name)]
+        finals = [r.summary.final_test_acc for r in store.runs(name)]
         assert rows[name]["n"] == "2" and rows[name]["seeds"] == "0 1"
         assert float(rows[name]["test_acc_mean"]) == pytest.approx(np.mean(finals))
         assert float(rows[name]["test_acc_std"]) == pytest.approx(np.std(finals, ddof=1))
@@ -278,8 +278,8 @@ def test_results_csv_has_mean_std_n_and_the_interval(study: Path) -> None:
             assert rows[name][f"{stem}_mean"] != ""
     assert rows["base"]["verdict"] == "reference" and rows["base"]["reference"] == "1"
     expected = stats.welch(
-        [r.summary["final_test_acc"] for r in store.runs("base")],
-        [r.summary["final_test_acc"] for r in store.runs("fast")],
+        [r.summary.final_test_acc for r in store.runs("base")],
+        [r.summary.final_test_acc for r in store.runs("fast")],
     )
     assert float(rows["fast"]["test_acc_diff"]) == pytest.approx(expected.diff)
     assert float(rows["fast"]["test_acc_diff_ci95_low"]) == pytest.approx(expected.low)
@@ -303,7 +303,7 @@ def test_the_figures_show_error_bars_seeds_and_the_sweep_heatmap(study: Path) ->
     grid = [e for e in entries if e.experiment.group == "grid"]
     cells, rows, cols, _data = export.sweep_cells(grid)["grid"]
     assert rows == ("lr", [0.1, 0.01]) and cols == ("momentum", [0.0, 0.9])
-    finals = [r.summary["final_test_acc"] for r in store.runs("grid.lr=0.01+momentum=0.9")]
+    finals = [r.summary.final_test_acc for r in store.runs("grid.lr=0.01+momentum=0.9")]
     mean, std, n = cells[(0.01, 0.9)]
     assert (mean, n) == (pytest.approx(np.mean(finals)), 2)
     fig = figures.heatmap(cells, rows, cols, "grid", "")

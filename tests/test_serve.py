@@ -123,7 +123,7 @@ def study(tmp_path: Path) -> Iterator[Path]:
     (tmp_path / "experiments.toml").write_text(STUDY, encoding="utf-8")
     yield tmp_path
     for record in RunStore(tmp_path / "runs").runs():
-        pid = record.summary.get("pid")
+        pid = record.summary.pid
         if record.status in ("running", "starting") and isinstance(pid, int):
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
@@ -400,11 +400,11 @@ def test_a_run_started_in_a_tab_goes_on_after_it_closes_and_shows_live_in_anothe
     poll(lambda: not tab_pids(config), DEADLINE, "the closed tab's cnntui to end")
     (record,) = store.runs()
     assert record.status == "running"
-    epochs = record.summary.get("epochs_done", 0)
+    epochs = record.summary.epochs_done or 0
 
     def trained_on() -> bool:
         (now,) = store.runs()
-        return now.status == "running" and now.summary.get("epochs_done", 0) > epochs
+        return now.status == "running" and (now.summary.epochs_done or 0) > epochs
 
     poll(trained_on, DEADLINE, "the run to train on with its tab closed")
     second = browser.new_page()

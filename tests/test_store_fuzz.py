@@ -13,6 +13,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ from cnntui.runner import run_jobs
 from cnntui.store import STATUSES, RunFileError, RunStore
 from cnntui.tui.session import Session
 from cnntui.tui.state import Curve
-from cnntui.tui.widgets.results import COLUMNS, sort_key
+from cnntui.tui.widgets.results import COLUMNS, cell_value, sort_key
 from tests.conftest import tiny_experiment
 
 FILES = ("summary.json", "history.npz", "checkpoint.pt", "config.toml")
@@ -209,9 +210,11 @@ def test_the_tui_starts_on_a_damaged_run(template: Path, data) -> None:
     with damaged_store(data, template) as (store, _, tmp):
         session = Session(tmp / "experiments.toml", {}, store)
         for record in session.load_past():
-            row = {**record.summary, "status": record.status}
+            row = replace(record.summary, status=record.status)
             for column in COLUMNS:
-                column.show(row.get(column.key))
+                value = cell_value(column.key, row)
+                if value is not None:
+                    column.show(value)
                 sort_key(column.key, row)
             Curve.of(session.stored_history(record), record.name, 60)
         session.resumable(EXP.name)

@@ -57,11 +57,11 @@ def test_a_run_with_val_size_records_validation_and_picks_best_on_it(runs_dir: P
     assert all(0 <= e.val_acc <= 1 and e.val_loss > 0 for e in ends)
     record = store.latest(exp.name)
     s = record.summary
-    assert (s["train_images"], s["val_images"], s["test_images"]) == (192, 64, 128)
+    assert (s.train_images, s.val_images, s.test_images) == (192, 64, 128)
     best = int(np.argmax([e.val_acc for e in ends]))
-    assert s["best_epoch"] == best + 1
-    assert s["best_val_acc"] == ends[best].val_acc
-    assert s["test_acc_at_best"] == ends[best].test_acc
+    assert s.best_epoch == best + 1
+    assert s.best_val_acc == ends[best].val_acc
+    assert s.test_acc_at_best == ends[best].test_acc
     saved = np.load(run.path / "history.npz")
     assert saved["val_acc"].tolist() == [e.val_acc for e in ends]
     assert saved["val_loss"].tolist() == [e.val_loss for e in ends]
@@ -195,8 +195,8 @@ def test_an_early_stopped_run_finishes_and_a_resume_does_not_train_on(
     assert isinstance(events[-1], Finished) and events[-1].stopped_early == 2
     record = store.latest(exp.name)
     assert record.status == "finished"
-    assert record.summary["reason"] == "early stop at epoch 2"
-    assert record.summary["stopped_early"] == 2 and record.summary["epochs_done"] == 2
+    assert record.summary.reason == "early stop at epoch 2"
+    assert record.summary.stopped_early == 2 and record.summary.epochs_done == 2
     assert (record.path / "weights.pt").is_file() and (record.path / "best.pt").is_file()
     again = list(train(exp, None, store.reopen(record), record.checkpoint))
     assert not any(isinstance(e, BatchLosses | EpochEnd) for e in again)

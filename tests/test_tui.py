@@ -16,6 +16,7 @@ import pytest
 from textual.widgets import Input, Static
 
 from cnntui.config import load
+from cnntui.records import RunStatus, RunSummary
 from cnntui.tui.app import make_app
 from cnntui.tui.messages import RunUpdated
 from cnntui.tui.screens.confirm import ConfirmScreen
@@ -61,13 +62,13 @@ async def test_run_finishes_with_a_results_row(tiny_toml, runs_dir, tmp_path):
         await until(pilot, lambda: status_cell(app, "alpha").startswith("finished"))
         rows = app.main.results.rows_by_key
         (row,) = rows.values()
-        assert row["name"] == "alpha" and row["status"] == "finished"
-        assert 0.0 <= row["final_test_acc"] <= 1.0
-        assert row["params"] == 62006
+        assert row.name == "alpha" and row.status == "finished"
+        assert 0.0 <= row.final_test_acc <= 1.0
+        assert row.params == 62006
         # the row on screen shows the accuracy the store recorded
         await pilot.press("v")
         shown = [str(c) for c in app.main.results.get_row(next(iter(rows)))]
-        assert f"{100 * row['final_test_acc']:.2f}%" in shown
+        assert f"{100 * row.final_test_acc:.2f}%" in shown
         assert "0 running" in app.sub_title
     (summary,) = summaries(runs_dir, "alpha")
     assert summary["status"] == "finished" and summary["epochs_done"] == 2
@@ -83,7 +84,7 @@ async def test_cancel_stops_the_run_and_keeps_its_history(tiny_toml, runs_dir, t
         await pilot.press("c")
         await until(pilot, lambda: status_cell(app, "alpha").startswith("cancelled"))
         assert status_cell(app, "alpha") == "cancelled · R resumes"
-        assert app.main.results.rows_by_key[state.run_dir]["status"] == "cancelled"
+        assert app.main.results.rows_by_key[state.run_dir].status == "cancelled"
     (summary,) = summaries(runs_dir, "alpha")
     assert summary["status"] == "cancelled" and summary["batches_done"] > 0
     with np.load(Path(state.run_dir) / "history.npz") as h:
@@ -214,7 +215,7 @@ async def test_marked_runs_are_overlaid_and_results_sort(tiny_toml, runs_dir, tm
         results = app.main.results
         assert results.has_focus
         await pilot.press("right", "right", "right", "right", "s")  # final accuracy
-        accs = [results.rows_by_key[k]["final_test_acc"] for k in results.ordered()]
+        accs = [results.rows_by_key[k].final_test_acc for k in results.ordered()]
         assert accs == sorted(accs, reverse=True)
         first = str(results.get_row_at(0)[0])
         await pilot.press("s")
@@ -244,13 +245,13 @@ async def test_resume_continues_the_latest_unfinished_run(tiny_toml, runs_dir, t
 
     app = make_app(tiny_toml, {}, runs_dir, tmp_path / "x")
     async with app.run_test(size=SIZE) as pilot:
-        assert app.main.results.rows_by_key[str(run.path)]["status"] == "cancelled"
+        assert app.main.results.rows_by_key[str(run.path)].status == "cancelled"
         await pilot.press("R")
         await until(pilot, lambda: status_cell(app, "alpha").startswith("finished"))
         state = app.main.session.latest("alpha")
         assert state.run_dir == str(run.path)
         assert state.history.epochs_done == 2  # epoch 1 from disk, epoch 2 trained now
-        assert app.main.results.rows_by_key[str(run.path)]["status"] == "finished"
+        assert app.main.results.rows_by_key[str(run.path)].status == "finished"
         await pilot.press("R")  # nothing left to resume: says so, starts nothing
         assert len(app.main.session.runs) == 1
     (summary,) = summaries(runs_dir, "alpha")
@@ -524,7 +525,7 @@ async def test_a_run_whose_process_died_shows_interrupted_and_how_to_resume(
         assert status_cell(app, "alpha") == "interrupted ep 1/2 · R resumes"
         assert status_cell(app, "beta") == "idle"
         await pilot.press("v")
-        assert app.main.results.rows_by_key[str(path)]["status"] == "interrupted"
+        assert app.main.results.rows_by_key[str(path)].status == "interrupted"
         assert str(app.main.results.get_cell(str(path), "status")) == "interrupted"
         await pilot.press("v", "R")  # and R does resume it
         await until(pilot, lambda: status_cell(app, "alpha").startswith("finished"))
@@ -554,12 +555,12 @@ async def test_a_run_another_process_trains_turns_interrupted_when_it_dies(
         async with app.run_test(size=SIZE) as pilot:
             await pilot.pause()
             assert status_cell(app, "alpha").startswith("running elsewhere")
-            assert app.main.results.rows_by_key[str(path)]["status"] == "running"
+            assert app.main.results.rows_by_key[str(path)].status == "running"
             other.kill()
             other.wait()
             await until(pilot, lambda: status_cell(app, "alpha").startswith("interrupted"))
             await until(
-                pilot, lambda: app.main.results.rows_by_key[str(path)]["status"] == "interrupted"
+                pilot, lambda: app.main.results.rows_by_key[str(path)].status == "interrupted"
             )
     finally:
         other.kill()
@@ -677,9 +678,11 @@ async def test_results_keep_the_name_in_view_and_widen_cells(tiny_toml, runs_dir
     async with app.run_test(size=SIZE) as pilot:
         results = app.main.results
         await pilot.press("v")
-        results.put("a", {"name": "alpha", "total_seconds": 1.0, "status": "running"})
+        results.put("a", RunSummary(name="alpha", total_seconds=1.0, status=RunStatus.RUNNING))
         await pilot.pause()
-        results.put("a", {"name": "alpha", "total_seconds": 1000.0, "status": "interrupted"})
+        results.put(
+            "a", RunSummary(name="alpha", total_seconds=1000.0, status=RunStatus.INTERRUPTED)
+        )
         await pilot.pause()
         for column, shown in (("total_seconds", "16:40"), ("status", "interrupted")):
             assert results.columns[ColumnKey(column)].content_width >= len(shown), column

@@ -59,8 +59,8 @@ async def test_a_run_another_process_queued_shows_live_and_c_cancels_it(study, t
         await until(pilot, lambda: live(store, "alpha") == "cancelled")
         await until(pilot, lambda: status_cell(app, "alpha").startswith("cancelled"))
         record = store.latest("alpha")
-        assert record.summary["batches_done"] > 0
-        assert record.summary["reason"] == "cancelled by the user"
+        assert record.summary.batches_done > 0
+        assert record.summary.reason == "cancelled by the user"
 
 
 async def test_quit_asks_keep_or_cancel_and_keep_leaves_the_run_training(study, tmp_path):
@@ -82,7 +82,7 @@ async def test_quit_asks_keep_or_cancel_and_keep_leaves_the_run_training(study, 
     record = store.latest("alpha")
     try:
         assert record.status == "running"  # alive: its worker process goes on
-        done = record.summary.get("batches_done", 0)
+        done = record.summary.batches_done or 0
         size = record.live.stat().st_size
 
         def grew() -> bool:
@@ -92,7 +92,7 @@ async def test_quit_asks_keep_or_cancel_and_keep_leaves_the_run_training(study, 
     finally:
         lifecycle.cancel(store, "alpha")
         lifecycle.wait_ended(store, [record.path], 60)
-    assert store.latest("alpha").summary["batches_done"] >= done
+    assert store.latest("alpha").summary.batches_done >= done
 
 
 async def test_quit_and_cancel_stops_the_worker_and_saves(study, tmp_path):
@@ -105,7 +105,7 @@ async def test_quit_and_cancel_stops_the_worker_and_saves(study, tmp_path):
         await pilot.press("q", "c")
         await until(pilot, lambda: not app.is_running)
     record = store.latest("alpha")
-    assert record.status == "cancelled" and record.summary["batches_done"] > 0
+    assert record.status == "cancelled" and record.summary.batches_done > 0
 
 
 def fake_remote_run(runs: Path, gpu: int, pid: int) -> Path:
@@ -231,6 +231,6 @@ def test_runs_started_in_a_tui_survive_its_terminal_closing(study):
         assert record.run_id in status.stdout
         history = record.history()
         assert history.epochs_done == 2
-        assert len(history.batch_losses) == 2 * record.summary["batches_per_epoch"]
+        assert len(history.batch_losses) == 2 * record.summary.batches_per_epoch
     rows = [line for line in status.stdout.splitlines() if "finished" in line]
     assert len(rows) == 2

@@ -3,23 +3,26 @@ the best value of each column marked, the cursor staying on its run."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from textual.app import App, ComposeResult
 
+from cnntui.records import RunStatus, RunSummary
 from cnntui.tui.widgets.results import BEST_STYLE, ResultsTable
 
 
-def row(name: str, acc: float, loss: float, status: str = "finished") -> dict:
-    return {
-        "name": name,
-        "title": name.upper(),
-        "model": "lenet",
-        "params": 62006,
-        "final_test_acc": acc,
-        "best_test_acc": acc,
-        "final_train_loss": loss,
-        "status": status,
-    }
+def row(name: str, acc: float, loss: float, status: str = "finished") -> RunSummary:
+    return RunSummary(
+        name=name,
+        title=name.upper(),
+        model="lenet",
+        params=62006,
+        final_test_acc=acc,
+        best_test_acc=acc,
+        final_train_loss=loss,
+        status=RunStatus(status),
+    )
 
 
 class ResultsApp(App):
@@ -92,7 +95,7 @@ async def test_an_experiment_of_several_seeds_shows_mean_and_std_on_each_of_its_
         table = app.query_one(ResultsTable)
         accs = [0.50, 0.54, 0.55]
         for seed, acc in enumerate(accs):
-            table.put(f"r{seed}", {**row("base", acc, 1.0), "seed": seed, "settings_key": "k"})
+            table.put(f"r{seed}", replace(row("base", acc, 1.0), seed=seed, settings_key="k"))
         table.put("other", row("other", 0.3, 1.0))
         await pilot.pause()
         expected = f"{np.mean(accs) * 100:.2f}±{np.std(accs, ddof=1) * 100:.2f} n=3"
@@ -100,7 +103,7 @@ async def test_an_experiment_of_several_seeds_shows_mean_and_std_on_each_of_its_
             assert str(table.get_cell(key, "acc_over_seeds")) == expected
         assert str(table.get_cell("other", "acc_over_seeds")) == "30.00% n=1"
         # seed 0 again: its newer run replaces the old one in the mean, on every row
-        table.put("r3", {**row("base", 0.56, 1.0), "seed": 0, "settings_key": "k"})
+        table.put("r3", replace(row("base", 0.56, 1.0), seed=0, settings_key="k"))
         await pilot.pause()
         again = [0.56, 0.54, 0.55]
         expected = f"{np.mean(again) * 100:.2f}±{np.std(again, ddof=1) * 100:.2f} n=3"

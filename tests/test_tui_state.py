@@ -111,7 +111,7 @@ def test_curves_keep_validation_rates_and_the_last_confusion_matrix(tmp_path):
     state = RunState(1, exp)
     state.feed(EpochEnd("x", 0, 2.0, 0.3, 1.9, 0.7, 1.0, 2.1, 0.2))
     state.feed(EpochEnd("x", 1, 1.0, 0.6, 1.1, 0.5, 1.0, 1.2, 0.6))
-    assert state.summary()["best_test_acc"] == 0.5
+    assert state.summary().best_test_acc == 0.5
     # a stored history reads back the same; one from before these keys reads NaN and none
     h = History()
     for event in (
@@ -170,9 +170,9 @@ def test_run_state_follows_the_events():
     s.feed(EpochEnd("tiny", 0, 1.85, 0.3, 1.9, 0.25, 2.0))
     s.feed(Finished("tiny", 2.5))
     summary = s.summary()
-    assert summary["status"] == "finished" and summary["epochs_to_target"] == 1
-    assert summary["final_test_acc"] == 0.25 and summary["total_seconds"] == 2.5
-    assert summary["gap"] == pytest.approx(0.05)
+    assert summary.status == "finished" and summary.epochs_to_target == 1
+    assert summary.final_test_acc == 0.25 and summary.total_seconds == 2.5
+    assert summary.gap == pytest.approx(0.05)
 
 
 # -- the session --------------------------------------------------------------------------

@@ -127,10 +127,10 @@ def _confusion_on_disk(npz: Path) -> list[list[int]]:
 def _of_record(session: Any, record: Any) -> ClassView:
     history = session.stored_history(record)
     used = session.run_config(record)
-    done = record.summary.get("epochs_done")
+    done = record.summary.epochs_done
     run = f"run {text.safe(record.run_id)} · {text.safe(record.status)}"
     if not history.epochs_done and record.status != "running":
-        unread = isinstance(done, int) and not isinstance(done, bool) and done > 0
+        unread = done is not None and done > 0
         return ClassView(
             record.name,
             run,

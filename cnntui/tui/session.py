@@ -99,7 +99,7 @@ class Session:
         changed = []
         for name, record in list(self._stored_latest.items()):
             path = str(record.path)
-            if record.summary.get("status") != "running" or path in mine:
+            if record.summary.status != "running" or path in mine:
                 continue
             try:
                 fresh = next((r for r in self.store.runs(name) if r.path == record.path), record)
@@ -301,7 +301,7 @@ class Session:
         if not records:
             return f"{exp.name}: no run could be queued"
         runs = {r.seed: r for r in exp.runs()}
-        states = [self.follow(rec, runs.get(rec.summary.get("seed"), exp)) for rec in records]
+        states = [self.follow(rec, runs.get(rec.summary.seed, exp)) for rec in records]
         return states[-1]
 
     def submit_resume(self, record: RunRecord) -> RunState | str:
@@ -327,8 +327,7 @@ class Session:
             events = state.follow.poll()
             record = getattr(state.follow, "record", None)
             if record is not None:
-                gpu = record.summary.get("gpu")
-                state.gpu = gpu if isinstance(gpu, int) and not isinstance(gpu, bool) else None
+                state.gpu = record.summary.gpu
             for event in events:
                 state.feed(event)
             if state.status == "queued" and record is not None and record.status == "running":
@@ -366,7 +365,7 @@ class Session:
                 record = RunStore.read(run_dir)
                 if record is None or record.status not in lifecycle.ACTIVE:
                     continue
-                if record.summary.get("pid") == os.getpid():
+                if record.summary.pid == os.getpid():
                     continue  # one of this process's own threads
                 found.append(record)
         return found

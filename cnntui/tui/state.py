@@ -22,6 +22,7 @@ import numpy as np
 from ..config import Experiment, learned_key
 from ..events import BatchLosses, Cancelled, Diverged, EpochEnd, Event, Failed, Finished, Started
 from ..history import History, metrics, moving_average_at
+from ..records import RunStatus, RunSummary
 from ..store import RunFileError, read_history_arrays
 
 # The per-epoch series drawn with a ± std band over seeds (the ones a study compares).
@@ -279,7 +280,7 @@ class RunState:
         with self.lock:
             return Curve.of(self.history, self.name, points, ("run", self.key))
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> RunSummary:
         """A results row in the run store's summary.json vocabulary, from what is known now."""
         with self.lock:
             seconds = self.total_seconds
@@ -287,21 +288,21 @@ class RunState:
                 seconds = sum(self.history.epoch_seconds)
             m = metrics(self.history, self.experiment.target_acc, seconds)
         exp = self.experiment
-        return {
-            "name": exp.name,
-            "title": exp.display_title,
-            "model": exp.model,
-            "seed": exp.seed,
-            "settings_key": learned_key(exp),
-            "params": self.params or None,
-            "status": self.status,
-            "reason": self.reason,
-            "final_test_acc": m.final_test_acc,
-            "best_test_acc": m.best_test_acc,
-            "epoch1_test_acc": m.epoch1_test_acc,
-            "final_train_loss": m.final_train_loss,
-            "gap": m.gap,
-            "epochs_to_target": m.epochs_to_target,
-            "total_seconds": m.total_seconds,
-            "seconds_per_epoch": m.seconds_per_epoch,
-        }
+        return RunSummary(
+            name=exp.name,
+            title=exp.display_title,
+            model=exp.model,
+            seed=exp.seed,
+            settings_key=learned_key(exp),
+            params=self.params or None,
+            status=RunStatus(self.status),
+            reason=self.reason,
+            final_test_acc=m.final_test_acc,
+            best_test_acc=m.best_test_acc,
+            epoch1_test_acc=m.epoch1_test_acc,
+            final_train_loss=m.final_train_loss,
+            gap=m.gap,
+            epochs_to_target=m.epochs_to_target,
+            total_seconds=m.total_seconds,
+            seconds_per_epoch=m.seconds_per_epoch,
+        )

@@ -80,13 +80,13 @@ def status_text(run: RunState | RunRecord | None, now: float | None = None) -> T
 def _stored_status(record: RunRecord) -> Text:
     """A stored run's status as the store reads it now (a dead process's run: interrupted)."""
     status, s = record.status, record.summary
-    done, epochs = s.get("epochs_done"), s.get("epochs")
-    of = f" ep {done}/{epochs}" if isinstance(done, int) and isinstance(epochs, int) else ""
+    done, epochs = s.epochs_done, s.epochs
+    of = f" ep {done}/{epochs}" if done is not None and epochs is not None else ""
     match status:
         case "finished":
-            body = f"finished {text.pct(s.get('final_test_acc'))}"
+            body = f"finished {text.pct(s.final_test_acc)}"
         case "failed" | "diverged":
-            body = f"{status}: {text.safe(str(s.get('reason') or '?'))}"
+            body = f"{status}: {text.safe(s.reason or '?')}"
         case "interrupted" | "cancelled":
             body = f"{status}{of} · {RESUME_HINT}"
             if text.width(body) > STATUS_WIDTH:  # the hint matters more than the epoch

@@ -1,6 +1,7 @@
 """The results table: every run, past and present, compared column by column.
 
-Rows are summaries in the run store's summary.json vocabulary. `s` sorts by the column
+Rows are run summaries (records.RunSummary), as the run store reads them or as a run in this
+process knows itself so far. `s` sorts by the column
 under the cursor (again: the other way round); the best value of each column is bold.
 """
 
@@ -16,9 +17,12 @@ from textual.binding import Binding, BindingType
 from textual.widgets import DataTable
 
 from ... import stats, text
+from ...records import RunStatus, RunSummary
+
+Seeds = tuple[float, float, int]  # an experiment's final test accuracy: mean, std, n
 
 
-def _finite(v: Any) -> float | None:
+def _finite(v: object) -> float | None:
     if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
         return None
     return float(v)
@@ -26,38 +30,31 @@ def _finite(v: Any) -> float | None:
 
 @dataclass(frozen=True)
 class Column:
-    key: str
+    """One column of the results table: the summary field it shows, and how."""
+
+    key: str  # a RunSummary field, or SEEDS_KEY
     label: str
     show: Callable[[Any], str]
     best: str | None = None  # "max", "min", or None when no value is better than another
 
 
-def _params(v: Any) -> str:
+def _params(v: int) -> str:
     return text.count(v) if v else "-"
 
 
-def _int(v: Any) -> str:
-    return str(v) if isinstance(v, int) and not isinstance(v, bool) else "-"
+def _int(v: int) -> str:
+    return str(v)
 
 
-def _over_seeds(v: Any) -> str:
+def _over_seeds(v: Seeds) -> str:
     """The experiment's final test accuracy over its seeds: `52.10±1.23 n=3`."""
-    if not isinstance(v, tuple) or not v[2]:
-        return "-"
     mean, std, n = v
+    if not n:
+        return "-"
     return f"{mean * 100:.2f}±{std * 100:.2f} n={n}" if n > 1 else f"{mean * 100:.2f}% n=1"
 
 
 SEEDS_KEY = "acc_over_seeds"  # a row's (mean, std, n) of its experiment's seeds
-
-
-@dataclass(frozen=True)
-class _Run:
-    """A results row as stats.seed_runs sees a run."""
-
-    status: Any
-    seed: Any
-    settings_key: Any
 
 
 # Text columns show a summary's values with control characters escaped (text.safe): a
@@ -84,13 +81,21 @@ SEEDS_COLUMN = next(c for c in COLUMNS if c.key == SEEDS_KEY)
 BEST_STYLE = "bold reverse green"
 
 
-def sort_key(column: str, summary: dict[str, Any]) -> tuple:
+def cell_value(column: str, summary: RunSummary, over_seeds: Seeds | None = None) -> object:
+    """What the row of `summary` holds in `column` (None: nothing)."""
+    return over_seeds if column == SEEDS_KEY else summary.field_value(column)
+
+
+def sort_key(
+    column: str, summary: RunSummary, over_seeds: Seeds | None = None
+) -> tuple[int, float, str]:
     """Missing values last whichever way; numbers as numbers, text case-insensitively."""
-    v = summary.get(column)
+    v = cell_value(column, summary, over_seeds)
     if isinstance(v, tuple):  # over seeds: by the mean
         v = v[0] if v[2] else None
-    if _finite(v) is not None:
-        return (0, float(v), "")
+    f = _finite(v)
+    if f is not None:
+        return (0, f, "")
     if isinstance(v, str) and v:
         return (0, 0.0, v.lower())
     return (1, 0.0, "")
@@ -103,12 +108,13 @@ class RowText(Text):
 
     @classmethod
     def keyed(cls, cell: Text, key: str) -> RowText:
+        """A copy of `cell` that remembers the key of the row it is in."""
         out = cls(cell.plain, style=cell.style, justify=cell.justify, spans=cell.spans)
         out.run_key = key
         return out
 
 
-class ResultsTable(DataTable):
+class ResultsTable(DataTable[Text]):
     """One row per run; rows are added or updated with `put` and kept sorted."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -118,7 +124,8 @@ class ResultsTable(DataTable):
     def __init__(self, **kwargs: Any) -> None:
         # The name column stays in place when the table scrolls sideways.
         super().__init__(cursor_type="cell", zebra_stripes=True, fixed_columns=1, **kwargs)
-        self.rows_by_key: dict[str, dict[str, Any]] = {}
+        self.rows_by_key: dict[str, RunSummary] = {}
+        self.seeds_by_key: dict[str, Seeds] = {}  # each row's experiment over its seeds
         self._order: list[str] = []  # insertion order: oldest first
         self.sort_column: str | None = None
         self.sort_reverse = False
@@ -126,10 +133,11 @@ class ResultsTable(DataTable):
         self._best: dict[str, float] = {}  # the best values the cells show
 
     def on_mount(self) -> None:
+        """Lay out the columns."""
         for col in COLUMNS:
             self.add_column(col.label, key=col.key)
 
-    def put(self, key: str, summary: dict[str, Any], redraw: bool = True) -> None:
+    def put(self, key: str, summary: RunSummary, redraw: bool = True) -> None:
         """Add or replace the row of run `key`.
 
         A store may hold thousands of runs, and laying out a row costs about a millisecond,
@@ -139,16 +147,16 @@ class ResultsTable(DataTable):
         are only collected until the table is shown.
         """
         old = self.rows_by_key.get(key)
+        old_seeds = self.seeds_by_key.get(key)
         if old is None:
             self._order.append(key)
-        summary = {**summary, SEEDS_KEY: old.get(SEEDS_KEY) if old else None}
         self.rows_by_key[key] = summary
-        siblings = self._over_seeds(summary.get("name"))
+        siblings = self._over_seeds(summary.name)
         if not redraw:
             return
         for other in siblings:  # the same experiment's other rows: their cell changed too
             if other != key and self.display and not self._stale and self.row_count:
-                cell = self._cell(SEEDS_COLUMN, self.rows_by_key[other], self._best)
+                cell = self._cell(SEEDS_COLUMN, other, self._best)
                 self.update_cell(other, SEEDS_KEY, cell, update_width=True)
         if not self.display or self._stale or not self.row_count:
             self.update_rows()
@@ -156,32 +164,27 @@ class ResultsTable(DataTable):
         keep = self._cursor_key()
         best = self.best()
         if old is None:
-            self.add_row(*self._cells(key, summary, best), key=key)
+            self.add_row(*self._cells(key, best), key=key)
         else:
-            self._update_cells(key, old, summary, best)
+            self._update_cells(key, old, old_seeds, best)
         self._restyle_best(best)
         self._reorder(keep)
 
-    def _over_seeds(self, name: Any) -> list[str]:
+    def value(self, key: str, column: str) -> object:
+        """What row `key` holds in `column` (None: nothing)."""
+        return cell_value(column, self.rows_by_key[key], self.seeds_by_key.get(key))
+
+    def _over_seeds(self, name: str | None) -> list[str]:
         """Recompute `name`'s mean ± std over seeds into each of its rows; the keys of the
         rows whose value changed."""
-        keys = [k for k in self._order if self.rows_by_key[k].get("name") == name]
-        runs = {
-            k: _Run(
-                self.rows_by_key[k].get("status"),
-                self.rows_by_key[k].get("seed"),
-                self.rows_by_key[k].get("settings_key"),
-            )
-            for k in keys
-        }
-        counted = {id(r) for r in stats.seed_runs(list(runs.values()), lambda r: r.settings_key)}
-        agg = stats.aggregate(
-            self.rows_by_key[k].get("final_test_acc") for k, r in runs.items() if id(r) in counted
-        )
+        keys = [k for k in self._order if self.rows_by_key[k].name == name]
+        rows = {k: self.rows_by_key[k] for k in keys}
+        counted = {id(r) for r in stats.seed_runs(list(rows.values()), lambda r: r.settings_key)}
+        agg = stats.aggregate(r.final_test_acc for r in rows.values() if id(r) in counted)
         value = (agg.mean, agg.std, agg.n)
-        changed = [k for k in keys if self.rows_by_key[k].get(SEEDS_KEY) != value]
+        changed = [k for k in keys if self.seeds_by_key.get(k) != value]
         for k in changed:
-            self.rows_by_key[k][SEEDS_KEY] = value
+            self.seeds_by_key[k] = value
         return changed
 
     def update_rows(self) -> None:
@@ -192,6 +195,7 @@ class ResultsTable(DataTable):
             self._stale = True
 
     def on_show(self) -> None:
+        """Lay out the rows that changed while the table was hidden."""
         if self._stale:
             self.redraw()
 
@@ -200,17 +204,17 @@ class ResultsTable(DataTable):
             return None
         return self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
 
-    def _cells(self, key: str, summary: dict[str, Any], best: dict[str, float]) -> list[Text]:
-        cells = [self._cell(c, summary, best) for c in COLUMNS]
+    def _cells(self, key: str, best: dict[str, float]) -> list[Text]:
+        cells = [self._cell(c, key, best) for c in COLUMNS]
         cells[0] = RowText.keyed(cells[0], key)  # the name cell knows its row, for sorting
         return cells
 
     def _update_cells(
-        self, key: str, old: dict[str, Any], new: dict[str, Any], best: dict[str, float]
+        self, key: str, old: RunSummary, old_seeds: Seeds | None, best: dict[str, float]
     ) -> None:
         for col in COLUMNS[1:]:
-            if old.get(col.key) != new.get(col.key):
-                self.update_cell(key, col.key, self._cell(col, new, best), update_width=True)
+            if cell_value(col.key, old, old_seeds) != self.value(key, col.key):
+                self.update_cell(key, col.key, self._cell(col, key, best), update_width=True)
 
     def _restyle_best(self, best: dict[str, float]) -> None:
         """Rewrite the cells of the columns whose best value changed: the old best and the new."""
@@ -218,15 +222,13 @@ class ResultsTable(DataTable):
             was, now = self._best.get(col.key), best.get(col.key)
             if was == now:
                 continue
-            for key, summary in self.rows_by_key.items():
-                f = _finite(summary.get(col.key))
+            for key in self.rows_by_key:
+                f = _finite(self.value(key, col.key))
                 if f is None:
                     continue
                 f = abs(f) if col.key == "gap" else f
                 if f in (was, now):
-                    self.update_cell(
-                        key, col.key, self._cell(col, summary, best), update_width=True
-                    )
+                    self.update_cell(key, col.key, self._cell(col, key, best), update_width=True)
         self._best = best
 
     def _reorder(self, keep: str | None) -> None:
@@ -238,12 +240,13 @@ class ResultsTable(DataTable):
             self.move_cursor(row=self.get_row_index(keep))
 
     def best(self) -> dict[str, float]:
+        """The best value of each column that has one (the highest accuracy, lowest loss)."""
         out: dict[str, float] = {}
         for col in COLUMNS:
             if col.best is None:
                 continue
-            values = [_finite(s.get(col.key)) for s in self.rows_by_key.values()]
-            values = [v for v in values if v is not None]
+            found = [_finite(self.value(k, col.key)) for k in self.rows_by_key]
+            values = [v for v in found if v is not None]
             if col.key == "gap":
                 values = [abs(v) for v in values]
             if values:
@@ -257,19 +260,19 @@ class ResultsTable(DataTable):
         column = self.sort_column
         return sorted(
             self._order,
-            key=lambda k: sort_key(column, self.rows_by_key[k]),
+            key=lambda k: sort_key(column, self.rows_by_key[k], self.seeds_by_key.get(k)),
             reverse=self.sort_reverse,
         )
 
-    def _cell(self, col: Column, summary: dict[str, Any], best: dict[str, float]) -> Text:
-        v = summary.get(col.key)
+    def _cell(self, col: Column, key: str, best: dict[str, float]) -> Text:
+        v = self.value(key, col.key)
         cell = Text(col.show(v) if v is not None else "-")
         if col.show is not text.safe:
             cell.justify = "right"
         f = _finite(v)
         if f is not None and (abs(f) if col.key == "gap" else f) == best.get(col.key):
             cell.stylize(BEST_STYLE)
-        if col.key == "status" and v in ("failed", "diverged"):
+        if col.key == "status" and v in (RunStatus.FAILED, RunStatus.DIVERGED):
             cell.stylize("red")
         return cell
 
@@ -282,13 +285,14 @@ class ResultsTable(DataTable):
         self._best = best
         self.clear()
         for key in self.ordered():
-            self.add_row(*self._cells(key, self.rows_by_key[key], best), key=key)
+            self.add_row(*self._cells(key, best), key=key)
         if keep in self.rows_by_key:
             row = self.get_row_index(keep)
         if self.row_count:
             self.move_cursor(row=row, column=col)
 
     def action_sort(self) -> None:
+        """Sort by the cursor's column, best first; again, the other way round."""
         column = COLUMNS[self.cursor_coordinate.column].key
         if self.sort_column == column:
             self.sort_reverse = not self.sort_reverse

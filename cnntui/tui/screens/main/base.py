@@ -9,12 +9,13 @@ each part sets its own in an `_init_<part>` method that `MainScreen.__init__` ca
 
 from __future__ import annotations
 
+import dataclasses
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from textual.worker import get_current_worker
 
-from ....store import RunRecord
+from ....store import RunRecord, RunSummary
 from ...session import Session
 from ...state import RunState
 from ...widgets.experiments import ExperimentsTable
@@ -31,10 +32,10 @@ WARNING_SECONDS = 6  # notifications: information goes in 4 s (the app's default
 ERROR_SECONDS = 10
 
 
-def stored_row(record: RunRecord) -> dict[str, Any]:
+def stored_row(record: RunRecord) -> RunSummary:
     """A stored run's results row, with its status as the store reads it now: a summary that
     says running, written by a process that has gone, reads interrupted."""
-    return {**record.summary, "status": record.status}
+    return dataclasses.replace(record.summary, status=record.status)
 
 
 class ScreenPart(_Base):

@@ -12,10 +12,9 @@ failed run and never closes the app.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from .... import text
-from ....store import StoreError
+from ....store import RunSummary, StoreError
 from ...messages import RunsFound, RunUpdated
 from ...state import RunState
 from .base import ERROR_SECONDS, WARNING_SECONDS, ScreenPart, stored_row
@@ -28,7 +27,7 @@ class RunEventsPart(ScreenPart):
     """Keeps the tables, curves and notifications up with every run's news."""
 
     def _init_run_events(self) -> None:
-        self._ended: list[tuple[str, str, dict[str, Any]]] = []  # since the queue last ran dry
+        self._ended: list[tuple[str, str, RunSummary]] = []  # since the queue last ran dry
         self._seen: dict[int, tuple[int, int]] = {}  # run key -> (version, epochs) in results
         self._told_ended: set[int] = set()  # followed runs whose end has been handled
 
@@ -85,7 +84,7 @@ class RunEventsPart(ScreenPart):
         self.table.update_statuses(self.session)
         self.redraw_curves()
 
-    def _final_summary(self, state: RunState) -> dict[str, Any]:
+    def _final_summary(self, state: RunState) -> RunSummary:
         """The ended run's summary as its store says (and remembered), else as it ran here."""
         if state.run_dir:
             record = next(
@@ -97,7 +96,7 @@ class RunEventsPart(ScreenPart):
                 return stored_row(record)
         return state.summary()
 
-    def _tell_ended(self, state: RunState, summary: dict[str, Any]) -> None:
+    def _tell_ended(self, state: RunState, summary: RunSummary) -> None:
         """One note when the queue runs dry, not one a run: the status cells say each ending.
         A failure's reason is longer than its cell, so it is said at once."""
         self._ended.append((state.name, state.status, summary))
@@ -120,8 +119,8 @@ class RunEventsPart(ScreenPart):
         if len(ended) == 1:
             name, status, summary = ended[0]
             if status == "finished":
-                acc = text.pct(summary.get("final_test_acc"))
-                took = text.seconds(summary.get("total_seconds"))
+                acc = text.pct(summary.final_test_acc)
+                took = text.seconds(summary.total_seconds)
                 self.notify(f"{name} finished: test accuracy {acc} in {took}")
             return
         counts: dict[str, int] = {}

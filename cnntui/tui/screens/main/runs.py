@@ -198,7 +198,7 @@ class RunsPart(ScreenPart):
         self.start_queued()
 
     def _say_resuming(self, name: str, record: RunRecord) -> None:
-        done = record.summary.get("epochs_done", 0)
+        done = record.summary.epochs_done or 0
         self.notify(f"resuming {name} run {record.run_id} after epoch {done}")
 
     def start_queued(self) -> None:

@@ -1,0 +1,288 @@
+"""A run's summary.json as a typed record, and the statuses a run can have.
+
+The run store writes a `RunSummary` and reads one back; the tables, exports and front ends
+read its attributes. Reading is tolerant: a field of the wrong type reads as absent, with a
+note saying so (`RunSummary.from_json`), and a field this version does not know is kept as
+written (`extra`), so rewriting a summary never loses it. Torch-free and numpy-free.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class RunStatus(StrEnum):
+    """Where a run stands; its value is the string summary.json holds."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+    DIVERGED = "diverged"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+    UNKNOWN = "unknown"  # read only: a summary.json status this program never writes
+    STARTING = "starting"  # never written: a front end's run that is setting up in-process
+
+    @classmethod
+    def parse(cls, value: object) -> RunStatus:
+        """The status a summary value names, UNKNOWN for anything this program never writes."""
+        if isinstance(value, RunStatus):
+            return value
+        return cls(value) if isinstance(value, str) and value in STATUSES else cls.UNKNOWN
+
+
+# The statuses summary.json may hold.
+STATUSES = tuple(s for s in RunStatus if s not in (RunStatus.UNKNOWN, RunStatus.STARTING))
+# A run that stopped before its last epoch and can be resumed (or is still running).
+UNFINISHED = (RunStatus.RUNNING, RunStatus.CANCELLED, RunStatus.INTERRUPTED)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What summary.json says about a run; None where it does not say (or said nonsense)."""
+
+    name: str | None = None
+    title: str | None = None
+    group: str | None = None
+    model: str | None = None
+    dataset: str | None = None
+    run_id: str | None = None
+    status: RunStatus | None = None
+    reason: str | None = None
+    pid: int | None = None  # the process that trains it (a Ray run: its scheduler)
+    started: str | None = None  # local time, 2026-01-31T12:00:00
+    epochs: int | None = None  # planned
+    seed: int | None = None
+    settings_key: str | None = None  # config.learned_key of its settings
+    seeds: tuple[int, ...] | None = None  # the experiment's seeds, when it has several
+    # The comparison figures (history.Metrics); accuracies are fractions.
+    final_test_acc: float | None = None
+    best_test_acc: float | None = None
+    epoch1_test_acc: float | None = None
+    final_train_loss: float | None = None
+    final_train_acc: float | None = None
+    final_test_loss: float | None = None
+    gap: float | None = None
+    epochs_to_target: int | None = None
+    smoothness: float | None = None
+    total_seconds: float | None = None
+    seconds_per_epoch: float | None = None
+    best_epoch: int | None = None
+    best_val_acc: float | None = None
+    test_acc_at_best: float | None = None
+    epochs_done: int | None = None
+    batches_done: int | None = None
+    updated: str | None = None  # local time of the last write
+    # Written once the run is set up (after its first summary).
+    params: int | None = None
+    device: str | None = None  # e.g. "cpu (2 threads)"
+    train_images: int | None = None
+    val_images: int | None = None
+    test_images: int | None = None
+    batches_per_epoch: int | None = None
+    stopped_early: int | None = None  # the 1-based epoch early stopping ended it at
+    queue: Mapping[str, Any] | None = None  # how a queued run is launched (lifecycle)
+    gpu: int | None = None  # the GPU the scheduler gave it
+    node: str | None = None  # the Ray node that trains it
+    node_pid: int | None = None
+    node_version: str | None = None  # cnntui's version there, when not this one
+    # Fields this version does not know (or of a type it cannot use, for the fields above
+    # that were never checked), kept as written so that rewriting the summary keeps them.
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    # Fields written as null (JSON `null`, not absent), so that they are written so again.
+    nulls: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> tuple[RunSummary, list[str]]:
+        """The summary a parsed summary.json holds, and a note on each field of the wrong type
+        (dropped: it reads as absent)."""
+        values: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        nulls: set[str] = set()
+        dropped: list[str] = []
+        for key, value in raw.items():
+            check = _CHECKED.get(key)
+            if check is not None:
+                ok, value, note = check(key, value)
+                if not ok:
+                    dropped.append(note)
+                    continue
+            elif key in _LENIENT:
+                ok, value = _LENIENT[key](value)
+                if not ok:
+                    extra[key] = value  # never checked before: kept as written, unused
+                    continue
+            else:
+                extra[key] = value
+                continue
+            if value is None:
+                nulls.add(key)
+            else:
+                values[key] = value
+        return cls(**values, extra=extra, nulls=frozenset(nulls)), dropped
+
+    def to_json(self) -> dict[str, Any]:
+        """The summary as summary.json holds it: plain JSON data, the same keys as read."""
+        out: dict[str, Any] = {}
+        for name in _FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = _plain(value)
+            elif name in self.nulls:
+                out[name] = None
+            elif name in self.extra:
+                out[name] = self.extra[name]
+        for key, value in self.extra.items():
+            out.setdefault(key, value)
+        return out
+
+    def with_fields(self, **fields: Any) -> RunSummary:
+        """A copy with `fields` set: known ones as attributes (None writes a null), the rest
+        into `extra`; a status may be given as its string."""
+        known = {k: v for k, v in fields.items() if k in _FIELDS}
+        if isinstance(known.get("status"), str):
+            known["status"] = RunStatus.parse(known["status"])
+        if isinstance(known.get("seeds"), list):
+            known["seeds"] = tuple(known["seeds"])
+        unknown = {k: v for k, v in fields.items() if k not in _FIELDS}
+        extra = {k: v for k, v in self.extra.items() if k not in known}
+        nulls = (self.nulls - known.keys()) | {k for k, v in known.items() if v is None}
+        return dataclasses.replace(
+            self, **known, extra={**extra, **unknown}, nulls=frozenset(nulls)
+        )
+
+    def merged(self, other: RunSummary) -> RunSummary:
+        """A copy that also holds every field `other` holds, `other`'s value where both do."""
+        return RunSummary.from_json({**self.to_json(), **other.to_json()})[0]
+
+    def fill_from(self, other: RunSummary) -> RunSummary:
+        """A copy that also holds the fields of `other` that this one does not hold."""
+        return RunSummary.from_json({**other.to_json(), **self.to_json()})[0]
+
+    def field_value(self, name: str) -> object:
+        """The value of field `name` (None when absent or unknown): for columns named by field."""
+        return getattr(self, name) if name in _FIELDS else None
+
+
+_FIELDS = tuple(f.name for f in dataclasses.fields(RunSummary) if f.name not in ("extra", "nulls"))
+
+
+# --- reading: what each field must be --------------------------------------------------------
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _shown(value: object) -> str:
+    return repr(value).encode("unicode_escape").decode("ascii")[:40]
+
+
+def _text(key: str, value: object) -> tuple[bool, object, str]:
+    return isinstance(value, str), value, f"{key!r} is {_shown(value)}, not a string"
+
+
+def _status(key: str, value: object) -> tuple[bool, object, str]:
+    ok = value in STATUSES
+    return ok, RunStatus(str(value)) if ok else value, f"{key!r} is {_shown(value)}, not a status"
+
+
+def _whole(key: str, value: object) -> tuple[bool, object, str]:
+    return value is None or _is_int(value), value, f"{key!r} is {_shown(value)}, not a whole number"
+
+
+def _number(key: str, value: object) -> tuple[bool, object, str]:
+    if _is_int(value):
+        try:
+            value = float(value)  # type: ignore[arg-type]
+        except OverflowError:
+            return False, value, f"{key!r} is too large"
+    ok = value is None or isinstance(value, float)
+    return ok, value, f"{key!r} is {_shown(value)}, not a number"
+
+
+_TEXT = ("name", "title", "group", "model", "dataset", "run_id", "reason", "started", "updated")
+_INTS = (
+    "pid",
+    "epochs",
+    "epochs_done",
+    "batches_done",
+    "params",
+    "epochs_to_target",
+    "best_epoch",
+    "stopped_early",
+    "val_images",
+    "seed",
+)
+_FLOATS = (
+    "final_test_acc",
+    "best_test_acc",
+    "epoch1_test_acc",
+    "final_train_loss",
+    "final_train_acc",
+    "final_test_loss",
+    "gap",
+    "smoothness",
+    "total_seconds",
+    "seconds_per_epoch",
+    "best_val_acc",
+    "test_acc_at_best",
+)
+# The fields checked on reading: one of the wrong type is dropped, with a note.
+_CHECKED = {
+    **dict.fromkeys((*_TEXT, "device"), _text),
+    "status": _status,
+    **dict.fromkeys(_INTS, _whole),
+    **dict.fromkeys(_FLOATS, _number),
+}
+
+
+def _lenient(kind: Any) -> Any:
+    def check(value: object) -> tuple[bool, object]:
+        if value is None:
+            return True, None
+        if kind is int:
+            return _is_int(value), value
+        return isinstance(value, kind), value
+
+    return check
+
+
+def _seeds(value: object) -> tuple[bool, object]:
+    if value is None:
+        return True, None
+    if isinstance(value, list) and all(_is_int(v) for v in value):
+        return True, tuple(value)
+    return False, value
+
+
+# Fields older versions never checked: one of the wrong type is kept as written in `extra`
+# (no note; nothing reads it), as those versions kept it.
+_LENIENT = {
+    "settings_key": _lenient(str),
+    "seeds": _seeds,
+    "train_images": _lenient(int),
+    "test_images": _lenient(int),
+    "batches_per_epoch": _lenient(int),
+    "queue": _lenient(dict),
+    "gpu": _lenient(int),
+    "node": _lenient(str),
+    "node_pid": _lenient(int),
+    "node_version": _lenient(str),
+}
+
+
+def _plain(value: object) -> object:
+    """A field's value as JSON data."""
+    if isinstance(value, RunStatus):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, Mapping):
+        return dict(value)
+    return value
