@@ -627,7 +627,8 @@ def run(store: st.RunStore, scheduler: RayScheduler | None = None) -> int:
         sched.wait_all(30.0)
         return 0
     finally:
-        lock.release()
+        if lock is not None:  # None: another scheduler took the lock over meanwhile
+            lock.release()
         if scheduler is None:
             sched.close()
 

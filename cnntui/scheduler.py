@@ -210,7 +210,8 @@ def run(store: st.RunStore, scheduler: Scheduler | None = None) -> int:
             sched.wait_launched()
             time.sleep(LOOP_SECONDS)
     finally:
-        lock.release()
+        if lock is not None:  # None: another scheduler took the lock over meanwhile
+            lock.release()
 
 
 def take_lock(
