@@ -145,6 +145,7 @@ class Experiment(Settings):
 
     @property
     def display_title(self) -> str:
+        """The title figures and tables show: `title`, or the name when it has none."""
         return self.title or self.name
 
     @property
@@ -209,9 +210,11 @@ class ExperimentFile:
     experiments: list[Experiment] = field(default_factory=list)
 
     def names(self) -> list[str]:
+        """The experiments' names, in file order."""
         return [e.name for e in self.experiments]
 
     def get(self, name: str) -> Experiment:
+        """The experiment called `name`; KeyError when the file has none by that name."""
         for e in self.experiments:
             if e.name == name:
                 return e
