@@ -15,7 +15,7 @@ import os
 import pickle
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ from .text import one_line
 
 FLUSH_SECONDS = 0.1  # at most ~10 BatchLosses events a second per run
 Clock = Callable[[], float]  # seconds, from any fixed start: what flushes are timed with
+Params = Iterable[torch.nn.Parameter]  # the weights an optimizer updates
 EVAL_BATCH = 1000
 # Auto thread counts (the `threads` setting at 0). OpenMP threads busy-wait for each other at
 # every operator, so a thread that loses its core stalls the others. Measured on a 2-core CPU
@@ -136,23 +137,23 @@ def describe_device(dev: torch.device) -> str:
 
 
 @OPTIMIZERS.register("sgd")
-def _sgd(exp: Experiment, params: Any) -> torch.optim.Optimizer:
+def _sgd(exp: Experiment, params: Params) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=exp.lr, momentum=exp.momentum, weight_decay=exp.weight_decay)
 
 
 @OPTIMIZERS.register("adam")
-def _adam(exp: Experiment, params: Any) -> torch.optim.Optimizer:
+def _adam(exp: Experiment, params: Params) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=exp.lr, weight_decay=exp.weight_decay)
 
 
 @OPTIMIZERS.register("adamw")
-def _adamw(exp: Experiment, params: Any) -> torch.optim.Optimizer:
+def _adamw(exp: Experiment, params: Params) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=exp.lr, weight_decay=exp.weight_decay)
 
 
-def make_optimizer(exp: Experiment, params: Any) -> torch.optim.Optimizer:
+def make_optimizer(exp: Experiment, params: Params) -> torch.optim.Optimizer:
     """The optimizer `exp` names, over `params`; ValueError for a name none is registered as."""
-    factory: Callable[[Experiment, Any], torch.optim.Optimizer] = OPTIMIZERS.get(exp.optimizer)
+    factory: Callable[[Experiment, Params], torch.optim.Optimizer] = OPTIMIZERS.get(exp.optimizer)
     return factory(exp, params)
 
 
