@@ -139,7 +139,8 @@ def _latin1_bytes(text: object, encoding: object = "utf-8") -> bytes:
 
 
 def _plain_dtype(spec: object, align: object = False, copy: object = False) -> np.dtype[Any]:
-    """numpy.dtype, refusing object dtypes: an array of numbers holds no Python objects."""
+    """numpy.dtype, refusing object dtypes: an array of numbers holds no Python objects.
+    (`copy`, which a pickled dtype passes too, makes no difference to the dtype.)"""
     if not isinstance(spec, str | bytes | np.dtype) or not isinstance(align, int):
         raise pickle.UnpicklingError(f"refused a dtype made of {spec!r}")
     dtype = np.dtype(spec.decode("latin1") if isinstance(spec, bytes) else spec, bool(align))
