@@ -249,8 +249,6 @@ class ExperimentFile:
 # ---------------------------------------------------------------------------------------
 # Locating keys in the source text (tomllib reports no positions for valid documents).
 
-Section = tuple[str, int]  # a table of the file: its header name and which one of that name
-
 
 class _Locator:
     """Finds the line:column of a key inside `[defaults]` or the i-th `[[experiment]]`."""
@@ -581,7 +579,11 @@ def expand_runs(experiments: list[Experiment]) -> list[Experiment]:
 
 
 def _settings_from(
-    table: dict[str, Any], allowed: tuple[str, ...], where: str, loc: _Locator, sect: Section
+    table: dict[str, Any],
+    allowed: tuple[str, ...],
+    where: str,
+    loc: _Locator,
+    sect: tuple[str, int],
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in table.items():
@@ -609,7 +611,7 @@ def _settings_from(
     return _seed_rule(out, "")
 
 
-def _at(where: str, loc: _Locator, sect: Section, key: str | None) -> str:
+def _at(where: str, loc: _Locator, sect: tuple[str, int], key: str | None) -> str:
     pos = loc.find(*sect, key) or (1, 1)
     return f"{where}:{pos[0]}:{pos[1]}"
 
@@ -624,7 +626,7 @@ def _name_part(value: Any) -> str:
 
 
 def _expand_sweep(
-    table: dict[str, Any], defaults: Settings, where: str, loc: _Locator, sect: Section
+    table: dict[str, Any], defaults: Settings, where: str, loc: _Locator, sect: tuple[str, int]
 ) -> list[Experiment]:
     """A `[[sweep]]` table as the experiments of its grid, first setting outermost, named
     `<sweep>.<key>=<value>+<key>=<value>` and grouped under the sweep's name unless it names
@@ -741,7 +743,7 @@ def parse(text: str, path: Path | str = "experiments.toml") -> ExperimentFile:
         order += [(n, i) for i in range(len(tables[n])) if (n, i) not in order]
 
     experiments: list[Experiment] = []
-    origins: list[Section] = []  # where each experiment comes from: (section, index)
+    origins: list[tuple[str, int]] = []  # where each experiment comes from: (section, index)
     seen: dict[str, int] = {}  # casefolded name -> index: macOS and Windows ignore case
     for sect in order:
         kind, i = sect
@@ -776,12 +778,12 @@ def parse(text: str, path: Path | str = "experiments.toml") -> ExperimentFile:
     return ExperimentFile(Path(path), defaults, experiments)
 
 
-def _origin(sect: Section) -> str:
+def _origin(sect: tuple[str, int]) -> str:
     return f"{'[[sweep]]' if sect[0] == 'sweep' else 'experiment'} #{sect[1] + 1}"
 
 
 def _check_references(
-    experiments: list[Experiment], origins: list[Section], where: str, loc: _Locator
+    experiments: list[Experiment], origins: list[tuple[str, int]], where: str, loc: _Locator
 ) -> None:
     """At most one `reference = true` per group."""
     marked: dict[str, str] = {}
@@ -798,7 +800,7 @@ def _check_references(
 
 
 def _check_export_folders(
-    experiments: list[Experiment], origins: list[Section], where: str, loc: _Locator
+    experiments: list[Experiment], origins: list[tuple[str, int]], where: str, loc: _Locator
 ) -> None:
     """Experiments export into exports/<name>/ and groups into exports/<group>/ (experiments
     without a group into exports/ungrouped/): no group may share its folder with an
