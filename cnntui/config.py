@@ -18,7 +18,7 @@ import stat
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from . import registry
 from .text import safe, unsafe_char
@@ -549,9 +549,12 @@ def parse_override(item: str) -> tuple[str, Any]:
         raise ConfigError(f"--set {item!r}: {e}") from None
 
 
-def apply_overrides(experiments: list[Experiment], overrides: dict[str, Any]) -> list[Experiment]:
-    """`--set` values over the file's: `--set seed=N` replaces a `seeds` list and `--set
-    seeds=...` a `seed` (both at once is a ConfigError)."""
+S = TypeVar("S", bound=Settings)  # experiments, or the [defaults] they start from
+
+
+def apply_overrides(experiments: list[S], overrides: dict[str, Any]) -> list[S]:
+    """`--set` values over the file's (experiments, or [defaults] alone): `--set seed=N`
+    replaces a `seeds` list and `--set seeds=...` a `seed` (both at once is a ConfigError)."""
     overrides = _seed_rule(dict(overrides), "--set seed and --set seeds: give one of them")
     return [dataclasses.replace(e, **overrides) for e in experiments]
 
