@@ -1,7 +1,7 @@
 # Two commands for a fresh machine:
 #   make run     set up .venv on first use, then train the shipped study and export it
-#   make test    set up .venv (with the test tools and Ray) on first use, then lint and run
-#                every test
+#   make test    set up .venv (with the test tools and Ray) on first use, then lint,
+#                type-check (mypy) and run every test
 # `make run ARGS="..."` passes ARGS to cnntui instead of the default; `make tui` opens the UI.
 # TORCH names the torch build to install; the default is the one this project is tested with.
 # With your own CUDA build, e.g. make run TORCH="torch torchvision --index-url <your index>",
@@ -27,6 +27,7 @@ tui: $(STAMP_RUN)
 
 test: $(STAMP_TEST)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 $(BIN)/python:

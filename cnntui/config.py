@@ -19,7 +19,7 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from . import registry
 from .text import safe, unsafe_char
@@ -146,6 +146,7 @@ class Experiment(Settings):
 
     @property
     def display_title(self) -> str:
+        """The title figures and tables show: `title`, or the name when it has none."""
         return self.title or self.name
 
     @property
@@ -210,9 +211,11 @@ class ExperimentFile:
     experiments: list[Experiment] = field(default_factory=list)
 
     def names(self) -> list[str]:
+        """The experiments' names, in file order."""
         return [e.name for e in self.experiments]
 
     def get(self, name: str) -> Experiment:
+        """The experiment called `name`; KeyError when the file has none by that name."""
         for e in self.experiments:
             if e.name == name:
                 return e
@@ -556,9 +559,12 @@ def parse_override(item: str) -> tuple[str, Any]:
         raise ConfigError(f"--set {item!r}: {e}") from None
 
 
-def apply_overrides(experiments: list[Experiment], overrides: dict[str, Any]) -> list[Experiment]:
-    """`--set` values over the file's: `--set seed=N` replaces a `seeds` list and `--set
-    seeds=...` a `seed` (both at once is a ConfigError)."""
+S = TypeVar("S", bound=Settings)  # experiments, or the [defaults] they start from
+
+
+def apply_overrides(experiments: list[S], overrides: dict[str, Any]) -> list[S]:
+    """`--set` values over the file's (experiments, or [defaults] alone): `--set seed=N`
+    replaces a `seeds` list and `--set seeds=...` a `seed` (both at once is a ConfigError)."""
     overrides = _seed_rule(dict(overrides), "--set seed and --set seeds: give one of them")
     return [dataclasses.replace(e, **overrides) for e in experiments]
 
@@ -586,7 +592,11 @@ def expand_runs(experiments: list[Experiment]) -> list[Experiment]:
 
 
 def _settings_from(
-    table: dict[str, Any], allowed: tuple[str, ...], where: str, loc: _Locator, sect: tuple
+    table: dict[str, Any],
+    allowed: tuple[str, ...],
+    where: str,
+    loc: _Locator,
+    sect: tuple[str, int],
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in table.items():
@@ -614,7 +624,7 @@ def _settings_from(
     return _seed_rule(out, "")
 
 
-def _at(where: str, loc: _Locator, sect: tuple, key: str | None) -> str:
+def _at(where: str, loc: _Locator, sect: tuple[str, int], key: str | None) -> str:
     pos = loc.find(*sect, key) or (1, 1)
     return f"{where}:{pos[0]}:{pos[1]}"
 
@@ -629,7 +639,7 @@ def _name_part(value: Any) -> str:
 
 
 def _expand_sweep(
-    table: dict[str, Any], defaults: Settings, where: str, loc: _Locator, sect: tuple
+    table: dict[str, Any], defaults: Settings, where: str, loc: _Locator, sect: tuple[str, int]
 ) -> list[Experiment]:
     """A `[[sweep]]` table as the experiments of its grid, first setting outermost, named
     `<sweep>.<key>=<value>+<key>=<value>` and grouped under the sweep's name unless it names

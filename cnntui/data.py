@@ -20,6 +20,7 @@ import urllib.error
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -103,6 +104,7 @@ class TensorDataset:
 
     @property
     def shape(self) -> tuple[int, int, int]:
+        """One image's (channels, height, width), which the model is built for."""
         c, h, w = self.train_x.shape[1:]
         return int(c), int(h), int(w)
 
@@ -136,24 +138,39 @@ def _latin1_bytes(text: object, encoding: object = "utf-8") -> bytes:
     return text.encode("latin1")
 
 
-def _plain_dtype(*args: object) -> np.dtype:
-    """numpy.dtype, refusing object dtypes: an array of numbers holds no Python objects."""
-    dtype = np.dtype(*args)
+def _plain_dtype(spec: object, align: object = False, copy: object = False) -> np.dtype[Any]:
+    """numpy.dtype, refusing object dtypes: an array of numbers holds no Python objects.
+    (`copy`, which a pickled dtype passes too, makes no difference to the dtype.)"""
+    if not isinstance(spec, str | bytes | np.dtype) or not isinstance(align, int):
+        raise pickle.UnpicklingError(f"refused a dtype made of {spec!r}")
+    dtype = np.dtype(spec.decode("latin1") if isinstance(spec, bytes) else spec, bool(align))
     if dtype.hasobject:
         raise pickle.UnpicklingError("refused an array of Python objects")
     return dtype
 
 
-def _array(subtype: object, shape: object, dtype: object) -> np.ndarray:
+def _shape(value: object) -> tuple[int, ...]:
+    """An array shape from a pickle: a tuple of whole numbers, else refused."""
+    if not isinstance(value, tuple) or not all(isinstance(n, int) for n in value):
+        raise pickle.UnpicklingError(f"refused an array of shape {value!r}")
+    return value
+
+
+def _array(subtype: object, shape: object, dtype: object) -> np.ndarray[Any, np.dtype[Any]]:
     """numpy's `_reconstruct`, for plain ndarrays only."""
     if subtype is not np.ndarray:
         raise pickle.UnpicklingError(f"refused to build a {subtype!r}")
-    return np.ndarray.__new__(np.ndarray, shape, _plain_dtype(dtype))
+    return np.ndarray.__new__(np.ndarray, _shape(shape), _plain_dtype(dtype))
 
 
-def _from_buffer(buf: object, dtype: object, shape: object, order: object) -> np.ndarray:
+def _from_buffer(
+    buf: object, dtype: object, shape: object, order: object
+) -> np.ndarray[Any, np.dtype[Any]]:
     """numpy's `_frombuffer` (protocol 5 pickles of arrays), for plain dtypes only."""
-    return np.frombuffer(buf, dtype=_plain_dtype(dtype)).reshape(shape, order=order)
+    if not isinstance(buf, bytes | bytearray) or order not in ("C", "F"):
+        raise pickle.UnpicklingError("refused an array buffer other than in-band bytes")
+    array: np.ndarray[Any, np.dtype[Any]] = np.frombuffer(buf, dtype=_plain_dtype(dtype))
+    return array.reshape(_shape(shape), order="F" if order == "F" else "C")
 
 
 # The only names a CIFAR-10 batch's pickle may refer to, each to a function that builds
@@ -293,6 +310,7 @@ def _download_cifar10(root: Path) -> None:
 
 
 def load_cifar10(root: Path, download: bool = True) -> TensorDataset:
+    """CIFAR-10 from `root` (downloaded there first if missing and `download`), checksummed."""
     folder = root / CIFAR10_DIR
     needed = CIFAR10_TRAIN + CIFAR10_TEST
     if not all((folder / f).exists() for f in needed):
@@ -366,6 +384,7 @@ def _fashion_dir(root: Path, download: bool) -> Path:
 
 
 def load_fashion_mnist(root: Path, download: bool = True) -> TensorDataset:
+    """Fashion-MNIST from `root`, Debian's package, or a download into `root`."""
     folder = _fashion_dir(root, download)
     arrays = {k: read_idx(folder / f) for k, f in FASHION_FILES.items()}
     train_x = torch.from_numpy(arrays["train_x"].copy()).unsqueeze(1)

@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from . import store
 from .events import BatchLosses, Event, Started
@@ -29,9 +28,11 @@ class EitherEvent:
         self.own = threading.Event()
 
     def set(self) -> None:
+        """Cancel this run (the study-wide event is left alone)."""
         self.own.set()
 
     def is_set(self) -> bool:
+        """True once this run or the whole study was cancelled."""
         return self.own.is_set() or (self.shared is not None and self.shared.is_set())
 
 
@@ -50,7 +51,7 @@ def watch(run_dir: Path, cancel: EitherEvent, stop: threading.Event) -> None:
 
 
 def drive(
-    run_dir: Path, events: Iterator[Event], cancel: EitherEvent | Any = None
+    run_dir: Path, events: Iterator[Event], cancel: EitherEvent | None = None
 ) -> Iterator[Event]:
     """`events`, passed through, with the run's live files kept up to date meanwhile."""
     live = store.LiveWriter(run_dir)

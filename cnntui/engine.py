@@ -15,7 +15,7 @@ import os
 import pickle
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,17 @@ from torch.nn import functional as F
 
 from . import data as datasets
 from .config import Experiment
-from .events import BatchLosses, Cancelled, Diverged, EpochEnd, Event, Failed, Finished, Started
+from .events import (
+    BatchLosses,
+    CancelFlag,
+    Cancelled,
+    Diverged,
+    EpochEnd,
+    Event,
+    Failed,
+    Finished,
+    Started,
+)
 from .history import History, best_epoch, early_stop
 from .models import build, count_parameters, use_generator
 from .registry import OPTIMIZERS
@@ -33,6 +43,8 @@ from .store import RunDir, StoreError
 from .text import one_line
 
 FLUSH_SECONDS = 0.1  # at most ~10 BatchLosses events a second per run
+Clock = Callable[[], float]  # seconds, from any fixed start: what flushes are timed with
+Params = Iterable[torch.nn.Parameter]  # the weights an optimizer updates
 EVAL_BATCH = 1000
 # Auto thread counts (the `threads` setting at 0). OpenMP threads busy-wait for each other at
 # every operator, so a thread that loses its core stalls the others. Measured on a 2-core CPU
@@ -125,23 +137,23 @@ def describe_device(dev: torch.device) -> str:
 
 
 @OPTIMIZERS.register("sgd")
-def _sgd(exp: Experiment, params: Any) -> torch.optim.Optimizer:
+def _sgd(exp: Experiment, params: Params) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=exp.lr, momentum=exp.momentum, weight_decay=exp.weight_decay)
 
 
 @OPTIMIZERS.register("adam")
-def _adam(exp: Experiment, params: Any) -> torch.optim.Optimizer:
+def _adam(exp: Experiment, params: Params) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=exp.lr, weight_decay=exp.weight_decay)
 
 
 @OPTIMIZERS.register("adamw")
-def _adamw(exp: Experiment, params: Any) -> torch.optim.Optimizer:
+def _adamw(exp: Experiment, params: Params) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=exp.lr, weight_decay=exp.weight_decay)
 
 
-def make_optimizer(exp: Experiment, params: Any) -> torch.optim.Optimizer:
+def make_optimizer(exp: Experiment, params: Params) -> torch.optim.Optimizer:
     """The optimizer `exp` names, over `params`; ValueError for a name none is registered as."""
-    factory: Callable[[Experiment, Any], torch.optim.Optimizer] = OPTIMIZERS.get(exp.optimizer)
+    factory: Callable[[Experiment, Params], torch.optim.Optimizer] = OPTIMIZERS.get(exp.optimizer)
     return factory(exp, params)
 
 
@@ -176,6 +188,8 @@ class _Prepared:
         seed: int = 0,
     ):
         self.classes = ds.classes
+        self.val_x: torch.Tensor | None = None  # the validation split, when there is one
+        self.val_y: torch.Tensor | None = None
         if val_size:  # held out of the training images, stratified by class
             try:
                 keep, held = datasets.validation_split(ds.train_y, val_size, seed)
@@ -186,7 +200,6 @@ class _Prepared:
             self.train_x = ds.train_x[keep].to(dev)
             self.train_y = ds.train_y[keep].to(dev)
         else:
-            self.val_x = self.val_y = None
             self.train_x = ds.train_x.to(dev)
             self.train_y = ds.train_y.to(dev)
         self.test_x = ds.test_x.to(dev)
@@ -198,20 +211,23 @@ class _Prepared:
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def inputs(self, raw: torch.Tensor) -> torch.Tensor:
+        """A uint8 batch as the normalised float input the model takes."""
         x = raw.float().mul_(self.scale).sub_(self.shift)
         if self.memory_format is torch.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
 
-def _autocast(exp: Experiment, dev: torch.device) -> contextlib.AbstractContextManager:
+def _autocast(exp: Experiment, dev: torch.device) -> contextlib.AbstractContextManager[None]:
     if exp.amp == "off":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if exp.amp == "bf16" else torch.float16
     return torch.autocast(dev.type, dtype=dtype)
 
 
-def evaluate(model: torch.nn.Module, prep: _Prepared, exp: Experiment, dev: torch.device):
+def evaluate(
+    model: torch.nn.Module, prep: _Prepared, exp: Experiment, dev: torch.device
+) -> tuple[float, float]:
     """Mean cross-entropy and accuracy (fraction) over the whole test set."""
     loss, acc, _ = score(model, prep, prep.test_x, prep.test_y, exp, dev)
     return loss, acc
@@ -276,7 +292,9 @@ class _LossBuffer:
         return chunk, Diverged(self.name, where, f"loss became {values[bad]} at batch {where}")
 
 
-def _rng_state(shuffle: torch.Generator, noise: torch.Generator, dev: torch.device) -> dict:
+def _rng_state(
+    shuffle: torch.Generator, noise: torch.Generator, dev: torch.device
+) -> dict[str, torch.Tensor]:
     state = {
         "shuffle": shuffle.get_state(),
         "noise": noise.get_state(),
@@ -307,10 +325,11 @@ def _set_rng_state(
 
 def train(
     exp: Experiment,
-    cancel: threading.Event | None = None,
+    cancel: CancelFlag | None = None,
     run: RunDir | None = None,
     resume: Path | None = None,
     cpu_share: int | None = None,
+    clock: Clock = time.monotonic,
 ) -> Iterator[Event]:
     """Train one experiment, yielding events; never raises for a failing run.
 
@@ -321,13 +340,16 @@ def train(
     continues after its last complete epoch with the same model, optimizer and RNG states.
     The calling thread's CPU thread count is set for the run and restored afterwards, and
     `run`'s lock is released when the run ends.
+
+    `clock` times the flushes of batch losses (one BatchLosses event once FLUSH_SECONDS have
+    passed on it since the epoch began or the previous flush); tests pass a fake one.
     """
     global _active_runs
     previous_threads = torch.get_num_threads()
     with _active_lock:
         _active_runs += 1
     try:
-        yield from _train(exp, cancel or threading.Event(), run, resume, cpu_share)
+        yield from _train(exp, cancel or threading.Event(), run, resume, cpu_share, clock)
     finally:
         with _active_lock:
             _active_runs -= 1
@@ -392,21 +414,23 @@ class _Run:
     scaler: torch.amp.GradScaler
     shuffle: torch.Generator  # batch order
     noise: torch.Generator  # dropout masks and augmentation, on the device
-    amp: contextlib.AbstractContextManager  # reusable: entered once per step
+    amp: contextlib.AbstractContextManager[None]  # reusable: entered once per step
     params: int
     batches: int  # per epoch
 
     def __init__(
         self,
         exp: Experiment,
-        cancel: threading.Event,
+        cancel: CancelFlag,
         run: RunDir | None,
         cpu_share: int | None,
+        clock: Clock,
     ) -> None:
         self.exp = exp
         self.cancel = cancel
         self.run = run
         self.cpu_share = cpu_share
+        self.clock = clock
         self.name = exp.label  # `baseline seed 2` for one of several seeds: runs of one name apart
         self.run_dir = str(run.path) if run is not None else None
         self.history = History()
@@ -436,12 +460,13 @@ class _Run:
 
 def _train(
     exp: Experiment,
-    cancel: threading.Event,
+    cancel: CancelFlag,
     run: RunDir | None,
     resume: Path | None,
-    cpu_share: int | None = None,
+    cpu_share: int | None,
+    clock: Clock,
 ) -> Iterator[Event]:
-    r = _Run(exp, cancel, run, cpu_share)
+    r = _Run(exp, cancel, run, cpu_share, clock)
     try:
         _setup(r, resume)
     except Exception as e:
@@ -499,13 +524,13 @@ def _setup(r: _Run, resume: Path | None) -> None:
     )
 
 
-def _build(r: _Run, shape: tuple[int, ...], classes: int) -> None:
+def _build(r: _Run, shape: tuple[int, int, int], classes: int) -> None:
     """The model, its optimizer, gradient scaler and the run's own random generators."""
     exp = r.exp
     with _init_lock:
         torch.manual_seed(exp.seed)
         model = build(exp.model, shape, classes, exp.dropout)
-    r.model = model.to(r.dev, memory_format=r.prep.memory_format)
+    r.model = model.to(r.dev).to(memory_format=r.prep.memory_format)
     r.params = count_parameters(r.model)
     r.optimizer = make_optimizer(exp, r.model.parameters())
     # Every random draw of the run comes from its own generators, never torch's global
@@ -595,20 +620,20 @@ def _train_epoch(r: _Run, epoch: int) -> Generator[Event, None, tuple[torch.Tens
     buffer = _LossBuffer(r.name, epoch, r.batches, r.dev)
     correct = torch.zeros((), device=r.dev, dtype=torch.long)
     ending: Ending = None
-    next_flush = time.monotonic() + FLUSH_SECONDS
+    next_flush = r.clock() + FLUSH_SECONDS
     done = 0  # batches trained this epoch
-    for i, idx in enumerate(order.split(r.exp.batch_size)):
+    for i, idx in enumerate(torch.split(order, r.exp.batch_size)):
         if r.cancel.is_set():
             ending = Cancelled(r.name)
             break
         buffer.values[i], right = _step(r, idx)
         correct += right
         done = i + 1
-        if time.monotonic() >= next_flush:
+        if r.clock() >= next_flush:
             ending = yield from _flush(r, buffer, done)
             if ending:
                 break
-            next_flush = time.monotonic() + FLUSH_SECONDS
+            next_flush = r.clock() + FLUSH_SECONDS
     diverged = yield from _flush(r, buffer, done)
     return correct, diverged or ending
 
@@ -662,7 +687,7 @@ def _evaluate(r: _Run, epoch: int, lr: float, correct: torch.Tensor, t0: float) 
     train_loss = float(sum(r.history.batch_losses[-r.batches :]) / r.batches)
     test_loss, test_acc, confusion = score(r.step, prep, prep.test_x, prep.test_y, r.exp, r.dev)
     val_loss = val_acc = math.nan
-    if prep.val_y is not None:
+    if prep.val_x is not None and prep.val_y is not None:
         val_loss, val_acc, _ = score(r.step, prep, prep.val_x, prep.val_y, r.exp, r.dev)
     seconds = time.perf_counter() - t0
     r.total_seconds += seconds

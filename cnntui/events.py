@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -87,3 +88,12 @@ class Cancelled:
 
 Event = Started | BatchLosses | EpochEnd | Finished | Failed | Diverged | Cancelled
 ENDINGS = (Finished, Failed, Diverged, Cancelled)
+
+
+class CancelFlag(Protocol):
+    """What a run asks before every batch to learn whether to stop: a threading.Event, or
+    one that also watches the run's cancel file (driver.EitherEvent)."""
+
+    def is_set(self) -> bool:
+        """True once the run should stop."""
+        ...

@@ -32,6 +32,7 @@ class Gpu:
 
     @property
     def free_gib(self) -> float:
+        """Memory not in use on this GPU, in GiB (what min_free_gib is compared with)."""
         return (self.memory_total - self.memory_used) / GIB
 
 

@@ -38,6 +38,7 @@ class History:
     confusion: list[list[int]] = field(default_factory=list)
 
     def add(self, event: BatchLosses | EpochEnd) -> None:
+        """Record a chunk of batch losses, or an epoch's figures, as the engine reports them."""
         if isinstance(event, BatchLosses):
             self.batch_losses.extend(event.losses)
             self.batch_indices.extend(
@@ -68,6 +69,7 @@ class History:
 
     @property
     def epochs_done(self) -> int:
+        """How many epochs were trained and evaluated."""
         return len(self.test_acc)
 
     def truncate(self, batches: int, epochs: int) -> None:
@@ -234,6 +236,8 @@ def early_stop(losses: list[float], patience: int) -> bool:
 
 
 def metrics(history: History, target_acc: float, total_seconds: float) -> Metrics:
+    """The report's figures of one run: accuracies, losses, gap, pace and smoothness."""
+
     def last(xs: list[float]) -> float:
         return xs[-1] if xs else math.nan
 

@@ -43,12 +43,14 @@ class Dropout(nn.Module):
         self.generator: torch.Generator | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Zero each element with probability p while training and scale the rest by 1/(1-p)."""
         if not self.training or self.p == 0.0:
             return x
         keep = torch.empty_like(x).bernoulli_(1.0 - self.p, generator=self.generator)
         return x * keep.div_(1.0 - self.p)
 
     def extra_repr(self) -> str:
+        """The drop probability, as print(model) shows it beside the layer's name."""
         return f"p={self.p}"
 
 
@@ -78,12 +80,14 @@ class LeNet(nn.Module):
         self.fc3 = nn.Linear(84, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits for a batch of images (N, C, H, W)."""
         x = F.max_pool2d(F.relu(self.conv1(x)), 2)
         x = F.max_pool2d(F.relu(self.conv2(x)), 2)
         x = torch.flatten(x, 1)
         x = self.dropout(F.relu(self.fc1(x)))
         x = F.relu(self.fc2(x))
-        return self.fc3(x)
+        logits: torch.Tensor = self.fc3(x)
+        return logits
 
 
 class ResidualBlock(nn.Module):
@@ -102,6 +106,7 @@ class ResidualBlock(nn.Module):
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output: the two convolutions' result added to the shortcut, then ReLU."""
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return F.relu(out + self.shortcut(x))
@@ -124,8 +129,10 @@ class LightweightResNet(nn.Module):
         self.fc = nn.Linear(128, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits for a batch of images (N, C, H, W)."""
         x = self.layer3(self.layer2(self.layer1(self.stem(x))))
-        return self.fc(self.dropout(torch.flatten(self.pool(x), 1)))
+        logits: torch.Tensor = self.fc(self.dropout(torch.flatten(self.pool(x), 1)))
+        return logits
 
 
 @MODELS.register("lenet")

@@ -43,7 +43,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from . import __version__
 from . import store as st
@@ -60,6 +60,10 @@ ENDINGS = (Finished, Cancelled, Failed, Diverged)
 # The nodes run this cnntui's code, whatever version they have installed (they need its
 # dependencies: torch, numpy, tomli-w): Ray ships the package to them for the connection.
 RUNTIME_ENV = {"py_modules": [str(Path(__file__).resolve().parent)]}
+# What a run's task yields to the store's host: who trains it, then each event of the engine
+# with the bytes of the run files written since the previous one, by name.
+Hello = tuple[Literal["hello"], str, int, str]  # host name, pid, cnntui version
+Sent = tuple[Literal["event"], Event, dict[str, bytes]]
 
 
 class ClusterError(Exception):
@@ -87,7 +91,7 @@ def node_train(
     device: str,
     cpus: int,
     crash_in_epoch: int | None = None,
-) -> Iterator[tuple]:
+) -> Iterator[Hello | Sent]:
     """The Ray task of one run (a streaming generator): trains it with the engine on this
     node and yields ("hello", host, pid, version) first, then ("event", event, files) for
     each event, `files` being the run files the engine wrote since the previous one.
@@ -147,9 +151,11 @@ class Control:
         self.ids: set[str] = set()
 
     def cancel(self, run_id: str) -> None:
+        """Mark `run_id` cancelled (the store's host calls this)."""
         self.ids.add(run_id)
 
     def cancelled(self, run_id: str) -> bool:
+        """Whether `run_id` was cancelled (its task on a node asks this)."""
         return run_id in self.ids
 
 
@@ -162,6 +168,7 @@ def _resources(node: dict[str, Any]) -> dict[str, float]:
 
 
 def describe_nodes(nodes: list[dict[str, Any]]) -> str:
+    """The cluster's live nodes and their CPUs and GPUs, for an error message."""
     alive = [n for n in nodes if n.get("Alive")]
     parts = []
     for n in alive:
@@ -257,6 +264,7 @@ class RemoteCancel(EitherEvent):
         self.at: float | None = None  # when it was set (monotonic)
 
     def set(self) -> None:
+        """Cancel the run here and, the first time, ask its task on the node to stop."""
         if self.own.is_set():
             return
         self.at = time.monotonic()
@@ -330,6 +338,7 @@ class RayScheduler:
         self.remote_fn = ray.remote(node_train)
 
     def close(self) -> None:
+        """End the connection to the cluster if this scheduler opened it."""
         import ray
 
         if self.own_init and ray.is_initialized():
@@ -340,6 +349,7 @@ class RayScheduler:
     # -- the queue
 
     def queued(self) -> list[st.RunRecord]:
+        """The store's runs queued for Ray that this scheduler does not train yet."""
         return [
             r
             for r in self.store.queued()
@@ -376,6 +386,8 @@ class RayScheduler:
         return bool(queued or self.active)
 
     def launch(self, record: st.RunRecord) -> None:
+        """Take the queued run's lock and start its task on the cluster, with a thread to
+        follow it; a run no node can hold, or that Ray will not take, ends failed instead."""
         lock = st.try_lock(record.path)
         if lock is None:
             return  # cancelled from the queue right now, or another process has it
@@ -394,7 +406,8 @@ class RayScheduler:
         try:
             import ray
 
-            resources, device = request(q, ray.nodes())
+            # ray.nodes() carries no annotations; it returns one dict per node.
+            resources, device = request(q, ray.nodes())  # type: ignore[no-untyped-call]
         except ClusterError as e:
             refuse(again, str(e))
             lock.release()
@@ -452,6 +465,7 @@ class RayScheduler:
     # -- following one run
 
     def stream(self, remote: Remote) -> Iterator[Event]:
+        """The events of the run's task as they come, its files written into the store."""
         import ray
 
         for ref in remote.gen:
@@ -475,6 +489,8 @@ class RayScheduler:
             yield event
 
     def follow(self, remote: Remote) -> None:
+        """Follow one run to its end (live files kept as for a local run), then record how it
+        ended and let go of its lock; runs in the run's own thread."""
         error: BaseException | None = None
         try:
             for _event in drive(remote.run.path, self.stream(remote), remote.cancel):
@@ -547,11 +563,13 @@ class RayScheduler:
             )
 
     def cancel_all(self) -> None:
+        """Ask every run this scheduler trains to stop and save."""
         with self.lock:
             for remote in self.active.values():
                 remote.cancel.set()
 
     def wait_all(self, timeout: float) -> None:
+        """Wait up to `timeout` seconds for every run followed to end."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.reap()
@@ -625,12 +643,14 @@ def run(store: st.RunStore, scheduler: RayScheduler | None = None) -> int:
         sched.wait_all(30.0)
         return 0
     finally:
-        lock.release()
+        if lock is not None:  # None: another scheduler took the lock over meanwhile
+            lock.release()
         if scheduler is None:
             sched.close()
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m cnntui.rayexec RUNS_DIR`: drain that store's Ray queue; the exit status."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
         print("usage: python -m cnntui.rayexec RUNS_DIR", file=sys.stderr)

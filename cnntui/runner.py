@@ -18,7 +18,7 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,7 +78,9 @@ def run_jobs(
         yield from _in_threads(jobs, store, cancel, workers)
 
 
-def _run_one(job: Job, store: RunStore, cancel: Any, put: Any) -> None:
+def _run_one(
+    job: Job, store: RunStore, cancel: threading.Event, put: Callable[[Event], None]
+) -> None:
     from .driver import EitherEvent, drive
     from .engine import train
 
@@ -207,9 +209,10 @@ def _in_processes(
                 for wid in sorted(live):
                     if not procs[wid].is_alive():  # killed or crashed without a goodbye
                         live.discard(wid)
-                        if holding[wid] is not None:
+                        name = holding[wid]
+                        if name is not None:
                             reason = f"worker process died (exit code {procs[wid].exitcode})"
-                            yield Failed(holding[wid], reason)
+                            yield Failed(name, reason)
                 if not live:  # all died: the runs never handed out cannot run
                     for job in reversed(pending):
                         yield Failed(job.experiment.name, "not run: every worker process died")

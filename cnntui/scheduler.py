@@ -33,6 +33,7 @@ MAX_LAUNCHES = 3  # a run whose worker ended this often without taking it is mar
 
 
 def wants_gpu(device: str, inventory: list[gpu_mod.Gpu]) -> bool:
+    """Whether a run on `device` takes a GPU slot: auto or cuda, on a machine with GPUs."""
     return bool(inventory) and (device == "auto" or device.startswith("cuda"))
 
 
@@ -44,6 +45,7 @@ class Busy:
     cpu: int = 0
 
     def take(self, gpu: int | None) -> None:
+        """Count one more run on GPU `gpu`, or on the CPU for None."""
         if gpu is None:
             self.cpu += 1
         else:
@@ -94,7 +96,7 @@ class Scheduler:
         self.store = store
         self.inventory = inventory
         self.python = python
-        self.workers: dict[Path, tuple[subprocess.Popen, int | None]] = {}
+        self.workers: dict[Path, tuple[subprocess.Popen[bytes], int | None]] = {}
         self.launches: dict[Path, int] = {}  # workers started for each run
 
     def busy(self) -> Busy:
@@ -109,6 +111,8 @@ class Scheduler:
         return busy
 
     def reap(self) -> None:
+        """Forget workers that ended; a run whose worker ended MAX_LAUNCHES times without
+        taking it is marked failed, pointing at its worker.log."""
         for path, (proc, _gpu) in list(self.workers.items()):
             if proc.poll() is None:
                 continue
@@ -131,6 +135,8 @@ class Scheduler:
                         lock.release()
 
     def launch(self, record: st.RunRecord, gpu: int | None) -> None:
+        """Start the run's worker process in a session of its own, seeing GPU `gpu` alone
+        (None: a CPU run), its stderr appended to the run's worker.log."""
         env = dict(os.environ)
         env.pop(GPU_ENV, None)
         if gpu is not None:
@@ -180,6 +186,7 @@ class Scheduler:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m cnntui.scheduler RUNS_DIR`: drain that store's queue; the exit status."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
         print("usage: python -m cnntui.scheduler RUNS_DIR", file=sys.stderr)
@@ -210,7 +217,8 @@ def run(store: st.RunStore, scheduler: Scheduler | None = None) -> int:
             sched.wait_launched()
             time.sleep(LOOP_SECONDS)
     finally:
-        lock.release()
+        if lock is not None:  # None: another scheduler took the lock over meanwhile
+            lock.release()
 
 
 def take_lock(

@@ -105,6 +105,7 @@ def check_port(host: str, port: int, infos: list[tuple[Any, ...]]) -> None:
 
 
 def bind_error(host: str, port: int, e: OSError) -> str:
+    """Why the server cannot listen on `host`:`port`, in one line that says what to do."""
     if e.errno == errno.EADDRINUSE:
         return f"port {port} on {host} is in use (another cnntui serve?); choose one with --port"
     if e.errno == errno.EACCES:
@@ -118,6 +119,7 @@ LOOPBACK_NAMES = ("localhost", "localhost.")
 
 
 def loopback_name(host: str) -> bool:
+    """Whether `host` (a request's Host) names this machine's loopback interface."""
     if host.lower() in LOOPBACK_NAMES:
         return True
     try:
@@ -252,11 +254,15 @@ def make_server(
                     del self.tabs[websocket]
                     ended.set()
                 return websocket
+
+            async def close() -> None:  # its result (whether it closed now) is of no use here
+                await websocket.close()
+
             tab = Tab(
                 command,
                 write_bytes=websocket.send_bytes,
                 write_str=websocket.send_str,
-                close=websocket.close,
+                close=close,
                 download_manager=self.download_manager,
             )
             try:
@@ -299,6 +305,7 @@ def url_host(host: str) -> str:
 
 
 def main(argv: list[str]) -> int:
+    """`cnntui serve ARGS`: check the options and the experiments, then serve until Ctrl-C."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

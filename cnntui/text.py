@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import unicodedata
+from typing import TypeGuard
 
 # Characters that steer a terminal or reorder text instead of showing: C0 and C1 controls and
 # DEL (escape sequences, bells, carriage returns), line and paragraph separators, surrogates,
@@ -64,7 +65,7 @@ def pad(text: str, cols: int, right: bool = False) -> str:
     return fill + text if right else text + fill
 
 
-def _number(value: object) -> bool:
+def _number(value: object) -> TypeGuard[float]:
     """A finite int or float; anything else (None, text, true/false, NaN) shows as '-'."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return False

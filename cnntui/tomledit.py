@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import tomlkit
-from tomlkit.items import AoT, Table
+from tomlkit.items import AoT, Item, Table
 
 from .config import EXPERIMENT_KEYS, ConfigError, Experiment, ExperimentFile, check_value, parse
 from .store import atomic_write_bytes
@@ -51,7 +51,8 @@ def show_value(value: Any) -> str:
         return ""
     if isinstance(value, str):
         return value
-    return tomlkit.item(value).as_string()
+    text: str = tomlkit.item(value).as_string()
+    return text
 
 
 BOM = "\ufeff"  # a byte-order mark some editors put first; the loader skips it, edits keep it
@@ -75,10 +76,11 @@ def _set(table: Table, key: str, value: Any) -> None:
     if key in table:
         old = table.item(key)
         new = tomlkit.item(value)
-        new.trivia.indent = old.trivia.indent
-        new.trivia.comment_ws = old.trivia.comment_ws
-        new.trivia.comment = old.trivia.comment
-        new.trivia.trail = old.trivia.trail
+        if isinstance(old, Item):  # not a table split across the file: no one line to keep
+            new.trivia.indent = old.trivia.indent
+            new.trivia.comment_ws = old.trivia.comment_ws
+            new.trivia.comment = old.trivia.comment
+            new.trivia.trail = old.trivia.trail
         table[key] = new
         return
     keys = list(table.keys())

@@ -28,6 +28,7 @@ NICE = 5  # how much lower than its starter a worker runs
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m cnntui.worker RUN_DIR`: train that queued run; the exit status."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
         print("usage: python -m cnntui.worker RUN_DIR", file=sys.stderr)

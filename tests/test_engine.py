@@ -68,6 +68,34 @@ def test_batch_losses_come_in_chunks_at_most_once_per_flush_interval(
     assert sizes == chunks * 2
 
 
+class BatchClock:
+    """A run's cancel flag and clock in one: the engine asks the flag before every batch, so
+    the time read here is `step` seconds for each batch begun, however fast the machine."""
+
+    def __init__(self, step: float) -> None:
+        self.step = step
+        self.batches = 0
+
+    def is_set(self) -> bool:
+        self.batches += 1
+        return False
+
+    def now(self) -> float:
+        return self.batches * self.step
+
+
+def test_batch_losses_are_flushed_when_the_interval_has_passed_on_the_run_clock() -> None:
+    """Each batch takes 0.4 flush intervals: a chunk goes out after the batch that crosses
+    the interval (the 3rd), the next interval counts from that flush (3 more), and the rest
+    of the epoch (2) is flushed at its end; each epoch starts counting afresh."""
+    from cnntui.engine import FLUSH_SECONDS
+
+    flag = BatchClock(0.4 * FLUSH_SECONDS)
+    events = list(train(tiny_experiment(epochs=2), flag, clock=flag.now))  # 8 batches an epoch
+    chunks = [(e.epoch, e.first_index, len(e.losses)) for e in events if isinstance(e, BatchLosses)]
+    assert chunks == [(0, 0, 3), (0, 3, 3), (0, 6, 2), (1, 8, 3), (1, 11, 3), (1, 14, 2)]
+
+
 def test_training_learns_the_synthetic_task() -> None:
     exp = tiny_experiment(train_size=2000, test_size=500, epochs=3, batch_size=16, lr=0.02)
     events, _ = run_to_end(exp)
