@@ -504,7 +504,9 @@ def _loss_per_batch(ax: Axes, s: Series) -> None:
 def _loss_per_epoch(ax: Axes, s: Series, title: str) -> None:
     """Figure 1's lower panel: mean train loss, test loss (and validation loss) per epoch."""
     h = s.history
-    curves = [("train loss (epoch mean)", h.epoch_losses, {"marker": "o"})]
+    curves: list[tuple[str, list[float], dict[str, Any]]] = [
+        ("train loss (epoch mean)", h.epoch_losses, {"marker": "o"})
+    ]
     curves.append(("test loss", h.test_loss, {"ls": "--", "marker": "s", "mfc": "white"}))
     if h.has_validation:
         curves.append(("validation loss", h.val_loss, {"ls": ":", "marker": "^"}))

@@ -300,7 +300,7 @@ class Session:
             return str(e)
         if not records:
             return f"{exp.name}: no run could be queued"
-        runs = {r.seed: r for r in exp.runs()}
+        runs: dict[int | None, Experiment] = {r.seed: r for r in exp.runs()}
         states = [self.follow(rec, runs.get(rec.summary.seed, exp)) for rec in records]
         return states[-1]
 
