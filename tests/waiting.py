@@ -24,28 +24,36 @@ def poll(
     cond: Callable[[], object], timeout: float = DEADLINE, what: str = "", step: float = STEP
 ) -> Any:
     """Return `cond()`'s first truthy value; fail naming `what` after `timeout` seconds."""
-    end = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {_named(cond, what)}")
+    look = _Looks(cond, timeout, what)
+    while not (value := look()):
         time.sleep(step)
+    return value
 
 
 async def until(
     pilot: Any, cond: Callable[[], object], timeout: float = DEADLINE, what: str = ""
 ) -> Any:
     """`poll` for a Textual pilot: the app handles its messages between looks."""
-    end = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {_named(cond, what)}")
+    look = _Looks(cond, timeout, what)
+    while not (value := look()):
         await pilot.pause(STEP)
+    return value
+
+
+class _Looks:
+    """One wait: each call looks at `cond` once and returns its value, or fails naming what
+    it waited for once the deadline has passed."""
+
+    def __init__(self, cond: Callable[[], object], timeout: float, what: str) -> None:
+        self.cond, self.timeout, self.what = cond, timeout, what
+        self.end = time.monotonic() + timeout
+
+    def __call__(self) -> object:
+        value = self.cond()
+        if not value and time.monotonic() > self.end:
+            named = _named(self.cond, self.what)
+            raise AssertionError(f"timed out after {self.timeout:.0f}s waiting for {named}")
+        return value
 
 
 def _named(cond: Callable[[], object], what: str) -> str:
