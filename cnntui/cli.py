@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -660,14 +661,42 @@ def run_headless(args: argparse.Namespace, out: IO[str]) -> int:
         raise UsageError("the selected experiments set different executors; run them apart")
     if executors == {"process"}:
         return run_followed(args, out, selected, overrides)
+    return run_in_threads(args, out, selected, overrides)
 
-    from .events import Cancelled, Diverged, Failed, Started
+
+def run_in_threads(
+    args: argparse.Namespace, out: IO[str], selected: list[Experiment], overrides: dict[str, Any]
+) -> int:
+    """`--run` with executor "thread" or "auto": train the runs in this process, printing their
+    progress. Ctrl-C or SIGTERM cancels them (each saves); a hang-up only ends the printing."""
     from .runner import run_jobs
     from .store import RunStore
 
     store = RunStore(args.runs_dir)
-    jobs = plan_jobs(args, store, selected, overrides)
-    # The data each job will read: a resumed run's comes from its own stored settings.
+    jobs, selected, not_started = ready_jobs(plan_jobs(args, store, selected, overrides), selected)
+    if not jobs:
+        return EXIT_RUN_FAILED
+    cancel = threading.Event()
+    progress = Progress(out, live=out.isatty())
+    tally = Tally()
+    stop = _Interrupt(progress, cancel)
+    try:
+        with handling_signals(stop.on_signal):
+            for event in run_jobs(jobs, store, cancel, args.jobs):
+                progress.handle(event)
+                tally.note(event)
+    finally:
+        progress.close()
+    done = tally.outcome(not_started, stop.interrupted)
+    return finish_study(args, store, jobs, selected, out, progress, done)
+
+
+def ready_jobs(
+    jobs: list[Job], selected: list[Experiment]
+) -> tuple[list[Job], list[Experiment], int]:
+    """The jobs and experiments whose data can be had, and how many jobs are held back; a
+    held-back resumed run's lock is released. A resumed run's data comes from its own stored
+    settings."""
     ready = {e.name for e in check_data([j.experiment for j in jobs])}
     for job in jobs:
         if job.experiment.name not in ready and job.resume_dir is not None:
@@ -675,50 +704,70 @@ def run_headless(args: argparse.Namespace, out: IO[str]) -> int:
     not_started = len([j for j in jobs if j.experiment.name not in ready])
     jobs = [j for j in jobs if j.experiment.name in ready]
     selected = [e for e in selected if e.name in ready]
-    if not jobs:
-        return EXIT_RUN_FAILED
-    cancel = threading.Event()
-    progress = Progress(out, live=out.isatty())
-    outcomes: dict[str, str] = {}
-    ran: dict[str, str | None] = {}  # the runs this process trained: name -> run directory
-    reasons: dict[str, str] = {}
-    interrupted = False
+    return jobs, selected, not_started
 
-    def on_signal(signum: int, frame: Any) -> None:
-        # Only set flags here: raising would tear through the event stream and leave the
-        # worker threads running. Every run sees the cancel event within a batch and saves.
-        nonlocal interrupted
-        if hasattr(signal, "SIGHUP") and signum == signal.SIGHUP:
-            # A dropped SSH connection or a closed terminal ends only the following: the runs
-            # (and those still waiting) go on in this process, as they would with --detach.
-            leave_terminal(progress)
-            return
-        first = not interrupted
-        interrupted = True
-        cancel.set()
-        if first:
-            progress.line("interrupted: stopping runs and saving their histories ...")
 
+@dataclasses.dataclass
+class Tally:
+    """What a study's events said so far: the runs started, their failures and why."""
+
+    ran: dict[str, str | None] = dataclasses.field(default_factory=dict)  # name -> run dir
+    reasons: dict[str, str] = dataclasses.field(default_factory=dict)
+    outcomes: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def note(self, event: Any) -> None:
+        """Count one event: a run's start (its directory), or how it ended badly."""
+        from .events import Cancelled, Diverged, Failed, Started
+
+        if isinstance(event, Started | Failed):
+            self.ran.setdefault(event.name, event.run_dir)
+        if isinstance(event, Failed | Diverged | Cancelled):
+            self.outcomes[event.name] = type(event).__name__.lower()
+        if isinstance(event, Failed):
+            self.reasons[event.name] = event.reason
+
+    def outcome(self, not_started: int, interrupted: bool) -> Outcome:
+        """The study's Outcome, for finish_study."""
+        return Outcome(self.ran, self.reasons, self.outcomes, not_started, interrupted)
+
+
+@contextlib.contextmanager
+def handling_signals(handler: Callable[[int, Any], None]) -> Iterator[None]:
+    """Inside the block, Ctrl-C, SIGTERM and SIGHUP (where there is one) call `handler`;
+    the previous handlers come back after it."""
     signals = [signal.SIGINT, signal.SIGTERM]
     if hasattr(signal, "SIGHUP"):
         signals.append(signal.SIGHUP)
-    previous = {sig: signal.signal(sig, on_signal) for sig in signals}
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
     try:
-        for event in run_jobs(jobs, store, cancel, args.jobs):
-            progress.handle(event)
-            if isinstance(event, Started | Failed):
-                ran.setdefault(event.name, event.run_dir)
-            if isinstance(event, Failed | Diverged | Cancelled):
-                outcomes[event.name] = type(event).__name__.lower()
-            if isinstance(event, Failed):
-                reasons[event.name] = event.reason
+        yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        progress.close()
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
-    done = Outcome(ran, reasons, outcomes, not_started, interrupted)
-    return finish_study(args, store, jobs, selected, out, progress, done)
+
+class _Interrupt:
+    """The signal handler of runs trained in this process: it only sets flags, since raising
+    would tear through the event stream and leave the worker threads running. Every run sees
+    the cancel event within a batch and saves."""
+
+    def __init__(self, progress: Progress, cancel: threading.Event) -> None:
+        self.progress = progress
+        self.cancel = cancel
+        self.interrupted = False
+
+    def on_signal(self, signum: int, frame: Any) -> None:
+        """Cancel the runs on Ctrl-C or SIGTERM; on a hang-up, only stop printing."""
+        if hasattr(signal, "SIGHUP") and signum == signal.SIGHUP:
+            # A dropped SSH connection or a closed terminal ends only the following: the runs
+            # (and those still waiting) go on in this process, as they would with --detach.
+            leave_terminal(self.progress)
+            return
+        first = not self.interrupted
+        self.interrupted = True
+        self.cancel.set()
+        if first:
+            self.progress.line("interrupted: stopping runs and saving their histories ...")
 
 
 def leave_terminal(progress: Progress) -> None:
@@ -781,29 +830,13 @@ def run_followed(
     run_headless prints. Ctrl-C or SIGTERM cancels them (each saves) and waits; a hang-up
     (SIGHUP: the SSH connection gone) only ends the following: the runs go on."""
     from . import lifecycle
-    from .events import Cancelled, Diverged, Failed, Started
-    from .store import RunStore, StoreError
+    from .store import RunStore
 
     store = RunStore(args.runs_dir)
-    jobs = plan_jobs(args, store, selected, overrides)
-    # The data each run will read: a resumed run's comes from its own stored settings.
-    ready = {e.name for e in check_data([j.experiment for j in jobs])}
-    for job in jobs:
-        if job.experiment.name not in ready and job.resume_dir is not None:
-            job.resume_dir.release()
-    not_started = len([j for j in jobs if j.experiment.name not in ready])
-    jobs = [j for j in jobs if j.experiment.name in ready]
-    selected = [e for e in selected if e.name in ready]
+    jobs, selected, not_started = ready_jobs(plan_jobs(args, store, selected, overrides), selected)
     if not jobs:
         return EXIT_RUN_FAILED
-    try:
-        if args.resume:
-            records = lifecycle.requeue([j.resume_dir for j in jobs if j.resume_dir], args.jobs)
-        else:
-            records = lifecycle.submit(store, [j.experiment for j in jobs], args.jobs)
-        lifecycle.ensure_scheduler(store)
-    except StoreError as e:
-        raise UsageError(str(e)) from None
+    records = queue_jobs(args, store, jobs)
     followed = [lifecycle.RunEvents(r.path) for r in records]
     progress = Progress(out, live=out.isatty())
     cluster = next((e.cluster for e in selected if e.cluster), "")
@@ -812,58 +845,87 @@ def run_followed(
         f"queued {len(records)} run(s) {where}; Ctrl-C cancels them, "
         "a hang-up leaves them training (cnntui --status)"
     )
-    outcomes: dict[str, str] = {}
-    ran: dict[str, str | None] = {}
-    reasons: dict[str, str] = {}
-    wake = threading.Event()
-    state = {"interrupted": False, "hangup": False}
-
-    def on_signal(signum: int, frame: Any) -> None:
-        if hasattr(signal, "SIGHUP") and signum == signal.SIGHUP:
-            state["hangup"] = True
-        elif not state["interrupted"]:
-            state["interrupted"] = True
-            for record in records:
-                with contextlib.suppress(StoreError):
-                    lifecycle.cancel(store, record.run_id)
-        wake.set()
-
-    signals = [signal.SIGINT, signal.SIGTERM]
-    if hasattr(signal, "SIGHUP"):
-        signals.append(signal.SIGHUP)
-    previous = {sig: signal.signal(sig, on_signal) for sig in signals}
-    next_check = time.monotonic() + 2.0
+    tally = Tally()
+    watch = _Watch(store, records)
     try:
-        while not state["hangup"] and not all(f.ended for f in followed):
-            if time.monotonic() >= next_check:  # its scheduler killed: take over
-                next_check = time.monotonic() + 2.0
-                with contextlib.suppress(OSError):
-                    lifecycle.ensure_scheduler(store)
-            for f in followed:
-                for event in f.poll():
-                    progress.handle(event)
-                    if isinstance(event, Started | Failed):
-                        ran.setdefault(event.name, event.run_dir)
-                    if isinstance(event, Failed | Diverged | Cancelled):
-                        outcomes[event.name] = type(event).__name__.lower()
-                    if isinstance(event, Failed):
-                        reasons[event.name] = event.reason
-            if state["interrupted"] and wake.is_set():
-                wake.clear()
-                progress.line("interrupted: stopping runs and saving their histories ...")
-            wake.wait(0.2)
+        with handling_signals(watch.on_signal):
+            follow(store, followed, progress, tally, watch)
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         progress.close()
-    if state["hangup"]:
+    if watch.hangup:
         return EXIT_INTERRUPTED  # the terminal is gone; the runs go on
     for f in followed:
         record = RunStore.read(f.path)
         if record is not None:
-            ran.setdefault(record.label, str(f.path))
-    done = Outcome(ran, reasons, outcomes, not_started, state["interrupted"])
+            tally.ran.setdefault(record.label, str(f.path))
+    done = tally.outcome(not_started, watch.interrupted)
     return finish_study(args, store, jobs, selected, out, progress, done)
+
+
+def queue_jobs(args: argparse.Namespace, store: Any, jobs: list[Job]) -> list[RunRecord]:
+    """Queue the jobs in the run store (requeue them, with --resume) and make sure its
+    scheduler runs; the queued runs' records."""
+    from . import lifecycle
+    from .store import StoreError
+
+    try:
+        if args.resume:
+            records = lifecycle.requeue([j.resume_dir for j in jobs if j.resume_dir], args.jobs)
+        else:
+            records = lifecycle.submit(store, [j.experiment for j in jobs], args.jobs)
+        lifecycle.ensure_scheduler(store)
+    except StoreError as e:
+        raise UsageError(str(e)) from None
+    return records
+
+
+class _Watch:
+    """The signal handler while following queued runs: Ctrl-C or SIGTERM cancels them once,
+    a hang-up ends the following; either wakes the follower."""
+
+    def __init__(self, store: Any, records: list[RunRecord]) -> None:
+        self.store = store
+        self.records = records
+        self.interrupted = False
+        self.hangup = False
+        self.wake = threading.Event()
+
+    def on_signal(self, signum: int, frame: Any) -> None:
+        """Note a hang-up, or cancel the runs on the first Ctrl-C or SIGTERM."""
+        from . import lifecycle
+        from .store import StoreError
+
+        if hasattr(signal, "SIGHUP") and signum == signal.SIGHUP:
+            self.hangup = True
+        elif not self.interrupted:
+            self.interrupted = True
+            for record in self.records:
+                with contextlib.suppress(StoreError):
+                    lifecycle.cancel(self.store, record.run_id)
+        self.wake.set()
+
+
+def follow(
+    store: Any, followed: list[Any], progress: Progress, tally: Tally, watch: _Watch
+) -> None:
+    """Print the followed runs' events until each has ended or the terminal hung up; take over
+    from a scheduler that was killed."""
+    from . import lifecycle
+
+    next_check = time.monotonic() + 2.0
+    while not watch.hangup and not all(f.ended for f in followed):
+        if time.monotonic() >= next_check:  # its scheduler killed: take over
+            next_check = time.monotonic() + 2.0
+            with contextlib.suppress(OSError):
+                lifecycle.ensure_scheduler(store)
+        for f in followed:
+            for event in f.poll():
+                progress.handle(event)
+                tally.note(event)
+        if watch.interrupted and watch.wake.is_set():
+            watch.wake.clear()
+            progress.line("interrupted: stopping runs and saving their histories ...")
+        watch.wake.wait(0.2)
 
 
 def show_status(args: argparse.Namespace, out: IO[str]) -> int:
