@@ -51,12 +51,25 @@ def build_parser() -> argparse.ArgumentParser:
         "  cnntui serve [--port 8000]      the TUI in a browser (cnntui serve --help)\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    _add_what_to_do(p)
+    _add_settings(p)
+    _add_run_control(p)
+    p.add_argument("--version", action="version", version=f"cnntui {__version__}")
+    return p
+
+
+def _add_what_to_do(p: argparse.ArgumentParser) -> None:
+    """--run, --list, --export and the experiments file."""
     p.add_argument(
         "--run", metavar="WHAT", help="'all', a group, or NAME[,NAME...] to train headless"
     )
     p.add_argument("--list", action="store_true", help="list the experiments and exit")
     p.add_argument("--export", action="store_true", help="write figures, tables and histories")
     p.add_argument("--config", default="experiments.toml", type=Path, help="experiments file")
+
+
+def _add_settings(p: argparse.ArgumentParser) -> None:
+    """The overrides of the file's settings, the directories and the figure formats."""
     p.add_argument(
         "--set",
         dest="overrides",
@@ -75,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FMT[,FMT]",
         help="figure formats for --export: png, svg, pdf (default: png)",
     )
+
+
+def _add_run_control(p: argparse.ArgumentParser) -> None:
+    """How runs train and are watched: jobs, resume, detach, status, cancel, GPUs, cluster."""
     p.add_argument("--jobs", type=int, default=1, metavar="N", help="runs at once (default 1)")
     p.add_argument(
         "--resume", action="store_true", help="continue the latest unfinished run of each"
@@ -98,8 +115,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="train on a Ray cluster: ray (a local Ray for this study), auto, "
         "ray://HOST:10001 or HOST:6379 (needs the ray extra)",
     )
-    p.add_argument("--version", action="version", version=f"cnntui {__version__}")
-    return p
 
 
 def collect_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -174,44 +189,18 @@ def print_list(file: ExperimentFile, out: IO[str], runs_dir: Path | None = None)
     import shutil
     import textwrap
 
-    from . import stats
-    from .store import RunStore
-
     width = shutil.get_terminal_size((80, 24)).columns - 1
-    latest: dict[str, RunRecord] = {}
-    by_name: dict[str, list[RunRecord]] = {}
-    if runs_dir is not None:
-        try:
-            for r in RunStore(runs_dir).runs():
-                latest[r.name] = r
-                by_name.setdefault(r.name, []).append(r)
-        except (OSError, ValueError):
-            latest, by_name = {}, {}
+    latest, by_name = _stored_runs(runs_dir)
     base = dataclasses.asdict(file.defaults)
     cells, settings = [], []
     for e in file.experiments:
         own = {k: v for k, v in e.settings().items() if k in base and base[k] != v}
-        status = latest_status(latest.get(e.name))
-        if len(e.seeds) > 1:  # several seeds: how many finished, and their mean ± std
-            counted = stats.seed_runs(by_name.get(e.name, []), key=lambda r: r.settings_key)
-            agg = stats.aggregate(r.summary.final_test_acc for r in counted)
-            done = f"{agg.n}/{len(e.seeds)} seeds"
-            status = f"{done} {stats.pct_mean_std(agg).split(' (n=')[0]}" if agg.n else status
+        status = _list_status(e, latest.get(e.name), by_name.get(e.name, []))
         cells.append([e.name, e.display_title, e.group or "-", status])
         settings.append([f"{k}={_shown(v)}" for k, v in own.items()])
-    headers = ["name", "title", "group", "latest run"]
-    used = sum(
-        max([text.width(h)] + [text.width(r[i]) for r in cells]) + 2 for i, h in enumerate(headers)
-    )
-    room = max(16, width - used)
-    wide = "settings apart from [defaults]"
-    headers.append(wide if text.width(wide) <= room else "own settings")
-    rows = []
-    for row, items in zip(cells, settings, strict=True):
-        lines = _wrap_items(items, room)
-        rows.append([*row, lines[0]])
-        rows.extend(["", "", "", "", more] for more in lines[1:])
-    note = "" if headers[-1] == wide else " (own settings: those apart from [defaults])"
+    headers, rows = _list_table(cells, settings, width)
+    wide = headers[-1] == "settings apart from [defaults]"
+    note = "" if wide else " (own settings: those apart from [defaults])"
     print(f"{file.path}: {len(cells)} experiments{note}", file=out)
     print(text.table(headers, rows), file=out)
     if any(r.status in RESUMABLE for r in latest.values() if r.name in file.names()):
@@ -224,6 +213,58 @@ def print_list(file: ExperimentFile, out: IO[str], runs_dir: Path | None = None)
     shown = {k: v for k, v in base.items() if v not in (None, "")}
     line = "[defaults] " + " ".join(f"{k}={_shown(v)}" for k, v in shown.items())
     print("\n" + textwrap.fill(line, max(40, width), subsequent_indent=" " * 11), file=out)
+
+
+def _stored_runs(
+    runs_dir: Path | None,
+) -> tuple[dict[str, RunRecord], dict[str, list[RunRecord]]]:
+    """Each experiment's latest stored run, and all its runs; none when the store is
+    missing or unreadable."""
+    from .store import RunStore
+
+    latest: dict[str, RunRecord] = {}
+    by_name: dict[str, list[RunRecord]] = {}
+    if runs_dir is not None:
+        try:
+            for r in RunStore(runs_dir).runs():
+                latest[r.name] = r
+                by_name.setdefault(r.name, []).append(r)
+        except (OSError, ValueError):
+            latest, by_name = {}, {}
+    return latest, by_name
+
+
+def _list_status(e: Experiment, latest: RunRecord | None, runs: list[RunRecord]) -> str:
+    """The `latest run` cell: with several seeds, how many finished, and their mean ± std."""
+    from . import stats
+
+    status = latest_status(latest)
+    if len(e.seeds) > 1:
+        counted = stats.seed_runs(runs, key=lambda r: r.settings_key)
+        agg = stats.aggregate(r.summary.final_test_acc for r in counted)
+        done = f"{agg.n}/{len(e.seeds)} seeds"
+        status = f"{done} {stats.pct_mean_std(agg).split(' (n=')[0]}" if agg.n else status
+    return status
+
+
+def _list_table(
+    cells: list[list[str]], settings: list[list[str]], width: int
+) -> tuple[list[str], list[list[str]]]:
+    """The --list table's headers and rows: the settings column takes the room the others
+    leave, its items wrapped onto lines of their own."""
+    headers = ["name", "title", "group", "latest run"]
+    used = sum(
+        max([text.width(h)] + [text.width(r[i]) for r in cells]) + 2 for i, h in enumerate(headers)
+    )
+    room = max(16, width - used)
+    wide = "settings apart from [defaults]"
+    headers.append(wide if text.width(wide) <= room else "own settings")
+    rows = []
+    for row, items in zip(cells, settings, strict=True):
+        lines = _wrap_items(items, room)
+        rows.append([*row, lines[0]])
+        rows.extend(["", "", "", "", more] for more in lines[1:])
+    return headers, rows
 
 
 def _shown(value: Any) -> str:
@@ -313,34 +354,11 @@ class Progress:
 
     def handle(self, event: Any) -> None:
         """Show what a run's event says: its start, progress, epochs and end."""
-        from .events import (
-            BatchLosses,
-            Cancelled,
-            Diverged,
-            EpochEnd,
-            Failed,
-            Finished,
-            Started,
-        )
+        from .events import BatchLosses, Cancelled, Diverged, EpochEnd, Failed, Finished, Started
 
         match event:
             case Started():
-                self.state[event.name] = {
-                    "epochs": event.epochs,
-                    "batches": event.batches_per_epoch,
-                    "done": event.start_epoch * event.batches_per_epoch,
-                    "start_done": event.start_epoch * event.batches_per_epoch,
-                    "epoch": event.start_epoch,
-                    "loss": float("nan"),
-                    "t0": time.monotonic(),
-                }
-                resumed = (
-                    f", resuming at epoch {event.start_epoch + 1}" if event.start_epoch else ""
-                )
-                self.line(
-                    f"[{event.name}] started on {event.device}: {event.params:,} parameters, "
-                    f"{event.epochs} epochs x {event.batches_per_epoch} batches{resumed}"
-                )
+                self._start(event)
             case BatchLosses():
                 s = self.state.get(event.name)
                 if s and event.losses:
@@ -357,21 +375,26 @@ class Progress:
                     f"test loss {event.test_loss:.4f} acc {text.pct(event.test_acc)} · "
                     f"{text.seconds(event.seconds)}"
                 )
-            case Finished():
+            case Finished() | Failed() | Diverged() | Cancelled():
                 self.state.pop(event.name, None)
-                early = (
-                    f" (early stop at epoch {event.stopped_early})" if event.stopped_early else ""
-                )
-                self.line(f"[{event.name}] finished{early} in {text.seconds(event.total_seconds)}")
-            case Failed():
-                self.state.pop(event.name, None)
-                self.line(f"[{event.name}] FAILED: {event.reason}")
-            case Diverged():
-                self.state.pop(event.name, None)
-                self.line(f"[{event.name}] DIVERGED: {event.reason}")
-            case Cancelled():
-                self.state.pop(event.name, None)
-                self.line(f"[{event.name}] cancelled; history so far is saved")
+                self.line(_end_line(event))
+
+    def _start(self, event: Any) -> None:
+        """A run started: its progress state, and a line saying where and how big."""
+        self.state[event.name] = {
+            "epochs": event.epochs,
+            "batches": event.batches_per_epoch,
+            "done": event.start_epoch * event.batches_per_epoch,
+            "start_done": event.start_epoch * event.batches_per_epoch,
+            "epoch": event.start_epoch,
+            "loss": float("nan"),
+            "t0": time.monotonic(),
+        }
+        resumed = f", resuming at epoch {event.start_epoch + 1}" if event.start_epoch else ""
+        self.line(
+            f"[{event.name}] started on {event.device}: {event.params:,} parameters, "
+            f"{event.epochs} epochs x {event.batches_per_epoch} batches{resumed}"
+        )
 
     def close(self) -> None:
         """Clear the progress bar for good."""
@@ -1063,3 +1086,18 @@ def _val_part(event: Any) -> str:
     if math.isnan(event.val_loss):
         return ""
     return f"val loss {event.val_loss:.4f} acc {text.pct(event.val_acc)} · "
+
+
+def _end_line(event: Any) -> str:
+    """The line that says how a run ended: finished, failed, diverged or cancelled."""
+    from .events import Diverged, Failed, Finished
+
+    match event:
+        case Finished():
+            early = f" (early stop at epoch {event.stopped_early})" if event.stopped_early else ""
+            return f"[{event.name}] finished{early} in {text.seconds(event.total_seconds)}"
+        case Failed():
+            return f"[{event.name}] FAILED: {event.reason}"
+        case Diverged():
+            return f"[{event.name}] DIVERGED: {event.reason}"
+    return f"[{event.name}] cancelled; history so far is saved"
