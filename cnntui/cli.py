@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -50,12 +51,25 @@ def build_parser() -> argparse.ArgumentParser:
         "  cnntui serve [--port 8000]      the TUI in a browser (cnntui serve --help)\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    _add_what_to_do(p)
+    _add_settings(p)
+    _add_run_control(p)
+    p.add_argument("--version", action="version", version=f"cnntui {__version__}")
+    return p
+
+
+def _add_what_to_do(p: argparse.ArgumentParser) -> None:
+    """--run, --list, --export and the experiments file."""
     p.add_argument(
         "--run", metavar="WHAT", help="'all', a group, or NAME[,NAME...] to train headless"
     )
     p.add_argument("--list", action="store_true", help="list the experiments and exit")
     p.add_argument("--export", action="store_true", help="write figures, tables and histories")
     p.add_argument("--config", default="experiments.toml", type=Path, help="experiments file")
+
+
+def _add_settings(p: argparse.ArgumentParser) -> None:
+    """The overrides of the file's settings, the directories and the figure formats."""
     p.add_argument(
         "--set",
         dest="overrides",
@@ -74,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FMT[,FMT]",
         help="figure formats for --export: png, svg, pdf (default: png)",
     )
+
+
+def _add_run_control(p: argparse.ArgumentParser) -> None:
+    """How runs train and are watched: jobs, resume, detach, status, cancel, GPUs, cluster."""
     p.add_argument("--jobs", type=int, default=1, metavar="N", help="runs at once (default 1)")
     p.add_argument(
         "--resume", action="store_true", help="continue the latest unfinished run of each"
@@ -97,8 +115,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="train on a Ray cluster: ray (a local Ray for this study), auto, "
         "ray://HOST:10001 or HOST:6379 (needs the ray extra)",
     )
-    p.add_argument("--version", action="version", version=f"cnntui {__version__}")
-    return p
 
 
 def collect_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -173,44 +189,18 @@ def print_list(file: ExperimentFile, out: IO[str], runs_dir: Path | None = None)
     import shutil
     import textwrap
 
-    from . import stats
-    from .store import RunStore
-
     width = shutil.get_terminal_size((80, 24)).columns - 1
-    latest: dict[str, RunRecord] = {}
-    by_name: dict[str, list[RunRecord]] = {}
-    if runs_dir is not None:
-        try:
-            for r in RunStore(runs_dir).runs():
-                latest[r.name] = r
-                by_name.setdefault(r.name, []).append(r)
-        except (OSError, ValueError):
-            latest, by_name = {}, {}
+    latest, by_name = _stored_runs(runs_dir)
     base = dataclasses.asdict(file.defaults)
     cells, settings = [], []
     for e in file.experiments:
         own = {k: v for k, v in e.settings().items() if k in base and base[k] != v}
-        status = latest_status(latest.get(e.name))
-        if len(e.seeds) > 1:  # several seeds: how many finished, and their mean ± std
-            counted = stats.seed_runs(by_name.get(e.name, []), key=lambda r: r.settings_key)
-            agg = stats.aggregate(r.summary.final_test_acc for r in counted)
-            done = f"{agg.n}/{len(e.seeds)} seeds"
-            status = f"{done} {stats.pct_mean_std(agg).split(' (n=')[0]}" if agg.n else status
+        status = _list_status(e, latest.get(e.name), by_name.get(e.name, []))
         cells.append([e.name, e.display_title, e.group or "-", status])
         settings.append([f"{k}={_shown(v)}" for k, v in own.items()])
-    headers = ["name", "title", "group", "latest run"]
-    used = sum(
-        max([text.width(h)] + [text.width(r[i]) for r in cells]) + 2 for i, h in enumerate(headers)
-    )
-    room = max(16, width - used)
-    wide = "settings apart from [defaults]"
-    headers.append(wide if text.width(wide) <= room else "own settings")
-    rows = []
-    for row, items in zip(cells, settings, strict=True):
-        lines = _wrap_items(items, room)
-        rows.append([*row, lines[0]])
-        rows.extend(["", "", "", "", more] for more in lines[1:])
-    note = "" if headers[-1] == wide else " (own settings: those apart from [defaults])"
+    headers, rows = _list_table(cells, settings, width)
+    wide = headers[-1] == "settings apart from [defaults]"
+    note = "" if wide else " (own settings: those apart from [defaults])"
     print(f"{file.path}: {len(cells)} experiments{note}", file=out)
     print(text.table(headers, rows), file=out)
     if any(r.status in RESUMABLE for r in latest.values() if r.name in file.names()):
@@ -223,6 +213,58 @@ def print_list(file: ExperimentFile, out: IO[str], runs_dir: Path | None = None)
     shown = {k: v for k, v in base.items() if v not in (None, "")}
     line = "[defaults] " + " ".join(f"{k}={_shown(v)}" for k, v in shown.items())
     print("\n" + textwrap.fill(line, max(40, width), subsequent_indent=" " * 11), file=out)
+
+
+def _stored_runs(
+    runs_dir: Path | None,
+) -> tuple[dict[str, RunRecord], dict[str, list[RunRecord]]]:
+    """Each experiment's latest stored run, and all its runs; none when the store is
+    missing or unreadable."""
+    from .store import RunStore
+
+    latest: dict[str, RunRecord] = {}
+    by_name: dict[str, list[RunRecord]] = {}
+    if runs_dir is not None:
+        try:
+            for r in RunStore(runs_dir).runs():
+                latest[r.name] = r
+                by_name.setdefault(r.name, []).append(r)
+        except (OSError, ValueError):
+            latest, by_name = {}, {}
+    return latest, by_name
+
+
+def _list_status(e: Experiment, latest: RunRecord | None, runs: list[RunRecord]) -> str:
+    """The `latest run` cell: with several seeds, how many finished, and their mean ± std."""
+    from . import stats
+
+    status = latest_status(latest)
+    if len(e.seeds) > 1:
+        counted = stats.seed_runs(runs, key=lambda r: r.settings_key)
+        agg = stats.aggregate(r.summary.final_test_acc for r in counted)
+        done = f"{agg.n}/{len(e.seeds)} seeds"
+        status = f"{done} {stats.pct_mean_std(agg).split(' (n=')[0]}" if agg.n else status
+    return status
+
+
+def _list_table(
+    cells: list[list[str]], settings: list[list[str]], width: int
+) -> tuple[list[str], list[list[str]]]:
+    """The --list table's headers and rows: the settings column takes the room the others
+    leave, its items wrapped onto lines of their own."""
+    headers = ["name", "title", "group", "latest run"]
+    used = sum(
+        max([text.width(h)] + [text.width(r[i]) for r in cells]) + 2 for i, h in enumerate(headers)
+    )
+    room = max(16, width - used)
+    wide = "settings apart from [defaults]"
+    headers.append(wide if text.width(wide) <= room else "own settings")
+    rows = []
+    for row, items in zip(cells, settings, strict=True):
+        lines = _wrap_items(items, room)
+        rows.append([*row, lines[0]])
+        rows.extend(["", "", "", "", more] for more in lines[1:])
+    return headers, rows
 
 
 def _shown(value: Any) -> str:
@@ -312,34 +354,11 @@ class Progress:
 
     def handle(self, event: Any) -> None:
         """Show what a run's event says: its start, progress, epochs and end."""
-        from .events import (
-            BatchLosses,
-            Cancelled,
-            Diverged,
-            EpochEnd,
-            Failed,
-            Finished,
-            Started,
-        )
+        from .events import BatchLosses, Cancelled, Diverged, EpochEnd, Failed, Finished, Started
 
         match event:
             case Started():
-                self.state[event.name] = {
-                    "epochs": event.epochs,
-                    "batches": event.batches_per_epoch,
-                    "done": event.start_epoch * event.batches_per_epoch,
-                    "start_done": event.start_epoch * event.batches_per_epoch,
-                    "epoch": event.start_epoch,
-                    "loss": float("nan"),
-                    "t0": time.monotonic(),
-                }
-                resumed = (
-                    f", resuming at epoch {event.start_epoch + 1}" if event.start_epoch else ""
-                )
-                self.line(
-                    f"[{event.name}] started on {event.device}: {event.params:,} parameters, "
-                    f"{event.epochs} epochs x {event.batches_per_epoch} batches{resumed}"
-                )
+                self._start(event)
             case BatchLosses():
                 s = self.state.get(event.name)
                 if s and event.losses:
@@ -356,21 +375,26 @@ class Progress:
                     f"test loss {event.test_loss:.4f} acc {text.pct(event.test_acc)} · "
                     f"{text.seconds(event.seconds)}"
                 )
-            case Finished():
+            case Finished() | Failed() | Diverged() | Cancelled():
                 self.state.pop(event.name, None)
-                early = (
-                    f" (early stop at epoch {event.stopped_early})" if event.stopped_early else ""
-                )
-                self.line(f"[{event.name}] finished{early} in {text.seconds(event.total_seconds)}")
-            case Failed():
-                self.state.pop(event.name, None)
-                self.line(f"[{event.name}] FAILED: {event.reason}")
-            case Diverged():
-                self.state.pop(event.name, None)
-                self.line(f"[{event.name}] DIVERGED: {event.reason}")
-            case Cancelled():
-                self.state.pop(event.name, None)
-                self.line(f"[{event.name}] cancelled; history so far is saved")
+                self.line(_end_line(event))
+
+    def _start(self, event: Any) -> None:
+        """A run started: its progress state, and a line saying where and how big."""
+        self.state[event.name] = {
+            "epochs": event.epochs,
+            "batches": event.batches_per_epoch,
+            "done": event.start_epoch * event.batches_per_epoch,
+            "start_done": event.start_epoch * event.batches_per_epoch,
+            "epoch": event.start_epoch,
+            "loss": float("nan"),
+            "t0": time.monotonic(),
+        }
+        resumed = f", resuming at epoch {event.start_epoch + 1}" if event.start_epoch else ""
+        self.line(
+            f"[{event.name}] started on {event.device}: {event.params:,} parameters, "
+            f"{event.epochs} epochs x {event.batches_per_epoch} batches{resumed}"
+        )
 
     def close(self) -> None:
         """Clear the progress bar for good."""
@@ -660,14 +684,42 @@ def run_headless(args: argparse.Namespace, out: IO[str]) -> int:
         raise UsageError("the selected experiments set different executors; run them apart")
     if executors == {"process"}:
         return run_followed(args, out, selected, overrides)
+    return run_in_threads(args, out, selected, overrides)
 
-    from .events import Cancelled, Diverged, Failed, Started
+
+def run_in_threads(
+    args: argparse.Namespace, out: IO[str], selected: list[Experiment], overrides: dict[str, Any]
+) -> int:
+    """`--run` with executor "thread" or "auto": train the runs in this process, printing their
+    progress. Ctrl-C or SIGTERM cancels them (each saves); a hang-up only ends the printing."""
     from .runner import run_jobs
     from .store import RunStore
 
     store = RunStore(args.runs_dir)
-    jobs = plan_jobs(args, store, selected, overrides)
-    # The data each job will read: a resumed run's comes from its own stored settings.
+    jobs, selected, not_started = ready_jobs(plan_jobs(args, store, selected, overrides), selected)
+    if not jobs:
+        return EXIT_RUN_FAILED
+    cancel = threading.Event()
+    progress = Progress(out, live=out.isatty())
+    tally = Tally()
+    stop = _Interrupt(progress, cancel)
+    try:
+        with handling_signals(stop.on_signal):
+            for event in run_jobs(jobs, store, cancel, args.jobs):
+                progress.handle(event)
+                tally.note(event)
+    finally:
+        progress.close()
+    done = tally.outcome(not_started, stop.interrupted)
+    return finish_study(args, store, jobs, selected, out, progress, done)
+
+
+def ready_jobs(
+    jobs: list[Job], selected: list[Experiment]
+) -> tuple[list[Job], list[Experiment], int]:
+    """The jobs and experiments whose data can be had, and how many jobs are held back; a
+    held-back resumed run's lock is released. A resumed run's data comes from its own stored
+    settings."""
     ready = {e.name for e in check_data([j.experiment for j in jobs])}
     for job in jobs:
         if job.experiment.name not in ready and job.resume_dir is not None:
@@ -675,50 +727,70 @@ def run_headless(args: argparse.Namespace, out: IO[str]) -> int:
     not_started = len([j for j in jobs if j.experiment.name not in ready])
     jobs = [j for j in jobs if j.experiment.name in ready]
     selected = [e for e in selected if e.name in ready]
-    if not jobs:
-        return EXIT_RUN_FAILED
-    cancel = threading.Event()
-    progress = Progress(out, live=out.isatty())
-    outcomes: dict[str, str] = {}
-    ran: dict[str, str | None] = {}  # the runs this process trained: name -> run directory
-    reasons: dict[str, str] = {}
-    interrupted = False
+    return jobs, selected, not_started
 
-    def on_signal(signum: int, frame: Any) -> None:
-        # Only set flags here: raising would tear through the event stream and leave the
-        # worker threads running. Every run sees the cancel event within a batch and saves.
-        nonlocal interrupted
-        if hasattr(signal, "SIGHUP") and signum == signal.SIGHUP:
-            # A dropped SSH connection or a closed terminal ends only the following: the runs
-            # (and those still waiting) go on in this process, as they would with --detach.
-            leave_terminal(progress)
-            return
-        first = not interrupted
-        interrupted = True
-        cancel.set()
-        if first:
-            progress.line("interrupted: stopping runs and saving their histories ...")
 
+@dataclasses.dataclass
+class Tally:
+    """What a study's events said so far: the runs started, their failures and why."""
+
+    ran: dict[str, str | None] = dataclasses.field(default_factory=dict)  # name -> run dir
+    reasons: dict[str, str] = dataclasses.field(default_factory=dict)
+    outcomes: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def note(self, event: Any) -> None:
+        """Count one event: a run's start (its directory), or how it ended badly."""
+        from .events import Cancelled, Diverged, Failed, Started
+
+        if isinstance(event, Started | Failed):
+            self.ran.setdefault(event.name, event.run_dir)
+        if isinstance(event, Failed | Diverged | Cancelled):
+            self.outcomes[event.name] = type(event).__name__.lower()
+        if isinstance(event, Failed):
+            self.reasons[event.name] = event.reason
+
+    def outcome(self, not_started: int, interrupted: bool) -> Outcome:
+        """The study's Outcome, for finish_study."""
+        return Outcome(self.ran, self.reasons, self.outcomes, not_started, interrupted)
+
+
+@contextlib.contextmanager
+def handling_signals(handler: Callable[[int, Any], None]) -> Iterator[None]:
+    """Inside the block, Ctrl-C, SIGTERM and SIGHUP (where there is one) call `handler`;
+    the previous handlers come back after it."""
     signals = [signal.SIGINT, signal.SIGTERM]
     if hasattr(signal, "SIGHUP"):
         signals.append(signal.SIGHUP)
-    previous = {sig: signal.signal(sig, on_signal) for sig in signals}
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
     try:
-        for event in run_jobs(jobs, store, cancel, args.jobs):
-            progress.handle(event)
-            if isinstance(event, Started | Failed):
-                ran.setdefault(event.name, event.run_dir)
-            if isinstance(event, Failed | Diverged | Cancelled):
-                outcomes[event.name] = type(event).__name__.lower()
-            if isinstance(event, Failed):
-                reasons[event.name] = event.reason
+        yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        progress.close()
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
-    done = Outcome(ran, reasons, outcomes, not_started, interrupted)
-    return finish_study(args, store, jobs, selected, out, progress, done)
+
+class _Interrupt:
+    """The signal handler of runs trained in this process: it only sets flags, since raising
+    would tear through the event stream and leave the worker threads running. Every run sees
+    the cancel event within a batch and saves."""
+
+    def __init__(self, progress: Progress, cancel: threading.Event) -> None:
+        self.progress = progress
+        self.cancel = cancel
+        self.interrupted = False
+
+    def on_signal(self, signum: int, frame: Any) -> None:
+        """Cancel the runs on Ctrl-C or SIGTERM; on a hang-up, only stop printing."""
+        if hasattr(signal, "SIGHUP") and signum == signal.SIGHUP:
+            # A dropped SSH connection or a closed terminal ends only the following: the runs
+            # (and those still waiting) go on in this process, as they would with --detach.
+            leave_terminal(self.progress)
+            return
+        first = not self.interrupted
+        self.interrupted = True
+        self.cancel.set()
+        if first:
+            self.progress.line("interrupted: stopping runs and saving their histories ...")
 
 
 def leave_terminal(progress: Progress) -> None:
@@ -781,29 +853,13 @@ def run_followed(
     run_headless prints. Ctrl-C or SIGTERM cancels them (each saves) and waits; a hang-up
     (SIGHUP: the SSH connection gone) only ends the following: the runs go on."""
     from . import lifecycle
-    from .events import Cancelled, Diverged, Failed, Started
-    from .store import RunStore, StoreError
+    from .store import RunStore
 
     store = RunStore(args.runs_dir)
-    jobs = plan_jobs(args, store, selected, overrides)
-    # The data each run will read: a resumed run's comes from its own stored settings.
-    ready = {e.name for e in check_data([j.experiment for j in jobs])}
-    for job in jobs:
-        if job.experiment.name not in ready and job.resume_dir is not None:
-            job.resume_dir.release()
-    not_started = len([j for j in jobs if j.experiment.name not in ready])
-    jobs = [j for j in jobs if j.experiment.name in ready]
-    selected = [e for e in selected if e.name in ready]
+    jobs, selected, not_started = ready_jobs(plan_jobs(args, store, selected, overrides), selected)
     if not jobs:
         return EXIT_RUN_FAILED
-    try:
-        if args.resume:
-            records = lifecycle.requeue([j.resume_dir for j in jobs if j.resume_dir], args.jobs)
-        else:
-            records = lifecycle.submit(store, [j.experiment for j in jobs], args.jobs)
-        lifecycle.ensure_scheduler(store)
-    except StoreError as e:
-        raise UsageError(str(e)) from None
+    records = queue_jobs(args, store, jobs)
     followed = [lifecycle.RunEvents(r.path) for r in records]
     progress = Progress(out, live=out.isatty())
     cluster = next((e.cluster for e in selected if e.cluster), "")
@@ -812,58 +868,87 @@ def run_followed(
         f"queued {len(records)} run(s) {where}; Ctrl-C cancels them, "
         "a hang-up leaves them training (cnntui --status)"
     )
-    outcomes: dict[str, str] = {}
-    ran: dict[str, str | None] = {}
-    reasons: dict[str, str] = {}
-    wake = threading.Event()
-    state = {"interrupted": False, "hangup": False}
-
-    def on_signal(signum: int, frame: Any) -> None:
-        if hasattr(signal, "SIGHUP") and signum == signal.SIGHUP:
-            state["hangup"] = True
-        elif not state["interrupted"]:
-            state["interrupted"] = True
-            for record in records:
-                with contextlib.suppress(StoreError):
-                    lifecycle.cancel(store, record.run_id)
-        wake.set()
-
-    signals = [signal.SIGINT, signal.SIGTERM]
-    if hasattr(signal, "SIGHUP"):
-        signals.append(signal.SIGHUP)
-    previous = {sig: signal.signal(sig, on_signal) for sig in signals}
-    next_check = time.monotonic() + 2.0
+    tally = Tally()
+    watch = _Watch(store, records)
     try:
-        while not state["hangup"] and not all(f.ended for f in followed):
-            if time.monotonic() >= next_check:  # its scheduler killed: take over
-                next_check = time.monotonic() + 2.0
-                with contextlib.suppress(OSError):
-                    lifecycle.ensure_scheduler(store)
-            for f in followed:
-                for event in f.poll():
-                    progress.handle(event)
-                    if isinstance(event, Started | Failed):
-                        ran.setdefault(event.name, event.run_dir)
-                    if isinstance(event, Failed | Diverged | Cancelled):
-                        outcomes[event.name] = type(event).__name__.lower()
-                    if isinstance(event, Failed):
-                        reasons[event.name] = event.reason
-            if state["interrupted"] and wake.is_set():
-                wake.clear()
-                progress.line("interrupted: stopping runs and saving their histories ...")
-            wake.wait(0.2)
+        with handling_signals(watch.on_signal):
+            follow(store, followed, progress, tally, watch)
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         progress.close()
-    if state["hangup"]:
+    if watch.hangup:
         return EXIT_INTERRUPTED  # the terminal is gone; the runs go on
     for f in followed:
         record = RunStore.read(f.path)
         if record is not None:
-            ran.setdefault(record.label, str(f.path))
-    done = Outcome(ran, reasons, outcomes, not_started, state["interrupted"])
+            tally.ran.setdefault(record.label, str(f.path))
+    done = tally.outcome(not_started, watch.interrupted)
     return finish_study(args, store, jobs, selected, out, progress, done)
+
+
+def queue_jobs(args: argparse.Namespace, store: Any, jobs: list[Job]) -> list[RunRecord]:
+    """Queue the jobs in the run store (requeue them, with --resume) and make sure its
+    scheduler runs; the queued runs' records."""
+    from . import lifecycle
+    from .store import StoreError
+
+    try:
+        if args.resume:
+            records = lifecycle.requeue([j.resume_dir for j in jobs if j.resume_dir], args.jobs)
+        else:
+            records = lifecycle.submit(store, [j.experiment for j in jobs], args.jobs)
+        lifecycle.ensure_scheduler(store)
+    except StoreError as e:
+        raise UsageError(str(e)) from None
+    return records
+
+
+class _Watch:
+    """The signal handler while following queued runs: Ctrl-C or SIGTERM cancels them once,
+    a hang-up ends the following; either wakes the follower."""
+
+    def __init__(self, store: Any, records: list[RunRecord]) -> None:
+        self.store = store
+        self.records = records
+        self.interrupted = False
+        self.hangup = False
+        self.wake = threading.Event()
+
+    def on_signal(self, signum: int, frame: Any) -> None:
+        """Note a hang-up, or cancel the runs on the first Ctrl-C or SIGTERM."""
+        from . import lifecycle
+        from .store import StoreError
+
+        if hasattr(signal, "SIGHUP") and signum == signal.SIGHUP:
+            self.hangup = True
+        elif not self.interrupted:
+            self.interrupted = True
+            for record in self.records:
+                with contextlib.suppress(StoreError):
+                    lifecycle.cancel(self.store, record.run_id)
+        self.wake.set()
+
+
+def follow(
+    store: Any, followed: list[Any], progress: Progress, tally: Tally, watch: _Watch
+) -> None:
+    """Print the followed runs' events until each has ended or the terminal hung up; take over
+    from a scheduler that was killed."""
+    from . import lifecycle
+
+    next_check = time.monotonic() + 2.0
+    while not watch.hangup and not all(f.ended for f in followed):
+        if time.monotonic() >= next_check:  # its scheduler killed: take over
+            next_check = time.monotonic() + 2.0
+            with contextlib.suppress(OSError):
+                lifecycle.ensure_scheduler(store)
+        for f in followed:
+            for event in f.poll():
+                progress.handle(event)
+                tally.note(event)
+        if watch.interrupted and watch.wake.is_set():
+            watch.wake.clear()
+            progress.line("interrupted: stopping runs and saving their histories ...")
+        watch.wake.wait(0.2)
 
 
 def show_status(args: argparse.Namespace, out: IO[str]) -> int:
@@ -1001,3 +1086,18 @@ def _val_part(event: Any) -> str:
     if math.isnan(event.val_loss):
         return ""
     return f"val loss {event.val_loss:.4f} acc {text.pct(event.val_acc)} · "
+
+
+def _end_line(event: Any) -> str:
+    """The line that says how a run ended: finished, failed, diverged or cancelled."""
+    from .events import Diverged, Failed, Finished
+
+    match event:
+        case Finished():
+            early = f" (early stop at epoch {event.stopped_early})" if event.stopped_early else ""
+            return f"[{event.name}] finished{early} in {text.seconds(event.total_seconds)}"
+        case Failed():
+            return f"[{event.name}] FAILED: {event.reason}"
+        case Diverged():
+            return f"[{event.name}] DIVERGED: {event.reason}"
+    return f"[{event.name}] cancelled; history so far is saved"

@@ -317,56 +317,81 @@ def export_all(
     entries = read_entries(store, experiments, fonts, result)
     titles = {e.experiment.name: e.experiment.display_title for e in entries}
     result.warnings += figures.font_notes(fonts, titles)
-
-    def figure(folder: Path, stem: str, build: Callable[[], Figure]) -> None:
-        with figures.drawing(fonts):
-            fig = build()
-            rendered = figures.render_all(fig, formats, dpi)
-        for fmt, data in rendered.items():
-            _write(result, folder / f"{stem}.{fmt}", data)
-
+    draw = _Drawer(result, fonts, formats, dpi)
     for e in entries:
-        folder = exports_dir / e.experiment.name
-        _prepare(folder)
-        arrays = e.history.arrays()
-        _write(result, folder / "loss_history.npz", functools.partial(_savez, arrays=arrays))
-        figure(folder, "loss_curves", functools.partial(figures.loss_curves, e.series))
-        if e.history.confusion:
-            classes = class_names(e.row.ran_with.dataset, len(e.history.confusion))
-            figure(folder, "confusion", functools.partial(figures.confusion, e.series, classes))
-
+        _export_experiment(e, exports_dir / e.experiment.name, draw)
     by_group: dict[str, list[_Entry]] = {}
     for e in entries:
         by_group.setdefault(e.experiment.group or UNGROUPED, []).append(e)
     for group, members in by_group.items():
-        folder = exports_dir / group
-        _prepare(folder)
-        series = [m.series for m in members]
-        figure(folder, "comparison", functools.partial(figures.comparison, series, group))
-        figure(folder, "loss_grid", functools.partial(figures.loss_grid, series, group))
-        rows = [m.row for m in members]
         names = [x.name for x in experiments if (x.group or UNGROUPED) == group]
-        missing = [n for n in names if n in result.missing]
-        skipped = [n for n in names if n in result.skipped]
-        _write(result, folder / "results.csv", tables.to_csv(rows))
-        md = tables.to_markdown(rows, f"{group}: results", missing=missing, skipped=skipped)
-        _write(result, folder / "results.md", md)
-        _write(result, folder / "results.tex", tables.to_latex(rows, f"{group}: results"))
-        for sweep, (cells, rows_, cols, data) in sweep_cells(members).items():
-            heatmap = functools.partial(figures.heatmap, cells, rows_, cols, sweep, data)
-            figure(folder, f"{sweep}_heatmap", heatmap)
-        if any(r.confusion for r in rows):
-            _write(result, folder / "per_class.csv", tables.per_class_csv(rows))
-            heading = f"{group}: per-class test accuracy"
-            _write(result, folder / "per_class.md", tables.per_class_markdown(rows, heading))
-
+        _export_group(group, members, names, exports_dir / group, draw)
     if entries:
-        rows = [e.row for e in entries]
-        _write(result, exports_dir / "results.csv", tables.to_csv(rows, with_group=True))
-        md = tables.to_markdown(
-            rows, "All experiments: results", True, result.missing, list(result.skipped)
-        )
-        _write(result, exports_dir / "results.md", md)
-        tex = tables.to_latex(rows, "All experiments: results", True)
-        _write(result, exports_dir / "results.tex", tex)
+        _export_overall([e.row for e in entries], exports_dir, result)
     return result
+
+
+@dataclass
+class _Drawer:
+    """Renders figures in every requested format and writes them, counting the files."""
+
+    result: ExportResult
+    fonts: figures.Fonts
+    formats: tuple[str, ...]
+    dpi: int
+
+    def __call__(self, folder: Path, stem: str, build: Callable[[], Figure]) -> None:
+        """Draw `build`'s figure and write it as folder/stem.<format> for each format."""
+        with figures.drawing(self.fonts):
+            fig = build()
+            rendered = figures.render_all(fig, self.formats, self.dpi)
+        for fmt, data in rendered.items():
+            _write(self.result, folder / f"{stem}.{fmt}", data)
+
+
+def _export_experiment(e: _Entry, folder: Path, draw: _Drawer) -> None:
+    """One experiment's folder: its loss history, loss curves and confusion matrix."""
+    _prepare(folder)
+    arrays = e.history.arrays()
+    _write(draw.result, folder / "loss_history.npz", functools.partial(_savez, arrays=arrays))
+    draw(folder, "loss_curves", functools.partial(figures.loss_curves, e.series))
+    if e.history.confusion:
+        classes = class_names(e.row.ran_with.dataset, len(e.history.confusion))
+        draw(folder, "confusion", functools.partial(figures.confusion, e.series, classes))
+
+
+def _export_group(
+    group: str, members: list[_Entry], names: list[str], folder: Path, draw: _Drawer
+) -> None:
+    """One group's folder: its comparison figures, results tables, sweep heatmaps and
+    per-class tables; `names` are all the group's experiments, recorded or not."""
+    result = draw.result
+    _prepare(folder)
+    series = [m.series for m in members]
+    draw(folder, "comparison", functools.partial(figures.comparison, series, group))
+    draw(folder, "loss_grid", functools.partial(figures.loss_grid, series, group))
+    rows = [m.row for m in members]
+    missing = [n for n in names if n in result.missing]
+    skipped = [n for n in names if n in result.skipped]
+    _write(result, folder / "results.csv", tables.to_csv(rows))
+    md = tables.to_markdown(rows, f"{group}: results", missing=missing, skipped=skipped)
+    _write(result, folder / "results.md", md)
+    _write(result, folder / "results.tex", tables.to_latex(rows, f"{group}: results"))
+    for sweep, (cells, rows_, cols, data) in sweep_cells(members).items():
+        heatmap = functools.partial(figures.heatmap, cells, rows_, cols, sweep, data)
+        draw(folder, f"{sweep}_heatmap", heatmap)
+    if any(r.confusion for r in rows):
+        _write(result, folder / "per_class.csv", tables.per_class_csv(rows))
+        heading = f"{group}: per-class test accuracy"
+        _write(result, folder / "per_class.md", tables.per_class_markdown(rows, heading))
+
+
+def _export_overall(rows: list[tables.Row], exports_dir: Path, result: ExportResult) -> None:
+    """The results tables of every experiment, at the top of the exports dir."""
+    _write(result, exports_dir / "results.csv", tables.to_csv(rows, with_group=True))
+    md = tables.to_markdown(
+        rows, "All experiments: results", True, result.missing, list(result.skipped)
+    )
+    _write(result, exports_dir / "results.md", md)
+    tex = tables.to_latex(rows, "All experiments: results", True)
+    _write(result, exports_dir / "results.tex", tex)

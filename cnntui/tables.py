@@ -295,44 +295,74 @@ def to_markdown(
     skipped: list[str] | None = None,
 ) -> bytes:
     """The results table as Markdown for a report, with notes on missing and skipped runs."""
-    keys = differing_keys(rows)
-    unfinished = any(r.status != RunStatus.FINISHED for r in rows)
-    seeded = has_seeds(rows)
+    cols = _Columns.of(rows, with_group)
     header = ["#", "Experiment", *(["Group"] if with_group else [])]
-    header += ["Status"] if unfinished else []
-    header += [SETTING_HEADERS.get(k, k) for k in keys]
-    header += SEED_HEADERS if seeded else []
+    header += ["Status"] if cols.unfinished else []
+    header += [SETTING_HEADERS.get(k, k) for k in cols.keys]
+    header += SEED_HEADERS if cols.seeded else []
     header += [h for _, h in METRIC_COLUMNS if h]
     lines = [f"# {heading}", "", data_caption(rows), ""]
     lines.append("| " + " | ".join(header) + " |")
-    # Text left, numbers right.
-    aligns = ["---:", "---"] + ["---"] * (with_group + unfinished)
-    aligns += [
-        "---" if any(isinstance(getattr(r.ran_with, k), str) for r in rows) else "---:"
-        for k in keys
-    ]
-    aligns += ["---:"] * (len(header) - len(aligns))
-    lines.append("|" + "|".join(aligns) + "|")
+    lines.append("|" + "|".join(_markdown_aligns(rows, cols, len(header))) + "|")
     for i, r in enumerate(rows, 1):
-        e = r.experiment
-        cells = [str(i), _who(e), *([e.group or "–"] if with_group else [])]
-        if unfinished:
-            planned = r.ran_with.epochs
-            cells.append(
-                r.status
-                if r.status == RunStatus.FINISHED
-                else f"{r.status}, {r.epochs_done}/{planned} ep."
-            )
-        cells += [_setting(getattr(r.ran_with, k)) for k in keys]
-        cells += seed_cells(r) if seeded else []
-        if r.epochs_done:
-            cells += [_metric(k, r.value(k)) for k, h in METRIC_COLUMNS if h]
-        else:  # nothing measured yet
-            cells += [
-                _metric(k, r.value(k)) if k == "params" else "–" for k, h in METRIC_COLUMNS if h
-            ]
-        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+        lines.append("| " + " | ".join(_cell(c) for c in _markdown_cells(i, r, cols)) + " |")
+    notes = _markdown_notes(rows, cols.unfinished, missing, skipped)
+    lines += ["", *(f"- {n}" for n in notes), ""]
+    return "\n".join(lines).encode("utf-8")
 
+
+@dataclass(frozen=True)
+class _Columns:
+    """Which optional columns a results table has: the group, the status (some run not
+    finished), the settings that differ, and the seeds' mean ± std."""
+
+    with_group: bool
+    unfinished: bool
+    keys: list[str]
+    seeded: bool
+
+    @classmethod
+    def of(cls, rows: list[Row], with_group: bool) -> _Columns:
+        """The columns `rows` need."""
+        unfinished = any(r.status != RunStatus.FINISHED for r in rows)
+        return cls(with_group, unfinished, differing_keys(rows), has_seeds(rows))
+
+    def is_text(self, rows: list[Row], key: str) -> bool:
+        """Whether a setting's column holds text (left-aligned) rather than numbers."""
+        return any(isinstance(getattr(r.ran_with, key), str) for r in rows)
+
+
+def _markdown_aligns(rows: list[Row], cols: _Columns, width: int) -> list[str]:
+    """The header's alignment row: text left, numbers right."""
+    aligns = ["---:", "---"] + ["---"] * (cols.with_group + cols.unfinished)
+    aligns += ["---" if cols.is_text(rows, k) else "---:" for k in cols.keys]
+    return aligns + ["---:"] * (width - len(aligns))
+
+
+def _markdown_cells(i: int, r: Row, cols: _Columns) -> list[str]:
+    """Row `i` of the Markdown table, unescaped."""
+    e = r.experiment
+    cells = [str(i), _who(e), *([e.group or "–"] if cols.with_group else [])]
+    if cols.unfinished:
+        planned = r.ran_with.epochs
+        cells.append(
+            r.status
+            if r.status == RunStatus.FINISHED
+            else f"{r.status}, {r.epochs_done}/{planned} ep."
+        )
+    cells += [_setting(getattr(r.ran_with, k)) for k in cols.keys]
+    cells += seed_cells(r) if cols.seeded else []
+    if r.epochs_done:
+        cells += [_metric(k, r.value(k)) for k, h in METRIC_COLUMNS if h]
+    else:  # nothing measured yet
+        cells += [_metric(k, r.value(k)) if k == "params" else "–" for k, h in METRIC_COLUMNS if h]
+    return cells
+
+
+def _markdown_notes(
+    rows: list[Row], unfinished: bool, missing: list[str] | None, skipped: list[str] | None
+) -> list[str]:
+    """The notes under the Markdown table: what each metric means, and what is left out."""
     targets = sorted({r.ran_with.target_acc for r in rows})
     devices = sorted({r.device for r in rows if r.device})
     notes = [
@@ -365,8 +395,7 @@ def to_markdown(
             "Not in the table, because the files of its latest run could not be read: "
             + ", ".join(f"`{m}`" for m in skipped)
         )
-    lines += ["", *(f"- {n}" for n in notes), ""]
-    return "\n".join(lines).encode("utf-8")
+    return notes
 
 
 SEED_HEADERS = ["n", "Test acc (mean ± std)", "Δ vs reference [95% CI]", "Beyond noise?"]
@@ -488,40 +517,17 @@ def latex_escape(text: str) -> str:
 
 def to_latex(rows: list[Row], heading: str, with_group: bool = False) -> bytes:
     r"""The Markdown table's columns as a booktabs table, ready to `\input` into a report."""
-    keys = differing_keys(rows)
-    unfinished = any(r.status != RunStatus.FINISHED for r in rows)
-    seeded = has_seeds(rows)
-    metric_keys = [k for k, h in METRIC_COLUMNS if h]
+    cols = _Columns.of(rows, with_group)
     header = ["\\#", "Experiment", *(["Group"] if with_group else [])]
-    header += ["Status"] if unfinished else []
-    header += [latex_escape(SETTING_HEADERS.get(k, k)) for k in keys]
-    header += [latex_escape(h) for h in SEED_HEADERS] if seeded else []
+    header += ["Status"] if cols.unfinished else []
+    header += [latex_escape(SETTING_HEADERS.get(k, k)) for k in cols.keys]
+    header += [latex_escape(h) for h in SEED_HEADERS] if cols.seeded else []
     header += [latex_escape(h) for _, h in METRIC_COLUMNS if h]
-    spec = "rl" + "l" * (with_group + unfinished)
-    spec += "".join(
-        "l" if any(isinstance(getattr(r.ran_with, k), str) for r in rows) else "r" for k in keys
-    )
-    spec += "rrll" if seeded else ""
-    spec += "r" * len(metric_keys)
-    body = []
-    for i, r in enumerate(rows, 1):
-        e = r.experiment
-        who = latex_escape(e.display_title)
-        if e.title and e.title != e.name:
-            who += " (\\texttt{" + latex_escape(e.name) + "})"
-        cells = [str(i), who, *([latex_escape(e.group or "–")] if with_group else [])]
-        if unfinished:
-            done = f"{r.status}, {r.epochs_done}/{r.ran_with.epochs} ep."
-            cells.append(latex_escape(r.status if r.status == RunStatus.FINISHED else done))
-        cells += [latex_escape(_setting(getattr(r.ran_with, k))) for k in keys]
-        if seeded:
-            cells += [latex_escape(c) for c in seed_cells(r)]
-        for k in metric_keys:
-            shown = _metric(k, r.value(k)) if r.epochs_done or k == "params" else "–"
-            if shown.startswith(("-", "+")) and k == "gap":  # a sign, not a hyphen
-                shown = f"${shown[0]}${shown[1:]}"
-            cells.append(latex_escape(shown) if not shown.startswith("$") else shown)
-        body.append(" & ".join(cells) + r" \\")
+    spec = "rl" + "l" * (with_group + cols.unfinished)
+    spec += "".join("l" if cols.is_text(rows, k) else "r" for k in cols.keys)
+    spec += "rrll" if cols.seeded else ""
+    spec += "r" * len([k for k, h in METRIC_COLUMNS if h])
+    body = [" & ".join(_latex_cells(i, r, cols)) + r" \\" for i, r in enumerate(rows, 1)]
     caption = latex_escape(f"{heading}. {data_caption(rows)}".replace("`", ""))
     label = "tab:" + "".join(ch if ch.isalnum() or ch in "-." else "-" for ch in heading)
     lines = [
@@ -544,3 +550,24 @@ def to_latex(rows: list[Row], heading: str, with_group: bool = False) -> bytes:
         "",
     ]
     return "\n".join(lines).encode("utf-8")
+
+
+def _latex_cells(i: int, r: Row, cols: _Columns) -> list[str]:
+    """Row `i` of the LaTeX table, as LaTeX source."""
+    e = r.experiment
+    who = latex_escape(e.display_title)
+    if e.title and e.title != e.name:
+        who += " (\\texttt{" + latex_escape(e.name) + "})"
+    cells = [str(i), who, *([latex_escape(e.group or "–")] if cols.with_group else [])]
+    if cols.unfinished:
+        done = f"{r.status}, {r.epochs_done}/{r.ran_with.epochs} ep."
+        cells.append(latex_escape(r.status if r.status == RunStatus.FINISHED else done))
+    cells += [latex_escape(_setting(getattr(r.ran_with, k))) for k in cols.keys]
+    if cols.seeded:
+        cells += [latex_escape(c) for c in seed_cells(r)]
+    for k in [k for k, h in METRIC_COLUMNS if h]:
+        shown = _metric(k, r.value(k)) if r.epochs_done or k == "params" else "–"
+        if shown.startswith(("-", "+")) and k == "gap":  # a sign, not a hyphen
+            shown = f"${shown[0]}${shown[1:]}"
+        cells.append(latex_escape(shown) if not shown.startswith("$") else shown)
+    return cells
