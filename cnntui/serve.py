@@ -155,20 +155,35 @@ def url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """A UsageError for a headless option given to serve, or a port out of range."""
+    for dest in HEADLESS:
+        if getattr(args, dest) != parser.get_default(dest):
+            option = "--" + dest.replace("_", "-")
+            raise cli.UsageError(
+                f"serve: {option} is a headless option; serve takes the TUI's "
+                "options (cnntui serve --help)"
+            )
+    if not 1 <= args.port <= 65535:
+        raise cli.UsageError(f"--port {args.port}: must be between 1 and 65535")
+
+
+def warn_open(host: str, port: int) -> None:
+    """Warn, on stderr, that a server not on loopback lets anyone who reaches it run things."""
+    print(
+        f"cnntui: warning: serving on {host}: anyone who can reach port {port} "
+        f"can start and cancel runs (safer: the default --host 127.0.0.1 and "
+        f"`ssh -L {port}:127.0.0.1:{port} SERVER` on your machine)",
+        file=sys.stderr,
+    )
+
+
 def main(argv: list[str]) -> int:
     """`cnntui serve ARGS`: check the options and the experiments, then serve until Ctrl-C."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        for dest in HEADLESS:
-            if getattr(args, dest) != parser.get_default(dest):
-                option = "--" + dest.replace("_", "-")
-                raise cli.UsageError(
-                    f"serve: {option} is a headless option; serve takes the TUI's "
-                    "options (cnntui serve --help)"
-                )
-        if not 1 <= args.port <= 65535:
-            raise cli.UsageError(f"--port {args.port}: must be between 1 and 65535")
+        check_options(parser, args)
         cli.load_experiments(args)  # a bad file or --set: one line now, not in every tab
         infos = addresses(args.host, args.port)
         check_port(args.host, args.port, infos)
@@ -185,12 +200,7 @@ def main(argv: list[str]) -> int:
         print(f"cnntui: {e}", file=sys.stderr)
         return cli.EXIT_USAGE
     if not loopback:
-        print(
-            f"cnntui: warning: serving on {args.host}: anyone who can reach port {args.port} "
-            f"can start and cancel runs (safer: the default --host 127.0.0.1 and "
-            f"`ssh -L {args.port}:127.0.0.1:{args.port} SERVER` on your machine)",
-            file=sys.stderr,
-        )
+        warn_open(args.host, args.port)
     try:
         server.serve()
     except OSError as e:  # the port was taken between the check and now
