@@ -148,37 +148,49 @@ def cancel(store: st.RunStore, target: str) -> list[str]:
     for record in found:
         where = f"{record.name} {record.run_id}"
         if record.status is st.RunStatus.QUEUED:
-            lock = st.try_lock(record.path)
-            if lock is not None:
-                try:
-                    again = st.RunStore.read(record.path)
-                    if again is not None and again.status is st.RunStatus.QUEUED:
-                        was = again.queue.get("was")
-                        status = was if again.queue.get("resume") and was else RunStatus.CANCELLED
-                        why = "removed from the queue"
-                        st.write_summary(
-                            record.path, again.summary.with_fields(status=status, reason=why)
-                        )
-                        lines.append(f"{where}: removed from the queue")
-                        continue
-                finally:
-                    lock.release()
+            if _dequeue(record):
+                lines.append(f"{where}: removed from the queue")
+                continue
             record = st.RunStore.read(record.path) or record  # it started meanwhile
         if record.status is st.RunStatus.RUNNING:
-            st.request_cancel(record.path)
-            beat = st.read_heartbeat(record.path)
-            pid = record.summary.pid
-            local = beat is None or beat[0] == st.HOST
-            # SIGTERM for a worker process; a Ray run's pid is its scheduler's (which follows
-            # other runs too): it sees the cancel file and tells the task on its node.
-            worker = record.queue.get("executor", "process") == "process"
-            if record.queue and worker and local and pid is not None and st._pid_alive(pid):
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGTERM)
+            _ask_to_stop(record)
             lines.append(f"{where}: cancelling (it stops within a batch and saves)")
     if not lines:
         raise st.StoreError(f"--cancel {target!r}: none of its runs is queued or running")
     return lines
+
+
+def _dequeue(record: st.RunRecord) -> bool:
+    """Take a queued run out of the queue (cancelled, or back to how it was before a
+    --resume queued it); False when it is locked or no longer queued."""
+    lock = st.try_lock(record.path)
+    if lock is None:
+        return False
+    try:
+        again = st.RunStore.read(record.path)
+        if again is None or again.status is not st.RunStatus.QUEUED:
+            return False
+        was = again.queue.get("was")
+        status = was if again.queue.get("resume") and was else RunStatus.CANCELLED
+        why = "removed from the queue"
+        st.write_summary(record.path, again.summary.with_fields(status=status, reason=why))
+        return True
+    finally:
+        lock.release()
+
+
+def _ask_to_stop(record: st.RunRecord) -> None:
+    """Ask a running run to stop and save: its cancel file, and SIGTERM to a local worker."""
+    st.request_cancel(record.path)
+    beat = st.read_heartbeat(record.path)
+    pid = record.summary.pid
+    local = beat is None or beat[0] == st.HOST
+    # SIGTERM for a worker process; a Ray run's pid is its scheduler's (which follows
+    # other runs too): it sees the cancel file and tells the task on its node.
+    worker = record.queue.get("executor", "process") == "process"
+    if record.queue and worker and local and pid is not None and st._pid_alive(pid):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
 
 
 def wait_ended(store: st.RunStore, paths: list[Path], timeout: float) -> bool:
