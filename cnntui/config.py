@@ -743,24 +743,12 @@ def parse(text: str, path: Path | str = "experiments.toml") -> ExperimentFile:
         if kind == "sweep":
             made = _expand_sweep(table, defaults, where, loc, sect)
         else:
-            values = _settings_from(table, EXPERIMENT_KEYS, where, loc, sect)
-            if "name" not in values:
-                raise ConfigError(
-                    f"{_at(where, loc, sect, None)}: experiment #{i + 1} has no 'name'"
-                )
-            made = [Experiment(**{**dataclasses.asdict(defaults), **values})]
+            made = [_experiment(table, defaults, where, loc, sect)]
         for exp in made:
             first = seen.get(exp.name.casefold())
             if first is not None:
-                other = experiments[first].name
-                case = (
-                    f" as {other!r}: names differing in case share a folder"
-                    if other != exp.name
-                    else ""
-                )
-                raise ConfigError(
-                    f"{_at(where, loc, sect, 'name')}: duplicate experiment name {exp.name!r}"
-                    f" (first used by {_origin(origins[first])}{case})"
+                raise _duplicate(
+                    exp.name, experiments[first].name, origins[first], where, loc, sect
                 )
             seen[exp.name.casefold()] = len(experiments)
             experiments.append(exp)
@@ -768,6 +756,27 @@ def parse(text: str, path: Path | str = "experiments.toml") -> ExperimentFile:
     _check_export_folders(experiments, origins, where, loc)
     _check_references(experiments, origins, where, loc)
     return ExperimentFile(Path(path), defaults, experiments)
+
+
+def _experiment(
+    table: dict[str, Any], defaults: Settings, where: str, loc: _Locator, sect: tuple[str, int]
+) -> Experiment:
+    """One `[[experiment]]` table as an Experiment, unset settings from [defaults]."""
+    values = _settings_from(table, EXPERIMENT_KEYS, where, loc, sect)
+    if "name" not in values:
+        raise ConfigError(f"{_at(where, loc, sect, None)}: experiment #{sect[1] + 1} has no 'name'")
+    return Experiment(**{**dataclasses.asdict(defaults), **values})
+
+
+def _duplicate(
+    name: str, other: str, origin: tuple[str, int], where: str, loc: _Locator, sect: tuple[str, int]
+) -> ConfigError:
+    """The error for experiment `name` at `sect` whose name `other` (at `origin`) took first."""
+    case = f" as {other!r}: names differing in case share a folder" if other != name else ""
+    return ConfigError(
+        f"{_at(where, loc, sect, 'name')}: duplicate experiment name {name!r}"
+        f" (first used by {_origin(origin)}{case})"
+    )
 
 
 def _load_toml(text: str, where: str) -> dict[str, Any]:
