@@ -660,53 +660,67 @@ def _expand_sweep(
             f"{_at(where, loc, sect, None)}: [[sweep]] {base!r} has no list of values to "
             "sweep (e.g. lr = [0.1, 0.01])"
         )
-    grid: dict[str, list[Any]] = {}
-    for key, items in lists.items():
-        at = _at(where, loc, sect, key)
-        if key not in SETTING_KEYS:
-            why = "cannot be swept" if key in IDENTITY_KEYS else "unknown key"
-            raise ConfigError(f"{at}: {why} {key!r}{_suggest(key, SETTING_KEYS)}")
-        if not items:
-            raise ConfigError(f"{at}: {key!r} = [] sweeps over nothing; give at least one value")
-        checked = []
-        for j, item in enumerate(items):
-            try:
-                checked.append(check_value(key, item))
-            except ConfigError as e:
-                raise ConfigError(f"{at}: value {j + 1} of {key!r}: {e}") from None
-        if len(set(map(_name_part, items))) != len(items):
-            raise ConfigError(f"{at}: {key!r} = {items!r} lists a value twice")
-        grid[key] = list(zip(items, checked, strict=True))
+    grid = {key: _swept(key, items, _at(where, loc, sect, key)) for key, items in lists.items()}
     if "seed" in grid and "seeds" in values:
         raise ConfigError(
             f"{_at(where, loc, sect, 'seeds')}: 'seeds' and a swept 'seed' both set; keep one"
         )
-    out = []
-    for combo in itertools.product(*grid.values()):
-        parts = [f"{k}={_name_part(raw)}" for k, (raw, _) in zip(grid, combo, strict=True)]
-        name = f"{base}.{'+'.join(parts)}"
+    name_at = _at(where, loc, sect, "name")
+    return [
+        _sweep_point(base, values, grid, combo, defaults, name_at)
+        for combo in itertools.product(*grid.values())
+    ]
+
+
+def _swept(key: str, items: list[Any], at: str) -> list[tuple[Any, Any]]:
+    """One swept setting's values, each as written and as checked; errors name `at`."""
+    if key not in SETTING_KEYS:
+        why = "cannot be swept" if key in IDENTITY_KEYS else "unknown key"
+        raise ConfigError(f"{at}: {why} {key!r}{_suggest(key, SETTING_KEYS)}")
+    if not items:
+        raise ConfigError(f"{at}: {key!r} = [] sweeps over nothing; give at least one value")
+    checked = []
+    for j, item in enumerate(items):
         try:
-            check_value("name", name)
+            checked.append(check_value(key, item))
         except ConfigError as e:
-            raise ConfigError(
-                f"{_at(where, loc, sect, 'name')}: [[sweep]] {base!r} generates the name "
-                f"{name!r}: {e}"
-            ) from None
-        own = dict(values)
-        own.update({k: v for k, (_, v) in zip(grid, combo, strict=True)})
-        if "seed" in grid:
-            own["seeds"] = ()
-        title = values.get("title", "")
-        own.update(
-            name=name,
-            # The swept values tell the sweep's experiments apart where the group is shown.
-            title=f"{title} ({', '.join(parts)})" if title else ", ".join(parts),
-            group=values.get("group") or base,
-            sweep=base,
-            swept=tuple(grid),
-        )
-        out.append(Experiment(**{**dataclasses.asdict(defaults), **own}))
-    return out
+            raise ConfigError(f"{at}: value {j + 1} of {key!r}: {e}") from None
+    if len(set(map(_name_part, items))) != len(items):
+        raise ConfigError(f"{at}: {key!r} = {items!r} lists a value twice")
+    return list(zip(items, checked, strict=True))
+
+
+def _sweep_point(
+    base: str,
+    values: dict[str, Any],
+    grid: dict[str, list[tuple[Any, Any]]],
+    combo: tuple[tuple[Any, Any], ...],
+    defaults: Settings,
+    name_at: str,
+) -> Experiment:
+    """The experiment at one point (`combo`) of sweep `base`'s grid, named for its values."""
+    parts = [f"{k}={_name_part(raw)}" for k, (raw, _) in zip(grid, combo, strict=True)]
+    name = f"{base}.{'+'.join(parts)}"
+    try:
+        check_value("name", name)
+    except ConfigError as e:
+        raise ConfigError(
+            f"{name_at}: [[sweep]] {base!r} generates the name {name!r}: {e}"
+        ) from None
+    own = dict(values)
+    own.update({k: v for k, (_, v) in zip(grid, combo, strict=True)})
+    if "seed" in grid:
+        own["seeds"] = ()
+    title = values.get("title", "")
+    own.update(
+        name=name,
+        # The swept values tell the sweep's experiments apart where the group is shown.
+        title=f"{title} ({', '.join(parts)})" if title else ", ".join(parts),
+        group=values.get("group") or base,
+        sweep=base,
+        swept=tuple(grid),
+    )
+    return Experiment(**{**dataclasses.asdict(defaults), **own})
 
 
 def parse(text: str, path: Path | str = "experiments.toml") -> ExperimentFile:
@@ -729,24 +743,12 @@ def parse(text: str, path: Path | str = "experiments.toml") -> ExperimentFile:
         if kind == "sweep":
             made = _expand_sweep(table, defaults, where, loc, sect)
         else:
-            values = _settings_from(table, EXPERIMENT_KEYS, where, loc, sect)
-            if "name" not in values:
-                raise ConfigError(
-                    f"{_at(where, loc, sect, None)}: experiment #{i + 1} has no 'name'"
-                )
-            made = [Experiment(**{**dataclasses.asdict(defaults), **values})]
+            made = [_experiment(table, defaults, where, loc, sect)]
         for exp in made:
             first = seen.get(exp.name.casefold())
             if first is not None:
-                other = experiments[first].name
-                case = (
-                    f" as {other!r}: names differing in case share a folder"
-                    if other != exp.name
-                    else ""
-                )
-                raise ConfigError(
-                    f"{_at(where, loc, sect, 'name')}: duplicate experiment name {exp.name!r}"
-                    f" (first used by {_origin(origins[first])}{case})"
+                raise _duplicate(
+                    exp.name, experiments[first].name, origins[first], where, loc, sect
                 )
             seen[exp.name.casefold()] = len(experiments)
             experiments.append(exp)
@@ -754,6 +756,27 @@ def parse(text: str, path: Path | str = "experiments.toml") -> ExperimentFile:
     _check_export_folders(experiments, origins, where, loc)
     _check_references(experiments, origins, where, loc)
     return ExperimentFile(Path(path), defaults, experiments)
+
+
+def _experiment(
+    table: dict[str, Any], defaults: Settings, where: str, loc: _Locator, sect: tuple[str, int]
+) -> Experiment:
+    """One `[[experiment]]` table as an Experiment, unset settings from [defaults]."""
+    values = _settings_from(table, EXPERIMENT_KEYS, where, loc, sect)
+    if "name" not in values:
+        raise ConfigError(f"{_at(where, loc, sect, None)}: experiment #{sect[1] + 1} has no 'name'")
+    return Experiment(**{**dataclasses.asdict(defaults), **values})
+
+
+def _duplicate(
+    name: str, other: str, origin: tuple[str, int], where: str, loc: _Locator, sect: tuple[str, int]
+) -> ConfigError:
+    """The error for experiment `name` at `sect` whose name `other` (at `origin`) took first."""
+    case = f" as {other!r}: names differing in case share a folder" if other != name else ""
+    return ConfigError(
+        f"{_at(where, loc, sect, 'name')}: duplicate experiment name {name!r}"
+        f" (first used by {_origin(origin)}{case})"
+    )
 
 
 def _load_toml(text: str, where: str) -> dict[str, Any]:

@@ -22,7 +22,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +30,9 @@ from . import store as st
 from . import text
 from .config import Experiment, expand_runs, gpu_list
 from .records import RunStatus
+
+if TYPE_CHECKING:
+    from .history import History
 
 
 def queue_record(
@@ -145,37 +148,49 @@ def cancel(store: st.RunStore, target: str) -> list[str]:
     for record in found:
         where = f"{record.name} {record.run_id}"
         if record.status is st.RunStatus.QUEUED:
-            lock = st.try_lock(record.path)
-            if lock is not None:
-                try:
-                    again = st.RunStore.read(record.path)
-                    if again is not None and again.status is st.RunStatus.QUEUED:
-                        was = again.queue.get("was")
-                        status = was if again.queue.get("resume") and was else RunStatus.CANCELLED
-                        why = "removed from the queue"
-                        st.write_summary(
-                            record.path, again.summary.with_fields(status=status, reason=why)
-                        )
-                        lines.append(f"{where}: removed from the queue")
-                        continue
-                finally:
-                    lock.release()
+            if _dequeue(record):
+                lines.append(f"{where}: removed from the queue")
+                continue
             record = st.RunStore.read(record.path) or record  # it started meanwhile
         if record.status is st.RunStatus.RUNNING:
-            st.request_cancel(record.path)
-            beat = st.read_heartbeat(record.path)
-            pid = record.summary.pid
-            local = beat is None or beat[0] == st.HOST
-            # SIGTERM for a worker process; a Ray run's pid is its scheduler's (which follows
-            # other runs too): it sees the cancel file and tells the task on its node.
-            worker = record.queue.get("executor", "process") == "process"
-            if record.queue and worker and local and pid is not None and st._pid_alive(pid):
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGTERM)
+            _ask_to_stop(record)
             lines.append(f"{where}: cancelling (it stops within a batch and saves)")
     if not lines:
         raise st.StoreError(f"--cancel {target!r}: none of its runs is queued or running")
     return lines
+
+
+def _dequeue(record: st.RunRecord) -> bool:
+    """Take a queued run out of the queue (cancelled, or back to how it was before a
+    --resume queued it); False when it is locked or no longer queued."""
+    lock = st.try_lock(record.path)
+    if lock is None:
+        return False
+    try:
+        again = st.RunStore.read(record.path)
+        if again is None or again.status is not st.RunStatus.QUEUED:
+            return False
+        was = again.queue.get("was")
+        status = was if again.queue.get("resume") and was else RunStatus.CANCELLED
+        why = "removed from the queue"
+        st.write_summary(record.path, again.summary.with_fields(status=status, reason=why))
+        return True
+    finally:
+        lock.release()
+
+
+def _ask_to_stop(record: st.RunRecord) -> None:
+    """Ask a running run to stop and save: its cancel file, and SIGTERM to a local worker."""
+    st.request_cancel(record.path)
+    beat = st.read_heartbeat(record.path)
+    pid = record.summary.pid
+    local = beat is None or beat[0] == st.HOST
+    # SIGTERM for a worker process; a Ray run's pid is its scheduler's (which follows
+    # other runs too): it sees the cancel file and tells the task on its node.
+    worker = record.queue.get("executor", "process") == "process"
+    if record.queue and worker and local and pid is not None and st._pid_alive(pid):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
 
 
 def wait_ended(store: st.RunStore, paths: list[Path], timeout: float) -> bool:
@@ -323,7 +338,7 @@ class RunEvents:
 
     def poll(self) -> list[Any]:
         """The events the followed run's files show since the last poll."""
-        from .events import BatchLosses, Cancelled, Diverged, EpochEnd, Failed, Finished, Started
+        from .events import BatchLosses
 
         if self.ended:
             return []
@@ -331,66 +346,82 @@ class RunEvents:
         record = self.record = update.record
         if record is None or record.status is st.RunStatus.QUEUED:
             return []
-        s, name = record.summary, record.label
         out: list[Any] = []
-        per_epoch = s.batches_per_epoch or 0
-        done = s.epochs_done or 0
+        per_epoch = record.summary.batches_per_epoch or 0
         if not self.started and per_epoch > 0:
-            self.started = True
-            self.epochs_seen = done if update.history is None else update.history.epochs_done
-            out.append(
-                Started(
-                    name,
-                    record.run_id,
-                    str(self.path),
-                    s.device if s.device is not None else "?",
-                    s.params or 0,
-                    s.epochs or 0,
-                    per_epoch,
-                    self.epochs_seen,
-                )
-            )
+            out.append(self._started(record, update))
         if self.started and len(update.losses):
             epoch = update.first_index // per_epoch
-            out.append(BatchLosses(name, epoch, update.first_index, tuple(update.losses.tolist())))
-        h = update.history
-        if self.started and h is not None:
-            for i in range(self.epochs_seen, h.epochs_done):
-                # Per-epoch records a history may hold besides these (validation, rate).
-                extra = {
-                    k: getattr(h, k)[i]
-                    for k in ("val_loss", "val_acc", "lr")
-                    if len(getattr(h, k, ())) > i
-                }
-                out.append(
-                    EpochEnd(
-                        name,
-                        i,
-                        h.epoch_losses[i],
-                        h.train_acc[i],
-                        h.test_loss[i],
-                        h.test_acc[i],
-                        h.epoch_seconds[i],
-                        **extra,
-                    )
-                )
-            self.epochs_seen = max(self.epochs_seen, h.epochs_done)
-        status = record.status
-        if status in ACTIVE:
+            losses = tuple(update.losses.tolist())
+            out.append(BatchLosses(record.label, epoch, update.first_index, losses))
+        if self.started and update.history is not None:
+            out += self._epoch_ends(record.label, update.history)
+        if record.status in ACTIVE:
             return out
         self.ended = True
+        out.append(self._ending(record))
+        return out
+
+    def _started(self, record: st.RunRecord, update: Update) -> Any:
+        """The Started event, once the run has said how many batches an epoch has."""
+        from .events import Started
+
+        s = record.summary
+        done = s.epochs_done or 0
+        self.started = True
+        self.epochs_seen = done if update.history is None else update.history.epochs_done
+        return Started(
+            record.label,
+            record.run_id,
+            str(self.path),
+            s.device if s.device is not None else "?",
+            s.params or 0,
+            s.epochs or 0,
+            s.batches_per_epoch or 0,
+            self.epochs_seen,
+        )
+
+    def _epoch_ends(self, name: str, h: History) -> list[Any]:
+        """An EpochEnd for each epoch the history holds that was not yet said."""
+        from .events import EpochEnd
+
+        out: list[Any] = []
+        for i in range(self.epochs_seen, h.epochs_done):
+            # Per-epoch records a history may hold besides these (validation, rate).
+            extra = {
+                k: getattr(h, k)[i]
+                for k in ("val_loss", "val_acc", "lr")
+                if len(getattr(h, k, ())) > i
+            }
+            out.append(
+                EpochEnd(
+                    name,
+                    i,
+                    h.epoch_losses[i],
+                    h.train_acc[i],
+                    h.test_loss[i],
+                    h.test_acc[i],
+                    h.epoch_seconds[i],
+                    **extra,
+                )
+            )
+        self.epochs_seen = max(self.epochs_seen, h.epochs_done)
+        return out
+
+    def _ending(self, record: st.RunRecord) -> Any:
+        """The event that ends a run no longer queued or running: how it ended."""
+        from .events import Cancelled, Diverged, Failed, Finished
+
+        s, name, status = record.summary, record.label, record.status
         reason = s.reason or ""
         if status is st.RunStatus.FINISHED:
-            out.append(Finished(name, s.total_seconds or 0.0))
-        elif status is st.RunStatus.DIVERGED:
-            out.append(Diverged(name, s.batches_done or 0, reason))
-        elif status is st.RunStatus.CANCELLED:
-            out.append(Cancelled(name))
-        elif (
+            return Finished(name, s.total_seconds or 0.0)
+        if status is st.RunStatus.DIVERGED:
+            return Diverged(name, s.batches_done or 0, reason)
+        if status is st.RunStatus.CANCELLED:
+            return Cancelled(name)
+        if (
             status is st.RunStatus.INTERRUPTED
         ):  # a Ray run says why (its node died); a worker cannot
-            why = reason or "its worker process ended without a word"
-            out.append(Failed(name, why, str(self.path)))
-        else:
-            out.append(Failed(name, reason or status, str(self.path)))
-        return out
+            return Failed(name, reason or "its worker process ended without a word", str(self.path))
+        return Failed(name, reason or status, str(self.path))

@@ -98,27 +98,14 @@ def node_train(
 
     `crash_in_epoch` (tests): the worker kills itself, as a dying node would, after the first
     batch losses of that 0-based epoch were sent."""
-    import ray
-
     from .engine import cpu_cores, train
 
     host = socket.gethostname()
     yield ("hello", host, os.getpid(), __version__)
     run = st.RunOutbox(state)
     exp = dataclasses.replace(run.experiment, device=device)
-    cancel = threading.Event()
     done = threading.Event()
-
-    def poll() -> None:
-        while not done.wait(CANCEL_POLL):
-            try:
-                if ray.get(control.cancelled.remote(run.run_id), timeout=10):
-                    cancel.set()
-                    return
-            except Exception:  # the control actor is busy or gone: ask again
-                continue
-
-    threading.Thread(target=poll, name="cnntui-cancel", daemon=True).start()
+    cancel = _watch_cancel(control, run.run_id, done)
     share = max(1, cpu_cores() // max(1, cpus))
     import tempfile
 
@@ -133,15 +120,40 @@ def node_train(
             for event in train(exp, cancel, run, resume, share):
                 if sent:
                     os.kill(os.getpid(), signal.SIGKILL)
-                if isinstance(event, Failed):
-                    reason = event.reason
-                    for here, there in run.aliases.items():
-                        reason = reason.replace(here, there)
-                    event = dataclasses.replace(event, reason=reason)
-                yield ("event", event, run.take())
+                yield ("event", _driver_paths(event, run.aliases), run.take())
                 sent = isinstance(event, BatchLosses) and event.epoch == crash_in_epoch
     finally:
         done.set()
+
+
+def _watch_cancel(control: Any, run_id: str, done: threading.Event) -> threading.Event:
+    """A flag set once the control actor says run `run_id` is cancelled; a thread asks
+    it every CANCEL_POLL seconds until `done` is set."""
+    import ray
+
+    cancel = threading.Event()
+
+    def poll() -> None:
+        while not done.wait(CANCEL_POLL):
+            try:
+                if ray.get(control.cancelled.remote(run_id), timeout=10):
+                    cancel.set()
+                    return
+            except Exception:  # the control actor is busy or gone: ask again
+                continue
+
+    threading.Thread(target=poll, name="cnntui-cancel", daemon=True).start()
+    return cancel
+
+
+def _driver_paths(event: Event, aliases: dict[str, str]) -> Event:
+    """`event`, a Failed one's reason naming the driver's paths instead of this node's."""
+    if not isinstance(event, Failed):
+        return event
+    reason = event.reason
+    for here, there in aliases.items():
+        reason = reason.replace(here, there)
+    return dataclasses.replace(event, reason=reason)
 
 
 class Control:
@@ -412,6 +424,16 @@ class RayScheduler:
             refuse(again, str(e))
             lock.release()
             return
+        opened = self._open_run(again, lock)
+        if opened is not None:
+            self._start_task(*opened, q, resources, device)
+
+    def _open_run(
+        self, again: st.RunRecord, lock: st.RunLock
+    ) -> tuple[st.RunDir, bytes | None] | None:
+        """The locked queued run marked running (waiting for a node), and the checkpoint it
+        resumes from; None when that cannot be written (the run then ends failed)."""
+        q = again.queue
         try:
             if q.get("resume"):
                 run = self.store.reopen(again, lock)
@@ -427,7 +449,19 @@ class RayScheduler:
         except (OSError, st.StoreError) as e:
             lock.release()
             refuse(again, str(e) if isinstance(e, st.StoreError) else one_line(e))
-            return
+            return None
+        return run, ckpt
+
+    def _start_task(
+        self,
+        run: st.RunDir,
+        ckpt: bytes | None,
+        q: dict[str, Any],
+        resources: dict[str, float],
+        device: str,
+    ) -> None:
+        """Submit the run's task and start the thread that follows it; a task Ray refuses
+        ends the run failed, saying why."""
         crash = self.crash_in_epoch if not q.get("attempt") else None
         control = self.control
         cancel = RemoteCancel(lambda: control.cancel.remote(run.run_id))
@@ -520,12 +554,7 @@ class RayScheduler:
                 run.save_summary("failed", reason=str(error))
             return
         if remote.cancel.own.is_set():
-            how = ""
-            if remote.node is None:
-                how = " before it started"
-            elif remote.forced:
-                how = " (its task did not stop in time and was ended)"
-            run.save_summary("cancelled", reason=f"cancelled by the user{how}")
+            run.save_summary("cancelled", reason=_cancelled_reason(remote))
             return
         where = f"Ray node {remote.node}" if remote.node else "the Ray cluster"
         what = _error_text(error) if error is not None else "its task ended without a word"
@@ -537,30 +566,7 @@ class RayScheduler:
             run.save_summary("failed", reason=f"on {where}: {what}")
             return
         why = f"{where} lost the run ({type(error).__name__ if error else 'no ending'}: {what})"
-        attempt = remote.queue.get("attempt", 0)
-        attempt = attempt if isinstance(attempt, int) else 0
-        retries = remote.queue.get("retries", 1)
-        retries = retries if isinstance(retries, int) else 1
-        done = run.summary.epochs_done or 0
-        if attempt < retries:
-            queue = {
-                **remote.queue,
-                "resume": True,
-                "was": "interrupted",
-                "attempt": attempt + 1,
-                "queued_at": f"{time.time():.6f}",
-                "retry_reason": why,  # kept in the summary once the retry runs
-            }
-            run.save_summary(
-                "queued",
-                queue=queue,
-                reason=f"{why}; retry {attempt + 1} of {retries}, from epoch {done}",
-            )
-        else:
-            tried = f"after {retries} retr{'y' if retries == 1 else 'ies'}; " if retries else ""
-            run.save_summary(
-                "interrupted", reason=f"{why}; {tried}--resume or R continues it from epoch {done}"
-            )
+        _retry_or_interrupt(remote, why)
 
     def cancel_all(self) -> None:
         """Ask every run this scheduler trains to stop and save."""
@@ -576,6 +582,46 @@ class RayScheduler:
             if not self.active:
                 return
             time.sleep(LOOP_SECONDS)
+
+
+def _cancelled_reason(remote: Remote) -> str:
+    """Why a run the user cancelled ended: before it started, or ended by force."""
+    how = ""
+    if remote.node is None:
+        how = " before it started"
+    elif remote.forced:
+        how = " (its task did not stop in time and was ended)"
+    return f"cancelled by the user{how}"
+
+
+def _retry_or_interrupt(remote: Remote, why: str) -> None:
+    """A run its node lost: queued again to resume while retries are left, else
+    interrupted (resumable by hand); `why` says what happened."""
+    run = remote.run
+    attempt = remote.queue.get("attempt", 0)
+    attempt = attempt if isinstance(attempt, int) else 0
+    retries = remote.queue.get("retries", 1)
+    retries = retries if isinstance(retries, int) else 1
+    done = run.summary.epochs_done or 0
+    if attempt < retries:
+        queue = {
+            **remote.queue,
+            "resume": True,
+            "was": "interrupted",
+            "attempt": attempt + 1,
+            "queued_at": f"{time.time():.6f}",
+            "retry_reason": why,  # kept in the summary once the retry runs
+        }
+        run.save_summary(
+            "queued",
+            queue=queue,
+            reason=f"{why}; retry {attempt + 1} of {retries}, from epoch {done}",
+        )
+    else:
+        tried = f"after {retries} retr{'y' if retries == 1 else 'ies'}; " if retries else ""
+        run.save_summary(
+            "interrupted", reason=f"{why}; {tried}--resume or R continues it from epoch {done}"
+        )
 
 
 def refuse(record: st.RunRecord, reason: str) -> None:

@@ -173,20 +173,13 @@ def _process_worker(
 def _in_processes(
     jobs: list[Job], store: RunStore, cancel: threading.Event, workers: int
 ) -> Iterator[Event]:
+    """Train `jobs` in `workers` spawned processes, handing each a run as it finishes one."""
     # spawn, not fork: forking a process whose OpenMP threads have run can hang the child.
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     stop = ctx.RawValue(ctypes.c_bool, False)
     inboxes = [ctx.Queue() for _ in range(workers)]
-    procs = [
-        ctx.Process(
-            target=_process_worker,
-            args=(wid, inboxes[wid], out, stop, store, workers, os.getpid()),
-            name=f"cnntui-run-{wid}",
-            daemon=True,
-        )
-        for wid in range(workers)
-    ]
+    procs = _worker_processes(ctx, inboxes, out, stop, store)
     pending = list(reversed(jobs))
     holding: dict[int, str | None] = dict.fromkeys(range(workers))  # the run each one trains
 
@@ -206,16 +199,7 @@ def _in_processes(
             try:
                 kind, wid, payload = out.get(timeout=POLL_SECONDS)
             except queue.Empty:
-                for wid in sorted(live):
-                    if not procs[wid].is_alive():  # killed or crashed without a goodbye
-                        live.discard(wid)
-                        name = holding[wid]
-                        if name is not None:
-                            reason = f"worker process died (exit code {procs[wid].exitcode})"
-                            yield Failed(name, reason)
-                if not live:  # all died: the runs never handed out cannot run
-                    for job in reversed(pending):
-                        yield Failed(job.experiment.name, "not run: every worker process died")
+                yield from _deaths(procs, live, holding, pending)
                 continue
             if kind == "event":
                 yield payload
@@ -225,10 +209,48 @@ def _in_processes(
                 live.discard(wid)
     finally:
         stop.value = True  # no-op when all have exited; stops the rest when the caller quits
-        for p in procs:
-            p.join(timeout=5 if live else 1)  # one that said "exit" is only shutting down
-            if p.is_alive():
-                p.terminate()
-                p.join()
-        for q in [out, *inboxes]:
-            q.cancel_join_thread()
+        _shut_down(procs, live, [out, *inboxes])
+
+
+def _worker_processes(
+    ctx: Any, inboxes: list[Any], out: Any, stop: Any, store: RunStore
+) -> list[Any]:
+    """One (not yet started) process per inbox, each running `_process_worker`."""
+    workers = len(inboxes)
+    return [
+        ctx.Process(
+            target=_process_worker,
+            args=(wid, inboxes[wid], out, stop, store, workers, os.getpid()),
+            name=f"cnntui-run-{wid}",
+            daemon=True,
+        )
+        for wid in range(workers)
+    ]
+
+
+def _deaths(
+    procs: list[Any], live: set[int], holding: dict[int, str | None], pending: list[Job]
+) -> Iterator[Event]:
+    """A Failed for each run whose process died without a goodbye (it leaves `live`), and,
+    once every process is gone, for each run never handed out."""
+    for wid in sorted(live):
+        if not procs[wid].is_alive():  # killed or crashed without a goodbye
+            live.discard(wid)
+            name = holding[wid]
+            if name is not None:
+                reason = f"worker process died (exit code {procs[wid].exitcode})"
+                yield Failed(name, reason)
+    if not live:  # all died: the runs never handed out cannot run
+        for job in reversed(pending):
+            yield Failed(job.experiment.name, "not run: every worker process died")
+
+
+def _shut_down(procs: list[Any], live: set[int], queues: list[Any]) -> None:
+    """Wait for each process to end (killing one that lingers) and let go of the queues."""
+    for p in procs:
+        p.join(timeout=5 if live else 1)  # one that said "exit" is only shutting down
+        if p.is_alive():
+            p.terminate()
+            p.join()
+    for q in queues:
+        q.cancel_join_thread()

@@ -16,9 +16,7 @@ import contextlib
 import errno
 import functools
 import ipaddress
-import os
 import shlex
-import signal
 import socket
 import sys
 from collections.abc import Callable
@@ -145,156 +143,9 @@ def make_server(
     pointed at 127.0.0.1 (DNS rebinding: the Host must be a local name). `check()` runs
     before each tab starts: the experiments file edited into an error since the server
     started is said on the page, in one line, instead of a tab that shows nothing."""
-    import asyncio
-    import logging
+    from .serve_app import CnnTuiServer  # textual-serve and aiohttp load only here
 
-    from aiohttp import WSMsgType, web
-    from textual_serve.app_service import AppService
-    from textual_serve.server import Server, to_int
-
-    log = logging.getLogger("cnntui.serve")
-
-    class Tab(AppService):
-        """One tab's cnntui process; stopping it waits until the process has ended."""
-
-        async def _open_app_process(self, width: int = 80, height: int = 24) -> Any:
-            pipe = asyncio.subprocess.PIPE
-            self._process = await asyncio.create_subprocess_shell(
-                self.command,
-                stdin=pipe,
-                stdout=pipe,
-                stderr=pipe,
-                env=self._build_environment(width=width, height=height),
-                start_new_session=True,
-            )
-            self._stdin = self._process.stdin
-            return self._process
-
-        async def stop(self) -> None:
-            await super().stop()  # asks the app to quit; returns when its output ends
-            process = self._process
-            if process is None or process.returncode is not None:
-                return
-            try:
-                await asyncio.wait_for(process.wait(), TAB_STOP_SECONDS)
-            except TimeoutError:  # its session: the shell and the cnntui it started
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                await process.wait()
-
-    class CnnTuiServer(Server):
-        def __init__(self) -> None:
-            super().__init__(command, host=host, port=port, title="cnntui")
-            self.tabs: dict[Any, asyncio.Event] = {}  # open WebSocket -> set once it ended
-            self.stopping = False
-
-        def request_exit(self) -> None:
-            """Ctrl-C: stop; another Ctrl-C while the tabs quit must not cut that short."""
-            if self.stopping:
-                return
-            self.stopping = True
-            if self.tabs:
-                print(f"cnntui serve: stopping: closing {len(self.tabs)} open tab(s)", flush=True)
-            super().request_exit()
-
-        def initialize_logging(self) -> None:
-            handler = logging.StreamHandler(sys.stderr)
-            handler.setFormatter(logging.Formatter("cnntui serve: %(message)s"))
-            logging.basicConfig(level=logging.WARNING, handlers=[handler])
-
-        async def on_startup(self, app: Any) -> None:
-            print(
-                f"cnntui serve: open http://{url_host(host)}:{port} in a browser; each tab "
-                f"runs its own cnntui on {runs_dir}/. Ctrl-C stops the server (runs go on).",
-                flush=True,
-            )
-
-        async def on_shutdown(self, app: Any) -> None:
-            """Close every tab and wait until each one's process has ended."""
-            tabs = list(self.tabs.items())
-            await asyncio.gather(*(ws.close() for ws, _ in tabs), return_exceptions=True)
-            ended = asyncio.gather(*(ended.wait() for _, ended in tabs))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(ended, TAB_STOP_SECONDS + 5)
-
-        def refused(self, request: Any, websocket: bool) -> str | None:
-            if loopback and not loopback_name(request.url.host or ""):
-                return "this server answers only to localhost and 127.0.0.1"
-            if websocket:
-                origin = request.headers.get("Origin", "")
-                if origin.split("://", 1)[-1] != request.host:
-                    return "a page from another site may not drive this server"
-            return None
-
-        async def handle_index(self, request: Any) -> Any:
-            if why := self.refused(request, websocket=False):
-                raise web.HTTPForbidden(text=why + "\n")
-            # The page's script and WebSocket links are built from public_url, and no await
-            # comes between this line and the template's use of it.
-            self.public_url = f"{request.scheme}://{request.host}"
-            return await super().handle_index(request)
-
-        async def handle_websocket(self, request: Any) -> Any:
-            """One browser tab: start its cnntui, pass keys and resizes in and the screen
-            out, and end the process when the tab goes (or the server stops)."""
-            if why := self.refused(request, websocket=True):
-                raise web.HTTPForbidden(text=why + "\n")
-            websocket = web.WebSocketResponse(heartbeat=15)
-            await websocket.prepare(request)
-            ended = self.tabs[websocket] = asyncio.Event()
-            try:
-                check()
-            except (ConfigError, cli.UsageError) as e:
-                text = f"\x1b[2J\x1b[Hcnntui: {e}\r\n\r\nFix it, then reload this page.\r\n"
-                try:
-                    await websocket.send_bytes(text.encode("utf-8"))
-                    async for _message in websocket:  # keep it on screen until the tab goes
-                        pass
-                finally:
-                    del self.tabs[websocket]
-                    ended.set()
-                return websocket
-
-            async def close() -> None:  # its result (whether it closed now) is of no use here
-                await websocket.close()
-
-            tab = Tab(
-                command,
-                write_bytes=websocket.send_bytes,
-                write_str=websocket.send_str,
-                close=close,
-                download_manager=self.download_manager,
-            )
-            try:
-                width = to_int(request.query.get("width", "80"), 80)
-                height = to_int(request.query.get("height", "24"), 24)
-                await tab.start(width, height)
-                await self.relay(websocket, tab)
-            except Exception as e:
-                log.warning("a tab ended with an error: %s", e)
-            finally:
-                await asyncio.shield(tab.stop())
-                del self.tabs[websocket]
-                ended.set()
-            return websocket
-
-        async def relay(self, websocket: Any, tab: Tab) -> None:
-            async for message in websocket:
-                if message.type != WSMsgType.TEXT:
-                    continue
-                kind, *data = message.json()
-                if kind == "stdin":
-                    await tab.send_bytes(data[0].encode("utf-8"))
-                elif kind == "resize":
-                    await tab.set_terminal_size(data[0]["width"], data[0]["height"])
-                elif kind == "ping":
-                    await websocket.send_json(["pong", data[0]])
-                elif kind == "blur":
-                    await tab.blur()
-                elif kind == "focus":
-                    await tab.focus()
-
-    return CnnTuiServer()
+    return CnnTuiServer(command, host, port, loopback, runs_dir, check)
 
 
 def url_host(host: str) -> str:
@@ -304,20 +155,35 @@ def url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """A UsageError for a headless option given to serve, or a port out of range."""
+    for dest in HEADLESS:
+        if getattr(args, dest) != parser.get_default(dest):
+            option = "--" + dest.replace("_", "-")
+            raise cli.UsageError(
+                f"serve: {option} is a headless option; serve takes the TUI's "
+                "options (cnntui serve --help)"
+            )
+    if not 1 <= args.port <= 65535:
+        raise cli.UsageError(f"--port {args.port}: must be between 1 and 65535")
+
+
+def warn_open(host: str, port: int) -> None:
+    """Warn, on stderr, that a server not on loopback lets anyone who reaches it run things."""
+    print(
+        f"cnntui: warning: serving on {host}: anyone who can reach port {port} "
+        f"can start and cancel runs (safer: the default --host 127.0.0.1 and "
+        f"`ssh -L {port}:127.0.0.1:{port} SERVER` on your machine)",
+        file=sys.stderr,
+    )
+
+
 def main(argv: list[str]) -> int:
     """`cnntui serve ARGS`: check the options and the experiments, then serve until Ctrl-C."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        for dest in HEADLESS:
-            if getattr(args, dest) != parser.get_default(dest):
-                option = "--" + dest.replace("_", "-")
-                raise cli.UsageError(
-                    f"serve: {option} is a headless option; serve takes the TUI's "
-                    "options (cnntui serve --help)"
-                )
-        if not 1 <= args.port <= 65535:
-            raise cli.UsageError(f"--port {args.port}: must be between 1 and 65535")
+        check_options(parser, args)
         cli.load_experiments(args)  # a bad file or --set: one line now, not in every tab
         infos = addresses(args.host, args.port)
         check_port(args.host, args.port, infos)
@@ -334,12 +200,7 @@ def main(argv: list[str]) -> int:
         print(f"cnntui: {e}", file=sys.stderr)
         return cli.EXIT_USAGE
     if not loopback:
-        print(
-            f"cnntui: warning: serving on {args.host}: anyone who can reach port {args.port} "
-            f"can start and cancel runs (safer: the default --host 127.0.0.1 and "
-            f"`ssh -L {args.port}:127.0.0.1:{args.port} SERVER` on your machine)",
-            file=sys.stderr,
-        )
+        warn_open(args.host, args.port)
     try:
         server.serve()
     except OSError as e:  # the port was taken between the check and now

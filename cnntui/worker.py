@@ -19,9 +19,13 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import store as st
 from .text import one_line
+
+if TYPE_CHECKING:
+    from .driver import EitherEvent
 
 GPU_ENV = "CNNTUI_GPU"
 NICE = 5  # how much lower than its starter a worker runs
@@ -44,12 +48,53 @@ def main(argv: list[str] | None = None) -> int:
     record = st.RunStore.read(path)
     if record is None or record.status != "queued":
         return 0  # cancelled meanwhile, or already trained by an earlier worker
-    from .driver import EitherEvent, drive
-
     # Training yields the CPU to interactive work (a TUI, a shell), as the threads of an
     # in-app run always did; on a busy 2-core machine this kept TUI key latency down.
     with contextlib.suppress(OSError, AttributeError):
         os.nice(NICE)
+    cancel = _cancel_on_signals()
+    try:
+        run, checkpoint = _open_run(path, record, lock)
+    except Exception as e:  # the run cannot even be set up: say so, never leave it queued
+        _failed(path, record, e)
+        return 1
+    print(
+        f"cnntui worker: training {record.name} {record.run_id} in pid {os.getpid()}",
+        file=sys.stderr,
+        flush=True,
+    )
+    _train(path, record, run, checkpoint, cancel)
+    return 0
+
+
+def _failed(path: Path, record: st.RunRecord, e: Exception) -> None:
+    """Say why the run could not be set up, and mark it failed (never left queued)."""
+    reason = str(e) if isinstance(e, st.StoreError) else one_line(e)
+    print(f"cnntui worker: {reason}", file=sys.stderr)
+    st.write_summary(path, record.summary.with_fields(status=st.RunStatus.FAILED, reason=reason))
+
+
+def _train(
+    path: Path,
+    record: st.RunRecord,
+    run: st.RunDir,
+    checkpoint: Path | None,
+    cancel: EitherEvent,
+) -> None:
+    """Train the run to its end, writing its live files, with its queue's CPU share."""
+    from .driver import drive
+    from .engine import train
+
+    share = record.queue.get("cpu_share")
+    share = share if isinstance(share, int) and share > 0 else None
+    for _event in drive(path, train(run.experiment, cancel, run, checkpoint, share), cancel):
+        pass
+
+
+def _cancel_on_signals() -> EitherEvent:
+    """A cancel flag that SIGTERM, SIGINT and SIGHUP set."""
+    from .driver import EitherEvent
+
     cancel = EitherEvent(None)
 
     def on_signal(signum: int, frame: object) -> None:
@@ -58,45 +103,28 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("SIGTERM", "SIGINT", "SIGHUP"):
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), on_signal)
+    return cancel
 
-    queue = record.queue
-    store = st.RunStore(path.parent.parent)
+
+def _open_run(path: Path, record: st.RunRecord, lock: st.RunLock) -> tuple[st.RunDir, Path | None]:
+    """The queued run at `path`, marked running with this pid, and the checkpoint to resume
+    from (None: from the start)."""
     gpu = os.environ.get(GPU_ENV)
-    try:
-        if queue.get("resume"):
-            run = store.reopen(record, lock)
-            checkpoint = record.checkpoint if record.checkpoint.is_file() else None
-        else:
-            run = st.RunDir(path, record.experiment(), record.run_id)
-            run.summary = run.summary.fill_from(record.summary)
-            run.lock = lock
-            checkpoint = None
-        if gpu is not None and run.experiment.device.startswith("cuda"):
-            # Pinned: the one GPU this process sees is cuda:0, whatever index it has here.
-            run.experiment = dataclasses.replace(run.experiment, device="cuda")
-        # Running from now on, with this pid: should this process die before training, the
-        # run reads interrupted, not queued forever.
-        run.save_summary("running", gpu=None if gpu is None else int(gpu))
-    except Exception as e:  # the run cannot even be set up: say so, never leave it queued
-        reason = str(e) if isinstance(e, st.StoreError) else one_line(e)
-        print(f"cnntui worker: {reason}", file=sys.stderr)
-        st.write_summary(
-            path, record.summary.with_fields(status=st.RunStatus.FAILED, reason=reason)
-        )
-        return 1
-
-    print(
-        f"cnntui worker: training {record.name} {record.run_id} in pid {os.getpid()}",
-        file=sys.stderr,
-        flush=True,
-    )
-    from .engine import train
-
-    share = queue.get("cpu_share")
-    share = share if isinstance(share, int) and share > 0 else None
-    for _event in drive(path, train(run.experiment, cancel, run, checkpoint, share), cancel):
-        pass
-    return 0
+    if record.queue.get("resume"):
+        run = st.RunStore(path.parent.parent).reopen(record, lock)
+        checkpoint = record.checkpoint if record.checkpoint.is_file() else None
+    else:
+        run = st.RunDir(path, record.experiment(), record.run_id)
+        run.summary = run.summary.fill_from(record.summary)
+        run.lock = lock
+        checkpoint = None
+    if gpu is not None and run.experiment.device.startswith("cuda"):
+        # Pinned: the one GPU this process sees is cuda:0, whatever index it has here.
+        run.experiment = dataclasses.replace(run.experiment, device="cuda")
+    # Running from now on, with this pid: should this process die before training, the
+    # run reads interrupted, not queued forever.
+    run.save_summary("running", gpu=None if gpu is None else int(gpu))
+    return run, checkpoint
 
 
 if __name__ == "__main__":

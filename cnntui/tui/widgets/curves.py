@@ -425,25 +425,23 @@ class CurvesPanel(Vertical):
         """Draw `curves`; a chart whose data did not change is not rebuilt. `notes` go after
         a run's name in the key; `absent` names shown experiments that have no run yet."""
         absent = absent or []
+        self._show_batches(curves, log)
+        self._show_epochs(curves, log)
+        self.query_one("#curves-key", Static).update(key_text(curves, notes or {}, absent))
+
+    def _show_batches(self, curves: list[Curve], log: bool) -> None:
+        """Draw the batch-loss chart, or say why it has nothing to draw."""
         batches = tuple(
             (c.label, c.source, len(c.batch_y), c.batch_x[-1] if len(c.batch_x) else -1)
             for c in curves
         )
-        epochs = tuple(
-            (c.label, c.source, len(c.epoch_loss), len(c.val_loss), c.band and c.band.key)
-            for c in curves
-        )
-        epochs_done = any(c.epoch_loss or c.test_acc for c in curves)
         log_ = " (log)" if log else ""
-        # What a chart says when it has nothing to draw: no run, nothing trained yet, or
-        # values its scale cannot show.
-        unshown = "no loss above 0 to show on a log scale" if log else "no finite value to show"
         if not curves:
             empty = "no run yet: r runs the highlighted one"
         elif not any(len(c.batch_y) or len(c.ma_y) for c in curves):
             empty = "no batch trained yet"
         else:
-            empty = unshown
+            empty = _unshown(log)
         self.query_one("#chart-batch", Chart).draw(
             (
                 f"batch loss{log_} · {MA_WINDOW}-batch average",
@@ -454,7 +452,16 @@ class CurvesPanel(Vertical):
             (batches, log),
             empty,
         )
-        empty = "" if not curves else "no epoch ended yet" if not epochs_done else unshown
+
+    def _show_epochs(self, curves: list[Curve], log: bool) -> None:
+        """Draw the epoch-loss and accuracy charts, or say why they have nothing to draw."""
+        epochs = tuple(
+            (c.label, c.source, len(c.epoch_loss), len(c.val_loss), c.band and c.band.key)
+            for c in curves
+        )
+        epochs_done = any(c.epoch_loss or c.test_acc for c in curves)
+        log_ = " (log)" if log else ""
+        empty = "" if not curves else "no epoch ended yet" if not epochs_done else _unshown(log)
         self.query_one("#chart-epoch", Chart).draw(
             (f"epoch loss{log_}", f"loss{log_}"),
             epoch_draw(
@@ -477,4 +484,8 @@ class CurvesPanel(Vertical):
             epochs,
             "" if not curves else "no epoch ended yet" if not epochs_done else "no finite value",
         )
-        self.query_one("#curves-key", Static).update(key_text(curves, notes or {}, absent))
+
+
+def _unshown(log: bool) -> str:
+    """What a chart says when its values are ones its scale cannot show."""
+    return "no loss above 0 to show on a log scale" if log else "no finite value to show"
