@@ -356,11 +356,20 @@ class RunEvents:
             out.append(BatchLosses(record.label, epoch, update.first_index, losses))
         if self.started and update.history is not None:
             out += self._epoch_ends(record.label, update.history)
-        if record.status in ACTIVE:
+        if record.status in ACTIVE or self._ended_since(record):
             return out
         self.ended = True
         out.append(self._ending(record))
         return out
+
+    def _ended_since(self, record: st.RunRecord) -> bool:
+        """Whether a run read `running` whose process is gone (so it reads interrupted) has
+        since written how it ended: its worker wrote its last summary and exited between the
+        two looks. The next poll then reads its final files, history and all."""
+        if record.status is not st.RunStatus.INTERRUPTED:
+            return False
+        now = st.RunStore.read(self.path)
+        return now is not None and now.status is not st.RunStatus.INTERRUPTED
 
     def _started(self, record: st.RunRecord, update: Update) -> Any:
         """The Started event, once the run has said how many batches an epoch has."""

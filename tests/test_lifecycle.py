@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -377,3 +378,33 @@ def test_attached_thread_runs_go_on_after_a_hangup_of_their_terminal(study: Path
     )
     assert proc.wait(60) == 0  # nothing was cancelled
     assert all(r.summary.epochs_done == 3 for r in store.runs())
+
+
+def test_a_run_that_ends_between_two_looks_is_followed_to_its_real_end(tmp_path: Path) -> None:
+    """A follower read `running`; the worker then wrote `finished` and exited before the
+    follower looked at its process. The run is not reported as dead: the next poll reads how
+    it really ended (a busy machine made `--run` say FAILED for a finished run)."""
+    run = tmp_path / "alpha" / "20261130-000000-abcdef"
+    run.mkdir(parents=True)
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    summary = RunSummary(
+        name="alpha", status=RunStatus.RUNNING, pid=worker.pid, epochs=1, batches_per_epoch=4
+    )
+    st.write_summary(run, summary)
+    follow = lifecycle.RunEvents(run)
+    assert [type(e).__name__ for e in follow.poll()] == ["Started"]
+
+    look = follow.follower.poll
+
+    def look_then_worker_ends() -> lifecycle.Update:
+        update = look()  # reads `running` ...
+        st.write_summary(run, replace(summary, status=RunStatus.FINISHED, total_seconds=1.5))
+        worker.kill()  # ... then the worker writes how it ended and exits
+        worker.wait()
+        return update
+
+    follow.follower.poll = look_then_worker_ends
+    assert not any(type(e).__name__ == "Failed" for e in follow.poll())
+    follow.follower.poll = look
+    (ending,) = [e for e in follow.poll() if type(e).__name__ in ("Finished", "Failed")]
+    assert type(ending).__name__ == "Finished" and ending.total_seconds == 1.5

@@ -69,7 +69,7 @@ async def test_run_finishes_with_a_results_row(tiny_toml, runs_dir, tmp_path):
         await pilot.press("v")
         shown = [str(c) for c in app.main.results.get_row(next(iter(rows)))]
         assert f"{100 * row.final_test_acc:.2f}%" in shown
-        assert "0 running" in app.sub_title
+        await until(pilot, lambda: "0 running" in app.sub_title)  # the header's next tick
     (summary,) = summaries(runs_dir, "alpha")
     assert summary["status"] == "finished" and summary["epochs_done"] == 2
 
