@@ -30,8 +30,10 @@ def cnntui(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedP
 
 
 def start(*args: str, cwd: Path) -> subprocess.Popen:
+    """cnntui in the background, its output merged; should a wait for a line of it give up,
+    its threads' stacks go in the failure message (tests/waiting.py)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "cnntui", *args],
+        [sys.executable, "-X", "faulthandler", "-m", "cnntui", *args],
         cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

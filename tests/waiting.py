@@ -8,8 +8,10 @@ it never decides whether a correct but slow run passes.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import queue
+import signal
 import subprocess
 import threading
 import time
@@ -105,7 +107,22 @@ def line(proc: subprocess.Popen, needle: str, timeout: float = DEADLINE) -> list
         if time.monotonic() > end:
             raise AssertionError(
                 f"timed out after {timeout:.0f}s waiting for {needle!r}: {''.join(seen)[-3000:]}"
+                + _stacks(proc)
             )
+
+
+def _stacks(proc: subprocess.Popen) -> str:
+    """What a hung child was doing: SIGABRT makes a Python started with `-X faulthandler`
+    print every thread's stack as it dies; its output up to its end, for a failure message."""
+    if proc.poll() is not None:
+        return ""
+    proc.send_signal(signal.SIGABRT)
+    lines, dump = _lines(proc), []
+    with contextlib.suppress(queue.Empty):
+        while (text := lines.get(timeout=10)) != "":
+            dump.append(text)
+        lines.put("")  # the end stays the end for the next call
+    return "\n--- its threads when the wait gave up ---\n" + "".join(dump)[-12000:]
 
 
 def rest(proc: subprocess.Popen, timeout: float = DEADLINE) -> str:
