@@ -15,6 +15,7 @@ import signal
 import subprocess
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -68,12 +69,17 @@ def _named(cond: Callable[[], object], what: str) -> str:
         return repr(cond)
 
 
-_readers: dict[int, queue.Queue[str]] = {}  # id(proc) -> the lines its reader thread read
+# proc -> the lines its reader thread read. Weakly keyed by the process object itself: keyed
+# by id(proc), a later test's process could get a collected one's id, and with it the old
+# process's spent queue, and then wait for a line that never comes.
+_readers: weakref.WeakKeyDictionary[subprocess.Popen, queue.Queue[str]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _lines(proc: subprocess.Popen) -> queue.Queue[str]:
     """The lines `proc` writes to its stdout, read by one thread as they come ("" at the end)."""
-    if id(proc) not in _readers:
+    if proc not in _readers:
         out: queue.Queue[str] = queue.Queue()
 
         def read() -> None:
@@ -83,8 +89,8 @@ def _lines(proc: subprocess.Popen) -> queue.Queue[str]:
             out.put("")
 
         threading.Thread(target=read, daemon=True).start()
-        _readers[id(proc)] = out
-    return _readers[id(proc)]
+        _readers[proc] = out
+    return _readers[proc]
 
 
 def line(proc: subprocess.Popen, needle: str, timeout: float = DEADLINE) -> list[str]:
@@ -114,8 +120,8 @@ def line(proc: subprocess.Popen, needle: str, timeout: float = DEADLINE) -> list
 def _stacks(proc: subprocess.Popen) -> str:
     """What a hung child was doing: SIGABRT makes a Python started with `-X faulthandler`
     print every thread's stack as it dies; its output up to its end, for a failure message."""
-    if proc.poll() is not None:
-        return ""
+    if proc.poll() is not None:  # it ended, yet something it started holds its output open
+        return f"\n--- it exited with {proc.returncode}, its output still open ---"
     proc.send_signal(signal.SIGABRT)
     lines, dump = _lines(proc), []
     with contextlib.suppress(queue.Empty):
