@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -37,9 +37,25 @@ class UsageError(Exception):
     """Bad command line, config, or directory: printed as one line, exit code 2."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command line's arguments, with their help texts."""
-    p = argparse.ArgumentParser(
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that leaves the options named in `hidden` out of --help."""
+
+    def __init__(self, hidden: Collection[str], **kwargs: Any) -> None:
+        self.hidden = frozenset(hidden)  # before super(), which adds -h through add_argument
+        super().__init__(**kwargs)
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        """As ArgumentParser.add_argument; an option in `hidden` gets no help line."""
+        if any(a.lstrip("-").replace("-", "_") in self.hidden for a in args):
+            kwargs["help"] = argparse.SUPPRESS
+        return super().add_argument(*args, **kwargs)
+
+
+def build_parser(hidden: Collection[str] = ()) -> argparse.ArgumentParser:
+    """The command line's arguments, with their help texts; those in `hidden` (by their
+    long name without dashes) are accepted but not listed."""
+    p = _Parser(
+        hidden,
         prog="cnntui",
         description="Run, watch and compare small CNN experiments defined in experiments.toml. "
         "With no --run, opens the terminal UI.",

@@ -32,7 +32,7 @@ HEADLESS = ("run", "list", "export", "format", "resume", "detach", "status", "ca
 
 def build_parser() -> argparse.ArgumentParser:
     """`cnntui`'s own options that configure the TUI, plus --host and --port."""
-    p = cli.build_parser()
+    p = cli.build_parser(hidden=HEADLESS)
     p.prog = "cnntui serve"
     p.description = (
         "Serve the terminal UI to a web browser: each tab opens its own cnntui on the same\n"
@@ -44,9 +44,6 @@ def build_parser() -> argparse.ArgumentParser:
         "  ssh -L 8000:127.0.0.1:8000 SERVER   then open http://127.0.0.1:8000 here\n"
         "  cnntui serve --port 8001 --config study.toml --set epochs=5\n"
     )
-    for action in p._actions:
-        if action.dest in HEADLESS:
-            action.help = argparse.SUPPRESS
     p.add_argument(
         "--host",
         default=DEFAULT_HOST,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import tomlkit
+from tomlkit.container import Container
 from tomlkit.items import AoT, Item, Table
 
 from .config import EXPERIMENT_KEYS, ConfigError, Experiment, ExperimentFile, check_value, parse
@@ -72,37 +73,56 @@ def _experiments(doc: tomlkit.TOMLDocument) -> AoT:
 
 
 def _set(table: Table, key: str, value: Any) -> None:
-    """Set `key`, keeping an existing line's comment, or add it after the last key."""
-    if key in table:
-        old = table.item(key)
-        new = tomlkit.item(value)
-        if isinstance(old, Item):  # not a table split across the file: no one line to keep
-            new.trivia.indent = old.trivia.indent
-            new.trivia.comment_ws = old.trivia.comment_ws
-            new.trivia.comment = old.trivia.comment
-            new.trivia.trail = old.trivia.trail
-        table[key] = new
-        return
-    keys = list(table.keys())
-    if keys:
-        # Appending would put the key below comments that introduce the next table.
-        table.value._insert_after(keys[-1], key, value)
-    else:
-        table[key] = value
+    """Set `key` in place, keeping an existing line's comment (the key must be present)."""
+    old = table.item(key)
+    new = tomlkit.item(value)
+    if isinstance(old, Item):  # not a table split across the file: no one line to keep
+        new.trivia.indent = old.trivia.indent
+        new.trivia.comment_ws = old.trivia.comment_ws
+        new.trivia.comment = old.trivia.comment
+        new.trivia.trail = old.trivia.trail
+    table[key] = new
+
+
+def _with_added(table: Table, added: dict[str, Any]) -> Table:
+    """A copy of `table` with the `added` keys after its last key.
+
+    Comments and blank lines after a table's last key introduce whatever follows it in the
+    file, so new keys go before them, not at the very end as `Table.append` would put them.
+    Built from tomlkit's public item classes only.
+    """
+    body = table.value.body
+    last = max((i for i, (k, _) in enumerate(body) if k is not None), default=-1)
+    rebuilt = Table(Container(True), table.trivia, is_aot_element=table.is_aot_element())
+    for name, item in body[: last + 1]:
+        rebuilt.value.append(name, item)
+    for key, value in added.items():
+        rebuilt.append(key, value)
+    for name, item in body[last + 1 :]:
+        rebuilt.value.append(name, item)
+    return rebuilt
 
 
 def update_experiment(text: str, index: int, values: dict[str, Any]) -> str:
     """Text with the `index`-th [[experiment]] holding exactly `values` (None = remove)."""
     doc = tomlkit.parse(text)
-    table = _experiments(doc)[index]
+    aot = _experiments(doc)
+    table = aot[index]
     for key in [k for k in table if k not in values or values[k] is None]:
         del table[key]
     order = [k for k in EXPERIMENT_KEYS if k in values] + [
         k for k in values if k not in EXPERIMENT_KEYS
     ]
+    added: dict[str, Any] = {}
     for key in order:
-        if values[key] is not None:
+        if values[key] is None:
+            continue
+        if key in table:
             _set(table, key, values[key])
+        else:
+            added[key] = values[key]
+    if added:
+        aot[index] = _with_added(table, added)
     return tomlkit.dumps(doc)
 
 

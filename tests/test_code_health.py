@@ -4,6 +4,7 @@ docstring what it is for."""
 from __future__ import annotations
 
 import ast
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,3 +35,51 @@ def test_every_public_function_and_class_has_a_docstring() -> None:
     assert not missing, f"{len(missing)} public definitions without a docstring:\n" + "\n".join(
         missing
     )
+
+
+def own_names(trees: list[ast.Module]) -> set[str]:
+    """Every name cnntui itself defines: functions, classes, and attributes it assigns."""
+    names: set[str] = set()
+    for tree in trees:
+        for node in ast.walk(tree):
+            if isinstance(node, Definition):
+                names.add(node.name)
+            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                names.add(node.attr)
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                names.add(node.id)
+    return names
+
+
+def foreign_private_uses(path: Path, tree: ast.Module, own: set[str]) -> Iterator[str]:
+    """`file:line:expr` of each `x._name` where `_name` is not cnntui's own and `x` is not a
+    standard-library module: a third-party private attribute, which a release may remove."""
+    stdlib: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            stdlib |= {
+                a.asname or a.name
+                for a in node.names
+                if a.name.split(".")[0] in sys.stdlib_module_names
+            }
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Attribute):
+            continue
+        name = node.attr
+        if not name.startswith("_") or name.startswith("__") or name in own:
+            continue
+        base = node.value
+        if isinstance(base, ast.Name) and (base.id in stdlib or base.id in ("self", "cls")):
+            continue
+        yield f"{path.relative_to(PACKAGE.parent)}:{node.lineno}:{ast.unparse(node)}"
+
+
+def test_no_private_attribute_of_a_third_party_library() -> None:
+    """tomlkit 0.15 dropped Container._insert_after, which the edit form used: cnntui reaches
+    other libraries through their public API only (textual-serve's AppService, which
+    serve_app subclasses, is bounded in pyproject.toml and overridden through `self`)."""
+    files = sorted(PACKAGE.rglob("*.py"))
+    trees = [ast.parse(p.read_text(encoding="utf-8")) for p in files]
+    own = own_names(trees)
+    found = [w for p, t in zip(files, trees, strict=True) for w in foreign_private_uses(p, t, own)]
+    assert not found, "private attributes of other libraries:\n" + "\n".join(found)

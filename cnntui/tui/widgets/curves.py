@@ -217,7 +217,6 @@ class Chart(PlotextPlot):
             if height < FRAME_ROWS:
                 plt.frame(False)  # two more rows for the curves
             plt.plotsize(width, height)
-            plt._set_size(width, height)  # as PlotextPlot.render does: plotsize may not stick
             plt.theme(self._get_plotext_theme_name(self.app.theme))
             return ansi_strips(plt.build(), width)
         except Exception as e:  # a chart must never take the app down
