@@ -3,6 +3,9 @@
 #   make test    set up .venv (with the test tools and Ray) on first use, then lint,
 #                type-check (mypy) and run every test
 # `make run ARGS="..."` passes ARGS to cnntui instead of the default; `make tui` opens the UI.
+# Both install from requirements/constraints.txt, the exact versions tested (`make lock`
+# rewrites it); torch and torchvision are not in it. `make test-latest` checks the newest
+# versions pyproject.toml allows, in .venv-latest, and only warns.
 # TORCH names the torch build to install; the default is the one this project is tested with.
 # With your own CUDA build, e.g. make run TORCH="torch torchvision --index-url <your index>",
 # or follow the README's manual install.
@@ -11,13 +14,14 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 ARGS ?= --run all --export
+LOCK := requirements/constraints.txt
 
 BIN := $(VENV)/bin
 # Each stamp records what its install step saw, so an edit of pyproject.toml reinstalls.
 STAMP_RUN := $(VENV)/.cnntui-installed
 STAMP_TEST := $(VENV)/.cnntui-test-installed
 
-.PHONY: run tui test lint clean-venv
+.PHONY: run tui test test-latest lock clean-venv
 
 run: $(STAMP_RUN)
 	$(BIN)/cnntui $(ARGS)
@@ -33,14 +37,32 @@ test: $(STAMP_TEST)
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP_RUN): pyproject.toml | $(BIN)/python
+$(STAMP_RUN): pyproject.toml $(LOCK) | $(BIN)/python
 	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e .
+	$(BIN)/python -m pip install -q -c $(LOCK) -e .
 	touch $@
 
-$(STAMP_TEST): pyproject.toml $(STAMP_RUN)
-	$(BIN)/python -m pip install -q -e ".[test,ray]"
+$(STAMP_TEST): pyproject.toml $(LOCK) $(STAMP_RUN)
+	$(BIN)/python -m pip install -q -c $(LOCK) -e ".[test,ray]"
 	touch $@
+
+# The newest versions pyproject.toml allows, without the lock: do they still install,
+# import, type-check and edit experiments.toml? A failure here warns; it never fails CI.
+LATEST := .venv-latest
+test-latest:
+	rm -rf $(LATEST)
+	$(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install -q $(TORCH)
+	$(LATEST)/bin/python -m pip install -q --upgrade -e ".[test,ray]"
+	$(LATEST)/bin/python -m pip list --format=freeze --exclude-editable > $(LATEST)/versions.txt
+	$(LATEST)/bin/mypy
+	$(LATEST)/bin/python -m pytest -q -p no:cacheprovider tests/test_code_health.py \
+	    tests/test_import_hygiene.py tests/test_tui_state.py tests/test_config.py
+
+# Rewrites $(LOCK) after a dependency changed in pyproject.toml (UPGRADE=1: newest of all).
+lock: | $(BIN)/python
+	$(BIN)/python -m pip install -q uv
+	UV=$(BIN)/uv requirements/lock.sh
 
 clean-venv:
 	rm -rf $(VENV)
