@@ -13,6 +13,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.14.1 torchvision==0.29.1
+# `make tui` passes ARGS only when given (`make tui ARGS="--set dataset=synthetic"`).
+TUI_ARGS := $(if $(filter command line environment,$(origin ARGS)),$(ARGS))
 ARGS ?= --run all --export
 LOCK := requirements/constraints.txt
 
@@ -23,11 +25,13 @@ STAMP_TEST := $(VENV)/.cnntui-test-installed
 
 .PHONY: run tui test test-latest lock clean-venv
 
+HINT := echo "cnntui is in $(VENV): run '. $(VENV)/bin/activate' in a shell to type cnntui there, or type $(VENV)/bin/cnntui"
+
 run: $(STAMP_RUN)
-	$(BIN)/cnntui $(ARGS)
+	$(BIN)/cnntui $(ARGS); status=$$?; $(HINT); exit $$status
 
 tui: $(STAMP_RUN)
-	$(BIN)/cnntui
+	$(BIN)/cnntui $(TUI_ARGS)
 
 test: $(STAMP_TEST)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

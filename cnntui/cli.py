@@ -11,8 +11,10 @@ import contextlib
 import dataclasses
 import math
 import os
+import shutil
 import signal
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator
@@ -20,7 +22,15 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from . import __version__, text
-from .config import ConfigError, Experiment, ExperimentFile, apply_overrides, load, parse_override
+from .config import (
+    SETTING_KEYS,
+    ConfigError,
+    Experiment,
+    ExperimentFile,
+    apply_overrides,
+    load,
+    parse_override,
+)
 from .records import UNFINISHED, RunStatus, RunSummary
 
 if TYPE_CHECKING:
@@ -57,14 +67,19 @@ def build_parser(hidden: Collection[str] = ()) -> argparse.ArgumentParser:
     p = _Parser(
         hidden,
         prog="cnntui",
-        description="Run, watch and compare small CNN experiments defined in experiments.toml. "
+        description="Run, watch and compare small CNN experiments defined in experiments.toml.\n"
         "With no --run, opens the terminal UI.",
         epilog="examples:\n"
         "  cnntui                          open the TUI on ./experiments.toml\n"
         "  cnntui --list                   show the experiments and their settings\n"
         "  cnntui --run all --export       train everything headless, then export\n"
         "  cnntui --run baseline --set epochs=1 --set dataset=synthetic\n"
-        "  cnntui serve [--port 8000]      the TUI in a browser (cnntui serve --help)\n",
+        "  cnntui serve [--port 8000]      the TUI in a browser (cnntui serve --help)\n"
+        "\nsettings for --set KEY=VALUE and experiments.toml (README: what each one does):\n"
+        + textwrap.fill(
+            ", ".join(SETTING_KEYS), width=78, initial_indent="  ", subsequent_indent="  "
+        )
+        + "\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_what_to_do(p)
@@ -97,7 +112,12 @@ def _add_settings(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="override the device: auto, cpu, cuda, cuda:N, mps")
     p.add_argument("--data-dir", help="override where datasets are read and downloaded")
     p.add_argument("--runs-dir", default="runs", type=Path, help="run store (default: runs)")
-    p.add_argument("--exports-dir", default="exports", type=Path, help="(default: exports)")
+    p.add_argument(
+        "--exports-dir",
+        default="exports",
+        type=Path,
+        help="where --export writes figures and tables (default: exports)",
+    )
     p.add_argument(
         "--format",
         default="png",
@@ -110,7 +130,10 @@ def _add_run_control(p: argparse.ArgumentParser) -> None:
     """How runs train and are watched: jobs, resume, detach, status, cancel, GPUs, cluster."""
     p.add_argument("--jobs", type=int, default=1, metavar="N", help="runs at once (default 1)")
     p.add_argument(
-        "--resume", action="store_true", help="continue the latest unfinished run of each"
+        "--resume",
+        action="store_true",
+        help="with --run: continue each selected experiment's latest unfinished run from its "
+        "checkpoint",
     )
     p.add_argument(
         "--detach",
@@ -851,14 +874,24 @@ def run_detached(args: argparse.Namespace, out: IO[str]) -> int:
         how = " (resume)" if record.queue.get("resume") else ""
         print(f"queued {record.name} {record.run_id}{how}", file=out)
     runs = "" if args.runs_dir == Path("runs") else f" --runs-dir {args.runs_dir}"
+    me = command_name()
     print(
         f"\nThey train in the background, whatever happens to this terminal. Watch them:\n"
-        f"  cnntui --status{runs}      the queue and progress\n"
-        f"  cnntui{runs}               the TUI\n"
-        f"  cnntui --cancel NAME|RUN_ID{runs}",
+        f"  {me} --status{runs}      the queue and progress\n"
+        f"  {me}{runs}               the TUI\n"
+        f"  {me} --cancel NAME|RUN_ID{runs}",
         file=out,
     )
     return EXIT_OK
+
+
+def command_name() -> str:
+    """How to type cnntui again in this shell: `cnntui` where PATH finds it, else the path it
+    was started by (`.venv/bin/cnntui` after `make run`, which activates no environment)."""
+    started = Path(sys.argv[0])
+    if shutil.which("cnntui") or started.name != "cnntui":
+        return "cnntui"
+    return str(started)
 
 
 def run_followed(

@@ -19,10 +19,13 @@ from .waiting import line, poll, rest
 SMALL = ["--set", "train_size=256", "--set", "test_size=128", "--set", "epochs=2"]
 
 
-def cnntui(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+def cnntui(
+    *args: str, cwd: Path, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "cnntui", *args],
         cwd=cwd,
+        env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -78,6 +81,21 @@ def test_list_shows_titles_and_settings(tiny_toml: Path) -> None:
 def test_help_answers(tiny_toml: Path) -> None:
     result = cnntui("--help", cwd=tiny_toml.parent)
     assert result.returncode == 0 and "--run" in result.stdout and "--export" in result.stdout
+
+
+def test_help_fits_80_columns_and_lists_every_setting(tiny_toml: Path) -> None:
+    """--help reads at 80 columns: no line runs over, every option says what it does, no
+    help text stops mid-phrase, and the keys --set takes are listed."""
+    from cnntui.config import SETTING_KEYS
+
+    out = cnntui("--help", cwd=tiny_toml.parent, env={"COLUMNS": "80"}).stdout
+    assert max(len(line) for line in out.splitlines()) <= 80, out
+    options = out.split("\noptions:", 1)[1]
+    exports = options.split("--exports-dir EXPORTS_DIR", 1)[1].split("--format")[0]
+    assert "where --export writes" in " ".join(exports.split())  # not a bare "(default: ...)"
+    assert not options.split("--resume", 1)[1].split("--detach")[0].rstrip().endswith("of each")
+    listed = out.split("settings for --set KEY=VALUE", 1)[1]
+    assert all(key in listed for key in SETTING_KEYS)
 
 
 def _bad_usage_cases(tmp: Path) -> list[tuple[list[str], str]]:
@@ -468,3 +486,38 @@ def test_list_says_how_many_train_validation_and_test_images_each_experiment_use
         in out
     )
     assert "data: synthetic data (not CIFAR-10), 256 train / 128 test images (beta)" in out
+
+
+def test_the_commands_it_suggests_can_be_typed_in_this_shell(tmp_path, monkeypatch) -> None:
+    """After `make run` no environment is active: --detach's "watch them" lines name the
+    cnntui that was started (.venv/bin/cnntui), not a `cnntui` the shell cannot find."""
+    from cnntui.cli import command_name
+
+    venv_bin = tmp_path / ".venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    (venv_bin / "cnntui").write_text("#!/bin/sh\n")
+    (venv_bin / "cnntui").chmod(0o755)
+    monkeypatch.setattr(sys, "argv", [".venv/bin/cnntui", "--run", "all", "--detach"])
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert command_name() == ".venv/bin/cnntui"
+    monkeypatch.setenv("PATH", str(venv_bin))  # activated: the short name works
+    assert command_name() == "cnntui"
+
+
+@pytest.mark.slow
+def test_the_readme_quick_try_exports_the_files_it_says(tmp_path: Path) -> None:
+    """The README's quick try (the shipped study on synthetic data) says how many files it
+    exports: the count is re-made here with the same command, smaller, so it cannot go stale
+    (the number of files depends on the study's experiments and groups, not on their size)."""
+    import re
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    said = re.search(r"and its (\d+) exported files", readme)
+    assert said, "the README's quick try no longer says how many files it exports"
+    shipped = Path(__file__).resolve().parent.parent / "experiments.toml"
+    small = ["train_size=200", "test_size=100", "epochs=1", "batch_size=100"]
+    args = ["--config", str(shipped), "--run", "all", "--export", "--set", "dataset=synthetic"]
+    result = cnntui(*args, *[a for s in small for a in ("--set", s)], cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr
+    files = [p for p in (tmp_path / "exports").rglob("*") if p.is_file()]
+    assert len(files) == int(said.group(1)), sorted(str(p) for p in files)
