@@ -569,7 +569,7 @@ def check_data(experiments: list[Experiment]) -> list[Experiment]:
     dataset that cannot be had is one message instead of a failed run per experiment, and
     leaves no run behind. The loaded tensors stay cached for the runs of this process.
     """
-    from .data import DataError, load
+    from .data import TRY_SYNTHETIC, DataError, load
 
     missing: dict[tuple[str, str], str] = {}
     for exp in experiments:
@@ -586,8 +586,7 @@ def check_data(experiments: list[Experiment]) -> list[Experiment]:
             continue
         names = [e.name for e in experiments if (e.dataset, e.data_dir) == key]
         print(
-            f"cnntui: {reason}\n  not started: {', '.join(names)}"
-            f"\n  to try cnntui without it: --set dataset=synthetic",
+            f"cnntui: {reason}\n  not started: {', '.join(names)}\n  {TRY_SYNTHETIC}",
             file=sys.stderr,
         )
     return [e for e in experiments if not missing.get((e.dataset, e.data_dir))]

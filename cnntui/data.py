@@ -89,6 +89,9 @@ class DataError(RuntimeError):
     """A dataset that cannot be found, fetched or read; the message says what to do."""
 
 
+TRY_SYNTHETIC = "to try cnntui without it: --set dataset=synthetic"
+
+
 @dataclass(frozen=True)
 class TensorDataset:
     """A whole dataset in memory: uint8 images (N, C, H, W), int64 labels, and its stats."""

@@ -562,12 +562,14 @@ def _restore(r: _Run, resume: Path) -> None:
 def _setup_failed(r: _Run, exc: Exception) -> Failed:
     """Record why `r` could not start and say so; a resumed run is left as it was."""
     reason = _setup_reason(exc)
+    if isinstance(exc, datasets.DataError) and r.exp.dataset != "synthetic":
+        reason = f"{reason}; {datasets.TRY_SYNTHETIC}"  # the CLI's advice, in the TUI too
     if r.run is not None and r.run.reopened:
         # Nothing of the earlier run is touched: it stays resumable, and says why not now.
         with contextlib.suppress(OSError):
             r.run.resume_failed(reason)
     elif r.run is not None:
-        _record_failure(r.run, r.history, r.total_seconds, _stored_reason(exc))
+        _record_failure(r.run, r.history, r.total_seconds, reason)
     return Failed(r.name, reason, r.run_dir)
 
 

@@ -255,6 +255,12 @@ def test_a_failing_setup_is_an_event_not_an_exception(runs_dir: Path, tmp_path: 
     assert len(events) == 1 and isinstance(events[0], Failed)
     assert "cifar-10-python.tar.gz" in events[0].reason
     assert store.latest(exp.name).status == "failed"
+    # What the TUI shows (it reads summary.json) is the CLI's advice, whole: the message
+    # itself, not "DataError: ...", and how to try cnntui without the data.
+    stored = store.latest(exp.name).summary.reason
+    assert stored == events[0].reason
+    assert not stored.startswith("DataError")
+    assert stored.endswith("to try cnntui without it: --set dataset=synthetic")
 
 
 def test_two_runs_of_one_experiment_get_separate_directories(runs_dir: Path) -> None:
