@@ -548,10 +548,12 @@ SHORT_SETTING_HEADERS = {
     "weight_decay": ("L2", "weight decay"),
     "momentum": ("Mom.", "SGD momentum"),
 }
+# A table of at most this many experiments has them as its columns (if that is narrower).
+TRANSPOSE_ROWS = 3
 # Between columns in the compact tables: LaTeX's 6 pt each side would push a nine-column
 # table past the text width of an article.
 COLUMN_SEP = "3pt"
-FULL_PART_COLUMNS = 8  # columns after # and Experiment in each part of the full table
+FULL_PART_COLUMNS = 6  # columns after # and Experiment in each part of the full table
 LATEX_NOTE = (
     "% Written by cnntui. Needs \\usepackage{booktabs}{extra} in the preamble; Chinese titles",
     "% need a CJK font under xelatex: xeCJK or ctex, or fontspec's \\setmainfont with one.",
@@ -583,13 +585,23 @@ def wrap(text: str, cols: int) -> list[str]:
     return lines or [""]
 
 
+# A line break in a table that a following `[` cannot turn into \\[<length>].
+BREAK = r"\\{}"
+
+
 def _stack(lines: list[str], align: str, where: str = "t") -> str:
     """LaTeX source lines one above the other in one cell (a nested tabular)."""
     if len(lines) == 1:
         return lines[0]
     return (
-        f"\\begin{{tabular}}[{where}]{{@{{}}{align}@{{}}}}" + r"\\".join(lines) + r"\end{tabular}"
+        f"\\begin{{tabular}}[{where}]{{@{{}}{align}@{{}}}}" + BREAK.join(lines) + r"\end{tabular}"
     )
+
+
+def _row(cells: list[str]) -> str:
+    """A table row's source; `{}` first where a `[` would be read as the \\\\ before's length."""
+    text = " & ".join(cells) + r" \\"
+    return "{}" + text if text.startswith("[") else text
 
 
 def _label(heading: str) -> str:
@@ -614,7 +626,8 @@ def _tex_table(
         _stack([latex_escape(x) for x in wrap(c.header, header_cols)], c.align, "b")
         for c in columns
     ]
-    body = [" & ".join(row) + r" \\" for row in zip(*(c.cells for c in columns), strict=True)]
+    rows = zip(*(c.cells for c in columns), strict=True)
+    body = [_row(list(row)) for row in rows]
     return [
         r"\begin{table}[htbp]",
         r"\centering",
@@ -623,7 +636,7 @@ def _tex_table(
         r"\label{" + label + "}",
         r"\begin{tabular}{@{}" + spec + "@{}}",
         r"\toprule",
-        " & ".join(header) + r" \\",
+        _row(header),
         r"\midrule",
         *body,
         r"\bottomrule",
@@ -665,7 +678,7 @@ def report_tables(rows: list[Row], group: str) -> list[tuple[str, str, list[_Tex
     columns += [_TexColumn("n", "r", [str(r.n) for r in rows])] if n_column else []
     columns += [_metric_column(rows, k, seeded) for k in metric_keys]
     shown = keys if len(columns) == len(keys) + 1 + n_column + len(metric_keys) else []
-    out = [(_caption(heading, rows, seeded, shown), _label(heading), columns)]
+    out = [(_caption(heading, rows, seeded, shown), _label(heading), _oriented(columns, rows))]
     chosen = regularisation_rows(rows)
     if chosen:
         heading = (
@@ -680,7 +693,19 @@ def report_tables(rows: list[Row], group: str) -> list[tuple[str, str, list[_Tex
         columns += [_TexColumn("n", "r", [str(r.n) for r in chosen])] if n_column else []
         columns += [_metric_column(chosen, k, seeded) for k in REGULARISATION_METRICS]
         caption = _caption(heading, chosen, seeded, reg_keys)
-        out.append((caption, _label(f"{group}: regularisation"), columns))
+        out.append((caption, _label(f"{group}: regularisation"), _oriented(columns, chosen)))
+    return out
+
+
+def _oriented(columns: list[_TexColumn], rows: list[Row]) -> list[_TexColumn]:
+    """`columns` (the experiment first), or a few experiments as columns, their settings
+    and metrics as rows, as the report's Table 3 has its two architectures: narrower."""
+    if len(rows) > TRANSPOSE_ROWS or len(columns) <= len(rows) + 1:
+        return columns
+    out = [_TexColumn("", "l", [latex_escape(c.header) for c in columns[1:]])]
+    for i, r in enumerate(rows):
+        cells = [c.cells[i] for c in columns[1:]]
+        out.append(_TexColumn(r.experiment.display_title, "r", cells))
     return out
 
 
@@ -779,8 +804,9 @@ def _report_value(r: Row, key: str, seeded: bool) -> str:
         agg = r.aggregate(key)
         if agg.n == 0:
             return "--"
-        mean = _number(key, agg.mean)
-        return mean + (f" $\\pm$ {_number(key, agg.std)}" if agg.n > 1 else "")
+        # Over a few seeds the std is about a point: one decimal of a percentage is enough.
+        mean = _number(key, agg.mean, 1, 3)
+        return mean + (f"\\,$\\pm$\\,{_number(key, agg.std, 1, 3)}" if agg.n > 1 else "")
     v = r.value(key)
     if key in ("final_test_acc", "epoch1_test_acc", "final_train_loss"):
         return _number(key, v)
@@ -789,10 +815,10 @@ def _report_value(r: Row, key: str, seeded: bool) -> str:
     return latex_escape(_metric(key, v))
 
 
-def _number(key: str, v: float) -> str:
+def _number(key: str, v: float, pct_digits: int = 2, loss_digits: int = 4) -> str:
     if not math.isfinite(v):
         return "--"
-    return f"{v * 100:.2f}" if key in PERCENT else f"{v:.4f}"
+    return f"{v * 100:.{pct_digits}f}" if key in PERCENT else f"{v:.{loss_digits}f}"
 
 
 def to_latex_full(rows: list[Row], heading: str, with_group: bool = False) -> bytes:
@@ -812,14 +838,15 @@ def to_latex_full(rows: list[Row], heading: str, with_group: bool = False) -> by
     columns = [_TexColumn(h, spec[j], [c[j] for c in cells]) for j, h in enumerate(header)]
     rest = columns[2:]
     parts = [rest[i : i + FULL_PART_COLUMNS] for i in range(0, len(rest), FULL_PART_COLUMNS)]
-    lines = [*_latex_note(" and \\usepackage{pdflscape}"), r"\begin{landscape}"]
+    lines = _latex_note(" and \\usepackage{pdflscape}")
     data = data_caption(rows).replace("`", "")
     for p, part in enumerate(parts, 1):
         of = f" ({p} of {len(parts)})" if len(parts) > 1 else ""
         caption = latex_escape(f"{heading}, every column{of}. {data}")
         label = _label(f"{heading}-full") + (f"-{p}" if len(parts) > 1 else "")
-        lines += _tex_table(caption, label, columns[:2] + part, 14)
-    lines += [r"\end{landscape}", ""]
+        # A page of its own each: a float left to a later page would not be turned.
+        table = _tex_table(caption, label, columns[:2] + part, 14)
+        lines += [r"\begin{landscape}", *table[:-1], r"\end{landscape}", ""]
     return "\n".join(lines).encode("utf-8")
 
 
