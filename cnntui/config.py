@@ -80,7 +80,13 @@ MAX_FILE_BYTES = 1 << 20  # an experiments file is a few kilobytes; refuse to re
 UNGROUPED = "ungrouped"  # the exports folder of the experiments that name no group
 # Files cnntui writes at the exports root (and the README there): no experiment or group
 # folder may take their names. Compared case-insensitively, as macOS and Windows do.
-EXPORT_ROOT_FILES = ("results.csv", "results.md", "results.tex", "readme.md")
+EXPORT_ROOT_FILES = (
+    "results.csv",
+    "results.md",
+    "results.tex",
+    "results_full.tex",
+    "readme.md",
+)
 
 
 class ConfigError(ValueError):

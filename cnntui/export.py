@@ -10,8 +10,12 @@ tables 1–3, for the latest run of each experiment (finished or partial).
     exports/<group>/comparison.png    Figures 3 and 4: the four quadrants
     exports/<group>/results.{csv,md}  Tables 1–3: differing settings, then every metric
     exports/<group>/per_class.{csv,md} per-class test accuracy of each experiment
-    exports/<group>/results.tex       the same table in LaTeX (booktabs), to \\input
-    exports/results.{csv,md,tex}      every experiment, one row each
+    exports/<group>/results.tex       the report's tables 1-3 in LaTeX (booktabs), to \\input:
+                                      a few columns each, at the document's type size
+    exports/<group>/results_full.tex  every column of results.md, landscape, in parts
+    exports/results.{csv,md}          every experiment, one row each
+    exports/results.tex               every group's results.tex, one after the other
+    exports/results_full.tex          every experiment, every column
     exports/<group>/<sweep>_heatmap.png  a sweep over two settings: mean final test accuracy
 
 An experiment with several seeds also gets mean ± std and n over the latest finished run of
@@ -376,7 +380,9 @@ def _export_group(
     _write(result, folder / "results.csv", tables.to_csv(rows))
     md = tables.to_markdown(rows, f"{group}: results", missing=missing, skipped=skipped)
     _write(result, folder / "results.md", md)
-    _write(result, folder / "results.tex", tables.to_latex(rows, f"{group}: results"))
+    _write(result, folder / "results.tex", tables.to_latex(rows, group))
+    full = tables.to_latex_full(rows, f"{group}: results")
+    _write(result, folder / "results_full.tex", full)
     for sweep, (cells, rows_, cols, data) in sweep_cells(members).items():
         heatmap = functools.partial(figures.heatmap, cells, rows_, cols, sweep, data)
         draw(folder, f"{sweep}_heatmap", heatmap)
@@ -393,5 +399,6 @@ def _export_overall(rows: list[tables.Row], exports_dir: Path, result: ExportRes
         rows, "All experiments: results", True, result.missing, list(result.skipped)
     )
     _write(result, exports_dir / "results.md", md)
-    tex = tables.to_latex(rows, "All experiments: results", True)
-    _write(result, exports_dir / "results.tex", tex)
+    _write(result, exports_dir / "results.tex", tables.to_latex(rows))
+    tex = tables.to_latex_full(rows, "All experiments: results", True)
+    _write(result, exports_dir / "results_full.tex", tex)

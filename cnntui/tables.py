@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import stats
-from .config import Experiment, class_names
+from .config import SPEED_KEYS, UNGROUPED, Experiment, class_names
 from .history import Metrics
 from .records import RunStatus
-from .text import duration
+from .text import duration, width
 
 # CSV column, Markdown header (None: CSV only), in the issue's order.
 METRIC_COLUMNS: tuple[tuple[str, str | None], ...] = (
@@ -327,7 +327,8 @@ class _Columns:
         unfinished = any(r.status != RunStatus.FINISHED for r in rows)
         return cls(with_group, unfinished, differing_keys(rows), has_seeds(rows))
 
-    def is_text(self, rows: list[Row], key: str) -> bool:
+    @staticmethod
+    def is_text(rows: list[Row], key: str) -> bool:
         """Whether a setting's column holds text (left-aligned) rather than numbers."""
         return any(isinstance(getattr(r.ran_with, key), str) for r in rows)
 
@@ -515,50 +516,348 @@ def latex_escape(text: str) -> str:
     return out.replace("±", "$\\pm$").replace("Δ", "$\\Delta$")  # math that pdflatex has
 
 
-def to_latex(rows: list[Row], heading: str, with_group: bool = False) -> bytes:
-    r"""The Markdown table's columns as a booktabs table, ready to `\input` into a report."""
+# The report's tables (results.tex) are printed at the document's own type size, so each has
+# at most MAX_COLUMNS columns: the experiment, the settings that differ, a few metrics.
+MAX_COLUMNS = 9
+# Settings the compact tables do not compare in columns: the data (the caption says it), the
+# seed (a row stands for all its seeds) and where and how fast a run trained.
+NOT_COMPARED = SPEED_KEYS | {"dataset", "train_size", "test_size", "seed", "seeds", "data_dir"}
+REGULARISATION_KEYS = ("weight_decay", "dropout")
+# Table 1 (configurations) and Table 3 (architectures, when `model` differs): the metrics.
+RESULT_METRICS = ("final_test_acc", "epochs_to_target", "total_seconds")
+ARCHITECTURE_METRICS = (
+    "final_test_acc",
+    "epoch1_test_acc",
+    "final_train_loss",
+    "params",
+    "total_seconds",
+)
+# Table 2: regularisation strength against these.
+REGULARISATION_METRICS = ("final_train_loss", "final_test_acc")
+REPORT_HEADERS = {
+    "final_test_acc": "Test acc. (%)",
+    "epoch1_test_acc": "Epoch-1 test acc. (%)",
+    "final_train_loss": "Final train loss",
+    "params": "Params",
+    "total_seconds": "Total time",
+}
+# The compact tables' setting headers, short as in the report's (its Table 2 says L2), each
+# spelled out in the caption.
+SHORT_SETTING_HEADERS = {
+    "lr": ("lr", "learning rate"),
+    "weight_decay": ("L2", "weight decay"),
+    "momentum": ("Mom.", "SGD momentum"),
+}
+# A table of at most this many experiments has them as its columns (if that is narrower).
+TRANSPOSE_ROWS = 3
+# Between columns in the compact tables: LaTeX's 6 pt each side would push a nine-column
+# table past the text width of an article.
+COLUMN_SEP = "3pt"
+FULL_PART_COLUMNS = 6  # columns after # and Experiment in each part of the full table
+LATEX_NOTE = (
+    "% Written by cnntui. Needs \\usepackage{booktabs}{extra} in the preamble; Chinese titles",
+    "% need a CJK font under xelatex: xeCJK or ctex, or fontspec's \\setmainfont with one.",
+)
+
+
+def _latex_note(extra: str = "") -> list[str]:
+    return [LATEX_NOTE[0].replace("{extra}", extra), LATEX_NOTE[1]]
+
+
+def wrap(text: str, cols: int) -> list[str]:
+    """`text` in lines of at most `cols` terminal columns, broken at spaces (a word wider
+    than that, such as a CJK title without spaces, is broken between its characters)."""
+    pieces: list[str] = []
+    for word in text.split():
+        while width(word) > cols and width(word) > len(word):  # wide characters
+            cut = 1
+            while width(word[: cut + 1]) <= cols:
+                cut += 1
+            pieces.append(word[:cut])
+            word = word[cut:]
+        pieces.append(word)
+    lines: list[str] = []
+    for piece in pieces:
+        if lines and width(lines[-1]) + 1 + width(piece) <= cols:
+            lines[-1] += " " + piece
+        else:
+            lines.append(piece)
+    return lines or [""]
+
+
+# A line break in a table that a following `[` cannot turn into \\[<length>].
+BREAK = r"\\{}"
+
+
+def _stack(lines: list[str], align: str, where: str = "t") -> str:
+    """LaTeX source lines one above the other in one cell (a nested tabular)."""
+    if len(lines) == 1:
+        return lines[0]
+    return (
+        f"\\begin{{tabular}}[{where}]{{@{{}}{align}@{{}}}}" + BREAK.join(lines) + r"\end{tabular}"
+    )
+
+
+def _row(cells: list[str]) -> str:
+    """A table row's source; `{}` first where a `[` would be read as the \\\\ before's length."""
+    text = " & ".join(cells) + r" \\"
+    return "{}" + text if text.startswith("[") else text
+
+
+def _label(heading: str) -> str:
+    return "tab:" + "".join(ch if ch.isalnum() or ch in "-." else "-" for ch in heading)
+
+
+@dataclass(frozen=True)
+class _TexColumn:
+    """A column of a LaTeX table: its header (plain text), alignment and cells (LaTeX)."""
+
+    header: str
+    align: str
+    cells: list[str]
+
+
+def _tex_table(
+    caption: str, label: str, columns: list[_TexColumn], header_cols: int, sep: str = ""
+) -> list[str]:
+    """A booktabs table float; headers are wrapped at `header_cols` columns."""
+    spec = "".join(c.align for c in columns)
+    header = [
+        _stack([latex_escape(x) for x in wrap(c.header, header_cols)], c.align, "b")
+        for c in columns
+    ]
+    rows = zip(*(c.cells for c in columns), strict=True)
+    body = [_row(list(row)) for row in rows]
+    return [
+        r"\begin{table}[htbp]",
+        r"\centering",
+        *([f"\\setlength{{\\tabcolsep}}{{{sep}}}"] if sep else []),
+        r"\caption{" + caption + "}",
+        r"\label{" + label + "}",
+        r"\begin{tabular}{@{}" + spec + "@{}}",
+        r"\toprule",
+        _row(header),
+        r"\midrule",
+        *body,
+        r"\bottomrule",
+        r"\end{tabular}",
+        r"\end{table}",
+        "",
+    ]
+
+
+def to_latex(rows: list[Row], group: str | None = None) -> bytes:
+    r"""The report's tables of a group, ready to `\input`: booktabs, at the document's type
+    size, a few columns each. Every group gets its results (Table 1: the settings that
+    differ, final test accuracy, epochs to target, time; Table 3 when the architecture
+    differs: final and epoch-1 test accuracy, final train loss, parameters, time); a group
+    comparing regularisation also Table 2 (its strength against final train loss and test
+    accuracy). Without `group`, every group of `rows` in turn."""
+    by_group: dict[str, list[Row]] = {}
+    for r in rows:
+        by_group.setdefault(group or r.experiment.group or UNGROUPED, []).append(r)
+    lines = _latex_note()
+    for name, members in by_group.items():
+        for caption, label, columns in report_tables(members, name):
+            lines += _tex_table(caption, label, columns, 8, COLUMN_SEP)
+    return "\n".join(lines).encode("utf-8")
+
+
+def report_tables(rows: list[Row], group: str) -> list[tuple[str, str, list[_TexColumn]]]:
+    """The caption, label and columns of each of a group's compact tables."""
+    keys = [k for k in differing_keys(rows) if k not in NOT_COMPARED]
+    metric_keys = ARCHITECTURE_METRICS if "model" in keys else RESULT_METRICS
+    seeded = has_seeds(rows)
+    n_column = seeded and len({r.n for r in rows}) > 1
+    heading = f"{group}: results"
+    columns = [_experiment_column(rows)]
+    if 1 + len(keys) + len(metric_keys) + n_column > MAX_COLUMNS:  # one wrapped column
+        columns.append(_TexColumn("Settings", "l", [_settings_cell(r, keys) for r in rows]))
+    else:
+        columns += [_setting_column(rows, k) for k in keys]
+    columns += [_TexColumn("n", "r", [str(r.n) for r in rows])] if n_column else []
+    columns += [_metric_column(rows, k, seeded) for k in metric_keys]
+    shown = keys if len(columns) == len(keys) + 1 + n_column + len(metric_keys) else []
+    out = [(_caption(heading, rows, seeded, shown), _label(heading), _oriented(columns, rows))]
+    chosen = regularisation_rows(rows)
+    if chosen:
+        heading = (
+            f"{group}: regularisation strength (strongest first) against final training "
+            "loss and test accuracy"
+        )
+        reg_keys = [*REGULARISATION_KEYS]
+        reg_keys += [k for k in differing_keys(chosen) if k == "epochs"]
+        n_column = seeded and len({r.n for r in chosen}) > 1
+        columns = [_experiment_column(chosen)]
+        columns += [_setting_column(chosen, k) for k in reg_keys]
+        columns += [_TexColumn("n", "r", [str(r.n) for r in chosen])] if n_column else []
+        columns += [_metric_column(chosen, k, seeded) for k in REGULARISATION_METRICS]
+        caption = _caption(heading, chosen, seeded, reg_keys)
+        out.append((caption, _label(f"{group}: regularisation"), _oriented(columns, chosen)))
+    return out
+
+
+def _oriented(columns: list[_TexColumn], rows: list[Row]) -> list[_TexColumn]:
+    """`columns` (the experiment first), or a few experiments as columns, their settings
+    and metrics as rows, as the report's Table 3 has its two architectures: narrower."""
+    if len(rows) > TRANSPOSE_ROWS or len(columns) <= len(rows) + 1:
+        return columns
+    out = [_TexColumn("", "l", [latex_escape(c.header) for c in columns[1:]])]
+    for i, r in enumerate(rows):
+        cells = [c.cells[i] for c in columns[1:]]
+        out.append(_TexColumn(r.experiment.display_title, "r", cells))
+    return out
+
+
+def regularisation_rows(rows: list[Row]) -> list[Row]:
+    """Table 2's rows, strongest regularisation first: the group's reference and each
+    experiment that differs from it only in regularisation (or training length); none when
+    their regularisation is all the same."""
+    if not rows:
+        return []
+    ref_exp = stats.reference_of([r.experiment for r in rows])
+    ref = next(r for r in rows if r.experiment is ref_exp)
+    allowed = set(REGULARISATION_KEYS) | {"epochs"} | NOT_COMPARED - {"dataset"}
+    allowed -= {"train_size", "test_size"}
+    chosen = [r for r in rows if set(ref.ran_with.differing([ref.ran_with, r.ran_with])) <= allowed]
+    strengths = {_strength(r) for r in chosen}
+    if len(strengths) < 2:
+        return []
+    return sorted(chosen, key=_strength, reverse=True)
+
+
+def _strength(r: Row) -> tuple[float, ...]:
+    return tuple(float(getattr(r.ran_with, k) or 0.0) for k in REGULARISATION_KEYS)
+
+
+def _caption(heading: str, rows: list[Row], seeded: bool, keys: list[str]) -> str:
+    """The caption: the heading, the data, what the short headers of the setting columns
+    `keys` stand for, and what a reader must know to read the numbers."""
+    parts = [f"{heading}.", data_caption(rows).replace("`", "")]
+    short = [SHORT_SETTING_HEADERS[k] for k in keys if k in SHORT_SETTING_HEADERS]
+    if short:
+        parts.append("; ".join(f"{a}: {b}" for a, b in short) + ".")
+    if seeded:
+        ns = sorted({r.n for r in rows})
+        over = f"{ns[0]} seeds" if len(ns) == 1 else "the n seeds counted"
+        parts.append(f"Accuracies and losses: mean ± std over {over}.")
+    unfinished = [r for r in rows if r.status != RunStatus.FINISHED]
+    if unfinished:
+        parts.append(
+            "Not finished: "
+            + ", ".join(
+                f"{r.experiment.display_title} ({r.status}, {r.epochs_done}/{r.ran_with.epochs} "
+                "epochs)"
+                for r in unfinished
+            )
+            + "."
+        )
+    return latex_escape(" ".join(p for p in parts if p))
+
+
+def _experiment_column(rows: list[Row]) -> _TexColumn:
+    cells = [
+        _stack([latex_escape(x) for x in wrap(r.experiment.display_title, 20)], "l") for r in rows
+    ]
+    return _TexColumn("Experiment", "l", cells)
+
+
+def _setting_column(rows: list[Row], key: str) -> _TexColumn:
+    cells = [latex_escape(_setting(getattr(r.ran_with, key))) for r in rows]
+    align = "l" if _Columns.is_text(rows, key) else "r"
+    header = SHORT_SETTING_HEADERS.get(key, (SETTING_HEADERS.get(key, key), ""))[0]
+    return _TexColumn(header, align, cells)
+
+
+def _settings_cell(r: Row, keys: list[str]) -> str:
+    text = ", ".join(f"{k} {_setting(getattr(r.ran_with, k))}" for k in keys)
+    return _stack([latex_escape(x) for x in wrap(text, 24)], "l")
+
+
+def _metric_column(rows: list[Row], key: str, seeded: bool) -> _TexColumn:
+    header = REPORT_HEADERS.get(key, key)
+    if key == "epochs_to_target":
+        targets = {r.ran_with.target_acc for r in rows}
+        header = f"Epochs to {targets.pop() * 100:g}%" if len(targets) == 1 else "Epochs to target"
+    if key == "total_seconds":
+        unit, per = time_unit([r.metrics.total_seconds for r in rows if r.epochs_done])
+        header = f"Time ({unit})"
+        cells = [f"{r.metrics.total_seconds / per:.1f}" if r.epochs_done else "--" for r in rows]
+        return _TexColumn(header, "r", cells)
+    return _TexColumn(header, "r", [_report_value(r, key, seeded) for r in rows])
+
+
+def time_unit(seconds: list[float]) -> tuple[str, float]:
+    """The unit a column of times reads best in (s, min or h) and its seconds."""
+    longest = max((s for s in seconds if math.isfinite(s)), default=0.0)
+    if longest < 120:
+        return "s", 1.0
+    return ("min", 60.0) if longest < 7200 else ("h", 3600.0)
+
+
+def _report_value(r: Row, key: str, seeded: bool) -> str:
+    """A compact table's cell: a percentage without its sign (the header has it), mean ±
+    std over the seeds where the table has several."""
+    if not r.epochs_done and key != "params":
+        return "--"
+    if seeded and key in dict(AGGREGATES).values():
+        agg = r.aggregate(key)
+        if agg.n == 0:
+            return "--"
+        # Over a few seeds the std is about a point: one decimal of a percentage is enough.
+        mean = _number(key, agg.mean, 1, 3)
+        return mean + (f"\\,$\\pm$\\,{_number(key, agg.std, 1, 3)}" if agg.n > 1 else "")
+    v = r.value(key)
+    if key in ("final_test_acc", "epoch1_test_acc", "final_train_loss"):
+        return _number(key, v)
+    if key == "epochs_to_target" and v is None:  # not reached in the epochs it ran
+        return f"$>${r.epochs_done}"
+    return latex_escape(_metric(key, v))
+
+
+def _number(key: str, v: float, pct_digits: int = 2, loss_digits: int = 4) -> str:
+    if not math.isfinite(v):
+        return "--"
+    return f"{v * 100:.{pct_digits}f}" if key in PERCENT else f"{v:.{loss_digits}f}"
+
+
+def to_latex_full(rows: list[Row], heading: str, with_group: bool = False) -> bytes:
+    r"""Every column of the Markdown table in LaTeX, for an appendix: on landscape pages,
+    split into tables of at most FULL_PART_COLUMNS columns after # and Experiment."""
     cols = _Columns.of(rows, with_group)
-    header = ["\\#", "Experiment", *(["Group"] if with_group else [])]
+    header = ["#", "Experiment", *(["Group"] if with_group else [])]
     header += ["Status"] if cols.unfinished else []
-    header += [latex_escape(SETTING_HEADERS.get(k, k)) for k in cols.keys]
-    header += [latex_escape(h) for h in SEED_HEADERS] if cols.seeded else []
-    header += [latex_escape(h) for _, h in METRIC_COLUMNS if h]
+    header += [SETTING_HEADERS.get(k, k) for k in cols.keys]
+    header += SEED_HEADERS if cols.seeded else []
+    header += [h for _, h in METRIC_COLUMNS if h]
     spec = "rl" + "l" * (with_group + cols.unfinished)
     spec += "".join("l" if cols.is_text(rows, k) else "r" for k in cols.keys)
     spec += "rrll" if cols.seeded else ""
     spec += "r" * len([k for k, h in METRIC_COLUMNS if h])
-    body = [" & ".join(_latex_cells(i, r, cols)) + r" \\" for i, r in enumerate(rows, 1)]
-    caption = latex_escape(f"{heading}. {data_caption(rows)}".replace("`", ""))
-    label = "tab:" + "".join(ch if ch.isalnum() or ch in "-." else "-" for ch in heading)
-    lines = [
-        "% Written by cnntui. Needs \\usepackage{booktabs} and \\usepackage{graphicx} in the",
-        "% preamble; Chinese titles need a CJK setup (xeCJK or ctex, under xelatex).",
-        r"\begin{table}[htbp]",
-        r"\centering",
-        r"\caption{" + caption + "}",
-        r"\label{" + label + "}",
-        r"\resizebox{\textwidth}{!}{%",
-        r"\begin{tabular}{" + spec + "}",
-        r"\toprule",
-        " & ".join(header) + r" \\",
-        r"\midrule",
-        *body,
-        r"\bottomrule",
-        r"\end{tabular}%",
-        "}",
-        r"\end{table}",
-        "",
-    ]
+    cells = [_latex_cells(i, r, cols) for i, r in enumerate(rows, 1)]
+    columns = [_TexColumn(h, spec[j], [c[j] for c in cells]) for j, h in enumerate(header)]
+    rest = columns[2:]
+    parts = [rest[i : i + FULL_PART_COLUMNS] for i in range(0, len(rest), FULL_PART_COLUMNS)]
+    lines = _latex_note(" and \\usepackage{pdflscape}")
+    data = data_caption(rows).replace("`", "")
+    for p, part in enumerate(parts, 1):
+        of = f" ({p} of {len(parts)})" if len(parts) > 1 else ""
+        caption = latex_escape(f"{heading}, every column{of}. {data}")
+        label = _label(f"{heading}-full") + (f"-{p}" if len(parts) > 1 else "")
+        # A page of its own each: a float left to a later page would not be turned.
+        table = _tex_table(caption, label, columns[:2] + part, 14)
+        lines += [r"\begin{landscape}", *table[:-1], r"\end{landscape}", ""]
     return "\n".join(lines).encode("utf-8")
 
 
 def _latex_cells(i: int, r: Row, cols: _Columns) -> list[str]:
-    """Row `i` of the LaTeX table, as LaTeX source."""
+    """Row `i` of the full LaTeX table, as LaTeX source."""
     e = r.experiment
-    who = latex_escape(e.display_title)
+    who = [latex_escape(x) for x in wrap(e.display_title, 24)]
     if e.title and e.title != e.name:
-        who += " (\\texttt{" + latex_escape(e.name) + "})"
-    cells = [str(i), who, *([latex_escape(e.group or "–")] if cols.with_group else [])]
+        who.append("(\\texttt{" + latex_escape(e.name) + "})")
+    cells = [str(i), _stack(who, "l")]
+    cells += [latex_escape(e.group or "–")] if cols.with_group else []
     if cols.unfinished:
         done = f"{r.status}, {r.epochs_done}/{r.ran_with.epochs} ep."
         cells.append(latex_escape(r.status if r.status == RunStatus.FINISHED else done))

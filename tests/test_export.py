@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 from matplotlib import image as mpimage
 
+from cnntui import config, figures, tables
 from cnntui import export as export_mod
-from cnntui import figures, tables
 from cnntui import store as store_mod
 from cnntui.config import class_names
 from cnntui.engine import train
@@ -115,12 +115,13 @@ def test_every_file_the_issue_lists_is_written(suite) -> None:
         *(
             out / g / f
             for g in ("hp", "arch")
-            for f in ("results.csv", "results.md", "results.tex")
+            for f in ("results.csv", "results.md", "results.tex", "results_full.tex")
         ),
         *(out / g / f for g in ("hp", "arch") for f in ("per_class.csv", "per_class.md")),
         out / "results.csv",
         out / "results.md",
         out / "results.tex",
+        out / "results_full.tex",
     }
     assert set(result.files) == expected
     assert all(p.is_file() and p.stat().st_size > 0 for p in expected)
@@ -578,7 +579,7 @@ def tex_balanced(tex: str) -> None:
     assert not stack, f"unclosed: {stack}"
     code = "\n".join(
         line.split("%")[0] if not line.startswith("%") else ""
-        for line in re.sub(r"\\[{}%&$#_]", "", tex).splitlines()
+        for line in re.sub(r"\\\\|\\[{}%&$#_]", "", tex).splitlines()
     )
     depth = 0
     for ch in code:
@@ -587,33 +588,189 @@ def tex_balanced(tex: str) -> None:
     assert depth == 0
 
 
+def tex_tables(tex: str) -> list[tuple[list[str], list[list[str]]]]:
+    """Each table's header cells and body rows (cells), nested line breaks read as spaces."""
+    out = []
+    for table in tex.split(r"\begin{table}")[1:]:
+        flat = re.sub(
+            r"\\begin\{tabular\}\[[bt]\]\{@\{\}[lr]@\{\}\}(.*?)\\end\{tabular\}",
+            lambda m: m.group(1).replace(r"\\{}", " "),
+            table,
+        )
+        header = flat.split(r"\toprule")[1].split(r"\midrule")[0].strip("\n").removesuffix(r"\\")
+        body = flat.split(r"\midrule")[1].split(r"\bottomrule")[0].strip().splitlines()
+        cells = [[c.strip() for c in line.removesuffix(r"\\").split(" & ")] for line in body]
+        out.append(([c.strip() for c in header.split(" & ")], cells))
+    return out
+
+
 def test_latex_tables_are_booktabs_balanced_and_keep_chinese_titles(suite) -> None:
     _, _, result, _, _ = suite
     group = (result.folder / "hp" / "results.tex").read_text(encoding="utf-8")
-    every = (result.folder / "results.tex").read_text(encoding="utf-8")
-    for tex in (group, every):
+    full = (result.folder / "hp" / "results_full.tex").read_text(encoding="utf-8")
+    every = (result.folder / "results_full.tex").read_text(encoding="utf-8")
+    for tex in (group, full, every):
         tex_balanced(tex)
         assert tex.index(r"\toprule") < tex.index(r"\midrule") < tex.index(r"\bottomrule")
         assert "synthetic data (not CIFAR-10), 128 train / 128 test images" in tex
-    body = group.split(r"\midrule")[1].split(r"\bottomrule")[0].strip().splitlines()
-    assert len(body) == 2 and body[0].startswith(r"1 & 基准配置 (\texttt{base}) & ")
-    assert body[1].startswith(r"2 & 高学习率 (\texttt{fast}) & 0.05 & ")  # lr differs
-    assert "\\%" in body[0] and body[0].endswith(r"\\")
-    header = group.split(r"\toprule")[1].split(r"\midrule")[0]
-    columns = re.search(r"\\begin\{tabular\}\{([a-z]+)\}", group).group(1)
-    assert header.count(" & ") + 1 == len(columns) == body[0].count(" & ") + 1
-    assert len(every.split(r"\midrule")[1].split(r"\bottomrule")[0].strip().splitlines()) == 3
-    if shutil.which("xelatex"):  # compile it when a TeX engine is here
-        doc = result.folder / "doc.tex"
+        assert r"\resizebox" not in tex
+    # Two experiments: the report's small comparison, experiments across (as its Table 3).
+    [(header, body)] = tex_tables(group)
+    assert header == ["", "基准配置", "高学习率"]
+    assert body[0] == ["lr", "0.01", "0.05"]  # the setting that differs, then the metrics
+    assert [b[0] for b in body[1:]] == [r"Test acc. (\%)", r"Epochs to 50\%", "Time (s)"]
+    # The full table keeps every column, in parts after # and Experiment.
+    parts = tex_tables(full)
+    assert all(h[:2] == [r"\#", "Experiment"] for h, _ in parts)
+    assert sum(len(h) - 2 for h, _ in parts) == 11  # lr and the 10 metrics of results.md
+    assert parts[0][1][0][:2] == ["1", r"基准配置 (\texttt{base})"]
+    assert len(tex_tables(every)[0][1]) == 3
+
+
+def study_rows(seeds: int = 1) -> list[tables.Row]:
+    """The shipped study's experiments with the report's numbers, as table rows."""
+    report = {  # final and epoch-1 test accuracy, final train loss, seconds
+        "baseline": (0.5068, 0.30, 1.4336, 1500),
+        "high-lr": (0.2229, 0.2, 2.06, 1480),
+        "low-lr": (0.4021, 0.25, 1.7, 1510),
+        "more-epochs": (0.5493, 0.3, 1.3792, 3000),
+        "no-reg": (0.6135, 0.35, 1.0241, 1400),
+        "strong-reg": (0.10, 0.1, 2.3029, 1450),
+        "no-momentum": (0.3651, 0.2, 1.8, 1390),
+        "arch-lenet": (0.3630, 0.1501, 1.768, 49.1),
+        "arch-resnet": (0.6337, 0.4468, 0.936, 53.0),
+    }
+    rows = []
+    for e in config.load(Path(__file__).parent.parent / "experiments.toml").experiments:
+        acc, acc1, loss, secs = report[e.name]
+        h = History()
+        for i in range(e.epochs):
+            a = acc1 + (acc - acc1) * i / (e.epochs - 1)
+            h.add(EpochEnd(e.name, i, loss + 0.1 * (e.epochs - 1 - i), a, 1.5, a, secs / e.epochs))
+        m = metrics(h, e.target_acc, secs)
+        per_seed = tuple(
+            tables.SeedResult(s, f"r{s}", dataclasses.replace(m, final_test_acc=acc + 0.01 * s))
+            for s in range(seeds if seeds > 1 else 0)
+        )
+        params = 308_650 if e.model == "resnet" else 62_006
+        rows.append(
+            tables.Row(
+                e,
+                e,
+                "finished",
+                e.epochs,
+                params,
+                m,
+                "cuda",
+                "r",
+                50_000,
+                10_000,
+                seed_results=per_seed,
+            )
+        )
+    return rows
+
+
+def test_the_shipped_study_exports_exactly_the_reports_three_tables() -> None:
+    rows = study_rows()
+    tex = tables.to_latex(rows).decode()
+    assert r"\resizebox" not in tex and r"\small" not in tex  # the document's type size
+    (h1, t1), (h2, t2), (h3, t3) = tex_tables(tex)
+    # Table 1: each configuration, its settings, final accuracy, convergence, time.
+    assert h1 == [
+        "Experiment",
+        "Epochs",
+        "lr",
+        "Mom.",
+        "L2",
+        "Dropout",
+        r"Test acc. (\%)",
+        r"Epochs to 40\%",
+        "Time (min)",
+    ]
+    assert [r[:7] for r in t1] == [
+        ["基准配置", "5", "0.001", "0.9", "0.01", "0.5", "50.68"],
+        ["高学习率", "5", "0.01", "0.9", "0.01", "0.5", "22.29"],
+        ["低学习率", "5", "0.0001", "0.9", "0.01", "0.5", "40.21"],
+        ["更多 epoch", "10", "0.001", "0.9", "0.01", "0.5", "54.93"],
+        ["无正则化", "5", "0.001", "0.9", "0", "0", "61.35"],
+        ["强正则化", "5", "0.001", "0.9", "0.1", "0.7", "10.00"],
+        ["无动量", "5", "0.001", "0", "0.01", "0.5", "36.51"],
+    ]
+    assert t1[0][7:] == ["3", "25.0"] and t1[1][7] == "$>$5"  # never reached 40 %
+    assert "lr: learning rate; Mom.: SGD momentum; L2: weight decay." in tex
+    # Table 2: regularisation strength, strongest first, against train loss and accuracy.
+    assert h2 == ["Experiment", "L2", "Dropout", "Epochs", "Final train loss", r"Test acc. (\%)"]
+    assert t2 == [
+        ["强正则化", "0.1", "0.7", "5", "2.3029", "10.00"],
+        ["基准配置", "0.01", "0.5", "5", "1.4336", "50.68"],
+        ["更多 epoch", "0.01", "0.5", "10", "1.3792", "54.93"],
+        ["无正则化", "0", "0", "5", "1.0241", "61.35"],
+    ]
+    # Table 3: the two architectures side by side, as the report has them.
+    assert h3 == ["", "LeNet", "轻量级 ResNet"]
+    assert t3 == [
+        ["Model", "lenet", "resnet"],
+        [r"Test acc. (\%)", "36.30", "63.37"],
+        [r"Epoch-1 test acc. (\%)", "15.01", "44.68"],
+        ["Final train loss", "1.7680", "0.9360"],
+        ["Params", "62,006", "308,650"],
+        ["Time (s)", "49.1", "53.0"],
+    ]
+    assert all(len(h) <= tables.MAX_COLUMNS for h, _ in tex_tables(tex))
+    # With seeds: mean ± std of the accuracy over them, and the caption says so.
+    seeded = tables.to_latex(study_rows(seeds=3)).decode()
+    assert tex_tables(seeded)[0][1][0][6] == r"51.7\,$\pm$\,1.0"
+    assert "mean $\\pm$ std over 3 seeds" in seeded
+
+
+def _wqy_font() -> bool:
+    fc = shutil.which("fc-list")
+    listed = subprocess.run([fc, ":family"], capture_output=True, text=True).stdout if fc else ""
+    return "WenQuanYi Micro Hei" in listed
+
+
+@pytest.mark.skipif(
+    not shutil.which("xelatex"),
+    reason="xelatex is not installed (Debian: texlive-xetex, as .ci/run installs)",
+)
+@pytest.mark.skipif(not _wqy_font(), reason="no CJK font (Debian: fonts-wqy-microhei)")
+def test_every_exported_latex_table_prints_at_text_width(suite, tmp_path) -> None:
+    _, _, result, _, _ = suite
+    study = tmp_path / "study"
+    for name, rows in (("one", study_rows()), ("seeds", study_rows(seeds=3))):
+        (study / name).mkdir(parents=True)
+        (study / name / "results.tex").write_bytes(tables.to_latex(rows))
+        full = tables.to_latex_full(rows, "All experiments: results", True)
+        (study / name / "results_full.tex").write_bytes(full)
+    files = sorted(result.folder.rglob("*.tex")) + sorted(study.rglob("*.tex"))
+    assert len(files) == 10
+    for i, tex in enumerate(files):
+        doc = tmp_path / f"doc{i}.tex"
         doc.write_text(
-            "\\documentclass{article}\\usepackage{booktabs,graphicx,xeCJK}\\begin{document}"
-            "\\input{hp/results.tex}\\end{document}",
+            "\\documentclass{article}\\usepackage{booktabs,pdflscape,fontspec}"
+            "\\setmainfont{WenQuanYi Micro Hei}\\begin{document}"
+            f"\\input{{{tex.as_posix()}}}\\end{{document}}",
             encoding="utf-8",
         )
         run = subprocess.run(
-            ["xelatex", "-interaction=nonstopmode", doc.name], cwd=result.folder, timeout=120
+            ["xelatex", "-interaction=nonstopmode", "-halt-on-error", doc.name],
+            cwd=tmp_path,
+            capture_output=True,
+            timeout=120,
         )
-        assert run.returncode == 0
+        log = (tmp_path / f"doc{i}.log").read_text("utf-8", errors="replace")
+        assert run.returncode == 0, f"{tex}: {log[-2000:]}"
+        assert "Overfull \\hbox" not in log, f"{tex} is wider than the text"
+        assert "Missing character" not in log, f"{tex}: a glyph is missing"
+        pages = int(re.search(r"Output written on .*\((\d+) pages?", log).group(1))
+        source = tex.read_text("utf-8")
+        if tex.name == "results_full.tex":  # a landscape page for each part
+            assert pages == source.count(r"\begin{landscape}"), tex
+        elif tex.parent in (result.folder, study / "one", study / "seeds"):
+            assert pages == (2 if "architectures" in source else 1), tex  # Tables 1-2, 3
+        else:
+            assert pages == 1, tex
 
 
 def test_latex_escapes_what_tex_would_read_as_commands() -> None:
@@ -622,6 +779,10 @@ def test_latex_escapes_what_tex_would_read_as_commands() -> None:
     )
     exp = tiny_experiment(name="odd", title="100% 测试 & more_x")
     row = tables.Row(exp, exp, "finished", 0, None, metrics(History(), 0.5, 0.0), "", "r")
-    tex = tables.to_latex([row], "g_1: results").decode()
+    tex = tables.to_latex([row], "g_1").decode()
     tex_balanced(tex)
-    assert r"100\% 测试 \& more\_x (\texttt{odd})" in tex and r"\caption{g\_1: results." in tex
+    assert r"\caption{g\_1: results." in tex
+    assert r"100\%" in tex and r"\&" in tex and r"more\_x" in tex
+    full = tables.to_latex_full([row], "g_1: results").decode()
+    tex_balanced(full)
+    assert r"100\% 测试 \& more\_x\\{}(\texttt{odd})" in full  # the name under the title
