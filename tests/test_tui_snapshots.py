@@ -162,4 +162,4 @@ def test_per_class_results(snap_compare, tmp_path, monkeypatch):
     run.save(history, "finished", total_seconds=300.0, params=308650)
     run.release()
     app = make_app(cfg, {}, tmp_path / "runs", tmp_path / "exports", 1, device_label="cpu")
-    assert snap_compare(app, press=["k"], terminal_size=(80, 24))
+    assert snap_compare(app, press=["C"], terminal_size=(80, 24))

@@ -15,6 +15,11 @@ from ...store import RunRecord
 from ..session import Session
 from ..state import RunState
 
+# j and k move down and up, as in vi and in other Textual apps' lists (posting, harlequin).
+VI_KEYS = (
+    Binding("j", "cursor_down", "Down", show=False),
+    Binding("k", "cursor_up", "Up", show=False),
+)
 RESUME_HINT = "R resumes"  # after a status whose run `R` continues from its checkpoint
 STATUS_STYLE = {
     "queued": "yellow",
@@ -108,6 +113,7 @@ class ExperimentsTable(DataTable[str | Text]):
         # The table has one column to be in: home and end go to the first and last row.
         Binding("home", "scroll_top", "First", show=False),
         Binding("end", "scroll_bottom", "Last", show=False),
+        *VI_KEYS,
     ]
 
     def __init__(self, **kwargs: Any) -> None:

@@ -18,6 +18,7 @@ from textual.widgets import DataTable
 
 from ... import stats, text
 from ...records import RunStatus, RunSummary
+from .experiments import VI_KEYS
 
 Seeds = tuple[float, float, int]  # an experiment's final test accuracy: mean, std, n
 
@@ -118,7 +119,8 @@ class ResultsTable(DataTable[Text]):
     """One row per run; rows are added or updated with `put` and kept sorted."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("s", "sort", "Sort", tooltip="sort by the cursor's column; again reverses it")
+        Binding("s", "sort", "Sort", tooltip="sort by the cursor's column; again reverses it"),
+        *VI_KEYS,
     ]
 
     def __init__(self, **kwargs: Any) -> None:

@@ -65,8 +65,9 @@ class MainScreen(
             tooltip="resume the latest unfinished run from its checkpoint",
         ),
         Binding("l", "log", "Log y", show=False, tooltip="log scale for the loss curves"),
+        # Shift+c: j and k move in the lists (vi habits), and C collides with no common key.
         Binding(
-            "k",
+            "C",
             "classes",
             "Classes",
             show=False,
