@@ -55,7 +55,7 @@ def _over_seeds(v: Seeds) -> str:
     return f"{mean * 100:.2f}±{std * 100:.2f} n={n}" if n > 1 else f"{mean * 100:.2f}% n=1"
 
 
-SEEDS_KEY = "acc_over_seeds"  # a row's (mean, std, n) of its experiment's seeds
+SEEDS_KEY = "acc_over_seeds"  # a row's (mean, std, n) over its experiment's seeds, its settings
 
 
 # Text columns show a summary's values with control characters escaped (text.safe): a
@@ -100,6 +100,11 @@ def sort_key(
     if isinstance(v, str) and v:
         return (0, 0.0, v.lower())
     return (1, 0.0, "")
+
+
+def _group(summary: RunSummary) -> tuple[str | None, str | None]:
+    """The rows one mean over seeds is taken over: one experiment, one set of settings."""
+    return summary.name, summary.settings_key
 
 
 class RowText(Text):
@@ -153,7 +158,9 @@ class ResultsTable(DataTable[Text]):
         if old is None:
             self._order.append(key)
         self.rows_by_key[key] = summary
-        siblings = self._over_seeds(summary.name)
+        siblings = self._over_seeds(summary)
+        if old is not None and _group(old) != _group(summary):  # its settings' group changed
+            siblings += self._over_seeds(old)
         if not redraw:
             return
         for other in siblings:  # the same experiment's other rows: their cell changed too
@@ -176,10 +183,12 @@ class ResultsTable(DataTable[Text]):
         """What row `key` holds in `column` (None: nothing)."""
         return cell_value(column, self.rows_by_key[key], self.seeds_by_key.get(key))
 
-    def _over_seeds(self, name: str | None) -> list[str]:
-        """Recompute `name`'s mean ± std over seeds into each of its rows; the keys of the
-        rows whose value changed."""
-        keys = [k for k in self._order if self.rows_by_key[k].name == name]
+    def _over_seeds(self, summary: RunSummary) -> list[str]:
+        """Recompute the mean ± std over seeds of `summary`'s experiment with `summary`'s
+        settings into each row of theirs; the keys of the rows whose value changed. A run
+        with other settings (an older number of epochs, other data) is not one of its seeds."""
+        group = _group(summary)
+        keys = [k for k in self._order if _group(self.rows_by_key[k]) == group]
         rows = {k: self.rows_by_key[k] for k in keys}
         counted = {id(r) for r in stats.seed_runs(list(rows.values()), lambda r: r.settings_key)}
         agg = stats.aggregate(r.final_test_acc for r in rows.values() if id(r) in counted)
