@@ -3,6 +3,10 @@ experiment in view, nothing cut mid-word, and results that say which settings th
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from textual.widgets import Static
+
 from cnntui.tui.app import make_app
 from cnntui.tui.screens.classes import ClassesScreen
 
@@ -38,3 +42,40 @@ async def test_j_and_k_move_in_the_lists_and_shift_c_opens_the_confusion_view(
         assert results.cursor_coordinate.row == 1
         await pilot.press("k")
         assert results.cursor_coordinate.row == 0
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "experiments.toml"
+
+
+def shipped_app(tmp_path: Path, overrides: dict | None = None):
+    return make_app(
+        SHIPPED,
+        overrides or {},
+        tmp_path / "runs",
+        tmp_path / "exports",
+        trainer=fake_train,
+        device_label="cpu (fake)",
+    )
+
+
+async def test_every_shipped_experiment_shows_with_whole_settings_and_a_detail_line(tmp_path):
+    app = shipped_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.main.table
+        await pilot.pause()
+        assert table.row_count == 9
+        assert table.max_scroll_y == 0 and table.max_scroll_x == 0  # all in view
+        assert table.region.height == 10  # the column headers and nine rows
+        for row in range(table.row_count):
+            cell = str(table.get_row_at(row)[-1])
+            # whole `key=value` items, and `…` where more are in the detail line
+            assert all("=" in item or item in ("-", "…") for item in cell.split()), cell
+        detail = app.main.query_one("#detail", Static)
+        for name, whole in (
+            ("strong-reg", "weight_decay=0.1 dropout=0.7"),
+            ("arch-resnet", "model=resnet batch_size=128 epochs=10"),
+        ):
+            table.move_cursor(row=table.get_row_index(name))
+            await pilot.pause()
+            shown = str(detail.render())
+            assert shown.startswith(f"{name}: ") and whole in shown, shown

@@ -53,6 +53,35 @@ MIN_SETTINGS = 12  # columns the settings keep before the group column gives way
 PROGRESS_SECONDS = 1.0  # a running experiment's progress and ETA are rewritten this often
 
 
+def settings_text(apart: dict[str, Any], room: int) -> str:
+    """The settings cell: `key=value` items, with the usual short names when the full ones do
+    not fit in `room` columns, then as many whole items as fit and `…` (the detail line under
+    the table has them all); never an item cut in two."""
+    full = " ".join(f"{k}={_value(v)}" for k, v in apart.items()) or "-"
+    if text.width(full) <= room:
+        return full
+    items = [f"{SHORT.get(k, k)}={_value(v)}" for k, v in apart.items()]
+    if text.width(" ".join(items)) <= room:
+        return " ".join(items)
+    shown = ""
+    for item in items:
+        more = f"{shown} {item}".strip()
+        if text.width(more) + 2 > room:  # room for " …" after it
+            break
+        shown = more
+    return f"{shown} …".strip()
+
+
+def detail_text(name: str, apart: dict[str, Any], status: str) -> str:
+    """The line under the table: the highlighted experiment's settings apart from [defaults],
+    by their full names, and its status when the cell had to cut it."""
+    settings = " ".join(f"{k}={_value(v)}" for k, v in apart.items()) or "[defaults] only"
+    out = f"{name}: {settings}"
+    if text.width(status) > STATUS_WIDTH:
+        out += f" · {status}"
+    return out
+
+
 def status_text(run: RunState | RunRecord | None, now: float | None = None) -> Text:
     """`idle`, `queued`, `running 45% ep 2/5 eta 0:32`, `finished 52.10%`, `failed: why`,
     `interrupted ep 2/5 · R resumes`... for this session's run or, before one, the stored one."""
@@ -107,7 +136,7 @@ class ExperimentsTable(DataTable[str | Text]):
     """Experiments by name; marked ones (for overlaid curves) carry a ●."""
 
     DEFAULT_CSS = """
-    ExperimentsTable { height: auto; max-height: 45%; }
+    ExperimentsTable { height: auto; max-height: 50%; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
         # The table has one column to be in: home and end go to the first and last row.
@@ -151,7 +180,7 @@ class ExperimentsTable(DataTable[str | Text]):
             used += 2 + max([text.width(v) for v in values] + [5])
         group = 2 + max([text.width(e.group or "-") for e in exps] + [5])
         scrollbar = 2 if len(exps) + 1 > self.size.height > 0 else 0
-        room = (self.size.width or self.app.size.width) - used - scrollbar - 1
+        room = (self.size.width or self.app.size.width) - used - scrollbar
         if room - group >= MIN_SETTINGS:
             return True, room - group
         return False, max(MIN_SETTINGS // 2, room)
@@ -169,11 +198,7 @@ class ExperimentsTable(DataTable[str | Text]):
         self._add_columns(group)  # afresh: a column never narrows by itself
         self._status.clear()
         for exp in session.experiments:
-            apart = session.apart_from_defaults(exp)
-            settings = " ".join(f"{k}={_value(v)}" for k, v in apart.items()) or "-"
-            if text.width(settings) > room:  # narrow: the usual short names, then cut
-                settings = " ".join(f"{SHORT.get(k, k)}={_value(v)}" for k, v in apart.items())
-            settings = text.pad(settings, room).rstrip()
+            settings = settings_text(session.apart_from_defaults(exp), room)
             status = status_text(session.shown_run(exp.name))
             self._status[exp.name] = status.plain
             cells = ["●" if exp.name in marks else " ", exp.name, exp.display_title]

@@ -108,6 +108,7 @@ class MainScreen(
         yield Header(show_clock=False, icon="▦")
         yield Static("", id="file-error")
         yield ExperimentsTable(id="experiments")
+        yield Static("", id="detail")
         with ContentSwitcher(initial="curves", id="views"):
             yield CurvesPanel(id="curves")
             yield ResultsTable(id="results")
@@ -153,6 +154,7 @@ class MainScreen(
 
     @on(DataTable.RowHighlighted, "#experiments")
     def _show_highlighted(self) -> None:
+        self.update_detail()
         if not self.marks:  # marked runs stay on screen whatever the cursor is on
             self.redraw_curves()
 

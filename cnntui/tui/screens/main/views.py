@@ -14,13 +14,14 @@ from typing import Any
 
 from textual.binding import Binding
 from textual.css.query import NoMatches
-from textual.widgets import ContentSwitcher
+from textual.widgets import ContentSwitcher, Static
 
 from ....store import RunRecord
 from ....tomledit import show_value
 from ...classes import class_view
 from ...state import Curve, RunState
 from ...widgets.curves import CurvesPanel
+from ...widgets.experiments import detail_text, status_text
 from ..classes import ClassesScreen
 from ..help import HelpScreen
 from .base import ScreenPart, stored_row
@@ -53,6 +54,7 @@ class ViewsPart(ScreenPart):
         for record in self.session.refresh_stored():
             self.results.put(str(record.path), stored_row(record))
         self.table.update_statuses(self.session)
+        self.update_detail()
         self.update_header()
         now = time.monotonic()
         if (
@@ -62,6 +64,23 @@ class ViewsPart(ScreenPart):
             self.redraw_curves()
             cost = self.query_one("#curves", CurvesPanel).build_seconds()
             self._curves_due = now + max(REDRAW_SECONDS, cost / CURVES_SHARE) - 0.01
+
+    def update_detail(self) -> None:
+        """The line under the experiments: the highlighted one's settings in full (and its
+        status, where the cell cut it)."""
+        name = self.table.highlighted
+        exp = self.session.experiment(name) if name else None
+        line = ""
+        if exp is not None:
+            run = self.session.shown_run(exp.name)
+            status = status_text(run).plain
+            reason = run.reason if isinstance(run, RunState) else run.summary.reason if run else ""
+            if status.startswith(("failed", "diverged")) and reason:
+                status = f"{run.status if run else ''}: {reason}"
+            line = detail_text(exp.name, self.session.apart_from_defaults(exp), status)
+        detail = self.query_one("#detail", Static)
+        if detail.content != line:
+            detail.update(line)
 
     def shown(self) -> list[str]:
         """Experiments whose curves are drawn: the marked ones, else the highlighted one."""
