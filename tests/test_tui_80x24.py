@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.cells import cell_len
 from textual.widgets import Static
 
 from cnntui.tui.app import make_app
@@ -79,3 +80,56 @@ async def test_every_shipped_experiment_shows_with_whole_settings_and_a_detail_l
             await pilot.pause()
             shown = str(detail.render())
             assert shown.startswith(f"{name}: ") and whole in shown, shown
+
+
+# What a user of the shipped file tries first: synthetic data, one epoch, a bigger test set.
+QUICK = {"dataset": "synthetic", "train_size": 200, "test_size": 1000, "epochs": 1}
+
+
+def stored_run(runs: Path, name: str, run_id: str, acc: float, **settings) -> None:
+    """A finished run of shipped experiment `name`, trained with `settings` on top of it."""
+    import dataclasses
+    import math
+
+    from cnntui import store
+    from cnntui.config import load
+    from cnntui.events import BatchLosses, EpochEnd
+    from cnntui.history import History
+
+    exp = dataclasses.replace(load(SHIPPED).get(name), **settings)
+    epochs = exp.epochs
+    run = store.RunStore(runs).create(exp)
+    history = History()
+    for epoch in range(epochs):
+        first = epoch * 50
+        losses = tuple(2.3 - 0.004 * i + 0.05 * math.sin(i) for i in range(first, first + 50))
+        history.add(BatchLosses(name, epoch, first, losses))
+        loss = sum(losses) / len(losses)
+        history.add(EpochEnd(name, epoch, loss, acc - 0.02, loss + 0.01, acc, 1.5))
+    run.save(history, "finished", total_seconds=1.5 * epochs, params=62006)
+    run.release()
+    target = run.path.parent / run_id  # a fixed id: the same pictures every time
+    run.path.rename(target)
+
+
+async def test_the_key_line_wraps_whole_and_keeps_the_per_epoch_key_in_view(tmp_path):
+    old = {**QUICK, "epochs": 2, "test_size": 100}
+    stored_run(tmp_path / "runs", "high-lr", "20260101-000000-aaaaaa", 0.473, **old)
+    app = shipped_app(tmp_path, QUICK)
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await pilot.press("j")
+        key = app.main.query_one("#curves-key", Static)
+        await until(pilot, lambda: "previous settings" in str(key.render()), what="the note")
+        await pilot.pause()
+        lines = str(key.render()).splitlines()
+        assert len(lines) == key.content_region.height <= 3, lines
+        assert all(cell_len(line) <= key.content_region.width for line in lines), lines
+        assert any("per epoch: ⠤ train • test" in line for line in lines), lines
+        said = " ".join(lines)
+        assert "(previous settings: epochs=2 now 1, test_size=100 now 1000)" in said
+        # a notification leaves the key line (and the footer) readable
+        app.notify("exported 44 file(s) to exports/")
+        await until(pilot, lambda: app.screen.query("Toast"), what="a toast")
+        await pilot.pause()
+        for toast in app.screen.query("Toast"):
+            assert not toast.region.overlaps(key.region), (toast.region, key.region)
