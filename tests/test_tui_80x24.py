@@ -133,3 +133,53 @@ async def test_the_key_line_wraps_whole_and_keeps_the_per_epoch_key_in_view(tmp_
         await pilot.pause()
         for toast in app.screen.query("Toast"):
             assert not toast.region.overlaps(key.region), (toast.region, key.region)
+
+
+def column_starts(table) -> list[int]:
+    """Where each scrolling column begins, in the table's scroll coordinates."""
+    widths = [c.get_render_width(table) for c in table.ordered_columns]
+    starts, at = [], 0
+    for w in widths[table.fixed_columns :]:
+        starts.append(at)
+        at += w
+    return starts
+
+
+async def test_results_scroll_sideways_by_whole_columns(tmp_path):
+    for i, name in enumerate(("high-lr", "strong-reg", "arch-resnet")):
+        stored_run(tmp_path / "runs", name, f"20260101-00000{i}-aaaaaa", 0.2 + i / 10, **QUICK)
+    app = shipped_app(tmp_path, QUICK)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("v")
+        results = app.main.results
+        await until(pilot, lambda: results.row_count == 3, what="three rows")
+        fixed = results.ordered_columns[0].get_render_width(results)
+        view = results.scrollable_content_region.width - fixed
+        seen = set()
+        for _ in range(len(results.ordered_columns) - 1):
+            await pilot.press("right")
+            await pilot.pause()
+            await pilot.pause()
+            starts = column_starts(results)
+            x = round(results.scroll_x)
+            assert x in starts, (x, starts)  # the first column in view is whole: no `odel`
+            column = results.cursor_coordinate.column
+            begin = starts[column - 1]
+            width = results.ordered_columns[column].get_render_width(results)
+            assert x <= begin and begin + width <= x + view  # the cursor's column too
+            seen.add(x)
+        assert len(seen) > 1  # it did scroll
+
+
+async def test_a_results_row_shows_the_data_and_settings_its_run_trained_with(tmp_path):
+    old = {**QUICK, "epochs": 2, "test_size": 100}
+    stored_run(tmp_path / "runs", "high-lr", "20260101-000000-aaaaaa", 0.473, **old)
+    app = shipped_app(tmp_path, QUICK)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("v")
+        detail = app.main.query_one("#detail", Static)
+        await until(pilot, lambda: "ran on" in str(detail.render()), what="the run's detail")
+        said = " ".join(str(detail.render()).split())
+        assert said.startswith("high-lr ran on synthetic data (not CIFAR-10), 200 train / 100 test"), said
+        assert "epochs=2" in said and "the experiment now: epochs=1 test_size=1000" in said
+        assert detail.region.bottom <= app.main.query_one("#views").region.y  # in view

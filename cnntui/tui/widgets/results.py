@@ -7,6 +7,7 @@ under the cursor (again: the other way round); the best value of each column is 
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,7 +15,9 @@ from typing import Any, ClassVar
 
 from rich.text import Text
 from textual.binding import Binding, BindingType
+from textual.coordinate import Coordinate
 from textual.widgets import DataTable
+from textual.widgets.data_table import ColumnKey
 
 from ... import stats, text
 from ...records import RunStatus, RunSummary
@@ -79,6 +82,7 @@ COLUMNS = (
     Column("status", "status", text.safe),
 )
 SEEDS_COLUMN = next(c for c in COLUMNS if c.key == SEEDS_KEY)
+STATUS_CELLS = max(len(s) for s in RunStatus)  # `interrupted`, the longest status
 BEST_STYLE = "bold reverse green"
 
 
@@ -142,7 +146,39 @@ class ResultsTable(DataTable[Text]):
     def on_mount(self) -> None:
         """Lay out the columns."""
         for col in COLUMNS:
-            self.add_column(col.label, key=col.key)
+            # The last column has a set width, which grows where the table must scroll a
+            # little further to start its last page with a whole column (snap_to_columns).
+            width = STATUS_CELLS if col.key == "status" else None
+            self.add_column(col.label, key=col.key, width=width)
+
+    def on_data_table_cell_highlighted(self) -> None:
+        """The cursor moved: once the table has scrolled it into view, snap to whole columns."""
+        self.call_after_refresh(self.snap_to_columns)
+
+    def snap_to_columns(self, tries: int = 3) -> None:
+        """Scroll sideways to where a column begins, keeping the cursor's column in view, so
+        that the first column after the fixed name column shows whole (`model`, not `odel`).
+        Where the last page needs more room to scroll into, the status column widens."""
+        widths = [c.get_render_width(self) for c in self.ordered_columns]
+        fixed = sum(widths[: self.fixed_columns])
+        view = self.scrollable_content_region.width - fixed
+        column = self.cursor_coordinate.column
+        if column < self.fixed_columns or view <= 0:
+            return
+        starts = list(itertools.accumulate(widths[self.fixed_columns : -1], initial=0))
+        begin = starts[column - self.fixed_columns]
+        want = max(round(self.scroll_x), begin + widths[column] - view)
+        x = min(begin, next((at for at in starts if at >= want), begin))
+        short = x - round(self.max_scroll_x)
+        if short > 0 and tries and self.row_count:
+            status = self.columns[ColumnKey("status")]
+            status.width += short
+            row = self.coordinate_to_cell_key(Coordinate(0, 0)).row_key
+            # Rewriting a cell lays the widths out again: the table can scroll that far now.
+            self.update_cell(row, "status", self.get_cell(row, "status"), update_width=True)
+            self.call_after_refresh(self.snap_to_columns, tries - 1)
+            return
+        self.scroll_to(x=x, animate=False)
 
     def put(self, key: str, summary: RunSummary, redraw: bool = True) -> None:
         """Add or replace the row of run `key`.

@@ -158,6 +158,10 @@ class MainScreen(
         if not self.marks:  # marked runs stay on screen whatever the cursor is on
             self.redraw_curves()
 
+    @on(DataTable.CellHighlighted, "#results")
+    def _show_run_detail(self) -> None:
+        self.update_detail()
+
     @on(DataTable.RowSelected, "#experiments")
     def _edit_on_enter(self) -> None:
         self.action_edit()
