@@ -373,8 +373,12 @@ def key_pieces(
 
 
 def key_text(curves: list[Curve], notes: dict[Hashable, str], absent: list[str]) -> Text:
-    """The line under the charts in one piece (`key_pieces` joined)."""
-    return Text("  ").join(key_pieces(curves, notes, absent))
+    """The line under the charts in one piece (`key_pieces` joined; the per-epoch key set a
+    little further apart)."""
+    pieces = key_pieces(curves, notes, absent)
+    if not curves:
+        return Text("  ").join(pieces)
+    return Text("   ").join([Text("  ").join(pieces[:-1]), pieces[-1]])
 
 
 def pack(pieces: list[Text], width: int) -> list[Text]:
