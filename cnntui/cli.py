@@ -232,9 +232,13 @@ def print_list(file: ExperimentFile, out: IO[str], runs_dir: Path | None = None)
     latest, by_name = _stored_runs(runs_dir)
     base = dataclasses.asdict(file.defaults)
     cells, settings = [], []
+    otherwise: dict[str, dict[str, Any]] = {}  # latest runs trained on other settings
     for e in file.experiments:
         own = {k: v for k, v in e.settings().items() if k in base and base[k] != v}
         status = _list_status(e, latest.get(e.name), by_name.get(e.name, []))
+        changed = _ran_otherwise(latest.get(e.name), e)
+        if changed:
+            otherwise[e.name], status = changed, f"{status} *"
         cells.append([e.name, e.display_title, e.group or "-", status])
         settings.append([f"{k}={_shown(v)}" for k, v in own.items()])
     headers, rows = _list_table(cells, settings, width)
@@ -248,6 +252,12 @@ def print_list(file: ExperimentFile, out: IO[str], runs_dir: Path | None = None)
             "cancelled run from its last epoch."
         )
         print("\n" + textwrap.fill(hint, max(40, width)), file=out)
+    if otherwise:
+        print("\n* the latest run trained otherwise than the file says now:", file=out)
+        for name, changed in otherwise.items():
+            items = [f"{name}:", *(f"{k}={_shown(v)}" for k, v in changed.items())]
+            for at, line in enumerate(_wrap_items(items, max(40, width) - 2)):
+                print(("  " if at == 0 else "    ") + line, file=out)
     print_data(file.experiments, width, out)
     shown = {k: v for k, v in base.items() if v not in (None, "")}
     line = "[defaults] " + " ".join(f"{k}={_shown(v)}" for k, v in shown.items())
@@ -284,6 +294,27 @@ def _list_status(e: Experiment, latest: RunRecord | None, runs: list[RunRecord])
         done = f"{agg.n}/{len(e.seeds)} seeds"
         status = f"{done} {stats.pct_mean_std(agg).split(' (n=')[0]}" if agg.n else status
     return status
+
+
+def _ran_otherwise(record: RunRecord | None, now: Experiment) -> dict[str, Any]:
+    """The settings that decide what a run learns (data included) in which `record` differs
+    from its experiment in the file now, as the run had them; {} when it matches or its
+    config.toml cannot be read."""
+    from .config import SETTING_KEYS, SPEED_KEYS
+    from .store import RunFileError
+
+    if record is None:
+        return {}
+    try:
+        used = record.experiment()
+    except RunFileError:
+        return {}
+    same = SPEED_KEYS | {"seed", "seeds"}
+    return {
+        k: getattr(used, k)
+        for k in SETTING_KEYS
+        if k not in same and getattr(used, k) != getattr(now, k)
+    }
 
 
 def _list_table(

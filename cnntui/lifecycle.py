@@ -286,14 +286,18 @@ def progress(record: st.RunRecord) -> str:
 
 
 def status_rows(store: st.RunStore, recent: int = 10) -> list[list[str]]:
-    """`cnntui --status`: every queued and running run, and the `recent` latest others: the
-    epoch it is in (and how far the whole run is), its latest test accuracy."""
+    """`cnntui --status`: the `recent` latest ended runs, every running run, then the queue
+    in the order it runs (`queued #1` starts first): the epoch each is in (and how far the
+    whole run is), its latest test accuracy."""
     records = store.runs()
-    active = [r for r in records if r.status in ACTIVE]
+    running = [r for r in records if r.status is st.RunStatus.RUNNING]
     others = [r for r in records if r.status not in ACTIVE][-recent:]
+    queue = store.queued()  # first in, first out: the order the scheduler starts them
+    place = {r.path: i for i, r in enumerate(queue, start=1)}
     rows = []
-    for r in others + active:
+    for r in others + running + queue:
         acc = r.summary.final_test_acc  # the latest epoch's
+        status = f"queued #{place[r.path]}" if r.path in place else str(r.status)
         rows.append(
             [
                 text.pad(text.safe(r.name), NAME_COLUMN).rstrip(),
@@ -301,7 +305,7 @@ def status_rows(store: st.RunStore, recent: int = 10) -> list[list[str]]:
                 text.safe(short_device(r.summary)),
                 progress(r),
                 text.pct(acc) if acc is not None else "-",
-                r.status,
+                status,
             ]
         )
     return rows
@@ -317,7 +321,10 @@ def status_table(store: st.RunStore) -> str:
     rows = status_rows(store)
     if not rows:
         return f"no runs in {store.root}"
-    return text.table(STATUS_HEADERS, rows, right={4})
+    table = text.table(STATUS_HEADERS, rows, right={4})
+    if any(row[-1].startswith("queued #") for row in rows):
+        table += "\nqueued runs start in order as slots free up: #1 starts first"
+    return table
 
 
 # --- a followed run as the engine's events ------------------------------------------------

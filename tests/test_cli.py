@@ -521,3 +521,28 @@ def test_the_readme_quick_try_exports_the_files_it_says(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     files = [p for p in (tmp_path / "exports").rglob("*") if p.is_file()]
     assert len(files) == int(said.group(1)), sorted(str(p) for p in files)
+
+
+def test_list_says_when_the_latest_run_trained_on_other_data_or_settings(tmp_path):
+    import dataclasses
+    import io
+
+    from cnntui.cli import print_list
+    from cnntui.config import load
+    from cnntui.history import History
+
+    shipped = load(Path(__file__).resolve().parents[1] / "experiments.toml")
+    store = RunStore(tmp_path / "runs")
+    for name, changes in (("high-lr", {"dataset": "synthetic", "epochs": 2}), ("low-lr", {})):
+        exp = dataclasses.replace(shipped.get(name), **changes)
+        run = store.create(exp)
+        run.save(History(), "finished", total_seconds=1.0, params=62006)
+        run.release()
+    out = io.StringIO()
+    print_list(shipped, out, tmp_path / "runs")
+    lines = out.getvalue().splitlines()
+    (high,) = [x for x in lines if x.startswith("high-lr")]
+    (low,) = [x for x in lines if x.startswith("low-lr")]
+    assert "finished - *" in high and "*" not in low  # low-lr ran as the file says
+    at = lines.index("* the latest run trained otherwise than the file says now:")
+    assert lines[at + 1].split() == ["high-lr:", "dataset=synthetic", "epochs=2"]

@@ -408,3 +408,24 @@ def test_a_run_that_ends_between_two_looks_is_followed_to_its_real_end(tmp_path:
     follow.follower.poll = look
     (ending,) = [e for e in follow.poll() if type(e).__name__ in ("Finished", "Failed")]
     assert type(ending).__name__ == "Finished" and ending.total_seconds == 1.5
+
+
+def test_status_lists_the_queue_in_the_order_it_runs_with_each_runs_place(
+    study: Path, monkeypatch
+) -> None:
+    # Run ids sort against the queue: the first run queued has the largest id.
+    ids = iter(["20260101-000009-cccccc", "20260101-000005-bbbbbb", "20260101-000001-aaaaaa"])
+    monkeypatch.setattr(st, "new_run_id", lambda: next(ids))
+    store = RunStore(study / "runs")
+    exps = {e.name: e for e in experiments(study)}
+    for name in ("beta", "alpha", "beta"):
+        lifecycle.submit(store, [exps[name]])
+    lines = lifecycle.status_table(store).splitlines()
+    rows = [line.split() for line in lines[2:-1] if "queued" in line]
+    assert [(r[0], r[1]) for r in rows] == [
+        ("beta", "20260101-000009-cccccc"),
+        ("alpha", "20260101-000005-bbbbbb"),
+        ("beta", "20260101-000001-aaaaaa"),
+    ]
+    assert [" ".join(r[-2:]) for r in rows] == ["queued #1", "queued #2", "queued #3"]
+    assert "#1 starts first" in lines[-1]

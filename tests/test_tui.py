@@ -839,7 +839,7 @@ async def test_k_shows_the_runs_confusion_matrix_and_per_class_accuracy(
     stored_run(tiny_toml, runs_dir, "beta", "synthetic", None)
     app = make_app(tiny_toml, {}, runs_dir, tmp_path / "x", trainer=fake_train, device_label="c")
     async with app.run_test(size=SIZE, notifications=True) as pilot:
-        await pilot.press("k")
+        await pilot.press("C")
         assert isinstance(app.screen, ClassesScreen)
         lines = classes_text(app).splitlines()
         rows = {}
@@ -864,14 +864,14 @@ async def test_k_shows_the_runs_confusion_matrix_and_per_class_accuracy(
         await pilot.press("escape")
         assert app.screen is app.main
         # a run from before per-class results were recorded says so in one line
-        await pilot.press("down", "k")
+        await pilot.press("down", "C")
         assert isinstance(app.screen, ClassesScreen)
         lines = classes_text(app).splitlines()
         assert len(lines) == 2 and lines[0].startswith("beta · run ")
         assert "kept no confusion matrix" in lines[1]
         await pilot.press("q")
         assert app.screen is app.main
-        await pilot.press("down", "k")  # and an experiment with no run at all
+        await pilot.press("down", "C")  # and an experiment with no run at all
         assert app.screen is app.main
         assert notes(app) == ["gamma has no run yet: r runs it"]
         key = str(app.main.query_one("#curves-key", Static).render())
@@ -893,7 +893,7 @@ async def test_the_matrix_appears_when_the_first_epoch_ends(tiny_toml, runs_dir,
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("r")
         await until(pilot, lambda: app.main.session.latest("alpha").done > 0)
-        await pilot.press("k")
+        await pilot.press("C")
         assert "no epoch has ended yet" in classes_text(app)
         gate.set()
         await until(pilot, lambda: "test images" in classes_text(app))
@@ -916,5 +916,5 @@ async def test_a_scheduled_run_shows_its_learning_rate_and_validation(
         assert "per epoch: ⠤ train • test x val" in str(key.render())
         curve = app.main.session.latest("alpha").curve(64)
         assert len(curve.val_loss) == 3 and all(np.isfinite(curve.val_acc))
-        await pilot.press("k")  # the engine's matrix counts every test image
+        await pilot.press("C")  # the engine's matrix counts every test image
         assert "of 128 test images" in classes_text(app)

@@ -109,3 +109,25 @@ async def test_an_experiment_of_several_seeds_shows_mean_and_std_on_each_of_its_
         expected = f"{np.mean(again) * 100:.2f}±{np.std(again, ddof=1) * 100:.2f} n=3"
         assert str(table.get_cell("r1", "acc_over_seeds")) == expected
         assert str(table.get_cell("r0", "seed")) == "0"
+
+
+async def test_a_rows_mean_over_seeds_counts_only_runs_with_that_rows_settings():
+    app = ResultsApp()
+    async with app.run_test(size=(160, 30)) as pilot:
+        table = app.query_one(ResultsTable)
+        # an old 2-epoch run, then two seeds of a newer 8-epoch one of the same experiment
+        table.put("old", replace(row("high-lr", 0.473, 1.0), seed=0, settings_key="ep2"))
+        table.put("new0", replace(row("high-lr", 0.09, 2.3), seed=0, settings_key="ep8"))
+        table.put("new1", replace(row("high-lr", 0.11, 2.3), seed=1, settings_key="ep8"))
+        await pilot.pause()
+        assert str(table.get_cell("old", "acc_over_seeds")) == "47.30% n=1"
+        assert str(table.get_cell("new0", "acc_over_seeds")) == "10.00±1.41 n=2"
+        assert str(table.get_cell("new1", "acc_over_seeds")) == "10.00±1.41 n=2"
+        # a later run with the old settings counts with the old row only
+        table.put("old1", replace(row("high-lr", 0.493, 1.0), seed=1, settings_key="ep2"))
+        await pilot.pause()
+        assert str(table.get_cell("old", "acc_over_seeds")) == "48.30±1.41 n=2"
+        assert str(table.get_cell("new1", "acc_over_seeds")) == "10.00±1.41 n=2"
+        table.redraw()  # laid out afresh, the same
+        await pilot.pause()
+        assert str(table.get_cell("old", "acc_over_seeds")) == "48.30±1.41 n=2"

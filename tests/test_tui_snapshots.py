@@ -162,4 +162,39 @@ def test_per_class_results(snap_compare, tmp_path, monkeypatch):
     run.save(history, "finished", total_seconds=300.0, params=308650)
     run.release()
     app = make_app(cfg, {}, tmp_path / "runs", tmp_path / "exports", 1, device_label="cpu")
-    assert snap_compare(app, press=["k"], terminal_size=(80, 24))
+    assert snap_compare(app, press=["C"], terminal_size=(80, 24))
+
+
+def test_shipped_experiments_at_80x24(snap_compare, tmp_path):
+    """All nine in view, settings in whole items, the highlighted one's in full below."""
+    from .test_tui_80x24 import shipped_app
+
+    app = shipped_app(tmp_path)
+    assert snap_compare(app, press=["j"] * 5, terminal_size=(80, 24))
+
+
+def test_key_line_with_previous_settings(snap_compare, tmp_path):
+    """The note wraps between words and the per-epoch key stays on screen."""
+    from .test_tui_80x24 import QUICK, shipped_app, stored_run
+
+    old = {**QUICK, "epochs": 2, "test_size": 100}
+    stored_run(tmp_path / "runs", "high-lr", "20260101-000000-aaaaaa", 0.473, **old)
+    assert snap_compare(shipped_app(tmp_path, QUICK), press=["j"], terminal_size=(80, 24))
+
+
+def test_results_scrolled_sideways(snap_compare, tmp_path):
+    """Whole columns after the name column, and the run's own data and settings below."""
+    from .test_tui_80x24 import QUICK, shipped_app, stored_run
+
+    for i, name in enumerate(("high-lr", "strong-reg", "arch-resnet")):
+        stored_run(tmp_path / "runs", name, f"20260101-00000{i}-aaaaaa", 0.2 + i / 10, **QUICK)
+    old = {**QUICK, "epochs": 2, "test_size": 100}
+    stored_run(tmp_path / "runs", "high-lr", "20260101-000009-aaaaaa", 0.473, **old)
+
+    async def sideways(pilot):
+        await pilot.press("v", *["right"] * 8)
+        await pilot.pause()
+        await pilot.pause()
+
+    app = shipped_app(tmp_path, QUICK)
+    assert snap_compare(app, run_before=sideways, terminal_size=(80, 24))

@@ -26,7 +26,7 @@ class ClassesScreen(ModalScreen[None]):
     row percentages; escape or q closes."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape,q,k", "close", "Close"),
+        Binding("escape,q,C", "close", "Close"),
         Binding("p", "percent", "Counts / %"),
     ]
 

@@ -41,8 +41,8 @@ class HelpScreen(ModalScreen[None]):
         for keys, what in said.items():
             lines.append(f"  [b]{text.pad(keys, 12)}[/b] {' / '.join(what)}")
         lines.append(
-            "  [b]tab[/b] between the tables · [b]home[/b]/[b]end[/b] first/last experiment"
-            " · [b]escape[/b] close"
+            "  [b]tab[/b] switches table · [b]j[/b]/[b]k[/b] down/up"
+            " · [b]home[/b]/[b]end[/b] first/last · [b]escape[/b] close"
         )
         with VerticalScroll(id="dialog"):
             yield Static("\n".join(lines))

@@ -342,32 +342,93 @@ def lr_span(lr: list[float]) -> str:
     return "lr " + "→".join(short_number(v) for v in path)
 
 
-def key_text(curves: list[Curve], notes: dict[Hashable, str], absent: list[str]) -> Text:
-    """The line under the charts: each run's colour and name (the legend, kept out of the
-    plots), how its learning rate moved when a schedule changed it, a note where the run
-    needs one (it ran with previous settings), and how the per-epoch charts tell train from
-    test (and validation)."""
-    out = Text(no_wrap=True, overflow="ellipsis")
+def key_pieces(
+    curves: list[Curve], notes: dict[Hashable, str], absent: list[str], short: bool = False
+) -> list[Text]:
+    """The parts of the line under the charts, each kept whole where the width allows: each
+    run's colour and name (the legend, kept out of the plots), how its learning rate moved
+    when a schedule changed it, a note where the run needs one (it ran with previous
+    settings; `short`: only what kind of note, as `previous settings`), the experiments with
+    no run, and how the per-epoch charts tell train from test (and validation)."""
+    pieces: list[Text] = []
     for i, c in enumerate(curves):
-        if i:
-            out.append("  ")
-        out.append("━━ ", Style(color=Color.from_ansi(COLORS[i % len(COLORS)]), bold=True))
-        out.append(c.label)
+        piece = Text()
+        piece.append("━━ ", Style(color=Color.from_ansi(COLORS[i % len(COLORS)]), bold=True))
+        piece.append(c.label)
         span = lr_span(c.lr)
         if span:
-            out.append(f" {span}", "dim")
+            piece.append(f" {span}", "dim")
         if c.band is not None:
-            out.append(f" ┼ ±std of {c.band.n} seeds", "dim")
+            piece.append(f" ┼ ±std of {c.band.n} seeds", "dim")
         note = notes.get(c.source)
         if note:
-            out.append(f" ({note})", "bold yellow")
+            piece.append(f" ({note.partition(': ')[0] if short else note})", "bold yellow")
+        pieces.append(piece)
     if absent:
-        out.append("  " if curves else "")
-        out.append(f"no run yet: {', '.join(absent)}", "dim")
+        pieces.append(Text(f"no run yet: {', '.join(absent)}", "dim"))
     if curves:
         val = any(math.isfinite(v) for c in curves for v in c.val_loss)
-        out.append("   per epoch: ⠤ train • test" + (" x val" if val else ""), "dim")
-    return out
+        pieces.append(Text("per epoch: ⠤ train • test" + (" x val" if val else ""), "dim"))
+    return pieces
+
+
+def key_text(curves: list[Curve], notes: dict[Hashable, str], absent: list[str]) -> Text:
+    """The line under the charts in one piece (`key_pieces` joined; the per-epoch key set a
+    little further apart)."""
+    pieces = key_pieces(curves, notes, absent)
+    if not curves:
+        return Text("  ").join(pieces)
+    return Text("   ").join([Text("  ").join(pieces[:-1]), pieces[-1]])
+
+
+def pack(pieces: list[Text], width: int) -> list[Text]:
+    """`pieces` on lines of at most `width` cells, two spaces apart: a piece goes whole onto
+    a line where it fits, and one wider than a line breaks between its words, never in one."""
+    lines: list[Text] = []
+    for piece in pieces:
+        parts = [piece] if piece.cell_len <= width else list(piece.split(" "))
+        for n, part in enumerate(parts):
+            gap = "  " if n == 0 else " "
+            if lines and lines[-1].cell_len + len(gap) + part.cell_len <= width:
+                lines[-1].append(gap)
+                lines[-1].append_text(part)
+            else:
+                lines.append(part.copy())
+    return lines
+
+
+KEY_LINES = 3  # the key's most rows; beyond, notes shrink to their kind (`previous settings`)
+
+
+class KeyLine(Static):
+    """The key under the charts, wrapped to the panel's width between its parts (never inside
+    a word), on at most KEY_LINES rows."""
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__("", id=id)
+        self._pieces: tuple[list[Text], list[Text]] = ([], [])
+
+    def show(self, curves: list[Curve], notes: dict[Hashable, str], absent: list[str]) -> None:
+        """Say what the charts draw now."""
+        self._pieces = (key_pieces(curves, notes, absent), key_pieces(curves, notes, absent, True))
+        self.update(self._text(self.content_size.width))
+
+    def _lines(self, width: int) -> list[Text]:
+        if width <= 0:
+            return [Text("  ").join(self._pieces[0])]
+        lines = pack(self._pieces[0], width)
+        return lines if len(lines) <= KEY_LINES else pack(self._pieces[1], width)
+
+    def _text(self, width: int) -> Text:
+        return Text("\n").join(self._lines(width)[:KEY_LINES])
+
+    def on_resize(self) -> None:
+        """Wrap again for the new width."""
+        self.update(self._text(self.content_size.width))
+
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        """As many rows as the key takes at `width`, at most KEY_LINES."""
+        return max(1, min(KEY_LINES, len(self._lines(width))))
 
 
 class CurvesPanel(Vertical):
@@ -385,7 +446,7 @@ class CurvesPanel(Vertical):
     CurvesPanel.-row #chart-batch { width: 40%; margin-right: 1; }
     CurvesPanel.-row #epoch-charts { layout: horizontal; }
     CurvesPanel.-row #chart-epoch { margin-right: 1; }
-    CurvesPanel #curves-key { height: 1; padding: 0 1; }
+    CurvesPanel #curves-key { height: auto; padding: 0 1; }
     """
 
     def compose(self) -> ComposeResult:
@@ -395,7 +456,7 @@ class CurvesPanel(Vertical):
             with Vertical(id="epoch-charts"):
                 yield Chart(id="chart-epoch")
                 yield Chart(id="chart-acc")
-        yield Static("", id="curves-key")
+        yield KeyLine(id="curves-key")
 
     def on_resize(self) -> None:
         """Set the charts side by side when the panel is too short to stack two of them."""
@@ -426,7 +487,7 @@ class CurvesPanel(Vertical):
         absent = absent or []
         self._show_batches(curves, log)
         self._show_epochs(curves, log)
-        self.query_one("#curves-key", Static).update(key_text(curves, notes or {}, absent))
+        self.query_one("#curves-key", KeyLine).show(curves, notes or {}, absent)
 
     def _show_batches(self, curves: list[Curve], log: bool) -> None:
         """Draw the batch-loss chart, or say why it has nothing to draw."""

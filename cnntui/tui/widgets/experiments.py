@@ -15,6 +15,11 @@ from ...store import RunRecord
 from ..session import Session
 from ..state import RunState
 
+# j and k move down and up, as in vi and in other Textual apps' lists (posting, harlequin).
+VI_KEYS = (
+    Binding("j", "cursor_down", "Down", show=False),
+    Binding("k", "cursor_up", "Up", show=False),
+)
 RESUME_HINT = "R resumes"  # after a status whose run `R` continues from its checkpoint
 STATUS_STYLE = {
     "queued": "yellow",
@@ -46,6 +51,35 @@ SHORT = {
 }
 MIN_SETTINGS = 12  # columns the settings keep before the group column gives way
 PROGRESS_SECONDS = 1.0  # a running experiment's progress and ETA are rewritten this often
+
+
+def settings_text(apart: dict[str, Any], room: int) -> str:
+    """The settings cell: `key=value` items, with the usual short names when the full ones do
+    not fit in `room` columns, then as many whole items as fit and `…` (the detail line under
+    the table has them all); never an item cut in two."""
+    full = " ".join(f"{k}={_value(v)}" for k, v in apart.items()) or "-"
+    if text.width(full) <= room:
+        return full
+    items = [f"{SHORT.get(k, k)}={_value(v)}" for k, v in apart.items()]
+    if text.width(" ".join(items)) <= room:
+        return " ".join(items)
+    shown = ""
+    for item in items:
+        more = f"{shown} {item}".strip()
+        if text.width(more) + 2 > room:  # room for " …" after it
+            break
+        shown = more
+    return f"{shown} …".strip()
+
+
+def detail_text(name: str, apart: dict[str, Any], status: str) -> str:
+    """The line under the table: the highlighted experiment's settings apart from [defaults],
+    by their full names, and its status when the cell had to cut it."""
+    settings = " ".join(f"{k}={_value(v)}" for k, v in apart.items()) or "[defaults] only"
+    out = f"{name}: {settings}"
+    if text.width(status) > STATUS_WIDTH:
+        out += f" · {status}"
+    return out
 
 
 def status_text(run: RunState | RunRecord | None, now: float | None = None) -> Text:
@@ -102,12 +136,13 @@ class ExperimentsTable(DataTable[str | Text]):
     """Experiments by name; marked ones (for overlaid curves) carry a ●."""
 
     DEFAULT_CSS = """
-    ExperimentsTable { height: auto; max-height: 45%; }
+    ExperimentsTable { height: auto; max-height: 50%; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
         # The table has one column to be in: home and end go to the first and last row.
         Binding("home", "scroll_top", "First", show=False),
         Binding("end", "scroll_bottom", "Last", show=False),
+        *VI_KEYS,
     ]
 
     def __init__(self, **kwargs: Any) -> None:
@@ -145,7 +180,7 @@ class ExperimentsTable(DataTable[str | Text]):
             used += 2 + max([text.width(v) for v in values] + [5])
         group = 2 + max([text.width(e.group or "-") for e in exps] + [5])
         scrollbar = 2 if len(exps) + 1 > self.size.height > 0 else 0
-        room = (self.size.width or self.app.size.width) - used - scrollbar - 1
+        room = (self.size.width or self.app.size.width) - used - scrollbar
         if room - group >= MIN_SETTINGS:
             return True, room - group
         return False, max(MIN_SETTINGS // 2, room)
@@ -163,11 +198,7 @@ class ExperimentsTable(DataTable[str | Text]):
         self._add_columns(group)  # afresh: a column never narrows by itself
         self._status.clear()
         for exp in session.experiments:
-            apart = session.apart_from_defaults(exp)
-            settings = " ".join(f"{k}={_value(v)}" for k, v in apart.items()) or "-"
-            if text.width(settings) > room:  # narrow: the usual short names, then cut
-                settings = " ".join(f"{SHORT.get(k, k)}={_value(v)}" for k, v in apart.items())
-            settings = text.pad(settings, room).rstrip()
+            settings = settings_text(session.apart_from_defaults(exp), room)
             status = status_text(session.shown_run(exp.name))
             self._status[exp.name] = status.plain
             cells = ["●" if exp.name in marks else " ", exp.name, exp.display_title]

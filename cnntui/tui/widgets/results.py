@@ -7,6 +7,7 @@ under the cursor (again: the other way round); the best value of each column is 
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,10 +15,13 @@ from typing import Any, ClassVar
 
 from rich.text import Text
 from textual.binding import Binding, BindingType
+from textual.coordinate import Coordinate
 from textual.widgets import DataTable
+from textual.widgets.data_table import ColumnKey
 
 from ... import stats, text
 from ...records import RunStatus, RunSummary
+from .experiments import VI_KEYS
 
 Seeds = tuple[float, float, int]  # an experiment's final test accuracy: mean, std, n
 
@@ -54,7 +58,7 @@ def _over_seeds(v: Seeds) -> str:
     return f"{mean * 100:.2f}±{std * 100:.2f} n={n}" if n > 1 else f"{mean * 100:.2f}% n=1"
 
 
-SEEDS_KEY = "acc_over_seeds"  # a row's (mean, std, n) of its experiment's seeds
+SEEDS_KEY = "acc_over_seeds"  # a row's (mean, std, n) over its experiment's seeds, its settings
 
 
 # Text columns show a summary's values with control characters escaped (text.safe): a
@@ -78,6 +82,7 @@ COLUMNS = (
     Column("status", "status", text.safe),
 )
 SEEDS_COLUMN = next(c for c in COLUMNS if c.key == SEEDS_KEY)
+STATUS_CELLS = max(len(s) for s in RunStatus)  # `interrupted`, the longest status
 BEST_STYLE = "bold reverse green"
 
 
@@ -101,6 +106,11 @@ def sort_key(
     return (1, 0.0, "")
 
 
+def _group(summary: RunSummary) -> tuple[str | None, str | None]:
+    """The rows one mean over seeds is taken over: one experiment, one set of settings."""
+    return summary.name, summary.settings_key
+
+
 class RowText(Text):
     """A cell that knows its row's key."""
 
@@ -118,7 +128,8 @@ class ResultsTable(DataTable[Text]):
     """One row per run; rows are added or updated with `put` and kept sorted."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("s", "sort", "Sort", tooltip="sort by the cursor's column; again reverses it")
+        Binding("s", "sort", "Sort", tooltip="sort by the cursor's column; again reverses it"),
+        *VI_KEYS,
     ]
 
     def __init__(self, **kwargs: Any) -> None:
@@ -135,7 +146,39 @@ class ResultsTable(DataTable[Text]):
     def on_mount(self) -> None:
         """Lay out the columns."""
         for col in COLUMNS:
-            self.add_column(col.label, key=col.key)
+            # The last column has a set width, which grows where the table must scroll a
+            # little further to start its last page with a whole column (snap_to_columns).
+            width = STATUS_CELLS if col.key == "status" else None
+            self.add_column(col.label, key=col.key, width=width)
+
+    def on_data_table_cell_highlighted(self) -> None:
+        """The cursor moved: once the table has scrolled it into view, snap to whole columns."""
+        self.call_after_refresh(self.snap_to_columns)
+
+    def snap_to_columns(self, tries: int = 3) -> None:
+        """Scroll sideways to where a column begins, keeping the cursor's column in view, so
+        that the first column after the fixed name column shows whole (`model`, not `odel`).
+        Where the last page needs more room to scroll into, the status column widens."""
+        widths = [c.get_render_width(self) for c in self.ordered_columns]
+        fixed = sum(widths[: self.fixed_columns])
+        view = self.scrollable_content_region.width - fixed
+        column = self.cursor_coordinate.column
+        if column < self.fixed_columns or view <= 0:
+            return
+        starts = list(itertools.accumulate(widths[self.fixed_columns : -1], initial=0))
+        begin = starts[column - self.fixed_columns]
+        want = max(round(self.scroll_x), begin + widths[column] - view)
+        x = min(begin, next((at for at in starts if at >= want), begin))
+        short = x - round(self.max_scroll_x)
+        if short > 0 and tries and self.row_count:
+            status = self.columns[ColumnKey("status")]
+            status.width += short
+            row = self.coordinate_to_cell_key(Coordinate(0, 0)).row_key
+            # Rewriting a cell lays the widths out again: the table can scroll that far now.
+            self.update_cell(row, "status", self.get_cell(row, "status"), update_width=True)
+            self.call_after_refresh(self.snap_to_columns, tries - 1)
+            return
+        self.scroll_to(x=x, animate=False)
 
     def put(self, key: str, summary: RunSummary, redraw: bool = True) -> None:
         """Add or replace the row of run `key`.
@@ -151,7 +194,9 @@ class ResultsTable(DataTable[Text]):
         if old is None:
             self._order.append(key)
         self.rows_by_key[key] = summary
-        siblings = self._over_seeds(summary.name)
+        siblings = self._over_seeds(summary)
+        if old is not None and _group(old) != _group(summary):  # its settings' group changed
+            siblings += self._over_seeds(old)
         if not redraw:
             return
         for other in siblings:  # the same experiment's other rows: their cell changed too
@@ -174,10 +219,12 @@ class ResultsTable(DataTable[Text]):
         """What row `key` holds in `column` (None: nothing)."""
         return cell_value(column, self.rows_by_key[key], self.seeds_by_key.get(key))
 
-    def _over_seeds(self, name: str | None) -> list[str]:
-        """Recompute `name`'s mean ± std over seeds into each of its rows; the keys of the
-        rows whose value changed."""
-        keys = [k for k in self._order if self.rows_by_key[k].name == name]
+    def _over_seeds(self, summary: RunSummary) -> list[str]:
+        """Recompute the mean ± std over seeds of `summary`'s experiment with `summary`'s
+        settings into each row of theirs; the keys of the rows whose value changed. A run
+        with other settings (an older number of epochs, other data) is not one of its seeds."""
+        group = _group(summary)
+        keys = [k for k in self._order if _group(self.rows_by_key[k]) == group]
         rows = {k: self.rows_by_key[k] for k in keys}
         counted = {id(r) for r in stats.seed_runs(list(rows.values()), lambda r: r.settings_key)}
         agg = stats.aggregate(r.final_test_acc for r in rows.values() if id(r) in counted)

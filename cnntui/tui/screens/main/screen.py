@@ -65,8 +65,9 @@ class MainScreen(
             tooltip="resume the latest unfinished run from its checkpoint",
         ),
         Binding("l", "log", "Log y", show=False, tooltip="log scale for the loss curves"),
+        # Shift+c: j and k move in the lists (vi habits), and C collides with no common key.
         Binding(
-            "k",
+            "C",
             "classes",
             "Classes",
             show=False,
@@ -107,6 +108,7 @@ class MainScreen(
         yield Header(show_clock=False, icon="▦")
         yield Static("", id="file-error")
         yield ExperimentsTable(id="experiments")
+        yield Static("", id="detail")
         with ContentSwitcher(initial="curves", id="views"):
             yield CurvesPanel(id="curves")
             yield ResultsTable(id="results")
@@ -152,8 +154,13 @@ class MainScreen(
 
     @on(DataTable.RowHighlighted, "#experiments")
     def _show_highlighted(self) -> None:
+        self.update_detail()
         if not self.marks:  # marked runs stay on screen whatever the cursor is on
             self.redraw_curves()
+
+    @on(DataTable.CellHighlighted, "#results")
+    def _show_run_detail(self) -> None:
+        self.update_detail()
 
     @on(DataTable.RowSelected, "#experiments")
     def _edit_on_enter(self) -> None:

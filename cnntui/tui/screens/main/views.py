@@ -10,17 +10,21 @@ import dataclasses
 import time
 from collections.abc import Hashable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
+from rich.text import Text
 from textual.binding import Binding
 from textual.css.query import NoMatches
-from textual.widgets import ContentSwitcher
+from textual.widgets import ContentSwitcher, Static
 
-from ....store import RunRecord
+from ....store import RunRecord, RunStore
+from ....tables import describe_data, images_used
 from ....tomledit import show_value
 from ...classes import class_view
 from ...state import Curve, RunState
 from ...widgets.curves import CurvesPanel
+from ...widgets.experiments import detail_text, status_text
 from ..classes import ClassesScreen
 from ..help import HelpScreen
 from .base import ScreenPart, stored_row
@@ -30,6 +34,7 @@ REDRAW_SECONDS = 0.25  # curves and statuses are redrawn at most 4 times a secon
 # and holds the GIL the training threads need, so a costly chart is redrawn less often.
 CURVES_SHARE = 0.05
 
+DATA = ("dataset", "train_size", "test_size", "val_size")  # the run's data says these
 Source = RunState | RunRecord | None  # where an experiment's curve comes from, if anywhere
 
 
@@ -53,6 +58,7 @@ class ViewsPart(ScreenPart):
         for record in self.session.refresh_stored():
             self.results.put(str(record.path), stored_row(record))
         self.table.update_statuses(self.session)
+        self.update_detail()
         self.update_header()
         now = time.monotonic()
         if (
@@ -62,6 +68,56 @@ class ViewsPart(ScreenPart):
             self.redraw_curves()
             cost = self.query_one("#curves", CurvesPanel).build_seconds()
             self._curves_due = now + max(REDRAW_SECONDS, cost / CURVES_SHARE) - 0.01
+
+    def update_detail(self) -> None:
+        """The line under the experiments: the highlighted one's settings in full (and its
+        status, where the cell cut it); with the results shown, the highlighted run's own
+        data and settings."""
+        if self.query_one("#views", ContentSwitcher).current == "results":
+            line = self._run_detail()
+        else:
+            line = self._experiment_detail()
+        detail = self.query_one("#detail", Static)
+        if detail.content != line:
+            detail.update(Text(line))
+
+    def _run_detail(self) -> str:
+        """What the highlighted results row's run trained on and with (and what its experiment
+        says now, where that differs)."""
+        results = self.results
+        if not results.row_count:
+            return ""
+        key = results.coordinate_to_cell_key(results.cursor_coordinate).row_key.value
+        if key is None:
+            return ""
+        state = next((s for s in self.session.runs.values() if s.run_dir == key), None)
+        run: RunState | RunRecord | None = state or RunStore.read(Path(key))
+        used = self.session.run_config(run) if run is not None else None
+        if run is None or used is None:
+            return ""
+        train, test = images_used(used.dataset, used.train_size, used.test_size)
+        data = describe_data(used.dataset, max(0, train - used.val_size), test, used.val_size)
+        apart = self.session.apart_from_defaults(used)
+        settings = " ".join(f"{k}={show_value(v)}" for k, v in apart.items() if k not in DATA)
+        line = f"{run.name} ran on {data}" + (f" · {settings}" if settings else "")
+        changed = self.session.changed_settings(run)
+        if changed:
+            now = " ".join(f"{k}={show_value(new)}" for k, (_, new) in changed.items())
+            line += f" · the experiment now: {now}"
+        return line
+
+    def _experiment_detail(self) -> str:
+        name = self.table.highlighted
+        exp = self.session.experiment(name) if name else None
+        line = ""
+        if exp is not None:
+            run = self.session.shown_run(exp.name)
+            status = status_text(run).plain
+            reason = run.reason if isinstance(run, RunState) else run.summary.reason if run else ""
+            if status.startswith(("failed", "diverged")) and reason:
+                status = f"{run.status if run else ''}: {reason}"
+            line = detail_text(exp.name, self.session.apart_from_defaults(exp), status)
+        return line
 
     def shown(self) -> list[str]:
         """Experiments whose curves are drawn: the marked ones, else the highlighted one."""
@@ -161,6 +217,7 @@ class ViewsPart(ScreenPart):
         switcher = self.query_one("#views", ContentSwitcher)
         switcher.current = where or ("results" if switcher.current == "curves" else "curves")
         self.refresh_bindings()
+        self.update_detail()
         if switcher.current == "results":
             self.results.focus()
         else:
