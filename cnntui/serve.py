@@ -51,8 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.epilog = (
         "examples:\n"
-        "  cnntui serve                        http://127.0.0.1:8000 on this machine\n"
-        "  ssh -L 8000:127.0.0.1:8000 SERVER   then open http://127.0.0.1:8000 here\n"
+        "  cnntui serve                        prints http://127.0.0.1:8000/?token=...\n"
+        "  ssh -L 8000:127.0.0.1:8000 SERVER   then open that address here\n"
         "  cnntui serve --port 8001 --config study.toml --set epochs=5\n"
     )
     p.add_argument(
