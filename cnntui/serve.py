@@ -15,11 +15,17 @@ import argparse
 import contextlib
 import errno
 import functools
+import hmac
 import ipaddress
+import os
+import re
+import secrets
 import shlex
 import socket
 import sys
+import urllib.parse
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from . import cli
@@ -28,6 +34,11 @@ from .config import ConfigError
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
 # Options of `cnntui` that choose a headless command rather than configure the TUI.
 HEADLESS = ("run", "list", "export", "format", "resume", "detach", "status", "cancel")
+DEFAULT_MAX_TABS = 4  # each tab's cnntui takes about half a gigabyte of memory
+MAX_COLUMNS, MAX_ROWS = 500, 200  # a tab's screen size is clamped to what a screen can be
+TOKEN_ENV = "CNNTUI_SERVE_TOKEN"
+TOKEN_CHARACTERS = re.compile(r"[A-Za-z0-9._~-]+")  # what a URL and a cookie carry as is
+OWN_OPTIONS = ("--host", "--port", "--max-tabs", "--token")  # not given to the tabs' cnntui
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,8 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.epilog = (
         "examples:\n"
-        "  cnntui serve                        http://127.0.0.1:8000 on this machine\n"
-        "  ssh -L 8000:127.0.0.1:8000 SERVER   then open http://127.0.0.1:8000 here\n"
+        "  cnntui serve                        prints http://127.0.0.1:8000/?token=...\n"
+        "  ssh -L 8000:127.0.0.1:8000 SERVER   then open that address here\n"
         "  cnntui serve --port 8001 --config study.toml --set epochs=5\n"
     )
     p.add_argument(
@@ -50,14 +61,27 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"address to listen on (default {DEFAULT_HOST}: this machine only)",
     )
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    p.add_argument(
+        "--max-tabs",
+        type=int,
+        default=DEFAULT_MAX_TABS,
+        metavar="N",
+        help=f"browser tabs open at once, each its own cnntui (default {DEFAULT_MAX_TABS})",
+    )
+    p.add_argument(
+        "--token",
+        help=f"the login token in the URL serve prints (default: ${TOKEN_ENV}, else a fresh "
+        "random one at each start); other users can read a command line, not the variable",
+    )
     return p
 
 
 def tab_arguments(argv: list[str]) -> list[str]:
-    """`argv` without --host and --port: what each tab's `cnntui` is given."""
+    """`argv` without serve's own options (--host, --port, --max-tabs, --token): what each
+    tab's `cnntui` is given."""
     own = argparse.ArgumentParser(add_help=False)
-    own.add_argument("--host")
-    own.add_argument("--port")
+    for option in OWN_OPTIONS:
+        own.add_argument(option)
     _, rest = own.parse_known_args(argv)
     return rest
 
@@ -126,10 +150,59 @@ def loopback_name(host: str) -> bool:
 TAB_STOP_SECONDS = 40.0  # a tab's cnntui quits within 30 s (its thread runs save); then killed
 
 
-def make_server(
-    command: str, host: str, port: int, loopback: bool, runs_dir: str, check: Callable[[], Any]
-) -> Any:
-    """A textual-serve Server that runs `command` for each browser tab.
+def screen_size(width: object, height: object) -> tuple[int, int] | None:
+    """A tab's terminal size in cells from what the browser sent, clamped to 1..MAX_COLUMNS
+    by 1..MAX_ROWS (a huge size would grow the tab's cnntui to gigabytes); None when either
+    is not a number."""
+    try:
+        columns, rows = int(width), int(height)  # type: ignore[call-overload]
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return min(max(columns, 1), MAX_COLUMNS), min(max(rows, 1), MAX_ROWS)
+
+
+def choose_token(given: str | None) -> str:
+    """The login token: --token, else $CNNTUI_SERVE_TOKEN, else a fresh random one; a
+    UsageError for one that is empty or has characters a URL would have to escape."""
+    where, token = "--token", given
+    if token is None:
+        where, token = TOKEN_ENV, os.environ.get(TOKEN_ENV)
+    if token is None:
+        return secrets.token_urlsafe(32)
+    if not TOKEN_CHARACTERS.fullmatch(token):
+        raise cli.UsageError(
+            f"{where} {token!r}: a token is one or more letters, digits and . _ ~ - only"
+        )
+    return token
+
+
+def token_matches(given: str | None, token: str) -> bool:
+    """Whether `given` is the token, compared in constant time."""
+    return given is not None and hmac.compare_digest(given.encode(), token.encode())
+
+
+def login_url(host: str, port: int, token: str) -> str:
+    """The address serve prints: the page, with the token that logs the browser in."""
+    return f"http://{url_host(host)}:{port}/?" + urllib.parse.urlencode({"token": token})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the server is told: the tabs' command, where it listens, the login token, how
+    many tabs it runs at once, and `check()`, run before each tab starts."""
+
+    command: str
+    host: str
+    port: int
+    loopback: bool  # whether it listens on this machine only
+    runs_dir: str
+    check: Callable[[], Any]  # raises ConfigError or UsageError when the experiments are bad
+    token: str
+    max_tabs: int = DEFAULT_MAX_TABS
+
+
+def make_server(settings: Settings) -> Any:
+    """A textual-serve Server that runs `settings.command` for each browser tab.
 
     Apart from textual-serve's own: cnntui's start-up line and no request log; page links
     that follow the address the browser used (an SSH tunnel's local port works); each tab's
@@ -139,10 +212,15 @@ def make_server(
     (a WebSocket's Origin must be the page's own), and neither can a site whose name was
     pointed at 127.0.0.1 (DNS rebinding: the Host must be a local name). `check()` runs
     before each tab starts: the experiments file edited into an error since the server
-    started is said on the page, in one line, instead of a tab that shows nothing."""
+    started is said on the page, in one line, instead of a tab that shows nothing.
+
+    And a login: every request needs the token (in the URL, or the cookie the page's first
+    visit sets), since every user of this machine can reach 127.0.0.1; at most
+    `max_tabs` tabs run at once (a page says so when all are taken); a tab's screen size is
+    clamped (screen_size); /static/ lists nothing; a request without a Host is a 400."""
     from .serve_app import CnnTuiServer  # textual-serve and aiohttp load only here
 
-    return CnnTuiServer(command, host, port, loopback, runs_dir, check)
+    return CnnTuiServer(settings)
 
 
 def url_host(host: str) -> str:
@@ -163,6 +241,8 @@ def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
             )
     if not 1 <= args.port <= 65535:
         raise cli.UsageError(f"--port {args.port}: must be between 1 and 65535")
+    if args.max_tabs < 1:
+        raise cli.UsageError(f"--max-tabs {args.max_tabs}: must be at least 1")
 
 
 def warn_open(host: str, port: int) -> None:
@@ -181,14 +261,23 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     try:
         check_options(parser, args)
+        token = choose_token(args.token)
         cli.load_experiments(args)  # a bad file or --set: one line now, not in every tab
         infos = addresses(args.host, args.port)
         check_port(args.host, args.port, infos)
         loopback = is_loopback(infos)
         try:
-            command, runs = tab_command(argv), str(args.runs_dir)
-            check = functools.partial(cli.load_experiments, args)
-            server = make_server(command, args.host, args.port, loopback, runs, check)
+            settings = Settings(
+                command=tab_command(argv),
+                host=args.host,
+                port=args.port,
+                loopback=loopback,
+                runs_dir=str(args.runs_dir),
+                check=functools.partial(cli.load_experiments, args),
+                token=token,
+                max_tabs=args.max_tabs,
+            )
+            server = make_server(settings)
         except ImportError as e:
             raise cli.UsageError(
                 f"serve needs textual-serve ({e}): pip install textual-serve"

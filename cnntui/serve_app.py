@@ -12,16 +12,28 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
+import aiohttp_jinja2
+import jinja2
 from aiohttp import WSMsgType, web
 from textual_serve.app_service import AppService
-from textual_serve.server import Server, to_int
+from textual_serve.server import Server
 
 from . import cli
 from .config import ConfigError
-from .serve import TAB_STOP_SECONDS, loopback_name, url_host
+from .serve import (
+    TAB_STOP_SECONDS,
+    Settings,
+    login_url,
+    loopback_name,
+    screen_size,
+    token_matches,
+)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 log = logging.getLogger("cnntui.serve")
 
@@ -56,23 +68,32 @@ class Tab(AppService):
             await process.wait()
 
 
-class CnnTuiServer(Server):
-    """textual-serve's Server with cnntui's start-up line, guards and orderly shutdown."""
+class OneLine(logging.Formatter):
+    """`cnntui serve: message`, with an exception's type and text on the same line and never
+    a traceback (aiohttp logs a malformed request, such as one without a Host, with one)."""
 
-    def __init__(
-        self,
-        command: str,
-        host: str,
-        port: int,
-        loopback: bool,
-        runs_dir: str,
-        check: Callable[[], Any],
-    ) -> None:
-        super().__init__(command, host=host, port=port, title="cnntui")
-        self.loopback = loopback  # whether the server listens on this machine only
-        self.runs_dir = runs_dir
-        self.check = check  # raises ConfigError or UsageError when the experiments are bad
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as one line."""
+        message = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            e = record.exc_info[1]
+            message += f": {type(e).__name__}: " + " ".join(str(e).split())
+        return "cnntui serve: " + " ".join(message.split())
+
+
+class CnnTuiServer(Server):
+    """textual-serve's Server with cnntui's start-up line, guards, login, bounded tabs and
+    orderly shutdown."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings.command, host=settings.host, port=settings.port, title="cnntui")
+        self.settings = settings
+        self.loopback = settings.loopback  # whether the server listens on this machine only
+        self.runs_dir = settings.runs_dir
+        self.check = settings.check  # raises ConfigError or UsageError for bad experiments
+        self.cookie = f"cnntui-serve-{settings.port}"  # cookies are per host, not per port
         self.tabs: dict[Any, asyncio.Event] = {}  # open WebSocket -> set once it ended
+        self.running: set[Any] = set()  # the WebSockets whose tab runs (or starts) a cnntui
         self.stopping = False
 
     def request_exit(self) -> None:
@@ -85,16 +106,70 @@ class CnnTuiServer(Server):
         super().request_exit()
 
     def initialize_logging(self) -> None:
-        """Warnings only, each prefixed `cnntui serve:`; no request log."""
+        """Warnings only, each one line prefixed `cnntui serve:`; no request log."""
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("cnntui serve: %(message)s"))
+        handler.setFormatter(OneLine())
         logging.basicConfig(level=logging.WARNING, handlers=[handler])
 
+    async def _make_app(self) -> web.Application:
+        """textual-serve's routes behind `guard`, with a /static/ that lists no folder."""
+
+        @web.middleware
+        async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+            return await self.guard(request, handler)
+
+        app = web.Application(middlewares=[guard])
+        loader = jinja2.FileSystemLoader(Path(self.templates_path))
+        aiohttp_jinja2.setup(app, loader=loader)
+        app.add_routes(
+            [
+                web.get("/", self.handle_index, name="index"),
+                web.get("/ws", self.handle_websocket, name="websocket"),
+                web.get("/download/{key}", self.handle_download, name="download"),
+                web.static("/static", Path(self.statics_path), show_index=False, name="static"),
+            ]
+        )
+        app.on_startup.append(self.on_startup)
+        app.on_shutdown.append(self.on_shutdown)
+        return app
+
+    async def guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Every request: a Host (400 without), a local one and a WebSocket from this
+        server's own page (403 otherwise), and the login token, in the URL or the cookie the
+        page's first visit sets (403 without). The page's address with a right token sets
+        the cookie and sends the browser to the address without it."""
+        try:
+            host = request.url.host  # None for an empty Host; ValueError for a bad port
+        except ValueError:
+            host = None
+        if not host:
+            raise web.HTTPBadRequest(text="cnntui serve: a request needs a valid Host header\n")
+        websocket = request.headers.get("Upgrade", "").lower() == "websocket"
+        if why := self.refused(request, websocket):
+            raise web.HTTPForbidden(text=f"cnntui serve: {why}\n")
+        token = self.settings.token
+        if token_matches(request.query.get("token"), token):
+            if request.path != "/":
+                return await handler(request)
+            query = {k: v for k, v in request.query.items() if k != "token"}
+            address = str(request.rel_url.with_query(query))
+            response = web.Response(status=303, headers={"Location": address})
+            response.set_cookie(self.cookie, token, httponly=True, samesite="Strict")
+            return response
+        if token_matches(request.cookies.get(self.cookie), token):
+            return await handler(request)
+        raise web.HTTPForbidden(
+            text="cnntui serve: this server needs its login: open the address that "
+            "`cnntui serve` printed when it started (it ends in ?token=...)\n"
+        )
+
     async def on_startup(self, app: Any) -> None:
-        """Say where to point the browser."""
+        """Say where to point the browser, with the login token."""
+        url = login_url(self.host, self.port, self.settings.token)
         print(
-            f"cnntui serve: open http://{url_host(self.host)}:{self.port} in a browser; each "
-            f"tab runs its own cnntui on {self.runs_dir}/. Ctrl-C stops the server (runs go on).",
+            f"cnntui serve: open {url} in a browser; each tab runs its own cnntui on "
+            f"{self.runs_dir}/ (at most {self.settings.max_tabs} at once). Ctrl-C stops the "
+            "server (runs go on).",
             flush=True,
         )
 
@@ -107,19 +182,31 @@ class CnnTuiServer(Server):
             await asyncio.wait_for(ended, TAB_STOP_SECONDS + 5)
 
     def refused(self, request: Any, websocket: bool) -> str | None:
-        """Why `request` is refused (DNS rebinding, another site's page), or None."""
+        """Why `request` is refused (DNS rebinding, another site's page), or None. A
+        WebSocket's Origin must be the page's own, scheme and all."""
         if self.loopback and not loopback_name(request.url.host or ""):
             return "this server answers only to localhost and 127.0.0.1"
         if websocket:
             origin = request.headers.get("Origin", "")
-            if origin.split("://", 1)[-1] != request.host:
+            if origin.lower() != f"{request.scheme}://{request.host}".lower():
                 return "a page from another site may not drive this server"
         return None
 
+    def full(self) -> str | None:
+        """What the page says when every tab the server may run is taken, or None."""
+        most = self.settings.max_tabs
+        if len(self.running) < most:
+            return None
+        return (
+            f"cnntui serve: all {most} tabs this server runs at once are open "
+            f"(--max-tabs {most}); close one, then reload this page."
+        )
+
     async def handle_index(self, request: Any) -> Any:
-        """The page, its links built from the address the browser used."""
-        if why := self.refused(request, websocket=False):
-            raise web.HTTPForbidden(text=why + "\n")
+        """The page, its links built from the address the browser used; a page that says
+        so when every tab is taken."""
+        if why := self.full():
+            raise web.HTTPServiceUnavailable(text=why + "\n")
         # The page's script and WebSocket links are built from public_url, and no await
         # comes between this line and the template's use of it.
         self.public_url = f"{request.scheme}://{request.host}"
@@ -127,32 +214,37 @@ class CnnTuiServer(Server):
 
     async def handle_websocket(self, request: Any) -> Any:
         """One browser tab: start its cnntui, pass keys and resizes in and the screen
-        out, and end the process when the tab goes (or the server stops)."""
-        if why := self.refused(request, websocket=True):
-            raise web.HTTPForbidden(text=why + "\n")
+        out, and end the process when the tab goes (or the server stops). With every tab
+        taken, or the experiments broken, the tab's screen says so instead."""
         websocket = web.WebSocketResponse(heartbeat=15)
-        await websocket.prepare(request)
+        full = self.full()
+        if full is None:
+            self.running.add(websocket)  # before any await: tabs opened at once all count
         ended = self.tabs[websocket] = asyncio.Event()
         try:
-            self.check()
-        except (ConfigError, cli.UsageError) as e:
-            await self.show_error(websocket, ended, e)
-            return websocket
-        await self.run_tab(request, websocket, ended)
-        return websocket
-
-    async def show_error(self, websocket: Any, ended: asyncio.Event, e: Exception) -> None:
-        """Say what is wrong with the experiments on the tab's screen until the tab goes."""
-        text = f"\x1b[2J\x1b[Hcnntui: {e}\r\n\r\nFix it, then reload this page.\r\n"
-        try:
-            await websocket.send_bytes(text.encode("utf-8"))
-            async for _message in websocket:  # keep it on screen until the tab goes
-                pass
+            await websocket.prepare(request)
+            if full is not None:
+                await self.show(websocket, full)
+                return websocket
+            try:
+                self.check()
+            except (ConfigError, cli.UsageError) as e:
+                await self.show(websocket, f"cnntui: {e}\r\n\r\nFix it, then reload this page.")
+                return websocket
+            await self.run_tab(request, websocket)
         finally:
+            self.running.discard(websocket)
             del self.tabs[websocket]
             ended.set()
+        return websocket
 
-    async def run_tab(self, request: Any, websocket: Any, ended: asyncio.Event) -> None:
+    async def show(self, websocket: Any, text: str) -> None:
+        """`text` on the tab's screen, kept there until the tab goes."""
+        await websocket.send_bytes(f"\x1b[2J\x1b[H{text}\r\n".encode())
+        async for _message in websocket:
+            pass
+
+    async def run_tab(self, request: Any, websocket: Any) -> None:
         """Run the tab's cnntui for as long as the tab is open, then stop it."""
 
         async def close() -> None:  # its result (whether it closed now) is of no use here
@@ -166,29 +258,32 @@ class CnnTuiServer(Server):
             download_manager=self.download_manager,
         )
         try:
-            width = to_int(request.query.get("width", "80"), 80)
-            height = to_int(request.query.get("height", "24"), 24)
-            await tab.start(width, height)
+            size = screen_size(request.query.get("width"), request.query.get("height"))
+            await tab.start(*(size or (80, 24)))
             await self.relay(websocket, tab)
         except Exception as e:
             log.warning("a tab ended with an error: %s", e)
         finally:
             await asyncio.shield(tab.stop())
-            del self.tabs[websocket]
-            ended.set()
 
     async def relay(self, websocket: Any, tab: Tab) -> None:
-        """Pass the browser's keys, resizes, pings and focus changes to the tab."""
+        """Pass the browser's keys, resizes (clamped), pings and focus changes to the tab;
+        a message the page would not send is ignored."""
         async for message in websocket:
             if message.type != WSMsgType.TEXT:
                 continue
-            kind, *data = message.json()
-            if kind == "stdin":
-                await tab.send_bytes(data[0].encode("utf-8"))
-            elif kind == "resize":
-                await tab.set_terminal_size(data[0]["width"], data[0]["height"])
-            elif kind == "ping":
-                await websocket.send_json(["pong", data[0]])
+            try:
+                kind, *data = message.json()
+            except (ValueError, TypeError):
+                continue
+            argument = data[0] if data else None
+            if kind == "stdin" and isinstance(argument, str):
+                await tab.send_bytes(argument.encode("utf-8"))
+            elif kind == "resize" and isinstance(argument, dict):
+                if size := screen_size(argument.get("width"), argument.get("height")):
+                    await tab.set_terminal_size(*size)
+            elif kind == "ping" and isinstance(argument, str):
+                await websocket.send_json(["pong", argument])
             elif kind == "blur":
                 await tab.blur()
             elif kind == "focus":

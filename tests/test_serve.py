@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -69,12 +70,14 @@ def tab_pids(config: Path) -> list[int]:
 
 
 class Served:
-    """A `cnntui serve` subprocess in `folder`, its output in files (never a full pipe)."""
+    """A `cnntui serve` subprocess in `folder`, its output in files (never a full pipe).
+    `url` is the address it printed, with its login token (once `logged_in()`)."""
 
     def __init__(self, folder: Path, *args: str) -> None:
         self.folder = folder
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.url = self.token = ""
         self.out = (folder / "serve.out").open("w+", encoding="utf-8")
         self.err = (folder / "serve.err").open("w+", encoding="utf-8")
         self.proc = subprocess.Popen(
@@ -86,18 +89,32 @@ class Served:
             start_new_session=True,  # a process group of its own, as a terminal's job has
         )
 
-    def get(self, host: str | None = None) -> tuple[int, str]:
-        request = urllib.request.Request(self.url, headers={"Host": host} if host else {})
+    def logged_in(self) -> bool:
+        """Whether the server has printed its address with the login token (kept in url)."""
+        assert self.proc.poll() is None, f"the server ended: {self.stderr()}"
+        found = re.search(r"open (http://\S+\?token=([A-Za-z0-9._~-]+)) ", self.stdout())
+        if found:
+            self.url, self.token = found.groups()
+        return bool(found)
+
+    def get(self, url: str | None = None, host: str | None = None) -> tuple[int, str]:
+        """GET `url` (the printed address) as a browser would: redirects followed, cookies
+        kept for that one visit."""
+        request = urllib.request.Request(url or self.url, headers={"Host": host} if host else {})
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
         try:
-            with urllib.request.urlopen(request, timeout=10) as r:
+            with opener.open(request, timeout=10) as r:
                 return r.status, r.read().decode("utf-8")
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode("utf-8")
 
+    def ws_url(self, query: str = "") -> str:
+        """The WebSocket of a tab, logged in with the token."""
+        return f"ws://127.0.0.1:{self.port}/ws?token={self.token}{query}"
+
     def answering(self) -> bool:
-        assert self.proc.poll() is None, f"the server ended: {self.stderr()}"
         try:
-            return self.get()[0] == 200
+            return self.logged_in() and self.get()[0] == 200
         except OSError:
             return False
 
@@ -160,7 +177,7 @@ async def test_the_server_answers_runs_a_tab_and_stops_cleanly_on_ctrl_c(served,
     assert status == 200 and f"ws://127.0.0.1:{served.port}/ws" in page
     assert "cnntui serve: open http://127.0.0.1:" in served.stdout()
     # A tab: its own cnntui, with serve's --config, draws the study's Chinese titles.
-    ws_url = f"ws://127.0.0.1:{served.port}/ws?width=100&height=30"
+    ws_url = served.ws_url("&width=100&height=30")
     async with aiohttp.ClientSession() as session:
         origin = f"http://127.0.0.1:{served.port}"
         async with session.ws_connect(ws_url, origin=origin) as ws:
@@ -199,9 +216,7 @@ async def test_pages_of_other_sites_cannot_drive_a_local_server(served: Served) 
     assert served.get(host=f"attacker.example:{served.port}")[0] == 403
     async with aiohttp.ClientSession() as session:
         with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
-            await session.ws_connect(
-                f"ws://127.0.0.1:{served.port}/ws", origin="http://attacker.example"
-            )
+            await session.ws_connect(served.ws_url(), origin="http://attacker.example")
     assert refused.value.status == 403
     assert tab_pids(served.folder / "experiments.toml") == []
 
@@ -214,12 +229,215 @@ async def test_a_file_broken_since_the_server_started_is_said_on_the_page(served
         f.write('lr = "fast"\n')  # the last experiment's lr, a second time
     async with aiohttp.ClientSession() as session:
         origin = f"http://127.0.0.1:{served.port}"
-        async with session.ws_connect(f"ws://127.0.0.1:{served.port}/ws", origin=origin) as ws:
+        async with session.ws_connect(served.ws_url(), origin=origin) as ws:
             message = await ws.receive(timeout=DEADLINE)
     page = message.data.decode("utf-8")
     assert f"cnntui: {config}:" in page and "TOML syntax error" in page
     assert "Fix it, then reload this page." in page
     assert tab_pids(config) == []
+
+
+def test_only_a_visitor_with_the_printed_token_gets_in(served: Served) -> None:
+    """Any user of the machine can reach 127.0.0.1: the page, its files and its WebSocket
+    need the token serve printed (or the cookie its first visit sets)."""
+    assert len(served.token) >= 32
+    for url in (
+        served.base + "/",
+        served.base + "/?token=x" + served.token,
+        served.base + "/static/js/textual.js",
+        served.base + "/?token=",
+    ):
+        status, text = served.get(url)
+        assert status == 403 and "needs its login" in text and "?token=" in text, (url, text)
+    # The printed address: the cookie, then the page at an address without the token.
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+    with opener.open(served.url, timeout=10) as r:
+        assert r.status == 200 and r.url == served.base + "/"
+        assert "token" not in r.url and "data-session-websocket-url" in r.read().decode()
+    with opener.open(served.base + "/static/js/textual.js", timeout=10) as r:
+        assert r.status == 200  # the cookie alone
+    assert served.get(served.base + "/static/js/textual.js?token=" + served.token)[0] == 200
+    assert "Traceback" not in served.stderr()
+
+
+@pytest.mark.parametrize(
+    ("token", "scheme"),
+    [(False, "http://"), (True, "https://"), (True, "")],
+    ids=["no token", "another scheme", "no scheme"],
+)
+async def test_a_websocket_without_the_token_or_from_another_scheme_is_refused(
+    served, token, scheme
+):
+    import aiohttp
+
+    url = served.ws_url() if token else f"ws://127.0.0.1:{served.port}/ws"
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await session.ws_connect(url, origin=f"{scheme}127.0.0.1:{served.port}")
+    assert refused.value.status == 403
+    assert tab_pids(served.folder / "experiments.toml") == []
+
+
+def test_static_lists_no_folder(served: Served) -> None:
+    for folder in ("/static/", "/static/js/", "/static/js", "/static/fonts/"):
+        status, text = served.get(f"{served.base}{folder}?token={served.token}")
+        assert status in (403, 404) and "Index of" not in text and "textual.js" not in text
+
+
+@pytest.mark.parametrize(
+    "host", [b"Host: \r\n", b"", b"Host: 127.0.0.1:99999\r\n"], ids=["empty", "none", "bad"]
+)
+def test_a_request_without_a_valid_host_is_400_and_one_log_line(served, host) -> None:
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as s:
+        s.sendall(b"GET /?token=" + served.token.encode() + b" HTTP/1.1\r\n" + host)
+        s.sendall(b"Connection: close\r\n\r\n")
+        answer = b""
+        while chunk := s.recv(65536):  # the server closes the connection
+            answer += chunk
+    assert answer.split(b"\r\n", 1)[0].split(b" ")[1] == b"400", answer
+    err = served.stderr()
+    assert "Traceback" not in err and all(
+        line.startswith("cnntui serve: ") for line in err.splitlines()
+    ), err
+
+
+def test_the_token_comes_from_token_or_the_environment_else_a_fresh_one(
+    study, monkeypatch, capsys
+) -> None:
+    made: list[serve.Settings] = []
+
+    class NoServer:
+        def serve(self) -> None:
+            pass
+
+    def make(settings: serve.Settings) -> NoServer:
+        made.append(settings)
+        return NoServer()
+
+    monkeypatch.chdir(study)
+    monkeypatch.setattr(serve, "make_server", make)
+    monkeypatch.delenv(serve.TOKEN_ENV, raising=False)
+    port = str(free_port())
+    assert serve.main(["--port", port]) == 0 and serve.main(["--port", port]) == 0
+    assert made[0].token != made[1].token and len(made[0].token) >= 32  # fresh at each start
+    monkeypatch.setenv(serve.TOKEN_ENV, "from-the-environment")
+    assert serve.main(["--port", port]) == 0 and made[-1].token == "from-the-environment"
+    assert serve.main(["--port", port, "--token", "given.on_the~line-1"]) == 0
+    assert made[-1].token == "given.on_the~line-1"
+    assert "--token" not in made[-1].command and "--max-tabs" not in made[-1].command
+    capsys.readouterr()
+    for bad in (["--token", ""], ["--token", "a b"], ["--max-tabs", "0"]):
+        assert serve.main(["--port", port, *bad]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"cnntui: {bad[0]} ") and err.count("\n") == 1, err
+    monkeypatch.setenv(serve.TOKEN_ENV, "")
+    assert serve.main(["--port", port]) == 2
+    assert capsys.readouterr().err.startswith(f"cnntui: {serve.TOKEN_ENV} '': a token is")
+
+
+def environment_of(pid: int) -> dict[str, str]:
+    with contextlib.suppress(OSError):
+        pairs = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        return dict(p.decode().split("=", 1) for p in pairs if b"=" in p)
+    return {}
+
+
+async def test_tabs_are_bounded_and_a_full_server_says_so(study: Path) -> None:
+    import asyncio
+
+    import aiohttp
+
+    config = study / "experiments.toml"
+    server = Served(study, "--config", str(config), "--max-tabs", "1")
+    try:
+        await asyncio.to_thread(poll, server.answering, DEADLINE, "the server to answer")
+        origin = f"http://127.0.0.1:{server.port}"
+        async with aiohttp.ClientSession() as session:
+            # A tab asking for a screen of 100000x100000 cells gets 500x200.
+            first = await session.ws_connect(
+                server.ws_url("&width=100000&height=100000"), origin=origin
+            )
+            (pid,) = await asyncio.to_thread(poll, lambda: tab_pids(config), DEADLINE, "a tab")
+            size = environment_of(pid)
+            assert (size.get("COLUMNS"), size.get("ROWS")) == ("500", "200")
+            status, page = server.get()
+            assert status == 503, page
+            assert "all 1 tabs this server runs at once are open (--max-tabs 1)" in page
+            async with session.ws_connect(server.ws_url(), origin=origin) as second:
+                message = await second.receive(timeout=DEADLINE)
+                assert b"close one, then reload this page" in message.data
+            assert tab_pids(config) == [pid]  # no second cnntui
+            await first.close()
+            await asyncio.to_thread(poll, lambda: not tab_pids(config), DEADLINE, "tab to end")
+            await asyncio.to_thread(
+                poll, lambda: server.get()[0] == 200, DEADLINE, "a free tab again"
+            )
+    finally:
+        assert await asyncio.to_thread(server.stop) == 0
+    assert tab_pids(config) == []
+
+
+async def test_a_tab_gets_its_screen_size_clamped_and_odd_messages_ignored() -> None:
+    from aiohttp import WSMsgType
+
+    from cnntui.serve_app import CnnTuiServer
+
+    class Message:
+        type = WSMsgType.TEXT
+
+        def __init__(self, text: str) -> None:
+            self.text = text
+
+        def json(self) -> object:
+            import json
+
+            return json.loads(self.text)
+
+    class Browser:
+        def __init__(self, *texts: str) -> None:
+            self.messages = [Message(t) for t in texts]
+            self.sent: list[object] = []
+
+        def __aiter__(self):
+            return self
+
+        async def __anext__(self) -> Message:
+            if not self.messages:
+                raise StopAsyncIteration
+            return self.messages.pop(0)
+
+        async def send_json(self, data: object) -> None:
+            self.sent.append(data)
+
+    class TabProcess:
+        def __init__(self) -> None:
+            self.sizes: list[tuple[int, int]] = []
+            self.keys = b""
+
+        async def set_terminal_size(self, width: int, height: int) -> None:
+            self.sizes.append((width, height))
+
+        async def send_bytes(self, data: bytes) -> None:
+            self.keys += data
+
+    settings = serve.Settings("true", "127.0.0.1", 1, True, "runs", lambda: None, "t")
+    browser = Browser(
+        '["resize", {"width": 100000, "height": 100000}]',
+        '["resize", {"width": 0, "height": -5}]',
+        '["resize", {"width": "wide", "height": 30}]',
+        '["resize", {"width": 1e400, "height": 30}]',
+        '["resize", 7]',
+        "not json",
+        "42",
+        '["stdin"]',
+        '["stdin", "q"]',
+        '["resize", {"width": 120, "height": 40}]',
+        '["ping", "1"]',
+    )
+    tab = TabProcess()
+    await CnnTuiServer(settings).relay(browser, tab)  # type: ignore[arg-type]
+    assert tab.sizes == [(500, 200), (1, 1), (120, 40)]
+    assert tab.keys == b"q" and browser.sent == [["pong", "1"]]
 
 
 def test_a_port_in_use_is_one_line_and_exit_2(study: Path) -> None:
