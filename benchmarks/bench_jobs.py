@@ -9,6 +9,7 @@ The modes alternate and the table shows medians of the repeats.
 
     .venv/bin/python benchmarks/bench_jobs.py             # about 8 minutes on 2 CPU cores
     .venv/bin/python benchmarks/bench_jobs.py --quick
+    .venv/bin/python benchmarks/bench_jobs.py --smoke     # 2 tiny runs a mode, seconds
 """
 
 from __future__ import annotations
@@ -72,14 +73,18 @@ def throughput(jobs: list[Job], workers: int, mode: str) -> tuple[float, float]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smaller runs, one repeat")
+    p.add_argument("--smoke", action="store_true", help="2 runs of 256 images, one repeat")
     p.add_argument("--repeats", type=int, default=None, help="default 3 (1 with --quick)")
     p.add_argument("--workers", type=int, default=2, help="runs at once (default 2)")
-    p.add_argument("--jobs", type=int, default=4, help="experiments per measurement (default 4)")
+    p.add_argument("--jobs", type=int, default=None, help="experiments per measurement (4)")
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
-    repeats = args.repeats or (1 if args.quick else 3)
+    repeats = args.repeats or (1 if args.quick or args.smoke else 3)
+    args.jobs = args.jobs or (2 if args.smoke else 4)
     scale = 0.5 if args.quick else 1.0
     cases = [(4, int(1200 * scale)), (128, int(7680 * scale))]
+    if args.smoke:
+        cases = [(32, 256)]
     modes = [("sequential", 1, "thread"), ("threads", args.workers, "thread")]
     modes.append(("processes", args.workers, "process"))
     print(

@@ -8,6 +8,7 @@
             repeated, medians shown.
 
   .venv/bin/python benchmarks/bench_live.py [--device cpu] [--repeats 3]
+  .venv/bin/python benchmarks/bench_live.py --smoke     # tiny epochs, one repeat
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from cnntui.store import LIVE_FILE, RunStore
 
 TOML = """[defaults]
 dataset = "synthetic"
-train_size = 4000
+train_size = {train_size}
 test_size = 200
 batch_size = {batch}
 epochs = 1
@@ -42,10 +43,12 @@ name = "lenet"
 """
 
 
-def time_to_first_loss(device: str, batch: int) -> float:
+def time_to_first_loss(device: str, batch: int, train_size: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         cwd = Path(tmp)
-        (cwd / "experiments.toml").write_text(TOML.format(batch=batch, device=device))
+        (cwd / "experiments.toml").write_text(
+            TOML.format(batch=batch, device=device, train_size=train_size)
+        )
         t0 = time.perf_counter()
         subprocess.run(
             [sys.executable, "-m", "cnntui", "--run", "lenet", "--detach"],
@@ -90,19 +93,23 @@ def images_per_second(exp: Experiment, live: bool, root: Path) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=None, help="default 3 (1 with --smoke)")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads per run (0: auto)")
     ap.add_argument("--skip-start", action="store_true", help="only measure (2)")
+    ap.add_argument("--smoke", action="store_true", help="tiny epochs, one repeat")
     args = ap.parse_args()
+    args.repeats = args.repeats or (1 if args.smoke else 3)
+    start_size = 256 if args.smoke else 4000
+    cases = ((4, 64), (128, 256)) if args.smoke else ((4, 2000), (128, 12_800))
     if not args.skip_start:
         print("(1) --detach to the first batch loss in the live file (LeNet, batch 4)")
-        starts = [time_to_first_loss(args.device, 4) for _ in range(args.repeats)]
+        starts = [time_to_first_loss(args.device, 4, start_size) for _ in range(args.repeats)]
         print(f"  median {statistics.median(starts):.2f}s")
     print(
         f"(2) images/s, engine alone vs with live files (median of {args.repeats} "
         f"alternating epochs, {args.threads or 'auto'} thread(s))"
     )
-    for batch, size in ((4, 2000), (128, 12_800)):
+    for batch, size in cases:
         exp = Experiment(
             name="lenet",
             dataset="synthetic",

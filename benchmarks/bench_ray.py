@@ -17,6 +17,7 @@ checks that a run's loss history through Ray equals the local one's exactly (sam
 
     .venv/bin/python benchmarks/bench_ray.py            # about 4 minutes on 2 CPU cores
     .venv/bin/python benchmarks/bench_ray.py --quick
+    .venv/bin/python benchmarks/bench_ray.py --smoke    # tiny runs, one cancel each; ~1 minute
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import numpy as np
 
 from cnntui import lifecycle
 from cnntui.config import Experiment
+from cnntui.records import RunSummary
 from cnntui.store import RunStore
 
 
@@ -65,6 +67,18 @@ def wait(cond, timeout: float = 600.0, step: float = 0.01):
     raise TimeoutError("benchmark step timed out")
 
 
+def trained(summary: RunSummary) -> int:
+    """Training images a finished run went through: its epochs of its training set."""
+    assert summary.train_images is not None and summary.epochs is not None, summary
+    return summary.train_images * summary.epochs
+
+
+def seconds(summary: RunSummary) -> float:
+    """A finished run's training seconds, as its summary records them."""
+    assert summary.total_seconds is not None, summary
+    return summary.total_seconds
+
+
 def run_study(exps: list[Experiment], jobs: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         store = RunStore(tmp)
@@ -86,12 +100,9 @@ def run_study(exps: list[Experiment], jobs: int) -> dict[str, float]:
         wall = time.perf_counter() - t0
         bad = [r.status for r in done if r.status != "finished"]
         if bad:
-            raise RuntimeError(f"runs ended {bad}: {[r.summary.get('reason') for r in done]}")
-        images = sum(r.summary["train_images"] * r.summary["epochs"] for r in done)
-        engine = statistics.median(
-            r.summary["train_images"] * r.summary["epochs"] / r.summary["total_seconds"]
-            for r in done
-        )
+            raise RuntimeError(f"runs ended {bad}: {[r.summary.reason for r in done]}")
+        images = sum(trained(r.summary) for r in done)
+        engine = statistics.median(trained(r.summary) / seconds(r.summary) for r in done)
         histories = {r.name: np.array(r.history().batch_losses) for r in done}
         wait(lambda: not any(p.exists() for p in Path(tmp).glob("*/*/heartbeat")))
     return {
@@ -126,13 +137,16 @@ def cancel_latency(exp: Experiment, repeats: int) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="smaller runs, 2 cancels each")
+    parser.add_argument("--smoke", action="store_true", help="tiny runs, 1 cancel each")
     args = parser.parse_args()
     import ray
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     address = ray.get_runtime_context().gcs_address
-    count, size, epochs = (2, 1000, 1) if args.quick else (4, 4000, 2)
+    count, size, epochs = (
+        (2, 128, 1) if args.smoke else (2, 1000, 1) if args.quick else (4, 4000, 2)
+    )
     exps = study(count, size, epochs)
     ways = {
         "process": [dataclasses.replace(e, executor="process") for e in exps],
@@ -158,7 +172,7 @@ def main() -> None:
     print("\nloss histories through Ray equal the local runs' exactly (same seeds)")
 
     long = dataclasses.replace(exps[0], name="long", epochs=200, train_size=2000)
-    repeats = 2 if args.quick else 4
+    repeats = 1 if args.smoke else 2 if args.quick else 4
     print(f"\ncancel latency (cancel file -> summary 'cancelled'), {repeats} runs each:")
     for way, exp in (
         ("process", dataclasses.replace(long, executor="process")),

@@ -16,6 +16,7 @@ alike. Targets (issue 5): b/a >= 0.9 at batch 128; b/c >= 2 on a CPU, >= 10 on a
 
     .venv/bin/python benchmarks/bench_speed.py            # about 7 minutes on 2 CPU cores
     .venv/bin/python benchmarks/bench_speed.py --quick    # about 2 minutes, 1 repeat
+    .venv/bin/python benchmarks/bench_speed.py --smoke    # a few batches a case, seconds
 """
 
 from __future__ import annotations
@@ -48,11 +49,12 @@ class Case:
     train_size: int  # images in the (shortened) epoch
 
 
-# (full run, --quick) epoch sizes per case, chosen for a 2-core CPU; a GPU gets 5x more.
+# (full run, --quick, --smoke) epoch sizes per case, chosen for a 2-core CPU; a GPU gets 5x
+# more (but --smoke, which only checks that every case runs).
 CASES = {
-    "lenet-4": (Case("lenet", 4, 2000), Case("lenet", 4, 800)),
-    "lenet-128": (Case("lenet", 128, 12_800), Case("lenet", 128, 5120)),
-    "resnet-128": (Case("resnet", 128, 1280), Case("resnet", 128, 768)),
+    "lenet-4": (Case("lenet", 4, 2000), Case("lenet", 4, 800), Case("lenet", 4, 64)),
+    "lenet-128": (Case("lenet", 128, 12_800), Case("lenet", 128, 5120), Case("lenet", 128, 256)),
+    "resnet-128": (Case("resnet", 128, 1280), Case("resnet", 128, 768), Case("resnet", 128, 128)),
 }
 
 
@@ -172,6 +174,7 @@ def loader_epoch(
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="shorter epochs, one repeat")
+    p.add_argument("--smoke", action="store_true", help="a few batches a case, one repeat")
     p.add_argument("--repeats", type=int, default=None, help="rounds of (a, b, c); default 3")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default auto)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads; 0 = the engine's choice")
@@ -181,8 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     dev = resolve_device(args.device)
-    repeats = args.repeats or (1 if args.quick else 3)
-    scale = args.scale or (5.0 if dev.type == "cuda" else 1.0)
+    repeats = args.repeats or (1 if args.quick or args.smoke else 3)
+    scale = args.scale or (5.0 if dev.type == "cuda" and not args.smoke else 1.0)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
     print(f"device: {dev}", end="")
@@ -197,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     print("-" * len(header))
     for key in args.cases.split(","):
-        case = CASES[key][1 if args.quick else 0]
+        case = CASES[key][2 if args.smoke else 1 if args.quick else 0]
         size = int(case.train_size * scale) // case.batch_size * case.batch_size
         exp = experiment(case, args.device, args.threads, size)
         threads = choose_threads(exp.batch_size, exp.threads)

@@ -22,6 +22,7 @@ a large run store, and the redraw cost of a very long run.
 
     .venv/bin/python benchmarks/bench_tui.py            # 5-10 minutes on 2 CPU cores
     .venv/bin/python benchmarks/bench_tui.py --quick    # about 2 minutes
+    .venv/bin/python benchmarks/bench_tui.py --smoke    # every section at its smallest
 
 Targets (issue 3): p95 key latency < 100 ms with 2 runs active; app throughput >= 90% of
 headless; open < 2 s with 1,000 runs.
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import statistics
@@ -92,7 +94,7 @@ def detached(cfg: Path, runs: Path, n: int) -> float:
             break
         time.sleep(0.05)
     wall = time.perf_counter() - t0
-    bad = [r.summary.get("reason") for r in records if r.status != "finished"]
+    bad = [r.summary.reason for r in records if r.status != "finished"]
     assert not bad, bad
     return sum(e.train_size * e.epochs for e in exps) / wall
 
@@ -275,29 +277,29 @@ async def start_time(cfg: Path, runs: Path) -> tuple[float, float, int, float, f
         results = app.main.results
         key = next(iter(results.rows_by_key))
         t = time.perf_counter()
-        results.put(key, {**results.rows_by_key[key], "final_test_acc": 0.99})
+        results.put(key, dataclasses.replace(results.rows_by_key[key], final_test_acc=0.99))
         await pilot.pause()
         update = time.perf_counter() - t
         t = time.perf_counter()
-        results.put("new-run", {**results.rows_by_key[key], "name": "new-run"})
+        results.put("new-run", dataclasses.replace(results.rows_by_key[key], name="new-run"))
         await pilot.pause()
         added = time.perf_counter() - t
     return opened, shown, rows, update, added
 
 
-def redraw(width: int, height: int) -> dict[str, float]:
+def redraw(width: int, height: int, total: int) -> dict[str, float]:
     from textual_plotext.plot import Plot
 
     from cnntui.events import BatchLosses
-    from cnntui.tui.state import RunState
+    from cnntui.tui.state import Curve, RunState
     from cnntui.tui.widgets.curves import POINTS_PER_COLUMN, batch_draw
 
     exp = Experiment(name="long")
     state = RunState(1, exp)
     rng = np.random.default_rng(0)
-    losses = 2 * np.exp(-np.arange(1_000_000) / 2e5) + rng.uniform(0, 0.5, 1_000_000)
+    losses = 2 * np.exp(-np.arange(total) / (total / 5)) + rng.uniform(0, 0.5, total)
     t0 = time.perf_counter()
-    for first in range(0, 1_000_000, 500):  # ~500 batches a chunk: a fast GPU at 10 chunks/s
+    for first in range(0, total, 500):  # ~500 batches a chunk: a fast GPU at 10 chunks/s
         state.feed(BatchLosses("long", 0, first, tuple(losses[first : first + 500].tolist())))
     append = time.perf_counter() - t0
 
@@ -313,18 +315,17 @@ def redraw(width: int, height: int) -> dict[str, float]:
     curve = state.curve(POINTS_PER_COLUMN * width)
     cut = time.perf_counter() - t0
     built = statistics.median(build(curve) for _ in range(5))
-    full = state.trace.curve("long", 10**7)  # no decimation
-    from cnntui.tui.state import Curve
-
-    n = 100_000
+    full = Curve.of(state.history, "long", 10**7)  # no decimation
+    n = min(100_000, total)
     big = Curve("long", full.batch_x[:n], full.batch_y[:n], full.ma_x[:n], full.ma_y[:n])
     undecimated = build(big)
     return {
-        "append 1M": append,
+        "append": append,
         "decimate": cut,
         "build": built,
         "points": len(curve.batch_y),
-        "undecimated 100k": undecimated,
+        "undecimated": undecimated,
+        "undecimated points": n,
     }
 
 
@@ -335,12 +336,15 @@ def pct(xs: list[float], q: float) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller runs, one repeat")
+    ap.add_argument("--smoke", action="store_true", help="every section at its smallest")
     args = ap.parse_args()
-    train_size = 2048 if args.quick else 6144
-    epochs = 1 if args.quick else 3
-    repeats = 1 if args.quick else 3
-    presses = 20 if args.quick else 60
-    jobs = (1, 2, 4)
+    train_size = 256 if args.smoke else 2048 if args.quick else 6144
+    epochs = 1 if args.quick or args.smoke else 3
+    repeats = 1 if args.quick or args.smoke else 3
+    presses = 4 if args.smoke else 20 if args.quick else 60
+    jobs = (2,) if args.smoke else (1, 2, 4)  # 2: the quit in section 3 has 2 runs active
+    past_runs = 50 if args.smoke else 1000
+    losses = 10_000 if args.smoke else 1_000_000
     print(f"cnntui TUI benchmark · {os.cpu_count()} CPU(s) · python {sys.version.split()[0]}")
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -392,29 +396,29 @@ def main() -> None:
         print(f"   real process (cnntui in a pty, 1 run): exited {gone:.2f} s after y; run {what}")
 
         runs = tmp / "store" / "runs"
-        fake_store(runs, 1000)
+        fake_store(runs, past_runs)
         cfg = tmp / "store" / "experiments.toml"
         cfg.write_text(bench_toml(10, 256, 1))
-        times = [asyncio.run(start_time(cfg, runs)) for _ in range(3)]
+        times = [asyncio.run(start_time(cfg, runs)) for _ in range(1 if args.smoke else 3)]
         opened = statistics.median(t[0] for t in times)
         shown = statistics.median(t[1] for t in times)
         update = statistics.median(t[3] for t in times)
         added = statistics.median(t[4] for t in times)
         print(
-            f"\n4. start with 1,000 past runs in the store: {opened:.2f} s to the main screen,"
-            f" {shown:.2f} s with `v` to the filled results table ({times[0][2]} rows);"
+            f"\n4. start with {past_runs:,} past runs in the store: {opened:.2f} s to the main"
+            f" screen, {shown:.2f} s with `v` to the filled results table ({times[0][2]} rows);"
             f" then a changed row shows in {update * 1000:.0f} ms, a new run's row in"
             f" {added * 1000:.0f} ms"
         )
 
-        print("\n5. one run of 1,000,000 batch losses (batch chart)")
+        print(f"\n5. one run of {losses:,} batch losses (batch chart)")
         for w, h in ((44, 12), (120, 30)):
-            r = redraw(w, h)
+            r = redraw(w, h, losses)
             print(
-                f"   {w}x{h}: append in 500-loss chunks {r['append 1M'] * 1000:.0f} ms total ·"
+                f"   {w}x{h}: append in 500-loss chunks {r['append'] * 1000:.0f} ms total ·"
                 f" decimate to {r['points']} points {r['decimate'] * 1000:.1f} ms ·"
-                f" plotext build {r['build'] * 1000:.1f} ms · (undecimated 100k points:"
-                f" {r['undecimated 100k'] * 1000:.0f} ms)"
+                f" plotext build {r['build'] * 1000:.1f} ms · (undecimated"
+                f" {r['undecimated points']:,} points: {r['undecimated'] * 1000:.0f} ms)"
             )
 
 

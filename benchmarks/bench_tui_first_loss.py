@@ -4,6 +4,7 @@ process, which imports torch; the TUI follows its live file) and "thread" (in th
 process; torch imported once, by the first run). Medians of --repeats fresh apps.
 
     .venv/bin/python benchmarks/bench_tui_first_loss.py [--repeats 3]
+    .venv/bin/python benchmarks/bench_tui_first_loss.py --smoke    # one app each, small data
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ TOML = """\
 [defaults]
 dataset = "synthetic"
 model = "lenet"
-train_size = 20000
+train_size = {train_size}
 test_size = 256
 batch_size = 64
 epochs = 1
@@ -42,8 +43,8 @@ def chart_text(app) -> str:
     return "\n".join(line.text for line in chart.render_lines(chart.region.reset_offset))
 
 
-async def once(executor: str, folder: Path) -> float:
-    (folder / "experiments.toml").write_text(TOML)
+async def once(executor: str, folder: Path, train_size: int) -> float:
+    (folder / "experiments.toml").write_text(TOML.format(train_size=train_size))
     store = RunStore(folder / "runs")
     app = make_app(
         folder / "experiments.toml",
@@ -69,13 +70,16 @@ async def once(executor: str, folder: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=None, help="default 3 (1 with --smoke)")
+    parser.add_argument("--smoke", action="store_true", help="one app each, 2,048 images")
     args = parser.parse_args()
+    repeats = args.repeats or (1 if args.smoke else 3)
+    train_size = 2048 if args.smoke else 20_000
     for executor in ("process", "thread"):
         times = []
-        for _ in range(args.repeats):
+        for _ in range(repeats):
             with tempfile.TemporaryDirectory() as tmp:
-                times.append(asyncio.run(once(executor, Path(tmp))))
+                times.append(asyncio.run(once(executor, Path(tmp), train_size)))
         shown = ", ".join(f"{t:.2f}" for t in times)
         print(
             f"{executor:8s} r -> first batch loss on screen: median "

@@ -15,6 +15,7 @@ Meant for a GPU (one command):
 `--one-epoch` trains one epoch of each and multiplies by its shipped epochs (every epoch is
 the same work), for a short device session. On a CPU the full suite takes hours; it refuses
 unless given --allow-cpu, and then you will want e.g. `--set train_size=2000 --one-epoch`.
+`--smoke` is that at its smallest, on any device: one epoch of 256 images each, seconds on a CPU.
 """
 
 from __future__ import annotations
@@ -48,13 +49,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mode", default="auto", choices=("auto", "thread", "process"))
     p.add_argument("--one-epoch", action="store_true", help="time 1 epoch each, scale up")
     p.add_argument("--allow-cpu", action="store_true", help="run even without a GPU")
+    p.add_argument("--smoke", action="store_true", help="1 epoch of 256 images each, any device")
     args = p.parse_args(argv)
 
     dev = resolve_device(args.device)
-    if dev.type == "cpu" and not args.allow_cpu:
+    if dev.type == "cpu" and not (args.allow_cpu or args.smoke):
         print("no GPU here: the full suite would take hours (use --allow-cpu and --set ...)")
         return 2
     overrides = {"dataset": "synthetic", "device": args.device}
+    if args.smoke:
+        args.one_epoch = True
+        overrides.update(train_size=256, test_size=128)
     overrides.update(parse_override(item) for item in args.set)
     shipped = apply_overrides(load(args.config).select(args.run), overrides)
     experiments = apply_overrides(shipped, {"epochs": 1}) if args.one_epoch else shipped
