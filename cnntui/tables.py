@@ -19,6 +19,7 @@ from typing import Any
 
 from . import stats
 from .config import Experiment, class_names
+from .config import images_used as images_used  # where callers have read data sizes from
 from .history import Metrics
 from .records import RunStatus
 from .text import duration
@@ -60,13 +61,6 @@ DATASET_NAMES = {
     "cifar10": "CIFAR-10",
     "fashion-mnist": "Fashion-MNIST",
     "synthetic": "synthetic data (not CIFAR-10)",
-}
-# Train / test images in each whole dataset (the synthetic one is generated at the size asked,
-# these by default): the images a run used when its summary predates recording them.
-FULL_SIZES = {
-    "cifar10": (50_000, 10_000),
-    "fashion-mnist": (60_000, 10_000),
-    "synthetic": (50_000, 10_000),
 }
 PERCENT = {
     "final_test_acc",
@@ -152,18 +146,6 @@ class Row:
         if key == "params":
             return self.params
         return getattr(self.metrics, key)
-
-
-def images_used(dataset: str, train_size: int | None, test_size: int | None) -> tuple[int, int]:
-    """The train and test images a run with these settings uses: the sizes cap the dataset."""
-    full_train, full_test = FULL_SIZES.get(dataset, (0, 0))
-    if dataset == "synthetic":  # generated at the size asked for
-        return train_size or full_train, test_size or full_test
-
-    def cap(size: int | None, full: int) -> int:
-        return full if size is None or not full else min(size, full)
-
-    return cap(train_size, full_train), cap(test_size, full_test)
 
 
 def describe_data(
