@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -193,8 +194,30 @@ def _csv_value(v: Any) -> Any:
     return v
 
 
+# What a spreadsheet reads as the start of a formula (OWASP, "CSV Injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(value: Any) -> Any:
+    """A CSV cell as a spreadsheet should show it: text that would start a formula
+    (`=HYPERLINK(...)`, `-2+3`) gets a leading `'`; numbers, negative ones too, stay numbers."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def write_csv(rows: Iterable[Iterable[Any]]) -> bytes:
+    """Every CSV cnntui writes: each cell through `csv_text`, in UTF-8 with a byte-order
+    mark, so spreadsheet programs show the Chinese titles."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    for row in rows:
+        w.writerow([csv_text(cell) for cell in row])
+    return buf.getvalue().encode("utf-8-sig")
+
+
 def to_csv(rows: list[Row], with_group: bool = False) -> bytes:
-    """UTF-8 with a byte-order mark, so spreadsheet programs show the Chinese titles."""
+    """The results table as CSV (see `write_csv`)."""
     # The data every row was measured on is always a column; `dataset` is not repeated as a
     # differing setting.
     keys = [k for k in differing_keys(rows) if k != "dataset"]
@@ -205,9 +228,7 @@ def to_csv(rows: list[Row], with_group: bool = False) -> bytes:
     header += ["n", "seeds"] + [f"{stem}_{x}" for stem, _ in AGGREGATES for x in ("mean", "std")]
     header += ["reference", "test_acc_diff", "test_acc_diff_ci95_low", "test_acc_diff_ci95_high"]
     header += ["verdict"]
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
+    out: list[list[object]] = [list(header)]
     for r in rows:
         e = r.experiment
         line: list[object] = [e.name, e.display_title, *([e.group] if with_group else [])]
@@ -229,8 +250,8 @@ def to_csv(rows: list[Row], with_group: bool = False) -> bytes:
         else:
             ref = c.verdict == stats.REFERENCE
             line += [int(ref), *(_csv_value(v) for v in (c.diff, c.low, c.high)), c.verdict]
-        w.writerow(line)
-    return buf.getvalue().encode("utf-8-sig")
+        out.append(line)
+    return write_csv(out)
 
 
 def _setting(v: Any) -> str:
@@ -437,18 +458,16 @@ def _class_header(rows: list[Row]) -> list[str]:
 def per_class_csv(rows: list[Row]) -> bytes:
     """Per-class test accuracy (fractions) of the last epoch, one row per experiment."""
     classes = _class_header(rows)
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["name", "title", "dataset", "test_images", *classes, "overall"])
+    out: list[list[object]] = [["name", "title", "dataset", "test_images", *classes, "overall"]]
     for r in rows:
         acc = r.class_accuracy()
         acc += [math.nan] * (len(classes) - len(acc))
         total = sum(map(sum, r.confusion))
         overall = sum(r.confusion[i][i] for i in range(len(r.confusion))) / total if total else None
-        line = [r.experiment.name, r.experiment.display_title, r.ran_with.dataset]
+        line: list[object] = [r.experiment.name, r.experiment.display_title, r.ran_with.dataset]
         line += [_csv_value(total or None), *(_csv_value(a) for a in acc), _csv_value(overall)]
-        w.writerow(line)
-    return buf.getvalue().encode("utf-8-sig")
+        out.append(line)
+    return write_csv(out)
 
 
 def per_class_markdown(rows: list[Row], heading: str) -> bytes:
