@@ -656,3 +656,34 @@ def test_csv_cells_a_spreadsheet_would_run_as_formulas_are_written_as_text(suite
     # A title never holds a carriage return (the loader refuses control characters); a cell
     # that starts with one is neutralised all the same.
     assert (tables.csv_text("\rx"), tables.csv_text(-0.05)) == ("'\rx", -0.05)
+
+
+def test_a_title_matplotlib_cannot_read_as_math_is_drawn_as_plain_text(
+    suite, tmp_path, monkeypatch
+):
+    """'costs $5 {and $6' and '$\\textbf{lr}$ high' stopped the export at its first figure;
+    they are drawn as written, and the export says so once. A title that is valid math is
+    left to matplotlib, and one with a single $ is plain text already."""
+    store, exps, _, _, _ = suite
+    titles = {"base": "costs $5 {and $6", "fast": r"$\textbf{lr}$ high", "solo": r"$\alpha$ = 0.1"}
+    odd = [dataclasses.replace(e, title=titles.get(e.name, e.title)) for e in exps]
+    labels: list[str] = []
+    real = figures.comparison
+    monkeypatch.setattr(
+        figures, "comparison", lambda s, t: labels.extend(x.label for x in s) or real(s, t)
+    )
+    result = export_all(store, odd, tmp_path, ("png", "svg"), dpi=FAST_DPI)
+    assert not result.skipped and result.missing == ["never"]
+    for stem in ("base/loss_curves", "fast/confusion", "hp/comparison", "hp/loss_grid"):
+        assert (tmp_path / f"{stem}.png").read_bytes().startswith(b"\x89PNG"), stem
+        assert b"<svg" in (tmp_path / f"{stem}.svg").read_bytes()[:2000], stem
+    assert (tmp_path / "results.md").is_file()
+    notes = [w for w in result.warnings if "mathtext" in w]
+    assert notes == [
+        "the titles of base, fast are not valid matplotlib mathtext (between $ signs); "
+        "figures draw them as plain text"
+    ]
+    # Escaped $ are drawn as dollar signs; valid math is left as written.
+    assert labels == [r"costs \$5 {and \$6", r"\$\textbf{lr}\$ high", r"$\alpha$ = 0.1"]
+    assert figures.plain_unless_math(r"$\alpha$ = 0.1") == r"$\alpha$ = 0.1"
+    assert figures.plain_unless_math("costs $5") == "costs $5"
