@@ -649,7 +649,8 @@ def _set_prefix(e: Settings, overrides: dict[str, Any]) -> Callable[[str], str]:
             return ""
         value = getattr(e, key)
         shown = str(value).lower() if isinstance(value, bool) else str(value)
-        return f"--set {key}={shown}: "
+        item = f"{key}={shown}"
+        return f"--set {item!r}: "  # as parse_override quotes it
 
     return prefix
 

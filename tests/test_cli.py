@@ -492,10 +492,10 @@ def test_list_says_how_many_train_validation_and_test_images_each_experiment_use
         # Checked with the file's settings they join: each run of alpha has 256 images.
         (
             ["--list", "--set", "val_size=256"],
-            "--set val_size=256: 'val_size' = 256 leaves experiment 'alpha' no images to train "
+            "--set 'val_size=256': 'val_size' = 256 leaves experiment 'alpha' no images to train "
             "on: it must be less than its 256 training images (train_size = 256)",
         ),
-        (["--run", "beta", "--set", "warmup_epochs=3"], "--set warmup_epochs=3: 'warmup_epochs'"),
+        (["--run", "beta", "--set", "warmup_epochs=3"], "--set 'warmup_epochs=3': 'warmup_epochs'"),
     ],
 )
 def test_option_values_are_reported_whole_in_one_line(

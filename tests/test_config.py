@@ -500,15 +500,15 @@ def test_overrides_are_checked_with_the_settings_they_join() -> None:
     with pytest.raises(ConfigError) as info:
         apply_overrides(file.experiments, {"train_size": 100})
     assert str(info.value) == (
-        "--set train_size=100: 'train_size' = 100 leaves experiment 'a' no images to train on: "
+        "--set 'train_size=100': 'train_size' = 100 leaves experiment 'a' no images to train on: "
         "val_size (100) must be less than its 100 training images"
     )
-    with pytest.raises(ConfigError, match=r"^--set val_size=500: 'val_size' = 500 leaves"):
+    with pytest.raises(ConfigError, match=r"^--set 'val_size=500': 'val_size' = 500 leaves"):
         apply_overrides(file.experiments, {"val_size": 500})
     with pytest.raises(ConfigError) as info:
         apply_overrides(file.experiments, {"epochs": 1})
     assert str(info.value) == (
-        "--set epochs=1: 'epochs' = 1 is less than the warmup_epochs of experiment 'b' (2); "
+        "--set 'epochs=1': 'epochs' = 1 is less than the warmup_epochs of experiment 'b' (2); "
         "warm-up takes the first warmup_epochs of the run's epochs"
     )
     # A combination the override makes valid is accepted, and so is one it does not touch.

@@ -312,5 +312,5 @@ def test_a_file_edited_to_disagree_with_the_overrides_keeps_the_last_good_list(t
         tiny_toml.read_text().replace('title = "甲"', 'title = "甲"\nval_size = 100')
     )
     assert not session.reload()
-    assert session.error.startswith("--set train_size=100: 'train_size' = 100 leaves experiment")
+    assert session.error.startswith("--set 'train_size=100': 'train_size' = 100 leaves experiment")
     assert [e.val_size for e in session.experiments] == [0, 0]
