@@ -169,12 +169,7 @@ def collect_overrides(args: argparse.Namespace) -> dict[str, Any]:
         items.append((f"cluster={args.cluster}", f"--cluster {args.cluster!r}"))
     overrides: dict[str, Any] = {}
     for item, label in items:
-        try:
-            key, value = parse_override(item)
-        except ConfigError as e:
-            if label is None:
-                raise
-            raise ConfigError(label + ":" + str(e).split(":", 1)[1]) from None
+        key, value = parse_override(item, label)
         overrides[key] = value
     return overrides
 
@@ -1090,7 +1085,8 @@ def run_export_only(args: argparse.Namespace, out: IO[str]) -> int:
 
 def open_tui(args: argparse.Namespace) -> int:
     """Start the terminal UI on the experiments file."""
-    _file, overrides = load_experiments(args)
+    file, overrides = load_experiments(args)
+    apply_overrides(file.experiments, overrides)  # every one can be run from the app: checked
     try:
         from .tui.app import make_app
     except ImportError:

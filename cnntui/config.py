@@ -62,6 +62,27 @@ CLASS_NAMES = {
 }
 
 
+# Train / test images in each whole dataset (the synthetic one is generated at the size asked,
+# these by default): the images a run used when its summary predates recording them.
+FULL_SIZES = {
+    "cifar10": (50_000, 10_000),
+    "fashion-mnist": (60_000, 10_000),
+    "synthetic": (50_000, 10_000),
+}
+
+
+def images_used(dataset: str, train_size: int | None, test_size: int | None) -> tuple[int, int]:
+    """The train and test images a run with these settings uses: the sizes cap the dataset."""
+    full_train, full_test = FULL_SIZES.get(dataset, (0, 0))
+    if dataset == "synthetic":  # generated at the size asked for
+        return train_size or full_train, test_size or full_test
+
+    def cap(size: int | None, full: int) -> int:
+        return full if size is None or not full else min(size, full)
+
+    return cap(train_size, full_train), cap(test_size, full_test)
+
+
 def class_names(dataset: str, classes: int = 10) -> tuple[str, ...]:
     """The names of a dataset's labels; "class 0", "class 1", ... where it has none."""
     names = CLASS_NAMES.get(dataset, ())
@@ -77,6 +98,13 @@ CLUSTER_RE = re.compile(r"^(ray|auto|ray://[A-Za-z0-9._\[\]:-]+|[A-Za-z0-9._\[\]
 NAME_MAX = 64  # characters in a name or group: they name folders, and every file system takes 64
 SEED_MAX = 2**64 - 1  # torch seeds are unsigned 64-bit
 MAX_FILE_BYTES = 1 << 20  # an experiments file is a few kilobytes; refuse to read past 1 MiB
+EPOCHS_MAX = 100_000  # a run records every epoch; a count past this is a typo, not a plan
+# CPU threads a run may ask for, per core of this machine: torch's OpenMP pool segfaulted at
+# 32768 threads and took 69 s for a 0.3 s run at 4096.
+THREADS_PER_CORE = 4
+SWEEP_MAX_RUNS = 1_000  # runs one [[sweep]] may make (its grid times its seeds)
+FILE_MAX_RUNS = 10_000  # runs one experiments file may make, sweeps and seeds included
+PORT_MAX = 65_535
 UNGROUPED = "ungrouped"  # the exports folder of the experiments that name no group
 # Files cnntui writes at the exports root (and the README there): no experiment or group
 # folder may take their names. Compared case-insensitively, as macOS and Windows do.
@@ -370,7 +398,10 @@ def _check_gpus(value: Any) -> str:
     for item in items:
         if isinstance(item, bool) or not isinstance(item, int) or not 0 <= item <= GPU_INDEX_MAX:
             raise ConfigError(f"'gpus' = {value!r} is not valid: {allowed}")
-    return ",".join(str(i) for i in dict.fromkeys(items))
+    if len(set(items)) != len(items):
+        twice = next(i for i in items if items.count(i) > 1)
+        raise ConfigError(f"'gpus' = {value!r} names GPU {twice} twice: {allowed}")
+    return ",".join(str(i) for i in items)
 
 
 def _check_seeds(value: Any) -> tuple[int, ...]:
@@ -414,6 +445,27 @@ def check_value(key: str, value: Any) -> Any:
         _need(key, value, within(value), allowed)
     else:
         _check_text(key, value)
+    return value
+
+
+def threads_max() -> int:
+    """The most CPU threads a run may ask for on this machine (THREADS_PER_CORE per core)."""
+    return THREADS_PER_CORE * (os.cpu_count() or 1)
+
+
+def _check_new(key: str, value: Any) -> Any:
+    """`check_value`, and the limits of this machine (`threads`): for a setting being written,
+    not for a stored run's, which may have been made on a larger machine."""
+    value = check_value(key, value)
+    if key == "threads":
+        cores = os.cpu_count() or 1
+        _need(
+            key,
+            value,
+            value <= threads_max(),
+            f"must be in [0, {threads_max()}] ({THREADS_PER_CORE} per core, {cores} cores here;"
+            " 0 chooses from the batch size)",
+        )
     return value
 
 
@@ -461,7 +513,7 @@ _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "weight_decay": (lambda v: v >= 0, "must be >= 0"),
     "dropout": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
     "target_acc": (lambda v: 0 < v <= 1, "must be in (0, 1], a fraction of the test set"),
-    "epochs": (lambda v: v >= 1, "must be >= 1"),
+    "epochs": (lambda v: 1 <= v <= EPOCHS_MAX, f"must be in [1, {EPOCHS_MAX}]"),
     "batch_size": (lambda v: v >= 1, "must be >= 1"),
     "train_size": (lambda v: v >= 1, "must be >= 1 (leave it out to use all)"),
     "test_size": (lambda v: v >= 1, "must be >= 1 (leave it out to use all)"),
@@ -496,6 +548,11 @@ def _check_text(key: str, value: Any) -> None:
                     f'unknown cluster {safe(value)!r} (allowed: "" for this machine, ray, auto, '
                     "ray://HOST:10001, HOST:6379)"
                 )
+            port = _cluster_port(value)
+            if port is not None and not 1 <= port <= PORT_MAX:
+                raise ConfigError(
+                    f"cluster {value!r}: port {port} is out of range: ports are 1 to {PORT_MAX}"
+                )
         case "data_dir":
             _need(key, value, value != "", "must not be empty")
             _printable(key, value)
@@ -514,6 +571,15 @@ def _check_text(key: str, value: Any) -> None:
                 _folder_name(key, value)
         case "title":
             _printable(key, value)
+
+
+def _cluster_port(address: str) -> int | None:
+    """The port a checked `cluster` address names (HOST:PORT, ray://HOST:PORT), else None."""
+    host = address.removeprefix("ray://")
+    if host.endswith("]") or ":" not in host:  # no port, or a bare [IPv6] address
+        return None
+    tail = host.rsplit(":", 1)[1]
+    return int(tail) if tail.isdigit() else None
 
 
 def _folder_name(key: str, value: str) -> None:
@@ -539,30 +605,30 @@ def _printable(key: str, value: str) -> None:
         )
 
 
-def parse_override(item: str) -> tuple[str, Any]:
-    """Parse one `--set KEY=VALUE`; VALUE is read as TOML, or as a bare string."""
+def parse_override(item: str, label: str | None = None) -> tuple[str, Any]:
+    """Parse one `--set KEY=VALUE`; VALUE is read as TOML, or as a bare string. Errors start
+    with `label` (an option such as `--device 'cuda:abc'`), else with `--set 'KEY=VALUE'`."""
+    where = label or f"--set {item!r}"
     if "=" not in item:
-        raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        raise ConfigError(f"{where}: expected KEY=VALUE")
     key, raw = (s.strip() for s in item.split("=", 1))
     if key not in SETTING_KEYS:
         allowed = IDENTITY_KEYS if key in IDENTITY_KEYS else SETTING_KEYS
         hint = _suggest(key, allowed)
-        raise ConfigError(f"--set {item!r}: unknown key {key!r}{hint}")
+        raise ConfigError(f"{where}: unknown key {key!r}{hint}")
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         if key == "seeds" and all(p.strip().isdigit() for p in raw.split(",")):
             value = [int(p) for p in raw.split(",")]  # --set seeds=0,1,2
         elif str(_FIELD_TYPES[key]) != "str":
-            raise ConfigError(
-                f"--set {item!r}: {raw!r} is not {_type_name(_FIELD_TYPES[key])}"
-            ) from None
+            raise ConfigError(f"{where}: {raw!r} is not {_type_name(_FIELD_TYPES[key])}") from None
         else:
             value = raw
     try:
-        return key, check_value(key, value)
+        return key, _check_new(key, value)
     except ConfigError as e:
-        raise ConfigError(f"--set {item!r}: {e}") from None
+        raise ConfigError(f"{where}: {e}") from None
 
 
 S = TypeVar("S", bound=Settings)  # experiments, or the [defaults] they start from
@@ -572,7 +638,118 @@ def apply_overrides(experiments: list[S], overrides: dict[str, Any]) -> list[S]:
     """`--set` values over the file's (experiments, or [defaults] alone): `--set seed=N`
     replaces a `seeds` list and `--set seeds=...` a `seed` (both at once is a ConfigError)."""
     overrides = _seed_rule(dict(overrides), "--set seed and --set seeds: give one of them")
-    return [dataclasses.replace(e, **overrides) for e in experiments]
+    out = [dataclasses.replace(e, **overrides) for e in experiments]
+    for e in out:
+        if isinstance(e, Experiment):  # [defaults] alone need not run: experiments do
+            _check_agree(
+                e, lambda key: (1, 0) if key in overrides else None, _set_prefix(e, overrides)
+            )
+    return out
+
+
+def _set_prefix(e: Settings, overrides: dict[str, Any]) -> Callable[[str], str]:
+    """How an error about `e`'s `key` begins when --set gave it: `--set epochs=3: `."""
+
+    def prefix(key: str) -> str:
+        if key not in overrides:
+            return ""
+        value = getattr(e, key)
+        shown = str(value).lower() if isinstance(value, bool) else str(value)
+        item = f"{key}={shown}"
+        return f"--set {item!r}: "  # as parse_override quotes it
+
+    return prefix
+
+
+# ---------------------------------------------------------------------------------------
+# Settings that must agree with each other: checked on the merged settings of each
+# experiment ([defaults], its own table or sweep, then --set).
+
+# Where a key of one experiment was set, as (level, line): a higher level is more specific
+# ([defaults] 0, the experiment's table 1); None for a key left at its built-in default.
+Source = Callable[[str], tuple[int, int] | None]
+
+
+def _check_agree(e: Experiment, source: Source, prefix: Callable[[str], str]) -> None:
+    """ConfigError when two of `e`'s settings cannot run together, blaming the key set most
+    specifically (the later line where both are in one table); `prefix(key)` starts it."""
+    for dependent, bases in _agreement_keys(e):
+        if not _broken(e, dependent):
+            continue
+        keys = (dependent, *bases)
+        blamed = max(keys, key=lambda k: source(k) or (-1, 0))
+        raise ConfigError(prefix(blamed) + _disagreement(e, dependent, blamed, source))
+
+
+def _agreement_keys(e: Settings) -> list[tuple[str, tuple[str, ...]]]:
+    """Each rule as (the setting it limits, the settings that set its limit)."""
+    full = FULL_SIZES.get(e.dataset, (0, 0))[0]
+    uses_whole = e.train_size is None or e.train_size > full
+    return [
+        ("val_size", ("train_size", *(["dataset"] if uses_whole else []))),
+        ("warmup_epochs", ("epochs",)),
+    ]
+
+
+def _broken(e: Settings, dependent: str) -> bool:
+    if dependent == "val_size":
+        train = images_used(e.dataset, e.train_size, None)[0]
+        return e.val_size > 0 and train > 0 and e.val_size >= train
+    return e.warmup_epochs > e.epochs
+
+
+def _disagreement(e: Experiment, dependent: str, blamed: str, source: Source) -> str:
+    """What is wrong, from the blamed key's side: `'val_size' = 200 leaves experiment ...`."""
+
+    def at(key: str) -> str:
+        src = source(key)
+        return f" at line {src[1]}" if src and src[1] else ""
+
+    said = f"{blamed!r} = {getattr(e, blamed)!r}"
+    if dependent == "val_size":
+        train = images_used(e.dataset, e.train_size, None)[0]
+        none_left = f"leaves experiment {e.name!r} no images to train on"
+        if blamed == "val_size":
+            size = (
+                "train_size not set: the whole dataset"
+                if e.train_size is None
+                else f"train_size = {e.train_size}{at('train_size')}"
+            )
+            return f"{said} {none_left}: it must be less than its {train} training images ({size})"
+        return (
+            f"{said} {none_left}: val_size ({e.val_size}{at('val_size')}) must be less than its "
+            f"{train} training images"
+        )
+    why = "warm-up takes the first warmup_epochs of the run's epochs"
+    if blamed == "warmup_epochs":
+        return (
+            f"{said} is more than the epochs of experiment {e.name!r} ({e.epochs}{at('epochs')})"
+            f"; {why}"
+        )
+    return (
+        f"{said} is less than the warmup_epochs of experiment {e.name!r} "
+        f"({e.warmup_epochs}{at('warmup_epochs')}); {why}"
+    )
+
+
+def _file_prefix(where: str, loc: _Locator, sect: tuple[str, int]) -> Callable[[str], str]:
+    """How an error about a key of the table at `sect` begins: `exp.toml:5:1: `."""
+    return lambda key: _at(where, loc, sect, key) + ": "
+
+
+def _file_source(
+    table: dict[str, Any], defaults: dict[str, Any], loc: _Locator, sect: tuple[str, int]
+) -> Source:
+    """Where the keys of the experiment made from `table` (at `sect`) were set in the file."""
+
+    def source(key: str) -> tuple[int, int] | None:
+        if key in table:
+            return 1, (loc.find(*sect, key) or (0, 0))[0]
+        if key in defaults:
+            return 0, (loc.find("defaults", 0, key) or (0, 0))[0]
+        return None
+
+    return source
 
 
 def _seed_rule(values: dict[str, Any], both: str) -> dict[str, Any]:
@@ -618,7 +795,7 @@ def _settings_from(
         if key == "name" and not isinstance(value, str):
             raise ConfigError(f"{prefix}: 'name' must be a string, got {value!r}")
         try:
-            out[key] = check_value(key, value)
+            out[key] = _check_new(key, value)
         except ConfigError as e:
             raise ConfigError(f"{prefix}: {e}") from None
     if "seed" in out and "seeds" in out:
@@ -645,11 +822,18 @@ def _name_part(value: Any) -> str:
 
 
 def _expand_sweep(
-    table: dict[str, Any], defaults: Settings, where: str, loc: _Locator, sect: tuple[str, int]
+    table: dict[str, Any],
+    defaults: Settings,
+    where: str,
+    loc: _Locator,
+    sect: tuple[str, int],
+    runs_before: int = 0,
 ) -> list[Experiment]:
     """A `[[sweep]]` table as the experiments of its grid, first setting outermost, named
     `<sweep>.<key>=<value>+<key>=<value>` and grouped under the sweep's name unless it names
-    a group. Every value goes through `check_value`; a bad one is reported at its key."""
+    a group. Every value goes through `check_value`; a bad one is reported at its key. The
+    grid is counted first: past SWEEP_MAX_RUNS runs (or FILE_MAX_RUNS with the
+    `runs_before` of the file's earlier tables) it is refused, not expanded."""
     lists = {k: v for k, v in table.items() if isinstance(v, list) and k not in LIST_SETTINGS}
     fixed = {k: v for k, v in table.items() if k not in lists}
     if "reference" in fixed:
@@ -666,6 +850,7 @@ def _expand_sweep(
             f"{_at(where, loc, sect, None)}: [[sweep]] {base!r} has no list of values to "
             "sweep (e.g. lr = [0.1, 0.01])"
         )
+    _count_sweep(base, lists, values, defaults, _at(where, loc, sect, None), runs_before)
     grid = {key: _swept(key, items, _at(where, loc, sect, key)) for key, items in lists.items()}
     if "seed" in grid and "seeds" in values:
         raise ConfigError(
@@ -678,6 +863,31 @@ def _expand_sweep(
     ]
 
 
+def _count_sweep(
+    base: str,
+    lists: dict[str, list[Any]],
+    values: dict[str, Any],
+    defaults: Settings,
+    at: str,
+    runs_before: int,
+) -> None:
+    """Refuse sweep `base` (at `at`) when its grid times its seeds makes too many runs."""
+    seeds = 1 if "seed" in lists else max(1, len(values.get("seeds", defaults.seeds)))
+    runs = math.prod(len(items) for items in lists.values()) * seeds
+    if runs > SWEEP_MAX_RUNS:
+        grid = " x ".join(f"{len(items)} {key}" for key, items in lists.items())
+        grid += f" x {seeds} seeds" if seeds > 1 else ""
+        raise ConfigError(
+            f"{at}: [[sweep]] {base!r} makes {runs:,} runs ({grid}); at most "
+            f"{SWEEP_MAX_RUNS:,} runs a sweep (sweep fewer values)"
+        )
+    if runs_before + runs > FILE_MAX_RUNS:
+        raise ConfigError(
+            f"{at}: [[sweep]] {base!r} brings the file to {runs_before + runs:,} runs; at most "
+            f"{FILE_MAX_RUNS:,} runs a file"
+        )
+
+
 def _swept(key: str, items: list[Any], at: str) -> list[tuple[Any, Any]]:
     """One swept setting's values, each as written and as checked; errors name `at`."""
     if key not in SETTING_KEYS:
@@ -688,7 +898,7 @@ def _swept(key: str, items: list[Any], at: str) -> list[tuple[Any, Any]]:
     checked = []
     for j, item in enumerate(items):
         try:
-            checked.append(check_value(key, item))
+            checked.append(_check_new(key, item))
         except ConfigError as e:
             raise ConfigError(f"{at}: value {j + 1} of {key!r}: {e}") from None
     if len(set(map(_name_part, items))) != len(items):
@@ -743,14 +953,23 @@ def parse(text: str, path: Path | str = "experiments.toml") -> ExperimentFile:
     experiments: list[Experiment] = []
     origins: list[tuple[str, int]] = []  # where each experiment comes from: (section, index)
     seen: dict[str, int] = {}  # casefolded name -> index: macOS and Windows ignore case
+    runs = 0  # that the experiments so far make, seeds included
     for sect in _section_order(tables, loc):
         kind, i = sect
         table = tables[kind][i]
         if kind == "sweep":
-            made = _expand_sweep(table, defaults, where, loc, sect)
+            made = _expand_sweep(table, defaults, where, loc, sect, runs)
         else:
             made = [_experiment(table, defaults, where, loc, sect)]
+        runs += sum(max(1, len(e.seeds)) for e in made)
+        if runs > FILE_MAX_RUNS:
+            raise ConfigError(
+                f"{_at(where, loc, sect, None)}: {_origin(sect)} brings the file to {runs:,} "
+                f"runs; at most {FILE_MAX_RUNS:,} runs a file"
+            )
+        source = _file_source(table, doc.get("defaults", {}), loc, sect)
         for exp in made:
+            _check_agree(exp, source, _file_prefix(where, loc, sect))
             first = seen.get(exp.name.casefold())
             if first is not None:
                 raise _duplicate(

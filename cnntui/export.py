@@ -321,6 +321,7 @@ def export_all(
     entries = read_entries(store, experiments, fonts, result)
     titles = {e.experiment.name: e.experiment.display_title for e in entries}
     result.warnings += figures.font_notes(fonts, titles)
+    result.warnings += figures.math_notes(titles)
     draw = _Drawer(result, fonts, formats, dpi)
     for e in entries:
         _export_experiment(e, exports_dir / e.experiment.name, draw)

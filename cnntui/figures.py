@@ -11,6 +11,10 @@ draw. `find_cjk_font()` looks for an installed CJK font and, when there is one, 
 DejaVu Sans in `font.family`, so matplotlib falls back to it glyph by glyph (PNG, SVG and
 PDF alike). Without one, a label that DejaVu cannot draw falls back to the experiment's
 name, and the export says once which package to install.
+
+Math: matplotlib reads text between two `$` as mathtext, and a title it cannot parse
+(`costs $5 {and $6`, `$\\textbf{lr}$`) would stop the export at its first figure. Such a
+title is drawn as plain text instead (`plain_unless_math`), and the export says so once.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from matplotlib import font_manager
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.mathtext import MathTextParser, VectorParse
 from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 from matplotlib.transforms import Bbox
 
@@ -85,6 +90,8 @@ FONT_HINT = (
 )
 
 _render_lock = threading.Lock()
+_math_lock = threading.Lock()  # the parser caches what it parsed; one thread at a time
+_math_parser: MathTextParser[VectorParse] | None = None
 
 
 # ---------------------------------------------------------------------------------------
@@ -156,8 +163,49 @@ class Fonts:
         return not self.missing(text)
 
     def label(self, title: str, name: str) -> str:
-        """The title when it can be drawn, else the (ASCII) experiment name."""
-        return title.translate(_VARIATION_SELECTORS) if title and self.can_draw(title) else name
+        """The title when it can be drawn (as plain text where it is not valid math), else
+        the (ASCII) experiment name."""
+        if not title or not self.can_draw(title):
+            return name
+        return plain_unless_math(title.translate(_VARIATION_SELECTORS))
+
+
+def _bad_math(text: str) -> bool:
+    """Whether matplotlib would read `text` as mathtext (an even number of unescaped `$`,
+    its own rule) and fail to parse it."""
+    global _math_parser
+    dollars = text.count("$") - text.count(r"\$")
+    if dollars == 0 or dollars % 2:
+        return False  # drawn as plain text already
+    with _math_lock:
+        if _math_parser is None:
+            _math_parser = MathTextParser("path")
+        try:
+            _math_parser.parse(text)
+        except Exception:  # ValueError for bad syntax; no title may stop an export
+            return True
+    return False
+
+
+def plain_unless_math(text: str) -> str:
+    """`text` as figures draw it: unchanged where it is plain text or valid mathtext, with
+    every `$` escaped (drawn as a dollar sign) where matplotlib could not parse it."""
+    if not _bad_math(text):
+        return text
+    return text.replace(r"\$", "$").replace("$", r"\$")
+
+
+def math_notes(titles: dict[str, str]) -> list[str]:
+    """One note naming the experiments whose title is not valid mathtext (figures draw those
+    as plain text); none when every title is fine."""
+    bad = [name for name, title in titles.items() if _bad_math(title)]
+    if not bad:
+        return []
+    which = f"title of {bad[0]} is" if len(bad) == 1 else f"titles of {', '.join(bad)} are"
+    return [
+        f"the {which} not valid matplotlib mathtext (between $ signs); figures draw "
+        f"{'it' if len(bad) == 1 else 'them'} as plain text"
+    ]
 
 
 def is_cjk(ch: str) -> bool:
@@ -826,7 +874,7 @@ def heatmap(
 
 
 def _tick(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    return f"{value:g}" if isinstance(value, float) else plain_unless_math(str(value))
 
 
 def _clash(a: Bbox, b: Bbox, pad: float) -> bool:

@@ -14,11 +14,13 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import stats
 from .config import SPEED_KEYS, UNGROUPED, Experiment, class_names
+from .config import images_used as images_used  # where callers have read data sizes from
 from .history import Metrics
 from .records import RunStatus
 from .text import duration, width
@@ -60,13 +62,6 @@ DATASET_NAMES = {
     "cifar10": "CIFAR-10",
     "fashion-mnist": "Fashion-MNIST",
     "synthetic": "synthetic data (not CIFAR-10)",
-}
-# Train / test images in each whole dataset (the synthetic one is generated at the size asked,
-# these by default): the images a run used when its summary predates recording them.
-FULL_SIZES = {
-    "cifar10": (50_000, 10_000),
-    "fashion-mnist": (60_000, 10_000),
-    "synthetic": (50_000, 10_000),
 }
 PERCENT = {
     "final_test_acc",
@@ -154,18 +149,6 @@ class Row:
         return getattr(self.metrics, key)
 
 
-def images_used(dataset: str, train_size: int | None, test_size: int | None) -> tuple[int, int]:
-    """The train and test images a run with these settings uses: the sizes cap the dataset."""
-    full_train, full_test = FULL_SIZES.get(dataset, (0, 0))
-    if dataset == "synthetic":  # generated at the size asked for
-        return train_size or full_train, test_size or full_test
-
-    def cap(size: int | None, full: int) -> int:
-        return full if size is None or not full else min(size, full)
-
-    return cap(train_size, full_train), cap(test_size, full_test)
-
-
 def describe_data(
     dataset: str, train_images: int | None, test_images: int | None, val_images: int = 0
 ) -> str:
@@ -211,8 +194,30 @@ def _csv_value(v: Any) -> Any:
     return v
 
 
+# What a spreadsheet reads as the start of a formula (OWASP, "CSV Injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(value: Any) -> Any:
+    """A CSV cell as a spreadsheet should show it: text that would start a formula
+    (`=HYPERLINK(...)`, `-2+3`) gets a leading `'`; numbers, negative ones too, stay numbers."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def write_csv(rows: Iterable[Iterable[Any]]) -> bytes:
+    """Every CSV cnntui writes: each cell through `csv_text`, in UTF-8 with a byte-order
+    mark, so spreadsheet programs show the Chinese titles."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    for row in rows:
+        w.writerow([csv_text(cell) for cell in row])
+    return buf.getvalue().encode("utf-8-sig")
+
+
 def to_csv(rows: list[Row], with_group: bool = False) -> bytes:
-    """UTF-8 with a byte-order mark, so spreadsheet programs show the Chinese titles."""
+    """The results table as CSV (see `write_csv`)."""
     # The data every row was measured on is always a column; `dataset` is not repeated as a
     # differing setting.
     keys = [k for k in differing_keys(rows) if k != "dataset"]
@@ -223,9 +228,7 @@ def to_csv(rows: list[Row], with_group: bool = False) -> bytes:
     header += ["n", "seeds"] + [f"{stem}_{x}" for stem, _ in AGGREGATES for x in ("mean", "std")]
     header += ["reference", "test_acc_diff", "test_acc_diff_ci95_low", "test_acc_diff_ci95_high"]
     header += ["verdict"]
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
+    out: list[list[object]] = [list(header)]
     for r in rows:
         e = r.experiment
         line: list[object] = [e.name, e.display_title, *([e.group] if with_group else [])]
@@ -247,8 +250,8 @@ def to_csv(rows: list[Row], with_group: bool = False) -> bytes:
         else:
             ref = c.verdict == stats.REFERENCE
             line += [int(ref), *(_csv_value(v) for v in (c.diff, c.low, c.high)), c.verdict]
-        w.writerow(line)
-    return buf.getvalue().encode("utf-8-sig")
+        out.append(line)
+    return write_csv(out)
 
 
 def _setting(v: Any) -> str:
@@ -456,18 +459,16 @@ def _class_header(rows: list[Row]) -> list[str]:
 def per_class_csv(rows: list[Row]) -> bytes:
     """Per-class test accuracy (fractions) of the last epoch, one row per experiment."""
     classes = _class_header(rows)
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["name", "title", "dataset", "test_images", *classes, "overall"])
+    out: list[list[object]] = [["name", "title", "dataset", "test_images", *classes, "overall"]]
     for r in rows:
         acc = r.class_accuracy()
         acc += [math.nan] * (len(classes) - len(acc))
         total = sum(map(sum, r.confusion))
         overall = sum(r.confusion[i][i] for i in range(len(r.confusion))) / total if total else None
-        line = [r.experiment.name, r.experiment.display_title, r.ran_with.dataset]
+        line: list[object] = [r.experiment.name, r.experiment.display_title, r.ran_with.dataset]
         line += [_csv_value(total or None), *(_csv_value(a) for a in acc), _csv_value(overall)]
-        w.writerow(line)
-    return buf.getvalue().encode("utf-8-sig")
+        out.append(line)
+    return write_csv(out)
 
 
 def per_class_markdown(rows: list[Row], heading: str) -> bytes:

@@ -546,3 +546,46 @@ def test_list_says_when_the_latest_run_trained_on_other_data_or_settings(tmp_pat
     assert "finished - *" in high and "*" not in low  # low-lr ran as the file says
     at = lines.index("* the latest run trained otherwise than the file says now:")
     assert lines[at + 1].split() == ["high-lr:", "dataset=synthetic", "epochs=2"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--list", "--cluster", "http://x"],
+            "--cluster 'http://x': unknown cluster 'http://x' (allowed: \"\" for this machine,",
+        ),
+        (
+            ["--list", "--device", "cuda:abc"],
+            "--device 'cuda:abc': unknown device 'cuda:abc' (allowed: auto, cpu, cuda, cuda:N, "
+            "mps)",
+        ),
+        (["--list", "--gpus", "1:2"], "--gpus '1:2': 'gpus' = '1:2' is not valid: GPU indices"),
+        (["--list", "--gpus", "1,1"], "--gpus '1,1': 'gpus' = '1,1' names GPU 1 twice"),
+        (
+            ["--list", "--cluster", "head:99999"],
+            "--cluster 'head:99999': cluster 'head:99999': port 99999 is out of range: ports are 1",
+        ),
+        (["--list", "--set", "threads=32768"], "--set 'threads=32768': 'threads' = 32768 is out"),
+        # Checked with the file's settings they join: each run of alpha has 256 images.
+        (
+            ["--list", "--set", "val_size=256"],
+            "--set 'val_size=256': 'val_size' = 256 leaves experiment 'alpha' no images to train "
+            "on: it must be less than its 256 training images (train_size = 256)",
+        ),
+        (["--run", "beta", "--set", "warmup_epochs=3"], "--set 'warmup_epochs=3': 'warmup_epochs'"),
+    ],
+)
+def test_option_values_are_reported_whole_in_one_line(
+    tiny_toml: Path, monkeypatch, capsys, args: list[str], message: str
+) -> None:
+    from cnntui import cli
+
+    monkeypatch.chdir(tiny_toml.parent)
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"cnntui: {message}"), err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tiny_toml.parent / "runs").exists() or not list(
+        (tiny_toml.parent / "runs").iterdir()
+    )

@@ -15,6 +15,7 @@ from cnntui.config import (
     SETTING_KEYS,
     ConfigError,
     Settings,
+    apply_overrides,
     load,
     parse,
     parse_override,
@@ -101,7 +102,7 @@ BAD = [
     ('[[experiment]]\nname = "a"\nlr = nan\n', "finite", 3, 1),
     ('[[experiment]]\nname = "a"\ndropout = 1.0\n', "must be in [0, 1)", 3, 1),
     ('[[experiment]]\nname = "a"\ndropout = -0.1\n', "must be in [0, 1)", 3, 1),
-    ('[[experiment]]\nname = "a"\nepochs = 0\n', "must be >= 1", 3, 1),
+    ('[[experiment]]\nname = "a"\nepochs = 0\n', "must be in [1, 100000]", 3, 1),
     ('[[experiment]]\nname = "a"\nbatch_size = 0\n', "must be >= 1", 3, 1),
     ('[[experiment]]\nname = "a"\nmomentum = 1.5\n', "must be in [0, 1)", 3, 1),
     ('[[experiment]]\nname = "a"\nweight_decay = -1\n', "must be >= 0", 3, 1),
@@ -276,7 +277,7 @@ def test_study_settings_default_to_todays_training() -> None:
     [
         ("learning_rate=0.1", "unknown key 'learning_rate' (did you mean 'lr'?)"),
         ("epochs=ten", "'ten' is not an integer"),
-        ("epochs=0", "must be >= 1"),
+        ("epochs=0", "must be in [1, 100000]"),
         ("lr", "expected KEY=VALUE"),
         ("dataset=imagenet", "unknown dataset 'imagenet'"),
         ("name=x", "unknown key 'name'"),
@@ -340,3 +341,177 @@ def test_loader_raises_only_config_error_on_any_text(text: str) -> None:
         parse(text, "fuzz.toml")
     except ConfigError as e:
         assert "\n" not in str(e) and unsafe_char(str(e)) is None
+
+
+# --- settings that parse but could never run (issue 22) ------------------------------------
+
+CORES = os.cpu_count() or 1
+
+UNRUNNABLE = [
+    # (document, expected message, line, column)
+    (
+        f"[defaults]\nthreads = {4 * CORES + 1}\n",
+        f"'threads' = {4 * CORES + 1} is out of range: must be in [0, {4 * CORES}] "
+        f"(4 per core, {CORES} cores here; 0 chooses from the batch size)",
+        2,
+        1,
+    ),
+    ('[[experiment]]\nname = "a"\nthreads = 32768\n', "'threads' = 32768 is out of range", 3, 1),
+    ("[defaults]\nepochs = 100000000000000000000\n", "must be in [1, 100000]", 2, 1),
+    ('[[experiment]]\nname = "a"\ngpus = [0, 0]\n', "'gpus' = [0, 0] names GPU 0 twice", 3, 1),
+    ('[defaults]\ngpus = "1,2,1"\n', "'gpus' = '1,2,1' names GPU 1 twice", 2, 1),
+    ('[defaults]\ncluster = "head:0"\n', "port 0 is out of range: ports are 1 to 65535", 2, 1),
+    ('[defaults]\ncluster = "head:99999"\n', "port 99999 is out of range", 2, 1),
+    ('[defaults]\ncluster = "ray://head:0"\n', "port 0 is out of range", 2, 1),
+    ('[defaults]\ncluster = "[::1]:70000"\n', "port 70000 is out of range", 2, 1),
+    # Cross-setting rules apply to the merged settings, at the key that breaks them.
+    (
+        '[defaults]\ntrain_size = 200\n[[experiment]]\nname = "a"\nval_size = 200\n',
+        "'val_size' = 200 leaves experiment 'a' no images to train on: it must be less than "
+        "its 200 training images (train_size = 200 at line 2)",
+        5,
+        1,
+    ),
+    (
+        '[defaults]\nval_size = 500\n[[experiment]]\nname = "a"\n  train_size = 300\n',
+        "'train_size' = 300 leaves experiment 'a' no images to train on",
+        5,
+        3,
+    ),
+    (
+        '[[experiment]]\nname = "a"\ndataset = "fashion-mnist"\nval_size = 60000\n',
+        "must be less than its 60000 training images (train_size not set: the whole dataset)",
+        4,
+        1,
+    ),
+    (
+        '[defaults]\nepochs = 3\n[[experiment]]\nname = "a"\nwarmup_epochs = 4\n',
+        "'warmup_epochs' = 4 is more than the epochs of experiment 'a' (3 at line 2)",
+        5,
+        1,
+    ),
+    (
+        '[defaults]\nwarmup_epochs = 3\n[[experiment]]\nname = "a"\nepochs = 2\n',
+        "'epochs' = 2 is less than the warmup_epochs of experiment 'a' (3 at line 2)",
+        5,
+        1,
+    ),
+    (
+        '[defaults]\nepochs = 2\n\n[[sweep]]\nname = "s"\nwarmup_epochs = [1, 2, 3]\n',
+        "'warmup_epochs' = 3 is more than the epochs of experiment 's.warmup_epochs=3' (2 at",
+        6,
+        1,
+    ),
+    # A sweep's grid is counted before it is expanded.
+    (
+        '[[experiment]]\nname = "a"\n\n[[sweep]]\nname = "big"\n'
+        f"lr = [{', '.join(f'0.{i:02d}' for i in range(1, 100))}]\n"
+        f"weight_decay = [{', '.join(f'0.0{i:02d}' for i in range(1, 12))}]\n",
+        "[[sweep]] 'big' makes 1,089 runs (99 lr x 11 weight_decay); at most 1,000 runs a sweep",
+        4,
+        1,
+    ),
+    (
+        '[defaults]\nseeds = [0, 1, 2]\n[[sweep]]\nname = "s"\n'
+        f"lr = [{', '.join(f'0.{i}' for i in range(1, 10))}]\n"
+        f"dropout = [{', '.join(f'0.{i}' for i in range(0, 9))}]\n"
+        f"momentum = [{', '.join(f'0.{i}' for i in range(0, 5))}]\n",
+        "makes 1,215 runs (9 lr x 9 dropout x 5 momentum x 3 seeds); at most 1,000",
+        3,
+        1,
+    ),
+]
+
+
+@pytest.mark.parametrize(("doc", "message", "line", "col"), UNRUNNABLE)
+def test_settings_that_cannot_run_are_refused_at_their_line(
+    doc: str, message: str, line: int, col: int
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(doc, "exp.toml")
+    text = str(info.value)
+    assert "\n" not in text
+    assert text.startswith(f"exp.toml:{line}:{col}: "), text
+    assert message in text, text
+
+
+def test_a_huge_sweep_is_refused_without_expanding_it() -> None:
+    values = ", ".join(str(i) for i in range(1, 1001))
+    doc = f'[[sweep]]\nname = "huge"\nbatch_size = [{values}]\nepochs = [{values}]\n'
+    with pytest.raises(ConfigError, match=r"^exp.toml:1:1: .* makes 1,000,000 runs") as info:
+        parse(doc, "exp.toml")
+    assert "1000 batch_size x 1000 epochs" in str(info.value)
+
+
+def test_a_file_of_many_sweeps_is_bounded_as_a_whole() -> None:
+    sweep = '[[sweep]]\nname = "s{}"\nlr = [{}]\n'
+    values = ", ".join(f"0.{i:04d}" for i in range(1, 1001))
+    doc = "".join(sweep.format(i, values) for i in range(11))
+    with pytest.raises(ConfigError) as info:
+        parse(doc, "exp.toml")
+    assert str(info.value).startswith("exp.toml:31:1: [[sweep]] 's10' brings the file to 11,000")
+    assert "at most 10,000 runs a file" in str(info.value)
+
+
+def test_what_is_allowed_at_the_new_limits() -> None:
+    doc = (
+        f"[defaults]\nthreads = {4 * CORES}\nepochs = 100000\ngpus = [0, 2]\n"
+        'cluster = "head:65535"\ntrain_size = 200\nval_size = 199\nwarmup_epochs = 100000\n'
+        '[[experiment]]\nname = "a"\n[[sweep]]\nname = "s"\nepochs = [1, 2]\nwarmup_epochs = 1\n'
+        "val_size = [0, 100]\n"
+        f"lr = [{', '.join(f'0.{i:03d}' for i in range(1, 251))}]\n"
+    )
+    file = parse(doc, "exp.toml")
+    a = file.get("a")
+    assert (a.threads, a.epochs, a.gpus, a.cluster, a.val_size) == (
+        4 * CORES,
+        100000,
+        "0,2",
+        "head:65535",
+        199,
+    )
+    assert len(file.experiments) == 1 + 1000
+    assert parse('[defaults]\ncluster = "ray://[::1]"\n').defaults.cluster == "ray://[::1]"
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ("threads=32768", f"'threads' = 32768 is out of range: must be in [0, {4 * CORES}]"),
+        ("epochs=100000000000000000000", "'epochs' = 100000000000000000000 is out of range"),
+        ("gpus=0,0", "'gpus' = '0,0' names GPU 0 twice"),
+        ("gpus=[3, 3]", "'gpus' = [3, 3] names GPU 3 twice"),
+        ("cluster=head:99999", "port 99999 is out of range: ports are 1 to 65535"),
+        ("cluster=ray://head:0", "port 0 is out of range"),
+    ],
+)
+def test_overrides_that_cannot_run_are_one_line(item: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_override(item)
+    assert str(info.value).startswith(f"--set {item!r}: "), info.value
+    assert message in str(info.value)
+
+
+def test_overrides_are_checked_with_the_settings_they_join() -> None:
+    file = parse(
+        '[defaults]\ntrain_size = 200\nepochs = 4\n[[experiment]]\nname = "a"\nval_size = 100\n'
+        '[[experiment]]\nname = "b"\nwarmup_epochs = 2\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        apply_overrides(file.experiments, {"train_size": 100})
+    assert str(info.value) == (
+        "--set 'train_size=100': 'train_size' = 100 leaves experiment 'a' no images to train on: "
+        "val_size (100) must be less than its 100 training images"
+    )
+    with pytest.raises(ConfigError, match=r"^--set 'val_size=500': 'val_size' = 500 leaves"):
+        apply_overrides(file.experiments, {"val_size": 500})
+    with pytest.raises(ConfigError) as info:
+        apply_overrides(file.experiments, {"epochs": 1})
+    assert str(info.value) == (
+        "--set 'epochs=1': 'epochs' = 1 is less than the warmup_epochs of experiment 'b' (2); "
+        "warm-up takes the first warmup_epochs of the run's epochs"
+    )
+    # A combination the override makes valid is accepted, and so is one it does not touch.
+    (a, b) = apply_overrides(file.experiments, {"train_size": 1000, "val_size": 500})
+    assert (a.train_size, a.val_size, b.val_size) == (1000, 500, 500)
+    assert apply_overrides(file.experiments, {"lr": 0.5})[0].lr == 0.5

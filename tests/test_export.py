@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from matplotlib import image as mpimage
 
-from cnntui import config, figures, tables
+from cnntui import config, figures, stats, tables
 from cnntui import export as export_mod
 from cnntui import store as store_mod
 from cnntui.config import class_names
@@ -786,3 +786,65 @@ def test_latex_escapes_what_tex_would_read_as_commands() -> None:
     full = tables.to_latex_full([row], "g_1: results").decode()
     tex_balanced(full)
     assert r"100\% 测试 \& more\_x\\{}(\texttt{odd})" in full  # the name under the title
+
+
+def test_csv_cells_a_spreadsheet_would_run_as_formulas_are_written_as_text(suite, tmp_path):
+    """OWASP's CSV injection: text starting =, +, -, @, tab or CR gets a leading ' in every
+    CSV an export writes; numbers, negative ones included, stay numbers."""
+    store, exps, _, _, _ = suite
+    titles = {"base": '=HYPERLINK("http://x","y")', "fast": "-2+3", "solo": "@SUM(A1)"}
+    hostile = [dataclasses.replace(e, title=titles.get(e.name, e.title)) for e in exps[:3]]
+    result = export_all(store, hostile, tmp_path, dpi=FAST_DPI)
+    assert not result.skipped
+    quoted = {name: "'" + title for name, title in titles.items()}
+    for csv_file in ("hp/results.csv", "arch/results.csv", "results.csv", "hp/per_class.csv"):
+        for row in _rows(tmp_path / csv_file):
+            assert row["title"] == quoted[row["name"]], csv_file
+    # The tables meant for reading keep the titles as written.
+    assert "@SUM(A1)" in (tmp_path / "results.md").read_text("utf-8")
+    (entry,) = export_mod.read_entries(
+        store, exps[:1], figures.Fonts(("DejaVu Sans",)), export_mod.ExportResult(Path())
+    )
+    rows = []
+    for title in ("+1", "\tx", "a=b", "1-2"):
+        exp = dataclasses.replace(entry.row.experiment, title=title)
+        diff = stats.Comparison(-0.05, -0.5, 0.25, 3.0, stats.WITHIN)
+        rows.append(dataclasses.replace(entry.row, experiment=exp, comparison=diff))
+    text = tables.to_csv(rows).decode("utf-8-sig")
+    got = list(csv.DictReader(io.StringIO(text, newline="")))
+    assert [r["title"] for r in got] == ["'+1", "'\tx", "a=b", "1-2"]
+    assert {(r["test_acc_diff"], r["test_acc_diff_ci95_low"]) for r in got} == {("-0.05", "-0.5")}
+    # A title never holds a carriage return (the loader refuses control characters); a cell
+    # that starts with one is neutralised all the same.
+    assert (tables.csv_text("\rx"), tables.csv_text(-0.05)) == ("'\rx", -0.05)
+
+
+def test_a_title_matplotlib_cannot_read_as_math_is_drawn_as_plain_text(
+    suite, tmp_path, monkeypatch
+):
+    """'costs $5 {and $6' and '$\\textbf{lr}$ high' stopped the export at its first figure;
+    they are drawn as written, and the export says so once. A title that is valid math is
+    left to matplotlib, and one with a single $ is plain text already."""
+    store, exps, _, _, _ = suite
+    titles = {"base": "costs $5 {and $6", "fast": r"$\textbf{lr}$ high", "solo": r"$\alpha$ = 0.1"}
+    odd = [dataclasses.replace(e, title=titles.get(e.name, e.title)) for e in exps]
+    labels: list[str] = []
+    real = figures.comparison
+    monkeypatch.setattr(
+        figures, "comparison", lambda s, t: labels.extend(x.label for x in s) or real(s, t)
+    )
+    result = export_all(store, odd, tmp_path, ("png", "svg"), dpi=FAST_DPI)
+    assert not result.skipped and result.missing == ["never"]
+    for stem in ("base/loss_curves", "fast/confusion", "hp/comparison", "hp/loss_grid"):
+        assert (tmp_path / f"{stem}.png").read_bytes().startswith(b"\x89PNG"), stem
+        assert b"<svg" in (tmp_path / f"{stem}.svg").read_bytes()[:2000], stem
+    assert (tmp_path / "results.md").is_file()
+    notes = [w for w in result.warnings if "mathtext" in w]
+    assert notes == [
+        "the titles of base, fast are not valid matplotlib mathtext (between $ signs); "
+        "figures draw them as plain text"
+    ]
+    # Escaped $ are drawn as dollar signs; valid math is left as written.
+    assert labels == [r"costs \$5 {and \$6", r"\$\textbf{lr}\$ high", r"$\alpha$ = 0.1"]
+    assert figures.plain_unless_math(r"$\alpha$ = 0.1") == r"$\alpha$ = 0.1"
+    assert figures.plain_unless_math("costs $5") == "costs $5"

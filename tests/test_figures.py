@@ -366,3 +366,14 @@ def test_loss_curves_draw_a_scheduled_rate_and_the_validation_loss() -> None:
     assert len(fig.axes) == 2
     assert fig.axes[1].get_title(loc="left") == "Mean loss per epoch (lr 0.01 throughout)"
     assert "validation loss" not in [ln.get_label() for ln in fig.axes[1].lines]
+
+
+def test_a_swept_text_value_matplotlib_cannot_read_as_math_is_a_plain_tick() -> None:
+    """A sweep over two data_dir values like '$a{$' drew its heatmap ticks as mathtext."""
+    cells = {("$a{$", 0.1): (0.5, 0.0, 1), ("b", 0.1): (0.6, 0.0, 1)}
+    with figures.drawing(FONTS):
+        fig = figures.heatmap(cells, ("data_dir", ["$a{$", "b"]), ("lr", [0.1]), "s", DATA)
+        png = figures.render(fig, "png", 30)
+        ticks = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert png.startswith(b"\x89PNG")
+    assert ticks == [r"\$a{\$", "b"]

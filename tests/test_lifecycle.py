@@ -318,7 +318,9 @@ def test_a_run_on_another_host_lives_while_its_heartbeat_is_fresh(tmp_path: Path
 def test_gpus_setting_is_checked_and_normalised() -> None:
     from cnntui.config import ConfigError, check_value, parse_override
 
-    assert check_value("gpus", [0, 2, 2]) == "0,2"
+    assert check_value("gpus", [2, 0]) == "2,0"
+    with pytest.raises(ConfigError, match="names GPU 2 twice"):  # a typo, not a second slot
+        check_value("gpus", [0, 2, 2])
     assert parse_override("gpus=0,2") == ("gpus", "0,2")
     assert check_value("gpus", "") == ""
     for bad in ("a", [True], [-1], "0;1", 3):

@@ -301,3 +301,16 @@ def test_read_value_rejects(key, raw, message):
 def test_show_value_round_trips():
     for key, value in (("lr", 0.001), ("augment", False), ("epochs", 5), ("title", "标题")):
         assert read_value(key, show_value(value)) == value
+
+
+def test_a_file_edited_to_disagree_with_the_overrides_keeps_the_last_good_list(tiny_toml, runs_dir):
+    """--set train_size=100 was fine until alpha got val_size = 100: the app keeps the list it
+    had and shows why, as for any other mistake in the file."""
+    session = Session(tiny_toml, {"train_size": 100}, RunStore(runs_dir))
+    assert session.reload() and session.error == ""
+    tiny_toml.write_text(
+        tiny_toml.read_text().replace('title = "甲"', 'title = "甲"\nval_size = 100')
+    )
+    assert not session.reload()
+    assert session.error.startswith("--set 'train_size=100': 'train_size' = 100 leaves experiment")
+    assert [e.val_size for e in session.experiments] == [0, 0]

@@ -154,11 +154,12 @@ class Session:
         """Read the file again; on a ConfigError keep the last good list and remember why."""
         try:
             file = load(self.config)
+            experiments = apply_overrides(file.experiments, self.overrides)  # may not agree
         except ConfigError as e:
             self.error = str(e)
             return False
         self.file, self.error = file, ""
-        self.experiments = apply_overrides(file.experiments, self.overrides)
+        self.experiments = experiments
         return True
 
     def experiment(self, name: str) -> Experiment | None:
