@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import cli
+from . import options
 from .config import ConfigError
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
@@ -43,7 +43,7 @@ OWN_OPTIONS = ("--host", "--port", "--max-tabs", "--token")  # not given to the 
 
 def build_parser() -> argparse.ArgumentParser:
     """`cnntui`'s own options that configure the TUI, plus --host and --port."""
-    p = cli.build_parser(hidden=HEADLESS)
+    p = options.build_parser(hidden=HEADLESS)
     p.prog = "cnntui serve"
     p.description = (
         "Serve the terminal UI to a web browser: each tab opens its own cnntui on the same\n"
@@ -97,7 +97,7 @@ def addresses(host: str, port: int) -> list[tuple[Any, ...]]:
         return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except (socket.gaierror, UnicodeError) as e:
         reason = getattr(e, "strerror", None) or str(e)
-        raise cli.UsageError(f"--host {host!r}: {reason}") from None
+        raise options.UsageError(f"--host {host!r}: {reason}") from None
 
 
 def is_loopback(infos: list[tuple[Any, ...]]) -> bool:
@@ -120,7 +120,7 @@ def check_port(host: str, port: int, infos: list[tuple[Any, ...]]) -> None:
             try:
                 s.bind(address)
             except OSError as e:
-                raise cli.UsageError(bind_error(host, port, e)) from None
+                raise options.UsageError(bind_error(host, port, e)) from None
 
 
 def bind_error(host: str, port: int, e: OSError) -> str:
@@ -170,7 +170,7 @@ def choose_token(given: str | None) -> str:
     if token is None:
         return secrets.token_urlsafe(32)
     if not TOKEN_CHARACTERS.fullmatch(token):
-        raise cli.UsageError(
+        raise options.UsageError(
             f"{where} {token!r}: a token is one or more letters, digits and . _ ~ - only"
         )
     return token
@@ -235,14 +235,14 @@ def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
     for dest in HEADLESS:
         if getattr(args, dest) != parser.get_default(dest):
             option = "--" + dest.replace("_", "-")
-            raise cli.UsageError(
+            raise options.UsageError(
                 f"serve: {option} is a headless option; serve takes the TUI's "
                 "options (cnntui serve --help)"
             )
     if not 1 <= args.port <= 65535:
-        raise cli.UsageError(f"--port {args.port}: must be between 1 and 65535")
+        raise options.UsageError(f"--port {args.port}: must be between 1 and 65535")
     if args.max_tabs < 1:
-        raise cli.UsageError(f"--max-tabs {args.max_tabs}: must be at least 1")
+        raise options.UsageError(f"--max-tabs {args.max_tabs}: must be at least 1")
 
 
 def warn_open(host: str, port: int) -> None:
@@ -262,7 +262,7 @@ def main(argv: list[str]) -> int:
     try:
         check_options(parser, args)
         token = choose_token(args.token)
-        cli.load_experiments(args)  # a bad file or --set: one line now, not in every tab
+        options.load_experiments(args)  # a bad file or --set: one line now, not in every tab
         infos = addresses(args.host, args.port)
         check_port(args.host, args.port, infos)
         loopback = is_loopback(infos)
@@ -273,28 +273,28 @@ def main(argv: list[str]) -> int:
                 port=args.port,
                 loopback=loopback,
                 runs_dir=str(args.runs_dir),
-                check=functools.partial(cli.load_experiments, args),
+                check=functools.partial(options.load_experiments, args),
                 token=token,
                 max_tabs=args.max_tabs,
             )
             server = make_server(settings)
         except ImportError as e:
-            raise cli.UsageError(
+            raise options.UsageError(
                 f"serve needs textual-serve ({e}): pip install textual-serve"
             ) from None
-    except (ConfigError, cli.UsageError) as e:
+    except (ConfigError, options.UsageError) as e:
         print(f"cnntui: {e}", file=sys.stderr)
-        return cli.EXIT_USAGE
+        return options.EXIT_USAGE
     if not loopback:
         warn_open(args.host, args.port)
     try:
         server.serve()
     except OSError as e:  # the port was taken between the check and now
         print(f"cnntui: {bind_error(args.host, args.port, e)}", file=sys.stderr)
-        return cli.EXIT_USAGE
+        return options.EXIT_USAGE
     except KeyboardInterrupt:
         pass
     with contextlib.suppress(OSError):
         sys.stdout.flush()
     print("cnntui serve: stopped", file=sys.stderr)
-    return cli.EXIT_OK
+    return options.EXIT_OK

@@ -22,7 +22,7 @@ from aiohttp import WSMsgType, web
 from textual_serve.app_service import AppService
 from textual_serve.server import Server
 
-from . import cli
+from . import options
 from .config import ConfigError
 from .serve import (
     TAB_STOP_SECONDS,
@@ -228,7 +228,7 @@ class CnnTuiServer(Server):
                 return websocket
             try:
                 self.check()
-            except (ConfigError, cli.UsageError) as e:
+            except (ConfigError, options.UsageError) as e:
                 await self.show(websocket, f"cnntui: {e}\r\n\r\nFix it, then reload this page.")
                 return websocket
             await self.run_tab(request, websocket)
