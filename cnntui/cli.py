@@ -387,8 +387,11 @@ def check_dirs(args: argparse.Namespace, experiments: list[Experiment]) -> None:
     """Fail early, with one line, on a runs/exports/data dir that is a file or not writable."""
     from .store import RunStore, StoreError
 
+    store = RunStore(args.runs_dir)
     try:
-        RunStore(args.runs_dir).check_writable()
+        store.check_writable()
+        for exp in experiments:  # a new run is never written through a link
+            store.check_new_run(exp.name)
     except StoreError as e:
         raise UsageError(str(e)) from None
     if args.export:  # before the first run: a long study must not end in an unwritable dir
@@ -888,12 +891,15 @@ def follow(
 def show_status(args: argparse.Namespace, out: IO[str]) -> int:
     """`cnntui --status`: print the store's queued, running and recent runs."""
     from . import lifecycle
-    from .store import RunStore
+    from .store import RunStore, StoreError
 
     store = RunStore(args.runs_dir)
     if store.root.exists() and not store.root.is_dir():
         raise UsageError(f"runs dir {str(store.root)!r} is a file, not a directory")
-    lifecycle.ensure_scheduler(store)  # a scheduler killed with runs queued: take over
+    try:
+        lifecycle.ensure_scheduler(store)  # a scheduler killed with runs queued: take over
+    except StoreError as e:  # its lock file a link or a FIFO
+        raise UsageError(str(e)) from None
     print(lifecycle.status_table(store), file=out)
     return EXIT_OK
 

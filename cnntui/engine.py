@@ -39,7 +39,7 @@ from .history import History, best_epoch, early_stop
 from .models import build, count_parameters, use_generator
 from .registry import OPTIMIZERS
 from .schedule import epoch_lr, scheduled
-from .store import RunDir, StoreError
+from .store import RunDir, StoreError, open_file
 from .text import one_line
 
 FLUSH_SECONDS = 0.1  # at most ~10 BatchLosses events a second per run
@@ -365,7 +365,8 @@ class CheckpointError(RuntimeError):
 
 def _load_checkpoint(path: Path, dev: torch.device) -> dict[str, Any]:
     try:
-        ckpt = torch.load(path, map_location=dev, weights_only=True)
+        with os.fdopen(open_file(path, os.O_RDONLY), "rb") as f:  # never a link, nor a FIFO
+            ckpt = torch.load(f, map_location=dev, weights_only=True)
         if not isinstance(ckpt, dict):
             raise TypeError(f"holds a {type(ckpt).__name__}, not a checkpoint")
         history = History.from_arrays({k: v.numpy() for k, v in ckpt["history"].items()})

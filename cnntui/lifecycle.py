@@ -101,7 +101,8 @@ def requeue(runs: list[st.RunDir], jobs: int = 1) -> list[st.RunRecord]:
 def ensure_scheduler(store: st.RunStore) -> bool:
     """Start the store's schedulers, detached, unless one runs or nothing is queued for it:
     cnntui.scheduler for runs in worker processes, cnntui.rayexec for runs on a Ray cluster.
-    True when one was started."""
+    True when one was started. StoreError (one line) when a scheduler's lock or log file is a
+    symbolic link, a FIFO or a directory: it is not followed, and no scheduler starts."""
     executors = {r.queue.get("executor", "process") for r in store.queued()}
     started = False
     if executors - {"ray"}:
@@ -119,9 +120,17 @@ def _start_scheduler(store: st.RunStore, module: str, lock: str, log_name: str) 
     try:
         if scheduler.held(store, lock):
             return False
+    except st.StoreError:
+        raise  # its lock file a link or a FIFO: said, never followed
     except OSError:  # a store this user cannot write: its own users' schedulers drain it
         return False
-    log = open(store.root / log_name, "ab")  # noqa: SIM115 - handed to the child
+    path = store.root / log_name
+    try:
+        log = st.open_file(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    except st.StoreError:
+        raise
+    except OSError as e:
+        raise st.StoreError(f"cannot write {path}: {e.strerror or e}") from None
     try:
         subprocess.Popen(
             [sys.executable, "-m", module, str(store.root)],
@@ -132,7 +141,7 @@ def _start_scheduler(store: st.RunStore, module: str, lock: str, log_name: str) 
             close_fds=True,
         )
     finally:
-        log.close()
+        os.close(log)
     return True
 
 

@@ -400,7 +400,11 @@ class RayScheduler:
     def launch(self, record: st.RunRecord) -> None:
         """Take the queued run's lock and start its task on the cluster, with a thread to
         follow it; a run no node can hold, or that Ray will not take, ends failed instead."""
-        lock = st.try_lock(record.path)
+        try:
+            lock = st.try_lock(record.path)
+        except st.StoreError as e:  # its lock a link or a FIFO: no one can take it
+            refuse(record, str(e))
+            return
         if lock is None:
             return  # cancelled from the queue right now, or another process has it
         again = st.RunStore.read(record.path)
@@ -437,7 +441,7 @@ class RayScheduler:
         try:
             if q.get("resume"):
                 run = self.store.reopen(again, lock)
-                ckpt = again.checkpoint.read_bytes() if again.checkpoint.is_file() else None
+                ckpt = st.read_file(again.checkpoint) if st.is_regular(again.checkpoint) else None
             else:
                 run = st.RunDir(again.path, again.experiment(), again.run_id)
                 run.summary = run.summary.fill_from(again.summary)
@@ -640,7 +644,11 @@ def refuse_all(store: st.RunStore, reason: str, cluster: str | None = None) -> N
             continue
         if cluster is not None and str(record.queue.get("cluster") or "ray") != cluster:
             continue
-        lock = st.try_lock(record.path)
+        try:
+            lock = st.try_lock(record.path)
+        except st.StoreError:
+            refuse(record, reason)
+            continue
         if lock is None:
             continue
         try:

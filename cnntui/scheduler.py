@@ -98,6 +98,7 @@ class Scheduler:
         self.python = python
         self.workers: dict[Path, tuple[subprocess.Popen[bytes], int | None]] = {}
         self.launches: dict[Path, int] = {}  # workers started for each run
+        self.refused: set[Path] = set()  # runs it could not even mark failed: left alone
 
     def busy(self) -> Busy:
         """Slots held by runs training now: ours, and any other live run of the store."""
@@ -124,15 +125,27 @@ class Scheduler:
             # not forever.
             if self.launches.get(path, 0) >= MAX_LAUNCHES:
                 reason = f"its worker process could not start (see {path / st.WORKER_LOG})"
-                lock = st.try_lock(path)
-                if lock is not None:
-                    try:
-                        failed = record.summary.with_fields(
-                            status=st.RunStatus.FAILED, reason=reason
-                        )
-                        st.write_summary(path, failed)
-                    finally:
-                        lock.release()
+                self.fail(record, reason)
+
+    def fail(self, record: st.RunRecord, reason: str) -> None:
+        """Mark a queued run that no worker can train failed, saying why. A run that cannot be
+        locked at all (its lock file a link or a FIFO: no worker can take it either) is
+        marked without its lock; one that cannot be written is left alone from now on."""
+        try:
+            lock = st.try_lock(record.path)
+        except st.StoreError as e:
+            lock, reason = None, str(e)
+        else:
+            if lock is None:
+                return  # someone took it meanwhile
+        try:
+            failed = record.summary.with_fields(status=st.RunStatus.FAILED, reason=reason)
+            st.write_summary(record.path, failed)
+        except st.StoreError:
+            self.refused.add(record.path)
+        finally:
+            if lock is not None:
+                lock.release()
 
     def launch(self, record: st.RunRecord, gpu: int | None) -> None:
         """Start the run's worker process in a session of its own, seeing GPU `gpu` alone
@@ -143,7 +156,17 @@ class Scheduler:
             env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
             env["CUDA_VISIBLE_DEVICES"] = str(gpu)
             env[GPU_ENV] = str(gpu)
-        with open(record.path / st.WORKER_LOG, "ab") as log:
+        path = record.path / st.WORKER_LOG
+        try:
+            st.check_run_dir(record.path)
+            log = st.open_file(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        except st.StoreError as e:  # a link, a FIFO: never followed, never waited on
+            self.fail(record, str(e))
+            return
+        except OSError as e:
+            self.fail(record, f"cannot write {path}: {e.strerror or e}")
+            return
+        try:
             proc = subprocess.Popen(
                 [self.python, "-m", "cnntui.worker", str(record.path)],
                 stdin=subprocess.DEVNULL,
@@ -153,13 +176,19 @@ class Scheduler:
                 start_new_session=True,
                 close_fds=True,
             )
+        finally:
+            os.close(log)
         self.workers[record.path] = (proc, gpu)
         self.launches[record.path] = self.launches.get(record.path, 0) + 1
 
     def queued(self) -> list[st.RunRecord]:
         """The queue's runs for worker processes; runs queued for another executor (a
         cluster) are that executor's to launch."""
-        return [r for r in self.store.queued() if r.queue.get("executor", "process") == "process"]
+        return [
+            r
+            for r in self.store.queued()
+            if r.queue.get("executor", "process") == "process" and r.path not in self.refused
+        ]
 
     def step(self) -> bool:
         """One round; False when there is nothing left to do."""
@@ -192,7 +221,11 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m cnntui.scheduler RUNS_DIR", file=sys.stderr)
         return 2
     store = st.RunStore(args[0])
-    return run(store)
+    try:
+        return run(store)
+    except st.StoreError as e:  # its lock file a link or a FIFO: one line in its log
+        print(f"cnntui scheduler: {e}", file=sys.stderr)
+        return 2
 
 
 def run(store: st.RunStore, scheduler: Scheduler | None = None) -> int:
@@ -226,11 +259,12 @@ def take_lock(
 ) -> st.RunLock | None:
     """The store's scheduler lock (`name`: the Ray scheduler has its own), or None when a
     scheduler holds it. `wait` rides over a probe (`held`, from another cnntui) that holds it
-    for an instant."""
+    for an instant. UnsafeFile when the lock file is a link, a FIFO or a directory: it is
+    never followed (it would cut down whatever file it leads to)."""
     import fcntl
 
     path = store.root / name
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    fd = st.open_file(path, os.O_RDWR | os.O_CREAT)
     deadline = time.monotonic() + wait
     while True:
         try:
@@ -248,8 +282,8 @@ def take_lock(
 
 
 def held(store: st.RunStore, name: str = st.SCHEDULER_LOCK) -> bool:
-    """Whether a scheduler holds the store's lock `name` now (OSError: a store this user
-    cannot write)."""
+    """Whether a scheduler holds the store's lock `name` now (UnsafeFile: the lock file is a
+    link or a FIFO; another OSError: a store this user cannot write)."""
     if not store.root.is_dir():
         return False
     lock = take_lock(store, name=name)

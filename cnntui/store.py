@@ -28,6 +28,13 @@ created with the mode the umask gives (0666 less the umask), as other tools do.
 Reading a run's files never raises anything but `RunFileError`, whose one-line message names
 the file; a run whose summary.json is unreadable is not listed at all. A writer that reopened
 a run never writes a history shorter than the one on disk.
+
+Nothing outside the store is written through it, and nothing in it blocks a reader: every
+file of the store is opened through `open_file`, which never follows a symbolic link, never
+waits on a FIFO, and refuses anything but a regular file with one line naming it
+(`UnsafeFile`); files written by rename replace a link, never follow it. A run's directory or
+its experiment's directory that is a symbolic link is refused, for new runs and resumes alike
+(`check_run_dir`, `RunStore.check_inside`); the runs directory itself may be one.
 """
 
 from __future__ import annotations
@@ -103,6 +110,11 @@ class StoreError(OSError):
     """The run store cannot be used as asked; the message is one line naming where and why."""
 
 
+class UnsafeFile(StoreError):
+    """A file or directory of the store is something cnntui does not read or write through
+    (a symbolic link, a FIFO, a directory, a device); the message names it and what it is."""
+
+
 class RunFileError(StoreError):
     """A run's file (summary.json, history.npz, config.toml) is unreadable or malformed.
 
@@ -130,6 +142,91 @@ def file_mode() -> int:
     except (OSError, ValueError, IndexError):
         pass
     return 0o644
+
+
+def _kind(mode: int) -> str:
+    """What a file that is not a regular file is, in words."""
+    kinds = (
+        (stat.S_ISREG, "a file"),
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a device"),
+        (stat.S_ISBLK, "a device"),
+    )
+    return next((words for test, words in kinds if test(mode)), "something else")
+
+
+def _unsafe(path: Path, mode: int) -> UnsafeFile:
+    return UnsafeFile(
+        f"{path} is {_kind(mode)}, not a regular file; cnntui does not read or write through it"
+    )
+
+
+def open_file(path: Path, flags: int, mode: int = 0o666) -> int:
+    """Open a file of the run store with `flags` (os.O_RDONLY, os.O_WRONLY | os.O_CREAT, ...):
+    a symbolic link is never followed, a FIFO never blocks the open, and anything but a regular
+    file is refused with UnsafeFile naming it. FileNotFoundError when it is absent (and not
+    created); any other OSError as the system says it. The descriptor blocks as usual and is
+    closed on exec."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    except FileNotFoundError:
+        raise
+    except OSError as e:  # ELOOP (a link), EISDIR, ENXIO (a FIFO opened to write), ...
+        try:
+            found = os.lstat(path).st_mode
+        except OSError:
+            raise e from None
+        if not stat.S_ISREG(found):
+            raise _unsafe(path, found) from None
+        raise
+    try:
+        found = os.fstat(fd).st_mode
+        if not stat.S_ISREG(found):
+            raise _unsafe(path, found)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_file(path: Path, limit: int | None = None) -> bytes:
+    """The bytes of a regular file of the store (see open_file); ValueError when it holds more
+    than `limit` bytes."""
+    with os.fdopen(open_file(path, os.O_RDONLY), "rb") as f:
+        data = f.read() if limit is None else f.read(limit + 1)
+    if limit is not None and len(data) > limit:
+        raise ValueError(f"larger than {limit} bytes")
+    return data
+
+
+def is_regular(path: Path) -> bool:
+    """Whether `path` is a regular file (False when absent); UnsafeFile naming it when it is
+    something else: a symbolic link, FIFO or directory is neither read nor replaced."""
+    try:
+        found = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISREG(found):
+        raise _unsafe(path, found)
+    return True
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """UnsafeFile when the run's directory or its experiment's directory is a symbolic link
+    (or not a directory): what is written there would land outside the store."""
+    for path in (run_dir.parent, run_dir):
+        try:
+            found = os.lstat(path).st_mode
+        except OSError:
+            continue  # absent: the write that needs it says so
+        if not stat.S_ISDIR(found):
+            raise UnsafeFile(
+                f"{path} is {_kind(found)}, not a directory; cnntui does not write through it"
+            )
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
@@ -206,10 +303,18 @@ class RunLock:
 
 
 def try_lock(run_dir: Path) -> RunLock | None:
-    """Take the run's lock now, or None when another open file holds it."""
+    """Take the run's lock now, or None when another open file holds it. StoreError (one line)
+    when it cannot be taken at all: a read-only store, a lock file or run directory that is a
+    symbolic link, a FIFO or a directory (UnsafeFile)."""
     if fcntl is None:
         return RunLock(None)
-    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    check_run_dir(run_dir)
+    try:
+        fd = open_file(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT)
+    except StoreError:
+        raise
+    except OSError as e:
+        raise StoreError(f"cannot lock run {run_dir}: {e.strerror or e}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -229,9 +334,10 @@ def lock_holder(run_dir: Path) -> int | None:
     if fcntl is None:
         return None
     try:
-        fd = os.open(run_dir / LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC)
+        fd = open_file(run_dir / LOCK_FILE, os.O_RDONLY)
     except OSError:
-        return None  # no lock file: never locked (or a run from before locks)
+        return None  # no lock file: never locked (or a run from before locks); or no file
+        # any process could have locked (a FIFO, a link: try_lock refuses those)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -252,10 +358,7 @@ def acquire_lock(run_dir: Path, wait: float = LOCK_WAIT_SECONDS) -> RunLock:
     """Take the run's lock, or raise RunLocked naming the process that trains it."""
     deadline = time.monotonic() + wait
     while True:
-        try:
-            lock = try_lock(run_dir)
-        except OSError as e:
-            raise StoreError(f"cannot lock run {run_dir}: {e.strerror or e}") from None
+        lock = try_lock(run_dir)
         if lock is not None:
             return lock
         if time.monotonic() >= deadline:
@@ -278,7 +381,7 @@ class LiveWriter:
 
     def __init__(self, run_dir: Path) -> None:
         self.path = run_dir / LIVE_FILE
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, file_mode())
+        self.fd = open_file(self.path, os.O_WRONLY | os.O_CREAT, file_mode())
 
     def truncate(self, batches: int) -> None:
         """Keep the first `batches` values (a resume restarts after its checkpoint)."""
@@ -311,7 +414,7 @@ class LiveReader:
         """The batch losses appended since the last call (all of them after a reset)."""
         self.reset = False
         try:
-            with self.path.open("rb") as f:
+            with os.fdopen(open_file(self.path, os.O_RDONLY), "rb") as f:
                 size = os.fstat(f.fileno()).st_size
                 if size < self.offset:
                     self.offset, self.reset = 0, True
@@ -324,13 +427,19 @@ class LiveReader:
 
 
 def touch_heartbeat(run_dir: Path) -> None:
-    """Say that this process still trains the run (written once, then only touched)."""
+    """Say that this process still trains the run (written once, then only touched). Anything
+    there but a regular file (a link, a FIFO) is replaced, never followed."""
     path = run_dir / HEARTBEAT_FILE
     try:
-        os.utime(path)
+        if stat.S_ISREG(os.lstat(path).st_mode):
+            os.utime(path, follow_symlinks=False)
+            return
     except FileNotFoundError:
-        with contextlib.suppress(OSError):
-            atomic_write_bytes(path, f"{HOST} {os.getpid()}\n".encode())
+        pass
+    except OSError:
+        return
+    with contextlib.suppress(OSError):
+        atomic_write_bytes(path, f"{HOST} {os.getpid()}\n".encode())
 
 
 def clear_heartbeat(run_dir: Path) -> None:
@@ -343,14 +452,15 @@ def read_heartbeat(run_dir: Path) -> tuple[str, int, float] | None:
     """(host, pid, time of the last beat) of the process training the run, or None."""
     path = run_dir / HEARTBEAT_FILE
     try:
-        host, pid = path.read_text().split()[:2]
-        return host, int(pid), path.stat().st_mtime
+        host, pid = read_file(path, 4096).decode().split()[:2]
+        return host, int(pid), os.lstat(path).st_mtime
     except (OSError, ValueError, UnicodeDecodeError):
         return None
 
 
 def request_cancel(run_dir: Path) -> None:
     """Ask whoever trains the run to stop and save (it polls for this file)."""
+    check_run_dir(run_dir)
     try:
         atomic_write_bytes(run_dir / CANCEL_FILE, b"")
     except OSError as e:
@@ -371,6 +481,7 @@ def cancel_requested(run_dir: Path) -> bool:
 def write_summary(run_dir: Path, summary: RunSummary) -> None:
     """Rewrite a run's summary.json (for a process that does not train it: the queue)."""
     summary = dataclasses.replace(summary, updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    check_run_dir(run_dir)
     try:
         atomic_write_bytes(run_dir / "summary.json", _summary_bytes(summary))
     except OSError as e:
@@ -387,20 +498,8 @@ def _summary_bytes(summary: RunSummary) -> bytes:
     return json.dumps(summary.to_json(), indent=2, ensure_ascii=False).encode()
 
 
-def _check_regular(file: Path) -> None:
-    """FileNotFoundError if absent; ValueError for a FIFO, device or directory (whose reading
-    would block, or never end)."""
-    if not stat.S_ISREG(file.stat().st_mode):
-        raise ValueError("not a regular file")
-
-
 def _read_small(file: Path) -> bytes:
-    _check_regular(file)
-    with file.open("rb") as f:
-        data = f.read(MAX_TEXT_FILE + 1)
-    if len(data) > MAX_TEXT_FILE:
-        raise ValueError(f"larger than {MAX_TEXT_FILE} bytes")
-    return data
+    return read_file(file, MAX_TEXT_FILE)
 
 
 def read_history_arrays(file: Path) -> dict[str, np.ndarray]:
@@ -409,12 +508,14 @@ def read_history_arrays(file: Path) -> dict[str, np.ndarray]:
     if not file.exists() and not file.is_symlink():
         return History().arrays()
     try:
-        _check_regular(file)
-        loaded = np.load(file, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise ValueError("not an npz archive")
-        with loaded:
-            arrays = {k: loaded[k] for k in loaded.files}
+        with os.fdopen(open_file(file, os.O_RDONLY), "rb") as f:
+            loaded = np.load(f, allow_pickle=False)
+            if not isinstance(loaded, np.lib.npyio.NpzFile):
+                raise ValueError("not an npz archive")
+            with loaded:
+                arrays = {k: loaded[k] for k in loaded.files}
+    except UnsafeFile as e:
+        raise RunFileError(str(e)) from None
     except Exception as e:  # any bytes at all: numpy and zipfile raise many kinds
         raise RunFileError(f"{file}: unreadable history ({one_line(e)})") from None
     try:
@@ -511,6 +612,8 @@ class RunRecord:
             return Experiment(**{**clean, "name": self.name})
         except FileNotFoundError:
             raise RunFileError(f"{file}: missing (the run's settings are unknown)") from None
+        except UnsafeFile as e:
+            raise RunFileError(str(e)) from None
         except ConfigError as e:
             raise RunFileError(f"{file}: {e}") from None
         except tomllib.TOMLDecodeError as e:
@@ -547,6 +650,8 @@ _RUN_FILES = (
     "weights.pt",
     "best.pt",
 )
+# Every file cnntui keeps in a run's directory: none of them may be a link, FIFO or directory.
+_ALL_RUN_FILES = (*_RUN_FILES, LOCK_FILE, LIVE_FILE, HEARTBEAT_FILE, CANCEL_FILE, WORKER_LOG)
 
 
 class RunDir:
@@ -598,6 +703,7 @@ class RunDir:
 
     def _write(self, filename: str, write: Callable[[IO[bytes]], object]) -> None:
         path = self.path / filename
+        check_run_dir(self.path)  # the lock was taken in it; still, never write through a link
         try:
             atomic_write(path, write)
         except OSError as e:
@@ -759,11 +865,39 @@ class RunStore:
         except OSError as e:
             raise StoreError(f"runs dir {str(self.root)!r} is not writable: {e.strerror}") from None
 
+    def check_inside(self, path: Path) -> None:
+        """UnsafeFile when `path` (an experiment's or a run's directory, below the runs
+        directory) is a symbolic link, or is reached through one, or leads outside the runs
+        directory: the one rule for new runs and resumes alike. The runs directory itself may
+        be a link."""
+        if path.is_relative_to(self.root):
+            here = self.root
+            for part in path.relative_to(self.root).parts:
+                here = here / part
+                if here.is_symlink():
+                    break
+            else:
+                if not path.exists() or path.resolve().is_relative_to(self.root.resolve()):
+                    return
+            path = here
+        raise UnsafeFile(
+            f"{path} is a symbolic link or leads outside {self.root}; refusing to write through it"
+        )
+
+    def check_new_run(self, name: str) -> None:
+        """StoreError (one line) when a new run of experiment `name` cannot be filed here: its
+        directory is a symbolic link or leads outside the store."""
+        check_value("name", name)  # a name that could leave the runs dir is refused
+        try:
+            self.check_inside(self.root / name)
+        except UnsafeFile as e:
+            raise UnsafeFile(f"cannot create a run of {name}: {e}") from None
+
     def create(self, experiment: Experiment, queue: dict[str, Any] | None = None) -> RunDir:
         """A fresh, locked directory for a new run of `experiment`, with its config written.
         If that cannot be written (a full disk), no directory is left behind. With `queue`
         (see `queue_record`) the run is written `queued` and its lock let go at once."""
-        check_value("name", experiment.name)  # a name that could leave the runs dir is refused
+        self.check_new_run(experiment.name)
         base = self.root / experiment.name
         try:
             base.mkdir(parents=True, exist_ok=True)
@@ -828,17 +962,12 @@ class RunStore:
         place). Any refusal is a ResumeError, RunLocked or RunFileError, one line, and
         nothing has been written."""
         where = f"cannot resume {record.name} run {record.run_id}"
-        root = self.root.resolve()
-        real = record.path.resolve()
-        if (
-            record.path.is_symlink()
-            or record.path.parent.is_symlink()
-            or real.parent.parent != root
-        ):
-            raise ResumeError(
-                f"{where}: {record.path} is a symbolic link or leads outside {self.root}; "
-                "refusing to write through it"
-            )
+        try:
+            self.check_inside(record.path)
+            for name in _ALL_RUN_FILES:
+                is_regular(record.path / name)
+        except UnsafeFile as e:
+            raise ResumeError(f"{where}: {e}") from None
         experiment = record.experiment()
         fixed = [
             k for k, v in overrides.items() if k not in RESUME_KEYS and getattr(experiment, k) != v

@@ -63,7 +63,16 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
         flush=True,
     )
-    _train(path, record, run, checkpoint, cancel)
+    try:
+        _train(path, record, run, checkpoint, cancel)
+    except st.StoreError as e:  # its live file cannot be written (a link, a FIFO): say so
+        with contextlib.suppress(OSError):
+            if run.reopened:
+                print(f"cnntui worker: {e}", file=sys.stderr)
+                run.resume_failed(str(e))  # resumable, as it was
+            else:
+                _failed(path, record, e)
+        return 1
     return 0
 
 
@@ -112,7 +121,7 @@ def _open_run(path: Path, record: st.RunRecord, lock: st.RunLock) -> tuple[st.Ru
     gpu = os.environ.get(GPU_ENV)
     if record.queue.get("resume"):
         run = st.RunStore(path.parent.parent).reopen(record, lock)
-        checkpoint = record.checkpoint if record.checkpoint.is_file() else None
+        checkpoint = record.checkpoint if st.is_regular(record.checkpoint) else None
     else:
         run = st.RunDir(path, record.experiment(), record.run_id)
         run.summary = run.summary.fill_from(record.summary)
