@@ -1,7 +1,8 @@
 # Two commands for a fresh machine:
 #   make run     set up .venv on first use, then train the shipped study and export it
 #   make test    set up .venv (with the test tools and Ray) on first use, then lint,
-#                type-check (mypy) and run every test
+#                type-check (mypy), check the import layers and run every test
+#   make check   the same checks with the fast tests only (no processes, Ray or browser)
 # `make run ARGS="..."` passes ARGS to cnntui instead of the default; `make tui` opens the UI.
 # Both install from requirements/constraints.txt, the exact versions tested (`make lock`
 # rewrites it); torch and torchvision are not in it. `make test-latest` checks the newest
@@ -23,7 +24,7 @@ BIN := $(VENV)/bin
 STAMP_RUN := $(VENV)/.cnntui-installed
 STAMP_TEST := $(VENV)/.cnntui-test-installed
 
-.PHONY: run tui test test-latest lock clean-venv
+.PHONY: run tui test check test-latest lock clean-venv
 
 HINT := echo "cnntui is in $(VENV): run '. $(VENV)/bin/activate' in a shell to type cnntui there, or type $(VENV)/bin/cnntui"
 
@@ -36,7 +37,17 @@ tui: $(STAMP_RUN)
 test: $(STAMP_TEST)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
+
+# The fast loop: lint, types, the import layers and the tests that start no process, Ray
+# or browser and train nothing for long (under 90 s on 2 cores); `make test` runs them all.
+FAST := not (process or ray or browser or slow or benchmark)
+check: $(STAMP_TEST)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest -q -m "$(FAST)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

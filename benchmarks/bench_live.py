@@ -24,11 +24,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cnntui.config import Experiment
-from cnntui.driver import EitherEvent, drive
-from cnntui.engine import train
-from cnntui.events import BatchLosses, Started
-from cnntui.store import LIVE_FILE, RunStore
+from cnntui.core.config import Experiment
+from cnntui.core.engine import train
+from cnntui.core.events import BatchLosses, Started
+from cnntui.runs.live import EitherEvent, drive
+from cnntui.runs.store import LIVE_FILE, RunStore
 
 TOML = """[defaults]
 dataset = "synthetic"

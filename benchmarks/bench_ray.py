@@ -4,10 +4,10 @@ The same small LeNet study (synthetic CIFAR-shaped data) is queued in a fresh ru
 ways, the way a user's cnntui does it (lifecycle.submit, then ensure_scheduler starts the
 store's scheduler process):
 
-- `process`: worker processes on this machine (cnntui.scheduler), `jobs` CPU slots;
+- `process`: worker processes on this machine (cnntui.runs.daemon), `jobs` CPU slots;
 - `ray addr`: runs on a Ray that is already running (started here with ray.init, as
-  `ray start --head` would be), through cnntui.rayexec connecting to its address;
-- `ray local`: `cluster = "ray"`, a local Ray started by cnntui.rayexec for the study.
+  `ray start --head` would be), through cnntui.runs.ray_executor connecting to its address;
+- `ray local`: `cluster = "ray"`, a local Ray started by cnntui.runs.ray_executor for the study.
 
 For each it prints: time from submitting to the first batch loss in live.f64, the whole
 study's wall time, the engine's images/s (training only, as the summary records it), and the
@@ -34,10 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 
-from cnntui import lifecycle
-from cnntui.config import Experiment
-from cnntui.records import RunSummary
-from cnntui.store import RunStore
+from cnntui.core.config import Experiment
+from cnntui.runs import lifecycle
+from cnntui.runs.records import RunSummary
+from cnntui.runs.store import RunStore
 
 
 def study(count: int, train_size: int, epochs: int) -> list[Experiment]:

@@ -4,7 +4,7 @@ For LeNet at batch 4 and 128 and the LightweightResNet at batch 128 this measure
 side in one run and on the same device and thread count:
 
   (a) compute  forward + backward + SGD step on one pre-made batch, repeated;
-  (b) engine   `cnntui.engine.train` over one real epoch (shuffled, every batch's loss kept);
+  (b) engine   `cnntui.core.engine.train` over one real epoch (shuffled, every batch's loss kept);
   (c) loader   the report's loop: a torchvision-style dataset of PIL images, ToTensor +
                Normalize, a shuffling DataLoader (2 workers, as in the PyTorch tutorial),
                and `loss.item()` after every step.
@@ -35,11 +35,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 from torch.nn import functional as F
 
-from cnntui import data as datasets
-from cnntui.config import Experiment
-from cnntui.engine import choose_threads, resolve_device, train
-from cnntui.events import BatchLosses, Failed, Started
-from cnntui.models import build
+from cnntui.core import data as datasets
+from cnntui.core.config import Experiment
+from cnntui.core.engine import choose_threads, resolve_device, train
+from cnntui.core.events import BatchLosses, Failed, Started
+from cnntui.core.models import build
 
 
 @dataclasses.dataclass(frozen=True)

@@ -46,9 +46,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 
-from cnntui.config import Experiment
-from cnntui.runner import Job, run_jobs
-from cnntui.store import RunStore
+from cnntui.core.config import Experiment
+from cnntui.runs.in_process import Job, run_jobs
+from cnntui.runs.store import RunStore
 
 SIZE = (100, 30)
 
@@ -63,7 +63,7 @@ def bench_toml(n: int, train_size: int, epochs: int) -> str:
 
 
 def experiments(path: Path) -> list[Experiment]:
-    from cnntui.config import load
+    from cnntui.core.config import load
 
     return load(path).experiments
 
@@ -81,7 +81,7 @@ def headless(cfg: Path, runs: Path, n: int, mode: str) -> float:
 def detached(cfg: Path, runs: Path, n: int) -> float:
     """Images a second for the N runs queued in the store and trained by worker processes
     (what `--detach` does, and the TUI since runs outlive it), polled until all have ended."""
-    from cnntui import lifecycle
+    from cnntui.runs import lifecycle
 
     exps = experiments(cfg)
     store = RunStore(runs)
@@ -290,7 +290,7 @@ async def start_time(cfg: Path, runs: Path) -> tuple[float, float, int, float, f
 def redraw(width: int, height: int, total: int) -> dict[str, float]:
     from textual_plotext.plot import Plot
 
-    from cnntui.events import BatchLosses
+    from cnntui.core.events import BatchLosses
     from cnntui.tui.state import Curve, RunState
     from cnntui.tui.widgets.curves import POINTS_PER_COLUMN, batch_draw
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cnntui import lifecycle
-from cnntui.store import RunStore
+from cnntui.runs import lifecycle
+from cnntui.runs.store import RunStore
 from cnntui.tui.app import make_app
 
 TOML = """\

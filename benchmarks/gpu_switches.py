@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
-from cnntui.config import Experiment, check_value
-from cnntui.engine import train
-from cnntui.events import BatchLosses, Failed, Started
+from cnntui.core.config import Experiment, check_value
+from cnntui.core.engine import train
+from cnntui.core.events import BatchLosses, Failed, Started
 
 SWITCHES = [
     {},

@@ -29,11 +29,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cnntui.config import apply_overrides, load, parse_override
-from cnntui.engine import resolve_device
-from cnntui.events import Diverged, Failed, Finished, Started
-from cnntui.runner import Job, run_jobs
-from cnntui.store import RunStore
+from cnntui.core.config import apply_overrides, load, parse_override
+from cnntui.core.engine import resolve_device
+from cnntui.core.events import Diverged, Failed, Finished, Started
+from cnntui.runs.in_process import Job, run_jobs
+from cnntui.runs.store import RunStore
 
 REPORT_SECONDS = {"arch-lenet": 49.1, "arch-resnet": 53.0}  # the report's A10, DataLoader
 

@@ -21,14 +21,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from . import text
-from .config import (
-    SETTING_KEYS,
-    ConfigError,
-    Experiment,
-    ExperimentFile,
-    apply_overrides,
-)
+from .core import text
+from .core.config import SETTING_KEYS, ConfigError, Experiment, ExperimentFile, apply_overrides
 from .options import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
@@ -40,12 +34,12 @@ from .options import (
     load_experiments,
     parse_formats,
 )
-from .records import UNFINISHED, RunStatus, RunSummary
+from .runs.records import UNFINISHED, RunStatus, RunSummary
 
 if TYPE_CHECKING:
-    from .export import ExportResult
-    from .runner import Job
-    from .store import RunRecord
+    from .report.export import ExportResult
+    from .runs.in_process import Job
+    from .runs.store import RunRecord
 
 TUI_STOP_SECONDS = 30.0  # the longest quitting the TUI waits for its cancelled runs to save
 
@@ -125,7 +119,7 @@ def _stored_runs(
 ) -> tuple[dict[str, RunRecord], dict[str, list[RunRecord]]]:
     """Each experiment's latest stored run, and all its runs; none when the store is
     missing or unreadable."""
-    from .store import RunStore
+    from .runs.store import RunStore
 
     latest: dict[str, RunRecord] = {}
     by_name: dict[str, list[RunRecord]] = {}
@@ -141,7 +135,7 @@ def _stored_runs(
 
 def _list_status(e: Experiment, latest: RunRecord | None, runs: list[RunRecord]) -> str:
     """The `latest run` cell: with several seeds, how many finished, and their mean ± std."""
-    from . import stats
+    from .report import stats
 
     status = latest_status(latest)
     if len(e.seeds) > 1:
@@ -156,8 +150,8 @@ def _ran_otherwise(record: RunRecord | None, now: Experiment) -> dict[str, Any]:
     """The settings that decide what a run learns (data included) in which `record` differs
     from its experiment in the file now, as the run had them; {} when it matches or its
     config.toml cannot be read."""
-    from .config import SPEED_KEYS
-    from .store import RunFileError
+    from .core.config import SPEED_KEYS
+    from .runs.store import RunFileError
 
     if record is None:
         return {}
@@ -203,7 +197,7 @@ def _shown(value: Any) -> str:
 def print_data(experiments: list[Experiment], width: int, out: IO[str]) -> None:
     """The train / validation / test images each experiment will use, one line per kind."""
 
-    from .tables import describe_data, images_used
+    from .report.tables import describe_data, images_used
 
     uses: dict[str, list[str]] = {}
     for e in experiments:
@@ -279,7 +273,15 @@ class Progress:
 
     def handle(self, event: Any) -> None:
         """Show what a run's event says: its start, progress, epochs and end."""
-        from .events import BatchLosses, Cancelled, Diverged, EpochEnd, Failed, Finished, Started
+        from .core.events import (
+            BatchLosses,
+            Cancelled,
+            Diverged,
+            EpochEnd,
+            Failed,
+            Finished,
+            Started,
+        )
 
         match event:
             case Started():
@@ -365,8 +367,8 @@ def results_table(records: list[Any]) -> str:
 
 def seeds_table(store: Any, experiments: list[Experiment]) -> str:
     """Each experiment's final test accuracy over its seeds (mean ± std, n) and its
-    difference from its group's reference with Welch's 95% interval (cnntui.stats)."""
-    from . import stats
+    difference from its group's reference with Welch's 95% interval (cnntui.report.stats)."""
+    from .report import stats
 
     rows = [
         [
@@ -385,7 +387,7 @@ def seeds_table(store: Any, experiments: list[Experiment]) -> str:
 
 def check_dirs(args: argparse.Namespace, experiments: list[Experiment]) -> None:
     """Fail early, with one line, on a runs/exports/data dir that is a file or not writable."""
-    from .store import RunStore, StoreError
+    from .runs.store import RunStore, StoreError
 
     store = RunStore(args.runs_dir)
     try:
@@ -418,7 +420,7 @@ def check_exports_dir(exports: Path) -> None:
 
 def check_devices(experiments: list[Experiment]) -> None:
     """Refuse, before anything is written, a device setting this machine lacks."""
-    from .engine import DeviceError, resolve_device
+    from .core.engine import DeviceError, resolve_device
 
     for spec in sorted({e.device for e in experiments}):
         try:
@@ -433,7 +435,7 @@ def check_cluster(experiments: list[Experiment]) -> bool:
     on_ray = [e for e in experiments if e.cluster]
     if not on_ray:
         return False
-    from .rayexec import ray_missing
+    from .runs.ray_executor import ray_missing
 
     missing = ray_missing()
     if missing:
@@ -458,7 +460,7 @@ def check_data(experiments: list[Experiment]) -> list[Experiment]:
     dataset that cannot be had is one message instead of a failed run per experiment, and
     leaves no run behind. The loaded tensors stay cached for the runs of this process.
     """
-    from .data import TRY_SYNTHETIC, DataError, load
+    from .core.data import TRY_SYNTHETIC, DataError, load
 
     missing: dict[tuple[str, str], str] = {}
     for exp in experiments:
@@ -487,9 +489,9 @@ def plan_jobs(
     """The runs to train; with --resume, each selected experiment's latest unfinished run,
     checked and locked (see RunStore.resume). A run that cannot be resumed is a UsageError
     naming it and why, raised before anything is written."""
-    from .config import expand_runs
-    from .runner import Job
-    from .store import StoreError
+    from .core.config import expand_runs
+    from .runs.in_process import Job
+    from .runs.store import StoreError
 
     if not args.resume:
         return [Job(e) for e in expand_runs(selected)]  # one run per seed
@@ -535,7 +537,7 @@ def trained_rows(
 ) -> list[_Row]:
     """The runs this process trained, in job order: each read back from its own directory,
     or, where it has none (it could not be written), from what the run reported."""
-    from .store import RunStore
+    from .runs.store import RunStore
 
     rows: list[_Row] = []
     for job in jobs:
@@ -619,8 +621,8 @@ def run_in_threads(
 ) -> int:
     """`--run` with executor "thread" or "auto": train the runs in this process, printing their
     progress. Ctrl-C or SIGTERM cancels them (each saves); a hang-up only ends the printing."""
-    from .runner import run_jobs
-    from .store import RunStore
+    from .runs.in_process import run_jobs
+    from .runs.store import RunStore
 
     store = RunStore(args.runs_dir)
     jobs, selected, not_started = ready_jobs(plan_jobs(args, store, selected, overrides), selected)
@@ -667,7 +669,7 @@ class Tally:
 
     def note(self, event: Any) -> None:
         """Count one event: a run's start (its directory), or how it ended badly."""
-        from .events import Cancelled, Diverged, Failed, Started
+        from .core.events import Cancelled, Diverged, Failed, Started
 
         if isinstance(event, Started | Failed):
             self.ran.setdefault(event.name, event.run_dir)
@@ -731,8 +733,8 @@ def leave_terminal(progress: Progress) -> None:
 def run_detached(args: argparse.Namespace, out: IO[str]) -> int:
     """`--run SEL --detach`: queue the runs in the run store, make sure its scheduler runs,
     say how to watch them, and return: the runs train in worker processes of their own."""
-    from . import lifecycle
-    from .store import RunStore, StoreError
+    from .runs import lifecycle
+    from .runs.store import RunStore, StoreError
 
     file, overrides = load_experiments(args)
     selected = apply_overrides(file.select(args.run), overrides)
@@ -789,8 +791,8 @@ def run_followed(
     their own, and this command follows them through the run store, printing what
     run_headless prints. Ctrl-C or SIGTERM cancels them (each saves) and waits; a hang-up
     (SIGHUP: the SSH connection gone) only ends the following: the runs go on."""
-    from . import lifecycle
-    from .store import RunStore
+    from .runs import lifecycle
+    from .runs.store import RunStore
 
     store = RunStore(args.runs_dir)
     jobs, selected, not_started = ready_jobs(plan_jobs(args, store, selected, overrides), selected)
@@ -825,8 +827,8 @@ def run_followed(
 def queue_jobs(args: argparse.Namespace, store: Any, jobs: list[Job]) -> list[RunRecord]:
     """Queue the jobs in the run store (requeue them, with --resume) and make sure its
     scheduler runs; the queued runs' records."""
-    from . import lifecycle
-    from .store import StoreError
+    from .runs import lifecycle
+    from .runs.store import StoreError
 
     try:
         if args.resume:
@@ -852,8 +854,8 @@ class _Watch:
 
     def on_signal(self, signum: int, frame: Any) -> None:
         """Note a hang-up, or cancel the runs on the first Ctrl-C or SIGTERM."""
-        from . import lifecycle
-        from .store import StoreError
+        from .runs import lifecycle
+        from .runs.store import StoreError
 
         if hasattr(signal, "SIGHUP") and signum == signal.SIGHUP:
             self.hangup = True
@@ -870,7 +872,7 @@ def follow(
 ) -> None:
     """Print the followed runs' events until each has ended or the terminal hung up; take over
     from a scheduler that was killed."""
-    from . import lifecycle
+    from .runs import lifecycle
 
     next_check = time.monotonic() + 2.0
     while not watch.hangup and not all(f.ended for f in followed):
@@ -890,8 +892,8 @@ def follow(
 
 def show_status(args: argparse.Namespace, out: IO[str]) -> int:
     """`cnntui --status`: print the store's queued, running and recent runs."""
-    from . import lifecycle
-    from .store import RunStore, StoreError
+    from .runs import lifecycle
+    from .runs.store import RunStore, StoreError
 
     store = RunStore(args.runs_dir)
     if store.root.exists() and not store.root.is_dir():
@@ -906,8 +908,8 @@ def show_status(args: argparse.Namespace, out: IO[str]) -> int:
 
 def cancel_runs(args: argparse.Namespace, out: IO[str]) -> int:
     """`cnntui --cancel`: ask the named runs to stop, and say which were asked."""
-    from . import lifecycle
-    from .store import RunStore, StoreError
+    from .runs import lifecycle
+    from .runs.store import RunStore, StoreError
 
     try:
         lines = lifecycle.cancel(RunStore(args.runs_dir), args.cancel)
@@ -922,7 +924,7 @@ def export(
     args: argparse.Namespace, store: Any, experiments: list[Experiment], out: IO[str]
 ) -> ExportResult:
     """Export every experiment's latest run (figures, tables) and say what was written."""
-    from .export import ExportError, export_all
+    from .report.export import ExportError, export_all
 
     formats = parse_formats(args.format)
     try:
@@ -943,7 +945,7 @@ def export(
 def run_export_only(args: argparse.Namespace, out: IO[str]) -> int:
     """`cnntui --export` without --run: export what the store recorded."""
     file, _overrides = load_experiments(args)
-    from .store import RunStore
+    from .runs.store import RunStore
 
     result = export(args, RunStore(args.runs_dir), file.experiments, out)
     return EXIT_RUN_FAILED if result.skipped else EXIT_OK
@@ -982,7 +984,7 @@ def main(argv: list[str] | None = None) -> int:
     """The cnntui command: parse the arguments, run what they ask, return the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["serve"]:
-        from .serve import main as serve
+        from .serve.command import main as serve
 
         return serve(argv[1:])
     args = build_parser().parse_args(argv)
@@ -1031,7 +1033,7 @@ def _val_part(event: Any) -> str:
 
 def _end_line(event: Any) -> str:
     """The line that says how a run ended: finished, failed, diverged or cancelled."""
-    from .events import Diverged, Failed, Finished
+    from .core.events import Diverged, Failed, Finished
 
     match event:
         case Finished():

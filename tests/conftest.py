@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cnntui.config import Experiment
+from cnntui.core.config import Experiment
 
 
 def tiny_experiment(**overrides) -> Experiment:
@@ -73,8 +73,8 @@ def tiny_toml(tmp_path: Path) -> Path:
 
 def scheduler_pid(store) -> int | None:
     """The pid of the store's running scheduler, or None."""
-    from cnntui import scheduler
-    from cnntui import store as st
+    from cnntui.runs import daemon as scheduler
+    from cnntui.runs import store as st
 
     if not scheduler.held(store):
         return None
@@ -91,7 +91,7 @@ def study(tiny_toml: Path):
     import os
     import signal
 
-    from cnntui.store import RunStore
+    from cnntui.runs.store import RunStore
 
     yield tiny_toml.parent
     store = RunStore(tiny_toml.parent / "runs")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cnntui.config import load
+from cnntui.core.config import load
 
 pytestmark = pytest.mark.benchmark
 

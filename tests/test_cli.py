@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnntui.store import RunStore
+from cnntui.runs.store import RunStore
 
 from .waiting import line, poll, rest
 
@@ -86,7 +86,7 @@ def test_help_answers(tiny_toml: Path) -> None:
 def test_help_fits_80_columns_and_lists_every_setting(tiny_toml: Path) -> None:
     """--help reads at 80 columns: no line runs over, every option says what it does, no
     help text stops mid-phrase, and the keys --set takes are listed."""
-    from cnntui.config import SETTING_KEYS
+    from cnntui.core.config import SETTING_KEYS
 
     out = cnntui("--help", cwd=tiny_toml.parent, env={"COLUMNS": "80"}).stdout
     assert max(len(line) for line in out.splitlines()) <= 80, out
@@ -241,7 +241,7 @@ def test_an_unreadable_run_is_skipped_and_the_rest_exported(tiny_toml: Path) -> 
 
 def test_a_skipped_run_makes_run_and_export_exit_1(tiny_toml: Path, monkeypatch, capsys) -> None:
     from cnntui import cli
-    from cnntui import export as export_mod
+    from cnntui.report import export as export_mod
 
     real = export_mod.export_all
     why = "run 1 is unreadable (BadZipFile: File is not a zip file)"
@@ -453,7 +453,7 @@ def test_a_lone_headless_run_at_a_large_batch_uses_every_core(tiny_toml: Path) -
     result = cnntui(*args, cwd=cwd)
     assert result.returncode == 0, result.stderr
     (run,) = RunStore(cwd / "runs").runs("alpha")
-    from cnntui.engine import cpu_cores
+    from cnntui.core.engine import cpu_cores
 
     n = cpu_cores()
     assert run.summary.device == f"cpu ({n} thread{'s' if n > 1 else ''})"
@@ -528,8 +528,8 @@ def test_list_says_when_the_latest_run_trained_on_other_data_or_settings(tmp_pat
     import io
 
     from cnntui.cli import print_list
-    from cnntui.config import load
-    from cnntui.history import History
+    from cnntui.core.config import load
+    from cnntui.core.history import History
 
     shipped = load(Path(__file__).resolve().parents[1] / "experiments.toml")
     store = RunStore(tmp_path / "runs")

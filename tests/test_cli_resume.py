@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from cnntui import engine
-from cnntui import store as store_mod
-from cnntui.config import apply_overrides, load
-from cnntui.events import BatchLosses
-from cnntui.store import RunStore
+from cnntui.core import engine
+from cnntui.core.config import apply_overrides, load
+from cnntui.core.events import BatchLosses
+from cnntui.runs import store as store_mod
+from cnntui.runs.store import RunStore
 from tests.test_cli import LONG, batch4_run, cnntui, start
 from tests.waiting import line, poll, rest
 

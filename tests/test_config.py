@@ -11,7 +11,7 @@ import tomli_w
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cnntui.config import (
+from cnntui.core.config import (
     SETTING_KEYS,
     ConfigError,
     Settings,
@@ -20,7 +20,7 @@ from cnntui.config import (
     parse,
     parse_override,
 )
-from cnntui.text import unsafe_char
+from cnntui.core.text import unsafe_char
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from cnntui import data
-from cnntui.data import DataError
+from cnntui.core import data
+from cnntui.core.data import DataError
 
 
 class Py2Pickler(pickle._Pickler):

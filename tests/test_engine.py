@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from cnntui.engine import train
-from cnntui.events import BatchLosses, Cancelled, Diverged, EpochEnd, Failed, Finished, Started
-from cnntui.history import History
-from cnntui.store import RunStore
+from cnntui.core.engine import train
+from cnntui.core.events import BatchLosses, Cancelled, Diverged, EpochEnd, Failed, Finished, Started
+from cnntui.core.history import History
+from cnntui.runs.store import RunStore
 from tests.conftest import tiny_experiment
 
 
@@ -60,7 +60,7 @@ def test_batch_losses_come_in_chunks_at_most_once_per_flush_interval(
     """Batch losses are held back until FLUSH_SECONDS have passed since the last chunk (and
     flushed at each epoch's end): with no interval every batch is a chunk; with an interval
     longer than the run, each epoch is one. Exact, whatever the machine's speed."""
-    from cnntui import engine
+    from cnntui.core import engine
 
     monkeypatch.setattr(engine, "FLUSH_SECONDS", flush_seconds)
     events = list(train(tiny_experiment(epochs=2)))  # 8 batches an epoch
@@ -88,7 +88,7 @@ def test_batch_losses_are_flushed_when_the_interval_has_passed_on_the_run_clock(
     """Each batch takes 0.4 flush intervals: a chunk goes out after the batch that crosses
     the interval (the 3rd), the next interval counts from that flush (3 more), and the rest
     of the epoch (2) is flushed at its end; each epoch starts counting afresh."""
-    from cnntui.engine import FLUSH_SECONDS
+    from cnntui.core.engine import FLUSH_SECONDS
 
     flag = BatchClock(0.4 * FLUSH_SECONDS)
     events = list(train(tiny_experiment(epochs=2), flag, clock=flag.now))  # 8 batches an epoch
@@ -220,7 +220,7 @@ def test_summary_records_the_images_actually_used(
 ) -> None:
     """train_size / test_size are caps: the summary says how many images the run really had
     (here a 100 / 20 image CIFAR-10 on disk, asked for all / 1000), for the exports' captions."""
-    from cnntui import data
+    from cnntui.core import data
     from tests.test_data import write_cifar_batches
 
     write_cifar_batches(tmp_path / "c" / data.CIFAR10_DIR)
@@ -240,7 +240,7 @@ def test_summary_records_the_images_actually_used(
 
 def test_a_failing_setup_is_an_event_not_an_exception(runs_dir: Path, tmp_path: Path) -> None:
     exp = tiny_experiment(dataset="cifar10", data_dir=str(tmp_path / "nowhere"))
-    import cnntui.data as data
+    import cnntui.core.data as data
 
     def offline(*a, **k):
         raise data.DataError("CIFAR-10 is not here; put cifar-10-python.tar.gz into nowhere")

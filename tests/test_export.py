@@ -23,15 +23,16 @@ import numpy as np
 import pytest
 from matplotlib import image as mpimage
 
-from cnntui import config, figures, stats, tables
-from cnntui import export as export_mod
-from cnntui import store as store_mod
-from cnntui.config import class_names
-from cnntui.engine import train
-from cnntui.events import EpochEnd, Failed
-from cnntui.export import ExportError, export_all
-from cnntui.history import History, metrics
-from cnntui.store import RunStore
+from cnntui.core import config
+from cnntui.core.config import class_names
+from cnntui.core.engine import train
+from cnntui.core.events import EpochEnd, Failed
+from cnntui.core.history import History, metrics
+from cnntui.report import export as export_mod
+from cnntui.report import figures, stats, tables
+from cnntui.report.export import ExportError, export_all
+from cnntui.runs import store as store_mod
+from cnntui.runs.store import RunStore
 from tests.conftest import tiny_experiment
 
 NPZ_KEYS = {

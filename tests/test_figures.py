@@ -16,8 +16,8 @@ from matplotlib.lines import Line2D
 from matplotlib.text import Text
 from matplotlib.transforms import Bbox
 
-from cnntui import figures
-from cnntui.history import History, metrics
+from cnntui.core.history import History, metrics
+from cnntui.report import figures
 
 FONTS = figures.Fonts(("DejaVu Sans",))
 DATA = "synthetic data (not CIFAR-10), 1,000 train / 500 test images"

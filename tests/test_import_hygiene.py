@@ -8,17 +8,17 @@ import sys
 import pytest
 
 HEADLESS = [
-    "cnntui.config",
-    "cnntui.data",
-    "cnntui.models",
-    "cnntui.engine",
-    "cnntui.store",
-    "cnntui.history",
-    "cnntui.events",
-    "cnntui.runner",
-    "cnntui.export",
+    "cnntui.core.config",
+    "cnntui.core.data",
+    "cnntui.core.models",
+    "cnntui.core.engine",
+    "cnntui.runs.store",
+    "cnntui.core.history",
+    "cnntui.core.events",
+    "cnntui.runs.in_process",
+    "cnntui.report.export",
     "cnntui.cli",
-    "cnntui.rayexec",
+    "cnntui.runs.ray_executor",
 ]
 
 
@@ -56,5 +56,5 @@ def test_list_does_not_import_torch() -> None:
 def test_ray_scheduler_imports_neither_ray_nor_torch_until_it_runs() -> None:
     """The lifecycle and the Ray scheduler module load without Ray: they import it when a run
     goes to a cluster, so a machine without the ray extra uses cnntui as before."""
-    mods = loaded_after("import cnntui.rayexec, cnntui.lifecycle")
+    mods = loaded_after("import cnntui.runs.ray_executor, cnntui.runs.lifecycle")
     assert "ray" not in mods and "torch" not in mods

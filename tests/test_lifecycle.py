@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnntui import lifecycle, scheduler
-from cnntui import store as st
-from cnntui.config import apply_overrides, load
-from cnntui.gpus import GIB, Gpu
-from cnntui.store import RunRecord, RunStatus, RunStore, RunSummary
+from cnntui.core.config import apply_overrides, load
+from cnntui.runs import daemon as scheduler
+from cnntui.runs import lifecycle
+from cnntui.runs import store as st
+from cnntui.runs.gpus import GIB, Gpu
+from cnntui.runs.store import RunRecord, RunStatus, RunStore, RunSummary
 from tests.conftest import scheduler_pid
 from tests.test_cli import cnntui, start
 from tests.waiting import line, poll, rest
@@ -228,7 +229,7 @@ def test_two_processes_never_launch_the_same_run_twice(study: Path) -> None:
     # Two workers on one queued run at once: one trains it, the other leaves quietly.
     workers = [
         subprocess.Popen(
-            [sys.executable, "-m", "cnntui.worker", str(run.path)],
+            [sys.executable, "-m", "cnntui.runs.worker", str(run.path)],
             stderr=subprocess.PIPE,
             text=True,
         )
@@ -239,7 +240,7 @@ def test_two_processes_never_launch_the_same_run_twice(study: Path) -> None:
     assert sum("training" in log for log in logs) == 1, logs
     # Two schedulers (two cnntui starting at once) on the rest of the queue.
     schedulers = [
-        subprocess.Popen([sys.executable, "-m", "cnntui.scheduler", str(store.root)])
+        subprocess.Popen([sys.executable, "-m", "cnntui.runs.daemon", str(store.root)])
         for _ in range(2)
     ]
     for proc in schedulers:
@@ -316,7 +317,7 @@ def test_a_run_on_another_host_lives_while_its_heartbeat_is_fresh(tmp_path: Path
 
 
 def test_gpus_setting_is_checked_and_normalised() -> None:
-    from cnntui.config import ConfigError, check_value, parse_override
+    from cnntui.core.config import ConfigError, check_value, parse_override
 
     assert check_value("gpus", [2, 0]) == "2,0"
     with pytest.raises(ConfigError, match="names GPU 2 twice"):  # a typo, not a second slot

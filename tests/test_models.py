@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cnntui.models import REGISTRY, build, count_parameters
+from cnntui.core.models import REGISTRY, build, count_parameters
 
 SHAPES = {"cifar10": (3, 32, 32), "fashion-mnist": (1, 28, 28), "synthetic": (3, 32, 32)}
 

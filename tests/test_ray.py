@@ -1,5 +1,5 @@
-"""Runs of a study on a Ray cluster (cnntui.rayexec), as a user meets them: the same run store
-files as a local run, live batch losses, cancel, a worker that dies mid-run, a GPU the
+"""Runs of a study on a Ray cluster (cnntui.runs.ray_executor), as a user meets them: the same
+run store files as a local run, live batch losses, cancel, a worker that dies mid-run, a GPU the
 cluster does not have. One local Ray (2 CPUs, no GPU) serves the whole module; every wait
 polls a condition with a deadline."""
 
@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnntui import lifecycle, rayexec
-from cnntui import store as st
-from cnntui.config import ConfigError, parse, parse_override
-from cnntui.store import RunStore
+from cnntui.core.config import ConfigError, parse, parse_override
+from cnntui.runs import lifecycle
+from cnntui.runs import ray_executor as rayexec
+from cnntui.runs import store as st
+from cnntui.runs.store import RunStore
 from tests.conftest import tiny_experiment
 from tests.test_cli import cnntui
 from tests.waiting import poll
@@ -68,7 +69,7 @@ class Drain:
 
 def local_history(exp, tmp: Path):
     """The history of the same experiment trained here, in-process, without Ray."""
-    from cnntui.engine import train
+    from cnntui.core.engine import train
 
     store = RunStore(tmp)
     run = store.create(exp)

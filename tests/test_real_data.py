@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cnntui.data import DEBIAN_FASHION_DIR
-from cnntui.store import RunStore
+from cnntui.core.data import DEBIAN_FASHION_DIR
+from cnntui.runs.store import RunStore
 
 ROOT = Path(__file__).resolve().parent.parent
 

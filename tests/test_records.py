@@ -7,9 +7,9 @@ import dataclasses
 import json
 from pathlib import Path
 
-from cnntui.history import Metrics
-from cnntui.records import STATUSES, RunStatus, RunSummary
-from cnntui.store import RunStore, write_summary
+from cnntui.core.history import Metrics
+from cnntui.runs.records import STATUSES, RunStatus, RunSummary
+from cnntui.runs.store import RunStore, write_summary
 
 from .conftest import tiny_experiment
 

@@ -1,4 +1,4 @@
-"""Each model, dataset and optimizer name is declared once (cnntui/registry.py), has exactly
+"""Each model, dataset and optimizer name is declared once (cnntui/core/registry.py), has exactly
 one implementation, and no unknown name falls through to another's."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import sys
 import pytest
 import torch
 
-from cnntui import config, data, engine, models  # noqa: F401  (importing them registers)
-from cnntui.registry import DATASETS, MODELS, OPTIMIZERS, Registry
+from cnntui.core import config, data, engine, models  # noqa: F401  (importing them registers)
+from cnntui.core.registry import DATASETS, MODELS, OPTIMIZERS, Registry
 from tests.conftest import tiny_experiment
 
 
@@ -50,6 +50,6 @@ def test_only_declared_names_can_be_registered() -> None:
 
 
 def test_config_checks_names_without_loading_torch() -> None:
-    code = "import sys, cnntui.config as c\nprint('torch' in sys.modules, 'lenet' in c.MODELS)"
+    code = "import sys, cnntui.core.config as c\nprint('torch' in sys.modules, 'lenet' in c.MODELS)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "True"]

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from cnntui import engine
-from cnntui.config import ConfigError
-from cnntui.events import Failed
-from cnntui.store import RunStore, atomic_write, atomic_write_bytes
+from cnntui.core import engine
+from cnntui.core.config import ConfigError
+from cnntui.core.events import Failed
+from cnntui.runs.store import RunStore, atomic_write, atomic_write_bytes
 from tests.conftest import tiny_experiment
 
 
@@ -83,7 +83,7 @@ def test_out_of_memory_is_a_failed_run_with_advice(tmp_path: Path, monkeypatch) 
 def test_a_model_that_does_not_fit_the_data_fails_cleanly(tmp_path: Path) -> None:
     exp = tiny_experiment(dataset="synthetic")
     # LeNet needs at least 16x16 images: feed it a dataset of 8x8 ones.
-    from cnntui import data
+    from cnntui.core import data
 
     small = data.make_synthetic(64, 32, shape=(3, 8, 8))
     mp = pytest.MonkeyPatch()

@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnntui import engine
-from cnntui import store as store_mod
-from cnntui.engine import train
-from cnntui.events import BatchLosses, Cancelled, EpochEnd, Failed, Finished, Started
-from cnntui.history import History
-from cnntui.runner import Job, run_jobs
-from cnntui.store import RunStore
+from cnntui.core import engine
+from cnntui.core.engine import train
+from cnntui.core.events import BatchLosses, Cancelled, EpochEnd, Failed, Finished, Started
+from cnntui.core.history import History
+from cnntui.runs import store as store_mod
+from cnntui.runs.in_process import Job, run_jobs
+from cnntui.runs.store import RunStore
 from tests.conftest import tiny_experiment
 
 

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from cnntui import rayexec, scheduler
-from cnntui import store as st
-from cnntui.store import RunStore
+from cnntui.runs import daemon as scheduler
+from cnntui.runs import ray_executor as rayexec
+from cnntui.runs import store as st
+from cnntui.runs.store import RunStore
 
 
 class _Rival:

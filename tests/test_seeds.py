@@ -14,9 +14,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from cnntui import lifecycle, stats
-from cnntui.config import ConfigError, apply_overrides, expand_runs, parse, parse_override
-from cnntui.store import RunStore
+from cnntui.core.config import ConfigError, apply_overrides, expand_runs, parse, parse_override
+from cnntui.report import stats
+from cnntui.runs import lifecycle
+from cnntui.runs.store import RunStore
 
 from .conftest import tiny_experiment
 from .waiting import until
@@ -292,7 +293,7 @@ def test_results_csv_has_mean_std_n_and_the_interval(study: Path) -> None:
 
 
 def test_the_figures_show_error_bars_seeds_and_the_sweep_heatmap(study: Path) -> None:
-    from cnntui import export, figures
+    from cnntui.report import export, figures
 
     assert (study / "exports" / "grid" / "grid_heatmap.png").stat().st_size > 10_000
     store = RunStore(study / "runs")

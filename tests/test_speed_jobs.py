@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from cnntui.events import BatchLosses, Cancelled, EpochEnd, Failed, Finished, Started
-from cnntui.runner import Job, run_jobs
-from cnntui.store import RunStore
+from cnntui.core.events import BatchLosses, Cancelled, EpochEnd, Failed, Finished, Started
+from cnntui.runs.in_process import Job, run_jobs
+from cnntui.runs.store import RunStore
 from tests.conftest import tiny_experiment
 
 

@@ -23,12 +23,12 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from cnntui import data as datasets
-from cnntui import engine
-from cnntui.engine import augment_batch, choose_threads, train
-from cnntui.events import BatchLosses, EpochEnd, Failed, Started
-from cnntui.models import build, use_generator
-from cnntui.store import RunStore
+from cnntui.core import data as datasets
+from cnntui.core import engine
+from cnntui.core.engine import augment_batch, choose_threads, train
+from cnntui.core.events import BatchLosses, EpochEnd, Failed, Started
+from cnntui.core.models import build, use_generator
+from cnntui.runs.store import RunStore
 from tests.conftest import tiny_experiment
 
 

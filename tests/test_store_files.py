@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from cnntui import cli, lifecycle, scheduler
-from cnntui import store as st
-from cnntui.config import apply_overrides, load
-from cnntui.store import RunStore
+from cnntui import cli
+from cnntui.core.config import apply_overrides, load
+from cnntui.runs import daemon as scheduler
+from cnntui.runs import lifecycle
+from cnntui.runs import store as st
+from cnntui.runs.store import RunStore
 from tests.test_cli import cnntui
 from tests.test_cli_resume import cancelled_run, one_line_error, snapshot
 from tests.waiting import DEADLINE

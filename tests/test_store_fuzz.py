@@ -30,12 +30,15 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cnntui import cli, engine, lifecycle, scheduler
-from cnntui.events import BatchLosses, Cancelled, Diverged, Failed, Finished
-from cnntui.export import export_all
-from cnntui.history import EPOCH_KEYS
-from cnntui.runner import run_jobs
-from cnntui.store import STATUSES, RunFileError, RunStatus, RunStore, StoreError
+from cnntui import cli
+from cnntui.core import engine
+from cnntui.core.events import BatchLosses, Cancelled, Diverged, Failed, Finished
+from cnntui.core.history import EPOCH_KEYS
+from cnntui.report.export import export_all
+from cnntui.runs import daemon as scheduler
+from cnntui.runs import lifecycle
+from cnntui.runs.in_process import run_jobs
+from cnntui.runs.store import STATUSES, RunFileError, RunStatus, RunStore, StoreError
 from cnntui.tui.session import Session
 from cnntui.tui.state import Curve
 from cnntui.tui.widgets.results import COLUMNS, cell_value, sort_key

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from cnntui import engine
-from cnntui.data import class_names, make_synthetic, validation_split
-from cnntui.engine import confusion_matrix, train
-from cnntui.events import BatchLosses, Cancelled, EpochEnd, Finished, Started
-from cnntui.history import History, best_epoch, early_stop, metrics
-from cnntui.schedule import epoch_lr
-from cnntui.store import RunStore
+from cnntui.core import engine
+from cnntui.core.data import class_names, make_synthetic, validation_split
+from cnntui.core.engine import confusion_matrix, train
+from cnntui.core.events import BatchLosses, Cancelled, EpochEnd, Finished, Started
+from cnntui.core.history import History, best_epoch, early_stop, metrics
+from cnntui.core.lr_schedules import epoch_lr
+from cnntui.runs.store import RunStore
 from tests.conftest import tiny_experiment
 
 # --- validation split -------------------------------------------------------------------
@@ -250,7 +250,7 @@ def test_class_names() -> None:
 
 
 def test_captions_name_the_validation_split() -> None:
-    from cnntui.tables import describe_data
+    from cnntui.report.tables import describe_data
 
     assert describe_data("cifar10", 45_000, 10_000, 5_000) == (
         "CIFAR-10, 45,000 train / 5,000 validation / 10,000 test images"

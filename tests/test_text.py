@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cnntui import text
+from cnntui.core import text
 
 
 @pytest.mark.parametrize(

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from textual.widgets import Input, Static
 
-from cnntui.config import load
-from cnntui.records import RunStatus, RunSummary
+from cnntui.core.config import load
+from cnntui.runs.records import RunStatus, RunSummary
 from cnntui.tui.app import make_app
 from cnntui.tui.messages import RunUpdated
 from cnntui.tui.screens.confirm import ConfirmScreen
@@ -181,7 +181,7 @@ async def test_export_names_the_folder_and_a_bad_folder_is_an_error(tiny_toml, r
 async def test_export_without_a_cjk_font_says_which_package_to_install(
     tiny_toml, runs_dir, tmp_path, monkeypatch
 ):
-    from cnntui import figures
+    from cnntui.report import figures
 
     monkeypatch.setattr(figures, "find_cjk_font", lambda: None)
     app = make_app(tiny_toml, {}, runs_dir, tmp_path / "exports", trainer=fake_train)
@@ -230,9 +230,9 @@ async def test_marked_runs_are_overlaid_and_results_sort(tiny_toml, runs_dir, tm
 
 
 async def test_resume_continues_the_latest_unfinished_run(tiny_toml, runs_dir, tmp_path):
-    from cnntui.engine import train
-    from cnntui.events import EpochEnd
-    from cnntui.store import RunStore
+    from cnntui.core.engine import train
+    from cnntui.core.events import EpochEnd
+    from cnntui.runs.store import RunStore
 
     exp = load(tiny_toml).get("alpha")
     store = RunStore(runs_dir)
@@ -393,7 +393,7 @@ async def test_everything_fits(tiny_toml, runs_dir, tmp_path, size):
 async def test_header_shows_gpu_memory_on_cuda(tiny_toml, runs_dir, tmp_path, monkeypatch):
     import torch
 
-    from cnntui import engine
+    from cnntui.core import engine
 
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (100 * 2**30, 141 * 2**30))
     # the device probe finds a CUDA device (this machine need not have one)
@@ -432,7 +432,7 @@ async def test_the_tui_keeps_a_core_for_the_screen(tiny_toml, runs_dir, tmp_path
         await pilot.press("r")
         await until(pilot, lambda: status_cell(app, "alpha").startswith("finished"))
         state = app.main.session.latest("alpha")
-    from cnntui.engine import cpu_cores
+    from cnntui.core.engine import cpu_cores
 
     n = max(1, cpu_cores() - 1)
     assert state.device == f"cpu ({n} thread{'s' if n > 1 else ''})"
@@ -499,9 +499,9 @@ def dead_pid() -> int:
 
 def interrupted_run(tiny_toml: Path, runs_dir: Path) -> Path:
     """alpha's run as a killed process leaves it: summary says running, one epoch saved."""
-    from cnntui.events import EpochEnd
-    from cnntui.history import History
-    from cnntui.store import RunStore
+    from cnntui.core.events import EpochEnd
+    from cnntui.core.history import History
+    from cnntui.runs.store import RunStore
 
     run = RunStore(runs_dir).create(load(tiny_toml).get("alpha"))
     history = History()
@@ -572,7 +572,7 @@ def test_list_shows_the_latest_runs_status_and_fits_80_columns(tiny_toml, runs_d
     import subprocess
     import sys
 
-    from cnntui.text import width
+    from cnntui.core.text import width
 
     interrupted_run(tiny_toml, runs_dir)
     shipped = Path(__file__).resolve().parents[1] / "experiments.toml"
@@ -781,7 +781,7 @@ async def test_hand_edited_summaries_neither_crash_the_start_nor_reach_the_termi
         assert beta["name"] == "beta" and beta["final_train_loss"] == "-"  # its folder's name
         shown = "".join(v for row in cells.values() for v in row.values())
         assert "\x1b" not in shown and "\x07" not in shown
-    from cnntui.store import RunStore
+    from cnntui.runs.store import RunStore
 
     assert RunStore(runs_dir).latest("beta").status == "unknown"  # not a status we wrote
 
@@ -807,9 +807,9 @@ def stored_run(tiny_toml: Path, runs_dir: Path, name: str, dataset: str, confusi
     writes a history as runs did before per-class results were recorded (no such key)."""
     import dataclasses
 
-    from cnntui.events import EpochEnd
-    from cnntui.history import History
-    from cnntui.store import RunStore
+    from cnntui.core.events import EpochEnd
+    from cnntui.core.history import History
+    from cnntui.runs.store import RunStore
 
     exp = dataclasses.replace(load(tiny_toml).get(name), dataset=dataset)
     run = RunStore(runs_dir).create(exp)
@@ -879,7 +879,7 @@ async def test_k_shows_the_runs_confusion_matrix_and_per_class_accuracy(
 
 
 async def test_the_matrix_appears_when_the_first_epoch_ends(tiny_toml, runs_dir, tmp_path):
-    from cnntui.events import EpochEnd
+    from cnntui.core.events import EpochEnd
 
     gate = threading.Event()
 

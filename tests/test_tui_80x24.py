@@ -91,10 +91,10 @@ def stored_run(runs: Path, name: str, run_id: str, acc: float, **settings) -> No
     import dataclasses
     import math
 
-    from cnntui import store
-    from cnntui.config import load
-    from cnntui.events import BatchLosses, EpochEnd
-    from cnntui.history import History
+    from cnntui.core.config import load
+    from cnntui.core.events import BatchLosses, EpochEnd
+    from cnntui.core.history import History
+    from cnntui.runs import store
 
     exp = dataclasses.replace(load(SHIPPED).get(name), **settings)
     epochs = exp.epochs

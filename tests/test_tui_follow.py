@@ -11,9 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cnntui import lifecycle
-from cnntui.gpus import GIB, Gpu
-from cnntui.store import RunStore
+from cnntui.runs import lifecycle
+from cnntui.runs.gpus import GIB, Gpu
+from cnntui.runs.store import RunStore
 from cnntui.tui.app import make_app
 from cnntui.tui.screens.confirm import ChoiceScreen
 from tests.test_lifecycle import experiments

@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 from textual.app import App, ComposeResult
 
-from cnntui.records import RunStatus, RunSummary
+from cnntui.runs.records import RunStatus, RunSummary
 from cnntui.tui.widgets.results import BEST_STYLE, ResultsTable
 
 

@@ -146,10 +146,10 @@ def cifar_confusion() -> list[list[int]]:
 
 
 def test_per_class_results(snap_compare, tmp_path, monkeypatch):
-    from cnntui import store
-    from cnntui.config import load
-    from cnntui.events import EpochEnd
-    from cnntui.history import History
+    from cnntui.core.config import load
+    from cnntui.core.events import EpochEnd
+    from cnntui.core.history import History
+    from cnntui.runs import store
 
     cfg = tmp_path / "experiments.toml"
     cfg.write_text(CIFAR_TOML, encoding="utf-8")

@@ -13,11 +13,13 @@ import tomllib
 import numpy as np
 import pytest
 
-from cnntui.config import ConfigError, load
-from cnntui.events import BatchLosses, Cancelled, EpochEnd, Finished, Started
-from cnntui.history import History, moving_average
-from cnntui.store import RunStore
-from cnntui.tomledit import (
+from cnntui.core.config import ConfigError, load
+from cnntui.core.events import BatchLosses, Cancelled, EpochEnd, Finished, Started
+from cnntui.core.history import History, moving_average
+from cnntui.runs.store import RunStore
+from cnntui.tui.session import Session
+from cnntui.tui.state import Curve, RunState, decimate, read_history
+from cnntui.tui.tomledit import (
     append_experiment,
     own_values,
     read_value,
@@ -25,14 +27,13 @@ from cnntui.tomledit import (
     show_value,
     update_experiment,
 )
-from cnntui.tui.session import Session
-from cnntui.tui.state import Curve, RunState, decimate, read_history
 
 from .conftest import tiny_experiment
 
 
 @pytest.mark.parametrize(
-    "module", ["cnntui.tui.state", "cnntui.tui.session", "cnntui.tui.classes", "cnntui.tomledit"]
+    "module",
+    ["cnntui.tui.state", "cnntui.tui.session", "cnntui.tui.classes", "cnntui.tui.tomledit"],
 )
 def test_plain_modules_do_not_import_textual_or_torch(module):
     out = subprocess.run(

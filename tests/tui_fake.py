@@ -9,11 +9,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from cnntui.config import Experiment
-from cnntui.events import BatchLosses, Cancelled, EpochEnd, Event, Failed, Finished, Started
-from cnntui.history import History
-from cnntui.schedule import epoch_lr
-from cnntui.store import RunDir
+from cnntui.core.config import Experiment
+from cnntui.core.events import BatchLosses, Cancelled, EpochEnd, Event, Failed, Finished, Started
+from cnntui.core.history import History
+from cnntui.core.lr_schedules import epoch_lr
+from cnntui.runs.store import RunDir
 
 BATCHES = 200  # per epoch
 CHUNK = 20  # batches per BatchLosses event

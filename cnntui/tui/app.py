@@ -15,8 +15,8 @@ from typing import Any, ClassVar
 from textual.app import App
 from textual.binding import Binding, BindingType
 
-from .. import gpus, lifecycle
-from ..store import RunStore
+from ..runs import gpus, lifecycle
+from ..runs.store import RunStore
 from .screens.main import MainScreen, Trainer
 from .session import Session
 
@@ -128,7 +128,7 @@ def make_app(
     runs in this process, so runs default to executor "thread" then); `device_label` skips
     probing the device and the GPUs (so snapshots do not depend on the machine). `executor`:
     how runs whose experiment says "auto" train ("process" unless a trainer is given).
-    `inventory` replaces cnntui.gpus.inventory (tests have no GPU)."""
+    `inventory` replaces cnntui.runs.gpus.inventory (tests have no GPU)."""
     if executor is None:
         executor = "thread" if trainer is not None else "process"
     if inventory is None and device_label is None:

@@ -19,9 +19,9 @@ from rich.color import Color
 from rich.style import Style
 from rich.text import Text
 
-from .. import text
-from ..config import class_names
-from ..store import RunFileError, read_history_arrays
+from ..core import text
+from ..core.config import class_names
+from ..runs.store import RunFileError, read_history_arrays
 from .state import RunState
 
 NAME_COLS = 11  # the true-class column; longer names are cut with '…'

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 from textual.message import Message
 
-from ..gpus import Gpu
-from ..store import RunRecord
+from ..runs.gpus import Gpu
+from ..runs.store import RunRecord
 
 
 @dataclass
@@ -37,6 +37,6 @@ class RunsFound(Message, bubble=False):
 
 @dataclass
 class GpusRead(Message, bubble=False):
-    """The GPU inventory, read again (cnntui.gpus.Gpu records; [] on a machine without)."""
+    """The GPU inventory, read again (cnntui.runs.gpus.Gpu records; [] on a machine without)."""
 
     gpus: list[Gpu]

@@ -16,8 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .. import lifecycle, stats
-from ..config import (
+from ..core.config import (
     SETTING_KEYS,
     SPEED_KEYS,
     ConfigError,
@@ -26,8 +25,10 @@ from ..config import (
     apply_overrides,
     load,
 )
-from ..history import History
-from ..store import UNFINISHED, RunRecord, RunStore, StoreError
+from ..core.history import History
+from ..report import stats
+from ..runs import lifecycle
+from ..runs.store import UNFINISHED, RunRecord, RunStore, StoreError
 from .state import RunState, SeedBand, read_history
 
 SPEED_ONLY = SPEED_KEYS  # settings that change how fast a run trains, not what it learns
@@ -319,7 +320,7 @@ class Session:
     def poll_followed(self) -> list[RunState]:
         """Feed each followed run not yet ended what its files say now (called from the
         follower thread); the runs whose status or epochs changed."""
-        from ..events import BatchLosses
+        from ..core.events import BatchLosses
 
         changed = []
         for state in list(self.runs.values()):

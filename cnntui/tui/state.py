@@ -19,11 +19,20 @@ from typing import Any
 
 import numpy as np
 
-from ..config import Experiment, learned_key
-from ..events import BatchLosses, Cancelled, Diverged, EpochEnd, Event, Failed, Finished, Started
-from ..history import History, metrics, moving_average_at
-from ..records import RunStatus, RunSummary
-from ..store import RunFileError, read_history_arrays
+from ..core.config import Experiment, learned_key
+from ..core.events import (
+    BatchLosses,
+    Cancelled,
+    Diverged,
+    EpochEnd,
+    Event,
+    Failed,
+    Finished,
+    Started,
+)
+from ..core.history import History, metrics, moving_average_at
+from ..runs.records import RunStatus, RunSummary
+from ..runs.store import RunFileError, read_history_arrays
 
 # The per-epoch series drawn with a ± std band over seeds (the ones a study compares).
 BAND_SERIES = ("test_loss", "test_acc", "val_loss", "val_acc")

@@ -21,8 +21,8 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
-from ...config import EXPERIMENT_KEYS, ConfigError
-from ...tomledit import read_value, show_value
+from ...core.config import EXPERIMENT_KEYS, ConfigError
+from ..tomledit import read_value, show_value
 
 Save = Callable[[dict[str, Any]], str | None]  # returns an error to show, or None when saved
 

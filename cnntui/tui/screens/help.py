@@ -10,7 +10,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from ... import text
+from ...core import text
 
 
 def key_label(key: str) -> str:

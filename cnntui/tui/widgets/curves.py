@@ -29,9 +29,9 @@ from textual.widgets import Static
 from textual_plotext import PlotextPlot
 from textual_plotext.plot import Plot
 
-from ... import text
-from ...history import MA_WINDOW
-from ...text import one_line
+from ...core import text
+from ...core.history import MA_WINDOW
+from ...core.text import one_line
 from ..state import Curve
 
 # One colour a run, as 256-colour codes: plotext draws with them, the key below the charts

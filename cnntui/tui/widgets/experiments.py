@@ -10,8 +10,8 @@ from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable
 
-from ... import text
-from ...store import RunRecord
+from ...core import text
+from ...runs.store import RunRecord
 from ..session import Session
 from ..state import RunState
 

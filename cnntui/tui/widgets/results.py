@@ -19,8 +19,9 @@ from textual.coordinate import Coordinate
 from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey
 
-from ... import stats, text
-from ...records import RunStatus, RunSummary
+from ...core import text
+from ...report import stats
+from ...runs.records import RunStatus, RunSummary
 from .experiments import VI_KEYS
 
 Seeds = tuple[float, float, int]  # an experiment's final test accuracy: mean, std, n

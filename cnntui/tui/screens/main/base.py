@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from textual.worker import get_current_worker
 
-from ....store import RunRecord, RunSummary
+from ....runs.store import RunRecord, RunSummary
 from ...session import Session
 from ...state import RunState
 from ...widgets.experiments import ExperimentsTable

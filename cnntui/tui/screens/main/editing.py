@@ -1,6 +1,6 @@
 """Editing the experiments file: reloading it, and the form behind new, duplicate and edit.
 
-The form writes one experiment's table into the file (cnntui.tomledit keeps the rest as it
+The form writes one experiment's table into the file (cnntui.tui.tomledit keeps the rest as it
 was written), then the file is reloaded; a file that does not load keeps the last good list.
 """
 
@@ -14,8 +14,8 @@ from typing import Any
 from rich.text import Text
 from textual.widgets import Static
 
-from .... import tomledit
-from ....config import ConfigError
+from ....core.config import ConfigError
+from ... import tomledit
 from ..edit import ExperimentForm
 from .base import ERROR_SECONDS, ScreenPart
 

@@ -8,14 +8,14 @@ from typing import TYPE_CHECKING
 from textual.notifications import SeverityLevel
 from textual.worker import Worker, WorkerState
 
-from ....text import one_line
+from ....core.text import one_line
 from .base import ERROR_SECONDS, ScreenPart
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from ....config import Experiment
-    from ....export import ExportResult
+    from ....core.config import Experiment
+    from ....report.export import ExportResult
 
 
 def export_note(result: ExportResult) -> tuple[str, SeverityLevel]:
@@ -54,7 +54,7 @@ class ExportingPart(ScreenPart):
 
     def _export(self, experiments: list[Experiment]) -> ExportResult:
         """The export worker (a thread)."""
-        from ....export import export_all
+        from ....report.export import export_all
 
         return export_all(self.session.store, experiments, self.exports_dir)
 

@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 from textual.worker import Worker, WorkerState
 
-from ....gpus import Gpu
-from ....text import one_line
+from ....core.text import one_line
+from ....runs.gpus import Gpu
 from ...messages import GpusRead
 from .base import ScreenPart
 
@@ -27,7 +27,7 @@ class HeaderPart(ScreenPart):
     def _init_header(
         self, device_label: str | None, inventory: Callable[[], list[Gpu]] | None
     ) -> None:
-        self.inventory = inventory  # cnntui.gpus.inventory, or a test's; None: not read
+        self.inventory = inventory  # cnntui.runs.gpus.inventory, or a test's; None: not read
         self.device_label = device_label or "probing device…"
         self._probe = device_label is None
         self._cuda = False
@@ -68,7 +68,7 @@ class HeaderPart(ScreenPart):
 
     def _probe_device(self) -> str:
         """The device worker (a thread): resolve the device runs will use and describe it."""
-        from ....engine import describe_device, resolve_device
+        from ....core.engine import describe_device, resolve_device
 
         spec = self.session.overrides.get("device", "auto")
         dev = resolve_device(spec)

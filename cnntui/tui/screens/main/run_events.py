@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import time
 
-from .... import text
-from ....store import RunSummary, StoreError
+from ....core import text
+from ....runs.store import RunSummary, StoreError
 from ...messages import RunsFound, RunUpdated
 from ...state import RunState
 from .base import ERROR_SECONDS, WARNING_SECONDS, ScreenPart, stored_row

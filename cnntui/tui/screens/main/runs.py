@@ -17,11 +17,11 @@ from typing import Any
 
 from textual.worker import Worker, WorkerState
 
-from ....config import Experiment
-from ....driver import EitherEvent, drive
-from ....events import BatchLosses, Event
-from ....store import RunRecord, StoreError
-from ....text import one_line
+from ....core.config import Experiment
+from ....core.events import BatchLosses, Event
+from ....core.text import one_line
+from ....runs.live import EitherEvent, drive
+from ....runs.store import RunRecord, StoreError
 from ...messages import RunUpdated
 from ...state import RunState
 from ..confirm import ChoiceScreen, ConfirmScreen
@@ -50,7 +50,10 @@ def yield_cpu_to_ui() -> None:
 
 
 def _engine_train(*args: Any) -> Iterator[Event]:
-    from ....engine import reserve_cores, train  # torch loads on the first run, not at start-up
+    from ....core.engine import (  # torch loads on the first run, not at start-up
+        reserve_cores,
+        train,
+    )
 
     reserve_cores(1)  # the screen keeps a core: keys stay quick while runs train
     return train(*args)
@@ -216,7 +219,7 @@ class RunsPart(ScreenPart):
 
     def _train(self, state: RunState) -> None:
         """The worker thread: one run, its events into the RunState, a note to the screen.
-        Its live files are written as a worker process writes them (cnntui.driver), so other
+        Its live files are written as a worker process writes them (cnntui.runs.live), so other
         processes follow and cancel it too."""
         yield_cpu_to_ui()
         store = self.session.store

@@ -24,7 +24,7 @@ from textual.screen import Screen
 from textual.widgets import ContentSwitcher, DataTable, Footer, Header, Static
 from textual.worker import Worker
 
-from ....gpus import Gpu
+from ....runs.gpus import Gpu
 from ...session import Session
 from ...widgets.curves import CurvesPanel
 from ...widgets.experiments import ExperimentsTable

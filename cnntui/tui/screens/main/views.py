@@ -18,11 +18,11 @@ from textual.binding import Binding
 from textual.css.query import NoMatches
 from textual.widgets import ContentSwitcher, Static
 
-from ....store import RunRecord, RunStore
-from ....tables import describe_data, images_used
-from ....tomledit import show_value
+from ....report.tables import describe_data, images_used
+from ....runs.store import RunRecord, RunStore
 from ...classes import class_view
 from ...state import Curve, RunState
+from ...tomledit import show_value
 from ...widgets.curves import CurvesPanel
 from ...widgets.experiments import detail_text, status_text
 from ..classes import ClassesScreen

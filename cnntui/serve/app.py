@@ -1,6 +1,6 @@
 """The textual-serve server behind `cnntui serve`: one cnntui process per browser tab.
 
-Imported by `serve.make_server` only when the server starts, so that `import cnntui.serve`
+Imported by `serve.make_server` only when the server starts, so that `import cnntui.serve.command`
 (and `cnntui --help`) stay free of textual-serve and aiohttp.
 """
 
@@ -22,9 +22,9 @@ from aiohttp import WSMsgType, web
 from textual_serve.app_service import AppService
 from textual_serve.server import Server
 
-from . import options
-from .config import ConfigError
-from .serve import (
+from .. import options
+from ..core.config import ConfigError
+from .command import (
     TAB_STOP_SECONDS,
     Settings,
     login_url,

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
+from ..runs.store import RunDir, StoreError, open_file
 from . import data as datasets
 from .config import Experiment
 from .events import (
@@ -36,10 +37,9 @@ from .events import (
     Started,
 )
 from .history import History, best_epoch, early_stop
+from .lr_schedules import epoch_lr, scheduled
 from .models import build, count_parameters, use_generator
 from .registry import OPTIMIZERS
-from .schedule import epoch_lr, scheduled
-from .store import RunDir, StoreError, open_file
 from .text import one_line
 
 FLUSH_SECONDS = 0.1  # at most ~10 BatchLosses events a second per run

@@ -2,9 +2,9 @@
 
 The config validates against these names without importing torch. Each implementation
 attaches itself where it is written, timm-style: `@MODELS.register("lenet")` over the function
-that builds it (cnntui/models.py, cnntui/data.py, cnntui/engine.py). Registering a name not
-declared here fails at import; looking up a name with nothing registered raises ValueError,
-so no name ever falls through to another's implementation.
+that builds it (cnntui/core/models.py, cnntui/core/data.py, cnntui/core/engine.py).
+Registering a name not declared here fails at import; looking up a name with nothing
+registered raises ValueError, so no name ever falls through to another's implementation.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ class Registry:
     def register(self, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Decorator: the function that builds the declared `name`."""
         if name not in self.names:
-            raise ValueError(f"{self.kind} {name!r} is not declared in cnntui/registry.py")
+            raise ValueError(f"{self.kind} {name!r} is not declared in cnntui/core/registry.py")
 
         def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
             if name in self._built:

@@ -43,10 +43,11 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import figures, stats, tables, text
-from .config import UNGROUPED, Experiment, class_names
-from .history import History, metrics
-from .store import RunRecord, RunStore, StoreError, atomic_write
+from ..core import text
+from ..core.config import UNGROUPED, Experiment, class_names
+from ..core.history import History, metrics
+from ..runs.store import RunRecord, RunStore, StoreError, atomic_write
+from . import figures, stats, tables
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -1,15 +1,15 @@
 """A run's life, without a screen: queue, launch, follow, cancel, resume.
 
 Runs go into the run store's queue (`submit`); a scheduler process per store
-(cnntui.scheduler, started on demand by `ensure_scheduler`) drains it into worker processes
-(cnntui.worker) that outlive the terminal. Anyone follows any run through the store
+(cnntui.runs.daemon, started on demand by `ensure_scheduler`) drains it into worker processes
+(cnntui.runs.worker) that outlive the terminal. Anyone follows any run through the store
 (`Follower`) and cancels it (`cancel`). Textual-free, and no torch at import.
 
 Executors: "process" (the default for detached runs: a worker process per run, started by the
 scheduler), "thread" (the run trains in a thread of the calling process: quick to start,
 but it ends with that process) and "ray" (an experiment that names a `cluster`: its runs
-are queued the same way and cnntui.rayexec trains each as a task on that Ray cluster, writing
-what comes back into the same store).
+are queued the same way and cnntui.runs.ray_executor trains each as a task on that Ray
+cluster, writing what comes back into the same store).
 """
 
 from __future__ import annotations
@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..core import text
+from ..core.config import Experiment, expand_runs, gpu_list
 from . import store as st
-from . import text
-from .config import Experiment, expand_runs, gpu_list
 from .records import RunStatus
 
 if TYPE_CHECKING:
-    from .history import History
+    from ..core.history import History
 
 
 def queue_record(
@@ -51,7 +51,7 @@ def queue_record(
         "resume": resume,
         "queued_at": f"{time.time():.6f}",
     }
-    if exp.cluster:  # what the Ray scheduler (cnntui.rayexec) asks the cluster for
+    if exp.cluster:  # what the Ray scheduler (cnntui.runs.ray_executor) asks the cluster for
         record.update(
             cluster=exp.cluster,
             gpu_share=exp.gpu_share,
@@ -100,22 +100,25 @@ def requeue(runs: list[st.RunDir], jobs: int = 1) -> list[st.RunRecord]:
 
 def ensure_scheduler(store: st.RunStore) -> bool:
     """Start the store's schedulers, detached, unless one runs or nothing is queued for it:
-    cnntui.scheduler for runs in worker processes, cnntui.rayexec for runs on a Ray cluster.
+    cnntui.runs.daemon for runs in worker processes, cnntui.runs.ray_executor for runs on a
+    Ray cluster.
     True when one was started. StoreError (one line) when a scheduler's lock or log file is a
     symbolic link, a FIFO or a directory: it is not followed, and no scheduler starts."""
     executors = {r.queue.get("executor", "process") for r in store.queued()}
     started = False
     if executors - {"ray"}:
-        started |= _start_scheduler(store, "cnntui.scheduler", st.SCHEDULER_LOCK, st.SCHEDULER_LOG)
+        started |= _start_scheduler(
+            store, "cnntui.runs.daemon", st.SCHEDULER_LOCK, st.SCHEDULER_LOG
+        )
     if "ray" in executors:
         started |= _start_scheduler(
-            store, "cnntui.rayexec", st.RAY_SCHEDULER_LOCK, st.RAY_SCHEDULER_LOG
+            store, "cnntui.runs.ray_executor", st.RAY_SCHEDULER_LOCK, st.RAY_SCHEDULER_LOG
         )
     return started
 
 
 def _start_scheduler(store: st.RunStore, module: str, lock: str, log_name: str) -> bool:
-    from . import scheduler
+    from . import daemon as scheduler
 
     try:
         if scheduler.held(store, lock):
@@ -354,7 +357,7 @@ class RunEvents:
 
     def poll(self) -> list[Any]:
         """The events the followed run's files show since the last poll."""
-        from .events import BatchLosses
+        from ..core.events import BatchLosses
 
         if self.ended:
             return []
@@ -389,7 +392,7 @@ class RunEvents:
 
     def _started(self, record: st.RunRecord, update: Update) -> Any:
         """The Started event, once the run has said how many batches an epoch has."""
-        from .events import Started
+        from ..core.events import Started
 
         s = record.summary
         done = s.epochs_done or 0
@@ -408,7 +411,7 @@ class RunEvents:
 
     def _epoch_ends(self, name: str, h: History) -> list[Any]:
         """An EpochEnd for each epoch the history holds that was not yet said."""
-        from .events import EpochEnd
+        from ..core.events import EpochEnd
 
         out: list[Any] = []
         for i in range(self.epochs_seen, h.epochs_done):
@@ -435,7 +438,7 @@ class RunEvents:
 
     def _ending(self, record: st.RunRecord) -> Any:
         """The event that ends a run no longer queued or running: how it ended."""
-        from .events import Cancelled, Diverged, Failed, Finished
+        from ..core.events import Cancelled, Diverged, Failed, Finished
 
         s, name, status = record.summary, record.label, record.status
         reason = s.reason or ""

@@ -18,12 +18,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..core.config import SPEED_KEYS, UNGROUPED, Experiment, class_names
+from ..core.config import images_used as images_used  # where callers have read data sizes from
+from ..core.history import Metrics
+from ..core.text import duration, width
+from ..runs.records import RunStatus
 from . import stats
-from .config import SPEED_KEYS, UNGROUPED, Experiment, class_names
-from .config import images_used as images_used  # where callers have read data sizes from
-from .history import Metrics
-from .records import RunStatus
-from .text import duration, width
 
 # CSV column, Markdown header (None: CSV only), in the order.
 METRIC_COLUMNS: tuple[tuple[str, str | None], ...] = (

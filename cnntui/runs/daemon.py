@@ -1,8 +1,8 @@
-"""The queue's drain: `python -m cnntui.scheduler RUNS_DIR`, at most one per run store.
+"""The queue's drain: `python -m cnntui.runs.daemon RUNS_DIR`, at most one per run store.
 
 It holds an flock on RUNS_DIR/.scheduler.lock while it lives. Every LOOP_SECONDS it reaps its
 finished workers, gives each queued run (first in, first out) a free slot and starts its
-worker (cnntui.worker) there, and it exits when nothing is queued and none of its workers
+worker (cnntui.runs.worker) there, and it exits when nothing is queued and none of its workers
 runs. Runs already training (started by an earlier scheduler that was killed, or in another
 cnntui's threads) count against the slots, so a scheduler that takes over places no run
 twice, and `kill -9` of a scheduler loses no queued run: the next `lifecycle.ensure_scheduler`
@@ -168,7 +168,7 @@ class Scheduler:
             return
         try:
             proc = subprocess.Popen(
-                [self.python, "-m", "cnntui.worker", str(record.path)],
+                [self.python, "-m", "cnntui.runs.worker", str(record.path)],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=log,
@@ -215,10 +215,10 @@ class Scheduler:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m cnntui.scheduler RUNS_DIR`: drain that store's queue; the exit status."""
+    """`python -m cnntui.runs.daemon RUNS_DIR`: drain that store's queue; the exit status."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m cnntui.scheduler RUNS_DIR", file=sys.stderr)
+        print("usage: python -m cnntui.runs.daemon RUNS_DIR", file=sys.stderr)
         return 2
     store = st.RunStore(args[0])
     try:

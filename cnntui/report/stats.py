@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .records import RunStatus
+from ..runs.records import RunStatus
 
 LEVEL = 0.95  # the confidence of every interval cnntui shows
 WITHIN = "within noise"

@@ -38,8 +38,8 @@ from matplotlib.mathtext import MathTextParser, VectorParse
 from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 from matplotlib.transforms import Bbox
 
-from .history import MA_WINDOW, History, Metrics, moving_average
-from .records import RunStatus
+from ..core.history import MA_WINDOW, History, Metrics, moving_average
+from ..runs.records import RunStatus
 
 DPI = 300  # print resolution for PNG, and for the rasterised raw curve inside SVG/PDF
 BASE_FONT = "DejaVu Sans"  # bundled with matplotlib, so always present

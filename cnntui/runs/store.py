@@ -14,12 +14,12 @@ Layout: `<runs_dir>/<experiment name>/<run id>/` holding
 - `cancel`        created by anyone to ask the process training the run to stop and save;
 - `worker.log`    what a detached worker process wrote to stderr.
 
-A run trained on another machine (a Ray node, cnntui.rayexec) writes into a `RunOutbox`
+A run trained on another machine (a Ray node, cnntui.runs.ray_executor) writes into a `RunOutbox`
 instead: the bytes of each file come back to the store's host, where `RunDir.receive` writes
 them here, so every run of the store has the same files however it was trained.
 
 A run in the queue (status `queued`) is a directory with config.toml and a summary.json whose
-`queue` record says how to launch it; the scheduler (cnntui.scheduler) starts it.
+`queue` record says how to launch it; the scheduler (cnntui.runs.daemon) starts it.
 
 Every file is written to a temporary file in the same directory and renamed over the old one,
 so a crash or `kill -9` leaves either the previous complete file or the new one. Files are
@@ -58,13 +58,13 @@ from typing import IO, Any
 import numpy as np
 import tomli_w
 
-from .config import SETTING_KEYS, ConfigError, Experiment, check_value, learned_key
-from .history import History, check_arrays, metrics
+from ..core.config import SETTING_KEYS, ConfigError, Experiment, check_value, learned_key
+from ..core.history import History, check_arrays, metrics
+from ..core.text import one_line
 from .records import STATUSES as STATUSES  # the store's vocabulary, re-exported
 from .records import UNFINISHED as UNFINISHED
 from .records import RunStatus as RunStatus
 from .records import RunSummary as RunSummary
-from .text import one_line
 
 try:
     import fcntl

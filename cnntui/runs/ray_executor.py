@@ -1,6 +1,7 @@
-"""Runs of the run store on a Ray cluster: `python -m cnntui.rayexec RUNS_DIR`, one per store.
+"""Runs of the run store on a Ray cluster: `python -m cnntui.runs.ray_executor RUNS_DIR`,
+one per store.
 
-The third way to execute a run, beside worker processes (cnntui.scheduler) and threads. A run
+The third way to execute a run, beside worker processes (cnntui.runs.daemon) and threads. A run
 whose experiment names a `cluster` is queued in the run store like any other, with executor
 "ray" in its queue record; `lifecycle.ensure_scheduler` starts this process for the store
 (an flock on RUNS_DIR/.ray-scheduler.lock: at most one, and it outlives the terminal). It
@@ -45,11 +46,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from . import __version__
+from .. import __version__
+from ..core.events import BatchLosses, Cancelled, Diverged, Event, Failed, Finished
+from ..core.text import one_line
 from . import store as st
-from .driver import EitherEvent, drive
-from .events import BatchLosses, Cancelled, Diverged, Event, Failed, Finished
-from .text import one_line
+from .live import EitherEvent, drive
 
 RAY_MISSING = 'Ray is not installed in this Python; install it with: pip install "cnntui[ray]"'
 LOOP_SECONDS = 0.2
@@ -59,7 +60,7 @@ CONNECT_TIMEOUT = 10.0  # seconds to reach a cluster's address before giving up 
 ENDINGS = (Finished, Cancelled, Failed, Diverged)
 # The nodes run this cnntui's code, whatever version they have installed (they need its
 # dependencies: torch, numpy, tomli-w): Ray ships the package to them for the connection.
-RUNTIME_ENV = {"py_modules": [str(Path(__file__).resolve().parent)]}
+RUNTIME_ENV = {"py_modules": [str(Path(__file__).resolve().parents[1])]}  # the cnntui package
 # What a run's task yields to the store's host: who trains it, then each event of the engine
 # with the bytes of the run files written since the previous one, by name.
 Hello = tuple[Literal["hello"], str, int, str]  # host name, pid, cnntui version
@@ -98,7 +99,7 @@ def node_train(
 
     `crash_in_epoch` (tests): the worker kills itself, as a dying node would, after the first
     batch losses of that 0-based epoch were sent."""
-    from .engine import cpu_cores, train
+    from ..core.engine import cpu_cores, train
 
     host = socket.gethostname()
     yield ("hello", host, os.getpid(), __version__)
@@ -661,7 +662,7 @@ def refuse_all(store: st.RunStore, reason: str, cluster: str | None = None) -> N
 
 def run(store: st.RunStore, scheduler: RayScheduler | None = None) -> int:
     """Drain the store's Ray queue while holding its lock; 0 at once if another holds it."""
-    from .scheduler import take_lock
+    from .daemon import take_lock
 
     lock = take_lock(store, st.LOCK_WAIT_SECONDS, st.RAY_SCHEDULER_LOCK)
     if lock is None:
@@ -704,10 +705,11 @@ def run(store: st.RunStore, scheduler: RayScheduler | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m cnntui.rayexec RUNS_DIR`: drain that store's Ray queue; the exit status."""
+    """`python -m cnntui.runs.ray_executor RUNS_DIR`: drain that store's Ray queue; the exit
+    status."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m cnntui.rayexec RUNS_DIR", file=sys.stderr)
+        print("usage: python -m cnntui.runs.ray_executor RUNS_DIR", file=sys.stderr)
         return 2
     return run(st.RunStore(args[0]))
 

@@ -17,8 +17,15 @@ import tomlkit
 from tomlkit.container import Container
 from tomlkit.items import AoT, Item, Table
 
-from .config import EXPERIMENT_KEYS, ConfigError, Experiment, ExperimentFile, check_value, parse
-from .store import atomic_write_bytes
+from ..core.config import (
+    EXPERIMENT_KEYS,
+    ConfigError,
+    Experiment,
+    ExperimentFile,
+    check_value,
+    parse,
+)
+from ..runs.store import atomic_write_bytes
 
 STRING_KEYS = frozenset(f.name for f in fields(Experiment) if str(f.type) == "str")
 

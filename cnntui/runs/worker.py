@@ -1,4 +1,4 @@
-"""One run in its own process: `python -m cnntui.worker RUN_DIR`.
+"""One run in its own process: `python -m cnntui.runs.worker RUN_DIR`.
 
 The scheduler starts one per queued run, in a new session (a closed terminal or a dropped SSH
 connection does not reach it), with stdin and stdout on /dev/null and stderr in the run's
@@ -21,21 +21,21 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..core.text import one_line
 from . import store as st
-from .text import one_line
 
 if TYPE_CHECKING:
-    from .driver import EitherEvent
+    from .live import EitherEvent
 
 GPU_ENV = "CNNTUI_GPU"
 NICE = 5  # how much lower than its starter a worker runs
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m cnntui.worker RUN_DIR`: train that queued run; the exit status."""
+    """`python -m cnntui.runs.worker RUN_DIR`: train that queued run; the exit status."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m cnntui.worker RUN_DIR", file=sys.stderr)
+        print("usage: python -m cnntui.runs.worker RUN_DIR", file=sys.stderr)
         return 2
     path = Path(args[0])
     try:
@@ -91,8 +91,8 @@ def _train(
     cancel: EitherEvent,
 ) -> None:
     """Train the run to its end, writing its live files, with its queue's CPU share."""
-    from .driver import drive
-    from .engine import train
+    from ..core.engine import train
+    from .live import drive
 
     share = record.queue.get("cpu_share")
     share = share if isinstance(share, int) and share > 0 else None
@@ -102,7 +102,7 @@ def _train(
 
 def _cancel_on_signals() -> EitherEvent:
     """A cancel flag that SIGTERM, SIGINT and SIGHUP set."""
-    from .driver import EitherEvent
+    from .live import EitherEvent
 
     cancel = EitherEvent(None)
 

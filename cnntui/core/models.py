@@ -1,7 +1,7 @@
 """The models: LeNet and the report's LightweightResNet, built for any image shape.
 
 A model is one function decorated with `@MODELS.register("name")` (its name declared in
-cnntui/registry.py) that takes the input shape (channels, height, width), the number of
+cnntui/core/registry.py) that takes the input shape (channels, height, width), the number of
 classes and the dropout probability.
 """
 

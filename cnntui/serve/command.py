@@ -28,8 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import options
-from .config import ConfigError
+from .. import options
+from ..core.config import ConfigError
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
 # Options of `cnntui` that choose a headless command rather than configure the TUI.
@@ -218,7 +218,7 @@ def make_server(settings: Settings) -> Any:
     visit sets), since every user of this machine can reach 127.0.0.1; at most
     `max_tabs` tabs run at once (a page says so when all are taken); a tab's screen size is
     clamped (screen_size); /static/ lists nothing; a request without a Host is a 400."""
-    from .serve_app import CnnTuiServer  # textual-serve and aiohttp load only here
+    from .app import CnnTuiServer  # textual-serve and aiohttp load only here
 
     return CnnTuiServer(settings)
 

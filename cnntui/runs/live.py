@@ -14,8 +14,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..core.events import BatchLosses, Event, Started
 from . import store
-from .events import BatchLosses, Event, Started
 
 POLL_SECONDS = 0.2  # how often the cancel file is looked for
 

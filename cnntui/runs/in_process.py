@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import Experiment
-from .events import Event, Failed
+from ..core.config import Experiment
+from ..core.events import Event, Failed
+from ..core.text import one_line
 from .store import RunDir, RunStore, StoreError
-from .text import one_line
 
 MODES = ("auto", "thread", "process")
 # What `auto` picks when more than one run goes at once; a single run always stays in this
@@ -81,8 +81,8 @@ def run_jobs(
 def _run_one(
     job: Job, store: RunStore, cancel: threading.Event, put: Callable[[Event], None]
 ) -> None:
-    from .driver import EitherEvent, drive
-    from .engine import train
+    from ..core.engine import train
+    from .live import EitherEvent, drive
 
     exp = job.experiment
     run = job.resume_dir
@@ -148,7 +148,7 @@ def _process_worker(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    from . import engine
+    from ..core import engine
 
     engine.share_cpu(share)
     cancel = threading.Event()  # checked every batch: a local flag, not a cross-process lock

@@ -1,0 +1,1 @@
+"""`cnntui serve`: the terminal UI in a browser, one cnntui per tab."""
