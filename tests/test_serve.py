@@ -24,7 +24,7 @@ import pytest
 
 from cnntui.runs import store as st
 from cnntui.runs.store import RunStore
-from cnntui.serve.command import command as serve
+from cnntui.serve import command as serve
 from tests.waiting import poll
 
 DEADLINE = 120.0  # a tab is a fresh Python process importing Textual: slow on a busy CI box
@@ -379,7 +379,7 @@ async def test_tabs_are_bounded_and_a_full_server_says_so(study: Path) -> None:
 
 async def test_a_tab_gets_its_screen_size_clamped_and_odd_messages_ignored() -> None:
     from aiohttp import WSMsgType
-    from cnntui.serve.command.app import CnnTuiServer
+    from cnntui.serve.app import CnnTuiServer
 
     class Message:
         type = WSMsgType.TEXT
