@@ -50,6 +50,7 @@ def figures(pattern: str, out: str) -> list[float]:
     return values
 
 
+@pytest.mark.process
 def test_bench_speed_prints_images_per_second_of_each_case(tmp_path: Path) -> None:
     out = smoke("bench_speed", tmp_path)
     for case in ("lenet-4", "lenet-128", "resnet-128"):
@@ -57,6 +58,7 @@ def test_bench_speed_prints_images_per_second_of_each_case(tmp_path: Path) -> No
         figures(rf"^{case}\s+{NUM}\s+{NUM}" + rf"\s+{NUM}" * 5 + r"$", out)
 
 
+@pytest.mark.process
 def test_bench_jobs_prints_images_per_second_of_each_mode(tmp_path: Path) -> None:
     out = smoke("bench_jobs", tmp_path)
     assert "sequential" in out and "threads" in out and "processes" in out, out
@@ -64,6 +66,7 @@ def test_bench_jobs_prints_images_per_second_of_each_mode(tmp_path: Path) -> Non
         figures(rf"^\s+\d+\s+\d+\s+{kind}" + rf"\s+{NUM}" * 3 + r"$", out)
 
 
+@pytest.mark.process
 def test_bench_live_prints_the_start_time_and_the_cost_of_live_files(tmp_path: Path) -> None:
     out = smoke("bench_live", tmp_path)
     figures(rf"--detach returned in {NUM}s; first batch loss at {NUM}s", out)
@@ -74,6 +77,7 @@ def test_bench_live_prints_the_start_time_and_the_cost_of_live_files(tmp_path: P
         )
 
 
+@pytest.mark.process
 def test_bench_tui_prints_every_section(tmp_path: Path) -> None:
     out = smoke("bench_tui", tmp_path)
     # 1. throughput with 2 runs: threads headless, app, app/headless; the same for workers
@@ -92,6 +96,7 @@ def test_bench_tui_prints_every_section(tmp_path: Path) -> None:
         figures(rf"{size}: .* decimate to {NUM} points .* plotext build {NUM} ms", out)
 
 
+@pytest.mark.process
 def test_bench_tui_first_loss_prints_the_time_to_the_first_loss_on_screen(
     tmp_path: Path,
 ) -> None:
@@ -100,6 +105,7 @@ def test_bench_tui_first_loss_prints_the_time_to_the_first_loss_on_screen(
         figures(rf"^{executor}\s+r -> first batch loss on screen: median {NUM} s", out)
 
 
+@pytest.mark.process
 def test_time_suite_prints_each_shipped_experiments_seconds(tmp_path: Path) -> None:
     out = smoke("time_suite", tmp_path)
     for exp in load(ROOT / "experiments.toml").experiments:
@@ -108,6 +114,7 @@ def test_time_suite_prints_each_shipped_experiments_seconds(tmp_path: Path) -> N
     figures(rf"Task 4 \(arch-lenet \+ arch-resnet\): {NUM} s vs the report's {NUM} s", out)
 
 
+@pytest.mark.process
 def test_gpu_switches_measures_every_switch_or_says_there_is_no_cuda(tmp_path: Path) -> None:
     import torch
 
@@ -124,6 +131,7 @@ def test_gpu_switches_measures_every_switch_or_says_there_is_no_cuda(tmp_path: P
         figures(rf"^\s+compile={mode}\s+{NUM} img/s", out)
 
 
+@pytest.mark.process
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed")
 def test_bench_ray_prints_each_way_and_the_cancel_latency(tmp_path: Path) -> None:
     out = smoke("bench_ray", tmp_path)

@@ -44,6 +44,7 @@ def start(*args: str, cwd: Path) -> subprocess.Popen:
     )
 
 
+@pytest.mark.process
 def test_run_all_and_export(tiny_toml: Path) -> None:
     cwd = tiny_toml.parent
     result = cnntui("--run", "all", "--export", *SMALL, cwd=cwd)
@@ -72,17 +73,20 @@ def test_run_all_and_export(tiny_toml: Path) -> None:
         assert len(runs) == 1 and runs[0].status == "finished"
 
 
+@pytest.mark.process
 def test_list_shows_titles_and_settings(tiny_toml: Path) -> None:
     result = cnntui("--list", cwd=tiny_toml.parent)
     assert result.returncode == 0
     assert "alpha" in result.stdout and "乙" in result.stdout and "lr=0.02" in result.stdout
 
 
+@pytest.mark.process
 def test_help_answers(tiny_toml: Path) -> None:
     result = cnntui("--help", cwd=tiny_toml.parent)
     assert result.returncode == 0 and "--run" in result.stdout and "--export" in result.stdout
 
 
+@pytest.mark.process
 def test_help_fits_80_columns_and_lists_every_setting(tiny_toml: Path) -> None:
     """--help reads at 80 columns: no line runs over, every option says what it does, no
     help text stops mid-phrase, and the keys --set takes are listed."""
@@ -155,6 +159,7 @@ def _bad_usage_cases(tmp: Path) -> list[tuple[list[str], str]]:
     return cases
 
 
+@pytest.mark.process
 def test_bad_usage_is_one_line_exit_2_no_traceback(tiny_toml: Path) -> None:
     cwd = tiny_toml.parent
     for args, message in _bad_usage_cases(cwd):
@@ -167,6 +172,7 @@ def test_bad_usage_is_one_line_exit_2_no_traceback(tiny_toml: Path) -> None:
         assert not (cwd / "runs").exists() or not list((cwd / "runs").iterdir())
 
 
+@pytest.mark.process
 def test_list_into_a_closed_pipe_ends_quietly(tiny_toml: Path) -> None:
     """`cnntui --list | head -1`: the reader is gone before the list is written."""
     read, write = os.pipe()
@@ -185,6 +191,7 @@ def test_list_into_a_closed_pipe_ends_quietly(tiny_toml: Path) -> None:
     assert result.stderr == "" and result.returncode == 141
 
 
+@pytest.mark.process
 def test_list_through_head_shows_its_first_line_only(tiny_toml: Path) -> None:
     many = tiny_toml.read_text() + "".join(
         f'\n[[experiment]]\nname = "e{i}"\ngroup = "g"\n' for i in range(3000)
@@ -203,6 +210,7 @@ def test_list_through_head_shows_its_first_line_only(tiny_toml: Path) -> None:
     assert result.stderr == ""
 
 
+@pytest.mark.process
 def test_an_unreadable_run_is_skipped_and_the_rest_exported(tiny_toml: Path) -> None:
     cwd = tiny_toml.parent
     assert cnntui("--run", "all", *SMALL, cwd=cwd).returncode == 0
@@ -239,6 +247,7 @@ def test_an_unreadable_run_is_skipped_and_the_rest_exported(tiny_toml: Path) -> 
     assert (cwd / "exports" / "alpha" / "loss_curves.png").exists()
 
 
+@pytest.mark.slow
 def test_a_skipped_run_makes_run_and_export_exit_1(tiny_toml: Path, monkeypatch, capsys) -> None:
     from cnntui import cli
     from cnntui.report import export as export_mod
@@ -283,6 +292,7 @@ def test_run_tables_show_stored_text_escaped_and_odd_values_as_dashes(tmp_path: 
     assert row == ["a", "\\x1b]0;PWNED\\x07\\x1b[2J", "-", "-", "-", "-", "-", "unknown"]
 
 
+@pytest.mark.process
 def test_a_diverging_run_exits_1_and_the_others_finish(tiny_toml: Path) -> None:
     cwd = tiny_toml.parent
     text = tiny_toml.read_text().replace("lr = 0.02", "lr = 1e6")
@@ -295,6 +305,7 @@ def test_a_diverging_run_exits_1_and_the_others_finish(tiny_toml: Path) -> None:
     assert store.latest("beta").status == "diverged"
 
 
+@pytest.mark.process
 def test_a_missing_dataset_is_said_once_and_leaves_no_failed_runs(tiny_toml: Path) -> None:
     cwd = tiny_toml.parent
     broken = cwd / "cifar"
@@ -315,6 +326,7 @@ def test_a_missing_dataset_is_said_once_and_leaves_no_failed_runs(tiny_toml: Pat
     assert store.latest("gamma").status == "finished"  # the others still run
 
 
+@pytest.mark.process
 def test_a_data_folder_never_runs_code(tiny_toml: Path) -> None:
     """A shared experiments.toml points data_dir at batches that run a command when read."""
     cwd = tiny_toml.parent
@@ -353,6 +365,7 @@ def batch4_run(epochs: int) -> list[str]:
 LONG = batch4_run(200)
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 130)])
 def test_interrupt_stops_fast_and_keeps_the_history(tiny_toml: Path, sig, code) -> None:
     cwd = tiny_toml.parent
@@ -375,6 +388,7 @@ def test_interrupt_stops_fast_and_keeps_the_history(tiny_toml: Path, sig, code) 
     assert not list(record.path.glob("*.tmp"))
 
 
+@pytest.mark.process
 def test_kill_9_leaves_a_readable_store_and_resume_finishes(tiny_toml: Path) -> None:
     cwd = tiny_toml.parent
     args = batch4_run(3)
@@ -399,12 +413,14 @@ def test_kill_9_leaves_a_readable_store_and_resume_finishes(tiny_toml: Path) -> 
     assert summary["status"] == "finished"
 
 
+@pytest.mark.process
 def test_resume_with_nothing_to_resume_is_a_usage_error(tiny_toml: Path) -> None:
     result = cnntui("--run", "alpha", "--resume", cwd=tiny_toml.parent)
     assert result.returncode == 2
     assert "none of the selected experiments has an unfinished run" in result.stderr
 
 
+@pytest.mark.slow
 def test_tty_progress_uses_a_live_line(tiny_toml: Path) -> None:
     """On a terminal the progress bar redraws in place (carriage returns), then the table."""
     import pty
@@ -447,6 +463,7 @@ def test_tty_progress_uses_a_live_line(tiny_toml: Path) -> None:
     assert "finished" in out
 
 
+@pytest.mark.process
 def test_a_lone_headless_run_at_a_large_batch_uses_every_core(tiny_toml: Path) -> None:
     cwd = tiny_toml.parent
     args = ["--run", "alpha", *SMALL, "--set", "batch_size=128"]
@@ -459,6 +476,7 @@ def test_a_lone_headless_run_at_a_large_batch_uses_every_core(tiny_toml: Path) -
     assert run.summary.device == f"cpu ({n} thread{'s' if n > 1 else ''})"
 
 
+@pytest.mark.process
 def test_a_study_run_shows_validation_and_an_early_stop(tiny_toml: Path) -> None:
     sets = ["val_size=64", "epochs=6", "lr=1e-9", "early_stop_patience=2"]
     result = cnntui(
@@ -475,6 +493,7 @@ def test_a_study_run_shows_validation_and_an_early_stop(tiny_toml: Path) -> None
     assert (record.summary.train_images, record.summary.val_images) == (192, 64)
 
 
+@pytest.mark.process
 def test_list_says_how_many_train_validation_and_test_images_each_experiment_uses(tiny_toml):
     cwd = tiny_toml.parent
     tiny_toml.write_text(
@@ -504,6 +523,7 @@ def test_the_commands_it_suggests_can_be_typed_in_this_shell(tmp_path, monkeypat
     assert command_name() == "cnntui"
 
 
+@pytest.mark.process
 @pytest.mark.slow
 def test_the_readme_quick_try_exports_the_files_it_says(tmp_path: Path) -> None:
     """The README's quick try (the shipped study on synthetic data) says how many files it

@@ -53,6 +53,7 @@ def one_line_error(result: subprocess.CompletedProcess, code: int = 2) -> str:
     return err
 
 
+@pytest.mark.process
 def test_resume_that_would_change_the_model_is_refused_before_anything_is_written(tiny_toml):
     cwd = tiny_toml.parent
     _, record = cancelled_run(tiny_toml)
@@ -63,6 +64,7 @@ def test_resume_that_would_change_the_model_is_refused_before_anything_is_writte
     assert snapshot(cwd / "runs") == before
 
 
+@pytest.mark.process
 def test_a_corrupt_checkpoint_fails_the_resume_and_keeps_the_run_resumable(tiny_toml):
     cwd = tiny_toml.parent
     store, record = cancelled_run(tiny_toml)
@@ -87,6 +89,7 @@ def test_a_corrupt_checkpoint_fails_the_resume_and_keeps_the_run_resumable(tiny_
     assert len(finished.history().batch_losses) == 24
 
 
+@pytest.mark.process
 def test_resume_without_a_checkpoint_refuses_instead_of_starting_over(tiny_toml):
     cwd = tiny_toml.parent
     _, record = cancelled_run(tiny_toml)
@@ -107,6 +110,7 @@ def test_resume_without_a_checkpoint_refuses_instead_of_starting_over(tiny_toml)
         (lambda p: (p / "summary.json").write_text("{"), "summary.json is unreadable"),
     ],
 )
+@pytest.mark.process
 def test_resume_with_a_damaged_run_is_one_line_and_writes_nothing(tiny_toml, damage, message):
     cwd = tiny_toml.parent
     _, record = cancelled_run(tiny_toml)
@@ -117,6 +121,7 @@ def test_resume_with_a_damaged_run_is_one_line_and_writes_nothing(tiny_toml, dam
     assert snapshot(cwd / "runs") == before
 
 
+@pytest.mark.process
 def test_resume_with_a_summary_of_the_wrong_types_still_resumes(tiny_toml):
     cwd = tiny_toml.parent
     store, record = cancelled_run(tiny_toml)
@@ -129,6 +134,7 @@ def test_resume_with_a_summary_of_the_wrong_types_still_resumes(tiny_toml):
     assert store.latest("alpha").summary.epochs_done == 3
 
 
+@pytest.mark.process
 def test_resume_refuses_a_run_directory_that_is_a_symlink_out_of_the_store(tiny_toml):
     cwd = tiny_toml.parent
     _, record = cancelled_run(tiny_toml)
@@ -142,6 +148,7 @@ def test_resume_refuses_a_run_directory_that_is_a_symlink_out_of_the_store(tiny_
     assert snapshot(outside) == before
 
 
+@pytest.mark.process
 def test_a_run_being_trained_is_locked_and_each_table_shows_its_own_run(tiny_toml):
     """Two `cnntui --run alpha` at once: the second cannot resume the first's run, and each
     process's results table shows the run it trained, not the newest in the store."""
@@ -164,6 +171,7 @@ def test_a_run_being_trained_is_locked_and_each_table_shows_its_own_run(tiny_tom
     assert sorted(r.status for r in runs) == ["cancelled", "finished"]
 
 
+@pytest.mark.process
 def test_run_store_files_follow_the_umask(tiny_toml):
     cwd = tiny_toml.parent
     result = subprocess.run(
@@ -244,6 +252,7 @@ def spawn_on_pty(cwd: Path, args: list[str]) -> tuple[int, int]:
     return pid, fd
 
 
+@pytest.mark.process
 def test_a_closed_terminal_leaves_a_headless_run_training_until_cancelled(tiny_toml):
     """The SSH connection drops: SIGHUP, and every later write to the terminal fails. The run
     trains on (as with --detach) until it is cancelled from another shell, and then saves."""
@@ -271,6 +280,7 @@ def test_a_closed_terminal_leaves_a_headless_run_training_until_cancelled(tiny_t
     assert history.epochs_done >= 3 and len(history.batch_losses) > 1500
 
 
+@pytest.mark.slow
 def test_a_closed_terminal_stops_the_tuis_runs_and_saves_them(tiny_toml):
     # Runs in the TUI's threads end with it (worker-process runs go on: test_tui_follow).
     cwd = tiny_toml.parent
@@ -295,6 +305,7 @@ def test_a_closed_terminal_stops_the_tuis_runs_and_saves_them(tiny_toml):
     assert record.history().epochs_done >= 1
 
 
+@pytest.mark.process
 def test_the_table_shows_a_run_that_got_no_directory_not_an_older_run(tiny_toml, monkeypatch):
     import io
 
@@ -319,6 +330,7 @@ def test_the_table_shows_a_run_that_got_no_directory_not_an_older_run(tiny_toml,
     assert row.split()[0] == "alpha" and row.endswith("failed"), row  # not the finished one
 
 
+@pytest.mark.process
 def test_resume_reads_the_data_its_run_was_trained_on_not_the_files_current_setting(tiny_toml):
     """The file now says CIFAR-10 (absent here); the run trained on synthetic data and
     resumes on it, instead of being held back as 'not started: dataset missing'."""

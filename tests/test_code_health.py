@@ -8,6 +8,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parent.parent / "cnntui"
 Definition = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
 
@@ -74,6 +76,7 @@ def foreign_private_uses(path: Path, tree: ast.Module, own: set[str]) -> Iterato
         yield f"{path.relative_to(PACKAGE.parent)}:{node.lineno}:{ast.unparse(node)}"
 
 
+@pytest.mark.slow
 def test_no_private_attribute_of_a_third_party_library() -> None:
     """tomlkit 0.15 dropped Container._insert_after, which the edit form used: cnntui reaches
     other libraries through their public API only (textual-serve's AppService, which

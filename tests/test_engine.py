@@ -96,6 +96,7 @@ def test_batch_losses_are_flushed_when_the_interval_has_passed_on_the_run_clock(
     assert chunks == [(0, 0, 3), (0, 3, 3), (0, 6, 2), (1, 8, 3), (1, 11, 3), (1, 14, 2)]
 
 
+@pytest.mark.slow
 def test_training_learns_the_synthetic_task() -> None:
     exp = tiny_experiment(train_size=2000, test_size=500, epochs=3, batch_size=16, lr=0.02)
     events, _ = run_to_end(exp)

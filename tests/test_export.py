@@ -103,6 +103,7 @@ def suite(tmp_path_factory):
     return store, exps, result, caught, logs
 
 
+@pytest.mark.slow
 def test_every_file_the_issue_lists_is_written(suite) -> None:
     _, _, result, _, _ = suite
     out = result.folder
@@ -248,6 +249,7 @@ def test_group_markdown_reads_as_the_reports_tables(suite) -> None:
 SUITE_DATA = "synthetic data (not CIFAR-10), 128 train / 128 test images"
 
 
+@pytest.mark.slow
 def test_every_figure_and_table_names_the_data_and_its_sizes(suite, tmp_path, monkeypatch):
     """A synthetic quick-try cannot be pasted as CIFAR-10: every exported figure's title,
     every Markdown table's caption line and every CSV row say what the numbers come from."""
@@ -277,6 +279,7 @@ def test_every_figure_and_table_names_the_data_and_its_sizes(suite, tmp_path, mo
             )
 
 
+@pytest.mark.slow
 def test_a_run_from_before_sizes_were_recorded_gets_them_from_its_settings(suite, tmp_path):
     store, exps, _, _, _ = suite
     shutil.copytree(store.root, tmp_path / "runs")
@@ -336,6 +339,7 @@ def test_chinese_titles_export_without_glyph_warnings(suite) -> None:
     assert result.warnings == []
 
 
+@pytest.mark.slow
 def test_without_a_cjk_font_export_succeeds_says_so_once_and_uses_names(
     suite, tmp_path, monkeypatch
 ) -> None:
@@ -376,6 +380,7 @@ def test_svg_and_pdf_render_chinese_titles(suite) -> None:
         assert glyph_problems(caught, []) == []
 
 
+@pytest.mark.slow
 def test_a_partial_run_is_exported_with_what_it_completed(tmp_path) -> None:
     store = RunStore(tmp_path / "runs")
     exp = tiny_experiment(name="part", title="部分", group="p", epochs=3, train_size=128)
@@ -392,6 +397,7 @@ def test_a_partial_run_is_exported_with_what_it_completed(tmp_path) -> None:
     assert "cancelled, 1/3 ep." in (tmp_path / "out" / "p" / "results.md").read_text("utf-8")
 
 
+@pytest.mark.slow
 def test_a_run_that_recorded_nothing_is_not_exported(tmp_path, monkeypatch) -> None:
     import torchvision.datasets.utils as tvu
 
@@ -423,6 +429,7 @@ def test_a_newer_run_that_never_finished_an_epoch_does_not_hide_an_older_one(sui
         shutil.rmtree(newer.path)
 
 
+@pytest.mark.slow
 def test_exporting_again_replaces_cleanly_and_threads_give_the_same_bytes(suite, tmp_path) -> None:
     store, exps, result, _, _ = suite
     shutil.copytree(result.folder, tmp_path / "a")
@@ -492,6 +499,7 @@ def _cjk_fonts() -> figures.Fonts:
     return figures.Fonts((figures.BASE_FONT, cjk))
 
 
+@pytest.mark.slow
 def test_an_emoji_title_with_a_cjk_font_installed_does_not_ask_for_one(suite, tmp_path) -> None:
     _cjk_fonts()
     store, exps, _, _, _ = suite
@@ -735,6 +743,7 @@ def _wqy_font() -> bool:
     not shutil.which("xelatex"),
     reason="xelatex is not installed (Debian: texlive-xetex, as .ci/run installs)",
 )
+@pytest.mark.process
 @pytest.mark.skipif(not _wqy_font(), reason="no CJK font (Debian: fonts-wqy-microhei)")
 def test_every_exported_latex_table_prints_at_text_width(suite, tmp_path) -> None:
     _, _, result, _, _ = suite
@@ -789,6 +798,7 @@ def test_latex_escapes_what_tex_would_read_as_commands() -> None:
     assert r"100\% 测试 \& more\_x\\{}(\texttt{odd})" in full  # the name under the title
 
 
+@pytest.mark.slow
 def test_csv_cells_a_spreadsheet_would_run_as_formulas_are_written_as_text(suite, tmp_path):
     """OWASP's CSV injection: text starting =, +, -, @, tab or CR gets a leading ' in every
     CSV an export writes; numbers, negative ones included, stay numbers."""
@@ -820,6 +830,7 @@ def test_csv_cells_a_spreadsheet_would_run_as_formulas_are_written_as_text(suite
     assert (tables.csv_text("\rx"), tables.csv_text(-0.05)) == ("'\rx", -0.05)
 
 
+@pytest.mark.slow
 def test_a_title_matplotlib_cannot_read_as_math_is_drawn_as_plain_text(
     suite, tmp_path, monkeypatch
 ):

@@ -297,6 +297,7 @@ def _assert_legends_clear(fig, renderer) -> None:
                     assert not _overlap(box, t.get_window_extent(renderer)), title
 
 
+@pytest.mark.slow
 def test_no_legend_covers_data_or_a_title() -> None:
     """In every figure, even where the data fill every corner of the axes (noisy batch
     losses, a spike at the top right where the legend used to sit, epoch curves through every

@@ -32,12 +32,14 @@ def loaded_after(code: str) -> set[str]:
     return set(out.split())
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("module", HEADLESS)
 def test_headless_module_does_not_import_textual(module: str) -> None:
     mods = loaded_after(f"import {module}")
     assert "textual" not in mods and "plotext" not in mods
 
 
+@pytest.mark.process
 def test_help_does_not_import_torch() -> None:
     mods = loaded_after(
         "import sys; sys.argv = ['cnntui', '--help']\n"
@@ -48,11 +50,13 @@ def test_help_does_not_import_torch() -> None:
     assert "torch" not in mods and "textual" not in mods and "matplotlib" not in mods
 
 
+@pytest.mark.process
 def test_list_does_not_import_torch() -> None:
     mods = loaded_after("from cnntui.cli import main\nmain(['--list'])")
     assert "torch" not in mods
 
 
+@pytest.mark.process
 def test_ray_scheduler_imports_neither_ray_nor_torch_until_it_runs() -> None:
     """The lifecycle and the Ray scheduler module load without Ray: they import it when a run
     goes to a cluster, so a machine without the ray extra uses cnntui as before."""

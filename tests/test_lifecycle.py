@@ -81,6 +81,7 @@ def test_cpu_runs_get_the_jobs_cpu_slots_and_no_gpu_means_cpu() -> None:
     assert [g for _, g in placed] == [None]
 
 
+@pytest.mark.process
 def test_a_worker_is_pinned_to_its_gpu(study: Path, tmp_path: Path) -> None:
     store = RunStore(study / "runs")
     lifecycle.submit(store, experiments(study, device="cuda"))
@@ -99,6 +100,7 @@ def test_a_worker_is_pinned_to_its_gpu(study: Path, tmp_path: Path) -> None:
 # --- detached runs, end to end on the CPU --------------------------------------------------
 
 
+@pytest.mark.process
 def test_detach_returns_at_once_and_the_runs_finish_in_the_background(study: Path) -> None:
     result = cnntui("--run", "all", "--detach", "--jobs", "2", cwd=study, timeout=60)
     assert result.returncode == 0, result.stderr
@@ -130,6 +132,7 @@ def test_detach_returns_at_once_and_the_runs_finish_in_the_background(study: Pat
     )
 
 
+@pytest.mark.process
 def test_live_losses_are_seen_mid_epoch_and_cancel_works_queued_and_running(study: Path):
     long = ["--set", "train_size=6000", "--set", "batch_size=4", "--set", "epochs=3"]
     result = cnntui("--run", "all", "--detach", *long, cwd=study, timeout=60)
@@ -165,6 +168,7 @@ def test_live_losses_are_seen_mid_epoch_and_cancel_works_queued_and_running(stud
     assert again.returncode == 2 and "none of its runs is queued or running" in again.stderr
 
 
+@pytest.mark.process
 def test_kill_9_of_the_scheduler_loses_no_queued_run(study: Path) -> None:
     store = RunStore(study / "runs")
     exps = experiments(study, train_size=3000, batch_size=4, epochs=1)
@@ -187,6 +191,7 @@ def test_kill_9_of_the_scheduler_loses_no_queued_run(study: Path) -> None:
     poll(both_finished, DEADLINE, "the queue to drain")
 
 
+@pytest.mark.process
 def test_kill_9_of_a_worker_reads_interrupted_and_resumes(study: Path) -> None:
     long = ["--set", "train_size=2000", "--set", "batch_size=4", "--set", "epochs=3"]
     assert cnntui("--run", "alpha", "--detach", *long, cwd=study, timeout=60).returncode == 0
@@ -222,6 +227,7 @@ def test_kill_9_of_a_worker_reads_interrupted_and_resumes(study: Path) -> None:
     assert np.array_equal(live, np.asarray(history.batch_losses))
 
 
+@pytest.mark.process
 def test_two_processes_never_launch_the_same_run_twice(study: Path) -> None:
     store = RunStore(study / "runs")
     lifecycle.submit(store, experiments(study), jobs=2)
@@ -250,6 +256,7 @@ def test_two_processes_never_launch_the_same_run_twice(study: Path) -> None:
     assert (other.path / st.WORKER_LOG).read_text().count("training") == 1
 
 
+@pytest.mark.process
 def test_a_run_in_a_thread_writes_live_files_too(study: Path) -> None:
     result = cnntui("--run", "alpha", cwd=study)
     assert result.returncode == 0, result.stderr
@@ -264,6 +271,7 @@ def test_a_run_in_a_thread_writes_live_files_too(study: Path) -> None:
 PROCESS = ["--set", "executor=process", "--set", "train_size=3000", "--set", "batch_size=4"]
 
 
+@pytest.mark.process
 def test_attached_process_runs_survive_a_hangup_of_their_terminal(study: Path) -> None:
     proc = start("--run", "all", "--jobs", "2", *PROCESS, cwd=study)
     line(proc, "started on")
@@ -278,6 +286,7 @@ def test_attached_process_runs_survive_a_hangup_of_their_terminal(study: Path) -
     )
 
 
+@pytest.mark.process
 def test_attached_process_runs_stop_and_save_on_ctrl_c(study: Path) -> None:
     proc = start("--run", "alpha", *PROCESS, "--set", "epochs=5", cwd=study)
     line(proc, "epoch 1/5")
@@ -331,6 +340,7 @@ def test_gpus_setting_is_checked_and_normalised() -> None:
         check_value("executor", "ray")
 
 
+@pytest.mark.process
 def test_a_run_whose_worker_cannot_start_is_failed_not_relaunched_forever(study, tmp_path):
     store = RunStore(study / "runs")
     lifecycle.submit(store, experiments(study)[:1])
@@ -358,6 +368,7 @@ def test_a_starting_scheduler_rides_over_a_probe_of_its_lock(study: Path) -> Non
     lock.release()
 
 
+@pytest.mark.process
 def test_status_of_a_missing_or_file_runs_dir_is_one_line(study: Path) -> None:
     empty = cnntui("--status", "--runs-dir", "nowhere", cwd=study)
     assert empty.returncode == 0 and "no runs in nowhere" in empty.stdout, empty.stderr
@@ -368,6 +379,7 @@ def test_status_of_a_missing_or_file_runs_dir_is_one_line(study: Path) -> None:
     assert not (study / "nowhere").exists()
 
 
+@pytest.mark.process
 def test_attached_thread_runs_go_on_after_a_hangup_of_their_terminal(study: Path) -> None:
     # Two runs, one job: the second is still waiting when the terminal goes away.
     proc = start("--run", "all", "--set", "epochs=3", cwd=study)
@@ -383,6 +395,7 @@ def test_attached_thread_runs_go_on_after_a_hangup_of_their_terminal(study: Path
     assert all(r.summary.epochs_done == 3 for r in store.runs())
 
 
+@pytest.mark.process
 def test_a_run_that_ends_between_two_looks_is_followed_to_its_real_end(tmp_path: Path) -> None:
     """A follower read `running`; the worker then wrote `finished` and exited before the
     follower looked at its process. The run is not reported as dead: the next poll reads how

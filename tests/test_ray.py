@@ -24,6 +24,8 @@ from tests.conftest import tiny_experiment
 from tests.test_cli import cnntui
 from tests.waiting import poll
 
+pytestmark = pytest.mark.ray  # a local Ray for the whole module
+
 DEADLINE = 240.0  # a busy 2-core machine starts Ray workers (and torch in them) slowly
 NEEDS_RAY = pytest.mark.skipif(
     rayexec.ray_missing() is not None,
@@ -88,6 +90,7 @@ def assert_same_history(a, b) -> None:
 # --- without a cluster ----------------------------------------------------------------------
 
 
+@pytest.mark.process
 def test_cluster_without_ray_is_one_line_exit_2(tiny_toml: Path) -> None:
     """With Ray hidden from the interpreter, --cluster says what to install."""
     code = (
@@ -160,6 +163,7 @@ def test_request_places_or_refuses_with_the_reason() -> None:
 # --- on a local Ray -------------------------------------------------------------------------
 
 
+@pytest.mark.process
 @NEEDS_RAY
 def test_study_on_ray_has_the_files_of_a_local_run(cluster: str, tiny_toml: Path) -> None:
     """`--run all --cluster ADDR` trains every run on Ray; the store then holds what a local
@@ -312,6 +316,7 @@ def test_node_without_the_data_says_so(cluster: str, tmp_path: Path) -> None:
     assert "\n" not in reason
 
 
+@pytest.mark.process
 @NEEDS_RAY
 def test_unreachable_cluster_fails_the_runs_in_one_line(tiny_toml: Path) -> None:
     cwd = tiny_toml.parent

@@ -49,6 +49,7 @@ def test_only_declared_names_can_be_registered() -> None:
         MODELS.register("lenet")(lambda *a: None)
 
 
+@pytest.mark.process
 def test_config_checks_names_without_loading_torch() -> None:
     code = "import sys, cnntui.core.config as c\nprint('torch' in sys.modules, 'lenet' in c.MODELS)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -136,6 +136,7 @@ def test_a_run_is_locked_while_this_process_trains_it(runs_dir: Path) -> None:
     assert store_mod.lock_holder(run.path) is None  # released when the run ends
 
 
+@pytest.mark.process
 def test_a_running_summary_whose_lock_is_free_reads_as_interrupted(runs_dir: Path) -> None:
     """A pid that lives (here: a sleeping process, as after pid reuse) does not make a run
     `running` when nothing holds its lock."""
@@ -154,6 +155,7 @@ def test_a_running_summary_whose_lock_is_free_reads_as_interrupted(runs_dir: Pat
         sleeper.wait()
 
 
+@pytest.mark.process
 def test_a_lock_held_by_another_process_is_seen_and_refused(runs_dir: Path) -> None:
     store = RunStore(runs_dir)
     exp = tiny_experiment()
@@ -182,6 +184,7 @@ def test_a_lock_held_by_another_process_is_seen_and_refused(runs_dir: Path) -> N
     assert store_mod.lock_holder(run.path) is None  # the OS let go when it died
 
 
+@pytest.mark.process
 def test_a_worker_process_trains_a_resumed_run_while_the_parent_holds_its_lock(runs_dir):
     store = RunStore(runs_dir)
     exp, record, _ = cancelled_in_epoch_2(store)
@@ -330,6 +333,7 @@ def test_a_missing_or_broken_config_raises_run_file_error(runs_dir: Path) -> Non
             store.latest("tiny").experiment()
 
 
+@pytest.mark.process
 async def test_the_tui_starts_on_damaged_runs_and_shows_dead_ones_interrupted(
     tiny_toml, runs_dir, tmp_path
 ) -> None:

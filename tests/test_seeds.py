@@ -252,6 +252,7 @@ def study(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.process
 def test_a_study_trains_each_seed_as_a_run_of_its_experiment(study: Path) -> None:
     store = RunStore(study / "runs")
     for name in ("base", "fast", "grid.lr=0.1+momentum=0.0", "grid.lr=0.01+momentum=0.9"):

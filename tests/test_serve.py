@@ -167,6 +167,7 @@ def served(study: Path) -> Iterator[Served]:
 @pytest.mark.parametrize(
     "moment", ["once the tab has drawn", "while the tab starts", "twice while the tab starts"]
 )
+@pytest.mark.process
 async def test_the_server_answers_runs_a_tab_and_stops_cleanly_on_ctrl_c(served, moment):
     import asyncio
 
@@ -209,6 +210,7 @@ async def test_the_server_answers_runs_a_tab_and_stops_cleanly_on_ctrl_c(served,
     assert err.strip() == "cnntui serve: stopped"
 
 
+@pytest.mark.process
 async def test_pages_of_other_sites_cannot_drive_a_local_server(served: Served) -> None:
     import aiohttp
 
@@ -221,6 +223,7 @@ async def test_pages_of_other_sites_cannot_drive_a_local_server(served: Served) 
     assert tab_pids(served.folder / "experiments.toml") == []
 
 
+@pytest.mark.process
 async def test_a_file_broken_since_the_server_started_is_said_on_the_page(served: Served):
     import aiohttp
 
@@ -237,6 +240,7 @@ async def test_a_file_broken_since_the_server_started_is_said_on_the_page(served
     assert tab_pids(config) == []
 
 
+@pytest.mark.process
 def test_only_a_visitor_with_the_printed_token_gets_in(served: Served) -> None:
     """Any user of the machine can reach 127.0.0.1: the page, its files and its WebSocket
     need the token serve printed (or the cookie its first visit sets)."""
@@ -265,6 +269,7 @@ def test_only_a_visitor_with_the_printed_token_gets_in(served: Served) -> None:
     [(False, "http://"), (True, "https://"), (True, "")],
     ids=["no token", "another scheme", "no scheme"],
 )
+@pytest.mark.process
 async def test_a_websocket_without_the_token_or_from_another_scheme_is_refused(
     served, token, scheme
 ):
@@ -278,6 +283,7 @@ async def test_a_websocket_without_the_token_or_from_another_scheme_is_refused(
     assert tab_pids(served.folder / "experiments.toml") == []
 
 
+@pytest.mark.process
 def test_static_lists_no_folder(served: Served) -> None:
     for folder in ("/static/", "/static/js/", "/static/js", "/static/fonts/"):
         status, text = served.get(f"{served.base}{folder}?token={served.token}")
@@ -287,6 +293,7 @@ def test_static_lists_no_folder(served: Served) -> None:
 @pytest.mark.parametrize(
     "host", [b"Host: \r\n", b"", b"Host: 127.0.0.1:99999\r\n"], ids=["empty", "none", "bad"]
 )
+@pytest.mark.process
 def test_a_request_without_a_valid_host_is_400_and_one_log_line(served, host) -> None:
     with socket.create_connection(("127.0.0.1", served.port), timeout=10) as s:
         s.sendall(b"GET /?token=" + served.token.encode() + b" HTTP/1.1\r\n" + host)
@@ -342,6 +349,7 @@ def environment_of(pid: int) -> dict[str, str]:
     return {}
 
 
+@pytest.mark.process
 async def test_tabs_are_bounded_and_a_full_server_says_so(study: Path) -> None:
     import asyncio
 
@@ -379,6 +387,7 @@ async def test_tabs_are_bounded_and_a_full_server_says_so(study: Path) -> None:
 
 async def test_a_tab_gets_its_screen_size_clamped_and_odd_messages_ignored() -> None:
     from aiohttp import WSMsgType
+
     from cnntui.serve.app import CnnTuiServer
 
     class Message:
@@ -439,6 +448,7 @@ async def test_a_tab_gets_its_screen_size_clamped_and_odd_messages_ignored() -> 
     assert tab.keys == b"q" and browser.sent == [["pong", "1"]]
 
 
+@pytest.mark.process
 def test_a_port_in_use_is_one_line_and_exit_2(study: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -588,6 +598,8 @@ def screenshot(page, name: str) -> Path:
     return path
 
 
+@pytest.mark.browser
+@pytest.mark.process
 def test_the_browser_shows_the_study_and_keys_reach_the_app(served: Served, browser) -> None:
     page = browser.new_page()
     page.goto(served.url)
@@ -602,6 +614,8 @@ def test_the_browser_shows_the_study_and_keys_reach_the_app(served: Served, brow
     poll(lambda: "cnntui keys" not in page.evaluate(SCREEN_TEXT), DEADLINE, "help to close")
 
 
+@pytest.mark.browser
+@pytest.mark.process
 def test_a_run_started_in_a_tab_goes_on_after_it_closes_and_shows_live_in_another(
     served: Served, browser
 ) -> None:

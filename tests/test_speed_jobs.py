@@ -30,6 +30,7 @@ def by_run(events) -> dict[str, tuple[list[float], list[float], type]]:
     return out
 
 
+@pytest.mark.process
 def test_processes_give_the_same_runs_as_threads(runs_dir: Path) -> None:
     jobs = [Job(tiny_experiment(name=f"run{i}", seed=i)) for i in range(3)]  # 3 jobs, 2 workers
     cancel = threading.Event()
@@ -44,6 +45,7 @@ def test_processes_give_the_same_runs_as_threads(runs_dir: Path) -> None:
         assert record.status == "finished" and record.history().batch_losses == losses
 
 
+@pytest.mark.process
 def test_cancel_reaches_worker_processes_and_they_save(runs_dir: Path) -> None:
     jobs = [
         Job(tiny_experiment(name=f"long{i}", train_size=20_000, batch_size=4, epochs=1))
@@ -74,6 +76,7 @@ class DyingStore(RunStore):
         return super().create(experiment)
 
 
+@pytest.mark.process
 def test_a_worker_process_that_dies_fails_its_run_not_the_others(runs_dir: Path) -> None:
     jobs = [Job(tiny_experiment(name="doomed")), Job(tiny_experiment(name="fine"))]
     events = list(run_jobs(jobs, DyingStore(runs_dir), threading.Event(), 2, "process"))

@@ -50,6 +50,7 @@ def queue_alpha(cwd: Path) -> st.RunRecord:
 # --- item 1: links are never followed -------------------------------------------------------
 
 
+@pytest.mark.process
 def test_a_scheduler_lock_that_is_a_link_is_refused_and_its_target_kept(study: Path) -> None:
     runs = study / "runs"
     runs.mkdir()
@@ -63,6 +64,7 @@ def test_a_scheduler_lock_that_is_a_link_is_refused_and_its_target_kept(study: P
     (runs / st.SCHEDULER_LOCK).unlink()  # for the fixture, which looks for a scheduler
 
 
+@pytest.mark.process
 def test_a_scheduler_log_that_is_a_dangling_link_creates_nothing_outside(study: Path) -> None:
     runs = study / "runs"
     runs.mkdir()
@@ -73,6 +75,7 @@ def test_a_scheduler_log_that_is_a_dangling_link_creates_nothing_outside(study: 
     assert not target.exists() and not target.parent.exists()
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("dangling", [False, True], ids=["to a file", "dangling"])
 def test_cancel_never_writes_through_a_run_lock_that_is_a_link(tiny_toml, dangling) -> None:
     cwd = tiny_toml.parent
@@ -86,6 +89,7 @@ def test_cancel_never_writes_through_a_run_lock_that_is_a_link(tiny_toml, dangli
     assert RunStore.read(record.path).status == "queued"  # nothing else was changed
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("kind", ["link", "dangling link", "FIFO", "directory"])
 def test_resume_refuses_a_live_file_it_cannot_write_before_writing_anything(tiny_toml, kind):
     """With live.f64 a link a resume wrote batch losses into the file it led to; with a FIFO
@@ -125,6 +129,7 @@ def test_a_worker_log_that_is_a_link_fails_the_run_and_writes_nothing_outside(ti
     assert sched.queued() == []  # not started again and again
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("how", ["--run alpha", "--run alpha --detach"])
 def test_a_new_run_is_never_written_through_an_experiment_directory_link(study: Path, how):
     """One rule with --resume, which refused such a run already."""
@@ -149,6 +154,7 @@ def test_the_heartbeat_is_never_touched_through_a_link(tiny_toml) -> None:
 # --- item 3: a FIFO never hangs cnntui ------------------------------------------------------
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("fifo", [st.HEARTBEAT_FILE, st.LOCK_FILE])
 def test_a_fifo_in_a_running_run_hangs_no_command(study: Path, fifo: str) -> None:
     """alpha reads running (this process's pid; it holds the lock when that is a file), and

@@ -197,6 +197,7 @@ def snapshot(root: Path) -> dict[str, bytes]:
 # -- properties ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @FUZZ
 @given(data=st.data())
 def test_listing_a_damaged_run_never_raises(template: Path, data) -> None:
@@ -232,6 +233,7 @@ def test_the_tui_starts_on_a_damaged_run(template: Path, data) -> None:
         session.resumable(EXP.name)
 
 
+@pytest.mark.slow
 @settings(FUZZ, max_examples=20)
 @given(data=st.data())
 def test_exporting_a_damaged_run_never_raises(template: Path, data) -> None:
@@ -239,6 +241,7 @@ def test_exporting_a_damaged_run_never_raises(template: Path, data) -> None:
         export_all(store, [EXP], tmp / "exports", ("png",), dpi=20)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(data=st.data())
 def test_resuming_a_damaged_run_never_raises_and_never_loses_an_epoch(template, data) -> None:
@@ -362,6 +365,7 @@ def one_line(e: Exception) -> None:
     assert str(e) and "\n" not in str(e), repr(e)
 
 
+@pytest.mark.process
 @settings(FUZZ, max_examples=40)
 @given(data=st.data())
 def test_listing_status_and_cancel_never_hang_nor_write_outside(template, sleeper, data) -> None:
@@ -389,6 +393,7 @@ def test_listing_status_and_cancel_never_hang_nor_write_outside(template, sleepe
         unchanged()
 
 
+@pytest.mark.slow
 @settings(FUZZ, max_examples=20)
 @given(data=st.data())
 def test_exporting_never_hangs_nor_writes_outside(template, sleeper, data) -> None:
@@ -397,6 +402,7 @@ def test_exporting_never_hangs_nor_writes_outside(template, sleeper, data) -> No
         unchanged()
 
 
+@pytest.mark.slow
 @settings(FUZZ, max_examples=20)
 @given(data=st.data())
 def test_resuming_never_hangs_nor_writes_outside_nor_loses_an_epoch(template, sleeper, data):

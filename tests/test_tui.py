@@ -55,6 +55,7 @@ def slow_trainer(delay: float = 0.02):
 # -- running, cancelling, failing ------------------------------------------------------------
 
 
+@pytest.mark.process
 async def test_run_finishes_with_a_results_row(tiny_toml, runs_dir, tmp_path):
     app = make_app(tiny_toml, {}, runs_dir, tmp_path / "exports")
     async with app.run_test(size=SIZE) as pilot:
@@ -74,6 +75,7 @@ async def test_run_finishes_with_a_results_row(tiny_toml, runs_dir, tmp_path):
     assert summary["status"] == "finished" and summary["epochs_done"] == 2
 
 
+@pytest.mark.process
 async def test_cancel_stops_the_run_and_keeps_its_history(tiny_toml, runs_dir, tmp_path):
     app = make_app(tiny_toml, {"epochs": 500}, runs_dir, tmp_path / "exports")
     async with app.run_test(size=SIZE) as pilot:
@@ -113,6 +115,7 @@ async def test_a_failing_run_shows_its_reason_and_the_app_stays(tmp_path, runs_d
         assert app.is_running
 
 
+@pytest.mark.slow
 async def test_run_all_queues_beyond_the_jobs_limit(tiny_toml, runs_dir, tmp_path):
     app = make_app(
         tiny_toml,
@@ -160,6 +163,7 @@ async def test_updates_are_throttled_at_the_source(tiny_toml, runs_dir, tmp_path
     assert len(state.history.batch_losses) == 6 * tui_fake.BATCHES  # and not one batch loss lost
 
 
+@pytest.mark.slow
 async def test_export_names_the_folder_and_a_bad_folder_is_an_error(tiny_toml, runs_dir, tmp_path):
     exports = tmp_path / "exports"
     app = make_app(tiny_toml, {}, runs_dir, exports, trainer=fake_train, device_label="cpu")
@@ -178,6 +182,7 @@ async def test_export_names_the_folder_and_a_bad_folder_is_an_error(tiny_toml, r
         assert app.is_running
 
 
+@pytest.mark.slow
 async def test_export_without_a_cjk_font_says_which_package_to_install(
     tiny_toml, runs_dir, tmp_path, monkeypatch
 ):
@@ -202,6 +207,7 @@ async def test_export_without_a_cjk_font_says_which_package_to_install(
 # -- marks, views, sorting, help ----------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_marked_runs_are_overlaid_and_results_sort(tiny_toml, runs_dir, tmp_path):
     app = make_app(tiny_toml, {}, runs_dir, tmp_path / "x", 2, trainer=fake_train)
     async with app.run_test(size=SIZE) as pilot:
@@ -229,6 +235,7 @@ async def test_marked_runs_are_overlaid_and_results_sort(tiny_toml, runs_dir, tm
         assert app.screen is app.main
 
 
+@pytest.mark.process
 async def test_resume_continues_the_latest_unfinished_run(tiny_toml, runs_dir, tmp_path):
     from cnntui.core.engine import train
     from cnntui.core.events import EpochEnd
@@ -268,6 +275,7 @@ async def type_into(pilot, app, key: str, value: str) -> None:
     await pilot.press(*value)
 
 
+@pytest.mark.slow
 async def test_edit_saves_and_keeps_the_comment(tiny_toml, runs_dir, tmp_path):
     app = make_app(tiny_toml, {}, runs_dir, tmp_path / "x", device_label="cpu")
     async with app.run_test(size=SIZE) as pilot:
@@ -287,6 +295,7 @@ async def test_edit_saves_and_keeps_the_comment(tiny_toml, runs_dir, tmp_path):
     assert load(tiny_toml).get("beta").lr == 0.02
 
 
+@pytest.mark.slow
 async def test_new_and_duplicate_append_experiments(tiny_toml, runs_dir, tmp_path):
     app = make_app(tiny_toml, {}, runs_dir, tmp_path / "x", device_label="cpu")
     async with app.run_test(size=SIZE) as pilot:
@@ -345,6 +354,7 @@ async def test_app_opens_on_a_broken_file(tmp_path, runs_dir):
 # -- quitting -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_quit_with_a_run_active_asks_cancels_and_keeps_history(tiny_toml, runs_dir, tmp_path):
     # Runs in threads of the app's process: they cannot outlive it, so quitting cancels them.
     app = make_app(tiny_toml, {"epochs": 500}, runs_dir, tmp_path / "x", executor="thread")
@@ -373,6 +383,7 @@ async def test_quit_with_nothing_running_quits_at_once(tiny_toml, runs_dir, tmp_
         await until(pilot, lambda: not app.is_running)  # it never asks
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [(80, 24), (120, 40)])
 async def test_everything_fits(tiny_toml, runs_dir, tmp_path, size):
     app = make_app(tiny_toml, {}, runs_dir, tmp_path / "x", trainer=fake_train, device_label="c")
@@ -452,6 +463,7 @@ def chart_text(app, chart_id: str) -> str:
     return "\n".join(line.text for line in chart.render_lines(chart.region.reset_offset))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [(80, 24), (120, 40)])
 async def test_log_scale_before_any_data_then_run_keeps_the_app(
     tiny_toml, runs_dir, tmp_path, size
@@ -515,6 +527,7 @@ def interrupted_run(tiny_toml: Path, runs_dir: Path) -> Path:
     return run.path
 
 
+@pytest.mark.process
 async def test_a_run_whose_process_died_shows_interrupted_and_how_to_resume(
     tiny_toml, runs_dir, tmp_path
 ):
@@ -532,6 +545,7 @@ async def test_a_run_whose_process_died_shows_interrupted_and_how_to_resume(
         assert app.main.session.latest("alpha").run_dir == str(path)
 
 
+@pytest.mark.process
 async def test_a_run_another_process_trains_turns_interrupted_when_it_dies(
     tiny_toml, runs_dir, tmp_path
 ):
@@ -567,6 +581,7 @@ async def test_a_run_another_process_trains_turns_interrupted_when_it_dies(
         other.wait()
 
 
+@pytest.mark.process
 def test_list_shows_the_latest_runs_status_and_fits_80_columns(tiny_toml, runs_dir):
     import os
     import subprocess
@@ -602,6 +617,7 @@ def test_list_shows_the_latest_runs_status_and_fits_80_columns(tiny_toml, runs_d
     assert "R in the TUI" not in " ".join(study)  # nothing of the study's to resume
 
 
+@pytest.mark.slow
 async def test_run_all_asks_before_running_finished_experiments_again(
     tiny_toml, runs_dir, tmp_path
 ):
@@ -671,6 +687,7 @@ async def test_home_and_end_move_the_experiment_cursor(tiny_toml, runs_dir, tmp_
         assert app.main.table.highlighted == "alpha"
 
 
+@pytest.mark.slow
 async def test_results_keep_the_name_in_view_and_widen_cells(tiny_toml, runs_dir, tmp_path):
     from textual.widgets.data_table import ColumnKey
 
@@ -694,6 +711,7 @@ async def test_results_keep_the_name_in_view_and_widen_cells(tiny_toml, runs_dir
         assert first.lstrip().startswith("alpha"), first
 
 
+@pytest.mark.slow
 async def test_the_form_shows_what_set_overrides(tiny_toml, runs_dir, tmp_path):
     overrides = {"lr": 0.5, "epochs": 1}
     app = make_app(tiny_toml, overrides, runs_dir, tmp_path / "x", device_label="c")
@@ -712,6 +730,7 @@ async def test_the_form_shows_what_set_overrides(tiny_toml, runs_dir, tmp_path):
     assert "epochs = 1" not in tiny_toml.read_text()
 
 
+@pytest.mark.slow
 async def test_curves_of_a_run_with_previous_settings_say_so(tiny_toml, runs_dir, tmp_path):
     app = make_app(tiny_toml, {}, runs_dir, tmp_path / "x", trainer=fake_train, device_label="c")
     async with app.run_test(size=SIZE) as pilot:
@@ -828,6 +847,7 @@ def classes_text(app) -> str:
     return str(app.screen.query_one("#classes", Static).render())
 
 
+@pytest.mark.slow
 async def test_k_shows_the_runs_confusion_matrix_and_per_class_accuracy(
     tiny_toml, runs_dir, tmp_path
 ):
@@ -878,6 +898,7 @@ async def test_k_shows_the_runs_confusion_matrix_and_per_class_accuracy(
         assert "lr " not in key  # no schedule, no learning rate in the key
 
 
+@pytest.mark.slow
 async def test_the_matrix_appears_when_the_first_epoch_ends(tiny_toml, runs_dir, tmp_path):
     from cnntui.core.events import EpochEnd
 
@@ -902,6 +923,7 @@ async def test_the_matrix_appears_when_the_first_epoch_ends(tiny_toml, runs_dir,
         await until(pilot, lambda: status_cell(app, "alpha").startswith("finished"))
 
 
+@pytest.mark.process
 async def test_a_scheduled_run_shows_its_learning_rate_and_validation(
     tiny_toml, runs_dir, tmp_path
 ):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from rich.cells import cell_len
 from textual.widgets import Static
 
@@ -17,6 +18,7 @@ from .waiting import until
 SIZE = (80, 24)
 
 
+@pytest.mark.slow
 async def test_j_and_k_move_in_the_lists_and_shift_c_opens_the_confusion_view(
     tiny_toml, runs_dir, tmp_path
 ):
@@ -112,6 +114,7 @@ def stored_run(runs: Path, name: str, run_id: str, acc: float, **settings) -> No
     run.path.rename(target)
 
 
+@pytest.mark.slow
 async def test_the_key_line_wraps_whole_and_keeps_the_per_epoch_key_in_view(tmp_path):
     old = {**QUICK, "epochs": 2, "test_size": 100}
     stored_run(tmp_path / "runs", "high-lr", "20260101-000000-aaaaaa", 0.473, **old)
@@ -145,6 +148,7 @@ def column_starts(table) -> list[int]:
     return starts
 
 
+@pytest.mark.slow
 async def test_results_scroll_sideways_by_whole_columns(tmp_path):
     for i, name in enumerate(("high-lr", "strong-reg", "arch-resnet")):
         stored_run(tmp_path / "runs", name, f"20260101-00000{i}-aaaaaa", 0.2 + i / 10, **QUICK)

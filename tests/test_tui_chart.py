@@ -154,6 +154,7 @@ def drawn(lines: list[str]) -> bool:
     return any(ch in MARKS for line in lines[1:] for ch in line)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [(80, 24), (120, 40)])
 async def test_every_chart_draws_in_every_mode(tiny_toml, tmp_path, size):
     from cnntui.tui.app import make_app

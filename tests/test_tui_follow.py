@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from cnntui.runs import lifecycle
 from cnntui.runs.gpus import GIB, Gpu
 from cnntui.runs.store import RunStore
@@ -28,6 +30,7 @@ def live(store: RunStore, name: str) -> str:
     return record.status if record else "none"
 
 
+@pytest.mark.process
 async def test_a_run_another_process_queued_shows_live_and_c_cancels_it(study, tmp_path):
     store = RunStore(study / "runs")
     app = make_app(study / "experiments.toml", {}, store.root, tmp_path / "x", device_label="c")
@@ -63,6 +66,7 @@ async def test_a_run_another_process_queued_shows_live_and_c_cancels_it(study, t
         assert record.summary.reason == "cancelled by the user"
 
 
+@pytest.mark.process
 async def test_quit_asks_keep_or_cancel_and_keep_leaves_the_run_training(study, tmp_path):
     store = RunStore(study / "runs")
     app = make_app(study / "experiments.toml", LONG, store.root, tmp_path / "x", device_label="c")
@@ -95,6 +99,7 @@ async def test_quit_asks_keep_or_cancel_and_keep_leaves_the_run_training(study, 
     assert store.latest("alpha").summary.batches_done >= done
 
 
+@pytest.mark.process
 async def test_quit_and_cancel_stops_the_worker_and_saves(study, tmp_path):
     store = RunStore(study / "runs")
     app = make_app(study / "experiments.toml", LONG, store.root, tmp_path / "x", device_label="c")
@@ -128,6 +133,7 @@ def fake_remote_run(runs: Path, gpu: int, pid: int) -> Path:
     return path
 
 
+@pytest.mark.process
 async def test_header_shows_every_gpu_and_our_runs_on_it(tiny_toml, runs_dir, tmp_path):
     def inventory() -> list[Gpu]:
         return [
@@ -148,6 +154,7 @@ async def test_header_shows_every_gpu_and_our_runs_on_it(tiny_toml, runs_dir, tm
         other.wait()
 
 
+@pytest.mark.slow
 async def test_no_gpu_keeps_the_header_as_it_was(tiny_toml, runs_dir, tmp_path):
     app = make_app(tiny_toml, {}, runs_dir, tmp_path / "x", inventory=list)
     async with app.run_test(size=SIZE) as pilot:
@@ -156,6 +163,7 @@ async def test_no_gpu_keeps_the_header_as_it_was(tiny_toml, runs_dir, tmp_path):
         assert "GiB" not in app.sub_title or "cuda" in app.sub_title
 
 
+@pytest.mark.process
 def test_runs_started_in_a_tui_survive_its_terminal_closing(study):
     """A real cnntui in a pseudo-terminal starts two runs; the terminal goes away (SIGHUP);
     the runs finish in their worker processes and --status shows them with full histories."""

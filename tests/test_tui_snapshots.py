@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from cnntui.tui.app import CnnTui, make_app
 
 from .tui_fake import fake_train
@@ -82,6 +84,7 @@ def test_main_screen_after_run_all(snap_compare, tmp_path):
     assert snap_compare(snap_app(tmp_path), run_before=run_all, terminal_size=(80, 24))
 
 
+@pytest.mark.slow
 def test_marked_runs_overlaid(snap_compare, tmp_path):
     async def mark_two(pilot):
         await run_all(pilot, "space", "down", "space", "down", "space")
@@ -89,6 +92,7 @@ def test_marked_runs_overlaid(snap_compare, tmp_path):
     assert snap_compare(snap_app(tmp_path), run_before=mark_two, terminal_size=(80, 24))
 
 
+@pytest.mark.slow
 def test_results_view(snap_compare, tmp_path):
     async def results(pilot):
         await run_all(pilot, "v")
@@ -96,6 +100,7 @@ def test_results_view(snap_compare, tmp_path):
     assert snap_compare(snap_app(tmp_path), run_before=results, terminal_size=(80, 24))
 
 
+@pytest.mark.slow
 def test_wide_terminal_log_scale(snap_compare, tmp_path):
     async def log(pilot):
         await run_all(pilot, "down", "l")
@@ -107,11 +112,13 @@ def test_help(snap_compare, tmp_path):
     assert snap_compare(snap_app(tmp_path), press=["question_mark"], terminal_size=(80, 24))
 
 
+@pytest.mark.slow
 def test_edit_form_with_set_overrides(snap_compare, tmp_path):
     app = snap_app(tmp_path, {"dropout": 0.2, "epochs": 1})
     assert snap_compare(app, press=["down", "E"], terminal_size=(80, 24))
 
 
+@pytest.mark.slow
 def test_run_all_asks_about_finished_ones(snap_compare, tmp_path):
     async def again(pilot):
         await run_all(pilot, "a")
@@ -182,6 +189,7 @@ def test_key_line_with_previous_settings(snap_compare, tmp_path):
     assert snap_compare(shipped_app(tmp_path, QUICK), press=["j"], terminal_size=(80, 24))
 
 
+@pytest.mark.slow
 def test_results_scrolled_sideways(snap_compare, tmp_path):
     """Whole columns after the name column, and the run's own data and settings below."""
     from .test_tui_80x24 import QUICK, shipped_app, stored_run

@@ -35,6 +35,7 @@ from .conftest import tiny_experiment
     "module",
     ["cnntui.tui.state", "cnntui.tui.session", "cnntui.tui.classes", "cnntui.tui.tomledit"],
 )
+@pytest.mark.process
 def test_plain_modules_do_not_import_textual_or_torch(module):
     out = subprocess.run(
         [sys.executable, "-c", f"import {module}, sys; print(' '.join(sys.modules))"],

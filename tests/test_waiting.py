@@ -6,9 +6,12 @@ import gc
 import subprocess
 import sys
 
+import pytest
+
 from tests.waiting import line, rest
 
 
+@pytest.mark.process
 def test_each_new_process_gets_its_own_output_reader() -> None:
     """A process created where a finished one's object was freed reads its own output (keyed
     by id(), it got the old process's spent reader and waited for a line that never came)."""
