@@ -342,3 +342,34 @@ async def test_the_tui_curves_overlay_the_seed_band_of_an_experiment(study: Path
         chart = app.main.query_one("#chart-acc")
         drawn = "\n".join(line.text for line in chart.render_lines(chart.region.reset_offset))
         assert "┼" in drawn  # a bar at each epoch's mean
+
+
+def test_the_tui_and_the_exported_figure_draw_the_same_seed_band() -> None:
+    """Three seeds, one stopped after 2 epochs and one with a diverged (NaN) epoch: the TUI's
+    band and the figure's band are the same numbers, over the epochs at least two seeds
+    reached, and neither shows a ± 0 band where one seed went on alone."""
+    from matplotlib.figure import Figure
+
+    from cnntui.core.history import History
+    from cnntui.report import figures
+    from cnntui.tui.state import SeedBand
+
+    def seed(acc: list[float]) -> History:
+        h = History()
+        h.test_acc = acc
+        h.epoch_losses = [1.0] * len(acc)
+        return h
+
+    seeds = (seed([0.1, 0.2, 0.3, 0.4]), seed([0.2, 0.4, math.nan]), seed([0.3, 0.6]))
+    tui_mean, tui_std = SeedBand(list(seeds)).series["test_acc"]
+    assert len(tui_mean) == 3  # the second-longest seed's epochs
+    assert tui_mean[:2] == pytest.approx([0.2, 0.4]) and tui_std[0] == pytest.approx(0.1)
+    assert math.isnan(tui_mean[2]) and math.isnan(tui_std[2])  # one finite value: no band
+
+    ax = Figure().add_subplot()
+    series = figures.Series("a", "a", "C0", seeds[0], None, seeds=seeds)  # type: ignore[arg-type]
+    figures._band(ax, series, "test_acc", {"color": "C0"})
+    (line,) = ax.lines
+    assert list(line.get_xdata()) == [1, 2, 3]  # not a 4th epoch at std 0
+    drawn = list(line.get_ydata())
+    assert drawn[:2] == pytest.approx(tui_mean[:2]) and math.isnan(drawn[2])

@@ -40,6 +40,7 @@ from matplotlib.transforms import Bbox
 
 from ..core.history import MA_WINDOW, History, Metrics, moving_average
 from ..runs.records import RunStatus
+from . import stats
 
 DPI = 300  # print resolution for PNG, and for the rasterised raw curve inside SVG/PDF
 BASE_FONT = "DejaVu Sans"  # bundled with matplotlib, so always present
@@ -800,23 +801,9 @@ def seed_finals(s: Series) -> np.ndarray:
     return np.array([_last(h.test_acc) for h in s.seeds], dtype=np.float64)
 
 
-def seed_band(histories: tuple[History, ...], field: str) -> tuple[np.ndarray, ...]:
-    """Per epoch: the epoch numbers, the mean over the seeds that reached it, and the sample
-    standard deviation (0 where only one seed did)."""
-    length = max(len(getattr(h, field)) for h in histories)
-    values = np.full((len(histories), length), np.nan)
-    for i, h in enumerate(histories):
-        values[i, : len(getattr(h, field))] = _finite(getattr(h, field))
-    count = np.isfinite(values).sum(axis=0)
-    filled = np.where(np.isfinite(values), values, 0.0)
-    mean = np.where(count > 0, filled.sum(axis=0) / np.maximum(count, 1), np.nan)
-    squares = np.where(np.isfinite(values), (values - mean) ** 2, 0.0).sum(axis=0)
-    std = np.where(count > 1, np.sqrt(squares / np.maximum(count - 1, 1)), 0.0)
-    return np.arange(1, length + 1), mean, std
-
-
 def _band(ax: Axes, s: Series, field: str, line: dict[str, Any], label: str | None = None) -> None:
-    epochs, mean, std = seed_band(s.seeds, field)
+    means, stds = stats.seed_band([getattr(h, field) for h in s.seeds])
+    epochs, mean, std = _epochs(means), np.array(means), np.array(stds)
     ax.fill_between(epochs, mean - std, mean + std, color=s.color, alpha=0.2, lw=0)
     ax.plot(epochs, mean, label=label, **line)
 

@@ -257,3 +257,24 @@ def verdict(row: StudyRow) -> str:
     if row.accuracy.n == 1:
         return ONE_SEED
     return row.comparison.verdict
+
+
+def seed_band(per_seed: Sequence[Sequence[float]]) -> tuple[list[float], list[float]]:
+    """Mean and sample standard deviation per epoch over the seeds' per-epoch values (one
+    list per seed), for the epochs that at least two seeds reached: one seed is not a band.
+    An epoch where fewer than two seeds have a finite value is NaN in both. The TUI's
+    per-epoch band and the exported figure's both come from here, so they agree."""
+    lengths = sorted((len(values) for values in per_seed), reverse=True)
+    reach = lengths[1] if len(lengths) > 1 else 0
+    means: list[float] = []
+    stds: list[float] = []
+    for epoch in range(reach):
+        found = [float(v[epoch]) for v in per_seed if epoch < len(v) and math.isfinite(v[epoch])]
+        if len(found) < 2:
+            means.append(math.nan)
+            stds.append(math.nan)
+            continue
+        mean = math.fsum(found) / len(found)
+        means.append(mean)
+        stds.append(math.sqrt(math.fsum((x - mean) ** 2 for x in found) / (len(found) - 1)))
+    return means, stds

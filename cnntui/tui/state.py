@@ -31,6 +31,7 @@ from ..core.events import (
     Started,
 )
 from ..core.history import History, metrics, moving_average_at
+from ..report import stats
 from ..runs.records import RunStatus, RunSummary
 from ..runs.store import RunFileError, read_history_arrays
 
@@ -81,16 +82,7 @@ class SeedBand:
         self.n = len(histories)
         self.series: dict[str, tuple[list[float], list[float]]] = {}
         for attr in attrs:
-            rows = [list(getattr(h, attr)) for h in histories]
-            epochs = sorted((len(r) for r in rows), reverse=True)
-            reach = epochs[1] if len(epochs) > 1 else 0  # at least two seeds got this far
-            mean, std = [], []
-            for e in range(reach):
-                values = [r[e] for r in rows if e < len(r) and math.isfinite(r[e])]
-                ok = len(values) > 1
-                mean.append(float(np.mean(values)) if ok else math.nan)
-                std.append(float(np.std(values, ddof=1)) if ok else math.nan)
-            self.series[attr] = (mean, std)
+            self.series[attr] = stats.seed_band([getattr(h, attr) for h in histories])
         # What tells one band from another (NaN included) when deciding to redraw.
         self.key = repr((self.n, sorted(self.series.items())))
 
