@@ -24,7 +24,7 @@ from textual_serve.server import Server
 
 from .. import options
 from ..core.config import ConfigError
-from .command import (
+from .rules import (
     TAB_STOP_SECONDS,
     Settings,
     login_url,

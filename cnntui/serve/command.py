@@ -15,7 +15,6 @@ import argparse
 import contextlib
 import errno
 import functools
-import hmac
 import ipaddress
 import os
 import re
@@ -23,19 +22,18 @@ import secrets
 import shlex
 import socket
 import sys
-import urllib.parse
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from .. import options
 from ..core.config import ConfigError
+from .rules import (
+    DEFAULT_MAX_TABS,
+    Settings,
+)
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
 # Options of `cnntui` that choose a headless command rather than configure the TUI.
 HEADLESS = ("run", "list", "export", "format", "resume", "detach", "status", "cancel")
-DEFAULT_MAX_TABS = 4  # each tab's cnntui takes about half a gigabyte of memory
-MAX_COLUMNS, MAX_ROWS = 500, 200  # a tab's screen size is clamped to what a screen can be
 TOKEN_ENV = "CNNTUI_SERVE_TOKEN"
 TOKEN_CHARACTERS = re.compile(r"[A-Za-z0-9._~-]+")  # what a URL and a cookie carry as is
 OWN_OPTIONS = ("--host", "--port", "--max-tabs", "--token")  # not given to the tabs' cnntui
@@ -134,33 +132,6 @@ def bind_error(host: str, port: int, e: OSError) -> str:
     return f"cannot listen on {host} port {port}: {e.strerror or e}"
 
 
-LOOPBACK_NAMES = ("localhost", "localhost.")
-
-
-def loopback_name(host: str) -> bool:
-    """Whether `host` (a request's Host) names this machine's loopback interface."""
-    if host.lower() in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-TAB_STOP_SECONDS = 40.0  # a tab's cnntui quits within 30 s (its thread runs save); then killed
-
-
-def screen_size(width: object, height: object) -> tuple[int, int] | None:
-    """A tab's terminal size in cells from what the browser sent, clamped to 1..MAX_COLUMNS
-    by 1..MAX_ROWS (a huge size would grow the tab's cnntui to gigabytes); None when either
-    is not a number."""
-    try:
-        columns, rows = int(width), int(height)  # type: ignore[call-overload]
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return min(max(columns, 1), MAX_COLUMNS), min(max(rows, 1), MAX_ROWS)
-
-
 def choose_token(given: str | None) -> str:
     """The login token: --token, else $CNNTUI_SERVE_TOKEN, else a fresh random one; a
     UsageError for one that is empty or has characters a URL would have to escape."""
@@ -174,31 +145,6 @@ def choose_token(given: str | None) -> str:
             f"{where} {token!r}: a token is one or more letters, digits and . _ ~ - only"
         )
     return token
-
-
-def token_matches(given: str | None, token: str) -> bool:
-    """Whether `given` is the token, compared in constant time."""
-    return given is not None and hmac.compare_digest(given.encode(), token.encode())
-
-
-def login_url(host: str, port: int, token: str) -> str:
-    """The address serve prints: the page, with the token that logs the browser in."""
-    return f"http://{url_host(host)}:{port}/?" + urllib.parse.urlencode({"token": token})
-
-
-@dataclass(frozen=True)
-class Settings:
-    """What the server is told: the tabs' command, where it listens, the login token, how
-    many tabs it runs at once, and `check()`, run before each tab starts."""
-
-    command: str
-    host: str
-    port: int
-    loopback: bool  # whether it listens on this machine only
-    runs_dir: str
-    check: Callable[[], Any]  # raises ConfigError or UsageError when the experiments are bad
-    token: str
-    max_tabs: int = DEFAULT_MAX_TABS
 
 
 def make_server(settings: Settings) -> Any:
@@ -221,13 +167,6 @@ def make_server(settings: Settings) -> Any:
     from .app import CnnTuiServer  # textual-serve and aiohttp load only here
 
     return CnnTuiServer(settings)
-
-
-def url_host(host: str) -> str:
-    """`host` as the browser's address bar takes it (a wildcard: this machine's name)."""
-    if host in ("0.0.0.0", "::", ""):
-        return socket.gethostname()
-    return f"[{host}]" if ":" in host else host
 
 
 def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
