@@ -299,11 +299,7 @@ def to_markdown(
 ) -> bytes:
     """The results table as Markdown for a report, with notes on missing and skipped runs."""
     cols = _Columns.of(rows, with_group)
-    header = ["#", "Experiment", *(["Group"] if with_group else [])]
-    header += ["Status"] if cols.unfinished else []
-    header += [SETTING_HEADERS.get(k, k) for k in cols.keys]
-    header += SEED_HEADERS if cols.seeded else []
-    header += [h for _, h in METRIC_COLUMNS if h]
+    header = cols.header(with_group)
     lines = [f"# {heading}", "", data_caption(rows), ""]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join(_markdown_aligns(rows, cols, len(header))) + "|")
@@ -329,6 +325,14 @@ class _Columns:
         """The columns `rows` need."""
         unfinished = any(r.status != RunStatus.FINISHED for r in rows)
         return cls(with_group, unfinished, differing_keys(rows), has_seeds(rows))
+
+    def header(self, with_group: bool) -> list[str]:
+        """The full table's column headings, in order."""
+        header = ["#", "Experiment", *(["Group"] if with_group else [])]
+        header += ["Status"] if self.unfinished else []
+        header += [SETTING_HEADERS.get(k, k) for k in self.keys]
+        header += SEED_HEADERS if self.seeded else []
+        return header + [h for _, h in METRIC_COLUMNS if h]
 
     @staticmethod
     def is_text(rows: list[Row], key: str) -> bool:
@@ -826,11 +830,7 @@ def to_latex_full(rows: list[Row], heading: str, with_group: bool = False) -> by
     r"""Every column of the Markdown table in LaTeX, for an appendix: on landscape pages,
     split into tables of at most FULL_PART_COLUMNS columns after # and Experiment."""
     cols = _Columns.of(rows, with_group)
-    header = ["#", "Experiment", *(["Group"] if with_group else [])]
-    header += ["Status"] if cols.unfinished else []
-    header += [SETTING_HEADERS.get(k, k) for k in cols.keys]
-    header += SEED_HEADERS if cols.seeded else []
-    header += [h for _, h in METRIC_COLUMNS if h]
+    header = cols.header(with_group)
     spec = "rl" + "l" * (with_group + cols.unfinished)
     spec += "".join("l" if cols.is_text(rows, k) else "r" for k in cols.keys)
     spec += "rrll" if cols.seeded else ""
