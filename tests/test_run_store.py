@@ -165,7 +165,7 @@ def test_a_lock_held_by_another_process_is_seen_and_refused(runs_dir: Path) -> N
         [
             sys.executable,
             "-c",
-            "import sys, time; from pathlib import Path; from cnntui import store;"
+            "import sys, time; from pathlib import Path; from cnntui.runs import store;"
             "lock = store.try_lock(Path(sys.argv[1])); print('held', flush=True);"
             "time.sleep(60)",
             str(run.path),
