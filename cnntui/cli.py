@@ -34,7 +34,7 @@ from .options import (
     load_experiments,
     parse_formats,
 )
-from .runs.records import UNFINISHED, RunStatus, RunSummary
+from .runs.records import RESUMABLE, UNFINISHED, RunStatus, RunSummary
 
 if TYPE_CHECKING:
     from .report.export import ExportResult
@@ -68,9 +68,6 @@ def latest_status(record: Any) -> str:
     if status in UNFINISHED and done is not None:
         return f"{status} ep {done}/{epochs}" if epochs is not None else str(status)
     return str(status)
-
-
-RESUMABLE = (RunStatus.INTERRUPTED, RunStatus.CANCELLED)
 
 
 def print_list(file: ExperimentFile, out: IO[str], runs_dir: Path | None = None) -> None:
@@ -585,7 +582,7 @@ def finish_study(
     skipped = args.export and bool(export(args, store, selected, out).skipped)
     if done.interrupted:
         return EXIT_INTERRUPTED
-    failed = [n for n, o in done.outcomes.items() if o in ("failed", "diverged")]
+    failed = [n for n, o in done.outcomes.items() if o in (RunStatus.FAILED, RunStatus.DIVERGED)]
     if done.not_started:
         progress.write(
             f"\n{done.not_started} experiment(s) not started: their dataset is missing\n"

@@ -86,3 +86,42 @@ def test_no_private_attribute_of_a_third_party_library() -> None:
     own = own_names(trees)
     found = [w for p, t in zip(files, trees, strict=True) for w in foreign_private_uses(p, t, own)]
     assert not found, "private attributes of other libraries:\n" + "\n".join(found)
+
+
+STATUS_WORDS = {"queued", "running", "finished", "failed", "diverged", "cancelled"} | {
+    "interrupted",
+    "starting",
+    "unknown",
+}
+
+
+def raw_status_comparisons(path: Path, tree: ast.Module) -> Iterator[str]:
+    """`file:line` of each comparison or match case against a status spelled as a string."""
+
+    def spelled(node: ast.AST) -> bool:
+        if isinstance(node, ast.Constant):
+            return node.value in STATUS_WORDS
+        return isinstance(node, ast.Tuple | ast.List | ast.Set) and any(map(spelled, node.elts))
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+        elif isinstance(node, ast.MatchValue):
+            operands = [node.value]
+        else:
+            continue
+        if any(map(spelled, operands)):
+            yield f"{path.relative_to(PACKAGE.parent)}:{node.lineno}"
+
+
+def test_statuses_are_compared_as_run_statuses_not_strings() -> None:
+    """A run's status and its groups are RunStatus members, defined once in runs/records.py:
+    a status spelled as a string elsewhere can drift from it unnoticed."""
+    records = PACKAGE / "runs" / "records.py"
+    found = [
+        where
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if path != records
+        for where in raw_status_comparisons(path, ast.parse(path.read_text(encoding="utf-8")))
+    ]
+    assert not found, "statuses compared as strings:\n" + "\n".join(found)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from . import gpus as gpu_mod
 from . import store as st
+from .records import RunStatus
 from .worker import GPU_ENV
 
 LOOP_SECONDS = 0.5
@@ -106,7 +107,7 @@ class Scheduler:
         for _proc, gpu in self.workers.values():
             busy.take(gpu)
         for record in self.store.runs():
-            if record.path in self.workers or record.status != "running":
+            if record.path in self.workers or record.status != RunStatus.RUNNING:
                 continue
             busy.take(record.summary.gpu)
         return busy
@@ -119,7 +120,7 @@ class Scheduler:
                 continue
             del self.workers[path]
             record = st.RunStore.read(path)
-            if record is None or record.status != "queued":
+            if record is None or record.status != RunStatus.QUEUED:
                 continue
             # Its worker ended without taking the run (it could not start): try again, but
             # not forever.
@@ -209,7 +210,7 @@ class Scheduler:
         for path, (proc, _gpu) in list(self.workers.items()):
             while time.monotonic() < deadline and proc.poll() is None:
                 record = st.RunStore.read(path)
-                if record is None or record.status != "queued":
+                if record is None or record.status != RunStatus.QUEUED:
                     break
                 time.sleep(0.05)
 

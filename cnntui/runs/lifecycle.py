@@ -29,7 +29,7 @@ import numpy as np
 from ..core import text
 from ..core.config import Experiment, expand_runs, gpu_list
 from . import store as st
-from .records import RunStatus
+from .records import HELD, RunStatus
 
 if TYPE_CHECKING:
     from ..core.history import History
@@ -210,7 +210,7 @@ def wait_ended(store: st.RunStore, paths: list[Path], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         records = [st.RunStore.read(p) for p in paths]
-        if all(r is None or r.status not in ACTIVE for r in records):
+        if all(r is None or r.status not in HELD for r in records):
             return True
         time.sleep(0.2)
     return False
@@ -264,8 +264,6 @@ class Follower:
 
 # --- the store at a glance ------------------------------------------------------------------
 
-ACTIVE = (st.RunStatus.QUEUED, st.RunStatus.RUNNING)  # a run the scheduler or a trainer holds
-
 
 def short_device(summary: st.RunSummary) -> str:
     """Where a run trains, in a few characters: `gpu 1`, `cpu`, `node-a:cuda:0`."""
@@ -303,7 +301,7 @@ def status_rows(store: st.RunStore, recent: int = 10) -> list[list[str]]:
     whole run is), its latest test accuracy."""
     records = store.runs()
     running = [r for r in records if r.status is st.RunStatus.RUNNING]
-    others = [r for r in records if r.status not in ACTIVE][-recent:]
+    others = [r for r in records if r.status not in HELD][-recent:]
     queue = store.queued()  # first in, first out: the order the scheduler starts them
     place = {r.path: i for i, r in enumerate(queue, start=1)}
     rows = []
@@ -375,7 +373,7 @@ class RunEvents:
             out.append(BatchLosses(record.label, epoch, update.first_index, losses))
         if self.started and update.history is not None:
             out += self._epoch_ends(record.label, update.history)
-        if record.status in ACTIVE or self._ended_since(record):
+        if record.status in HELD or self._ended_since(record):
             return out
         self.ended = True
         out.append(self._ending(record))

@@ -51,6 +51,7 @@ from ..core.events import BatchLosses, Cancelled, Diverged, Event, Failed, Finis
 from ..core.text import one_line
 from . import store as st
 from .live import EitherEvent, drive
+from .records import RunStatus
 
 RAY_MISSING = 'Ray is not installed in this Python; install it with: pip install "cnntui[ray]"'
 LOOP_SECONDS = 0.2
@@ -409,7 +410,7 @@ class RayScheduler:
         if lock is None:
             return  # cancelled from the queue right now, or another process has it
         again = st.RunStore.read(record.path)
-        if again is None or again.status != "queued":
+        if again is None or again.status != RunStatus.QUEUED:
             lock.release()
             return
         q = again.queue
@@ -450,7 +451,7 @@ class RayScheduler:
                 ckpt = None
             # Until its node says (a resumed run keeps the device it had: followers show it).
             waiting = {} if q.get("resume") else {"device": "ray (waiting for a node)"}
-            run.save_summary("running", **waiting)
+            run.save_summary(RunStatus.RUNNING, **waiting)
         except (OSError, st.StoreError) as e:
             lock.release()
             refuse(again, str(e) if isinstance(e, st.StoreError) else one_line(e))
@@ -474,7 +475,9 @@ class RayScheduler:
             gen = self.submit(run, ckpt, resources, device, crash)
         except Exception as e:  # Ray refused the task: the run says why, the others go on
             with contextlib.suppress(OSError):
-                run.save_summary("failed", reason=f"Ray did not take the run: {one_line(e)}")
+                run.save_summary(
+                    RunStatus.FAILED, reason=f"Ray did not take the run: {one_line(e)}"
+                )
             run.release()
             return
         remote = Remote(run, q, gen, cancel)
@@ -556,19 +559,19 @@ class RayScheduler:
 
                 ray.cancel(remote.gen, force=True)
             with contextlib.suppress(OSError):
-                run.save_summary("failed", reason=str(error))
+                run.save_summary(RunStatus.FAILED, reason=str(error))
             return
         if remote.cancel.own.is_set():
-            run.save_summary("cancelled", reason=_cancelled_reason(remote))
+            run.save_summary(RunStatus.CANCELLED, reason=_cancelled_reason(remote))
             return
         where = f"Ray node {remote.node}" if remote.node else "the Ray cluster"
         what = _error_text(error) if error is not None else "its task ended without a word"
         if "No module named 'cnntui" in what:
             hint = f'install cnntui {__version__} on every node: pip install "cnntui[ray]"'
-            run.save_summary("failed", reason=f"on {where}: {what} ({hint})")
+            run.save_summary(RunStatus.FAILED, reason=f"on {where}: {what} ({hint})")
             return
         if isinstance(error, rx.RayTaskError):  # Python raised on the node: not a dying node
-            run.save_summary("failed", reason=f"on {where}: {what}")
+            run.save_summary(RunStatus.FAILED, reason=f"on {where}: {what}")
             return
         why = f"{where} lost the run ({type(error).__name__ if error else 'no ending'}: {what})"
         _retry_or_interrupt(remote, why)
@@ -654,7 +657,7 @@ def refuse_all(store: st.RunStore, reason: str, cluster: str | None = None) -> N
             continue
         try:
             again = st.RunStore.read(record.path)
-            if again is not None and again.status == "queued":
+            if again is not None and again.status == RunStatus.QUEUED:
                 refuse(again, reason)
         finally:
             lock.release()

@@ -38,8 +38,23 @@ class RunStatus(StrEnum):
 
 # The statuses summary.json may hold.
 STATUSES = tuple(s for s in RunStatus if s not in (RunStatus.UNKNOWN, RunStatus.STARTING))
+# The groups the front ends and the scheduler ask about, each defined here only.
 # A run that stopped before its last epoch and can be resumed (or is still running).
 UNFINISHED = (RunStatus.RUNNING, RunStatus.CANCELLED, RunStatus.INTERRUPTED)
+# A run that stopped before its last epoch and nothing trains: `--resume` continues it.
+RESUMABLE = (RunStatus.INTERRUPTED, RunStatus.CANCELLED)
+# A run the scheduler or a trainer holds: queued, or training.
+HELD = (RunStatus.QUEUED, RunStatus.RUNNING)
+# A run training now, in this process (STARTING: still setting up) or another.
+TRAINING = (RunStatus.STARTING, RunStatus.RUNNING)
+# A run that trains no more, however it ended.
+ENDED = (
+    RunStatus.FINISHED,
+    RunStatus.FAILED,
+    RunStatus.DIVERGED,
+    RunStatus.CANCELLED,
+    RunStatus.INTERRUPTED,
+)
 
 
 @dataclass(frozen=True)

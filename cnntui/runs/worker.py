@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from ..core.text import one_line
 from . import store as st
+from .records import RunStatus
 
 if TYPE_CHECKING:
     from .live import EitherEvent
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cnntui worker: {e}", file=sys.stderr)
         return 1
     record = st.RunStore.read(path)
-    if record is None or record.status != "queued":
+    if record is None or record.status != RunStatus.QUEUED:
         return 0  # cancelled meanwhile, or already trained by an earlier worker
     # Training yields the CPU to interactive work (a TUI, a shell), as the threads of an
     # in-app run always did; on a busy 2-core machine this kept TUI key latency down.
@@ -132,7 +133,7 @@ def _open_run(path: Path, record: st.RunRecord, lock: st.RunLock) -> tuple[st.Ru
         run.experiment = dataclasses.replace(run.experiment, device="cuda")
     # Running from now on, with this pid: should this process die before training, the
     # run reads interrupted, not queued forever.
-    run.save_summary("running", gpu=None if gpu is None else int(gpu))
+    run.save_summary(RunStatus.RUNNING, gpu=None if gpu is None else int(gpu))
     return run, checkpoint
 
 

@@ -21,6 +21,7 @@ from rich.text import Text
 
 from ..core import text
 from ..core.config import class_names
+from ..runs.records import RunStatus
 from ..runs.store import RunFileError, read_history_arrays
 from .state import RunState
 
@@ -66,7 +67,7 @@ def class_view(session: Any, name: str) -> ClassView | None:
     The run is the one the curves show: this session's newest once it has started, else
     the latest stored one."""
     state = session.latest(name)
-    if state is not None and state.status not in ("queued", "starting"):
+    if state is not None and state.status not in (RunStatus.QUEUED, RunStatus.STARTING):
         return _of_state(session, state)
     record = session.stored_latest(name)
     if record is not None:
@@ -129,7 +130,7 @@ def _of_record(session: Any, record: Any) -> ClassView:
     used = session.run_config(record)
     done = record.summary.epochs_done
     run = f"run {text.safe(record.run_id)} · {text.safe(record.status)}"
-    if not history.epochs_done and record.status != "running":
+    if not history.epochs_done and record.status != RunStatus.RUNNING:
         unread = done is not None and done > 0
         return ClassView(
             record.name,

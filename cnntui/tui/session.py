@@ -28,6 +28,7 @@ from ..core.config import (
 from ..core.history import History
 from ..report import stats
 from ..runs import lifecycle
+from ..runs.records import HELD, RunStatus
 from ..runs.store import UNFINISHED, RunRecord, RunStore, StoreError
 from .state import RunState, SeedBand, read_history
 
@@ -100,7 +101,7 @@ class Session:
         changed = []
         for name, record in list(self._stored_latest.items()):
             path = str(record.path)
-            if record.summary.status != "running" or path in mine:
+            if record.summary.status != RunStatus.RUNNING or path in mine:
                 continue
             try:
                 fresh = next((r for r in self.store.runs(name) if r.path == record.path), record)
@@ -147,7 +148,9 @@ class Session:
     def finished_as_now(self, name: str) -> bool:
         """Whether `name`'s latest run finished, with the settings the experiment has now."""
         run = self.shown_run(name)
-        return run is not None and run.status == "finished" and not self.changed_settings(run)
+        return (
+            run is not None and run.status == RunStatus.FINISHED and not self.changed_settings(run)
+        )
 
     # -- the experiments file ------------------------------------------------------------
 
@@ -187,7 +190,8 @@ class Session:
         """Whether `name` has a run (of any of its seeds) queued, starting or running in this
         session."""
         return any(
-            s.name == name and (s.active or s.status == "queued") for s in self.runs.values()
+            s.name == name and (s.active or s.status == RunStatus.QUEUED)
+            for s in self.runs.values()
         )
 
     def active(self) -> list[RunState]:
@@ -196,7 +200,7 @@ class Session:
 
     def queued(self) -> list[RunState]:
         """This session's runs waiting for a free slot."""
-        return [s for s in self.runs.values() if s.status == "queued"]
+        return [s for s in self.runs.values() if s.status == RunStatus.QUEUED]
 
     def enqueue(
         self, exp: Experiment, resume_run: Any = None, checkpoint: Path | None = None
@@ -217,7 +221,7 @@ class Session:
         free = self.jobs - len([s for s in self.active() if s.follow is None])
         chosen = [s for s in self.queued() if s.follow is None][: max(0, free)]
         for state in chosen:
-            state.status = "starting"
+            state.status = RunStatus.STARTING
             state.version += 1
         return chosen
 
@@ -228,7 +232,7 @@ class Session:
         for state in self.runs.values():
             if state.name != name or state.ended:
                 continue
-            if state.follow is None and state.status == "queued":
+            if state.follow is None and state.status == RunStatus.QUEUED:
                 self._unqueue(state)  # not in the store yet: this session's own queue
                 told.append(f"{name} removed from the queue")
             elif state.follow is None:
@@ -283,8 +287,8 @@ class Session:
         self._next_key += 1
         state.run_dir, state.run_id, state.remote = str(record.path), record.run_id, remote
         state.follow = lifecycle.RunEvents(record.path)
-        if record.status == "running":
-            state.status = "starting"  # its progress comes with the first poll
+        if record.status == RunStatus.RUNNING:
+            state.status = RunStatus.STARTING  # its progress comes with the first poll
         self._stamps.pop(record.path, None)
         self.runs[state.key] = state
         return state
@@ -332,10 +336,14 @@ class Session:
                 state.gpu = record.summary.gpu
             for event in events:
                 state.feed(event)
-            if state.status == "queued" and record is not None and record.status == "running":
+            if (
+                state.status == RunStatus.QUEUED
+                and record is not None
+                and record.status == RunStatus.RUNNING
+            ):
                 state.starting()  # its worker is up, its first batch not yet trained
                 changed.append(state)
-            if state.follow.ended and record is not None and record.status == "interrupted":
+            if state.follow.ended and record is not None and record.status == RunStatus.INTERRUPTED:
                 state.interrupted()
             if any(not isinstance(e, BatchLosses) for e in events):
                 changed.append(state)
@@ -365,7 +373,7 @@ class Session:
                     continue
                 self._stamps[run_dir] = stamp
                 record = RunStore.read(run_dir)
-                if record is None or record.status not in lifecycle.ACTIVE:
+                if record is None or record.status not in HELD:
                     continue
                 if record.summary.pid == os.getpid():
                     continue  # one of this process's own threads
@@ -374,7 +382,7 @@ class Session:
 
     @staticmethod
     def _unqueue(state: RunState) -> None:
-        state.status, state.reason = "cancelled", "removed from the queue"
+        state.status, state.reason = RunStatus.CANCELLED, "removed from the queue"
         state.version += 1
         if state.resume_run is not None:
             state.resume_run.release()  # the run it would have resumed is free again

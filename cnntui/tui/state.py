@@ -32,13 +32,11 @@ from ..core.events import (
 )
 from ..core.history import History, metrics, moving_average_at
 from ..report import stats
-from ..runs.records import RunStatus, RunSummary
+from ..runs.records import ENDED, TRAINING, RunStatus, RunSummary
 from ..runs.store import RunFileError, read_history_arrays
 
 # The per-epoch series drawn with a ± std band over seeds (the ones a study compares).
 BAND_SERIES = ("test_loss", "test_acc", "val_loss", "val_acc")
-ACTIVE = ("starting", "running")
-ENDED = ("finished", "failed", "diverged", "cancelled", "interrupted")
 
 
 def decimate(x: np.ndarray, y: np.ndarray, points: int) -> tuple[np.ndarray, np.ndarray]:
@@ -160,7 +158,7 @@ class RunState:
         self.cancel = threading.Event()
         self.lock = threading.Lock()
         self.history = History()  # what the engine records, as the events tell it
-        self.status = "queued"
+        self.status: RunStatus = RunStatus.QUEUED
         self.reason = ""
         self.run_dir: str | None = None
         self.run_id = ""
@@ -189,7 +187,7 @@ class RunState:
     @property
     def active(self) -> bool:
         """Whether the run is starting or training now."""
-        return self.status in ACTIVE
+        return self.status in TRAINING
 
     @property
     def ended(self) -> bool:
@@ -201,7 +199,7 @@ class RunState:
         with self.lock:
             match event:
                 case Started():
-                    self.status = "running"
+                    self.status = RunStatus.RUNNING
                     self.run_dir, self.run_id = event.run_dir, event.run_id
                     self.device, self.params = event.device, event.params
                     self.epochs, self.batches_per_epoch = event.epochs, event.batches_per_epoch
@@ -236,31 +234,34 @@ class RunState:
                     self.history.add(event)
                     self.epoch = event.epoch + 1
                 case Finished():
-                    self.status, self.total_seconds = "finished", event.total_seconds
+                    self.status, self.total_seconds = RunStatus.FINISHED, event.total_seconds
                 case Failed():
-                    self.status, self.reason = "failed", event.reason
+                    self.status, self.reason = RunStatus.FAILED, event.reason
                 case Diverged():
-                    self.status, self.reason = "diverged", event.reason
+                    self.status, self.reason = RunStatus.DIVERGED, event.reason
                 case Cancelled():
-                    self.status, self.reason = "cancelled", "cancelled by the user"
+                    self.status, self.reason = RunStatus.CANCELLED, "cancelled by the user"
             self.version += 1
 
     def starting(self) -> None:
         """Mark the run as handed to its worker, before the engine has started."""
         with self.lock:
-            self.status = "starting"
+            self.status = RunStatus.STARTING
             self.version += 1
 
     def interrupted(self) -> None:
         """Its worker process died without a word (the store reads it interrupted)."""
         with self.lock:
-            self.status, self.reason = "interrupted", "its worker process ended without a word"
+            self.status, self.reason = (
+                RunStatus.INTERRUPTED,
+                "its worker process ended without a word",
+            )
             self.version += 1
 
     def fail(self, reason: str) -> None:
         """The worker itself raised (the engine never does): record why."""
         with self.lock:
-            self.status, self.reason = "failed", reason
+            self.status, self.reason = RunStatus.FAILED, reason
             self.version += 1
 
     def progress(self) -> float:
@@ -271,7 +272,7 @@ class RunState:
     def eta(self, now: float | None = None) -> float:
         """Seconds left, from this session's pace; NaN until a batch has trained."""
         trained = self.done - self.start_done
-        if self.status != "running" or trained <= 0:
+        if self.status != RunStatus.RUNNING or trained <= 0:
             return math.nan
         elapsed = (now if now is not None else self.clock()) - self.t0
         return elapsed / trained * (self.epochs * self.batches_per_epoch - self.done)

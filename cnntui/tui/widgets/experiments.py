@@ -11,6 +11,7 @@ from textual.binding import Binding, BindingType
 from textual.widgets import DataTable
 
 from ...core import text
+from ...runs.records import RunStatus
 from ...runs.store import RunRecord
 from ..session import Session
 from ..state import RunState
@@ -22,14 +23,14 @@ VI_KEYS = (
 )
 RESUME_HINT = "R resumes"  # after a status whose run `R` continues from its checkpoint
 STATUS_STYLE = {
-    "queued": "yellow",
-    "starting": "yellow",
-    "running": "bold yellow",
-    "finished": "green",
-    "failed": "bold red",
-    "diverged": "bold red",
-    "cancelled": "magenta",
-    "interrupted": "bold magenta",
+    RunStatus.QUEUED: "yellow",
+    RunStatus.STARTING: "yellow",
+    RunStatus.RUNNING: "bold yellow",
+    RunStatus.FINISHED: "green",
+    RunStatus.FAILED: "bold red",
+    RunStatus.DIVERGED: "bold red",
+    RunStatus.CANCELLED: "magenta",
+    RunStatus.INTERRUPTED: "bold magenta",
 }
 
 
@@ -92,19 +93,19 @@ def status_text(run: RunState | RunRecord | None, now: float | None = None) -> T
     state = run
     style = STATUS_STYLE.get(state.status, "")
     match state.status:
-        case "running":
+        case RunStatus.RUNNING:
             eta = state.eta(now)
             left = f" eta {text.seconds(eta)}" if math.isfinite(eta) else ""
             epoch = min(state.epoch + 1, state.epochs)
             body = f"running {100 * state.progress():3.0f}% ep {epoch}/{state.epochs}{left}"
-        case "finished":
+        case RunStatus.FINISHED:
             acc = state.history.test_acc[-1] if state.history.test_acc else None
             body = f"finished {text.pct(acc)}"
-        case "failed" | "diverged":
+        case RunStatus.FAILED | RunStatus.DIVERGED:
             body = f"{state.status}: {state.reason}"
-        case "cancelled" | "interrupted" if state.run_dir:
+        case RunStatus.CANCELLED | RunStatus.INTERRUPTED if state.run_dir:
             body = f"{state.status} · {RESUME_HINT}"
-        case "starting" if state.remote:
+        case RunStatus.STARTING if state.remote:
             body = "running elsewhere"  # another process's run, its progress not yet read
         case _:
             body = state.status
@@ -117,15 +118,15 @@ def _stored_status(record: RunRecord) -> Text:
     done, epochs = s.epochs_done, s.epochs
     of = f" ep {done}/{epochs}" if done is not None and epochs is not None else ""
     match status:
-        case "finished":
+        case RunStatus.FINISHED:
             body = f"finished {text.pct(s.final_test_acc)}"
-        case "failed" | "diverged":
+        case RunStatus.FAILED | RunStatus.DIVERGED:
             body = f"{status}: {text.safe(s.reason or '?')}"
-        case "interrupted" | "cancelled":
+        case RunStatus.INTERRUPTED | RunStatus.CANCELLED:
             body = f"{status}{of} · {RESUME_HINT}"
             if text.width(body) > STATUS_WIDTH:  # the hint matters more than the epoch
                 body = f"{status} · {RESUME_HINT}"
-        case "running":
+        case RunStatus.RUNNING:
             body = f"running elsewhere{of}"  # another process is training it
         case _:
             body = text.safe(str(status))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 
 from ....core import text
+from ....runs.records import RunStatus
 from ....runs.store import RunSummary, StoreError
 from ...messages import RunsFound, RunUpdated
 from ...state import RunState
@@ -102,11 +103,11 @@ class RunEventsPart(ScreenPart):
         self._ended.append((state.name, state.status, summary))
         name = state.name
         match state.status:
-            case "diverged":
+            case RunStatus.DIVERGED:
                 self.notify(
                     f"{name} diverged: {state.reason}", severity="warning", timeout=WARNING_SECONDS
                 )
-            case "failed":
+            case RunStatus.FAILED:
                 self.notify(
                     f"{name} failed: {state.reason}", severity="error", timeout=ERROR_SECONDS
                 )
@@ -118,7 +119,7 @@ class RunEventsPart(ScreenPart):
         ended, self._ended = self._ended, []
         if len(ended) == 1:
             name, status, summary = ended[0]
-            if status == "finished":
+            if status == RunStatus.FINISHED:
                 acc = text.pct(summary.final_test_acc)
                 took = text.seconds(summary.total_seconds)
                 self.notify(f"{name} finished: test accuracy {acc} in {took}")

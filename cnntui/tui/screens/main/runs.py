@@ -21,6 +21,7 @@ from ....core.config import Experiment
 from ....core.events import BatchLosses, Event
 from ....core.text import one_line
 from ....runs.live import EitherEvent, drive
+from ....runs.records import RunStatus
 from ....runs.store import RunRecord, StoreError
 from ...messages import RunUpdated
 from ...state import RunState
@@ -266,7 +267,7 @@ class RunsPart(ScreenPart):
         background; threads of this process cannot), "cancel", or None (stay)."""
         own = self.session.own()
         threads = len([s for s in own if s.follow is None])
-        active = len([s for s in own if s.status != "queued"])
+        active = len([s for s in own if s.status != RunStatus.QUEUED])
         queued = len(own) - active
         what = f"{active} run(s) active" + (f" and {queued} queued" if queued else "")
         if threads == len(own):

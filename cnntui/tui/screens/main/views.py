@@ -19,6 +19,7 @@ from textual.css.query import NoMatches
 from textual.widgets import ContentSwitcher, Static
 
 from ....report.tables import describe_data, images_used
+from ....runs.records import RunStatus
 from ....runs.store import RunRecord, RunStore
 from ...classes import class_view
 from ...state import Curve, RunState
@@ -151,7 +152,7 @@ class ViewsPart(ScreenPart):
         run, else nowhere) and what changes when that curve does."""
         state = self.session.latest(name)
         now = self.session.experiment(name)  # settings changed: the key line says so
-        if state is not None and state.status not in ("queued", "starting"):
+        if state is not None and state.status not in (RunStatus.QUEUED, RunStatus.STARTING):
             return state, (name, state.key, state.version, now)
         record = self.session.stored_latest(name)
         return record, (name, str(record.path) if record else None, now)
