@@ -14,34 +14,10 @@ import pytest
 
 from cnntui.runs.store import RunStore
 
+from .helpers import LONG, batch4_run, cnntui, start
 from .waiting import line, poll, rest
 
 SMALL = ["--set", "train_size=256", "--set", "test_size=128", "--set", "epochs=2"]
-
-
-def cnntui(
-    *args: str, cwd: Path, timeout: float = 120, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "cnntui", *args],
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def start(*args: str, cwd: Path) -> subprocess.Popen:
-    """cnntui in the background, its output merged; should a wait for a line of it give up,
-    its threads' stacks go in the failure message (tests/waiting.py)."""
-    return subprocess.Popen(
-        [sys.executable, "-X", "faulthandler", "-m", "cnntui", *args],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
 
 
 @pytest.mark.process
@@ -354,15 +330,6 @@ def test_a_data_folder_never_runs_code(tiny_toml: Path) -> None:
         assert len(said) == 1, output
         why = "refers to 'posix.system'" if env else "not the official CIFAR-10 file"
         assert why in said[0] and "Traceback" not in result.stderr
-
-
-def batch4_run(epochs: int) -> list[str]:
-    """2,000 synthetic images at batch 4: 500 batches an epoch, a few seconds each."""
-    sets = ["train_size=2000", "test_size=200", "batch_size=4", f"epochs={epochs}"]
-    return [arg for item in sets for arg in ("--set", item)]
-
-
-LONG = batch4_run(200)
 
 
 @pytest.mark.process

@@ -20,7 +20,7 @@ from cnntui.core.config import apply_overrides, load
 from cnntui.core.events import BatchLosses
 from cnntui.runs import store as store_mod
 from cnntui.runs.store import RunStore
-from tests.test_cli import LONG, batch4_run, cnntui, start
+from tests.helpers import LONG, batch4_run, cnntui, start
 from tests.waiting import line, poll, rest
 
 

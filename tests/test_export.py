@@ -33,7 +33,7 @@ from cnntui.report import figures, stats, tables
 from cnntui.report.export import ExportError, export_all
 from cnntui.runs import store as store_mod
 from cnntui.runs.store import RunStore
-from tests.conftest import tiny_experiment
+from tests.helpers import tiny_experiment
 
 NPZ_KEYS = {
     "batch_losses",

@@ -21,8 +21,7 @@ from cnntui.runs import lifecycle
 from cnntui.runs import store as st
 from cnntui.runs.gpus import GIB, Gpu
 from cnntui.runs.store import RunRecord, RunStatus, RunStore, RunSummary
-from tests.conftest import scheduler_pid
-from tests.test_cli import cnntui, start
+from tests.helpers import cnntui, scheduler_pid, start
 from tests.waiting import line, poll, rest
 
 DEADLINE = 180.0

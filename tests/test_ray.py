@@ -20,8 +20,7 @@ from cnntui.runs import lifecycle
 from cnntui.runs import ray_executor as rayexec
 from cnntui.runs import store as st
 from cnntui.runs.store import RunStore
-from tests.conftest import tiny_experiment
-from tests.test_cli import cnntui
+from tests.helpers import cnntui, tiny_experiment
 from tests.waiting import poll
 
 pytestmark = pytest.mark.ray  # a local Ray for the whole module

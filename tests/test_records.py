@@ -10,8 +10,7 @@ from pathlib import Path
 from cnntui.core.history import Metrics
 from cnntui.runs.records import STATUSES, RunStatus, RunSummary
 from cnntui.runs.store import RunStore, write_summary
-
-from .conftest import tiny_experiment
+from tests.helpers import tiny_experiment
 
 # Every field a summary.json of this version holds, as a finished Ray run writes them.
 FULL = {

@@ -12,7 +12,7 @@ import torch
 
 from cnntui.core import config, data, engine, models  # noqa: F401  (importing them registers)
 from cnntui.core.registry import DATASETS, MODELS, OPTIMIZERS, Registry
-from tests.conftest import tiny_experiment
+from tests.helpers import tiny_experiment
 
 
 @pytest.mark.parametrize("registry", [MODELS, DATASETS, OPTIMIZERS], ids=lambda r: r.kind)

@@ -16,7 +16,7 @@ from cnntui.core import engine
 from cnntui.core.config import ConfigError
 from cnntui.core.events import Failed
 from cnntui.runs.store import RunStore, atomic_write, atomic_write_bytes
-from tests.conftest import tiny_experiment
+from tests.helpers import tiny_experiment
 
 
 def test_a_failed_write_leaves_the_previous_file_whole(tmp_path: Path) -> None:

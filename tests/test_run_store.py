@@ -22,7 +22,7 @@ from cnntui.core.history import History
 from cnntui.runs import store as store_mod
 from cnntui.runs.in_process import Job, run_jobs
 from cnntui.runs.store import RunStore
-from tests.conftest import tiny_experiment
+from tests.helpers import tiny_experiment
 
 
 def cancelled_in_epoch_2(store: RunStore, **overrides):

@@ -18,8 +18,8 @@ from cnntui.core.config import ConfigError, apply_overrides, expand_runs, parse,
 from cnntui.report import stats
 from cnntui.runs import lifecycle
 from cnntui.runs.store import RunStore
+from tests.helpers import tiny_experiment
 
-from .conftest import tiny_experiment
 from .waiting import until
 
 # --- expansion --------------------------------------------------------------------------

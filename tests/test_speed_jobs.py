@@ -14,7 +14,7 @@ import pytest
 from cnntui.core.events import BatchLosses, Cancelled, EpochEnd, Failed, Finished, Started
 from cnntui.runs.in_process import Job, run_jobs
 from cnntui.runs.store import RunStore
-from tests.conftest import tiny_experiment
+from tests.helpers import tiny_experiment
 
 
 def by_run(events) -> dict[str, tuple[list[float], list[float], type]]:

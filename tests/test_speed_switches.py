@@ -29,7 +29,7 @@ from cnntui.core.engine import augment_batch, choose_threads, train
 from cnntui.core.events import BatchLosses, EpochEnd, Failed, Started
 from cnntui.core.models import build, use_generator
 from cnntui.runs.store import RunStore
-from tests.conftest import tiny_experiment
+from tests.helpers import tiny_experiment
 
 
 def losses_of(exp) -> list[float]:

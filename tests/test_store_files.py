@@ -19,7 +19,7 @@ from cnntui.runs import daemon as scheduler
 from cnntui.runs import lifecycle
 from cnntui.runs import store as st
 from cnntui.runs.store import RunStore
-from tests.test_cli import cnntui
+from tests.helpers import cnntui
 from tests.test_cli_resume import cancelled_run, one_line_error, snapshot
 from tests.waiting import DEADLINE
 

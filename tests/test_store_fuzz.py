@@ -42,7 +42,7 @@ from cnntui.runs.store import STATUSES, RunFileError, RunStatus, RunStore, Store
 from cnntui.tui.session import Session
 from cnntui.tui.state import Curve
 from cnntui.tui.widgets.results import COLUMNS, cell_value, sort_key
-from tests.conftest import tiny_experiment
+from tests.helpers import tiny_experiment
 from tests.waiting import poll
 
 FILES = ("summary.json", "history.npz", "checkpoint.pt", "config.toml")

@@ -19,7 +19,7 @@ from cnntui.core.events import BatchLosses, Cancelled, EpochEnd, Finished, Start
 from cnntui.core.history import History, best_epoch, early_stop, metrics
 from cnntui.core.lr_schedules import epoch_lr
 from cnntui.runs.store import RunStore
-from tests.conftest import tiny_experiment
+from tests.helpers import tiny_experiment
 
 # --- validation split -------------------------------------------------------------------
 

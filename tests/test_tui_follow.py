@@ -173,7 +173,7 @@ def test_runs_started_in_a_tui_survive_its_terminal_closing(study):
     import termios
     import threading
 
-    from tests.test_cli import cnntui
+    from tests.helpers import cnntui
 
     store = RunStore(study / "runs")
     main_fd, child_fd = pty.openpty()

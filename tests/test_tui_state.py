@@ -27,8 +27,7 @@ from cnntui.tui.tomledit import (
     show_value,
     update_experiment,
 )
-
-from .conftest import tiny_experiment
+from tests.helpers import tiny_experiment
 
 
 @pytest.mark.parametrize(
