@@ -9,7 +9,6 @@ torch nor textual, so the CLI's `--help` and `--list` stay instant.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import itertools
 import math
 import os
@@ -17,21 +16,27 @@ import re
 import stat
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import registry
-from .text import safe, unsafe_char
-
-MODELS = registry.MODELS.names
-DATASETS = registry.DATASETS.names
-OPTIMIZERS = registry.OPTIMIZERS.names
-AMP_MODES = ("off", "bf16", "fp16")
-COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
-EXECUTORS = ("auto", "process", "thread")
-GPU_INDEX_MAX = 1023
-LR_SCHEDULES = ("constant", "step", "cosine", "onecycle")
+from .settings import ALIASES as ALIASES
+from .settings import DATASETS as DATASETS
+from .settings import EXPERIMENT_KEYS as EXPERIMENT_KEYS
+from .settings import GENERATED_KEYS as GENERATED_KEYS
+from .settings import IDENTITY_KEYS as IDENTITY_KEYS
+from .settings import LIST_SETTINGS as LIST_SETTINGS
+from .settings import MODELS as MODELS
+from .settings import OPTIMIZERS as OPTIMIZERS
+from .settings import RESUME_KEYS as RESUME_KEYS
+from .settings import SETTING_KEYS as SETTING_KEYS
+from .settings import SPEED_KEYS as SPEED_KEYS
+from .settings import ConfigError as ConfigError
+from .settings import Experiment as Experiment
+from .settings import Settings as Settings
+from .settings import check_new, declared, suggest
+from .settings import check_value as check_value
+from .settings import gpu_list as gpu_list
 
 # What each label means, in label order (the datasets' own documentation).
 CLASS_NAMES = {
@@ -91,139 +96,10 @@ def class_names(dataset: str, classes: int = 10) -> tuple[str, ...]:
     return tuple(f"class {i}" for i in range(classes))
 
 
-NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.=+-]*$")
-DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-# "ray", "auto", "ray://HOST[:PORT]" (Ray Client) or "HOST:PORT" (a cluster's GCS address).
-CLUSTER_RE = re.compile(r"^(ray|auto|ray://[A-Za-z0-9._\[\]:-]+|[A-Za-z0-9._\[\]:-]+:\d{1,5})$")
-NAME_MAX = 64  # characters in a name or group: they name folders, and every file system takes 64
-SEED_MAX = 2**64 - 1  # torch seeds are unsigned 64-bit
 MAX_FILE_BYTES = 1 << 20  # an experiments file is a few kilobytes; refuse to read past 1 MiB
-EPOCHS_MAX = 100_000  # a run records every epoch; a count past this is a typo, not a plan
-# CPU threads a run may ask for, per core of this machine: torch's OpenMP pool segfaulted at
-# 32768 threads and took 69 s for a 0.3 s run at 4096.
-THREADS_PER_CORE = 4
 SWEEP_MAX_RUNS = 1_000  # runs one [[sweep]] may make (its grid times its seeds)
 FILE_MAX_RUNS = 10_000  # runs one experiments file may make, sweeps and seeds included
-PORT_MAX = 65_535
 UNGROUPED = "ungrouped"  # the exports folder of the experiments that name no group
-# Files cnntui writes at the exports root (and the README there): no experiment or group
-# folder may take their names. Compared case-insensitively, as macOS and Windows do.
-EXPORT_ROOT_FILES = (
-    "results.csv",
-    "results.md",
-    "results.tex",
-    "results_full.tex",
-    "readme.md",
-)
-
-
-class ConfigError(ValueError):
-    """A problem with experiments.toml or an override, as one printable line."""
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Every setting an experiment may hold; `[defaults]` and each `[[experiment]]` set these."""
-
-    model: str = "lenet"  # one of MODELS
-    dataset: str = "cifar10"  # one of DATASETS
-    data_dir: str = "data"  # where datasets are downloaded / looked for
-    batch_size: int = 4  # images per training step
-    epochs: int = 5  # passes over the training set
-    optimizer: str = "sgd"  # one of OPTIMIZERS
-    lr: float = 0.001  # learning rate, per step
-    momentum: float = 0.9  # SGD momentum (ignored by adam/adamw)
-    weight_decay: float = 0.0  # L2 penalty through the optimizer
-    dropout: float = 0.0  # drop probability before the last hidden layer, in [0, 1)
-    seed: int = 0  # seeds weights, shuffling and dropout
-    # Several seeds: one run each, aggregated as mean ± std (empty: `seed` alone). A run of
-    # one of them records the list and its own `seed`.
-    seeds: tuple[int, ...] = ()
-    train_size: int | None = None  # use only the first N training images (None = all)
-    test_size: int | None = None  # use only the first N test images (None = all)
-    device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
-    target_acc: float = 0.5  # test accuracy (fraction) that counts as "converged"
-    augment: bool = False  # random crop (pad 4) + horizontal flip, done batched on the device
-    amp: str = "off"  # autocast precision: off, bf16, fp16 (fp16 only on CUDA)
-    channels_last: bool = False  # NHWC memory format for convolutions
-    compile: str = "off"  # torch.compile mode, or off
-    threads: int = 0  # CPU intra-op threads for this run (0 = choose from batch size)
-    val_size: int = 0  # training images held out for validation, stratified by class (0 = none)
-    lr_schedule: str = "constant"  # one of LR_SCHEDULES, applied per epoch
-    lr_step_epochs: int = 10  # step schedule: multiply lr by lr_gamma every this many epochs
-    lr_gamma: float = 0.1  # step schedule's factor, in (0, 1]
-    warmup_epochs: int = 0  # epochs ramping linearly from lr/10 up to lr before the schedule
-    early_stop_patience: int = 0  # stop after this many epochs without a better val loss (0 = off)
-    # Where runs execute: a worker process each (outliving the terminal), a thread of the
-    # cnntui that started them, or auto (processes for --detach, threads otherwise).
-    executor: str = "auto"
-    gpus: str = ""  # GPU indices runs may use, e.g. "0,2" ("" = every visible GPU)
-    runs_per_gpu: int = 1  # runs of ours at once on one GPU
-    min_free_gib: float = 0.0  # a GPU with less free memory than this gets no new run
-    # A Ray cluster to run on instead of this machine: "ray" (a local Ray started for the
-    # study), "auto" (the running cluster ray.init finds), "ray://HOST:10001" or "HOST:6379".
-    cluster: str = ""
-    gpu_share: float = 1.0  # GPUs a run asks Ray for: 0.25 packs four runs on one GPU
-    retries: int = 1  # times a run whose Ray node died starts again from its last epoch
-
-
-@dataclass(frozen=True)
-class Experiment(Settings):
-    """One named experiment: its identity plus fully resolved settings."""
-
-    name: str = ""
-    title: str = ""  # display title, any language; defaults to the name
-    group: str = ""  # experiments sharing a group are compared together in exports
-    reference: bool = False  # the group's baseline for "beyond noise?" (default: its first)
-    sweep: str = ""  # the [[sweep]] that generated this experiment ("" = written out)
-    swept: tuple[str, ...] = ()  # the settings that sweep varies, in its order
-
-    @property
-    def display_title(self) -> str:
-        """The title figures and tables show: `title`, or the name when it has none."""
-        return self.title or self.name
-
-    @property
-    def label(self) -> str:
-        """How a run is named in progress lines: `baseline`, or `baseline seed 2` for one
-        of several seeds."""
-        return f"{self.name} seed {self.seed}" if self.seeds else self.name
-
-    def runs(self) -> list[Experiment]:
-        """One experiment per run to train: one per seed of `seeds` (each keeping the list,
-        with its own `seed`), else itself. A run's experiment expands to itself."""
-        if len(self.seeds) <= 1:
-            return [self]
-        return [dataclasses.replace(self, seed=s, seeds=(s,)) for s in self.seeds]
-
-    def settings(self) -> dict[str, Any]:
-        """The resolved settings as a TOML-ready dict (None and empty lists dropped)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None and v != ()}
-
-    def differing(self, others: list[Experiment]) -> dict[str, Any]:
-        """The settings whose value is not the same across `others` (self included)."""
-        out = {}
-        for key in SETTING_KEYS:
-            if len({getattr(e, key) for e in others}) > 1:
-                out[key] = getattr(self, key)
-        return out
-
-
-SETTING_KEYS = tuple(f.name for f in fields(Settings))
-IDENTITY_KEYS = ("name", "title", "group", "reference")
-EXPERIMENT_KEYS = IDENTITY_KEYS + SETTING_KEYS
-GENERATED_KEYS = ("sweep", "swept")  # written by a [[sweep]], not by hand
-# Settings whose value is itself a list: a [[sweep]] takes their list as the value, not as
-# values to sweep over.
-LIST_SETTINGS = ("seeds", "gpus")
-_FIELD_TYPES = {f.name: f.type for f in fields(Experiment)}
-# Settings that change how fast a run trains or where it reads from, not what it learns: a
-# run that differs from today's settings only in these still counts as one of them.
-SPEED_KEYS = frozenset(
-    {"device", "data_dir", "threads", "compile", "channels_last", "target_acc"}
-    | {"executor", "gpus", "runs_per_gpu", "min_free_gib"}  # where it runs, not what it learns
-    | {"cluster", "gpu_share", "retries"}
-)
 
 
 def learned_key(exp: Settings) -> str:
@@ -273,7 +149,7 @@ class ExperimentFile:
             if not matches:
                 raise ConfigError(
                     f"--run: no experiment or group named {w!r} in {self.path}"
-                    f"{_suggest(w, self.names())} (names: {', '.join(self.names())})"
+                    f"{suggest(w, self.names())} (names: {', '.join(self.names())})"
                 )
             chosen.extend(m for m in matches if m not in chosen)
         if not chosen:
@@ -322,289 +198,6 @@ class _Locator:
 
 
 # Names people reach for from other tools, mapped to ours, for "did you mean".
-ALIASES = {
-    "learning_rate": "lr",
-    "learningrate": "lr",
-    "lr_rate": "lr",
-    "wd": "weight_decay",
-    "l2": "weight_decay",
-    "decay": "weight_decay",
-    "bs": "batch_size",
-    "batch": "batch_size",
-    "batchsize": "batch_size",
-    "epoch": "epochs",
-    "num_epochs": "epochs",
-    "n_epochs": "epochs",
-    "dropout_rate": "dropout",
-    "drop": "dropout",
-    "p": "dropout",
-    "optim": "optimizer",
-    "opt": "optimizer",
-    "optimiser": "optimizer",
-    "arch": "model",
-    "net": "model",
-    "network": "model",
-    "data": "dataset",
-    "random_seed": "seed",
-    "gpu": "device",
-    "cuda": "device",
-    "beta": "momentum",
-    "label": "title",
-    "val_split": "val_size",
-    "validation_size": "val_size",
-    "scheduler": "lr_schedule",
-    "schedule": "lr_schedule",
-    "lr_scheduler": "lr_schedule",
-    "warmup": "warmup_epochs",
-    "patience": "early_stop_patience",
-    "early_stopping": "early_stop_patience",
-    "step_size": "lr_step_epochs",
-    "gamma": "lr_gamma",
-    "description": "title",
-}
-
-
-def _suggest(word: str, choices: tuple[str, ...] | list[str]) -> str:
-    norm = word.strip().lower().replace("-", "_")
-    guess = ALIASES.get(norm)
-    if guess not in choices:
-        close = difflib.get_close_matches(norm, list(choices), n=1, cutoff=0.6)
-        guess = close[0] if close else None
-    return f" (did you mean {guess!r}?)" if guess and guess != word else ""
-
-
-def _type_name(tp: Any) -> str:
-    return {
-        "int": "an integer",
-        "float": "a number",
-        "str": "a string",
-        "bool": "true or false",
-        "int | None": "an integer",
-    }.get(str(tp), str(tp))
-
-
-def _check_gpus(value: Any) -> str:
-    """`gpus` as a list of indices ([0, 2]) or text ("0,2"); normalised to "0,2"."""
-    allowed = f'GPU indices in [0, {GPU_INDEX_MAX}], e.g. [0, 2] or "0,2" (empty: every GPU)'
-    if isinstance(value, str):
-        parts = [p.strip() for p in value.split(",")] if value.strip() else []
-        if not all(p.isdigit() and p.isascii() for p in parts):
-            raise ConfigError(f"'gpus' = {value!r} is not valid: {allowed}")
-        items: list[Any] = [int(p) for p in parts]
-    elif isinstance(value, list):
-        items = value
-    else:
-        raise ConfigError(f"'gpus' must be a list of GPU indices, got {value!r}")
-    for item in items:
-        if isinstance(item, bool) or not isinstance(item, int) or not 0 <= item <= GPU_INDEX_MAX:
-            raise ConfigError(f"'gpus' = {value!r} is not valid: {allowed}")
-    if len(set(items)) != len(items):
-        twice = next(i for i in items if items.count(i) > 1)
-        raise ConfigError(f"'gpus' = {value!r} names GPU {twice} twice: {allowed}")
-    return ",".join(str(i) for i in items)
-
-
-def _check_seeds(value: Any) -> tuple[int, ...]:
-    """`seeds` as a list of distinct seeds ([0, 1, 2]); one seed alone is `seed = N`."""
-    allowed = "a list of distinct seeds in [0, 2^64 - 1], e.g. [0, 1, 2] (one seed: seed = N)"
-    if not isinstance(value, list | tuple) or not value:
-        raise ConfigError(f"'seeds' = {value!r} is not valid: {allowed}")
-    for item in value:
-        if isinstance(item, bool) or not isinstance(item, int) or not 0 <= item <= SEED_MAX:
-            raise ConfigError(f"'seeds' = {value!r} is not valid: {allowed}")
-    if len(set(value)) != len(value):
-        twice = next(v for v in value if list(value).count(v) > 1)
-        raise ConfigError(f"'seeds' = {value!r} names seed {twice} twice: {allowed}")
-    return tuple(value)
-
-
-def gpu_list(spec: str) -> list[int]:
-    """The indices of a checked `gpus` value ([] = every visible GPU)."""
-    return [int(p) for p in spec.split(",") if p]
-
-
-def check_value(key: str, value: Any) -> Any:
-    """Validate one setting; return its normalised value or raise ConfigError (no position)."""
-    if key == "gpus":
-        return _check_gpus(value)
-    if key == "seeds":
-        return _check_seeds(value)
-    if key == "swept":
-        if not isinstance(value, list | tuple) or not all(k in SETTING_KEYS for k in value):
-            raise ConfigError(f"'swept' must be a list of setting names, got {value!r}")
-        return tuple(value)
-    value = _check_type(key, value)
-    if key in _CHOICES:
-        options = _CHOICES[key]
-        if value not in options:
-            raise ConfigError(
-                f"unknown {key} {value!r}{_suggest(value, options)} (allowed: {', '.join(options)})"
-            )
-    elif key in _RANGES:
-        within, allowed = _RANGES[key]
-        _need(key, value, within(value), allowed)
-    else:
-        _check_text(key, value)
-    return value
-
-
-def threads_max() -> int:
-    """The most CPU threads a run may ask for on this machine (THREADS_PER_CORE per core)."""
-    return THREADS_PER_CORE * (os.cpu_count() or 1)
-
-
-def _check_new(key: str, value: Any) -> Any:
-    """`check_value`, and the limits of this machine (`threads`): for a setting being written,
-    not for a stored run's, which may have been made on a larger machine."""
-    value = check_value(key, value)
-    if key == "threads":
-        cores = os.cpu_count() or 1
-        _need(
-            key,
-            value,
-            value <= threads_max(),
-            f"must be in [0, {threads_max()}] ({THREADS_PER_CORE} per core, {cores} cores here;"
-            " 0 chooses from the batch size)",
-        )
-    return value
-
-
-def _check_type(key: str, value: Any) -> Any:
-    """The value as its setting's type (an int becomes a float where a number is wanted), or
-    ConfigError saying which type the setting takes."""
-    tp = str(_FIELD_TYPES[key])
-    if tp in ("int", "int | None"):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key!r} must be an integer, got {value!r}")
-    elif tp == "float":
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{key!r} must be a number, got {value!r}")
-        value = float(value)
-        if not math.isfinite(value):
-            raise ConfigError(f"{key!r} must be a finite number, got {value!r}")
-    elif tp == "bool":
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key!r} must be true or false, got {value!r}")
-    elif tp == "str" and not isinstance(value, str):
-        raise ConfigError(f"{key!r} must be a string, got {value!r}")
-    return value
-
-
-def _need(key: str, value: Any, ok: bool, allowed: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key!r} = {value!r} is out of range: {allowed}")
-
-
-# The settings that name one of a fixed set of choices.
-_CHOICES: dict[str, tuple[str, ...]] = {
-    "model": MODELS,
-    "dataset": DATASETS,
-    "optimizer": OPTIMIZERS,
-    "amp": AMP_MODES,
-    "compile": COMPILE_MODES,
-    "lr_schedule": LR_SCHEDULES,
-    "executor": EXECUTORS,
-}
-
-# The numeric settings' ranges: the test a value must pass, and what the error says.
-_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "lr": (lambda v: v > 0, "must be > 0"),
-    "momentum": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
-    "weight_decay": (lambda v: v >= 0, "must be >= 0"),
-    "dropout": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
-    "target_acc": (lambda v: 0 < v <= 1, "must be in (0, 1], a fraction of the test set"),
-    "epochs": (lambda v: 1 <= v <= EPOCHS_MAX, f"must be in [1, {EPOCHS_MAX}]"),
-    "batch_size": (lambda v: v >= 1, "must be >= 1"),
-    "train_size": (lambda v: v >= 1, "must be >= 1 (leave it out to use all)"),
-    "test_size": (lambda v: v >= 1, "must be >= 1 (leave it out to use all)"),
-    "seed": (lambda v: 0 <= v <= SEED_MAX, "must be in [0, 2^64 - 1]"),
-    "threads": (lambda v: v >= 0, "must be >= 0"),
-    "val_size": (lambda v: v >= 0, "must be >= 0"),
-    "warmup_epochs": (lambda v: v >= 0, "must be >= 0"),
-    "early_stop_patience": (lambda v: v >= 0, "must be >= 0 (0 turns early stopping off)"),
-    "lr_step_epochs": (lambda v: v >= 1, "must be >= 1"),
-    "lr_gamma": (lambda v: 0 < v <= 1, "must be in (0, 1]"),
-    "runs_per_gpu": (lambda v: v >= 1, "must be >= 1"),
-    "min_free_gib": (lambda v: v >= 0, "must be >= 0"),
-    "gpu_share": (
-        lambda v: 0 < v <= 1 or (v > 1 and v.is_integer()),
-        "a fraction of one GPU in (0, 1], or a whole number of GPUs",
-    ),
-    "retries": (lambda v: v >= 0, "must be >= 0"),
-}
-
-
-def _check_text(key: str, value: Any) -> None:
-    """The checks of the settings given as text: device, cluster, paths and names."""
-    match key:
-        case "device":
-            if not DEVICE_RE.match(value):
-                raise ConfigError(
-                    f"unknown device {value!r} (allowed: auto, cpu, cuda, cuda:N, mps)"
-                )
-        case "cluster":
-            if value and not CLUSTER_RE.match(value):
-                raise ConfigError(
-                    f'unknown cluster {safe(value)!r} (allowed: "" for this machine, ray, auto, '
-                    "ray://HOST:10001, HOST:6379)"
-                )
-            port = _cluster_port(value)
-            if port is not None and not 1 <= port <= PORT_MAX:
-                raise ConfigError(
-                    f"cluster {value!r}: port {port} is out of range: ports are 1 to {PORT_MAX}"
-                )
-        case "data_dir":
-            _need(key, value, value != "", "must not be empty")
-            _printable(key, value)
-        case "name":
-            _need(
-                key,
-                value,
-                bool(NAME_RE.match(value)) and value not in (".", ".."),
-                "letters, digits, '-', '_', '.', '=' and '+', not starting with '.' or '-'",
-            )
-            _folder_name(key, value)
-        case "group" | "sweep":
-            if value:
-                ok = bool(NAME_RE.match(value))
-                _need(key, value, ok, "letters, digits, '-', '_', '.', '=' and '+'")
-                _folder_name(key, value)
-        case "title":
-            _printable(key, value)
-
-
-def _cluster_port(address: str) -> int | None:
-    """The port a checked `cluster` address names (HOST:PORT, ray://HOST:PORT), else None."""
-    host = address.removeprefix("ray://")
-    if host.endswith("]") or ":" not in host:  # no port, or a bare [IPv6] address
-        return None
-    tail = host.rsplit(":", 1)[1]
-    return int(tail) if tail.isdigit() else None
-
-
-def _folder_name(key: str, value: str) -> None:
-    """A name or group names a folder in runs/ and exports/: short, and not a file there."""
-    if len(value) > NAME_MAX:
-        raise ConfigError(
-            f"{key!r} is {len(value)} characters long; at most {NAME_MAX} "
-            f"(it names a folder): {value[:20]!r}..."
-        )
-    if value.casefold() in EXPORT_ROOT_FILES:
-        raise ConfigError(
-            f"{key!r} = {value!r} is the name of a file in the exports folder; choose another"
-        )
-
-
-def _printable(key: str, value: str) -> None:
-    """Text that is shown in terminals holds no control characters (escape sequences)."""
-    ch = unsafe_char(value)
-    if ch is not None:
-        raise ConfigError(
-            f"{key!r} holds the control character '{safe(ch)}' (character "
-            f"{value.index(ch) + 1}); control characters are not allowed"
-        )
-
-
 def parse_override(item: str, label: str | None = None) -> tuple[str, Any]:
     """Parse one `--set KEY=VALUE`; VALUE is read as TOML, or as a bare string. Errors start
     with `label` (an option such as `--device 'cuda:abc'`), else with `--set 'KEY=VALUE'`."""
@@ -614,19 +207,19 @@ def parse_override(item: str, label: str | None = None) -> tuple[str, Any]:
     key, raw = (s.strip() for s in item.split("=", 1))
     if key not in SETTING_KEYS:
         allowed = IDENTITY_KEYS if key in IDENTITY_KEYS else SETTING_KEYS
-        hint = _suggest(key, allowed)
+        hint = suggest(key, allowed)
         raise ConfigError(f"{where}: unknown key {key!r}{hint}")
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         if key == "seeds" and all(p.strip().isdigit() for p in raw.split(",")):
             value = [int(p) for p in raw.split(",")]  # --set seeds=0,1,2
-        elif str(_FIELD_TYPES[key]) != "str":
-            raise ConfigError(f"{where}: {raw!r} is not {_type_name(_FIELD_TYPES[key])}") from None
+        elif declared(key).type != "str":
+            raise ConfigError(f"{where}: {raw!r} is not {declared(key).type_name}") from None
         else:
             value = raw
     try:
-        return key, _check_new(key, value)
+        return key, check_new(key, value)
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None
 
@@ -789,13 +382,13 @@ def _settings_from(
             extra = ""
             if key in IDENTITY_KEYS:
                 extra = f" ({key!r} belongs in an [[experiment]], not in [defaults])"
-            raise ConfigError(f"{prefix}: unknown key {key!r}{_suggest(key, allowed)}{extra}")
+            raise ConfigError(f"{prefix}: unknown key {key!r}{suggest(key, allowed)}{extra}")
         if key == "title" and not isinstance(value, str):
             raise ConfigError(f"{prefix}: 'title' must be a string, got {value!r}")
         if key == "name" and not isinstance(value, str):
             raise ConfigError(f"{prefix}: 'name' must be a string, got {value!r}")
         try:
-            out[key] = _check_new(key, value)
+            out[key] = check_new(key, value)
         except ConfigError as e:
             raise ConfigError(f"{prefix}: {e}") from None
     if "seed" in out and "seeds" in out:
@@ -892,13 +485,13 @@ def _swept(key: str, items: list[Any], at: str) -> list[tuple[Any, Any]]:
     """One swept setting's values, each as written and as checked; errors name `at`."""
     if key not in SETTING_KEYS:
         why = "cannot be swept" if key in IDENTITY_KEYS else "unknown key"
-        raise ConfigError(f"{at}: {why} {key!r}{_suggest(key, SETTING_KEYS)}")
+        raise ConfigError(f"{at}: {why} {key!r}{suggest(key, SETTING_KEYS)}")
     if not items:
         raise ConfigError(f"{at}: {key!r} = [] sweeps over nothing; give at least one value")
     checked = []
     for j, item in enumerate(items):
         try:
-            checked.append(_check_new(key, item))
+            checked.append(check_new(key, item))
         except ConfigError as e:
             raise ConfigError(f"{at}: value {j + 1} of {key!r}: {e}") from None
     if len(set(map(_name_part, items))) != len(items):
@@ -1026,7 +619,7 @@ def _check_top_level(doc: dict[str, Any], where: str, loc: _Locator) -> None:
             pos = loc.find(key, 0, None) or (1, 1)
             raise ConfigError(
                 f"{where}:{pos[0]}:{pos[1]}: unknown top-level key {key!r}"
-                f"{_suggest(key, ('defaults', 'experiment', 'sweep'))} (allowed: [defaults], "
+                f"{suggest(key, ('defaults', 'experiment', 'sweep'))} (allowed: [defaults], "
                 "[[experiment]], [[sweep]])"
             )
         if key == "defaults" and not isinstance(value, dict):

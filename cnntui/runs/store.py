@@ -60,6 +60,7 @@ import tomli_w
 
 from ..core.config import SETTING_KEYS, ConfigError, Experiment, check_value, learned_key
 from ..core.history import History, check_arrays, metrics
+from ..core.settings import RESUME_KEYS as RESUME_KEYS  # what a resume may change
 from ..core.text import one_line
 from .records import STATUSES as STATUSES  # the store's vocabulary, re-exported
 from .records import UNFINISHED as UNFINISHED
@@ -72,25 +73,6 @@ except ImportError:  # not POSIX: runs are not locked
     fcntl = None  # type: ignore[assignment]
 
 
-# What a resume may change: how the run trains, not what it trains. Everything else (model,
-# dataset, sizes, optimizer and its settings, dropout, seed, augment, amp) is fixed by the
-# checkpoint, or would make the history disagree with config.toml.
-RESUME_KEYS = (
-    "epochs",
-    "device",
-    "threads",
-    "compile",
-    "channels_last",
-    "data_dir",
-    "target_acc",
-    "executor",
-    "gpus",
-    "runs_per_gpu",
-    "min_free_gib",
-    "cluster",
-    "gpu_share",
-    "retries",
-)
 LOCK_FILE = "lock"
 LIVE_FILE = "live.f64"
 HEARTBEAT_FILE = "heartbeat"

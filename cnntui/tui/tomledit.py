@@ -9,7 +9,6 @@ is returned, so a saved file always loads. No textual, no torch: this is plain d
 from __future__ import annotations
 
 import tomllib
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +19,14 @@ from tomlkit.items import AoT, Item, Table
 from ..core.config import (
     EXPERIMENT_KEYS,
     ConfigError,
-    Experiment,
     ExperimentFile,
     check_value,
     parse,
 )
+from ..core.settings import declared
 from ..runs.store import atomic_write_bytes
 
-STRING_KEYS = frozenset(f.name for f in fields(Experiment) if str(f.type) == "str")
+STRING_KEYS = frozenset(k for k in EXPERIMENT_KEYS if declared(k).type == "str")
 
 
 def read_value(key: str, raw: str) -> Any:
