@@ -940,3 +940,21 @@ async def test_a_scheduled_run_shows_its_learning_rate_and_validation(
         assert len(curve.val_loss) == 3 and all(np.isfinite(curve.val_acc))
         await pilot.press("C")  # the engine's matrix counts every test image
         assert "of 128 test images" in classes_text(app)
+
+
+@pytest.mark.slow
+async def test_the_form_explains_each_field_and_completes_its_choices(
+    tiny_toml, runs_dir, tmp_path
+):
+    app = make_app(tiny_toml, {}, runs_dir, tmp_path / "x", device_label="c")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("E")
+        form = app.screen
+        assert isinstance(form, ExperimentForm)
+        assert str(form.query_one("#field-lr", Input).tooltip) == (
+            "learning rate, per step (must be > 0)"
+        )
+        assert "allowed: sgd, adam, adamw" in str(form.query_one("#field-optimizer").tooltip)
+        await type_into(pilot, app, "optimizer", "ada")
+        await pilot.press("right")  # takes the completion offered
+        assert form.query_one("#field-optimizer", Input).value == "adam"

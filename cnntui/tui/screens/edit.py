@@ -19,9 +19,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
+from textual.suggester import SuggestFromList
 from textual.widgets import Input, Label, Static
 
 from ...core.config import EXPERIMENT_KEYS, ConfigError
+from ...core.settings import declared
 from ..tomledit import read_value, show_value
 
 Save = Callable[[dict[str, Any]], str | None]  # returns an error to show, or None when saved
@@ -77,12 +79,7 @@ class ExperimentForm(ModalScreen[bool]):
                     hint = f"{show_value(default)} (default)" if default is not None else ""
                     with Horizontal(classes="field"):
                         yield Label(key, classes="field-label")
-                        yield Input(
-                            show_value(self.values.get(key)),
-                            placeholder=hint,
-                            id=f"field-{key}",
-                            compact=True,
-                        )
+                        yield field_input(key, show_value(self.values.get(key)), hint)
                         if key in self.overrides:
                             yield Label(
                                 Text(f"--set {show_value(self.overrides[key])}", style="yellow"),
@@ -129,3 +126,19 @@ class ExperimentForm(ModalScreen[bool]):
     def action_cancel(self) -> None:
         """Close the form without saving."""
         self.dismiss(False)
+
+
+def field_input(key: str, value: str, placeholder: str) -> Input:
+    """The input of setting `key`: its declared help (and what it allows) as the tooltip,
+    and its choices offered as completions while typing."""
+    s = declared(key)
+    allowed = f"allowed: {s.allows}" if s.choices else s.range.text if s.range else s.allows
+    choices = SuggestFromList(s.choices, case_sensitive=True) if s.choices else None
+    return Input(
+        value,
+        placeholder=placeholder,
+        id=f"field-{key}",
+        compact=True,
+        suggester=choices,
+        tooltip=f"{s.help} ({allowed})" if allowed else s.help,
+    )
