@@ -1,7 +1,7 @@
 """Aggregate throughput of `--jobs N`: worker threads against worker processes.
 
 Runs the same set of short LeNet experiments (synthetic CIFAR-shaped data, one epoch each)
-through `cnntui.runs.in_process.run_jobs` one at a time, N at a time in threads and N at a time in
+through `cnntui.runs.executors.run_jobs` one at a time, N at a time in threads and N at a time in
 processes, and prints the total training images per second two ways: "steady", from the
 first run's Started event to the last run's Finished (what a long suite sees), and "wall",
 from the call to the end (process start-up included: each worker process imports torch).
@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cnntui.core.config import Experiment
 from cnntui.core.events import Failed, Finished, Started
-from cnntui.runs.in_process import Job, run_jobs
+from cnntui.runs.executors import Job, run_jobs
 from cnntui.runs.store import RunStore
 
 

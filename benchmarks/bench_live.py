@@ -87,6 +87,7 @@ def images_per_second(exp: Experiment, live: bool, root: Path) -> float:
             t0 = time.perf_counter()
         elif isinstance(event, BatchLosses):
             images += len(event.losses) * exp.batch_size
+    run.release()
     return images / (time.perf_counter() - t0)
 
 

@@ -37,7 +37,8 @@ from torch.nn import functional as F
 
 from cnntui.core import data as datasets
 from cnntui.core.config import Experiment
-from cnntui.core.engine import choose_threads, resolve_device, train
+from cnntui.core.devices import choose_threads, resolve_device
+from cnntui.core.engine import train
 from cnntui.core.events import BatchLosses, Failed, Started
 from cnntui.core.models import build
 

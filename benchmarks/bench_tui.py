@@ -3,7 +3,7 @@ a large run store, and the redraw cost of a very long run.
 
   1. throughput  N = 1, 2, 4 runs of the real engine (LeNet, synthetic CIFAR-shaped data) in
                  the app (curves on screen, redrawn at 4 Hz) against the same runs headless,
-                 both ways of executing: threads of the process (headless: `runner.run_jobs`)
+                 both ways of executing: threads of the process (headless: `executors.run_jobs`)
                  and worker processes (headless: queued in the store as `--detach` does; the
                  TUI's default). Images per second of wall time, setup included; modes
                  alternate, medians of the repeats.
@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 
 from cnntui.core.config import Experiment
-from cnntui.runs.in_process import Job, run_jobs
+from cnntui.runs.executors import Job, run_jobs
 from cnntui.runs.store import RunStore
 
 SIZE = (100, 30)
@@ -72,7 +72,7 @@ def headless(cfg: Path, runs: Path, n: int, mode: str) -> float:
     """Images a second for the N runs through the CLI's runner."""
     exps = experiments(cfg)
     t0 = time.perf_counter()
-    for _ in run_jobs([Job(e) for e in exps], RunStore(runs), threading.Event(), n, mode=mode):
+    for _ in run_jobs([Job(e) for e in exps], RunStore(runs), threading.Event(), n, executor=mode):
         pass
     wall = time.perf_counter() - t0
     return sum(e.train_size * e.epochs for e in exps) / wall
@@ -356,7 +356,9 @@ def main() -> None:
 
         print("\n1. throughput: images/s of wall time, setup included (median of repeats)")
         print(f"   each run: LeNet, batch 32, {train_size} synthetic images × {epochs} epochs, cpu")
-        print("   threads: runs in the process (headless: runner.run_jobs; app: executor=thread)")
+        print(
+            "   threads: runs in the process (headless: executors.run_jobs; app: executor=thread)"
+        )
         print("   workers: runs in worker processes (headless: queued as --detach does; app:")
         print("            the TUI's default), process start and torch import included")
         print("   runs | threads: headless   app  app/hl | workers: headless   app  app/hl")

@@ -30,9 +30,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cnntui.core.config import apply_overrides, load, parse_override
-from cnntui.core.engine import resolve_device
+from cnntui.core.devices import resolve_device
 from cnntui.core.events import Diverged, Failed, Finished, Started
-from cnntui.runs.in_process import Job, run_jobs
+from cnntui.runs.executors import Job, run_jobs
 from cnntui.runs.store import RunStore
 
 REPORT_SECONDS = {"arch-lenet": 49.1, "arch-resnet": 53.0}  # the report's A10, DataLoader
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--device", default="auto")
     p.add_argument("--jobs", type=int, default=1, help="runs at once (default 1, as the report)")
-    p.add_argument("--mode", default="auto", choices=("auto", "thread", "process"))
+    p.add_argument("--mode", default="thread", choices=("thread", "process"))
     p.add_argument("--one-epoch", action="store_true", help="time 1 epoch each, scale up")
     p.add_argument("--allow-cpu", action="store_true", help="run even without a GPU")
     p.add_argument("--smoke", action="store_true", help="1 epoch of 256 images each, any device")

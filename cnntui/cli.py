@@ -38,7 +38,7 @@ from .runs.records import RESUMABLE, UNFINISHED, RunStatus, RunSummary
 
 if TYPE_CHECKING:
     from .report.export import ExportResult
-    from .runs.in_process import Job
+    from .runs.executors import Job
     from .runs.store import RunRecord
 
 TUI_STOP_SECONDS = 30.0  # the longest quitting the TUI waits for its cancelled runs to save
@@ -417,7 +417,7 @@ def check_exports_dir(exports: Path) -> None:
 
 def check_devices(experiments: list[Experiment]) -> None:
     """Refuse, before anything is written, a device setting this machine lacks."""
-    from .core.engine import DeviceError, resolve_device
+    from .core.devices import DeviceError, resolve_device
 
     for spec in sorted({e.device for e in experiments}):
         try:
@@ -487,7 +487,7 @@ def plan_jobs(
     checked and locked (see RunStore.resume). A run that cannot be resumed is a UsageError
     naming it and why, raised before anything is written."""
     from .core.config import expand_runs
-    from .runs.in_process import Job
+    from .runs.executors import Job
     from .runs.store import StoreError
 
     if not args.resume:
@@ -507,8 +507,8 @@ def plan_jobs(
             jobs.append(Job(run.experiment, run, checkpoint))
     except StoreError as e:
         for job in jobs:
-            if job.resume_dir is not None:
-                job.resume_dir.release()
+            if job.run is not None:
+                job.run.release()
         raise UsageError(str(e)) from None
     if not jobs:
         raise UsageError(
@@ -603,39 +603,57 @@ def run_headless(args: argparse.Namespace, out: IO[str]) -> int:
     on_cluster = check_cluster(selected)
     check_dirs(args, selected)
     if on_cluster:  # its nodes have the devices and the data, not this machine
-        return run_followed(args, out, selected, overrides)
+        return run_attached(args, out, selected, overrides)
     check_devices(selected)
     executors = {e.executor for e in selected} - {"auto"}
     if len(executors) > 1:
         raise UsageError("the selected experiments set different executors; run them apart")
-    if executors == {"process"}:
-        return run_followed(args, out, selected, overrides)
-    return run_in_threads(args, out, selected, overrides)
+    return run_attached(args, out, selected, overrides)
 
 
-def run_in_threads(
+def run_attached(
     args: argparse.Namespace, out: IO[str], selected: list[Experiment], overrides: dict[str, Any]
 ) -> int:
-    """`--run` with executor "thread" or "auto": train the runs in this process, printing their
-    progress. Ctrl-C or SIGTERM cancels them (each saves); a hang-up only ends the printing."""
-    from .runs.in_process import run_jobs
-    from .runs.store import RunStore
+    """`--run`: train the runs with the executor their settings pick, printing their progress.
+    Ctrl-C or SIGTERM cancels them (each saves). A hang-up (the SSH connection gone) ends
+    the printing: runs in worker processes or on a cluster go on, and this command leaves;
+    runs in this process's threads go on until they end."""
+    from .runs.executors import Queued, executor_for
+    from .runs.store import RunStore, StoreError
 
     store = RunStore(args.runs_dir)
     jobs, selected, not_started = ready_jobs(plan_jobs(args, store, selected, overrides), selected)
     if not jobs:
         return EXIT_RUN_FAILED
+    executor = executor_for(selected)
     cancel = threading.Event()
     progress = Progress(out, live=out.isatty())
-    tally = Tally()
     stop = _Interrupt(progress, cancel)
+    if isinstance(executor, Queued):
+        try:
+            records = executor.queue(jobs, store, args.jobs)
+            events = executor.follow(records, store, cancel, stop.left)
+        except StoreError as e:
+            raise UsageError(str(e)) from None
+        where = f"on the Ray cluster {selected[0].cluster!r}" if executor.name == "ray" else ""
+        progress.line(
+            f"queued {len(records)} run(s) {where or 'in worker processes'}; Ctrl-C "
+            "cancels them, a hang-up leaves them training (cnntui --status)"
+        )
+    else:
+        events = executor.start(jobs, store, cancel, args.jobs)
+    tally = Tally()
     try:
         with handling_signals(stop.on_signal):
-            for event in run_jobs(jobs, store, cancel, args.jobs):
+            for event in events:
                 progress.handle(event)
                 tally.note(event)
     finally:
         progress.close()
+    if stop.hangup and executor.outlives_caller:
+        return EXIT_INTERRUPTED  # the terminal is gone; the runs go on
+    for record in executor.records if isinstance(executor, Queued) else []:
+        tally.ran.setdefault(record.label, str(record.path))
     done = tally.outcome(not_started, stop.interrupted)
     return finish_study(args, store, jobs, selected, out, progress, done)
 
@@ -648,8 +666,8 @@ def ready_jobs(
     settings."""
     ready = {e.name for e in check_data([j.experiment for j in jobs])}
     for job in jobs:
-        if job.experiment.name not in ready and job.resume_dir is not None:
-            job.resume_dir.release()
+        if job.experiment.name not in ready and job.run is not None:
+            job.run.release()
     not_started = len([j for j in jobs if j.experiment.name not in ready])
     jobs = [j for j in jobs if j.experiment.name in ready]
     selected = [e for e in selected if e.name in ready]
@@ -704,12 +722,16 @@ class _Interrupt:
         self.progress = progress
         self.cancel = cancel
         self.interrupted = False
+        self.hangup = False
+        self.left = threading.Event()  # set on a hang-up: followers of other processes leave
 
     def on_signal(self, signum: int, frame: Any) -> None:
         """Cancel the runs on Ctrl-C or SIGTERM; on a hang-up, only stop printing."""
         if hasattr(signal, "SIGHUP") and signum == signal.SIGHUP:
             # A dropped SSH connection or a closed terminal ends only the following: the runs
-            # (and those still waiting) go on in this process, as they would with --detach.
+            # (and those still waiting) go on, in this process or in their own.
+            self.hangup = True
+            self.left.set()
             leave_terminal(self.progress)
             return
         first = not self.interrupted
@@ -730,7 +752,7 @@ def leave_terminal(progress: Progress) -> None:
 def run_detached(args: argparse.Namespace, out: IO[str]) -> int:
     """`--run SEL --detach`: queue the runs in the run store, make sure its scheduler runs,
     say how to watch them, and return: the runs train in worker processes of their own."""
-    from .runs import lifecycle
+    from .runs.executors import Job, detached_for
     from .runs.store import RunStore, StoreError
 
     file, overrides = load_experiments(args)
@@ -748,17 +770,13 @@ def run_detached(args: argparse.Namespace, out: IO[str]) -> int:
     check_cluster(selected)
     check_dirs(args, selected)
     store = RunStore(args.runs_dir)
-    resumed = plan_jobs(args, store, selected, overrides) if args.resume else []
+    jobs = plan_jobs(args, store, selected, overrides) if args.resume else []
     try:
-        if args.resume:
-            queued = lifecycle.requeue([j.resume_dir for j in resumed if j.resume_dir], args.jobs)
-        else:
-            queued = lifecycle.submit(store, selected, args.jobs)
-        lifecycle.ensure_scheduler(store)
+        queued = detached_for(selected).queue(jobs or [Job(e) for e in selected], store, args.jobs)
     except StoreError as e:
         raise UsageError(str(e)) from None
     for record in queued:
-        how = " (resume)" if record.queue.get("resume") else ""
+        how = " (resume)" if record.queue is not None and record.queue.resume else ""
         print(f"queued {record.name} {record.run_id}{how}", file=out)
     runs = "" if args.runs_dir == Path("runs") else f" --runs-dir {args.runs_dir}"
     me = command_name()
@@ -779,112 +797,6 @@ def command_name() -> str:
     if shutil.which("cnntui") or started.name != "cnntui":
         return "cnntui"
     return str(started)
-
-
-def run_followed(
-    args: argparse.Namespace, out: IO[str], selected: list[Experiment], overrides: dict[str, Any]
-) -> int:
-    """`--run` with executor "process": the runs are queued and train in worker processes of
-    their own, and this command follows them through the run store, printing what
-    run_headless prints. Ctrl-C or SIGTERM cancels them (each saves) and waits; a hang-up
-    (SIGHUP: the SSH connection gone) only ends the following: the runs go on."""
-    from .runs import lifecycle
-    from .runs.store import RunStore
-
-    store = RunStore(args.runs_dir)
-    jobs, selected, not_started = ready_jobs(plan_jobs(args, store, selected, overrides), selected)
-    if not jobs:
-        return EXIT_RUN_FAILED
-    records = queue_jobs(args, store, jobs)
-    followed = [lifecycle.RunEvents(r.path) for r in records]
-    progress = Progress(out, live=out.isatty())
-    cluster = next((e.cluster for e in selected if e.cluster), "")
-    where = f"on the Ray cluster {cluster!r}" if cluster else "in worker processes"
-    progress.line(
-        f"queued {len(records)} run(s) {where}; Ctrl-C cancels them, "
-        "a hang-up leaves them training (cnntui --status)"
-    )
-    tally = Tally()
-    watch = _Watch(store, records)
-    try:
-        with handling_signals(watch.on_signal):
-            follow(store, followed, progress, tally, watch)
-    finally:
-        progress.close()
-    if watch.hangup:
-        return EXIT_INTERRUPTED  # the terminal is gone; the runs go on
-    for f in followed:
-        record = RunStore.read(f.path)
-        if record is not None:
-            tally.ran.setdefault(record.label, str(f.path))
-    done = tally.outcome(not_started, watch.interrupted)
-    return finish_study(args, store, jobs, selected, out, progress, done)
-
-
-def queue_jobs(args: argparse.Namespace, store: Any, jobs: list[Job]) -> list[RunRecord]:
-    """Queue the jobs in the run store (requeue them, with --resume) and make sure its
-    scheduler runs; the queued runs' records."""
-    from .runs import lifecycle
-    from .runs.store import StoreError
-
-    try:
-        if args.resume:
-            records = lifecycle.requeue([j.resume_dir for j in jobs if j.resume_dir], args.jobs)
-        else:
-            records = lifecycle.submit(store, [j.experiment for j in jobs], args.jobs)
-        lifecycle.ensure_scheduler(store)
-    except StoreError as e:
-        raise UsageError(str(e)) from None
-    return records
-
-
-class _Watch:
-    """The signal handler while following queued runs: Ctrl-C or SIGTERM cancels them once,
-    a hang-up ends the following; either wakes the follower."""
-
-    def __init__(self, store: Any, records: list[RunRecord]) -> None:
-        self.store = store
-        self.records = records
-        self.interrupted = False
-        self.hangup = False
-        self.wake = threading.Event()
-
-    def on_signal(self, signum: int, frame: Any) -> None:
-        """Note a hang-up, or cancel the runs on the first Ctrl-C or SIGTERM."""
-        from .runs import lifecycle
-        from .runs.store import StoreError
-
-        if hasattr(signal, "SIGHUP") and signum == signal.SIGHUP:
-            self.hangup = True
-        elif not self.interrupted:
-            self.interrupted = True
-            for record in self.records:
-                with contextlib.suppress(StoreError):
-                    lifecycle.cancel(self.store, record.run_id)
-        self.wake.set()
-
-
-def follow(
-    store: Any, followed: list[Any], progress: Progress, tally: Tally, watch: _Watch
-) -> None:
-    """Print the followed runs' events until each has ended or the terminal hung up; take over
-    from a scheduler that was killed."""
-    from .runs import lifecycle
-
-    next_check = time.monotonic() + 2.0
-    while not watch.hangup and not all(f.ended for f in followed):
-        if time.monotonic() >= next_check:  # its scheduler killed: take over
-            next_check = time.monotonic() + 2.0
-            with contextlib.suppress(OSError):
-                lifecycle.ensure_scheduler(store)
-        for f in followed:
-            for event in f.poll():
-                progress.handle(event)
-                tally.note(event)
-        if watch.interrupted and watch.wake.is_set():
-            watch.wake.clear()
-            progress.line("interrupted: stopping runs and saving their histories ...")
-        watch.wake.wait(0.2)
 
 
 def show_status(args: argparse.Namespace, out: IO[str]) -> int:

@@ -32,6 +32,18 @@ def tiny_experiment(**overrides) -> Experiment:
     return dataclasses.replace(base, **overrides)
 
 
+def train(exp, cancel=None, run=None, resume=None, *rest, **options):
+    """engine.train, with the run's lock let go when its events end, as its caller does in
+    the product (executors.run_one): the engine writes through the run, never releases it."""
+    from cnntui.core import engine
+
+    try:
+        yield from engine.train(exp, cancel, run, resume, *rest, **options)
+    finally:
+        if run is not None:
+            run.release()
+
+
 TINY_TOML = """\
 # a comment the user wrote
 [defaults]
@@ -58,10 +70,10 @@ lr = 0.02
 
 def scheduler_pid(store) -> int | None:
     """The pid of the store's running scheduler, or None."""
-    from cnntui.runs import daemon as scheduler
+    from cnntui.runs import processes
     from cnntui.runs import store as st
 
-    if not scheduler.held(store):
+    if not processes.held(store):
         return None
     try:
         return int((store.root / st.SCHEDULER_LOCK).read_text().split()[0])

@@ -437,7 +437,7 @@ def test_a_lone_headless_run_at_a_large_batch_uses_every_core(tiny_toml: Path) -
     result = cnntui(*args, cwd=cwd)
     assert result.returncode == 0, result.stderr
     (run,) = RunStore(cwd / "runs").runs("alpha")
-    from cnntui.core.engine import cpu_cores
+    from cnntui.core.devices import cpu_cores
 
     n = cpu_cores()
     assert run.summary.device == f"cpu ({n} thread{'s' if n > 1 else ''})"

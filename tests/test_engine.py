@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from cnntui.core.engine import train
 from cnntui.core.events import BatchLosses, Cancelled, Diverged, EpochEnd, Failed, Finished, Started
 from cnntui.core.history import History
 from cnntui.runs.store import RunStore
-from tests.helpers import tiny_experiment
+from tests.helpers import tiny_experiment, train
 
 
 def run_to_end(exp, store=None, cancel=None, resume=None, run=None):

@@ -15,7 +15,7 @@ HEADLESS = [
     "cnntui.runs.store",
     "cnntui.core.history",
     "cnntui.core.events",
-    "cnntui.runs.in_process",
+    "cnntui.runs.executors",
     "cnntui.report.export",
     "cnntui.cli",
     "cnntui.runs.ray_executor",

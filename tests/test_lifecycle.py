@@ -17,7 +17,7 @@ import pytest
 
 from cnntui.core.config import apply_overrides, load
 from cnntui.runs import daemon as scheduler
-from cnntui.runs import lifecycle
+from cnntui.runs import lifecycle, processes
 from cnntui.runs import store as st
 from cnntui.runs.gpus import GIB, Gpu
 from cnntui.runs.store import RunRecord, RunStatus, RunStore, RunSummary
@@ -127,7 +127,7 @@ def test_detach_returns_at_once_and_the_runs_finish_in_the_background(study: Pat
     assert status.stdout.count("finished") == 2 and " 2/2 " in status.stdout
     assert max(len(line) for line in status.stdout.splitlines()) <= 80
     poll(
-        lambda: not scheduler.held(store), DEADLINE, "the scheduler to exit once the queue is empty"
+        lambda: not processes.held(store), DEADLINE, "the scheduler to exit once the queue is empty"
     )
 
 
@@ -176,7 +176,7 @@ def test_kill_9_of_the_scheduler_loses_no_queued_run(study: Path) -> None:
     pid = poll(lambda: scheduler_pid(store), DEADLINE, "the scheduler to start")
     poll(lambda: statuses(store)["alpha"] == "running", DEADLINE, "alpha to start")
     os.kill(pid, signal.SIGKILL)
-    poll(lambda: not scheduler.held(store), DEADLINE, "the killed scheduler's lock to go")
+    poll(lambda: not processes.held(store), DEADLINE, "the killed scheduler's lock to go")
     assert statuses(store)["beta"] == "queued"
     # The next cnntui that queues or follows takes over; alpha, still training in its own
     # worker, holds the one CPU slot until it ends.
@@ -359,10 +359,10 @@ def test_a_starting_scheduler_rides_over_a_probe_of_its_lock(study: Path) -> Non
 
     store = RunStore(study / "runs")
     store.root.mkdir()
-    probe = scheduler.take_lock(store)  # another cnntui asking `held()` at that instant
-    assert probe is not None and scheduler.held(store)
+    probe = processes.take_lock(store)  # another cnntui asking `held()` at that instant
+    assert probe is not None and processes.held(store)
     threading.Timer(0.05, probe.release).start()
-    lock = scheduler.take_lock(store, wait=DEADLINE)
+    lock = processes.take_lock(store, wait=DEADLINE)
     assert lock is not None  # not mistaken for a scheduler already running
     lock.release()
 

@@ -70,7 +70,7 @@ class Drain:
 
 def local_history(exp, tmp: Path):
     """The history of the same experiment trained here, in-process, without Ray."""
-    from cnntui.core.engine import train
+    from tests.helpers import train
 
     store = RunStore(tmp)
     run = store.create(exp)

@@ -16,7 +16,7 @@ from cnntui.core import engine
 from cnntui.core.config import ConfigError
 from cnntui.core.events import Failed
 from cnntui.runs.store import RunStore, atomic_write, atomic_write_bytes
-from tests.helpers import tiny_experiment
+from tests.helpers import tiny_experiment, train
 
 
 def test_a_failed_write_leaves_the_previous_file_whole(tmp_path: Path) -> None:
@@ -73,7 +73,7 @@ def test_out_of_memory_is_a_failed_run_with_advice(tmp_path: Path, monkeypatch) 
     monkeypatch.setattr(engine, "build", lambda *a: Exploding())
     store = RunStore(tmp_path / "runs")
     exp = tiny_experiment(batch_size=64)
-    events = list(engine.train(exp, None, store.create(exp)))
+    events = list(train(exp, None, store.create(exp)))
     assert isinstance(events[-1], Failed)
     assert events[-1].reason == "out of memory at batch_size 64: lower batch_size or test_size"
     record = store.latest("tiny")
@@ -100,7 +100,7 @@ def test_history_npz_always_loads_after_each_epoch(tmp_path: Path) -> None:
     store = RunStore(tmp_path / "runs")
     exp = tiny_experiment(epochs=3)
     run = store.create(exp)
-    for event in engine.train(exp, None, run):
+    for event in train(exp, None, run):
         if type(event).__name__ == "EpochEnd":
             with np.load(run.path / "history.npz") as npz:
                 assert len(npz["test_acc"]) == event.epoch + 1

@@ -16,13 +16,12 @@ import numpy as np
 import pytest
 
 from cnntui.core import engine
-from cnntui.core.engine import train
 from cnntui.core.events import BatchLosses, Cancelled, EpochEnd, Failed, Finished, Started
 from cnntui.core.history import History
 from cnntui.runs import store as store_mod
-from cnntui.runs.in_process import Job, run_jobs
+from cnntui.runs.executors import Job, run_jobs
 from cnntui.runs.store import RunStore
-from tests.helpers import tiny_experiment
+from tests.helpers import tiny_experiment, train
 
 
 def cancelled_in_epoch_2(store: RunStore, **overrides):

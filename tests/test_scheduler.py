@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from cnntui.runs import daemon as scheduler
+from cnntui.runs import processes
 from cnntui.runs import ray_executor as rayexec
 from cnntui.runs import store as st
 from cnntui.runs.store import RunStore
@@ -27,7 +28,7 @@ class _Rival:
         return False
 
     def queued(self) -> bool:
-        self.other = scheduler.take_lock(self.store, name=self.lock_name)
+        self.other = processes.take_lock(self.store, name=self.lock_name)
         return True
 
 
@@ -45,4 +46,48 @@ def test_a_scheduler_that_loses_its_lock_to_another_steps_aside(
     store.root.mkdir()
     rival = _Rival(store, lock_name)
     assert run(store, rival) == 0  # it returns quietly: the other one drains the queue
-    assert rival.other is not None and scheduler.held(store, lock_name)
+    assert rival.other is not None and processes.held(store, lock_name)
+
+
+# --- hand-damaged queue records --------------------------------------------------------------
+
+
+def _queued_with(store: RunStore, **damage: object) -> Path:
+    """A run queued as --detach queues it, whose summary.json's queue record a hand then
+    edited."""
+    import json
+
+    from cnntui.runs import lifecycle
+    from tests.helpers import tiny_experiment
+
+    (record,) = lifecycle.submit(store, [tiny_experiment()])
+    summary = json.loads((record.path / "summary.json").read_text())
+    summary["queue"].update(damage)
+    (record.path / "summary.json").write_text(json.dumps(summary))
+    return record.path
+
+
+@pytest.mark.parametrize(
+    ("damage", "said"),
+    [
+        ({"executor": "gpu-farm"}, "executor 'gpu-farm' (allowed: process, ray)"),
+        ({"jobs": "two"}, "queue record's jobs is 'two'"),
+    ],
+)
+def test_a_hand_damaged_queue_record_fails_its_run_saying_why(
+    tmp_path: Path, damage: dict[str, object], said: str
+) -> None:
+    from cnntui.runs import lifecycle
+
+    store = RunStore(tmp_path / "runs")
+    path = _queued_with(store, **damage)
+    # the worker scheduler takes it (it is no one else's), and does not wait on it for ever
+    assert "process" in {
+        r.queue.executor if r.queue and not r.queue_problem else "process" for r in store.queued()
+    }
+    sched = scheduler.Scheduler(store, inventory=lambda: [])
+    assert sched.step() is False  # nothing left to wait for
+    record = RunStore.read(path)
+    assert record is not None and record.status is st.RunStatus.FAILED
+    assert said in (record.summary.reason or "")
+    assert "queued" not in lifecycle.status_table(store)

@@ -1,18 +1,17 @@
-"""`--jobs N` in worker processes: same results as threads, cancel, and a dying worker.
+"""`--jobs N` in worker processes: the same runs as in threads, and cancel.
 
-Each test here starts worker processes, which import torch afresh (a few seconds each).
+Each test here queues runs in the store, whose scheduler starts worker processes.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 
 import pytest
 
-from cnntui.core.events import BatchLosses, Cancelled, EpochEnd, Failed, Finished, Started
-from cnntui.runs.in_process import Job, run_jobs
+from cnntui.core.events import BatchLosses, Cancelled, EpochEnd, Finished, Started
+from cnntui.runs.executors import Job, run_jobs
 from cnntui.runs.store import RunStore
 from tests.helpers import tiny_experiment
 
@@ -67,24 +66,6 @@ def test_cancel_reaches_worker_processes_and_they_save(runs_dir: Path) -> None:
         assert record.status == "cancelled" and record.history().batch_losses == losses
 
 
-class DyingStore(RunStore):
-    """Kills the worker process that creates the run directory of `doomed`."""
-
-    def create(self, experiment):
-        if experiment.name == "doomed":
-            os._exit(3)
-        return super().create(experiment)
-
-
-@pytest.mark.process
-def test_a_worker_process_that_dies_fails_its_run_not_the_others(runs_dir: Path) -> None:
-    jobs = [Job(tiny_experiment(name="doomed")), Job(tiny_experiment(name="fine"))]
-    events = list(run_jobs(jobs, DyingStore(runs_dir), threading.Event(), 2, "process"))
-    assert by_run(events)["fine"][2] is Finished
-    failed = [e for e in events if isinstance(e, Failed)]
-    assert [(e.name, e.reason) for e in failed] == [("doomed", "worker process died (exit code 3)")]
-
-
-def test_unknown_mode_is_refused(runs_dir: Path) -> None:
-    with pytest.raises(ValueError, match="unknown mode 'fork'"):
+def test_an_unknown_executor_is_refused(runs_dir: Path) -> None:
+    with pytest.raises(ValueError, match="unknown executor 'fork'"):
         list(run_jobs([Job(tiny_experiment())], RunStore(runs_dir), threading.Event(), 1, "fork"))

@@ -24,12 +24,13 @@ import torch
 from torch.nn import functional as F
 
 from cnntui.core import data as datasets
-from cnntui.core import engine
-from cnntui.core.engine import augment_batch, choose_threads, train
+from cnntui.core import devices
+from cnntui.core.devices import choose_threads
+from cnntui.core.engine import augment_batch
 from cnntui.core.events import BatchLosses, EpochEnd, Failed, Started
 from cnntui.core.models import build, use_generator
 from cnntui.runs.store import RunStore
-from tests.helpers import tiny_experiment
+from tests.helpers import tiny_experiment, train
 
 
 def losses_of(exp) -> list[float]:
@@ -179,18 +180,18 @@ def test_augmented_training_is_seeded_and_differs_from_plain() -> None:
 
 
 def test_auto_threads_follow_batch_size_and_sharing(monkeypatch, request) -> None:
-    monkeypatch.setattr(engine, "cpu_cores", lambda: 8)
-    engine.reserve_cores(0)  # as in the CLI (and as at import, where the test leaves it)
-    request.addfinalizer(lambda: engine.reserve_cores(0))
+    monkeypatch.setattr(devices, "cpu_cores", lambda: 8)
+    devices.reserve_cores(0)  # as in the CLI (and as at import, where the test leaves it)
+    request.addfinalizer(lambda: devices.reserve_cores(0))
     assert choose_threads(4) == 1  # batch 4: splitting a tiny step only adds spinning
     assert choose_threads(32) == 1
     assert choose_threads(128) == 8  # headless, a lone run takes every core
     assert choose_threads(128, concurrent=2) == 4
     assert choose_threads(128, concurrent=16) == 1
-    engine.reserve_cores(1)  # the TUI keeps one for the screen
+    devices.reserve_cores(1)  # the TUI keeps one for the screen
     assert choose_threads(128) == 7
     assert choose_threads(128, concurrent=2) == 3
-    monkeypatch.setattr(engine, "cpu_cores", lambda: 2)
+    monkeypatch.setattr(devices, "cpu_cores", lambda: 2)
     assert choose_threads(128) == 1
     assert choose_threads(4, requested=3) == 3  # an explicit setting wins
 

@@ -35,9 +35,8 @@ from cnntui.core import engine
 from cnntui.core.events import BatchLosses, Cancelled, Diverged, Failed, Finished
 from cnntui.core.history import EPOCH_KEYS
 from cnntui.report.export import export_all
-from cnntui.runs import daemon as scheduler
-from cnntui.runs import lifecycle
-from cnntui.runs.in_process import run_jobs
+from cnntui.runs import lifecycle, processes
+from cnntui.runs.executors import run_jobs
 from cnntui.runs.store import STATUSES, RunFileError, RunStatus, RunStore, StoreError
 from cnntui.tui.session import Session
 from cnntui.tui.state import Curve
@@ -436,7 +435,7 @@ def test_a_scheduler_lock_of_any_kind_is_never_followed(kind: str, name: str) ->
         os.utime(outside / "victim", (LONG_AGO, LONG_AGO))
         make_kind(store.root / f".{name}.lock", kind, outside)
         try:
-            held = in_time(lambda: scheduler.held(store, f".{name}.lock"))
+            held = in_time(lambda: processes.held(store, f".{name}.lock"))
             assert held is False  # a huge lock file is a lock file: no one holds it
         except StoreError as e:
             one_line(e)

@@ -14,12 +14,12 @@ import torch
 
 from cnntui.core import engine
 from cnntui.core.data import class_names, make_synthetic, validation_split
-from cnntui.core.engine import confusion_matrix, train
+from cnntui.core.engine import confusion_matrix
 from cnntui.core.events import BatchLosses, Cancelled, EpochEnd, Finished, Started
 from cnntui.core.history import History, best_epoch, early_stop, metrics
 from cnntui.core.lr_schedules import epoch_lr
 from cnntui.runs.store import RunStore
-from tests.helpers import tiny_experiment
+from tests.helpers import tiny_experiment, train
 
 # --- validation split -------------------------------------------------------------------
 

@@ -237,9 +237,9 @@ async def test_marked_runs_are_overlaid_and_results_sort(tiny_toml, runs_dir, tm
 
 @pytest.mark.process
 async def test_resume_continues_the_latest_unfinished_run(tiny_toml, runs_dir, tmp_path):
-    from cnntui.core.engine import train
     from cnntui.core.events import EpochEnd
     from cnntui.runs.store import RunStore
+    from tests.helpers import train
 
     exp = load(tiny_toml).get("alpha")
     store = RunStore(runs_dir)
@@ -404,12 +404,12 @@ async def test_everything_fits(tiny_toml, runs_dir, tmp_path, size):
 async def test_header_shows_gpu_memory_on_cuda(tiny_toml, runs_dir, tmp_path, monkeypatch):
     import torch
 
-    from cnntui.core import engine
+    from cnntui.core import devices
 
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (100 * 2**30, 141 * 2**30))
     # the device probe finds a CUDA device (this machine need not have one)
-    monkeypatch.setattr(engine, "resolve_device", lambda spec: torch.device("cuda", 0))
-    monkeypatch.setattr(engine, "describe_device", lambda dev: "cuda:0 (NVIDIA H200)")
+    monkeypatch.setattr(devices, "resolve_device", lambda spec: torch.device("cuda", 0))
+    monkeypatch.setattr(devices, "describe_device", lambda dev: "cuda:0 (NVIDIA H200)")
     app = make_app(tiny_toml, {}, runs_dir, tmp_path / "x")
     async with app.run_test(size=SIZE) as pilot:
         # the header is redrawn by a timer: wait for its next tick, however busy the machine
@@ -443,7 +443,7 @@ async def test_the_tui_keeps_a_core_for_the_screen(tiny_toml, runs_dir, tmp_path
         await pilot.press("r")
         await until(pilot, lambda: status_cell(app, "alpha").startswith("finished"))
         state = app.main.session.latest("alpha")
-    from cnntui.core.engine import cpu_cores
+    from cnntui.core.devices import cpu_cores
 
     n = max(1, cpu_cores() - 1)
     assert state.device == f"cpu ({n} thread{'s' if n > 1 else ''})"

@@ -3,7 +3,7 @@
 The whole dataset sits on the training device as uint8 and is batched by indexing. Batch
 losses stay on the device and are copied to the host in chunks (about ten a second), so a
 step costs no host sync, yet every batch's loss is recorded. The cancel event is checked
-every batch. When given a `RunDir`, the engine saves the history and a resumable checkpoint
+every batch. When given a `RunSink`, the engine saves the history and a resumable checkpoint
 at every epoch end and the final weights at the end.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import pickle
 import threading
 import time
@@ -22,8 +21,8 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from ..runs.store import RunDir, StoreError, open_file
 from . import data as datasets
+from . import devices
 from .config import Experiment
 from .events import (
     BatchLosses,
@@ -40,100 +39,17 @@ from .history import History, best_epoch, early_stop
 from .lr_schedules import epoch_lr, scheduled
 from .models import build, count_parameters, use_generator
 from .registry import OPTIMIZERS
+from .sink import RunSink, SinkError
 from .text import one_line
 
 FLUSH_SECONDS = 0.1  # at most ~10 BatchLosses events a second per run
 Clock = Callable[[], float]  # seconds, from any fixed start: what flushes are timed with
 Params = Iterable[torch.nn.Parameter]  # the weights an optimizer updates
 EVAL_BATCH = 1000
-# Auto thread counts (the `threads` setting at 0). OpenMP threads busy-wait for each other at
-# every operator, so a thread that loses its core stalls the others. Measured on a 2-core CPU
-# shared with other work: two threads ran LeNet 4-9x slower than one, at batch 4 and at 128,
-# whenever the second core was busy, and 1.6-1.8x faster (LeNet, ResNet at batch 128) when it
-# was free. So small batches get one thread, and large ones every core not reserved, shared
-# among the runs. Headless, nothing is reserved; the TUI keeps one core for its UI thread.
-SMALL_BATCH = 64
+
 
 # Seeding and building a model touch torch's global RNG; runs in sibling threads take turns.
 _init_lock = threading.Lock()
-_active_lock = threading.Lock()
-_active_runs = 0  # runs training in this process now; they share the CPU cores
-_cpu_share = 1  # runs sharing the cores in all (set in each worker process by the runner)
-_cpu_reserve = 0  # cores auto thread counts leave free for other work in this process
-
-
-def reserve_cores(n: int) -> None:
-    """Leave `n` cores out of automatic thread counts (the TUI keeps one for its screen)."""
-    global _cpu_reserve
-    _cpu_reserve = max(0, n)
-
-
-def share_cpu(runs: int) -> None:
-    """Tell this process that `runs` runs (counting its own) train on this machine at once."""
-    global _cpu_share
-    _cpu_share = max(1, runs)
-
-
-def cpu_cores() -> int:
-    """Cores this process may run on (the affinity mask, where the OS has one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
-
-
-def choose_threads(batch_size: int, requested: int = 0, concurrent: int = 1) -> int:
-    """CPU intra-op threads for one run: `requested`, or for 0 one below SMALL_BATCH and
-    otherwise the cores not reserved, shared evenly among the `concurrent` runs."""
-    if requested > 0:
-        return requested
-    if batch_size < SMALL_BATCH:
-        return 1
-    return max(1, (cpu_cores() - _cpu_reserve) // max(1, concurrent))
-
-
-def _apply_threads(exp: Experiment, cpu_share: int | None = None) -> None:
-    # With torch's OpenMP backend the count belongs to the calling thread (the OpenMP
-    # nthreads ICV is per thread), so sibling runs in other threads each keep their own.
-    share = _cpu_share if cpu_share is None else max(1, cpu_share)
-    n = choose_threads(exp.batch_size, exp.threads, max(_active_runs, share))
-    if torch.get_num_threads() != n:
-        torch.set_num_threads(n)
-
-
-class DeviceError(RuntimeError):
-    """The requested device does not exist on this machine."""
-
-
-def resolve_device(spec: str) -> torch.device:
-    """`auto` picks CUDA, then MPS, then the CPU; an explicit device must exist."""
-    if spec == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    dev = torch.device(spec)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DeviceError(f"device {spec!r}: this machine has no CUDA GPU (use auto or cpu)")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise DeviceError(
-                f"device {spec!r}: only {torch.cuda.device_count()} CUDA device(s) here"
-            )
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise DeviceError(f"device {spec!r}: MPS is not available here (use auto or cpu)")
-    return dev
-
-
-def describe_device(dev: torch.device) -> str:
-    """How a run's device reads in its summary: `cuda:0 (NAME)`, `cpu (2 threads)`."""
-    if dev.type == "cuda":
-        index = dev.index if dev.index is not None else torch.cuda.current_device()
-        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
-    if dev.type == "cpu":
-        n = torch.get_num_threads()
-        return f"cpu ({n} thread{'s' if n != 1 else ''})"
-    return str(dev)
 
 
 @OPTIMIZERS.register("sgd")
@@ -326,7 +242,7 @@ def _set_rng_state(
 def train(
     exp: Experiment,
     cancel: CancelFlag | None = None,
-    run: RunDir | None = None,
+    run: RunSink | None = None,
     resume: Path | None = None,
     cpu_share: int | None = None,
     clock: Clock = time.monotonic,
@@ -338,34 +254,24 @@ def train(
 
     `resume` is a checkpoint written by an earlier run of the same experiment: training
     continues after its last complete epoch with the same model, optimizer and RNG states.
-    The calling thread's CPU thread count is set for the run and restored afterwards, and
-    `run`'s lock is released when the run ends.
+    The calling thread's CPU thread count is set for the run and restored afterwards. `run`
+    (a RunSink: the run store's directory, a Ray node's outbox) receives the history,
+    summary and checkpoints; its caller opens and releases it.
 
     `clock` times the flushes of batch losses (one BatchLosses event once FLUSH_SECONDS have
     passed on it since the epoch began or the previous flush); tests pass a fake one.
     """
-    global _active_runs
-    previous_threads = torch.get_num_threads()
-    with _active_lock:
-        _active_runs += 1
-    try:
+    with devices.training():
         yield from _train(exp, cancel or threading.Event(), run, resume, cpu_share, clock)
-    finally:
-        with _active_lock:
-            _active_runs -= 1
-        if torch.get_num_threads() != previous_threads:
-            torch.set_num_threads(previous_threads)
-        if run is not None:
-            run.release()
 
 
 class CheckpointError(RuntimeError):
     """The checkpoint to resume from cannot be loaded."""
 
 
-def _load_checkpoint(path: Path, dev: torch.device) -> dict[str, Any]:
+def _load_checkpoint(path: Path, dev: torch.device, run: RunSink | None) -> dict[str, Any]:
     try:
-        with os.fdopen(open_file(path, os.O_RDONLY), "rb") as f:  # never a link, nor a FIFO
+        with run.open_checkpoint(path) if run is not None else path.open("rb") as f:
             ckpt = torch.load(f, map_location=dev, weights_only=True)
         if not isinstance(ckpt, dict):
             raise TypeError(f"holds a {type(ckpt).__name__}, not a checkpoint")
@@ -383,7 +289,7 @@ def _load_checkpoint(path: Path, dev: torch.device) -> dict[str, Any]:
         raise CheckpointError(f"{path}: unreadable checkpoint ({detail})") from e
 
 
-def _record_failure(run: RunDir, history: History, total_seconds: float, reason: str) -> None:
+def _record_failure(run: RunSink, history: History, total_seconds: float, reason: str) -> None:
     """Mark the run failed as fully as the disk allows: the history and summary, else the
     summary alone; and where nothing can be written and nothing was recorded, remove the
     new run's directory rather than leave one that looks like a run."""
@@ -423,7 +329,7 @@ class _Run:
         self,
         exp: Experiment,
         cancel: CancelFlag,
-        run: RunDir | None,
+        run: RunSink | None,
         cpu_share: int | None,
         clock: Clock,
     ) -> None:
@@ -446,7 +352,7 @@ class _Run:
     def started(self) -> Started:
         """The event that opens the run's stream."""
         run_id = self.run.run_id if self.run else ""
-        device = describe_device(self.dev)
+        device = devices.describe_device(self.dev)
         return Started(
             self.name,
             run_id,
@@ -462,7 +368,7 @@ class _Run:
 def _train(
     exp: Experiment,
     cancel: CancelFlag,
-    run: RunDir | None,
+    run: RunSink | None,
     resume: Path | None,
     cpu_share: int | None,
     clock: Clock,
@@ -493,9 +399,9 @@ def _setup(r: _Run, resume: Path | None) -> None:
     """Device, data, model and optimizer of `r` (resumed from `resume` if given); the run is
     then recorded as running."""
     exp = r.exp
-    r.dev = resolve_device(exp.device)
+    r.dev = devices.resolve_device(exp.device)
     if r.dev.type == "cpu":
-        _apply_threads(exp, r.cpu_share)
+        devices.apply_threads(exp.batch_size, exp.threads, r.cpu_share)
     elif r.dev.type == "cuda":
         # Fixed shapes every step: let cuDNN time its algorithms once and keep the fastest.
         torch.backends.cudnn.benchmark = True
@@ -517,7 +423,7 @@ def _setup(r: _Run, resume: Path | None) -> None:
     r.save(
         "running",
         params=r.params,
-        device=describe_device(r.dev),
+        device=devices.describe_device(r.dev),
         train_images=n_train,
         val_images=exp.val_size,
         test_images=n_test,
@@ -547,7 +453,7 @@ def _build(r: _Run, shape: tuple[int, int, int], classes: int) -> None:
 
 def _restore(r: _Run, resume: Path) -> None:
     """Continue from checkpoint `resume`: model, optimizer, scaler, RNG, time and history."""
-    ckpt = _load_checkpoint(resume, r.dev)
+    ckpt = _load_checkpoint(resume, r.dev, r.run)
     try:
         r.model.load_state_dict(ckpt["model"])
         r.optimizer.load_state_dict(ckpt["optimizer"])
@@ -609,7 +515,9 @@ def _epochs(r: _Run) -> Generator[Event, None, tuple[Ending, int | None]]:
 def _begin_epoch(r: _Run, epoch: int) -> float:
     """Set the thread count and learning rate for `epoch`; returns the rate it trains at."""
     if r.dev.type == "cpu":
-        _apply_threads(r.exp, r.cpu_share)  # sibling runs may have started or finished meanwhile
+        devices.apply_threads(
+            r.exp.batch_size, r.exp.threads, r.cpu_share
+        )  # sibling runs may have started or finished meanwhile
     if scheduled(r.exp):  # the constant schedule never touches the optimizer
         for group in r.optimizer.param_groups:
             group["lr"] = epoch_lr(r.exp, epoch)
@@ -746,19 +654,19 @@ def _stopped_early(losses: list[float], patience: int) -> int | None:
 
 def _stored_reason(exc: BaseException) -> str:
     """The reason summary.json keeps: the exception's type and first line."""
-    if isinstance(exc, CheckpointError | StoreError):
+    if isinstance(exc, CheckpointError | SinkError):
         return str(exc)
     return one_line(exc)
 
 
 def _setup_reason(exc: BaseException) -> str:
-    if isinstance(exc, datasets.DataError | DeviceError | CheckpointError | StoreError):
+    if isinstance(exc, datasets.DataError | devices.DeviceError | CheckpointError | SinkError):
         return str(exc)
     return one_line(exc)
 
 
 def _runtime_reason(exc: BaseException, exp: Experiment) -> str:
-    if isinstance(exc, StoreError):
+    if isinstance(exc, SinkError):
         return str(exc)
     if isinstance(exc, torch.OutOfMemoryError):
         return f"out of memory at batch_size {exp.batch_size}: lower batch_size or test_size"

@@ -15,17 +15,19 @@ GPU alone; any other run gets one of `jobs` CPU slots and its share of the cores
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from . import gpus as gpu_mod
 from . import store as st
+from .processes import start_detached, take_lock
 from .records import RunStatus
 from .worker import GPU_ENV
 
@@ -60,28 +62,20 @@ def place(
     queue order. Pure: `busy` is updated with the slots handed out."""
     out: list[tuple[st.RunRecord, int | None]] = []
     for record in queued:
-        q = record.queue
-        device = str(q.get("device", "auto"))
-        if wants_gpu(device, inventory):
-            allowed = q.get("gpus")
-            if device.startswith("cuda:"):
-                allowed = [int(device.split(":")[1])]
+        q = record.queue or st.QueueRecord()
+        if wants_gpu(q.device, inventory):
+            allowed = list(q.gpus or ())
+            if q.device.startswith("cuda:"):
+                allowed = [int(q.device.split(":")[1])]
             index = gpu_mod.pick_gpu(
-                inventory,
-                busy.gpu,
-                allowed if isinstance(allowed, list) and allowed else None,
-                int(q.get("runs_per_gpu", 1) or 1),
-                float(q.get("min_free_gib", 0.0) or 0.0),
+                inventory, busy.gpu, allowed or None, max(1, q.runs_per_gpu), q.min_free_gib
             )
             if index is not None:
                 busy.take(index)
                 out.append((record, index))
-        else:
-            jobs = q.get("jobs", 1)
-            jobs = jobs if isinstance(jobs, int) and jobs > 0 else 1
-            if busy.cpu < jobs:
-                busy.take(None)
-                out.append((record, None))
+        elif busy.cpu < max(1, q.jobs):
+            busy.take(None)
+            out.append((record, None))
     return out
 
 
@@ -157,28 +151,13 @@ class Scheduler:
             env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
             env["CUDA_VISIBLE_DEVICES"] = str(gpu)
             env[GPU_ENV] = str(gpu)
-        path = record.path / st.WORKER_LOG
         try:
             st.check_run_dir(record.path)
-            log = st.open_file(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+            argv = [self.python, "-m", "cnntui.runs.worker", str(record.path)]
+            proc = start_detached(argv, record.path / st.WORKER_LOG, env)
         except st.StoreError as e:  # a link, a FIFO: never followed, never waited on
             self.fail(record, str(e))
             return
-        except OSError as e:
-            self.fail(record, f"cannot write {path}: {e.strerror or e}")
-            return
-        try:
-            proc = subprocess.Popen(
-                [self.python, "-m", "cnntui.runs.worker", str(record.path)],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-                env=env,
-                start_new_session=True,
-                close_fds=True,
-            )
-        finally:
-            os.close(log)
         self.workers[record.path] = (proc, gpu)
         self.launches[record.path] = self.launches.get(record.path, 0) + 1
 
@@ -188,15 +167,19 @@ class Scheduler:
         return [
             r
             for r in self.store.queued()
-            if r.queue.get("executor", "process") == "process" and r.path not in self.refused
+            if (r.queue_problem or r.queue is None or r.queue.executor == "process")
+            and r.path not in self.refused
         ]
 
     def step(self) -> bool:
         """One round; False when there is nothing left to do."""
         self.reap()
         queued = [r for r in self.queued() if r.path not in self.workers]
+        for record in [r for r in queued if r.queue_problem]:  # hand-damaged: say so, never wait
+            self.fail(record, f"cannot be launched: {record.queue_problem}")
+        queued = [r for r in queued if not r.queue_problem]
         if queued:
-            devices = [str(r.queue.get("device", "auto")) for r in queued]
+            devices = [r.queue.device if r.queue else "auto" for r in queued]
             needs = any(d == "auto" or d.startswith("cuda") for d in devices)
             inventory = self.inventory() if needs else []
             for record, gpu in place(queued, self.busy(), inventory):
@@ -230,68 +213,61 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(store: st.RunStore, scheduler: Scheduler | None = None) -> int:
-    """Drain the queue while holding the store's scheduler lock; 0 at once if another holds
-    it."""
-    lock = take_lock(store, st.LOCK_WAIT_SECONDS)
+    """Drain the queue into worker processes; 0 at once if another scheduler does."""
+    return drain(store, scheduler or Scheduler(store), st.SCHEDULER_LOCK)
+
+
+class Drains(Protocol):
+    """A scheduler of the store's queue: worker processes (Scheduler), or a Ray cluster."""
+
+    def queued(self) -> list[st.RunRecord]:
+        """The queued runs that are this scheduler's to start."""
+        ...
+
+    def step(self) -> bool:
+        """Start what can start now; False when nothing is queued or running."""
+        ...
+
+    def wait_launched(self) -> None:
+        """Wait until the runs just started have left the queue."""
+        ...
+
+
+def drain(
+    store: st.RunStore,
+    sched: Drains,
+    lock_name: str,
+    stop: threading.Event | None = None,
+    ready: Callable[[], int | None] | None = None,
+) -> int:
+    """The one daemon loop: hold the store's lock `lock_name` and step `sched` until nothing
+    is queued or running (or `stop` is set); 0 at once if another process holds the lock.
+    `ready`, asked once the lock is held, may end it at once with an exit status."""
+    lock = take_lock(store, st.LOCK_WAIT_SECONDS, lock_name)
     if lock is None:
         return 0
-    sched = scheduler or Scheduler(store)
+    stop = stop or threading.Event()
     try:
-        while True:
+        status = ready() if ready is not None else None
+        if status is not None:
+            return status
+        while not stop.is_set():
             if not sched.step():
                 # Let go, then look once more: a run queued just now, by a process that saw
                 # the lock held, is ours or the next scheduler's, never no one's.
                 lock.release()
                 if not sched.queued():
                     return 0
-                lock = take_lock(store, st.LOCK_WAIT_SECONDS)
+                lock = take_lock(store, st.LOCK_WAIT_SECONDS, lock_name)
                 if lock is None:
                     return 0
                 continue
             sched.wait_launched()
-            time.sleep(LOOP_SECONDS)
+            stop.wait(LOOP_SECONDS)
+        return 0
     finally:
         if lock is not None:  # None: another scheduler took the lock over meanwhile
             lock.release()
-
-
-def take_lock(
-    store: st.RunStore, wait: float = 0.0, name: str = st.SCHEDULER_LOCK
-) -> st.RunLock | None:
-    """The store's scheduler lock (`name`: the Ray scheduler has its own), or None when a
-    scheduler holds it. `wait` rides over a probe (`held`, from another cnntui) that holds it
-    for an instant. UnsafeFile when the lock file is a link, a FIFO or a directory: it is
-    never followed (it would cut down whatever file it leads to)."""
-    import fcntl
-
-    path = store.root / name
-    fd = st.open_file(path, os.O_RDWR | os.O_CREAT)
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                os.close(fd)
-                return None
-            time.sleep(0.02)
-    with contextlib.suppress(OSError):
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-    return st.RunLock(fd)
-
-
-def held(store: st.RunStore, name: str = st.SCHEDULER_LOCK) -> bool:
-    """Whether a scheduler holds the store's lock `name` now (UnsafeFile: the lock file is a
-    link or a FIFO; another OSError: a store this user cannot write)."""
-    if not store.root.is_dir():
-        return False
-    lock = take_lock(store, name=name)
-    if lock is None:
-        return True
-    lock.release()
-    return False
 
 
 if __name__ == "__main__":

@@ -15,9 +15,9 @@ cluster, writing what comes back into the same store).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -29,7 +29,7 @@ import numpy as np
 from ..core import text
 from ..core.config import Experiment, expand_runs, gpu_list
 from . import store as st
-from .records import HELD, RunStatus
+from .records import HELD, QueueRecord, RunStatus
 
 if TYPE_CHECKING:
     from ..core.history import History
@@ -37,29 +37,29 @@ if TYPE_CHECKING:
 
 def queue_record(
     exp: Experiment, jobs: int = 1, resume: bool = False, was: str | None = None
-) -> dict[str, Any]:
+) -> QueueRecord:
     """How the scheduler launches a queued run (kept in its summary.json as `queue`): on
     which device and GPUs, how many CPU slots the study has, whether it resumes."""
-    record: dict[str, Any] = {
-        "executor": "ray" if exp.cluster else "process",
-        "device": exp.device,
-        "gpus": gpu_list(exp.gpus),
-        "runs_per_gpu": exp.runs_per_gpu,
-        "min_free_gib": exp.min_free_gib,
-        "jobs": jobs,
-        "cpu_share": jobs,
-        "resume": resume,
-        "queued_at": f"{time.time():.6f}",
-    }
+    record = QueueRecord(
+        executor="ray" if exp.cluster else "process",
+        device=exp.device,
+        gpus=tuple(gpu_list(exp.gpus)),
+        runs_per_gpu=exp.runs_per_gpu,
+        min_free_gib=exp.min_free_gib,
+        jobs=jobs,
+        cpu_share=jobs,
+        resume=resume,
+        was=was,
+        queued_at=f"{time.time():.6f}",
+    )
     if exp.cluster:  # what the Ray scheduler (cnntui.runs.ray_executor) asks the cluster for
-        record.update(
+        record = dataclasses.replace(
+            record,
             cluster=exp.cluster,
             gpu_share=exp.gpu_share,
             num_cpus=exp.threads or 1,
             retries=exp.retries,
         )
-    if was is not None:
-        record["was"] = was
     return record
 
 
@@ -70,7 +70,7 @@ def submit(store: st.RunStore, experiments: list[Experiment], jobs: int = 1) -> 
     created; those queued before it stay queued."""
     out: list[st.RunRecord] = []
     for exp in expand_runs(experiments):
-        run = store.create(exp, queue=queue_record(exp, jobs=jobs))
+        run = store.create(exp, queue=queue_record(exp, jobs=jobs).to_json())
         record = st.RunStore.read(run.path)
         if record is not None:
             out.append(record)
@@ -87,7 +87,7 @@ def requeue(runs: list[st.RunDir], jobs: int = 1) -> list[st.RunRecord]:
             q = queue_record(run.experiment, jobs=jobs, resume=True, was=run.reopened_status)
             run.write_config()  # what it trains with from now on (e.g. more epochs)
             st.clear_cancel(run.path)
-            run.save_summary(st.RunStatus.QUEUED, queue=q)
+            run.save_summary(st.RunStatus.QUEUED, queue=q.to_json())
             run.release()
             record = st.RunStore.read(run.path)
             if record is not None:
@@ -104,7 +104,9 @@ def ensure_scheduler(store: st.RunStore) -> bool:
     Ray cluster.
     True when one was started. StoreError (one line) when a scheduler's lock or log file is a
     symbolic link, a FIFO or a directory: it is not followed, and no scheduler starts."""
-    executors = {r.queue.get("executor", "process") for r in store.queued()}
+    executors = {
+        r.queue.executor if r.queue and not r.queue_problem else "process" for r in store.queued()
+    }
     started = False
     if executors - {"ray"}:
         started |= _start_scheduler(
@@ -118,7 +120,7 @@ def ensure_scheduler(store: st.RunStore) -> bool:
 
 
 def _start_scheduler(store: st.RunStore, module: str, lock: str, log_name: str) -> bool:
-    from . import daemon as scheduler
+    from . import processes as scheduler
 
     try:
         if scheduler.held(store, lock):
@@ -127,24 +129,7 @@ def _start_scheduler(store: st.RunStore, module: str, lock: str, log_name: str) 
         raise  # its lock file a link or a FIFO: said, never followed
     except OSError:  # a store this user cannot write: its own users' schedulers drain it
         return False
-    path = store.root / log_name
-    try:
-        log = st.open_file(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-    except st.StoreError:
-        raise
-    except OSError as e:
-        raise st.StoreError(f"cannot write {path}: {e.strerror or e}") from None
-    try:
-        subprocess.Popen(
-            [sys.executable, "-m", module, str(store.root)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            start_new_session=True,
-            close_fds=True,
-        )
-    finally:
-        os.close(log)
+    scheduler.start_detached([sys.executable, "-m", module, str(store.root)], store.root / log_name)
     return True
 
 
@@ -182,8 +167,8 @@ def _dequeue(record: st.RunRecord) -> bool:
         again = st.RunStore.read(record.path)
         if again is None or again.status is not st.RunStatus.QUEUED:
             return False
-        was = again.queue.get("was")
-        status = was if again.queue.get("resume") and was else RunStatus.CANCELLED
+        q = again.queue
+        status = q.was if q is not None and q.resume and q.was else RunStatus.CANCELLED
         why = "removed from the queue"
         st.write_summary(record.path, again.summary.with_fields(status=status, reason=why))
         return True
@@ -199,8 +184,8 @@ def _ask_to_stop(record: st.RunRecord) -> None:
     local = beat is None or beat[0] == st.HOST
     # SIGTERM for a worker process; a Ray run's pid is its scheduler's (which follows
     # other runs too): it sees the cancel file and tells the task on its node.
-    worker = record.queue.get("executor", "process") == "process"
-    if record.queue and worker and local and pid is not None and st._pid_alive(pid):
+    worker = record.queue is not None and record.queue.executor == "process"
+    if worker and local and pid is not None and st._pid_alive(pid):
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGTERM)
 
@@ -278,7 +263,7 @@ def _short_device(summary: st.RunSummary) -> str:
     if summary.device:
         return summary.device.split(" (")[0]
     q = summary.queue
-    return str(q.get("device", "-")) if q is not None else "-"
+    return QueueRecord.parse(q)[0].device if q is not None else "-"
 
 
 def progress(record: st.RunRecord) -> str:

@@ -50,7 +50,8 @@ from .. import __version__
 from ..core.events import BatchLosses, Cancelled, Diverged, Event, Failed, Finished
 from ..core.text import one_line
 from . import store as st
-from .live import EitherEvent, drive
+from .executors import Job, run_one
+from .live import EitherEvent
 from .records import RunStatus
 
 RAY_MISSING = 'Ray is not installed in this Python; install it with: pip install "cnntui[ray]"'
@@ -100,7 +101,8 @@ def node_train(
 
     `crash_in_epoch` (tests): the worker kills itself, as a dying node would, after the first
     batch losses of that 0-based epoch were sent."""
-    from ..core.engine import cpu_cores, train
+    from ..core.devices import cpu_cores
+    from ..core.engine import train
 
     host = socket.gethostname()
     yield ("hello", host, os.getpid(), __version__)
@@ -193,16 +195,14 @@ def describe_nodes(nodes: list[dict[str, Any]]) -> str:
     return f"{len(parts)} node{'s' if len(parts) != 1 else ''}: " + ", ".join(parts)
 
 
-def request(queue: dict[str, Any], nodes: list[dict[str, Any]]) -> tuple[dict[str, float], str]:
+def request(queue: st.QueueRecord, nodes: list[dict[str, Any]]) -> tuple[dict[str, float], str]:
     """The Ray resources a queued run asks for ({"num_cpus", "num_gpus"}) and the device it
     trains on there, from its queue record and the cluster's nodes (ray.nodes()). ClusterError
     when no live node could ever hold it: a GPU the cluster does not have is refused, not left
     pending."""
-    device = str(queue.get("device", "auto"))
-    cpus = queue.get("num_cpus", 1)
-    cpus = cpus if isinstance(cpus, int) and cpus > 0 else 1
-    share = queue.get("gpu_share", 1.0)
-    share = float(share) if isinstance(share, int | float) and share > 0 else 1.0
+    device = queue.device
+    cpus = max(1, queue.num_cpus)
+    share = queue.gpu_share if queue.gpu_share > 0 else 1.0
     alive = [n for n in nodes if n.get("Alive")]
     most_gpus = max((_resources(n).get("GPU", 0.0) for n in alive), default=0.0)
     wants_gpu = device.startswith("cuda") or (device == "auto" and most_gpus > 0)
@@ -292,7 +292,7 @@ class Remote:
     """One run training on the cluster, followed by a thread of the scheduler."""
 
     run: st.RunDir
-    queue: dict[str, Any]
+    queue: st.QueueRecord
     gen: Any  # the task's ObjectRefGenerator
     cancel: RemoteCancel
     thread: threading.Thread | None = None
@@ -362,12 +362,18 @@ class RayScheduler:
 
     # -- the queue
 
+    def wait_launched(self) -> None:
+        """Nothing to wait for: a run leaves the queue (marked running) as it is launched."""
+
     def queued(self) -> list[st.RunRecord]:
         """The store's runs queued for Ray that this scheduler does not train yet."""
         return [
             r
             for r in self.store.queued()
-            if r.queue.get("executor") == "ray" and r.path not in self.active
+            if r.queue is not None
+            and r.queue.executor == "ray"
+            and not r.queue_problem
+            and r.path not in self.active
         ]
 
     def reap(self) -> None:
@@ -393,7 +399,7 @@ class RayScheduler:
         self.reap()
         queued = self.queued()
         for record in queued:
-            cluster = str(record.queue.get("cluster") or "ray")
+            cluster = (record.queue.cluster if record.queue else "") or "ray"
             if cluster != self.cluster and self.active:
                 continue  # another cluster's run: once this one's runs are done
             self.launch(record)
@@ -413,8 +419,8 @@ class RayScheduler:
         if again is None or again.status != RunStatus.QUEUED:
             lock.release()
             return
-        q = again.queue
-        cluster = str(q.get("cluster") or "ray")
+        q = again.queue or st.QueueRecord(executor="ray")
+        cluster = q.cluster or "ray"
         try:
             self.connect(cluster)
         except ClusterError as e:  # every run queued for it: one try, not one per run
@@ -439,18 +445,12 @@ class RayScheduler:
     ) -> tuple[st.RunDir, bytes | None] | None:
         """The locked queued run marked running (waiting for a node), and the checkpoint it
         resumes from; None when that cannot be written (the run then ends failed)."""
-        q = again.queue
+        resume = again.queue is not None and again.queue.resume
         try:
-            if q.get("resume"):
-                run = self.store.reopen(again, lock)
-                ckpt = st.read_file(again.checkpoint) if st.is_regular(again.checkpoint) else None
-            else:
-                run = st.RunDir(again.path, again.experiment(), again.run_id)
-                run.summary = run.summary.fill_from(again.summary)
-                run.lock = lock
-                ckpt = None
+            run, checkpoint = self.store.open_queued(again, lock)
+            ckpt = st.read_file(checkpoint) if checkpoint is not None else None
             # Until its node says (a resumed run keeps the device it had: followers show it).
-            waiting = {} if q.get("resume") else {"device": "ray (waiting for a node)"}
+            waiting = {} if resume else {"device": "ray (waiting for a node)"}
             run.save_summary(RunStatus.RUNNING, **waiting)
         except (OSError, st.StoreError) as e:
             lock.release()
@@ -462,13 +462,13 @@ class RayScheduler:
         self,
         run: st.RunDir,
         ckpt: bytes | None,
-        q: dict[str, Any],
+        q: st.QueueRecord,
         resources: dict[str, float],
         device: str,
     ) -> None:
         """Submit the run's task and start the thread that follows it; a task Ray refuses
         ends the run failed, saying why."""
-        crash = self.crash_in_epoch if not q.get("attempt") else None
+        crash = self.crash_in_epoch if not q.attempt else None
         control = self.control
         cancel = RemoteCancel(lambda: control.cancel.remote(run.run_id))
         try:
@@ -533,18 +533,16 @@ class RayScheduler:
     def follow(self, remote: Remote) -> None:
         """Follow one run to its end (live files kept as for a local run), then record how it
         ended and let go of its lock; runs in the run's own thread."""
-        error: BaseException | None = None
-        try:
-            for _event in drive(remote.run.path, self.stream(remote), remote.cancel):
-                pass
-        except Exception as e:
-            error = e
-        try:
-            self.finish(remote, error)
-        except (OSError, st.StoreError) as e:
-            print(f"cnntui ray: {remote.run.path}: {e}", file=sys.stderr, flush=True)
-        finally:
-            remote.run.release()
+
+        def ended(run: st.RunDir, last: Event | None, error: Exception | None) -> None:
+            try:
+                self.finish(remote, error)
+            except (OSError, st.StoreError) as e:
+                print(f"cnntui ray: {run.path}: {e}", file=sys.stderr, flush=True)
+
+        job = Job(remote.run.experiment, remote.run)
+        stream = lambda *_: self.stream(remote)  # noqa: E731  the task's events, not the engine's
+        run_one(job, self.store, remote.cancel, lambda _event: None, stream, on_end=ended)
 
     def finish(self, remote: Remote, error: BaseException | None) -> None:
         """Say how the run ended when its task did not say it (it died, or was ended)."""
@@ -606,23 +604,20 @@ def _retry_or_interrupt(remote: Remote, why: str) -> None:
     """A run its node lost: queued again to resume while retries are left, else
     interrupted (resumable by hand); `why` says what happened."""
     run = remote.run
-    attempt = remote.queue.get("attempt", 0)
-    attempt = attempt if isinstance(attempt, int) else 0
-    retries = remote.queue.get("retries", 1)
-    retries = retries if isinstance(retries, int) else 1
+    attempt, retries = remote.queue.attempt, remote.queue.retries
     done = run.summary.epochs_done or 0
     if attempt < retries:
-        queue = {
-            **remote.queue,
-            "resume": True,
-            "was": "interrupted",
-            "attempt": attempt + 1,
-            "queued_at": f"{time.time():.6f}",
-            "retry_reason": why,  # kept in the summary once the retry runs
-        }
+        queue = dataclasses.replace(
+            remote.queue,
+            resume=True,
+            was=RunStatus.INTERRUPTED,
+            attempt=attempt + 1,
+            queued_at=f"{time.time():.6f}",
+            retry_reason=why,  # kept in the summary once the retry runs
+        )
         run.save_summary(
-            "queued",
-            queue=queue,
+            RunStatus.QUEUED,
+            queue=queue.to_json(),
             reason=f"{why}; retry {attempt + 1} of {retries}, from epoch {done}",
         )
     else:
@@ -634,9 +629,10 @@ def _retry_or_interrupt(remote: Remote, why: str) -> None:
 
 def refuse(record: st.RunRecord, reason: str) -> None:
     """A queued run that cannot go to the cluster ends failed, saying why (its lock held)."""
-    status = "failed"
-    if record.queue.get("resume"):  # a resumed run keeps what it had: resumable again
-        status = str(record.queue.get("was") or "interrupted")
+    status: str = RunStatus.FAILED
+    q = record.queue
+    if q is not None and q.resume:  # a resumed run keeps what it had: resumable again
+        status = q.was or RunStatus.INTERRUPTED
     with contextlib.suppress(OSError):
         st.write_summary(record.path, record.summary.with_fields(status=status, reason=reason))
 
@@ -644,9 +640,10 @@ def refuse(record: st.RunRecord, reason: str) -> None:
 def refuse_all(store: st.RunStore, reason: str, cluster: str | None = None) -> None:
     """Refuse every run queued for Ray (for `cluster`, when given)."""
     for record in store.queued():
-        if record.queue.get("executor") != "ray":
+        q = record.queue
+        if q is None or q.executor != "ray":
             continue
-        if cluster is not None and str(record.queue.get("cluster") or "ray") != cluster:
+        if cluster is not None and (q.cluster or "ray") != cluster:
             continue
         try:
             lock = st.try_lock(record.path)
@@ -665,16 +662,15 @@ def refuse_all(store: st.RunStore, reason: str, cluster: str | None = None) -> N
 
 def run(store: st.RunStore, scheduler: RayScheduler | None = None) -> int:
     """Drain the store's Ray queue while holding its lock; 0 at once if another holds it."""
-    from .daemon import take_lock
+    from .daemon import drain
 
-    lock = take_lock(store, st.LOCK_WAIT_SECONDS, st.RAY_SCHEDULER_LOCK)
-    if lock is None:
-        return 0
-    if ray_missing():
-        refuse_all(store, RAY_MISSING)
-        lock.release()
-        return 1
-    use_token_if_any()  # before Ray is imported: it reads RAY_AUTH_MODE then
+    def ready() -> int | None:
+        if ray_missing():
+            refuse_all(store, RAY_MISSING)
+            return 1
+        use_token_if_any()  # before Ray is imported: it reads RAY_AUTH_MODE then
+        return None
+
     sched = scheduler or RayScheduler(store)
     stop = threading.Event()
 
@@ -687,22 +683,12 @@ def run(store: st.RunStore, scheduler: RayScheduler | None = None) -> int:
         if hasattr(signal, "SIGHUP"):
             signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
-        while not stop.is_set():
-            if not sched.step():
-                lock.release()
-                if not sched.queued():
-                    return 0
-                lock = take_lock(store, st.LOCK_WAIT_SECONDS, st.RAY_SCHEDULER_LOCK)
-                if lock is None:
-                    return 0
-                continue
-            stop.wait(LOOP_SECONDS)
-        sched.cancel_all()
-        sched.wait_all(30.0)
-        return 0
+        status = drain(store, sched, st.RAY_SCHEDULER_LOCK, stop, ready)
+        if stop.is_set():
+            sched.cancel_all()
+            sched.wait_all(30.0)
+        return status
     finally:
-        if lock is not None:  # None: another scheduler took the lock over meanwhile
-            lock.release()
         if scheduler is None:
             sched.close()
 

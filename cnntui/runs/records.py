@@ -301,3 +301,99 @@ def _plain(value: object) -> object:
     if isinstance(value, Mapping):
         return dict(value)
     return value
+
+
+# --- the queue record: how a queued run is launched -------------------------------------------
+
+QUEUE_EXECUTORS = ("process", "ray")  # who launches a queued run: the scheduler's workers, Ray
+
+
+@dataclass(frozen=True)
+class QueueRecord:
+    """How the scheduler launches a queued run (summary.json's `queue`), read and checked
+    here only: the front end that queues it writes one, the schedulers and workers read it."""
+
+    executor: str = "process"  # one of QUEUE_EXECUTORS
+    device: str = "auto"
+    gpus: tuple[int, ...] | None = None  # the GPUs it may use (None: every visible one)
+    runs_per_gpu: int = 1
+    min_free_gib: float = 0.0
+    jobs: int = 1  # CPU slots of the study that queued it
+    cpu_share: int = 1  # runs sharing the cores, for its thread count
+    resume: bool = False  # it continues an earlier run from its checkpoint
+    was: str | None = None  # a resumed run's status before it was queued
+    queued_at: str = ""  # time.time() when queued: the queue's order
+    # A run for a Ray cluster: which, and what it asks the cluster for.
+    cluster: str = ""
+    gpu_share: float = 1.0
+    num_cpus: int = 1
+    retries: int = 1  # times a run whose node died starts again from its checkpoint
+    attempt: int = 0  # retries taken so far
+    retry_reason: str = ""  # why the last attempt ended
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any]) -> tuple[QueueRecord, str | None]:
+        """The record `raw` holds, and what is wrong with it (None: nothing): a field of the
+        wrong type or an unknown executor, said in one line. The fields that are right are
+        kept, so a damaged record can still be shown and failed."""
+        values: dict[str, Any] = {}
+        problem = None
+        for f in dataclasses.fields(cls):
+            if f.name not in raw:
+                continue
+            ok, value = _queue_value(f.name, raw[f.name])
+            if ok:
+                values[f.name] = value
+            elif problem is None:
+                problem = f"its queue record's {f.name} is {_shown(raw[f.name])}"
+        record = cls(**values)
+        if problem is None and record.executor not in QUEUE_EXECUTORS:
+            allowed = ", ".join(QUEUE_EXECUTORS)
+            problem = f"its queue record names executor {record.executor!r} (allowed: {allowed})"
+        return record, problem
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as summary.json keeps it (defaults of a local run left out)."""
+        out = {k: _plain(v) for k, v in dataclasses.asdict(self).items()}
+        if not self.cluster:
+            for k in ("cluster", "gpu_share", "num_cpus", "retries", "attempt", "retry_reason"):
+                out.pop(k)
+        if self.was is None:
+            out.pop("was")
+        return out
+
+
+_QUEUE_TYPES: dict[str, Any] = {
+    "executor": str,
+    "device": str,
+    "runs_per_gpu": int,
+    "min_free_gib": float,
+    "jobs": int,
+    "cpu_share": int,
+    "resume": bool,
+    "queued_at": str,
+    "cluster": str,
+    "gpu_share": float,
+    "num_cpus": int,
+    "retries": int,
+    "attempt": int,
+    "retry_reason": str,
+}
+
+
+def _queue_value(key: str, value: object) -> tuple[bool, object]:
+    """Whether `value` fits the queue record's field `key`, and the value to keep."""
+    if key == "gpus":
+        ok = value is None or (isinstance(value, list) and all(_is_int(v) for v in value))
+        return ok, tuple(value) if isinstance(value, list) else None
+    if key == "was":
+        return value is None or isinstance(value, str), value
+    kind = _QUEUE_TYPES[key]
+    if kind is bool:
+        return isinstance(value, bool), value
+    if kind is int:
+        return _is_int(value), value
+    if kind is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return ok, float(value) if ok else value  # type: ignore[arg-type]
+    return isinstance(value, kind), value

@@ -61,9 +61,11 @@ import tomli_w
 from ..core.config import SETTING_KEYS, ConfigError, Experiment, check_value, learned_key
 from ..core.history import History, check_arrays, metrics
 from ..core.settings import RESUME_KEYS as RESUME_KEYS  # what a resume may change
+from ..core.sink import SinkError
 from ..core.text import one_line
 from .records import STATUSES as STATUSES  # the store's vocabulary, re-exported
 from .records import UNFINISHED as UNFINISHED
+from .records import QueueRecord as QueueRecord
 from .records import RunStatus as RunStatus
 from .records import RunSummary as RunSummary
 
@@ -88,7 +90,7 @@ LOCK_WAIT_SECONDS = 0.5  # how long taking a lock rides over a status probe hold
 MAX_TEXT_FILE = 1 << 20  # summary.json and config.toml larger than this are not read
 
 
-class StoreError(OSError):
+class StoreError(SinkError):
     """The run store cannot be used as asked; the message is one line naming where and why."""
 
 
@@ -292,19 +294,33 @@ def try_lock(run_dir: Path) -> RunLock | None:
         return RunLock(None)
     check_run_dir(run_dir)
     try:
-        fd = open_file(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT)
+        return lock_file(run_dir / LOCK_FILE)
     except StoreError:
         raise
     except OSError as e:
         raise StoreError(f"cannot lock run {run_dir}: {e.strerror or e}") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    except BaseException:
-        os.close(fd)
-        raise
+
+
+def lock_file(path: Path, wait: float = 0.0) -> RunLock | None:
+    """The one way cnntui takes a lock: an exclusive flock on `path` (created if missing,
+    never through a link: UnsafeFile), with this pid written in it for messages; None when
+    another open file still holds it after `wait` seconds (a probe holds one for an
+    instant)."""
+    assert fcntl is not None  # every caller checks: Windows has no flock
+    fd = open_file(path, os.O_RDWR | os.O_CREAT)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                return None
+            time.sleep(0.02)
+        except BaseException:
+            os.close(fd)
+            raise
     with contextlib.suppress(OSError):  # the pid is for messages only; a full disk may refuse it
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
@@ -609,10 +625,19 @@ class RunRecord:
         return self.path / "checkpoint.pt"
 
     @property
-    def queue(self) -> dict[str, Any]:
-        """How a queued run is to be launched (see `queue_record`); {} for other runs."""
+    def queue(self) -> QueueRecord | None:
+        """How a queued run is to be launched (see `lifecycle.queue_record`); None for a run
+        that was never queued. A damaged record reads as far as it can: `queue_problem`."""
         q = self.summary.queue
-        return dict(q) if q is not None else {}
+        return QueueRecord.parse(q)[0] if q is not None else None
+
+    @property
+    def queue_problem(self) -> str | None:
+        """What is wrong with a queued run's queue record, in one line (None: nothing)."""
+        q = self.summary.queue
+        if q is None:
+            return "its queue record is missing" if self.status is RunStatus.QUEUED else None
+        return QueueRecord.parse(q)[1]
 
     @property
     def live(self) -> Path:
@@ -735,6 +760,10 @@ class RunDir:
         """A resume could not start: put the run back as it was, resumable, saying why."""
         status = self.reopened_status or RunStatus.INTERRUPTED
         self.save_summary(status, reason=f"resume failed: {reason}")
+
+    def open_checkpoint(self, path: Path) -> IO[bytes]:
+        """The checkpoint at `path` opened for reading: never through a link, nor a FIFO."""
+        return os.fdopen(open_file(path, os.O_RDONLY), "rb")
 
     def save_torch(self, filename: str, obj: Any) -> None:
         """Write `obj` to `filename` in the run directory with torch.save."""
@@ -913,12 +942,23 @@ class RunStore:
     def queued(self) -> list[RunRecord]:
         """The runs waiting in the queue, first in first out."""
         runs = [r for r in self.runs() if r.status is RunStatus.QUEUED]
-        runs.sort(key=lambda r: (str(r.queue.get("queued_at", "")), r.run_id))
+        runs.sort(key=lambda r: (r.queue.queued_at if r.queue else "", r.run_id))
         return runs
 
     def find(self, target: str) -> list[RunRecord]:
         """The runs a user names: a run id, or an experiment name (all its runs)."""
         return [r for r in self.runs() if target in (r.run_id, r.name)]
+
+    def open_queued(self, record: RunRecord, lock: RunLock) -> tuple[RunDir, Path | None]:
+        """The queued run `record` (its lock taken by the caller) as a writer, and the
+        checkpoint it resumes from (None: it starts from the beginning)."""
+        if record.queue is not None and record.queue.resume:
+            run = self.reopen(record, lock)
+            return run, record.checkpoint if is_regular(record.checkpoint) else None
+        run = RunDir(record.path, record.experiment(), record.run_id)
+        run.summary = run.summary.fill_from(record.summary)
+        run.lock = lock
+        return run, None
 
     def reopen(self, record: RunRecord, lock: RunLock | None = None) -> RunDir:
         """A locked writer for an existing run (resume), keeping its summary and what its
@@ -928,7 +968,7 @@ class RunStore:
         history = record.history()
         status: str = record.status
         if status is RunStatus.QUEUED:  # a queued resume: the status it had before it was queued
-            status = str(record.queue.get("was", "interrupted"))
+            status = (record.queue.was if record.queue else None) or RunStatus.INTERRUPTED
         run = RunDir(record.path, experiment, record.run_id)
         run.lock = lock or acquire_lock(record.path)
         run.summary = dataclasses.replace(

@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..core.events import Event, Failed
 from ..core.text import one_line
 from . import store as st
+from .executors import Job, run_one
 from .records import RunStatus
 
 if TYPE_CHECKING:
@@ -64,17 +67,19 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
         flush=True,
     )
-    try:
-        _train(path, record, run, checkpoint, cancel)
-    except st.StoreError as e:  # its live file cannot be written (a link, a FIFO): say so
-        with contextlib.suppress(OSError):
-            if run.reopened:
-                print(f"cnntui worker: {e}", file=sys.stderr)
-                run.resume_failed(str(e))  # resumable, as it was
-            else:
-                _failed(path, record, e)
-        return 1
+    from ..core.engine import train
+
+    share = record.queue.cpu_share if record.queue is not None else None
+    trainer = functools.partial(train, cpu_share=share)
+    job = Job(run.experiment, run, checkpoint)
+    run_one(job, st.RunStore(path.parent.parent), cancel, _say_failures, trainer)
     return 0
+
+
+def _say_failures(event: Event) -> None:
+    """A worker's events go to the run's files; a failure is said in worker.log too."""
+    if isinstance(event, Failed):
+        print(f"cnntui worker: {event.reason}", file=sys.stderr, flush=True)
 
 
 def _failed(path: Path, record: st.RunRecord, e: Exception) -> None:
@@ -82,23 +87,6 @@ def _failed(path: Path, record: st.RunRecord, e: Exception) -> None:
     reason = str(e) if isinstance(e, st.StoreError) else one_line(e)
     print(f"cnntui worker: {reason}", file=sys.stderr)
     st.write_summary(path, record.summary.with_fields(status=st.RunStatus.FAILED, reason=reason))
-
-
-def _train(
-    path: Path,
-    record: st.RunRecord,
-    run: st.RunDir,
-    checkpoint: Path | None,
-    cancel: EitherEvent,
-) -> None:
-    """Train the run to its end, writing its live files, with its queue's CPU share."""
-    from ..core.engine import train
-    from .live import drive
-
-    share = record.queue.get("cpu_share")
-    share = share if isinstance(share, int) and share > 0 else None
-    for _event in drive(path, train(run.experiment, cancel, run, checkpoint, share), cancel):
-        pass
 
 
 def _cancel_on_signals() -> EitherEvent:
@@ -120,14 +108,7 @@ def _open_run(path: Path, record: st.RunRecord, lock: st.RunLock) -> tuple[st.Ru
     """The queued run at `path`, marked running with this pid, and the checkpoint to resume
     from (None: from the start)."""
     gpu = os.environ.get(GPU_ENV)
-    if record.queue.get("resume"):
-        run = st.RunStore(path.parent.parent).reopen(record, lock)
-        checkpoint = record.checkpoint if st.is_regular(record.checkpoint) else None
-    else:
-        run = st.RunDir(path, record.experiment(), record.run_id)
-        run.summary = run.summary.fill_from(record.summary)
-        run.lock = lock
-        checkpoint = None
+    run, checkpoint = st.RunStore(path.parent.parent).open_queued(record, lock)
     if gpu is not None and run.experiment.device.startswith("cuda"):
         # Pinned: the one GPU this process sees is cuda:0, whatever index it has here.
         run.experiment = dataclasses.replace(run.experiment, device="cuda")

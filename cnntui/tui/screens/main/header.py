@@ -68,7 +68,7 @@ class HeaderPart(ScreenPart):
 
     def _probe_device(self) -> str:
         """The device worker (a thread): resolve the device runs will use and describe it."""
-        from ....core.engine import describe_device, resolve_device
+        from ....core.devices import describe_device, resolve_device
 
         spec = self.session.overrides.get("device", "auto")
         dev = resolve_device(spec)

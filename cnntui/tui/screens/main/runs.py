@@ -20,9 +20,9 @@ from textual.worker import Worker, WorkerState
 from ....core.config import Experiment
 from ....core.events import BatchLosses, Event
 from ....core.text import one_line
-from ....runs.live import EitherEvent, drive
+from ....runs.executors import Job, run_one
 from ....runs.records import RunStatus
-from ....runs.store import RunRecord, StoreError
+from ....runs.store import RunDir, RunRecord, StoreError
 from ...messages import RunUpdated
 from ...state import RunState
 from ..confirm import ChoiceScreen, ConfirmScreen
@@ -51,10 +51,8 @@ def yield_cpu_to_ui() -> None:
 
 
 def _engine_train(*args: Any) -> Iterator[Event]:
-    from ....core.engine import (  # torch loads on the first run, not at start-up
-        reserve_cores,
-        train,
-    )
+    from ....core.devices import reserve_cores  # torch loads on the first run, not at start-up
+    from ....core.engine import train
 
     reserve_cores(1)  # the screen keeps a core: keys stay quick while runs train
     return train(*args)
@@ -223,19 +221,18 @@ class RunsPart(ScreenPart):
         Its live files are written as a worker process writes them (cnntui.runs.live), so other
         processes follow and cancel it too."""
         yield_cpu_to_ui()
-        store = self.session.store
-        with self.session.training():
-            run = state.resume_run or store.create(state.experiment)
+
+        def emit(event: Event) -> None:
+            state.feed(event)
+            if not isinstance(event, BatchLosses):  # the redraw timer picks those up
+                self.post_message(RunUpdated(state.key))
+
+        def opened(run: RunDir) -> None:
             state.run_dir = str(run.path)
-            try:
-                cancel = EitherEvent(state.cancel)
-                events = self.trainer(state.experiment, cancel, run, state.checkpoint)
-                for event in drive(run.path, events, cancel):
-                    state.feed(event)
-                    if not isinstance(event, BatchLosses):  # the redraw timer picks those up
-                        self.post_message(RunUpdated(state.key))
-            finally:
-                run.release()
+
+        job = Job(state.experiment, state.resume_run, state.checkpoint)
+        with self.session.training():
+            run_one(job, self.session.store, state.cancel, emit, self.trainer, opened)
 
     def run_worker_changed(self, worker: Worker[None], change: WorkerState) -> None:
         """A worker changed state: if it trained a run and stopped, the run ended (a crash in
