@@ -5,6 +5,7 @@ one, and reading a damaged run raises one documented error."""
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import subprocess
@@ -232,8 +233,9 @@ def test_a_full_disk_after_setup_with_nothing_recorded_removes_the_run(runs_dir,
     assert store.runs() == [] and not run.path.exists()
 
 
-def test_a_full_disk_mid_run_marks_it_failed_and_keeps_its_epochs(runs_dir, monkeypatch):
-    """The big files no longer fit, the small summary still does."""
+def test_a_full_disk_mid_run_interrupts_it_and_keeps_its_epochs(runs_dir, monkeypatch):
+    """The big files no longer fit, the small summary still does: the run reads interrupted
+    (resumable from its last checkpoint once there is room), naming the file and the cause."""
     store = RunStore(runs_dir)
     exp = tiny_experiment(epochs=3)
     full = threading.Event()
@@ -245,7 +247,8 @@ def test_a_full_disk_mid_run_marks_it_failed_and_keeps_its_epochs(runs_dir, monk
             full.set()
     assert isinstance(events[-1], Failed) and "No space left on device" in events[-1].reason
     record = store.latest(exp.name)
-    assert record.status == "failed"
+    assert record.status == "interrupted"
+    assert "--resume continues it from epoch 1" in record.summary.reason
     assert "cannot write" in record.summary.reason
     assert "No space left on device" in record.summary.reason
     assert record.history().epochs_done == 1
@@ -265,6 +268,57 @@ def test_a_full_disk_for_every_file_mid_run_never_leaves_it_running(runs_dir, mo
     record = store.latest(exp.name)
     assert record.status == "interrupted"  # not `running`; resumable from its checkpoint
     assert record.history().epochs_done == 1
+
+
+class _FullDisk(io.RawIOBase):
+    """A file on a disk that fills up after `room` bytes, as the OS reports it."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.room -= len(data)
+        return len(data)
+
+
+def test_a_checkpoint_that_no_longer_fits_is_said_as_such_and_resumes_once_it_fits(
+    runs_dir, monkeypatch
+):
+    """torch's own writer turns a full disk into `RuntimeError: [enforce fail at
+    inline_container.cc] unexpected pos`: the run says which file and why instead, stays
+    resumable, and --resume continues it once there is room."""
+    store = RunStore(runs_dir)
+    exp = tiny_experiment(epochs=3)
+    full = threading.Event()
+    real = store_mod.atomic_write
+
+    def atomic_write(path, write):
+        if full.is_set() and Path(path).name == "checkpoint.pt":
+            return write(_FullDisk(1000))
+        return real(path, write)
+
+    monkeypatch.setattr(store_mod, "atomic_write", atomic_write)
+    events = []
+    for event in train(exp, None, store.create(exp)):
+        events.append(event)
+        if isinstance(event, EpochEnd):
+            full.set()
+    record = store.latest(exp.name)
+    assert record.status == "interrupted", record.summary.reason
+    reason = record.summary.reason
+    assert "checkpoint.pt: No space left on device" in reason and "enforce" not in reason
+    monkeypatch.setattr(store_mod, "atomic_write", real)  # space freed
+    record = store.latest(exp.name, unfinished=True)
+    assert record is not None  # --resume finds it
+    run, checkpoint = store.resume(record, {})
+    events = list(train(run.experiment, None, run, checkpoint))
+    assert isinstance(events[-1], Finished)
+    assert store.latest(exp.name).history().epochs_done == 3
 
 
 # -- reading damaged runs ---------------------------------------------------------------------

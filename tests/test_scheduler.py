@@ -91,3 +91,23 @@ def test_a_hand_damaged_queue_record_fails_its_run_saying_why(
     assert record is not None and record.status is st.RunStatus.FAILED
     assert said in (record.summary.reason or "")
     assert "queued" not in lifecycle.status_table(store)
+
+
+def test_runs_queued_on_a_full_disk_wait_and_status_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cnntui.runs import lifecycle
+    from tests.helpers import tiny_experiment
+
+    store = RunStore(tmp_path / "runs")
+    (record,) = lifecycle.submit(store, [tiny_experiment()])
+    monkeypatch.setattr(st, "disk_free", lambda root: 4096)
+    sched = scheduler.Scheduler(store, inventory=lambda: [], python="/bin/true")
+    assert sched.step() is True  # still something to do: the run waits
+    assert sched.workers == {}  # no worker started on a full disk
+    status = lifecycle.status_table(store)
+    assert "queued #1" in status and "is full (4,096 bytes free)" in status
+    monkeypatch.setattr(st, "disk_free", lambda root: 10 * st.MIN_FREE_BYTES)  # space freed
+    sched.step()
+    assert list(sched.workers) == [record.path]
+    assert "is full" not in lifecycle.status_table(store)

@@ -289,17 +289,19 @@ def _load_checkpoint(path: Path, dev: torch.device, run: RunSink | None) -> dict
         raise CheckpointError(f"{path}: unreadable checkpoint ({detail})") from e
 
 
-def _record_failure(run: RunSink, history: History, total_seconds: float, reason: str) -> None:
-    """Mark the run failed as fully as the disk allows: the history and summary, else the
-    summary alone; and where nothing can be written and nothing was recorded, remove the
-    new run's directory rather than leave one that looks like a run."""
+def _record_failure(
+    run: RunSink, history: History, total_seconds: float, reason: str, status: str = "failed"
+) -> None:
+    """Mark the run failed (or `status`) as fully as the disk allows: the history and
+    summary, else the summary alone; and where nothing can be written and nothing was
+    recorded, remove the new run's directory rather than leave one that looks like a run."""
     try:
-        run.save(history, "failed", reason=reason, total_seconds=total_seconds)
+        run.save(history, status, reason=reason, total_seconds=total_seconds)
         return
     except OSError:
         pass
     try:
-        run.save_summary("failed", reason=reason)
+        run.save_summary(status, reason=reason)
         return
     except OSError:
         run.discard()
@@ -343,6 +345,7 @@ class _Run:
         self.history = History()
         self.total_seconds = 0.0
         self.start_epoch = 0
+        self.checkpointed = 0  # epochs the run's checkpoint holds (what a resume starts from)
 
     def save(self, status: str | None = None, **fields: Any) -> None:
         """Write the history and summary (with `status` and `fields`) where there is a run dir."""
@@ -386,10 +389,23 @@ def _train(
             _finish(r, stopped)
     except Exception as e:
         if run is not None:
-            _record_failure(run, r.history, r.total_seconds, _stored_reason(e))
+            _record_failure(run, r.history, r.total_seconds, *_ended_by(e, r.checkpointed))
         yield Failed(r.name, _runtime_reason(e, exp), r.run_dir)
         return
     yield ending or Finished(r.name, r.total_seconds, stopped)
+
+
+def _ended_by(exc: BaseException, done: int) -> tuple[str, str]:
+    """The reason and status a run that raised mid-training records, `done` epochs saved in
+    its checkpoint. A run whose files could not be written (a full disk) is not the run's
+    fault: with an epoch checkpointed it reads interrupted, and --resume continues it once
+    there is room."""
+    reason = _stored_reason(exc)
+    if isinstance(exc, SinkError) and done:
+        return f"{reason}; --resume continues it from epoch {done} once it can be written", (
+            "interrupted"
+        )
+    return reason, "failed"
 
 
 # --- setup -----------------------------------------------------------------------------------
@@ -460,7 +476,7 @@ def _restore(r: _Run, resume: Path) -> None:
         r.scaler.load_state_dict(ckpt["scaler"])
         _set_rng_state(ckpt["rng"], r.shuffle, r.noise, r.dev, r.exp.compile != "off")
         r.total_seconds = float(ckpt["total_seconds"])
-        r.start_epoch = int(ckpt["epoch"])
+        r.start_epoch = r.checkpointed = int(ckpt["epoch"])
     except Exception as e:
         raise CheckpointError(f"{resume}: does not fit this run ({one_line(e)})") from e
     r.history = ckpt["history"]
@@ -635,6 +651,7 @@ def _checkpoint(r: _Run, epoch: int) -> None:
             "total_seconds": r.total_seconds,
         },
     )
+    r.checkpointed = epoch + 1
 
 
 def _finish(r: _Run, stopped: int | None) -> None:

@@ -178,6 +178,8 @@ class Scheduler:
         for record in [r for r in queued if r.queue_problem]:  # hand-damaged: say so, never wait
             self.fail(record, f"cannot be launched: {record.queue_problem}")
         queued = [r for r in queued if not r.queue_problem]
+        if queued and st.disk_full(self.store.root):
+            return True  # nothing can start: wait for space (--status says why)
         if queued:
             devices = [r.queue.device if r.queue else "auto" for r in queued]
             needs = any(d == "auto" or d.startswith("cuda") for d in devices)

@@ -319,6 +319,12 @@ def status_table(store: st.RunStore) -> str:
     table = text.table(STATUS_HEADERS, rows, right={4})
     if any(row[-1].startswith("queued #") for row in rows):
         table += "\nqueued runs start in order as slots free up: #1 starts first"
+        if st.disk_full(store.root):
+            free = st.disk_free(store.root) or 0
+            table += (
+                f"\nthe disk holding {store.root} is full ({free:,} bytes free): queued runs"
+                " wait until space is freed"
+            )
     return table
 
 

@@ -47,6 +47,7 @@ import json
 import math
 import os
 import secrets
+import shutil
 import stat
 import tempfile
 import time
@@ -211,6 +212,24 @@ def check_run_dir(run_dir: Path) -> None:
             raise UnsafeFile(
                 f"{path} is {_kind(found)}, not a directory; cnntui does not write through it"
             )
+
+
+MIN_FREE_BYTES = 1 << 20  # below this the store's disk counts as full: no run is started
+
+
+def disk_free(root: Path) -> int | None:
+    """Bytes free on the disk holding `root` (None when it cannot be told)."""
+    try:
+        return shutil.disk_usage(root).free
+    except OSError:
+        return None
+
+
+def disk_full(root: Path) -> bool:
+    """Whether the disk holding the store is too full to start a run on (its summary alone
+    could not be written): queued runs then wait, and --status says so."""
+    free = disk_free(root)
+    return free is not None and free < MIN_FREE_BYTES
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
@@ -766,10 +785,15 @@ class RunDir:
         return os.fdopen(open_file(path, os.O_RDONLY), "rb")
 
     def save_torch(self, filename: str, obj: Any) -> None:
-        """Write `obj` to `filename` in the run directory with torch.save."""
+        """Write `obj` to `filename` in the run directory with torch.save. It is serialised
+        in memory first: torch's own writer turns a full disk into a RuntimeError naming
+        neither the file nor the cause, the store's write says both."""
         import torch
 
-        self._write(filename, lambda f: torch.save(obj, f))
+        buf = io.BytesIO()
+        torch.save(obj, buf)
+        data = buf.getvalue()
+        self._write(filename, lambda f: f.write(data))
 
     def discard(self) -> bool:
         """Remove a new run's directory that recorded nothing (its setup could not even be
