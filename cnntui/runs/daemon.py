@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from pathlib import Path
 
 from . import gpus as gpu_mod
 from . import store as st
+from . import warm
 from .records import RunStatus
 from .worker import GPU_ENV
 
@@ -93,11 +93,15 @@ class Scheduler:
         store: st.RunStore,
         inventory: Callable[[], list[gpu_mod.Gpu]] = gpu_mod.inventory,
         python: str = sys.executable,
+        launcher: warm.Launcher | None = None,
     ) -> None:
         self.store = store
         self.inventory = inventory
         self.python = python
-        self.workers: dict[Path, tuple[subprocess.Popen[bytes], int | None]] = {}
+        # Warm workers, forked from the store's warm process; cold ones when
+        # CNNTUI_WARM_IDLE=0 or that cannot start them.
+        self.launcher = launcher or warm.launcher(store.root, python)
+        self.workers: dict[Path, tuple[warm.Handle, int | None]] = {}
         self.launches: dict[Path, int] = {}  # workers started for each run
         self.refused: set[Path] = set()  # runs it could not even mark failed: left alone
 
@@ -149,8 +153,9 @@ class Scheduler:
                 lock.release()
 
     def launch(self, record: st.RunRecord, gpu: int | None) -> None:
-        """Start the run's worker process in a session of its own, seeing GPU `gpu` alone
-        (None: a CPU run), its stderr appended to the run's worker.log."""
+        """Start the run's worker process (warm or cold: see cnntui.runs.warm) in a session of
+        its own, seeing GPU `gpu` alone (None: a CPU run), its stderr appended to the run's
+        worker.log."""
         env = dict(os.environ)
         env.pop(GPU_ENV, None)
         if gpu is not None:
@@ -168,15 +173,7 @@ class Scheduler:
             self.fail(record, f"cannot write {path}: {e.strerror or e}")
             return
         try:
-            proc = subprocess.Popen(
-                [self.python, "-m", "cnntui.runs.worker", str(record.path)],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-                env=env,
-                start_new_session=True,
-                close_fds=True,
-            )
+            proc = self.launcher.start(record.path, env, log)
         finally:
             os.close(log)
         self.workers[record.path] = (proc, gpu)
