@@ -339,22 +339,30 @@ def _take_lock(root: Path) -> st.RunLock | None:
 
 
 def warm_up() -> None:
-    """Import torch, the engine and the worker, and take one optimizer step of a tiny
-    convolutional net on the CPU with one thread (the first step imports torch._dynamo).
-    Touches no GPU and no user code."""
+    """Import torch, the engine and the worker, and train a tiny built-in run (LeNet on 64
+    synthetic images) on the CPU with one thread: its first optimizer step imports
+    torch._dynamo, its first convolutions set up the kernels a run's first batch needs.
+    Touches no GPU, no disk and no user code."""
     import torch
-    from torch.nn import functional as F
 
-    from ..core import engine  # noqa: F401  (what every run imports: models, data, history)
-    from . import live, worker  # noqa: F401
+    from ..core.config import Experiment
+    from ..core.engine import train
+    from . import live, worker  # noqa: F401  (what the child runs)
 
     torch.set_num_threads(1)
-    model = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(16, 2)
+    tiny = Experiment(
+        name="warm-up",
+        dataset="synthetic",
+        model="lenet",
+        train_size=64,
+        test_size=32,
+        batch_size=32,
+        epochs=1,
+        device="cpu",
+        threads=1,
     )
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    F.cross_entropy(model(torch.zeros(2, 3, 4, 4)), torch.tensor([0, 1])).backward()
-    optimizer.step()
+    for _event in train(tiny):
+        pass
 
 
 def _bind(root: Path) -> socket.socket:
@@ -492,6 +500,20 @@ def _become_worker(env: dict[str, str], log: int) -> None:
             signal.signal(getattr(signal, name), signal.SIG_DFL)
     os.environ.clear()
     os.environ.update(env)
+    import torch
+
+    # The warm-up's one thread is no run's: a fresh interpreter would start with a thread per
+    # core (or OMP_NUM_THREADS), and so does the data a run makes before it sets its own.
+    fresh = env.get("OMP_NUM_THREADS", "")
+    torch.set_num_threads(int(fresh) if fresh.isdigit() and int(fresh) > 0 else _cores())
+
+
+def _cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 if __name__ == "__main__":
