@@ -24,3 +24,33 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out
 timeout 200 "$py" benchmarks/bench_speed.py --device cuda 2>&1 | tee "$out/bench_speed.txt"
 timeout 150 "$py" benchmarks/gpu_switches.py 2>&1 | tee "$out/switches.txt"
 timeout 200 "$py" benchmarks/time_suite.py --one-epoch 2>&1 | tee "$out/suite.txt"
+# Two detached CUDA runs started warm (forked from the store's warm process): both must train.
+warm_dir=$(mktemp -d)
+cat >"$warm_dir/experiments.toml" <<'TOML'
+[defaults]
+dataset = "synthetic"
+train_size = 4096
+test_size = 512
+batch_size = 64
+epochs = 2
+device = "cuda"
+runs_per_gpu = 2
+
+[[experiment]]
+name = "warm-a"
+
+[[experiment]]
+name = "warm-b"
+seed = 1
+TOML
+pyabs=$(command -v "$py" || echo "$PWD/$py")
+case "$pyabs" in /*) ;; *) pyabs="$PWD/$pyabs" ;; esac
+(
+    cd "$warm_dir" || exit 2
+    export PYTHONPATH="$OLDPWD${PYTHONPATH:+:$PYTHONPATH}" CNNTUI_WARM_IDLE=30
+    timeout 60 "$pyabs" -m cnntui --run all --detach
+    timeout 120 bash -c 'until [ "$("$0" -m cnntui --status | grep -c finished)" -ge 2 ]; do
+        sleep 2; done' "$pyabs"
+    "$pyabs" -m cnntui --status
+    cat runs/.warm.log runs/*/*/worker.log
+) 2>&1 | tee "$out/warm.txt"

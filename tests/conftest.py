@@ -8,7 +8,14 @@ import pytest
 
 from cnntui.core.config import Experiment
 
-from .helpers import TINY_TOML, scheduler_pid, tiny_experiment
+from .helpers import TINY_TOML, scheduler_pid, tiny_experiment, warm_pid
+
+
+@pytest.fixture(autouse=True)
+def _short_warm_idle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Warm processes the tests start (one per run store) exit 5 s after their last run,
+    not the default two minutes: a suite makes hundreds of stores."""
+    monkeypatch.setenv("CNNTUI_WARM_IDLE", "5")
 
 
 @pytest.fixture
@@ -39,10 +46,10 @@ def study(tiny_toml: Path):
 
     yield tiny_toml.parent
     store = RunStore(tiny_toml.parent / "runs")
-    pid = scheduler_pid(store)
-    if pid:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
+    for pid in (scheduler_pid(store), warm_pid(store)):
+        if pid:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
     for record in store.runs():
         if record.status == "running" and isinstance(record.summary.pid, int):
             with contextlib.suppress(OSError):

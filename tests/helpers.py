@@ -68,6 +68,21 @@ lr = 0.02
 """
 
 
+def warm_pid(store) -> int | None:
+    """The pid of the store's warm process (cnntui.runs.warm), or None when none listens."""
+    from cnntui.runs import store as st
+    from cnntui.runs import warm
+
+    conn = warm.connect(store.root)
+    if conn is None:
+        return None
+    conn.close()
+    try:
+        return int((store.root / st.WARM_LOCK).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def scheduler_pid(store) -> int | None:
     """The pid of the store's running scheduler, or None."""
     from cnntui.runs import processes

@@ -141,3 +141,10 @@ def test_bench_ray_prints_each_way_and_the_cancel_latency(tmp_path: Path) -> Non
     assert "loss histories through Ray equal the local runs' exactly" in out, out
     for way in ("process", "ray addr"):
         figures(rf"^\s+{way}\s+median {NUM}s\s+max {NUM}s$", out)
+
+
+@pytest.mark.process
+def test_bench_first_loss_prints_each_way_to_the_first_loss_on_disk(tmp_path: Path) -> None:
+    out = smoke("bench_first_loss", tmp_path)
+    for way in ("thread", "cold worker", "warm worker", "bare python -c 'import torch'"):
+        figures(rf"^{re.escape(way)}\s+median {NUM} s", out)

@@ -16,7 +16,6 @@ GPU alone; any other run gets one of `jobs` CPU slots and its share of the cores
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -27,7 +26,8 @@ from typing import Protocol
 
 from . import gpus as gpu_mod
 from . import store as st
-from .processes import start_detached, take_lock
+from . import warm
+from .processes import open_log, take_lock
 from .records import RunStatus
 from .worker import GPU_ENV
 
@@ -87,11 +87,15 @@ class Scheduler:
         store: st.RunStore,
         inventory: Callable[[], list[gpu_mod.Gpu]] = gpu_mod.inventory,
         python: str = sys.executable,
+        launcher: warm.Launcher | None = None,
     ) -> None:
         self.store = store
         self.inventory = inventory
         self.python = python
-        self.workers: dict[Path, tuple[subprocess.Popen[bytes], int | None]] = {}
+        # Warm workers, forked from the store's warm process; cold ones when
+        # CNNTUI_WARM_IDLE=0 or that cannot start them.
+        self.launcher = launcher or warm.launcher(store.root, python)
+        self.workers: dict[Path, tuple[warm.Handle, int | None]] = {}
         self.launches: dict[Path, int] = {}  # workers started for each run
         self.refused: set[Path] = set()  # runs it could not even mark failed: left alone
 
@@ -143,8 +147,9 @@ class Scheduler:
                 lock.release()
 
     def launch(self, record: st.RunRecord, gpu: int | None) -> None:
-        """Start the run's worker process in a session of its own, seeing GPU `gpu` alone
-        (None: a CPU run), its stderr appended to the run's worker.log."""
+        """Start the run's worker process (warm or cold: see cnntui.runs.warm) in a session of
+        its own, seeing GPU `gpu` alone (None: a CPU run), its stderr appended to the run's
+        worker.log."""
         env = dict(os.environ)
         env.pop(GPU_ENV, None)
         if gpu is not None:
@@ -153,11 +158,14 @@ class Scheduler:
             env[GPU_ENV] = str(gpu)
         try:
             st.check_run_dir(record.path)
-            argv = [self.python, "-m", "cnntui.runs.worker", str(record.path)]
-            proc = start_detached(argv, record.path / st.WORKER_LOG, env)
+            log = open_log(record.path / st.WORKER_LOG)
         except st.StoreError as e:  # a link, a FIFO: never followed, never waited on
             self.fail(record, str(e))
             return
+        try:
+            proc = self.launcher.start(record.path, env, log)
+        finally:
+            os.close(log)
         self.workers[record.path] = (proc, gpu)
         self.launches[record.path] = self.launches.get(record.path, 0) + 1
 

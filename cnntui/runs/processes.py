@@ -14,29 +14,39 @@ from pathlib import Path
 from . import store as st
 
 
-def start_detached(
-    argv: list[str], log: Path, env: dict[str, str] | None = None
-) -> subprocess.Popen[bytes]:
-    """The one way cnntui starts a process that outlives its starter: in a session of its own
-    (a closed terminal or a dropped SSH connection does not reach it), stdin and stdout on
-    /dev/null, stderr appended to `log` (never through a link: StoreError, one line, as for a
-    log that cannot be written)."""
+def open_log(log: Path) -> int:
+    """`log` opened for appending (created if missing), as a file descriptor; StoreError (one
+    line) for a log that is a link or a FIFO (never followed) or cannot be written."""
     try:
-        fd = st.open_file(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        return st.open_file(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     except st.StoreError:
         raise
     except OSError as e:
         raise st.StoreError(f"cannot write {log}: {e.strerror or e}") from None
+
+
+def spawn(argv: list[str], log: int, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """The one way cnntui starts a process that outlives its starter: in a session of its own
+    (a closed terminal or a dropped SSH connection does not reach it), stdin and stdout on
+    /dev/null, stderr on the open file `log`."""
+    return subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+        env=env,
+        start_new_session=True,
+        close_fds=True,
+    )
+
+
+def start_detached(
+    argv: list[str], log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """`spawn` with stderr appended to the file `log` (see open_log)."""
+    fd = open_log(log)
     try:
-        return subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=fd,
-            env=env,
-            start_new_session=True,
-            close_fds=True,
-        )
+        return spawn(argv, fd, env)
     finally:
         os.close(fd)
 
