@@ -128,3 +128,20 @@ def batch4_run(epochs: int) -> list[str]:
 
 
 LONG = batch4_run(200)
+
+
+def hold_lock(run_dir: Path) -> subprocess.Popen:
+    """A process that holds `run_dir`'s lock as a worker training it does, until killed (it
+    dies of SIGTERM); returned once the lock is held."""
+    from cnntui.runs import store as st
+    from tests.waiting import poll
+
+    code = (
+        "import fcntl, os, sys, time\n"
+        "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+        "time.sleep(600)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(run_dir / st.LOCK_FILE)])
+    poll(lambda: st.lock_holder(run_dir) is not None, what=f"pid {proc.pid} to lock {run_dir}")
+    return proc

@@ -21,7 +21,7 @@ from cnntui.runs import lifecycle, processes
 from cnntui.runs import store as st
 from cnntui.runs.gpus import GIB, Gpu
 from cnntui.runs.store import RunRecord, RunStatus, RunStore, RunSummary
-from tests.helpers import cnntui, scheduler_pid, start
+from tests.helpers import cnntui, hold_lock, scheduler_pid, start
 from tests.waiting import line, poll, rest
 
 DEADLINE = 180.0
@@ -401,7 +401,7 @@ def test_a_run_that_ends_between_two_looks_is_followed_to_its_real_end(tmp_path:
     it really ended (a busy machine made `--run` say FAILED for a finished run)."""
     run = tmp_path / "alpha" / "20261130-000000-abcdef"
     run.mkdir(parents=True)
-    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    worker = hold_lock(run)  # as a worker training it holds its lock
     summary = RunSummary(
         name="alpha", status=RunStatus.RUNNING, pid=worker.pid, epochs=1, batches_per_epoch=4
     )

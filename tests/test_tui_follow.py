@@ -18,6 +18,7 @@ from cnntui.runs.gpus import GIB, Gpu
 from cnntui.runs.store import RunStore
 from cnntui.tui.app import make_app
 from cnntui.tui.screens.confirm import ChoiceScreen
+from tests.helpers import hold_lock
 from tests.test_lifecycle import experiments
 from tests.test_tui import SIZE, chart_text, status_cell
 from tests.waiting import poll, until
@@ -116,7 +117,7 @@ async def test_quit_and_cancel_stops_the_worker_and_saves(study, tmp_path):
 def fake_remote_run(runs: Path, gpu: int, pid: int) -> Path:
     """A run another process trains on GPU `gpu` (its summary, as a worker writes it)."""
     path = runs / "beta" / "20260101-000000-abcd"
-    path.mkdir(parents=True)
+    path.mkdir(parents=True, exist_ok=True)
     summary = {
         "name": "beta",
         "status": "running",
@@ -141,7 +142,8 @@ async def test_header_shows_every_gpu_and_our_runs_on_it(tiny_toml, runs_dir, tm
             Gpu(1, "NVIDIA H200", 140 * GIB, 70 * GIB, 99),
         ]
 
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    path = fake_remote_run(runs_dir, 1, 0)
+    other = hold_lock(path)  # the process that trains it holds its lock
     try:
         fake_remote_run(runs_dir, 1, other.pid)
         app = make_app(tiny_toml, {}, runs_dir, tmp_path / "x", inventory=inventory)

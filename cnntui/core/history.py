@@ -18,6 +18,9 @@ EPOCH_KEYS = ("epoch_losses", "train_acc", "test_loss", "test_acc", "epoch_secon
 # `val_loss` / `val_acc` are NaN in a run without a validation split; `lr` is each epoch's.
 STUDY_KEYS = ("val_loss", "val_acc", "lr")
 MA_WINDOW = 100  # batches in the moving average over batch losses (as in the report)
+# Batch losses a screen keeps of a run for its chart (2 MiB of floats and indices): a CIFAR run
+# at batch size 4 has 125,000, so runs of common lengths are kept whole; a longer one thinned.
+SERIES_POINTS = 1 << 17
 
 
 @dataclass
@@ -118,6 +121,34 @@ class History:
         if "confusion" in arrays:
             h.confusion = [[int(v) for v in row] for row in arrays["confusion"]]
         return h
+
+
+@dataclass
+class Thinning:
+    """Keeps a history's batch losses to at most `limit` points, for a screen that follows a
+    run of any length: every batch is kept until the limit is reached, then every second
+    one, then every fourth, ... (the batches whose index is a multiple of `stride`), so the
+    series stays evenly spread over the whole run. The epoch records are never thinned, and
+    the history the run itself saves stays whole: this is for what a screen holds."""
+
+    limit: int = SERIES_POINTS
+    stride: int = 1  # the batch index of every kept loss is a multiple of this
+
+    def add(self, history: History, event: BatchLosses) -> None:
+        """Record a chunk of batch losses in `history`, at the current stride."""
+        skip = -event.first_index % self.stride
+        history.batch_losses.extend(event.losses[skip :: self.stride])
+        end = event.first_index + len(event.losses)
+        history.batch_indices.extend(range(event.first_index + skip, end, self.stride))
+        self.fit(history)
+
+    def fit(self, history: History) -> None:
+        """Halve the history's batch resolution until it holds at most `limit` points."""
+        while len(history.batch_losses) > max(1, self.limit):
+            self.stride *= 2
+            keep = [i for i, b in enumerate(history.batch_indices) if b % self.stride == 0]
+            history.batch_losses = [history.batch_losses[i] for i in keep]
+            history.batch_indices = [history.batch_indices[i] for i in keep]
 
 
 def check_arrays(arrays: dict[str, np.ndarray]) -> None:

@@ -14,10 +14,10 @@ cluster, writing what comes back into the same store).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import signal
+import stat
 import sys
 import time
 from dataclasses import dataclass, field
@@ -136,8 +136,8 @@ def _start_scheduler(store: st.RunStore, module: str, lock: str, log_name: str) 
 def cancel(store: st.RunStore, target: str) -> list[str]:
     """Cancel the queued and running runs that `target` names (a run id, or an experiment's
     name): a queued one leaves the queue at once, a running one is asked to stop and save
-    (its cancel file, and SIGTERM to a local worker process). One line per run touched; a
-    StoreError when none is queued or running."""
+    (its cancel file, and SIGTERM to the worker process the system shows holding its lock).
+    One line per run touched; a StoreError when none is queued or running."""
     lines: list[str] = []
     found = store.find(target)
     if not found:
@@ -150,8 +150,9 @@ def cancel(store: st.RunStore, target: str) -> list[str]:
                 continue
             record = st.RunStore.read(record.path) or record  # it started meanwhile
         if record.status is st.RunStatus.RUNNING:
-            _ask_to_stop(record)
-            lines.append(f"{where}: cancelling (it stops within a batch and saves)")
+            pid = _ask_to_stop(record)
+            how = f"SIGTERM to pid {pid}" if pid else "asked through its cancel file"
+            lines.append(f"{where}: cancelling ({how}; it stops within a batch and saves)")
     if not lines:
         raise st.StoreError(f"--cancel {target!r}: none of its runs is queued or running")
     return lines
@@ -176,18 +177,44 @@ def _dequeue(record: st.RunRecord) -> bool:
         lock.release()
 
 
-def _ask_to_stop(record: st.RunRecord) -> None:
-    """Ask a running run to stop and save: its cancel file, and SIGTERM to a local worker."""
+def _ask_to_stop(record: st.RunRecord) -> int | None:
+    """Ask a running run to stop and save: its cancel file, which whoever trains it watches,
+    and SIGTERM to a local worker process, found as the process the system shows holding the
+    run's lock (never the pid summary.json names: that is text anyone can edit). The pid
+    signalled, or None when the cancel file alone asks (no such process can be told)."""
     st.request_cancel(record.path)
     beat = st.read_heartbeat(record.path)
-    pid = record.summary.pid
     local = beat is None or beat[0] == st.HOST
-    # SIGTERM for a worker process; a Ray run's pid is its scheduler's (which follows
-    # other runs too): it sees the cancel file and tells the task on its node.
+    # SIGTERM for a worker process only: a Ray run's lock is its scheduler's (which follows
+    # other runs too): it sees the cancel file and tells the task on its node. A run in a
+    # thread is locked by the process it trains in: that one watches the cancel file too.
     worker = record.queue is not None and record.queue.executor == "process"
-    if worker and local and pid is not None and st._pid_alive(pid):
-        with contextlib.suppress(OSError):
+    if not (worker and local):
+        return None
+    return _terminate_lock_owner(record.path)
+
+
+def _terminate_lock_owner(run_dir: Path) -> int | None:
+    """SIGTERM to the process holding the run's lock; its pid, or None when none was sent.
+    Where the system has pidfds, the process is pinned first and its hold looked at again,
+    so a pid freed and reused between the look and the signal is never hit."""
+    pid = st.lock_owner(run_dir)
+    if pid is None or pid == os.getpid():
+        return None
+    try:
+        if not hasattr(os, "pidfd_open"):
             os.kill(pid, signal.SIGTERM)
+            return pid
+        pinned = os.pidfd_open(pid)
+        try:
+            if st.lock_owner(run_dir) != pid:
+                return None
+            signal.pidfd_send_signal(pinned, signal.SIGTERM)
+        finally:
+            os.close(pinned)
+    except OSError:
+        return None
+    return pid
 
 
 def wait_ended(store: st.RunStore, paths: list[Path], timeout: float) -> bool:
@@ -227,12 +254,13 @@ class Follower:
         self.reader = st.LiveReader(self.path)
 
     def poll(self) -> Update:
-        """What the run's files say now: its summary, new batch losses and history."""
+        """What the run's files say now: its summary, new batch losses (a bounded chunk, none
+        past the batches the run plans: `behind` says more wait) and history."""
+        record = st.RunStore.read(self.path)
         first = self.reader.offset // 8
-        losses = self.reader.read()
+        losses = self.reader.read(end=planned_batches(record))
         if self.reader.reset:
             first = 0
-        record = st.RunStore.read(self.path)
         history = None
         try:
             mtime = (self.path / "history.npz").stat().st_mtime
@@ -245,6 +273,20 @@ class Follower:
             except st.RunFileError:
                 history = None
         return Update(record, losses, first, self.reader.reset, history)
+
+    @property
+    def behind(self) -> bool:
+        """Whether the last poll left batch losses for the next one."""
+        return self.reader.behind
+
+
+def planned_batches(record: st.RunRecord | None) -> int | None:
+    """How many batches the run plans in all (None while it has not said): no more can have
+    been trained, whatever its live file holds."""
+    s = record.summary if record is not None else None
+    if s is None or not s.epochs or not s.batches_per_epoch:
+        return None
+    return max(0, s.epochs) * max(0, s.batches_per_epoch)
 
 
 # --- the store at a glance ------------------------------------------------------------------
@@ -272,12 +314,21 @@ def progress(record: st.RunRecord) -> str:
     epochs = s.epochs
     if record.status is st.RunStatus.QUEUED or epochs is None or epochs <= 0:
         return "-"
-    done = s.epochs_done or 0
-    live = (record.path / st.LIVE_FILE).stat().st_size // 8 if record.live.exists() else 0
+    done = min(max(0, s.epochs_done or 0), epochs)  # a summary may say more: edited by hand
     per_epoch = s.batches_per_epoch if s.batches_per_epoch and s.batches_per_epoch > 0 else None
     if record.status is st.RunStatus.RUNNING and per_epoch:
+        live = min(_live_batches(record), per_epoch * epochs)
         return f"{min(done + 1, epochs)}/{epochs} {100 * live / (per_epoch * epochs):.0f}%"
     return f"{done}/{epochs}"
+
+
+def _live_batches(record: st.RunRecord) -> int:
+    """How many batch losses the run's live file holds (0 when it cannot be looked at)."""
+    try:
+        info = os.lstat(record.live)
+    except OSError:
+        return 0
+    return info.st_size // 8 if stat.S_ISREG(info.st_mode) else 0
 
 
 def status_rows(store: st.RunStore, recent: int = 10) -> list[list[str]]:
@@ -331,6 +382,20 @@ def status_table(store: st.RunStore) -> str:
 # --- a followed run as the engine's events ------------------------------------------------
 
 
+def _epochs_before(path: Path) -> int:
+    """The epochs a run's history holds as its follow begins: 0 for a run queued afresh (a
+    worker may train its first epoch before the first poll; that epoch is no resume's)."""
+    record = st.RunStore.read(path)
+    if record is None:
+        return 0
+    if record.status is st.RunStatus.QUEUED and not (record.queue and record.queue.resume):
+        return 0
+    try:
+        return record.history().epochs_done
+    except st.RunFileError:
+        return 0
+
+
 class RunEvents:
     """Turns what a followed run's files say into the events its trainer yields (Started,
     BatchLosses, EpochEnd, then one ending), so front ends show a run in another process as
@@ -340,34 +405,46 @@ class RunEvents:
         self.path = path
         self.follower = Follower(path)
         self.started = False
-        self.epochs_seen = 0
         self.ended = False
         self.record: st.RunRecord | None = None  # the summary as the last poll read it
+        self.history: History | None = None  # the history as the last poll read it
+        # The epochs trained before this follow began: those of a resume, or of a run first
+        # followed mid-way (its history was there). A run queued afresh has none, however
+        # many epochs it has trained by the first poll: each is said as it ends.
+        self.start_epoch = self.epochs_seen = _epochs_before(path)
 
     def poll(self) -> list[Any]:
         """The events the followed run's files show since the last poll."""
-        from ..core.events import BatchLosses
-
         if self.ended:
             return []
         update = self.follower.poll()
         record = self.record = update.record
+        if update.history is not None:
+            self.history = update.history
         if record is None or record.status is st.RunStatus.QUEUED:
             return []
         out: list[Any] = []
-        per_epoch = record.summary.batches_per_epoch or 0
-        if not self.started and per_epoch > 0:
-            out.append(self._started(record, update))
-        if self.started and len(update.losses):
-            epoch = update.first_index // per_epoch
-            losses = tuple(update.losses.tolist())
-            out.append(BatchLosses(record.label, epoch, update.first_index, losses))
-        if self.started and update.history is not None:
-            out += self._epoch_ends(record.label, update.history)
-        if record.status in HELD or self._ended_since(record):
-            return out
+        if not self.started and (record.summary.batches_per_epoch or 0) > 0:
+            out.append(self._started(record))
+        if self.started:
+            out += self._progress(record, update)
+        if record.status in HELD or self._ended_since(record) or self.follower.behind:
+            return out  # still training, or losses it trained are still to be read
         self.ended = True
         out.append(self._ending(record))
+        return out
+
+    def _progress(self, record: st.RunRecord, update: Update) -> list[Any]:
+        """The new batch losses, and an EpochEnd for each epoch ended since the last poll."""
+        from ..core.events import BatchLosses
+
+        out: list[Any] = []
+        if len(update.losses):
+            epoch = update.first_index // (record.summary.batches_per_epoch or 1)
+            losses = tuple(update.losses.tolist())
+            out.append(BatchLosses(record.label, epoch, update.first_index, losses))
+        if self.history is not None:
+            out += self._epoch_ends(record.label, self.history)
         return out
 
     def _ended_since(self, record: st.RunRecord) -> bool:
@@ -379,14 +456,13 @@ class RunEvents:
         now = st.RunStore.read(self.path)
         return now is not None and now.status is not st.RunStatus.INTERRUPTED
 
-    def _started(self, record: st.RunRecord, update: Update) -> Any:
-        """The Started event, once the run has said how many batches an epoch has."""
+    def _started(self, record: st.RunRecord) -> Any:
+        """The Started event, once the run has said how many batches an epoch has: it starts
+        at epoch 0, or where a resume picked up."""
         from ..core.events import Started
 
         s = record.summary
-        done = s.epochs_done or 0
         self.started = True
-        self.epochs_seen = done if update.history is None else update.history.epochs_done
         return Started(
             record.label,
             record.run_id,
@@ -395,7 +471,7 @@ class RunEvents:
             s.params or 0,
             s.epochs or 0,
             s.batches_per_epoch or 0,
-            self.epochs_seen,
+            self.start_epoch,
         )
 
     def _epoch_ends(self, name: str, h: History) -> list[Any]:

@@ -92,6 +92,11 @@ HEARTBEAT_SECONDS = 1.0  # how often the process training a run touches its hear
 HEARTBEAT_STALE = 10.0  # a heartbeat older than this (from another host) means the run died
 LOCK_WAIT_SECONDS = 0.5  # how long taking a lock rides over a status probe holding it briefly
 MAX_TEXT_FILE = 1 << 20  # summary.json and config.toml larger than this are not read
+# A follower reads at most this many batch losses of a live file per look (4 MiB): a 400 MB
+# file is read on over many looks, each a few milliseconds, instead of all at once.
+LIVE_CHUNK = 1 << 19
+PROC_LOCKS = Path("/proc/locks")  # Linux: every lock the system holds, with its holder's pid
+MAX_PROC_LOCKS = 16 << 20  # bytes of it read at most
 
 
 class StoreError(SinkError):
@@ -374,6 +379,40 @@ def lock_holder(run_dir: Path) -> int | None:
         os.close(fd)
 
 
+def lock_owner(run_dir: Path) -> int | None:
+    """The pid of the process the system shows holding the run's lock (the exclusive flock on
+    its lock file, as /proc/locks lists it); None when nobody holds it or the system does not
+    say (no /proc/locks). The pid written in the lock file, like the one in summary.json, is
+    text anyone can edit: it is never what this returns."""
+    try:
+        fd = open_file(run_dir / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+    finally:
+        os.close(fd)
+    try:
+        table = read_file(PROC_LOCKS, MAX_PROC_LOCKS).decode("ascii", "replace")
+    except (OSError, ValueError):
+        return None
+    wanted = (os.major(info.st_dev), os.minor(info.st_dev), info.st_ino)
+    for line in table.splitlines():
+        # `1: FLOCK  ADVISORY  WRITE 4242 fe:00:2212023 0 EOF`; waiters have a `->` after `1:`
+        fields = line.split()
+        if len(fields) < 6 or fields[1:4] != ["FLOCK", "ADVISORY", "WRITE"]:
+            continue
+        try:
+            pid = int(fields[4])
+            major, minor, inode = fields[5].split(":")
+            found = (int(major, 16), int(minor, 16), int(inode))
+        except ValueError:
+            continue
+        if found == wanted and pid > 0:  # 0: a process outside this pid namespace
+            return pid
+    return None
+
+
 def acquire_lock(run_dir: Path, wait: float = LOCK_WAIT_SECONDS) -> RunLock:
     """Take the run's lock, or raise RunLocked naming the process that trains it."""
     deadline = time.monotonic() + wait
@@ -422,27 +461,34 @@ class LiveWriter:
 
 class LiveReader:
     """Follows a run's live file from another process: `read()` returns the batch losses
-    appended since the last call. A file that shrank (a resume truncated it) is read again
-    from the start, and `reset` says so."""
+    appended since the last call, a bounded chunk at a time (`behind` says more is waiting).
+    A file that shrank (a resume truncated it) is read again from the start, and `reset` says
+    so."""
 
     def __init__(self, run_dir: Path) -> None:
         self.path = run_dir / LIVE_FILE
         self.offset = 0  # bytes consumed
         self.reset = False
+        self.behind = False  # the last read left losses for the next one
 
-    def read(self) -> np.ndarray:
-        """The batch losses appended since the last call (all of them after a reset)."""
-        self.reset = False
+    def read(self, limit: int = LIVE_CHUNK, end: int | None = None) -> np.ndarray:
+        """The batch losses appended since the last call (from the start after a reset): at
+        most `limit` of them, and none at or past global batch `end` (a run's planned batches:
+        a longer file holds nothing the run can have done)."""
+        self.reset = self.behind = False
         try:
             with os.fdopen(open_file(self.path, os.O_RDONLY), "rb") as f:
                 size = os.fstat(f.fileno()).st_size
                 if size < self.offset:
                     self.offset, self.reset = 0, True
+                last = size // 8 if end is None else min(size // 8, max(0, end))
+                count = max(0, min(last - self.offset // 8, limit))
                 f.seek(self.offset)
-                data = f.read(((size - self.offset) // 8) * 8)
+                data = f.read(8 * count)
         except OSError:
             return np.empty(0)
         self.offset += len(data)
+        self.behind = self.offset // 8 < last
         return np.frombuffer(data, dtype="<f8").copy()
 
 
@@ -600,16 +646,15 @@ class RunRecord:
         return status
 
     def alive(self) -> bool:
-        """Whether a live process trains the run: the pid it recorded lives and, for runs that
-        have a lock file, the lock is held (a recycled pid does not hold it). A run trained on
-        another host (its heartbeat names that host) lives while its heartbeat is fresh."""
+        """Whether a live process trains the run: one holds its lock. The pid its summary
+        names is not asked (a recycled pid, or one a copied or edited summary.json names, is
+        no trainer); a run without a lock file has none. A run trained on another host (its
+        heartbeat names that host) lives while its heartbeat is fresh."""
         beat = read_heartbeat(self.path)
         if beat is not None and beat[0] != HOST:
             return time.time() - beat[2] < HEARTBEAT_STALE
-        if not _pid_alive(self.summary.pid):
-            return False
-        if not (self.path / LOCK_FILE).exists():
-            return True
+        if fcntl is None:  # no locks here: the recorded pid is all there is
+            return _pid_alive(self.summary.pid)
         return lock_holder(self.path) is not None
 
     def history(self) -> History:

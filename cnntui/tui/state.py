@@ -30,7 +30,7 @@ from ..core.events import (
     Finished,
     Started,
 )
-from ..core.history import History, metrics, moving_average_at
+from ..core.history import History, Thinning, metrics, moving_average_at
 from ..report import stats
 from ..runs.records import ENDED, TRAINING, RunStatus, RunSummary
 from ..runs.store import RunFileError, read_history_arrays
@@ -158,6 +158,7 @@ class RunState:
         self.cancel = threading.Event()
         self.lock = threading.Lock()
         self.history = History()  # what the engine records, as the events tell it
+        self.thinning = Thinning()  # the history's batch losses: bounded, for the chart
         self.status: RunStatus = RunStatus.QUEUED
         self.reason = ""
         self.run_dir: str | None = None
@@ -211,18 +212,21 @@ class RunState:
                         # the history before it from disk, cut where training picks up.
                         history = read_history(Path(event.run_dir) / "history.npz")
                         history.truncate(self.done, event.start_epoch)
+                        self.thinning.fit(history)
                         self.history = history
                 case BatchLosses():
                     # A followed resume re-reads losses its stored history already gave.
-                    had = len(self.history.batch_losses)
+                    indices = self.history.batch_indices
+                    had = indices[-1] + 1 if indices else 0
                     skip = max(0, min(had - event.first_index, len(event.losses)))
                     if skip < len(event.losses):
-                        self.history.add(
+                        self.thinning.add(
+                            self.history,
                             replace(
                                 event,
                                 first_index=event.first_index + skip,
                                 losses=event.losses[skip:],
-                            )
+                            ),
                         )
                     self.done = max(self.done, event.first_index + len(event.losses))
                     self.epoch = event.epoch
@@ -267,7 +271,7 @@ class RunState:
     def progress(self) -> float:
         """The share of all its batches trained so far, 0 to 1."""
         total = self.epochs * self.batches_per_epoch
-        return self.done / total if total else 0.0
+        return min(1.0, self.done / total) if total else 0.0
 
     def eta(self, now: float | None = None) -> float:
         """Seconds left, from this session's pace; NaN until a batch has trained."""
