@@ -29,11 +29,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cnntui.runs.executors import Job, run_jobs
-
 from cnntui.core.config import Experiment
 from cnntui.runs import lifecycle, warm
 from cnntui.runs import store as st
+from cnntui.runs.executors import Job, run_jobs
 from cnntui.runs.store import RunStore
 
 DEADLINE = 120.0  # seconds: only bounds a hung measurement
