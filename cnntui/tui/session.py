@@ -28,6 +28,7 @@ from ..core.config import (
 from ..core.history import History
 from ..report import stats
 from ..runs import lifecycle
+from ..runs.executors import Job, detached_for
 from ..runs.records import HELD, RunStatus
 from ..runs.store import UNFINISHED, RunRecord, RunStore, StoreError
 from .state import RunState, SeedBand, read_history
@@ -300,8 +301,7 @@ class Session:
         if latest is not None and self.busy(exp.name):
             return f"{exp.name} is already {latest.status}"
         try:
-            records = lifecycle.submit(self.store, [exp], jobs=self.jobs)
-            lifecycle.ensure_scheduler(self.store)
+            records = detached_for([exp]).queue([Job(exp)], self.store, self.jobs)
         except (StoreError, ValueError) as e:
             return str(e)
         if not records:
@@ -313,9 +313,9 @@ class Session:
     def submit_resume(self, record: RunRecord) -> RunState | str:
         """Queue `record` (unfinished) to resume in a worker process; or say why not."""
         try:
-            run, _checkpoint = self.store.resume(record, self.overrides)  # checked, locked
-            (queued,) = lifecycle.requeue([run], jobs=self.jobs)
-            lifecycle.ensure_scheduler(self.store)
+            run, checkpoint = self.store.resume(record, self.overrides)  # checked, locked
+            job = Job(run.experiment, run, checkpoint)
+            (queued,) = detached_for([run.experiment]).queue([job], self.store, self.jobs)
             exp = queued.experiment()
         except (StoreError, ValueError) as e:
             return str(e)
