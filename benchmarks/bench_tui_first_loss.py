@@ -1,7 +1,9 @@
 """Time from `r` in the TUI to the run's first batch loss drawn on screen, LeNet on synthetic
-data, per executor: "process" (queued in the run store; the scheduler starts a worker
-process, which imports torch; the TUI follows its live file) and "thread" (in the TUI's own
-process; torch imported once, by the first run). Medians of --repeats fresh apps.
+data, per executor: "process" (queued in the run store; the scheduler has the store's warm
+process, which the TUI started as it opened, fork a worker; the TUI follows its live file),
+"warm" (the same, the warm process already up, as when the TUI has been open a few
+seconds) and "thread" (in the TUI's own process; torch imported once, by the first run).
+Medians of --repeats fresh apps, each on a fresh store.
 
     .venv/bin/python benchmarks/bench_tui_first_loss.py [--repeats 3]
     .venv/bin/python benchmarks/bench_tui_first_loss.py --smoke    # one app each, small data
@@ -19,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cnntui.runs import lifecycle
+from cnntui.runs import lifecycle, warm
 from cnntui.runs.store import RunStore
 from cnntui.tui.app import make_app
 
@@ -46,13 +48,17 @@ def chart_text(app) -> str:
 async def once(executor: str, folder: Path, train_size: int) -> float:
     (folder / "experiments.toml").write_text(TOML.format(train_size=train_size))
     store = RunStore(folder / "runs")
+    if executor == "warm":  # the TUI opened a while ago: its warm process is up
+        warm.prewarm(store.root)
+        while warm.connect(store.root) is None:
+            await asyncio.sleep(0.05)
     app = make_app(
         folder / "experiments.toml",
         {},
         store.root,
         folder / "x",
         device_label="c",
-        executor=executor,
+        executor="process" if executor == "warm" else executor,
     )
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause(0.5)
@@ -75,7 +81,7 @@ def main() -> None:
     args = parser.parse_args()
     repeats = args.repeats or (1 if args.smoke else 3)
     train_size = 2048 if args.smoke else 20_000
-    for executor in ("process", "thread"):
+    for executor in ("process", "warm", "thread"):
         times = []
         for _ in range(repeats):
             with tempfile.TemporaryDirectory() as tmp:

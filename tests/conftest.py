@@ -16,6 +16,8 @@ def _short_warm_idle(monkeypatch: pytest.MonkeyPatch) -> None:
     """Warm processes the tests start (one per run store) exit 5 s after their last run,
     not the default two minutes: a suite makes hundreds of stores."""
     monkeypatch.setenv("CNNTUI_WARM_IDLE", "5")
+    # Opening a TUI starts no warm process (the tests that show prewarming set it back).
+    monkeypatch.setenv("CNNTUI_PREWARM", "0")
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from cnntui.runs.records import RunStatus
 from cnntui.runs.store import RunStore
 
 from .helpers import tiny_experiment, warm_pid
-from .waiting import DEADLINE, poll
+from .waiting import DEADLINE, poll, until
 
 
 class _NoCold:
@@ -176,3 +176,26 @@ def test_a_bad_idle_time_is_one_line_and_the_default_holds(capsys) -> None:
     assert warm.idle_seconds({warm.IDLE_ENV: "soon"}) == warm.DEFAULT_IDLE
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "CNNTUI_WARM_IDLE='soon' must be a number" in err
+
+
+@pytest.mark.process
+@pytest.mark.slow
+async def test_opening_the_tui_starts_the_stores_warm_process(
+    tiny_toml: Path, store: RunStore, monkeypatch
+) -> None:
+    """So that the first `r` starts its run warm: torch and the engine already imported."""
+    from cnntui.tui.app import make_app
+
+    monkeypatch.setenv(warm.PREWARM_ENV, "1")
+    app = make_app(tiny_toml, {}, store.root, tiny_toml.parent / "x", device_label="cpu")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: warm_pid(store) is not None, DEADLINE, "the warm process")
+    monkeypatch.setenv(warm.PREWARM_ENV, "0")
+    assert warm.prewarm(store.root) is False  # turned off: nothing started, nothing said
+
+
+def test_no_prewarm_when_warm_workers_are_off(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv(warm.IDLE_ENV, "0")
+    monkeypatch.setenv(warm.PREWARM_ENV, "1")
+    assert warm.prewarm(tmp_path / "runs") is False
+    assert not (tmp_path / "runs").exists()

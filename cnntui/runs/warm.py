@@ -97,6 +97,36 @@ def idle_seconds(environ: dict[str, str] | None = None) -> float:
     return value
 
 
+PREWARM_ENV = "CNNTUI_PREWARM"  # 0: opening the TUI does not start the warm process
+
+
+def prewarm(root: Path, python: str = sys.executable) -> bool:
+    """Start the store's warm process now, without waiting for it, so that the next run
+    starts warm (the TUI does this when it opens); True when one is up or starting. Nothing
+    when warm workers are off (CNNTUI_WARM_IDLE=0) or CNNTUI_PREWARM=0."""
+    idle = idle_seconds()
+    if idle == 0 or os.environ.get(PREWARM_ENV, "").strip() == "0":
+        return False
+    conn = connect(root)
+    if conn is not None:
+        conn.close()
+        return True
+    try:
+        Path(root).mkdir(parents=True, exist_ok=True)
+        _start(Path(root), idle, python)
+    except OSError:  # a store this user cannot write: its runs start cold, as before
+        return False
+    return True
+
+
+def _start(root: Path, idle: float, python: str) -> subprocess.Popen[bytes]:
+    """The store's warm process, started detached; it warms up on its own."""
+    # numpy (which the store imports) and torch start their thread pools on import
+    env = {**os.environ, **dict.fromkeys(ONE_THREAD, "1")}
+    argv = [python, "-m", "cnntui.runs.warm", str(root), f"{idle:g}"]
+    return start_detached(argv, root / st.WARM_LOG, env)
+
+
 def launcher(root: Path, python: str = sys.executable) -> Launcher:
     """The launcher the scheduler of the store at `root` uses: warm, or cold when
     CNNTUI_WARM_IDLE is 0."""
@@ -204,10 +234,7 @@ class WarmLauncher:
         when it could not warm up within READY_SECONDS (or exited)."""
         if connect(self.root) is not None:
             return True
-        # numpy (which the store imports) and torch start their thread pools on import
-        env = {**os.environ, **dict.fromkeys(ONE_THREAD, "1")}
-        argv = [self.python, "-m", "cnntui.runs.warm", str(self.root), f"{self.idle:g}"]
-        self.process = start_detached(argv, self.root / st.WARM_LOG, env)
+        self.process = _start(self.root, self.idle, self.python)
         deadline = time.monotonic() + READY_SECONDS
         while time.monotonic() < deadline and self.process.poll() is None:
             conn = connect(self.root)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import ClassVar
 
@@ -24,6 +25,7 @@ from textual.screen import Screen
 from textual.widgets import ContentSwitcher, DataTable, Footer, Header, Static
 from textual.worker import Worker
 
+from ....runs import warm
 from ....runs.gpus import Gpu
 from ...session import Session
 from ...widgets.curves import CurvesPanel
@@ -129,6 +131,8 @@ class MainScreen(
         if self._probe:
             self._start_thread(self._probe_device, "device")
         self._start_thread(self._follow_loop, "follow")
+        if self.session.executor == "process":  # the first run starts warm: torch loaded
+            self._start_thread(partial(warm.prewarm, self.session.store.root), "warm")
         if self.inventory is not None:
             self._start_thread(self._gpu_loop, "gpus")
         self.table.focus()
