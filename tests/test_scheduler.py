@@ -111,3 +111,18 @@ def test_runs_queued_on_a_full_disk_wait_and_status_says_why(
     sched.step()
     assert list(sched.workers) == [record.path]
     assert "is full" not in lifecycle.status_table(store)
+
+
+def test_a_queued_run_whose_summary_was_cut_short_shows_failed_in_status(tmp_path: Path) -> None:
+    from cnntui.runs import lifecycle
+    from tests.helpers import tiny_experiment
+
+    store = RunStore(tmp_path / "runs")
+    (record,) = lifecycle.submit(store, [tiny_experiment()])
+    file = record.path / "summary.json"
+    file.write_bytes(file.read_bytes()[:40])  # cut short by hand, or by a full disk
+    status = lifecycle.status_table(store)
+    row = next(line for line in status.splitlines() if record.run_id[:20] in line)
+    assert row.split()[0] == "tiny" and row.rstrip().endswith("failed")
+    assert f"tiny {record.run_id}: failed: its summary.json cannot be read" in status
+    assert all(len(line) <= 80 for line in status.splitlines() if "summary.json" not in line)

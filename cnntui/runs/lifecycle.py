@@ -365,9 +365,18 @@ STATUS_HEADERS = ["experiment", "run id", "device", "epoch", "acc", "status"]
 def status_table(store: st.RunStore) -> str:
     """`cnntui --status` as text: the queue, running runs and recent others."""
     rows = status_rows(store)
+    damaged = store.damaged()
+    for path, _why in damaged:  # never dropped: shown failed, with why below
+        name = text.pad(text.safe(path.parent.name), NAME_COLUMN).rstrip()
+        rows.append([name, text.safe(path.name)[:22], "-", "-", "-", RunStatus.FAILED])
     if not rows:
         return f"no runs in {store.root}"
     table = text.table(STATUS_HEADERS, rows, right={4})
+    for path, why in damaged:
+        table += (
+            f"\n{text.safe(path.parent.name)} {text.safe(path.name)}: failed: its summary.json "
+            f"cannot be read ({text.safe(why)[:60]}); restore it or remove {path}"
+        )
     if any(row[-1].startswith("queued #") for row in rows):
         table += "\nqueued runs start in order as slots free up: #1 starts first"
         if st.disk_full(store.root):

@@ -1146,6 +1146,41 @@ class RunStore:
             return None
         if not isinstance(summary, dict):
             return None
+        return RunStore._record(run_dir, summary)
+
+    def damaged(self) -> list[tuple[Path, str]]:
+        """Run directories whose summary.json is there but cannot be read (cut short, edited
+        by hand), each with why in a few words: `runs` skips them, `--status` shows them."""
+        out = []
+        for run_dir in self._run_dirs():
+            file = run_dir / "summary.json"
+            if not os.path.lexists(file) or self.read(run_dir) is not None:
+                continue
+            try:
+                json.loads(_read_small(file).decode("utf-8"))
+                why = "it does not hold a summary"
+            except (OSError, ValueError, RecursionError) as e:
+                why = one_line(e)
+            out.append((run_dir, why))
+        return out
+
+    def _run_dirs(self) -> list[Path]:
+        """Every run directory of the store (not checked further)."""
+        try:
+            exp_dirs = sorted(d for d in self.root.iterdir() if d.is_dir())
+        except OSError:
+            return []
+        out: list[Path] = []
+        for exp_dir in exp_dirs:
+            try:
+                out += sorted(d for d in exp_dir.iterdir() if d.is_dir())
+            except OSError:
+                continue
+        return out
+
+    @staticmethod
+    def _record(run_dir: Path, summary: dict[str, Any]) -> RunRecord:
+        """The record a parsed summary.json holds."""
         clean, dropped = RunSummary.from_json(summary)
         # No status: killed before it wrote one. A status this program never writes: unknown.
         status = clean.status or (RunStatus.UNKNOWN if "status" in summary else None)
