@@ -275,3 +275,33 @@ def test_confirm_retrains_the_best_trial_on_the_confirm_seeds(tmp_path) -> None:
     assert best is not None and best.value == 0.8
     assert [r.seed for r in runs] == [0, 1, 2] and {r.name for r in runs} == {"lrs.best"}
     assert all(r.lr == best.experiment.lr for r in runs)
+
+
+def test_list_shows_a_search_its_trials_and_a_pruned_one(tmp_path, capsys) -> None:
+    from cnntui import cli
+    from tests.helpers import tiny_experiment
+
+    path = tmp_path / "e.toml"
+    path.write_text(SEARCH_TOML)
+    store = RunStore(tmp_path / "runs")
+    for n, status in ((0, RunStatus.FINISHED), (1, RunStatus.PRUNED)):
+        run = store.create(tiny_experiment(name=f"lrs.t{n}"))
+        run.save_summary(status, epochs_done=1, best_val_acc=0.5)
+        run.release()
+    assert cli.main(["--config", str(path), "--runs-dir", str(store.root), "--list"]) == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "[[search]] lrs (search): search of 6 trials" in shown
+    assert "lr choice [1e-07, 0.1]" in shown
+    assert "1 done, 1 pruned, 4 to go; best so far lrs.t0 val_acc 50.0%" in shown
+    assert cli.latest_status(store.runs("lrs.t1")[0]) == "pruned at epoch 1"
+
+
+def test_the_tui_shows_a_pruned_run_as_pruned_at_its_epoch(tmp_path) -> None:
+    from cnntui.tui.widgets.experiments import _stored_status
+    from tests.helpers import tiny_experiment
+
+    store = RunStore(tmp_path / "runs")
+    run = store.create(tiny_experiment(name="lrs.t3"))
+    run.save_summary(RunStatus.PRUNED, epochs_done=2)
+    run.release()
+    assert _stored_status(store.runs()[0]).plain == "pruned at epoch 2"
