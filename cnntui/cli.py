@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import re
 import shutil
 import signal
 import sys
@@ -34,7 +35,7 @@ from .options import (
     load_experiments,
     parse_formats,
 )
-from .runs.records import RESUMABLE, UNFINISHED, RunStatus, RunSummary
+from .runs.records import ENDED, RESUMABLE, UNFINISHED, RunStatus, RunSummary
 
 if TYPE_CHECKING:
     from .report.export import ExportResult
@@ -65,6 +66,8 @@ def latest_status(record: Any) -> str:
         early = f" (early stop ep {s.stopped_early})" if s.stopped_early is not None else ""
         return f"finished {text.pct(s.final_test_acc)}{early}"
     done, epochs = s.epochs_done, s.epochs
+    if status is RunStatus.PRUNED and done is not None:  # a search's pruner stopped it
+        return f"pruned at epoch {done}"
     if status in UNFINISHED and done is not None:
         return f"{status} ep {done}/{epochs}" if epochs is not None else str(status)
     return str(status)
@@ -105,10 +108,33 @@ def print_list(file: ExperimentFile, out: IO[str], runs_dir: Path | None = None)
             items = [f"{name}:", *(f"{k}={_shown(v)}" for k, v in changed.items())]
             for at, line in enumerate(_wrap_items(items, max(40, width) - 2)):
                 print(("  " if at == 0 else "    ") + line, file=out)
+    _print_searches(file, latest, width, out)
     print_data(file.experiments, width, out)
     shown = {k: v for k, v in base.items() if v not in (None, "")}
     line = "[defaults] " + " ".join(f"{k}={_shown(v)}" for k, v in shown.items())
     print("\n" + textwrap.fill(line, max(40, width), subsequent_indent=" " * 11), file=out)
+
+
+def _print_searches(
+    file: ExperimentFile, latest: dict[str, RunRecord], width: int, out: IO[str]
+) -> None:
+    """Each [[search]]: its space, its trials done / pruned / to go, and the best so far, read
+    from its trials' runs (`<search>.t<N>`)."""
+    for s in file.searches:
+        trials = [
+            r for name, r in latest.items() if re.fullmatch(rf"{re.escape(s.name)}\.t\d+", name)
+        ]
+        pruned = sum(r.status is RunStatus.PRUNED for r in trials)
+        done = sum(r.status in ENDED for r in trials) - pruned
+        scored = [r for r in trials if r.status is RunStatus.FINISHED and r.summary.best_val_acc]
+        best = max(scored, key=lambda r: r.summary.best_val_acc or 0.0, default=None)
+        line = (
+            f"[[search]] {s.name} ({s.group}): {s.describe()}; {done} done, {pruned} pruned, "
+            f"{max(0, s.trials - len(trials))} to go"
+        )
+        if best is not None:
+            line += f"; best so far {best.name} val_acc {best.summary.best_val_acc:.1%}"
+        print("\n" + textwrap.fill(line, max(40, width), subsequent_indent="  "), file=out)
 
 
 def _stored_runs(

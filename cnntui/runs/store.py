@@ -75,6 +75,8 @@ except ImportError:  # not POSIX: runs are not locked
     fcntl = None  # type: ignore[assignment]
 
 
+STUDY_FILE = "study.journal"  # a search's Optuna journal, beside its trials' folders
+
 LOCK_FILE = "lock"
 LIVE_FILE = "live.f64"
 HEARTBEAT_FILE = "heartbeat"
@@ -938,6 +940,19 @@ class RunStore:
         if queue is not None:
             run.release()
         return run
+
+    def study_path(self, search: str) -> Path:
+        """The file of search `search`'s Optuna study (`<runs>/<search>/study.journal`), its
+        folder made if need be; UnsafeFile where that folder is a link or leads outside. No
+        run directory is named so: the store's listing passes the file by."""
+        check_value("name", search)
+        folder = self.root / search
+        self.check_inside(folder)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create {folder}: {e.strerror}") from None
+        return folder / STUDY_FILE
 
     def queued(self) -> list[RunRecord]:
         """The runs waiting in the queue, first in first out."""
