@@ -20,8 +20,10 @@ A study is keyed by its space, its fixed settings, its metric, sampler and prune
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +41,9 @@ from optuna.trial import FrozenTrial, TrialState
 from ..core.config import SETTING_KEYS, SPEED_KEYS, Experiment, check_value
 from ..core.history import History
 from ..core.search_space import Param, Search
+from . import lifecycle, searches
+from . import store as st
+from .records import ENDED, HELD, RunStatus
 from .store import RunStore, StoreError
 
 RUN_ID = "cnntui_run_id"  # the user attribute that ties a trial to its run
@@ -290,6 +295,19 @@ class SearchStudy:
         )
         return Trial(t.number, exp, t.user_attrs.get(RUN_ID))
 
+    def reported(self, run_id: str) -> int:
+        """The last epoch run `run_id`'s trial has reported (0: none)."""
+        t = self._by_run(run_id)
+        return max(t.intermediate_values, default=0) if t is not None else 0
+
+    def pruned(self) -> list[Trial]:
+        """The trials the pruner stopped, each with its run."""
+        return [
+            self._trial(t)
+            for t in self.trials()
+            if t.state is TrialState.PRUNED and RUN_ID in t.user_attrs
+        ]
+
     def _by_run(self, run_id: str) -> FrozenTrial | None:
         for t in self.trials():
             if t.user_attrs.get(RUN_ID) == run_id:
@@ -298,6 +316,166 @@ class SearchStudy:
 
     def _trial_id(self, number: int) -> int:
         return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
+
+
+def read_study(store: RunStore, search: Search[Experiment]) -> optuna.Study | None:
+    """The search's study as stored, for a front end that only reads it; None before it began.
+    SearchChanged when the search now differs in more than trials and parallel."""
+    path = store.study_path(search.name)
+    if not path.exists():
+        return None
+    storage = _journal(str(path))
+    if search.name not in [s.study_name for s in storage.get_all_studies()]:
+        return None
+    study = optuna.load_study(study_name=search.name, storage=storage)
+    was, now = study.user_attrs.get(KEY), study_key(search)
+    if was is not None and was != now:
+        raise SearchChanged(
+            f"search {search.name!r} changed since its study began ("
+            f"{'; '.join(changes(was, now))}); only trials and parallel may change "
+            f"(start a new search under another name, or remove {path})"
+        )
+    return study
+
+
+def finished_line(store: RunStore, search: Search[Experiment]) -> str | None:
+    """One line saying the search has nothing left to train (every trial asked has ended), or
+    None when it has trials to train. SearchChanged as `read_study`."""
+    study = read_study(store, search)
+    if study is None:
+        return None
+    trials = study.get_trials(deepcopy=False)
+    if len(trials) < search.trials or not all(t.state.is_finished() for t in trials):
+        return None
+    pruned = sum(t.state is TrialState.PRUNED for t in trials)
+    complete = [t for t in trials if t.state is TrialState.COMPLETE]
+    best = ""
+    if complete:
+        b = study.best_trial
+        best = f"; best {search.name}.t{b.number} {search.metric} {b.value:.4g}"
+    return (
+        f"search {search.name}: all {len(trials)} trials ended ({pruned} pruned){best}; "
+        f"nothing to train (--set trials=N with N > {len(trials)} trains more)"
+    )
+
+
+class SearchDriver:
+    """The store's scheduler's part in its searches (one process owns every study): for each
+    active search, each step it reports the trials' new epochs (read from their runs' files),
+    prunes through the normal cancel, tells each ending, asks and queues new trials while
+    slots are free, and queues the confirmation runs once every trial has ended."""
+
+    def __init__(self, store: RunStore) -> None:
+        self.store = store
+        self.studies: dict[str, SearchStudy] = {}
+        self.marked: set[str] = set()  # runs written `pruned` by this process
+
+    def step(self) -> bool:
+        """One round over the active searches; False when none is active."""
+        active = searches.active(self.store)
+        for search in active:
+            try:
+                self._step_one(search)
+            except SearchChanged as e:  # its record rewritten by hand: not this study's
+                print(f"cnntui scheduler: {e}", file=sys.stderr, flush=True)
+                searches.save(self.store, search, "cancelled")
+        return bool(active)
+
+    def _study(self, search: Search[Experiment]) -> SearchStudy:
+        """The search's study, opened once, and again when trials or parallel changed."""
+        study = self.studies.get(search.name)
+        if study is None or study.search != search:
+            study = self.studies[search.name] = SearchStudy(search, self.store)
+        return study
+
+    def _step_one(self, search: Search[Experiment]) -> None:
+        study = self._study(search)
+        for trial in study.running():
+            self._follow(study, trial)
+        self._end_pruned(study)
+        queued = False
+        while study.to_ask() > 0:
+            trial = study.ask()
+            (record,) = lifecycle.submit(self.store, [trial.experiment], jobs=search.parallel)
+            study.attach(trial.number, record.run_id)
+            queued = True
+        if study.done():
+            queued |= self._confirm(study)
+            searches.save(self.store, search, "done")
+        if queued:
+            lifecycle.ensure_scheduler(self.store)  # a trial on a Ray cluster: its scheduler
+
+    def _run(self, study: SearchStudy, trial: Trial) -> st.RunRecord | None:
+        runs = self.store.runs(study.trial_name(trial.number))
+        return next((r for r in runs if r.run_id == trial.run_id), None)
+
+    def _follow(self, study: SearchStudy, trial: Trial) -> None:
+        """Report a running trial's new epochs, prune it if its pruner says so, tell its end."""
+        record = self._run(study, trial)
+        if record is None or trial.run_id is None:
+            return
+        run_id, metric = trial.run_id, study.search.metric
+        done = record.summary.epochs_done or 0
+        reported = study.reported(run_id)
+        history = record.history() if done > reported or record.status in ENDED else None
+        for epoch in range(reported + 1, done + 1) if history is not None else ():
+            value = epoch_metric(history, metric, epoch)  # type: ignore[arg-type]
+            pruned = math.isfinite(value) and study.report(run_id, epoch, value)
+            if pruned and record.status in HELD:
+                study.tell(run_id, "pruned")
+                self._stop(record)
+                return
+        if record.status is RunStatus.FINISHED and history is not None:
+            study.tell(run_id, final_metric(history, metric))
+        elif record.status is RunStatus.PRUNED:
+            study.tell(run_id, "pruned")
+        elif record.status in ENDED:
+            study.tell(run_id, "failed")
+
+    def _stop(self, record: st.RunRecord) -> None:
+        """Cancel a pruned trial's run through the normal cancel path."""
+        with contextlib.suppress(StoreError):  # it ended meanwhile
+            lifecycle.cancel(self.store, record.run_id)
+
+    def _end_pruned(self, study: SearchStudy) -> None:
+        """Each pruned trial's run: asked to stop while it trains, then written `pruned at
+        epoch N` once it has stopped (a scheduler killed in between does it on restart)."""
+        for trial in study.pruned():
+            if trial.run_id is None or trial.run_id in self.marked:
+                continue
+            record = self._run(study, trial)
+            if record is None or record.status is RunStatus.PRUNED:
+                self.marked.add(trial.run_id)
+            elif record.status in HELD:
+                if not record.cancel_requested():
+                    self._stop(record)
+            elif _mark_pruned(record, study.reported(trial.run_id)):
+                self.marked.add(trial.run_id)
+
+    def _confirm(self, study: SearchStudy) -> bool:
+        """Queue the best trial's confirmation runs, once (they may exist from before a
+        restart); whether any was queued."""
+        runs = study.confirm()
+        if not runs or self.store.runs(f"{study.search.name}.best"):
+            return False
+        lifecycle.submit(self.store, runs, jobs=study.search.parallel)
+        return True
+
+
+def _mark_pruned(record: st.RunRecord, epoch: int) -> bool:
+    """Write an ended run's status `pruned`, its reason `pruned at epoch N`; False when its
+    lock is held (try again next round)."""
+    lock = st.try_lock(record.path)
+    if lock is None:
+        return False
+    try:
+        summary = record.summary.with_fields(
+            status=RunStatus.PRUNED, reason=f"pruned at epoch {epoch}"
+        )
+        st.write_summary(record.path, summary)
+        return True
+    finally:
+        lock.release()
 
 
 def _short(value: Any) -> str:
