@@ -292,7 +292,7 @@ def test_list_shows_a_search_its_trials_and_a_pruned_one(tmp_path, capsys) -> No
     shown = " ".join(capsys.readouterr().out.split())
     assert "[[search]] lrs (search): search of 6 trials" in shown
     assert "lr choice [1e-07, 0.1]" in shown
-    assert "1 done, 1 pruned, 4 to go; best so far lrs.t0 val_acc 50.0%" in shown
+    assert "1 done, 1 pruned, 0 running, 4 to go; best so far lrs.t0 val_acc 50.0%" in shown
     assert cli.latest_status(store.runs("lrs.t1")[0]) == "pruned at epoch 1"
 
 
