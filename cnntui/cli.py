@@ -37,6 +37,7 @@ from .options import (
 from .runs.records import RESUMABLE, UNFINISHED, RunStatus, RunSummary
 
 if TYPE_CHECKING:
+    from .core.search_space import Search
     from .report.export import ExportResult
     from .runs.executors import Job
     from .runs.store import RunRecord
@@ -65,6 +66,8 @@ def latest_status(record: Any) -> str:
         early = f" (early stop ep {s.stopped_early})" if s.stopped_early is not None else ""
         return f"finished {text.pct(s.final_test_acc)}{early}"
     done, epochs = s.epochs_done, s.epochs
+    if status is RunStatus.PRUNED and done is not None:  # a search's pruner stopped it
+        return f"pruned at epoch {done}"
     if status in UNFINISHED and done is not None:
         return f"{status} ep {done}/{epochs}" if epochs is not None else str(status)
     return str(status)
@@ -105,10 +108,24 @@ def print_list(file: ExperimentFile, out: IO[str], runs_dir: Path | None = None)
             items = [f"{name}:", *(f"{k}={_shown(v)}" for k, v in changed.items())]
             for at, line in enumerate(_wrap_items(items, max(40, width) - 2)):
                 print(("  " if at == 0 else "    ") + line, file=out)
+    _print_searches(file, latest, width, out)
     print_data(file.experiments, width, out)
     shown = {k: v for k, v in base.items() if v not in (None, "")}
     line = "[defaults] " + " ".join(f"{k}={_shown(v)}" for k, v in shown.items())
     print("\n" + textwrap.fill(line, max(40, width), subsequent_indent=" " * 11), file=out)
+
+
+def _print_searches(
+    file: ExperimentFile, latest: dict[str, RunRecord], width: int, out: IO[str]
+) -> None:
+    """Each [[search]]: its space, its trials done / pruned / running / to go, and the best so
+    far, read from its trials' runs (`<search>.t<N>`)."""
+    from .runs import searches
+
+    for s in file.searches:
+        trials = searches.trial_runs_of(s.name, list(latest.values()))
+        line = f"[[search]] {s.name} ({s.group}): {s.describe()}; {searches.progress(s, trials)}"
+        print("\n" + textwrap.fill(line, max(40, width), subsequent_indent="  "), file=out)
 
 
 def _stored_runs(
@@ -594,6 +611,9 @@ def finish_study(
 
 def run_headless(args: argparse.Namespace, out: IO[str]) -> int:
     """`cnntui --run`: train the selected experiments and print their results."""
+    search = selected_search(args)
+    if search is not None:
+        return run_search(args, out, search, detach=False)
     file, overrides = load_experiments(args)
     selected = apply_overrides(file.select(args.run), overrides)
     if args.jobs < 1:
@@ -755,6 +775,9 @@ def run_detached(args: argparse.Namespace, out: IO[str]) -> int:
     from .runs.executors import Job, detached_for
     from .runs.store import RunStore, StoreError
 
+    search = selected_search(args)
+    if search is not None:
+        return run_search(args, out, search, detach=True)
     file, overrides = load_experiments(args)
     selected = apply_overrides(file.select(args.run), overrides)
     if args.jobs < 1:
@@ -790,6 +813,109 @@ def run_detached(args: argparse.Namespace, out: IO[str]) -> int:
     return EXIT_OK
 
 
+SEARCH_OVERRIDES = ("trials", "parallel")  # a search's own keys that --set may change
+
+
+def selected_search(args: argparse.Namespace) -> Search[Experiment] | None:
+    """The [[search]] that `--run` names, with --set applied (`trials` and `parallel` to the
+    search, every other setting to its trials); None when it names experiments."""
+    extra = _search_overrides(args)
+    file, overrides = load_experiments(args)
+    names = [w.strip() for w in args.run.split(",") if w.strip()]
+    found = [s for s in file.searches if s.name in names]
+    if not found:
+        if extra:
+            raise UsageError(f"--set {', '.join(extra)}: a [[search]]'s keys; --run names none")
+        return None
+    if len(names) > 1:
+        raise UsageError(f"--run {args.run!r}: run a [[search]] on its own")
+    (base,) = apply_overrides([found[0].base], overrides)
+    s = found[0]
+    trials, parallel = extra.get("trials", s.trials), extra.get("parallel", s.parallel)
+    return dataclasses.replace(s, base=base, trials=trials, parallel=parallel)
+
+
+def _search_overrides(args: argparse.Namespace) -> dict[str, int]:
+    """`--set trials=N` and `--set parallel=N`, taken out of the settings' --set items."""
+    from .core.search_space import TRIALS_MAX
+
+    out, rest = {}, []
+    for item in args.overrides:
+        key, _, raw = (p.strip() for p in item.partition("="))
+        if key not in SEARCH_OVERRIDES:
+            rest.append(item)
+            continue
+        if not raw.isdigit() or not 1 <= int(raw) <= TRIALS_MAX:
+            raise UsageError(f"--set {item!r}: {key} must be an integer in [1, {TRIALS_MAX}]")
+        out[key] = int(raw)
+    args.overrides = rest
+    return out
+
+
+def run_search(
+    args: argparse.Namespace, out: IO[str], search: Search[Experiment], detach: bool
+) -> int:
+    """`--run SEARCH`: queue the search in the store, whose scheduler owns its study, and
+    follow its trials as they appear (or, with --detach, say how to watch them). A search
+    whose every trial has ended trains nothing and says so."""
+    from .runs import lifecycle, searches
+    from .runs.search import finished_line
+    from .runs.store import RunStore, StoreError
+
+    if args.export:
+        raise UsageError("--export with a [[search]]: export its group once it has ended")
+    store = RunStore(args.runs_dir)
+    check_dirs(args, [search.base])
+    try:
+        done = finished_line(store, search)
+        if done is None and check_data([search.base]):
+            searches.save(store, search, "active")
+            lifecycle.ensure_scheduler(store)
+    except StoreError as e:  # SearchChanged: what changed, in one line
+        raise UsageError(str(e)) from None
+    if done is not None:
+        print(done, file=out)
+        return EXIT_OK
+    if not check_data([search.base]):
+        return EXIT_RUN_FAILED
+    if detach:
+        print(
+            f"queued search {search.name}: {search.trials} trials, {search.parallel} at once; "
+            f"{command_name()} --status shows how far it is",
+            file=out,
+        )
+        return EXIT_OK
+    return follow_search(store, search, out)
+
+
+def follow_search(store: Any, search: Search[Experiment], out: IO[str]) -> int:
+    """Print the search's trials as they appear, until it has ended. Ctrl-C cancels the
+    search (its trials save); a hang-up leaves it going."""
+    from .runs import lifecycle, searches
+
+    cancel = threading.Event()
+    progress = Progress(out, live=out.isatty())
+    stop = _Interrupt(progress, cancel)
+    progress.line(
+        f"search {search.name}: {search.trials} trials, {search.parallel} at once, owned by the "
+        "store's scheduler; Ctrl-C cancels it, a hang-up leaves it going (cnntui --status)"
+    )
+    try:
+        with handling_signals(stop.on_signal):
+            for event in lifecycle.follow_search(store, search.name, cancel, stop.left):
+                if isinstance(event, searches.Pruned):
+                    progress.line(f"[{event.name}] {event.reason}")
+                else:
+                    progress.handle(event)
+    finally:
+        progress.close()
+    if stop.hangup or stop.interrupted:
+        return EXIT_INTERRUPTED
+    runs = searches.trial_runs(store, search.name)
+    progress.write(f"\nsearch {search.name}: {searches.progress(search, runs)}\n")
+    return EXIT_OK
+
+
 def command_name() -> str:
     """How to type cnntui again in this shell: `cnntui` where PATH finds it, else the path it
     was started by (`.venv/bin/cnntui` after `make run`, which activates no environment)."""
@@ -800,8 +926,9 @@ def command_name() -> str:
 
 
 def show_status(args: argparse.Namespace, out: IO[str]) -> int:
-    """`cnntui --status`: print the store's queued, running and recent runs."""
-    from .runs import lifecycle
+    """`cnntui --status`: print the store's queued, running and recent runs, and how far each
+    search is."""
+    from .runs import lifecycle, searches
     from .runs.store import RunStore, StoreError
 
     store = RunStore(args.runs_dir)
@@ -812,6 +939,8 @@ def show_status(args: argparse.Namespace, out: IO[str]) -> int:
     except StoreError as e:  # its lock file a link or a FIFO
         raise UsageError(str(e)) from None
     print(lifecycle.status_table(store), file=out)
+    for line in searches.status_lines(store):
+        print(line, file=out)
     return EXIT_OK
 
 

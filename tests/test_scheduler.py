@@ -31,6 +31,9 @@ class _Rival:
         self.other = processes.take_lock(self.store, name=self.lock_name)
         return True
 
+    def waiting(self) -> bool:  # what the drain asks once it has let go
+        return self.queued()
+
 
 @pytest.mark.parametrize(
     ("run", "lock_name"),

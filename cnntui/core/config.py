@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from . import search_space
 from .settings import ALIASES as ALIASES
 from .settings import DATASETS as DATASETS
 from .settings import EXPERIMENT_KEYS as EXPERIMENT_KEYS
@@ -119,6 +120,7 @@ class ExperimentFile:
     path: Path
     defaults: Settings
     experiments: list[Experiment] = field(default_factory=list)
+    searches: list[search_space.Search[Experiment]] = field(default_factory=list)
 
     def names(self) -> list[str]:
         """The experiments' names, in file order."""
@@ -542,7 +544,8 @@ def parse(text: str, path: Path | str = "experiments.toml") -> ExperimentFile:
     defaults = Settings(
         **_settings_from(doc.get("defaults", {}), SETTING_KEYS, where, loc, ("defaults", 0))
     )
-    tables = {n: doc.get(n, []) for n in ("experiment", "sweep")}
+    tables = {n: doc.get(n, []) for n in ("experiment", "sweep", "search")}
+    searches = []
     experiments: list[Experiment] = []
     origins: list[tuple[str, int]] = []  # where each experiment comes from: (section, index)
     seen: dict[str, int] = {}  # casefolded name -> index: macOS and Windows ignore case
@@ -552,6 +555,9 @@ def parse(text: str, path: Path | str = "experiments.toml") -> ExperimentFile:
         table = tables[kind][i]
         if kind == "sweep":
             made = _expand_sweep(table, defaults, where, loc, sect, runs)
+        elif kind == "search":  # trains the trials its scheduler asks for: none up front
+            searches.append(_search(table, defaults, where, loc, sect))
+            made = []
         else:
             made = [_experiment(table, defaults, where, loc, sect)]
         runs += sum(max(1, len(e.seeds)) for e in made)
@@ -573,7 +579,8 @@ def parse(text: str, path: Path | str = "experiments.toml") -> ExperimentFile:
             origins.append(sect)
     _check_export_folders(experiments, origins, where, loc)
     _check_references(experiments, origins, where, loc)
-    return ExperimentFile(Path(path), defaults, experiments)
+    _check_search_names(searches, experiments, where, loc)
+    return ExperimentFile(Path(path), defaults, experiments, searches)
 
 
 def _experiment(
@@ -615,16 +622,16 @@ def _load_toml(text: str, where: str) -> dict[str, Any]:
 def _check_top_level(doc: dict[str, Any], where: str, loc: _Locator) -> None:
     """Only [defaults], [[experiment]] and [[sweep]] at the top, each of its kind of table."""
     for key, value in doc.items():
-        if key not in ("defaults", "experiment", "sweep"):
+        if key not in ("defaults", "experiment", "sweep", "search"):
             pos = loc.find(key, 0, None) or (1, 1)
             raise ConfigError(
                 f"{where}:{pos[0]}:{pos[1]}: unknown top-level key {key!r}"
-                f"{suggest(key, ('defaults', 'experiment', 'sweep'))} (allowed: [defaults], "
-                "[[experiment]], [[sweep]])"
+                f"{suggest(key, ('defaults', 'experiment', 'sweep', 'search'))} (allowed: "
+                "[defaults], [[experiment]], [[sweep]], [[search]])"
             )
         if key == "defaults" and not isinstance(value, dict):
             raise ConfigError(f"{where}: 'defaults' must be a table: [defaults]")
-        if key in ("experiment", "sweep") and not (
+        if key in ("experiment", "sweep", "search") and not (
             isinstance(value, list) and all(isinstance(v, dict) for v in value)
         ):
             raise ConfigError(f"{where}: {key!r} must be an array of tables: [[{key}]]")
@@ -635,7 +642,7 @@ def _section_order(tables: dict[str, list[Any]], loc: _Locator) -> list[tuple[st
     order = [
         (n, sum(1 for m, _ in loc.sections[:k] if m == n))
         for k, (n, _) in enumerate(loc.sections)
-        if n in ("experiment", "sweep")
+        if n in ("experiment", "sweep", "search")
     ]
     order = [(n, i) for n, i in order if i < len(tables[n])]
     for n in tables:  # a table the locator did not see (unusual layout): at the end
@@ -644,7 +651,70 @@ def _section_order(tables: dict[str, list[Any]], loc: _Locator) -> list[tuple[st
 
 
 def _origin(sect: tuple[str, int]) -> str:
-    return f"{'[[sweep]]' if sect[0] == 'sweep' else 'experiment'} #{sect[1] + 1}"
+    kind = {"sweep": "[[sweep]]", "search": "[[search]]"}.get(sect[0], "experiment")
+    return f"{kind} #{sect[1] + 1}"
+
+
+def _search(
+    table: dict[str, Any], defaults: Settings, where: str, loc: _Locator, sect: tuple[str, int]
+) -> search_space.Search[Experiment]:
+    """One `[[search]]` table (see core/search_space.py), its fixed settings resolved as an
+    experiment's are, from [defaults] up; its trials train one seed each."""
+
+    def at(key: str | None) -> str:
+        return _at(where, loc, sect, key)
+
+    try:
+        own, searched, fixed = search_space.split_table(table, SETTING_KEYS, at)
+        if "seeds" in fixed:
+            raise search_space.SearchError(
+                f"{at('seeds')}: a search's trials train one seed each; 'confirm_seeds' "
+                "retrains the best trial on several"
+            )
+        name, group = check_value("name", own["name"]), own.get("group", own["name"])
+        values = _settings_from(fixed, SETTING_KEYS, where, loc, sect)
+        base = Experiment(
+            **{**dataclasses.asdict(defaults), **values, "seeds": ()},
+            name=name,
+            title=str(own.get("title", "")),
+            group=check_value("group", group),
+        )
+        space = tuple(_search_param(key, spec, at) for key, spec in searched.items())
+        keys = search_space.own_keys(own, base.val_size, at)
+    except (search_space.SearchError, ConfigError) as e:
+        text = str(e)
+        raise ConfigError(text if text.startswith(where) else f"{at('name')}: {text}") from None
+    return search_space.Search(name, group, base.title, space=space, base=base, **keys)
+
+
+def _search_param(key: str, spec: dict[str, Any], at: Callable[[str | None], str]) -> Any:
+    """One searched setting's space, refused at its key when it is not searchable."""
+    s = declared(key)  # a search may search any setting a sweep may sweep
+    if s.takes_list:
+        raise ConfigError(f"{at(key)}: {key!r} cannot be searched (its value is a list)")
+    number = {"int": "int", "int | None": "int", "float": "float"}.get(s.type, "")
+    try:
+        return search_space.parse_param(key, spec, number, check_new)
+    except search_space.SearchError as e:
+        raise ConfigError(f"{at(key)}: {e}") from None
+
+
+def _check_search_names(
+    searches: list[search_space.Search[Experiment]],
+    experiments: list[Experiment],
+    where: str,
+    loc: _Locator,
+) -> None:
+    """A search's name is its study's folder in the run store: no experiment or other
+    search may have it (compared case-insensitively)."""
+    taken = {e.name.casefold(): "experiment" for e in experiments}
+    for i, s in enumerate(searches):
+        if s.name.casefold() in taken:
+            raise ConfigError(
+                f"{_at(where, loc, ('search', i), 'name')}: [[search]] {s.name!r} has the name "
+                f"of an {taken[s.name.casefold()]}; a search needs a name of its own"
+            )
+        taken[s.name.casefold()] = "earlier [[search]]"
 
 
 def _check_references(

@@ -22,14 +22,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from . import gpus as gpu_mod
+from . import searches, warm
 from . import store as st
-from . import warm
 from .processes import open_log, take_lock
 from .records import RunStatus
 from .worker import GPU_ENV
+
+if TYPE_CHECKING:
+    from .search import SearchDriver
 
 LOOP_SECONDS = 0.5
 MAX_LAUNCHES = 3  # a run whose worker ended this often without taking it is marked failed
@@ -98,6 +101,7 @@ class Scheduler:
         self.workers: dict[Path, tuple[warm.Handle, int | None]] = {}
         self.launches: dict[Path, int] = {}  # workers started for each run
         self.refused: set[Path] = set()  # runs it could not even mark failed: left alone
+        self.driver: SearchDriver | None = None  # its searches' studies, once one is active
 
     def busy(self) -> Busy:
         """Slots held by runs training now: ours, and any other live run of the store."""
@@ -179,8 +183,24 @@ class Scheduler:
             and r.path not in self.refused
         ]
 
+    def searching(self) -> bool:
+        """Drive the store's active searches (they queue their trials as runs; see
+        runs/search.py); whether any is active. Optuna loads with the first one."""
+        if self.driver is None:
+            if not searches.active(self.store):
+                return False
+            from .search import SearchDriver
+
+            self.driver = SearchDriver(self.store)
+        return self.driver.step()
+
+    def waiting(self) -> bool:
+        """Whether anything waits for this scheduler: a queued run, or an active search."""
+        return bool(self.queued()) or bool(searches.active(self.store))
+
     def step(self) -> bool:
         """One round; False when there is nothing left to do."""
+        searching = self.searching()
         self.reap()
         queued = [r for r in self.queued() if r.path not in self.workers]
         for record in [r for r in queued if r.queue_problem]:  # hand-damaged: say so, never wait
@@ -194,7 +214,7 @@ class Scheduler:
             inventory = self.inventory() if needs else []
             for record, gpu in place(queued, self.busy(), inventory):
                 self.launch(record, gpu)
-        return bool(queued or self.workers)
+        return bool(queued or self.workers or searching)
 
     def wait_launched(self) -> None:
         """Wait until each worker started has taken its run (or ended), so that the queue read
@@ -234,6 +254,10 @@ class Drains(Protocol):
         """The queued runs that are this scheduler's to start."""
         ...
 
+    def waiting(self) -> bool:
+        """Whether anything waits for this scheduler (a queued run, an active search)."""
+        ...
+
     def step(self) -> bool:
         """Start what can start now; False when nothing is queued or running."""
         ...
@@ -266,7 +290,7 @@ def drain(
                 # Let go, then look once more: a run queued just now, by a process that saw
                 # the lock held, is ours or the next scheduler's, never no one's.
                 lock.release()
-                if not sched.queued():
+                if not sched.waiting():
                     return 0
                 lock = take_lock(store, st.LOCK_WAIT_SECONDS, lock_name)
                 if lock is None:

@@ -14,12 +14,15 @@ cluster, writing what comes back into the same store).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
 import stat
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,8 +31,12 @@ import numpy as np
 
 from ..core import text
 from ..core.config import Experiment, expand_runs, gpu_list
+from . import searches
 from . import store as st
 from .records import HELD, QueueRecord, RunStatus
+
+POLL_SECONDS = 0.2  # how often a search's follower looks at its runs' files
+PRUNED_WAIT_SECONDS = 10.0  # how long it waits for a cancelled trial to be written pruned
 
 if TYPE_CHECKING:
     from ..core.history import History
@@ -107,6 +114,8 @@ def ensure_scheduler(store: st.RunStore) -> bool:
     executors = {
         r.queue.executor if r.queue and not r.queue_problem else "process" for r in store.queued()
     }
+    if searches.active(store):  # the worker scheduler owns every search's study
+        executors.add("process")
     started = False
     if executors - {"ray"}:
         started |= _start_scheduler(
@@ -527,3 +536,69 @@ class RunEvents:
         ):  # a Ray run says why (its node died); a worker cannot
             return Failed(name, reason or "its worker process ended without a word", str(self.path))
         return Failed(name, reason or status, str(self.path))
+
+
+# --- following a search ---------------------------------------------------------------------
+
+
+def follow_search(
+    store: st.RunStore,
+    name: str,
+    cancel: threading.Event,
+    leave: threading.Event | None = None,
+) -> Iterator[Any]:
+    """The events of search `name`'s runs, each trial's as it appears, until the search is no
+    longer active and each run has ended, or `leave` is set (the search goes on). `cancel`
+    cancels the search: its record says so (no trial is asked after) and its runs are
+    cancelled. A scheduler killed meanwhile is taken over."""
+    from ..core.events import Cancelled
+
+    followed: dict[Path, RunEvents] = {}
+    pending: dict[Path, tuple[Any, float]] = {}  # cancelled trials: pruned ones say so soon
+    asked = False
+    next_check = 0.0
+    while not (leave and leave.is_set()):
+        found = searches.load(store, name)  # before the runs: a `done` read sees them all
+        state = found[1] if found is not None else "cancelled"
+        if cancel.is_set() and not asked:
+            asked = True
+            _cancel_search(store, name, found)
+        if time.monotonic() >= next_check:
+            next_check = time.monotonic() + 2.0
+            with contextlib.suppress(OSError):
+                ensure_scheduler(store)
+        for record in searches.trial_runs(store, name):
+            followed.setdefault(record.path, RunEvents(record.path))
+        for path, f in followed.items():
+            for event in f.poll():
+                if isinstance(event, Cancelled) and not asked:  # its pruner's, maybe
+                    pending[path] = (event, time.monotonic() + PRUNED_WAIT_SECONDS)
+                else:
+                    yield event
+        yield from _pruned_or_cancelled(pending)
+        if state != "active" and not pending and all(f.ended for f in followed.values()):
+            return
+        cancel.wait(POLL_SECONDS) if not asked else time.sleep(POLL_SECONDS)
+
+
+def _pruned_or_cancelled(pending: dict[Path, tuple[Any, float]]) -> Iterator[Any]:
+    """For each trial that ended cancelled: `searches.Pruned` once the scheduler has written
+    it pruned, else its Cancelled event when that has not come within PRUNED_WAIT_SECONDS."""
+    for path, (event, until) in list(pending.items()):
+        record = st.RunStore.read(path)
+        if record is not None and record.status is RunStatus.PRUNED:
+            del pending[path]
+            yield searches.Pruned(event.name, record.summary.reason or "pruned")
+        elif time.monotonic() > until:
+            del pending[path]
+            yield event
+
+
+def _cancel_search(store: st.RunStore, name: str, found: Any) -> None:
+    """Mark the search cancelled, then cancel each of its queued and running runs."""
+    if found is not None and found[1] == "active":
+        searches.save(store, found[0], "cancelled")
+    for record in searches.trial_runs(store, name):
+        if record.status in HELD:
+            with contextlib.suppress(st.StoreError):  # it ended meanwhile
+                cancel(store, record.run_id)

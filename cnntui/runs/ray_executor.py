@@ -376,6 +376,10 @@ class RayScheduler:
             and r.path not in self.active
         ]
 
+    def waiting(self) -> bool:
+        """Whether a run waits for Ray (searches are the worker scheduler's: runs/daemon.py)."""
+        return bool(self.queued())
+
     def reap(self) -> None:
         """Forget the runs whose following ended; end by force the tasks of runs cancelled
         CANCEL_GRACE seconds ago (or before they started) that still run."""

@@ -25,6 +25,7 @@ class RunStatus(StrEnum):
     DIVERGED = "diverged"
     CANCELLED = "cancelled"
     INTERRUPTED = "interrupted"
+    PRUNED = "pruned"  # a search's trial its pruner stopped: ended, never a failure
     UNKNOWN = "unknown"  # read only: a summary.json status this program never writes
     STARTING = "starting"  # never written: a front end's run that is setting up in-process
 
@@ -54,6 +55,7 @@ ENDED = (
     RunStatus.DIVERGED,
     RunStatus.CANCELLED,
     RunStatus.INTERRUPTED,
+    RunStatus.PRUNED,
 )
 
 

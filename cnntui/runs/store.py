@@ -76,6 +76,9 @@ except ImportError:  # not POSIX: runs are not locked
     fcntl = None  # type: ignore[assignment]
 
 
+STUDY_FILE = "study.journal"  # a search's Optuna journal, beside its trials' folders
+SEARCH_FILE = "search.json"  # a queued search: its spec and state (runs/searches.py)
+
 LOCK_FILE = "lock"
 LIVE_FILE = "live.f64"
 HEARTBEAT_FILE = "heartbeat"
@@ -1010,6 +1013,37 @@ class RunStore:
         if queue is not None:
             run.release()
         return run
+
+    def study_path(self, search: str) -> Path:
+        """The file of search `search`'s Optuna study (`<runs>/<search>/study.journal`), its
+        folder made if need be; UnsafeFile where that folder is a link or leads outside. No
+        run directory is named so: the store's listing passes the file by."""
+        check_value("name", search)
+        folder = self.root / search
+        self.check_inside(folder)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create {folder}: {e.strerror}") from None
+        return folder / STUDY_FILE
+
+    def search_file(self, search: str) -> Path:
+        """The record of search `search` queued in this store (`<runs>/<search>/search.json`),
+        its folder made if need be (see `study_path`)."""
+        return self.study_path(search).with_name(SEARCH_FILE)
+
+    def search_files(self) -> list[Path]:
+        """The records of every search queued in this store, by name."""
+        try:
+            folders = sorted(self.root.iterdir()) if self.root.is_dir() else []
+        except OSError:
+            return []
+        out = []
+        for folder in folders:
+            with contextlib.suppress(OSError):  # UnsafeFile too: a link is never followed
+                if is_regular(folder / SEARCH_FILE):
+                    out.append(folder / SEARCH_FILE)
+        return out
 
     def queued(self) -> list[RunRecord]:
         """The runs waiting in the queue, first in first out."""

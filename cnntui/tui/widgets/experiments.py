@@ -31,6 +31,7 @@ STATUS_STYLE = {
     RunStatus.DIVERGED: "bold red",
     RunStatus.CANCELLED: "magenta",
     RunStatus.INTERRUPTED: "bold magenta",
+    RunStatus.PRUNED: "dim",  # a search's pruner stopped it: ended, not failed
 }
 
 
@@ -126,6 +127,8 @@ def _stored_status(record: RunRecord) -> Text:
             body = f"{status}{of} · {RESUME_HINT}"
             if text.width(body) > STATUS_WIDTH:  # the hint matters more than the epoch
                 body = f"{status} · {RESUME_HINT}"
+        case RunStatus.PRUNED:
+            body = f"pruned at epoch {done}" if done is not None else "pruned"
         case RunStatus.RUNNING:
             body = f"running elsewhere{of}"  # another process is training it
         case _:
