@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import registry
+from . import folder, registry
 from .text import safe, unsafe_char
 
 MODELS = registry.MODELS.names
@@ -33,6 +33,18 @@ EXECUTORS = ("auto", "process", "thread")
 GPU_INDEX_MAX = 1023
 LR_SCHEDULES = ("constant", "step", "cosine", "onecycle")
 
+# CIFAR-100's 100 fine labels, in label order (its `meta` file lists them alphabetically).
+_CIFAR100_NAMES = (
+    "apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus "
+    "butterfly camel can castle caterpillar cattle chair chimpanzee clock cloud cockroach "
+    "couch crab crocodile cup dinosaur dolphin elephant flatfish forest fox girl hamster "
+    "house kangaroo keyboard lamp lawn_mower leopard lion lizard lobster man maple_tree "
+    "motorcycle mountain mouse mushroom oak_tree orange orchid otter palm_tree pear "
+    "pickup_truck pine_tree plain plate poppy porcupine possum rabbit raccoon ray road "
+    "rocket rose sea seal shark shrew skunk skyscraper snail snake spider squirrel "
+    "streetcar sunflower sweet_pepper table tank telephone television tiger tractor train "
+    "trout tulip turtle wardrobe whale willow_tree wolf woman worm"
+)
 # What each label means, in label order (the datasets' own documentation).
 CLASS_NAMES = {
     "cifar10": (
@@ -59,6 +71,10 @@ CLASS_NAMES = {
         "Bag",
         "Ankle boot",
     ),
+    "mnist": tuple("0123456789"),
+    "kmnist": ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
+    "svhn": tuple("0123456789"),  # the files' label 10 is the digit 0
+    "cifar100": tuple(_CIFAR100_NAMES.split()),
 }
 
 
@@ -68,12 +84,18 @@ FULL_SIZES = {
     "cifar10": (50_000, 10_000),
     "fashion-mnist": (60_000, 10_000),
     "synthetic": (50_000, 10_000),
+    "mnist": (60_000, 10_000),
+    "kmnist": (60_000, 10_000),
+    "cifar100": (50_000, 10_000),
+    "svhn": (73_257, 26_032),
 }
 
 
 def images_used(dataset: str, train_size: int | None, test_size: int | None) -> tuple[int, int]:
     """The train and test images a run with these settings uses: the sizes cap the dataset."""
     full_train, full_test = FULL_SIZES.get(dataset, (0, 0))
+    if folder.is_folder(dataset):  # counted in the folder as it is now
+        full_train, full_test = folder.counts(dataset)
     if dataset == "synthetic":  # generated at the size asked for
         return train_size or full_train, test_size or full_test
 
@@ -85,8 +107,8 @@ def images_used(dataset: str, train_size: int | None, test_size: int | None) -> 
 
 def class_names(dataset: str, classes: int = 10) -> tuple[str, ...]:
     """The names of a dataset's labels; "class 0", "class 1", ... where it has none."""
-    names = CLASS_NAMES.get(dataset, ())
-    if len(names) == classes:
+    names = folder.class_names(dataset) if folder.is_folder(dataset) else CLASS_NAMES.get(dataset)
+    if names and len(names) == classes:
         return names
     return tuple(f"class {i}" for i in range(classes))
 
@@ -98,6 +120,7 @@ CLUSTER_RE = re.compile(r"^(ray|auto|ray://[A-Za-z0-9._\[\]:-]+|[A-Za-z0-9._\[\]
 NAME_MAX = 64  # characters in a name or group: they name folders, and every file system takes 64
 SEED_MAX = 2**64 - 1  # torch seeds are unsigned 64-bit
 MAX_FILE_BYTES = 1 << 20  # an experiments file is a few kilobytes; refuse to read past 1 MiB
+IMAGE_SIZE_MAX = 1024  # pixels a side: a small-CNN tool's images are far smaller
 EPOCHS_MAX = 100_000  # a run records every epoch; a count past this is a typo, not a plan
 # CPU threads a run may ask for, per core of this machine: torch's OpenMP pool segfaulted at
 # 32768 threads and took 69 s for a 0.3 s run at 4096.
@@ -126,7 +149,7 @@ class Settings:
     """Every setting an experiment may hold; `[defaults]` and each `[[experiment]]` set these."""
 
     model: str = "lenet"  # one of MODELS
-    dataset: str = "cifar10"  # one of DATASETS
+    dataset: str = "cifar10"  # one of DATASETS, or folder:PATH (an image folder)
     data_dir: str = "data"  # where datasets are downloaded / looked for
     batch_size: int = 4  # images per training step
     epochs: int = 5  # passes over the training set
@@ -143,6 +166,7 @@ class Settings:
     test_size: int | None = None  # use only the first N test images (None = all)
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
     target_acc: float = 0.5  # test accuracy (fraction) that counts as "converged"
+    image_size: int | None = None  # a folder dataset's images are resized to this square (px)
     augment: bool = False  # random crop (pad 4) + horizontal flip, done batched on the device
     amp: str = "off"  # autocast precision: off, bf16, fp16 (fp16 only on CUDA)
     channels_last: bool = False  # NHWC memory format for convolutions
@@ -466,6 +490,11 @@ def _check_new(key: str, value: Any) -> Any:
             f"must be in [0, {threads_max()}] ({THREADS_PER_CORE} per core, {cores} cores here;"
             " 0 chooses from the batch size)",
         )
+    if key == "dataset" and folder.is_folder(value):  # as the folder is now, before any run
+        try:
+            folder.check_openable(folder.scan(value))
+        except folder.FolderError as e:
+            raise ConfigError(str(e)) from None
     return value
 
 
@@ -498,7 +527,6 @@ def _need(key: str, value: Any, ok: bool, allowed: str) -> None:
 # The settings that name one of a fixed set of choices.
 _CHOICES: dict[str, tuple[str, ...]] = {
     "model": MODELS,
-    "dataset": DATASETS,
     "optimizer": OPTIMIZERS,
     "amp": AMP_MODES,
     "compile": COMPILE_MODES,
@@ -531,6 +559,10 @@ _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
         "a fraction of one GPU in (0, 1], or a whole number of GPUs",
     ),
     "retries": (lambda v: v >= 0, "must be >= 0"),
+    "image_size": (
+        lambda v: 1 <= v <= IMAGE_SIZE_MAX,
+        f"must be in [1, {IMAGE_SIZE_MAX}] pixels (leave it out for the first image's size)",
+    ),
 }
 
 
@@ -552,6 +584,15 @@ def _check_text(key: str, value: Any) -> None:
             if port is not None and not 1 <= port <= PORT_MAX:
                 raise ConfigError(
                     f"cluster {value!r}: port {port} is out of range: ports are 1 to {PORT_MAX}"
+                )
+        case "dataset":
+            if folder.is_folder(value):
+                _need(key, value, value != registry.FOLDER_PREFIX, "folder:PATH names a folder")
+                _printable(key, value)
+            elif value not in DATASETS:
+                raise ConfigError(
+                    f"unknown dataset {value!r}{_suggest(value, DATASETS)} (allowed: "
+                    f"{', '.join(DATASETS)}, folder:PATH)"
                 )
         case "data_dir":
             _need(key, value, value != "", "must not be empty")
