@@ -251,3 +251,16 @@ def test_the_config_checks_folders_without_importing_numpy_or_pillow() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+@pytest.mark.process
+def test_a_folders_class_names_reach_the_exported_tables(tmp_path) -> None:
+    make_folder(tmp_path / "imgs")
+    toml = _toml("folder:imgs").replace("epochs = 1", "epochs = 1\nbatch_size = 8\ndevice = 'cpu'")
+    (tmp_path / "experiments.toml").write_text(toml)
+    done = cnntui("--run", "a", "--export", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    header = (tmp_path / "exports" / "ungrouped" / "per_class.csv").read_text().splitlines()[0]
+    assert header.split(",")[4:7] == ["bar", "circle", "cross"], header
+    assert list((tmp_path / "imgs").glob(".cnntui-cache-native.npz"))
