@@ -465,7 +465,7 @@ def check_data(experiments: list[Experiment]) -> list[Experiment]:
         if exp.dataset == "synthetic" or exp.cluster or key in missing:
             continue
         try:
-            load(exp.dataset, exp.data_dir)
+            load(exp.dataset, exp.data_dir, image_size=exp.image_size)
             missing[key] = ""
         except DataError as e:
             missing[key] = str(e)

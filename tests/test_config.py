@@ -113,7 +113,7 @@ BAD = [
         3,
         1,
     ),
-    ('[[experiment]]\nname = "a"\ndataset = "mnist"\n', "unknown dataset 'mnist'", 3, 1),
+    ('[[experiment]]\nname = "a"\ndataset = "imagenet"\n', "unknown dataset 'imagenet'", 3, 1),
     ('[[experiment]]\nname = "a"\noptimizer = "rmsprop"\n', "allowed: sgd, adam, adamw", 3, 1),
     ('[[experiment]]\nname = "a"\ndevice = "gpu"\n', "unknown device 'gpu'", 3, 1),
     ('[[experiment]]\nname = "a"\n[[experiment]]\nname = "a"\n', "duplicate experiment", 4, 1),

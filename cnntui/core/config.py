@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from . import folder
 from .settings import ALIASES as ALIASES
 from .settings import DATASETS as DATASETS
 from .settings import EXPERIMENT_KEYS as EXPERIMENT_KEYS
@@ -38,6 +39,18 @@ from .settings import check_new, declared, suggest
 from .settings import check_value as check_value
 from .settings import gpu_list as gpu_list
 
+# CIFAR-100's 100 fine labels, in label order (its `meta` file lists them alphabetically).
+_CIFAR100_NAMES = (
+    "apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus "
+    "butterfly camel can castle caterpillar cattle chair chimpanzee clock cloud cockroach "
+    "couch crab crocodile cup dinosaur dolphin elephant flatfish forest fox girl hamster "
+    "house kangaroo keyboard lamp lawn_mower leopard lion lizard lobster man maple_tree "
+    "motorcycle mountain mouse mushroom oak_tree orange orchid otter palm_tree pear "
+    "pickup_truck pine_tree plain plate poppy porcupine possum rabbit raccoon ray road "
+    "rocket rose sea seal shark shrew skunk skyscraper snail snake spider squirrel "
+    "streetcar sunflower sweet_pepper table tank telephone television tiger tractor train "
+    "trout tulip turtle wardrobe whale willow_tree wolf woman worm"
+)
 # What each label means, in label order (the datasets' own documentation).
 CLASS_NAMES = {
     "cifar10": (
@@ -64,6 +77,10 @@ CLASS_NAMES = {
         "Bag",
         "Ankle boot",
     ),
+    "mnist": tuple("0123456789"),
+    "kmnist": ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
+    "svhn": tuple("0123456789"),  # the files' label 10 is the digit 0
+    "cifar100": tuple(_CIFAR100_NAMES.split()),
 }
 
 
@@ -73,12 +90,18 @@ FULL_SIZES = {
     "cifar10": (50_000, 10_000),
     "fashion-mnist": (60_000, 10_000),
     "synthetic": (50_000, 10_000),
+    "mnist": (60_000, 10_000),
+    "kmnist": (60_000, 10_000),
+    "cifar100": (50_000, 10_000),
+    "svhn": (73_257, 26_032),
 }
 
 
 def images_used(dataset: str, train_size: int | None, test_size: int | None) -> tuple[int, int]:
     """The train and test images a run with these settings uses: the sizes cap the dataset."""
     full_train, full_test = FULL_SIZES.get(dataset, (0, 0))
+    if folder.is_folder(dataset):  # counted in the folder as it is now
+        full_train, full_test = folder.counts(dataset)
     if dataset == "synthetic":  # generated at the size asked for
         return train_size or full_train, test_size or full_test
 
@@ -90,8 +113,8 @@ def images_used(dataset: str, train_size: int | None, test_size: int | None) -> 
 
 def class_names(dataset: str, classes: int = 10) -> tuple[str, ...]:
     """The names of a dataset's labels; "class 0", "class 1", ... where it has none."""
-    names = CLASS_NAMES.get(dataset, ())
-    if len(names) == classes:
+    names = folder.class_names(dataset) if folder.is_folder(dataset) else CLASS_NAMES.get(dataset)
+    if names and len(names) == classes:
         return names
     return tuple(f"class {i}" for i in range(classes))
 

@@ -405,7 +405,9 @@ def _setup(r: _Run, resume: Path | None) -> None:
     elif r.dev.type == "cuda":
         # Fixed shapes every step: let cuDNN time its algorithms once and keep the fastest.
         torch.backends.cudnn.benchmark = True
-    ds = datasets.load(exp.dataset, exp.data_dir, True, exp.train_size, exp.test_size)
+    ds = datasets.load(
+        exp.dataset, exp.data_dir, True, exp.train_size, exp.test_size, exp.image_size
+    )
     ds = ds.subset(exp.train_size, exp.test_size)
     r.prep = _Prepared(ds, r.dev, exp.channels_last, exp.val_size, exp.seed)
     _build(r, ds.shape, ds.classes)

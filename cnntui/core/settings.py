@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from . import registry
+from . import folder, registry
 from .text import safe, unsafe_char
 
 MODELS = registry.MODELS.names
@@ -57,6 +57,7 @@ CLUSTERS = '"" for this machine, ray, auto, ray://HOST:10001, HOST:6379'
 GPUS = f'GPU indices in [0, {GPU_INDEX_MAX}], e.g. [0, 2] or "0,2" (empty: every GPU)'
 SEEDS = "a list of distinct seeds in [0, 2^64 - 1], e.g. [0, 1, 2] (one seed: seed = N)"
 NAME_CHARS = "letters, digits, '-', '_', '.', '=' and '+'"
+IMAGE_SIZE_MAX = 1024  # pixels a side: a small-CNN tool's images are far smaller
 
 
 class ConfigError(ValueError):
@@ -106,6 +107,7 @@ class Setting:
     default: Any
     help: str  # one line, shown in the form's tooltip and the README's table
     choices: tuple[str, ...] = ()  # the names it may take
+    beyond: str = ""  # what else it may hold besides its choices, in words (`check` decides)
     range: Range | None = None  # the numbers it may take
     allowed: str = ""  # what a text or list setting may hold, in words
     check: Callable[[str, Any], None] | None = None  # a text rule, after the type check
@@ -132,7 +134,7 @@ class Setting:
     def allows(self) -> str:
         """What it may hold, in words: its choices, its range, or its declared text."""
         if self.choices:
-            return ", ".join(self.choices)
+            return ", ".join(self.choices) + (f", or {self.beyond}" if self.beyond else "")
         if self.range:
             return self.range.text.removeprefix("must be ")
         return self.allowed or ("true, false" if self.type == "bool" else "")
@@ -184,6 +186,25 @@ def _cluster_port(address: str) -> int | None:
 def _check_data_dir(key: str, value: str) -> None:
     _need(key, value, value != "", "must not be empty")
     _printable(key, value)
+
+
+def _check_dataset(key: str, value: str) -> None:
+    """A dataset beyond the named ones: `folder:PATH`, an image folder."""
+    if not folder.is_folder(value):
+        raise ConfigError(
+            f"unknown dataset {value!r}{suggest(value, DATASETS)} (allowed: {declared(key).allows})"
+        )
+    _need(key, value, value != registry.FOLDER_PREFIX, "folder:PATH names a folder")
+    _printable(key, value)
+
+
+def _folder_here(value: str) -> None:
+    """An image folder as it is now, before any run: its layout and every image's header."""
+    if folder.is_folder(value):
+        try:
+            folder.check_openable(folder.scan(value))
+        except folder.FolderError as e:
+            raise ConfigError(str(e)) from None
 
 
 def _check_name(key: str, value: str) -> None:
@@ -291,7 +312,15 @@ class Settings:
     """Every setting an experiment may hold; `[defaults]` and each `[[experiment]]` set these."""
 
     model: str = setting("lenet", "the network", choices=MODELS, aliases=("arch", "net", "network"))
-    dataset: str = setting("cifar10", "the images it learns", choices=DATASETS, aliases=("data",))
+    dataset: str = setting(
+        "cifar10",
+        "the images it learns",
+        choices=DATASETS,
+        beyond="folder:PATH (an image folder)",
+        check=_check_dataset,
+        here=_folder_here,
+        aliases=("data",),
+    )
     data_dir: str = setting(
         "data",
         "where datasets are downloaded / looked for",
@@ -366,6 +395,12 @@ class Settings:
         range=within(0, 1, "(]", ", a fraction of the test set"),
         resumable=True,
         speed=True,
+    )
+    image_size: int | None = setting(
+        None,
+        "a folder dataset's images are resized to this square, in pixels (unset: the first's)",
+        range=within(1, IMAGE_SIZE_MAX, note=" pixels (leave it out for the first image's size)"),
+        aliases=("img_size", "resize"),
     )
     augment: bool = setting(False, "random crop (pad 4) + horizontal flip, batched on the device")
     amp: str = setting("off", "autocast precision (fp16 only on CUDA)", choices=AMP_MODES)
@@ -558,7 +593,9 @@ def check_value(key: str, value: Any) -> Any:
         return s.parse(value)
     value = _check_type(s, value)
     if s.choices:
-        if value not in s.choices:
+        if value in s.choices:
+            return value
+        if not s.beyond:  # else `check` judges what lies beyond the choices
             raise ConfigError(
                 f"unknown {key} {value!r}{suggest(value, s.choices)} "
                 f"(allowed: {', '.join(s.choices)})"
