@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import registry
+from . import registry, user_model
 from .text import safe, unsafe_char
 
 MODELS = registry.MODELS.names
@@ -125,7 +125,12 @@ class ConfigError(ValueError):
 class Settings:
     """Every setting an experiment may hold; `[defaults]` and each `[[experiment]]` set these."""
 
-    model: str = "lenet"  # one of MODELS
+    # One of MODELS, or the user's own: "FILE.py:NAME" (relative to the experiments file's
+    # folder) or "MODULE:NAME", a class or function that returns an nn.Module.
+    model: str = "lenet"
+    # Keyword arguments for a user model, as sorted (name, value) pairs; written as a table,
+    # model_args = { width = 32 }.
+    model_args: tuple[tuple[str, Any], ...] = ()
     dataset: str = "cifar10"  # one of DATASETS
     data_dir: str = "data"  # where datasets are downloaded / looked for
     batch_size: int = 4  # images per training step
@@ -177,6 +182,8 @@ class Experiment(Settings):
     reference: bool = False  # the group's baseline for "beyond noise?" (default: its first)
     sweep: str = ""  # the [[sweep]] that generated this experiment ("" = written out)
     swept: tuple[str, ...] = ()  # the settings that sweep varies, in its order
+    # The experiments file's folder, where a model file's path starts (set on loading).
+    base_dir: str = ""
 
     @property
     def display_title(self) -> str:
@@ -197,8 +204,15 @@ class Experiment(Settings):
         return [dataclasses.replace(self, seed=s, seeds=(s,)) for s in self.seeds]
 
     def settings(self) -> dict[str, Any]:
-        """The resolved settings as a TOML-ready dict (None and empty lists dropped)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None and v != ()}
+        """The resolved settings as a TOML-ready dict (None and empty lists dropped;
+        model_args as a table; base_dir only where a model file needs it)."""
+        out = {k: v for k, v in dataclasses.asdict(self).items() if v is not None and v != ()}
+        if self.model_args:
+            out["model_args"] = dict(self.model_args)
+        spec = user_model.parse_spec(self.model)
+        if spec is None or not spec.is_file:
+            out.pop("base_dir", None)
+        return out
 
     def differing(self, others: list[Experiment]) -> dict[str, Any]:
         """The settings whose value is not the same across `others` (self included)."""
@@ -212,7 +226,7 @@ class Experiment(Settings):
 SETTING_KEYS = tuple(f.name for f in fields(Settings))
 IDENTITY_KEYS = ("name", "title", "group", "reference")
 EXPERIMENT_KEYS = IDENTITY_KEYS + SETTING_KEYS
-GENERATED_KEYS = ("sweep", "swept")  # written by a [[sweep]], not by hand
+GENERATED_KEYS = ("sweep", "swept", "base_dir")  # written by cnntui, not by hand
 # Settings whose value is itself a list: a [[sweep]] takes their list as the value, not as
 # values to sweep over.
 LIST_SETTINGS = ("seeds", "gpus")
@@ -243,6 +257,9 @@ class ExperimentFile:
     path: Path
     defaults: Settings
     experiments: list[Experiment] = field(default_factory=list)
+    # Where each user model's experiment sets `model` and `model_args`, as `file:line:col`:
+    # experiment name -> key -> position, for the checks that build the model.
+    model_at: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def names(self) -> list[str]:
         """The experiments' names, in file order."""
@@ -429,6 +446,11 @@ def check_value(key: str, value: Any) -> Any:
         return _check_gpus(value)
     if key == "seeds":
         return _check_seeds(value)
+    if key == "model_args":
+        try:
+            return user_model.check_args(value)
+        except user_model.UserModelError as e:
+            raise ConfigError(str(e)) from None
     if key == "swept":
         if not isinstance(value, list | tuple) or not all(k in SETTING_KEYS for k in value):
             raise ConfigError(f"'swept' must be a list of setting names, got {value!r}")
@@ -497,7 +519,6 @@ def _need(key: str, value: Any, ok: bool, allowed: str) -> None:
 
 # The settings that name one of a fixed set of choices.
 _CHOICES: dict[str, tuple[str, ...]] = {
-    "model": MODELS,
     "dataset": DATASETS,
     "optimizer": OPTIMIZERS,
     "amp": AMP_MODES,
@@ -537,6 +558,12 @@ _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
 def _check_text(key: str, value: Any) -> None:
     """The checks of the settings given as text: device, cluster, paths and names."""
     match key:
+        case "model":
+            if value not in MODELS and user_model.parse_spec(value) is None:
+                raise ConfigError(
+                    f"unknown model {safe(value)!r}{_suggest(value, MODELS)} (allowed: "
+                    f"{', '.join(MODELS)}, or a model of your own: FILE.py:NAME or MODULE:NAME)"
+                )
         case "device":
             if not DEVICE_RE.match(value):
                 raise ConfigError(
@@ -644,7 +671,18 @@ def apply_overrides(experiments: list[S], overrides: dict[str, Any]) -> list[S]:
             _check_agree(
                 e, lambda key: (1, 0) if key in overrides else None, _set_prefix(e, overrides)
             )
+            if {"model", "model_args"} & overrides.keys():
+                _check_set_model(e, overrides)
     return out
+
+
+def _check_set_model(e: Experiment, overrides: dict[str, Any]) -> None:
+    """`check_model_source` for a model or model_args given by --set, blaming the --set."""
+    try:
+        check_model_source(e)
+    except user_model.UserModelError as err:
+        key = err.key if err.key in overrides else "model" if "model" in overrides else "model_args"
+        raise ConfigError(f"{_set_prefix(e, overrides)(key)}{err}") from None
 
 
 def _set_prefix(e: Settings, overrides: dict[str, Any]) -> Callable[[str], str]:
@@ -655,6 +693,8 @@ def _set_prefix(e: Settings, overrides: dict[str, Any]) -> Callable[[str], str]:
             return ""
         value = getattr(e, key)
         shown = str(value).lower() if isinstance(value, bool) else str(value)
+        if key == "model_args":
+            shown = "{" + ", ".join(f"{k}={v!r}" for k, v in value) + "}"
         item = f"{key}={shown}"
         return f"--set {item!r}: "  # as parse_override quotes it
 
@@ -818,6 +858,8 @@ def _name_part(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, float):
         return repr(value)
+    if isinstance(value, dict):  # model_args = [{ width = 16 }, ...]: width-16
+        return "_".join(f"{k}-{_name_part(v)}" for k, v in value.items())
     return re.sub(r"[^A-Za-z0-9_.-]", "-", str(value))
 
 
@@ -954,6 +996,7 @@ def parse(text: str, path: Path | str = "experiments.toml") -> ExperimentFile:
     origins: list[tuple[str, int]] = []  # where each experiment comes from: (section, index)
     seen: dict[str, int] = {}  # casefolded name -> index: macOS and Windows ignore case
     runs = 0  # that the experiments so far make, seeds included
+    models = _ModelSources(where, loc, doc.get("defaults", {}), Path(path))
     for sect in _section_order(tables, loc):
         kind, i = sect
         table = tables[kind][i]
@@ -969,6 +1012,7 @@ def parse(text: str, path: Path | str = "experiments.toml") -> ExperimentFile:
             )
         source = _file_source(table, doc.get("defaults", {}), loc, sect)
         for exp in made:
+            exp = models.checked(exp, table, sect)
             _check_agree(exp, source, _file_prefix(where, loc, sect))
             first = seen.get(exp.name.casefold())
             if first is not None:
@@ -980,7 +1024,74 @@ def parse(text: str, path: Path | str = "experiments.toml") -> ExperimentFile:
             origins.append(sect)
     _check_export_folders(experiments, origins, where, loc)
     _check_references(experiments, origins, where, loc)
-    return ExperimentFile(Path(path), defaults, experiments)
+    return ExperimentFile(Path(path), defaults, experiments, models.at)
+
+
+class _ModelSources:
+    """Each experiment's model while a file is parsed: its base_dir set, a user model's
+    source checked (once per distinct model) and where its keys are, for later checks."""
+
+    def __init__(self, where: str, loc: _Locator, defaults: dict[str, Any], path: Path) -> None:
+        self.where, self.loc, self.defaults = where, loc, defaults
+        self.base_dir = str(path.parent.resolve())
+        self.at: dict[str, dict[str, str]] = {}
+        self.seen: set[tuple[str, Any]] = set()
+
+    def checked(self, exp: Experiment, table: dict[str, Any], sect: tuple[str, int]) -> Experiment:
+        """`exp` with its base_dir; ConfigError at the key to blame when its model is not
+        one that can be built."""
+        exp = dataclasses.replace(exp, base_dir=self.base_dir)
+        keys = {k: self._key_at(k, table, sect) for k in ("model", "model_args")}
+        if user_model.parse_spec(exp.model) is not None:
+            self.at[exp.name] = keys
+        if (exp.model, exp.model_args) not in self.seen:
+            try:
+                check_model_source(exp)
+            except user_model.UserModelError as e:
+                raise ConfigError(f"{keys[e.key]}: {e}") from None
+            self.seen.add((exp.model, exp.model_args))
+        return exp
+
+    def _key_at(self, key: str, table: dict[str, Any], sect: tuple[str, int]) -> str:
+        if key in table or key not in self.defaults:
+            return _at(self.where, self.loc, sect, key)
+        return _at(self.where, self.loc, ("defaults", 0), key)
+
+
+def check_model_source(exp: Experiment) -> None:
+    """UserModelError when `exp`'s model can be seen not to build without running it: its
+    file or name missing, a model_args key it does not take, model_args for a built-in."""
+    spec = user_model.parse_spec(exp.model)
+    if spec is None:
+        if exp.model_args:
+            raise user_model.UserModelError(
+                "model_args",
+                f"'model_args' is for a model of your own; the built-in {exp.model!r} takes none",
+            )
+        return
+    user_model.check_source(spec, exp.model_args, exp.base_dir)
+
+
+def check_models(
+    experiments: list[Experiment], file: ExperimentFile, overrides: dict[str, Any] | None = None
+) -> None:
+    """Build each distinct user model of `experiments` once on CPU and run a batch of its
+    dataset's shape through it (imports torch); ConfigError at its key (in the file, or the
+    --set of `overrides` that gave it) when it cannot."""
+    overrides = overrides or {}
+    by_name = {e.name: e for e in experiments}
+    candidates = [
+        user_model.Candidate(e.name, e.model, e.model_args, e.base_dir, e.dataset)
+        for e in experiments
+    ]
+    try:
+        user_model.check_built(candidates)
+    except user_model.UserModelError as e:
+        if "model" in overrides:
+            prefix = _set_prefix(by_name[e.experiment], overrides)("model")
+            raise ConfigError(f"{prefix}{e}") from None
+        at = file.model_at.get(e.experiment, {}).get(e.key, str(file.path))
+        raise ConfigError(f"{at}: {e}") from None
 
 
 def _experiment(
