@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from .core import text
-from .core.config import SETTING_KEYS, ConfigError, Experiment, ExperimentFile, apply_overrides
+from .core.config import (
+    SETTING_KEYS,
+    ConfigError,
+    Experiment,
+    ExperimentFile,
+    apply_overrides,
+    check_models,
+)
 from .options import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
@@ -503,7 +510,8 @@ def plan_jobs(
                 why = f"{bad[-1] / 'summary.json'} is unreadable" if bad else "no unfinished run"
                 skipped[exp.label] = why
                 continue
-            run, checkpoint = store.resume(record, overrides)
+            changed_ok = getattr(args, "resume_changed_model", False)
+            run, checkpoint = store.resume(record, overrides, changed_ok)
             jobs.append(Job(run.experiment, run, checkpoint))
     except StoreError as e:
         for job in jobs:
@@ -596,6 +604,7 @@ def run_headless(args: argparse.Namespace, out: IO[str]) -> int:
     """`cnntui --run`: train the selected experiments and print their results."""
     file, overrides = load_experiments(args)
     selected = apply_overrides(file.select(args.run), overrides)
+    check_models(selected, file, overrides)  # a user model builds and fits its data
     if args.jobs < 1:
         raise UsageError(f"--jobs {args.jobs}: must be >= 1")
     if args.export:
@@ -757,6 +766,7 @@ def run_detached(args: argparse.Namespace, out: IO[str]) -> int:
 
     file, overrides = load_experiments(args)
     selected = apply_overrides(file.select(args.run), overrides)
+    check_models(selected, file, overrides)  # a user model builds and fits its data
     if args.jobs < 1:
         raise UsageError(f"--jobs {args.jobs}: must be >= 1")
     if args.export:

@@ -109,7 +109,8 @@ BAD = [
     ('[[experiment]]\nname = "a"\ntrain_size = 0\n', "must be >= 1", 3, 1),
     (
         '[[experiment]]\nname = "a"\nmodel = "resnet18"\n',
-        "unknown model 'resnet18' (did you mean 'resnet'?) (allowed: lenet, resnet)",
+        "unknown model 'resnet18' (did you mean 'resnet'?) (allowed: lenet, resnet, or a model of "
+        "your own: FILE.py:NAME or MODULE:NAME)",
         3,
         1,
     ),

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import folder
+from . import folder, user_model
 from .settings import ALIASES as ALIASES
 from .settings import DATASETS as DATASETS
 from .settings import EXPERIMENT_KEYS as EXPERIMENT_KEYS
@@ -142,6 +142,9 @@ class ExperimentFile:
     path: Path
     defaults: Settings
     experiments: list[Experiment] = field(default_factory=list)
+    # Where each user model's experiment sets `model` and `model_args`, as `file:line:col`:
+    # experiment name -> key -> position, for the checks that build the model.
+    model_at: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def names(self) -> list[str]:
         """The experiments' names, in file order."""
@@ -260,7 +263,18 @@ def apply_overrides(experiments: list[S], overrides: dict[str, Any]) -> list[S]:
             _check_agree(
                 e, lambda key: (1, 0) if key in overrides else None, _set_prefix(e, overrides)
             )
+            if {"model", "model_args"} & overrides.keys():
+                _check_set_model(e, overrides)
     return out
+
+
+def _check_set_model(e: Experiment, overrides: dict[str, Any]) -> None:
+    """`check_model_source` for a model or model_args given by --set, blaming the --set."""
+    try:
+        check_model_source(e)
+    except user_model.UserModelError as err:
+        key = err.key if err.key in overrides else "model" if "model" in overrides else "model_args"
+        raise ConfigError(f"{_set_prefix(e, overrides)(key)}{err}") from None
 
 
 def _set_prefix(e: Settings, overrides: dict[str, Any]) -> Callable[[str], str]:
@@ -271,6 +285,8 @@ def _set_prefix(e: Settings, overrides: dict[str, Any]) -> Callable[[str], str]:
             return ""
         value = getattr(e, key)
         shown = str(value).lower() if isinstance(value, bool) else str(value)
+        if key == "model_args":
+            shown = "{" + ", ".join(f"{k}={v!r}" for k, v in value) + "}"
         item = f"{key}={shown}"
         return f"--set {item!r}: "  # as parse_override quotes it
 
@@ -434,6 +450,8 @@ def _name_part(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, float):
         return repr(value)
+    if isinstance(value, dict):  # model_args = [{ width = 16 }, ...]: width-16
+        return "_".join(f"{k}-{_name_part(v)}" for k, v in value.items())
     return re.sub(r"[^A-Za-z0-9_.-]", "-", str(value))
 
 
@@ -570,6 +588,7 @@ def parse(text: str, path: Path | str = "experiments.toml") -> ExperimentFile:
     origins: list[tuple[str, int]] = []  # where each experiment comes from: (section, index)
     seen: dict[str, int] = {}  # casefolded name -> index: macOS and Windows ignore case
     runs = 0  # that the experiments so far make, seeds included
+    models = _ModelSources(where, loc, doc.get("defaults", {}), Path(path))
     for sect in _section_order(tables, loc):
         kind, i = sect
         table = tables[kind][i]
@@ -585,6 +604,7 @@ def parse(text: str, path: Path | str = "experiments.toml") -> ExperimentFile:
             )
         source = _file_source(table, doc.get("defaults", {}), loc, sect)
         for exp in made:
+            exp = models.checked(exp, table, sect)
             _check_agree(exp, source, _file_prefix(where, loc, sect))
             first = seen.get(exp.name.casefold())
             if first is not None:
@@ -596,7 +616,74 @@ def parse(text: str, path: Path | str = "experiments.toml") -> ExperimentFile:
             origins.append(sect)
     _check_export_folders(experiments, origins, where, loc)
     _check_references(experiments, origins, where, loc)
-    return ExperimentFile(Path(path), defaults, experiments)
+    return ExperimentFile(Path(path), defaults, experiments, models.at)
+
+
+class _ModelSources:
+    """Each experiment's model while a file is parsed: its base_dir set, a user model's
+    source checked (once per distinct model) and where its keys are, for later checks."""
+
+    def __init__(self, where: str, loc: _Locator, defaults: dict[str, Any], path: Path) -> None:
+        self.where, self.loc, self.defaults = where, loc, defaults
+        self.base_dir = str(path.parent.resolve())
+        self.at: dict[str, dict[str, str]] = {}
+        self.seen: set[tuple[str, Any]] = set()
+
+    def checked(self, exp: Experiment, table: dict[str, Any], sect: tuple[str, int]) -> Experiment:
+        """`exp` with its base_dir; ConfigError at the key to blame when its model is not
+        one that can be built."""
+        exp = dataclasses.replace(exp, base_dir=self.base_dir)
+        keys = {k: self._key_at(k, table, sect) for k in ("model", "model_args")}
+        if user_model.parse_spec(exp.model) is not None:
+            self.at[exp.name] = keys
+        if (exp.model, exp.model_args) not in self.seen:
+            try:
+                check_model_source(exp)
+            except user_model.UserModelError as e:
+                raise ConfigError(f"{keys[e.key]}: {e}") from None
+            self.seen.add((exp.model, exp.model_args))
+        return exp
+
+    def _key_at(self, key: str, table: dict[str, Any], sect: tuple[str, int]) -> str:
+        if key in table or key not in self.defaults:
+            return _at(self.where, self.loc, sect, key)
+        return _at(self.where, self.loc, ("defaults", 0), key)
+
+
+def check_model_source(exp: Experiment) -> None:
+    """UserModelError when `exp`'s model can be seen not to build without running it: its
+    file or name missing, a model_args key it does not take, model_args for a built-in."""
+    spec = user_model.parse_spec(exp.model)
+    if spec is None:
+        if exp.model_args:
+            raise user_model.UserModelError(
+                "model_args",
+                f"'model_args' is for a model of your own; the built-in {exp.model!r} takes none",
+            )
+        return
+    user_model.check_source(spec, exp.model_args, exp.base_dir)
+
+
+def check_models(
+    experiments: list[Experiment], file: ExperimentFile, overrides: dict[str, Any] | None = None
+) -> None:
+    """Build each distinct user model of `experiments` once on CPU and run a batch of its
+    dataset's shape through it (imports torch); ConfigError at its key (in the file, or the
+    --set of `overrides` that gave it) when it cannot."""
+    overrides = overrides or {}
+    by_name = {e.name: e for e in experiments}
+    candidates = [
+        user_model.Candidate(e.name, e.model, e.model_args, e.base_dir, e.dataset)
+        for e in experiments
+    ]
+    try:
+        user_model.check_built(candidates)
+    except user_model.UserModelError as e:
+        if "model" in overrides:
+            prefix = _set_prefix(by_name[e.experiment], overrides)("model")
+            raise ConfigError(f"{prefix}{e}") from None
+        at = file.model_at.get(e.experiment, {}).get(e.key, str(file.path))
+        raise ConfigError(f"{at}: {e}") from None
 
 
 def _experiment(

@@ -438,7 +438,7 @@ def _build(r: _Run, shape: tuple[int, int, int], classes: int) -> None:
     exp = r.exp
     with _init_lock:
         torch.manual_seed(exp.seed)
-        model = build(exp.model, shape, classes, exp.dropout)
+        model = build(exp.model, shape, classes, exp.dropout, exp.model_args, exp.base_dir)
     r.model = model.to(r.dev).to(memory_format=r.prep.memory_format)
     r.params = count_parameters(r.model)
     r.optimizer = make_optimizer(exp, r.model.parameters())

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from . import folder, registry
+from . import folder, registry, user_model
 from .text import safe, unsafe_char
 
 MODELS = registry.MODELS.names
@@ -188,6 +188,23 @@ def _check_data_dir(key: str, value: str) -> None:
     _printable(key, value)
 
 
+def _check_model(key: str, value: str) -> None:
+    """A model beyond the built-in ones: the user's own, FILE.py:NAME or MODULE:NAME."""
+    if user_model.parse_spec(value) is None:
+        raise ConfigError(
+            f"unknown model {safe(value)!r}{suggest(value, MODELS)} "
+            f"(allowed: {declared(key).allows})"
+        )
+
+
+def _parse_model_args(value: Any) -> tuple[tuple[str, Any], ...]:
+    """`model_args` as a table of keyword arguments, held as sorted (name, value) pairs."""
+    try:
+        return user_model.check_args(value)
+    except user_model.UserModelError as e:
+        raise ConfigError(str(e)) from None
+
+
 def _check_dataset(key: str, value: str) -> None:
     """A dataset beyond the named ones: `folder:PATH`, an image folder."""
     if not folder.is_folder(value):
@@ -311,7 +328,22 @@ _ALL = " (leave it out to use all)"
 class Settings:
     """Every setting an experiment may hold; `[defaults]` and each `[[experiment]]` set these."""
 
-    model: str = setting("lenet", "the network", choices=MODELS, aliases=("arch", "net", "network"))
+    model: str = setting(
+        "lenet",
+        "the network: a built-in, or your own (FILE.py relative to the experiments file)",
+        choices=MODELS,
+        beyond="a model of your own: FILE.py:NAME or MODULE:NAME",
+        check=_check_model,
+        aliases=("arch", "net", "network"),
+    )
+    # Held as sorted (name, value) pairs, so that an experiment stays hashable.
+    model_args: tuple[tuple[str, Any], ...] = setting(
+        (),
+        "keyword arguments for your own model (num_classes and in_channels are filled in)",
+        allowed="a table, e.g. { width = 32 }",
+        parse=_parse_model_args,
+        aliases=("model_kwargs", "kwargs"),
+    )
     dataset: str = setting(
         "cifar10",
         "the images it learns",
@@ -530,6 +562,13 @@ class Experiment(Settings):
     swept: tuple[str, ...] = setting(
         (), "the settings that sweep varies", parse=_parse_swept, generated=True
     )
+    # Set on loading, never by hand; kept in a run's config.toml where a path needs it.
+    base_dir: str = setting(
+        "",
+        "the experiments file's folder: model files and image folders are found from it",
+        check=_printable,
+        generated=True,
+    )
 
     @property
     def display_title(self) -> str:
@@ -550,8 +589,21 @@ class Experiment(Settings):
         return [dataclasses.replace(self, seed=s, seeds=(s,)) for s in self.seeds]
 
     def settings(self) -> dict[str, Any]:
-        """The resolved settings as a TOML-ready dict (None and empty lists dropped)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None and v != ()}
+        """The resolved settings as a TOML-ready dict (None and empty lists dropped;
+        model_args as a table; base_dir only where a path is read from it)."""
+        out = {k: v for k, v in dataclasses.asdict(self).items() if v is not None and v != ()}
+        if self.model_args:
+            out["model_args"] = dict(self.model_args)
+        if not self.reads_paths:
+            out.pop("base_dir", None)
+        return out
+
+    @property
+    def reads_paths(self) -> bool:
+        """Whether a setting names a path found from `base_dir`: a model file or an image
+        folder."""
+        spec = user_model.parse_spec(self.model)
+        return (spec is not None and spec.is_file) or folder.is_folder(self.dataset)
 
     def differing(self, others: list[Experiment]) -> dict[str, Any]:
         """The settings whose value is not the same across `others` (self included)."""

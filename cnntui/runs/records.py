@@ -106,6 +106,8 @@ class RunSummary:
     node: str | None = None  # the Ray node that trains it
     node_pid: int | None = None
     node_version: str | None = None  # cnntui's version there, when not this one
+    model_file: str | None = None  # a user model's file, as the run found it
+    model_hash: str | None = None  # the SHA-256 of that file's bytes when the run started
     # Fields this version does not know (or of a type it cannot use, for the fields above
     # that were never checked), kept as written so that rewriting the summary keeps them.
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -289,6 +291,8 @@ _LENIENT = {
     "node": _lenient(str),
     "node_pid": _lenient(int),
     "node_version": _lenient(str),
+    "model_file": _lenient(str),
+    "model_hash": _lenient(str),
 }
 
 
