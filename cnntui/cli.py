@@ -205,7 +205,7 @@ def print_data(experiments: list[Experiment], width: int, out: IO[str]) -> None:
 
     uses: dict[str, list[str]] = {}
     for e in experiments:
-        train, test = images_used(e.dataset, e.train_size, e.test_size)
+        train, test = images_used(e.dataset, e.train_size, e.test_size, e.base_dir)
         data = describe_data(e.dataset, max(0, train - e.val_size), test, e.val_size)
         uses.setdefault(data, []).append(e.name)
     print(file=out)
@@ -457,6 +457,13 @@ def check_cluster(experiments: list[Experiment]) -> bool:
     return True
 
 
+def _data_shape(exp: Experiment) -> tuple[tuple[int, int, int], int] | None:
+    """The image shape and classes of `exp`'s dataset, as core.data gives them."""
+    from .core.data import experiment_shape
+
+    return experiment_shape(exp)
+
+
 def check_data(experiments: list[Experiment]) -> list[Experiment]:
     """The experiments whose dataset can be had; each missing dataset is said once.
 
@@ -472,7 +479,7 @@ def check_data(experiments: list[Experiment]) -> list[Experiment]:
         if exp.dataset == "synthetic" or exp.cluster or key in missing:
             continue
         try:
-            load(exp.dataset, exp.data_dir, image_size=exp.image_size)
+            load(exp.dataset, exp.data_dir, image_size=exp.image_size, base_dir=exp.base_dir)
             missing[key] = ""
         except DataError as e:
             missing[key] = str(e)
@@ -604,7 +611,7 @@ def run_headless(args: argparse.Namespace, out: IO[str]) -> int:
     """`cnntui --run`: train the selected experiments and print their results."""
     file, overrides = load_experiments(args)
     selected = apply_overrides(file.select(args.run), overrides)
-    check_models(selected, file, overrides)  # a user model builds and fits its data
+    check_models(selected, file, _data_shape, overrides)  # a user model builds and fits its data
     if args.jobs < 1:
         raise UsageError(f"--jobs {args.jobs}: must be >= 1")
     if args.export:
@@ -766,7 +773,7 @@ def run_detached(args: argparse.Namespace, out: IO[str]) -> int:
 
     file, overrides = load_experiments(args)
     selected = apply_overrides(file.select(args.run), overrides)
-    check_models(selected, file, overrides)  # a user model builds and fits its data
+    check_models(selected, file, _data_shape, overrides)  # a user model builds and fits its data
     if args.jobs < 1:
         raise UsageError(f"--jobs {args.jobs}: must be >= 1")
     if args.export:

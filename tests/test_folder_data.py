@@ -235,8 +235,9 @@ def test_list_counts_a_folders_images_and_a_bad_folder_exits_2(tmp_path) -> None
     (tmp_path / "experiments.toml").write_text(_toml("folder:missing"))
     refused = cnntui("--list", cwd=tmp_path)
     assert refused.returncode == 2
+    missing = tmp_path.resolve() / "missing"  # found from the experiments file's folder
     assert refused.stderr.strip().endswith(
-        "experiments.toml:3:1: image folder 'missing' does not exist"
+        f"experiments.toml:3:1: image folder '{missing}' does not exist"
     ), refused.stderr
 
 
@@ -264,3 +265,58 @@ def test_a_folders_class_names_reach_the_exported_tables(tmp_path) -> None:
     header = (tmp_path / "exports" / "ungrouped" / "per_class.csv").read_text().splitlines()[0]
     assert header.split(",")[4:7] == ["bar", "circle", "cross"], header
     assert list((tmp_path / "imgs").glob(".cnntui-cache-native.npz"))
+
+
+def _study_beside(root: Path, model: str = "lenet") -> Path:
+    """experiments.toml in `root`'s parent, naming the folder by its relative path."""
+    path = root.parent / "experiments.toml"
+    toml = _toml(f"folder:{root.name}").replace("dataset", f'model = "{model}"\ndataset', 1)
+    path.write_text(toml.replace("epochs = 1", "epochs = 1\nbatch_size = 8\ndevice = 'cpu'"))
+    return path
+
+
+def test_a_folders_path_is_found_from_the_experiments_files_folder(tmp_path, monkeypatch) -> None:
+    root = make_folder(tmp_path / "study" / "imgs")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    exp = config.load(_study_beside(root)).experiments[0]
+    assert exp.base_dir == str(root.parent)
+    assert config.images_used(exp.dataset, None, None, exp.base_dir) == (36, 12)
+    assert data.load(exp.dataset, "data", base_dir=exp.base_dir).classes == 3
+
+
+SEVEN = """\
+from torch import nn
+
+
+def seven():
+    return nn.Sequential(nn.Flatten(), nn.LazyLinear(7))
+"""
+
+
+def test_the_build_check_runs_a_batch_of_the_folders_own_shape(tmp_path) -> None:
+    root = make_folder(tmp_path / "imgs", size=20)
+    (tmp_path / "nets.py").write_text(SEVEN)
+    path = _study_beside(root, "nets.py:seven")
+    file = config.load(path)
+    with pytest.raises(ConfigError) as err:
+        config.check_models(file.experiments, file, data.experiment_shape)
+    assert str(err.value) == (
+        f"{path}:5:1: experiment 'a': nets.py:seven gives (2, 7) for a batch of shape "
+        "(2, 1, 20, 20) (folder:imgs); it must give (2, 3): one column per class"
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.process
+def test_a_run_keeps_its_folders_class_names_after_the_folder_is_gone(tmp_path) -> None:
+    root = make_folder(tmp_path / "imgs")
+    path = _study_beside(root)
+    done = cnntui("--run", "a", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    root.rename(tmp_path / "moved")  # the file follows it; the run read it where it was
+    path.write_text(path.read_text().replace("folder:imgs", "folder:moved"))
+    exported = cnntui("--export", cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    header = (tmp_path / "exports" / "ungrouped" / "per_class.csv").read_text().splitlines()[0]
+    assert header.split(",")[4:7] == ["bar", "circle", "cross"], header

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cnntui.core import engine, models, user_model
+from cnntui.core import data, engine, models, user_model
 from cnntui.core.config import ConfigError, apply_overrides, check_models, load, parse_override
 from cnntui.core.events import BatchLosses, Failed, Finished
 from cnntui.runs.store import ResumeError, RunStore
@@ -129,7 +129,7 @@ def test_a_model_that_fails_to_build_or_has_the_wrong_columns_is_refused_before_
     path = study(tmp_path, model)
     file = load(path)
     with pytest.raises(ConfigError) as err:
-        check_models(file.experiments, file)
+        check_models(file.experiments, file, data.experiment_shape)
     assert str(err.value) == f"{path}:11:1: {message}"
 
 

@@ -97,11 +97,14 @@ FULL_SIZES = {
 }
 
 
-def images_used(dataset: str, train_size: int | None, test_size: int | None) -> tuple[int, int]:
-    """The train and test images a run with these settings uses: the sizes cap the dataset."""
+def images_used(
+    dataset: str, train_size: int | None, test_size: int | None, base_dir: str = ""
+) -> tuple[int, int]:
+    """The train and test images a run with these settings uses: the sizes cap the dataset
+    (an image folder's PATH is found from `base_dir`)."""
     full_train, full_test = FULL_SIZES.get(dataset, (0, 0))
     if folder.is_folder(dataset):  # counted in the folder as it is now
-        full_train, full_test = folder.counts(dataset)
+        full_train, full_test = folder.counts(dataset, base_dir)
     if dataset == "synthetic":  # generated at the size asked for
         return train_size or full_train, test_size or full_test
 
@@ -111,9 +114,16 @@ def images_used(dataset: str, train_size: int | None, test_size: int | None) -> 
     return cap(train_size, full_train), cap(test_size, full_test)
 
 
-def class_names(dataset: str, classes: int = 10) -> tuple[str, ...]:
-    """The names of a dataset's labels; "class 0", "class 1", ... where it has none."""
-    names = folder.class_names(dataset) if folder.is_folder(dataset) else CLASS_NAMES.get(dataset)
+def class_names(
+    dataset: str, classes: int = 10, recorded: tuple[str, ...] | None = None, base_dir: str = ""
+) -> tuple[str, ...]:
+    """The names of a dataset's labels: those a run `recorded`, else the dataset's own (an
+    image folder's, PATH from `base_dir`, as it is now); "class 0", ... where it has none."""
+    names = recorded or (
+        folder.class_names(dataset, base_dir)
+        if folder.is_folder(dataset)
+        else CLASS_NAMES.get(dataset)
+    )
     if names and len(names) == classes:
         return names
     return tuple(f"class {i}" for i in range(classes))
@@ -265,6 +275,11 @@ def apply_overrides(experiments: list[S], overrides: dict[str, Any]) -> list[S]:
             )
             if {"model", "model_args"} & overrides.keys():
                 _check_set_model(e, overrides)
+            if "dataset" in overrides and folder.is_folder(e.dataset):
+                try:
+                    check_folder(e)
+                except ConfigError as err:
+                    raise ConfigError(f"{_set_prefix(e, overrides)('dataset')}{err}") from None
     return out
 
 
@@ -325,7 +340,7 @@ def _agreement_keys(e: Settings) -> list[tuple[str, tuple[str, ...]]]:
 
 def _broken(e: Settings, dependent: str) -> bool:
     if dependent == "val_size":
-        train = images_used(e.dataset, e.train_size, None)[0]
+        train = images_used(e.dataset, e.train_size, None, getattr(e, "base_dir", ""))[0]
         return e.val_size > 0 and train > 0 and e.val_size >= train
     return e.warmup_epochs > e.epochs
 
@@ -339,7 +354,7 @@ def _disagreement(e: Experiment, dependent: str, blamed: str, source: Source) ->
 
     said = f"{blamed!r} = {getattr(e, blamed)!r}"
     if dependent == "val_size":
-        train = images_used(e.dataset, e.train_size, None)[0]
+        train = images_used(e.dataset, e.train_size, None, getattr(e, "base_dir", ""))[0]
         none_left = f"leaves experiment {e.name!r} no images to train on"
         if blamed == "val_size":
             size = (
@@ -588,7 +603,7 @@ def parse(text: str, path: Path | str = "experiments.toml") -> ExperimentFile:
     origins: list[tuple[str, int]] = []  # where each experiment comes from: (section, index)
     seen: dict[str, int] = {}  # casefolded name -> index: macOS and Windows ignore case
     runs = 0  # that the experiments so far make, seeds included
-    models = _ModelSources(where, loc, doc.get("defaults", {}), Path(path))
+    models = _Sources(where, loc, doc.get("defaults", {}), Path(path))
     for sect in _section_order(tables, loc):
         kind, i = sect
         table = tables[kind][i]
@@ -619,15 +634,17 @@ def parse(text: str, path: Path | str = "experiments.toml") -> ExperimentFile:
     return ExperimentFile(Path(path), defaults, experiments, models.at)
 
 
-class _ModelSources:
-    """Each experiment's model while a file is parsed: its base_dir set, a user model's
-    source checked (once per distinct model) and where its keys are, for later checks."""
+class _Sources:
+    """What each experiment reads from paths while a file is parsed: its base_dir set, a
+    user model's source and an image folder checked (once each) and where the model's keys
+    are, for later checks."""
 
     def __init__(self, where: str, loc: _Locator, defaults: dict[str, Any], path: Path) -> None:
         self.where, self.loc, self.defaults = where, loc, defaults
         self.base_dir = str(path.parent.resolve())
         self.at: dict[str, dict[str, str]] = {}
         self.seen: set[tuple[str, Any]] = set()
+        self.folders: set[str] = set()
 
     def checked(self, exp: Experiment, table: dict[str, Any], sect: tuple[str, int]) -> Experiment:
         """`exp` with its base_dir; ConfigError at the key to blame when its model is not
@@ -642,12 +659,27 @@ class _ModelSources:
             except user_model.UserModelError as e:
                 raise ConfigError(f"{keys[e.key]}: {e}") from None
             self.seen.add((exp.model, exp.model_args))
+        if folder.is_folder(exp.dataset) and exp.dataset not in self.folders:
+            try:
+                check_folder(exp)
+            except ConfigError as e:
+                raise ConfigError(f"{self._key_at('dataset', table, sect)}: {e}") from None
+            self.folders.add(exp.dataset)
         return exp
 
     def _key_at(self, key: str, table: dict[str, Any], sect: tuple[str, int]) -> str:
         if key in table or key not in self.defaults:
             return _at(self.where, self.loc, sect, key)
         return _at(self.where, self.loc, ("defaults", 0), key)
+
+
+def check_folder(exp: Experiment) -> None:
+    """ConfigError when `exp`'s image folder (PATH from its base_dir), as it is now, cannot
+    be used: its layout, and every image's header."""
+    try:
+        folder.check_openable(folder.scan(exp.dataset, exp.base_dir))
+    except folder.FolderError as e:
+        raise ConfigError(str(e)) from None
 
 
 def check_model_source(exp: Experiment) -> None:
@@ -664,16 +696,30 @@ def check_model_source(exp: Experiment) -> None:
     user_model.check_source(spec, exp.model_args, exp.base_dir)
 
 
+Shape = tuple[tuple[int, int, int], int]  # a dataset's image shape and number of classes
+
+
 def check_models(
-    experiments: list[Experiment], file: ExperimentFile, overrides: dict[str, Any] | None = None
+    experiments: list[Experiment],
+    file: ExperimentFile,
+    shape_of: Callable[[Experiment], Shape | None],
+    overrides: dict[str, Any] | None = None,
 ) -> None:
     """Build each distinct user model of `experiments` once on CPU and run a batch of its
-    dataset's shape through it (imports torch); ConfigError at its key (in the file, or the
-    --set of `overrides` that gave it) when it cannot."""
+    dataset's shape (`shape_of`, core.data's answer; None: unknown) through it (imports
+    torch); ConfigError at its key (in the file, or the --set of `overrides` that gave it)
+    when it cannot."""
     overrides = overrides or {}
     by_name = {e.name: e for e in experiments}
     candidates = [
-        user_model.Candidate(e.name, e.model, e.model_args, e.base_dir, e.dataset)
+        user_model.Candidate(
+            e.name,
+            e.model,
+            e.model_args,
+            e.base_dir,
+            e.dataset,
+            shape_of(e) if user_model.parse_spec(e.model) else None,
+        )
         for e in experiments
     ]
     try:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from . import folder
-from .config import CLASS_NAMES, class_names  # noqa: F401  (what each label means)
+from .config import CLASS_NAMES, Experiment, class_names  # noqa: F401  (what each label means)
 from .registry import DATASETS
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -644,11 +644,11 @@ def load_svhn(root: Path, download: bool = True) -> TensorDataset:
 # --- Image folders ----------------------------------------------------------------------------
 
 
-def load_folder(dataset: str, image_size: int | None = None) -> TensorDataset:
+def load_folder(dataset: str, image_size: int | None = None, base_dir: str = "") -> TensorDataset:
     """An image folder (`folder:PATH`, see cnntui/core/folder.py) as tensors, its classes named
     by its folders."""
     try:
-        decoded = folder.decode(dataset, image_size)
+        decoded = folder.decode(dataset, image_size, base_dir)
     except folder.FolderError as e:
         raise DataError(str(e)) from None
     if decoded.note:
@@ -737,19 +737,27 @@ def _svhn(root: Path, download: bool, sizes: tuple[int, int]) -> TensorDataset:
 
 _cache: dict[tuple[str, str], TensorDataset] = {}  # (dataset, where) -> tensors
 _cache_lock = threading.Lock()
-# Datasets handed to this process as arrays (a Ray node without the files): (dataset,
-# image_size) -> tensors, found before any file is looked for.
-_installed: dict[tuple[str, int | None], TensorDataset] = {}
+# Datasets handed to this process as arrays (a Ray node without the files): `_installed_key`
+# -> tensors, found before any file is looked for.
+_installed: dict[tuple[str, int | None, str], TensorDataset] = {}
+
+
+def _installed_key(name: str, image_size: int | None, base_dir: str) -> tuple[str, int | None, str]:
+    """What names an installed dataset: an image folder also by its size and where its
+    relative path starts, a named set by its name alone."""
+    if folder.is_folder(name):
+        return name, image_size, base_dir
+    return name, None, ""
 
 
 def _cache_key(
-    name: str, root: Path, sizes: tuple[int, int], image_size: int | None
+    name: str, root: Path, sizes: tuple[int, int], image_size: int | None, base_dir: str
 ) -> tuple[str, str]:
     if name == "synthetic":
         return name, f"{sizes[0]}x{sizes[1]}"
     if folder.is_folder(name):  # the folder as it is now: a changed image is read again
         try:
-            layout = folder.scan(name)
+            layout = folder.scan(name, base_dir)
         except folder.FolderError as e:
             raise DataError(str(e)) from None
         return name, f"{layout.root.resolve()} {image_size} {folder.files_key(layout)}"
@@ -764,14 +772,15 @@ def load(
     train_size: int | None = None,
     test_size: int | None = None,
     image_size: int | None = None,
+    base_dir: str = "",
 ) -> TensorDataset:
-    """Load (and cache) a dataset by name (or `folder:PATH`, its images resized to
-    `image_size`); raises DataError with a fix-it message.
+    """Load (and cache) a dataset by name (or `folder:PATH`, PATH from `base_dir`, its images
+    resized to `image_size`); raises DataError with a fix-it message.
 
     Real datasets come back whole (the caller takes `subset`); the synthetic one is generated
     at the requested size, since making 50,000 images for a 500-image smoke run is waste.
     """
-    installed = _installed.get((name, image_size if folder.is_folder(name) else None))
+    installed = _installed.get(_installed_key(name, image_size, base_dir))
     if installed is not None:
         return installed
     root = Path(data_dir).expanduser()
@@ -780,7 +789,7 @@ def load(
     if folder.is_folder(name):
 
         def loader(root: Path, download: bool, sizes: tuple[int, int]) -> TensorDataset:
-            return load_folder(name, image_size)
+            return load_folder(name, image_size, base_dir)
 
     else:
         try:
@@ -788,17 +797,51 @@ def load(
         except ValueError as e:
             raise DataError(str(e)) from None
     sizes = (train_size or SYNTHETIC_TRAIN, test_size or SYNTHETIC_TEST)
-    key = _cache_key(name, root, sizes, image_size)
+    key = _cache_key(name, root, sizes, image_size, base_dir)
     with _cache_lock:
         if key not in _cache:
             _cache[key] = loader(root, download, sizes)
         return _cache[key]
 
 
-def arrays(name: str, data_dir: str | Path, image_size: int | None = None) -> dict[str, np.ndarray]:
+# Each named set's image shape (channels, height, width) and classes, as its files hold them.
+SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
+    "cifar10": ((3, 32, 32), 10),
+    "fashion-mnist": ((1, 28, 28), 10),
+    "synthetic": ((3, 32, 32), 10),
+    "mnist": ((1, 28, 28), 10),
+    "kmnist": ((1, 28, 28), 10),
+    "cifar100": ((3, 32, 32), 100),
+    "svhn": ((3, 32, 32), 10),
+}
+
+
+def shape(
+    name: str, data_dir: str | Path, image_size: int | None = None, base_dir: str = ""
+) -> tuple[tuple[int, int, int], int]:
+    """A dataset's image shape and number of classes: a named set's without reading it, an
+    image folder's from its images (decoded once, then cached); DataError where they cannot
+    be had."""
+    if name in SHAPES:
+        return SHAPES[name]
+    ds = load(name, data_dir, image_size=image_size, base_dir=base_dir)
+    return ds.shape, ds.classes
+
+
+def experiment_shape(exp: Experiment) -> tuple[tuple[int, int, int], int] | None:
+    """`shape` of an experiment's dataset; None where it cannot be had (said when it loads)."""
+    try:
+        return shape(exp.dataset, exp.data_dir, exp.image_size, exp.base_dir)
+    except DataError:
+        return None
+
+
+def arrays(
+    name: str, data_dir: str | Path, image_size: int | None = None, base_dir: str = ""
+) -> dict[str, np.ndarray]:
     """A dataset decoded, as plain numpy arrays (images, labels, mean, std, class names): what
     a machine without its files needs, shipped and given to `install` there."""
-    ds = load(name, data_dir, image_size=image_size)
+    ds = load(name, data_dir, image_size=image_size, base_dir=base_dir)
     return {
         "train_x": ds.train_x.numpy(),
         "train_y": ds.train_y.numpy(),
@@ -811,9 +854,11 @@ def arrays(name: str, data_dir: str | Path, image_size: int | None = None) -> di
     }
 
 
-def install(name: str, image_size: int | None, data: dict[str, np.ndarray]) -> None:
+def install(
+    name: str, image_size: int | None, data: dict[str, np.ndarray], base_dir: str = ""
+) -> None:
     """Make `data` (from `arrays`) the dataset `name` in this process: `load` returns it
-    without looking for files (`image_size` matters for image folders only)."""
+    without looking for files (`image_size` and `base_dir` matter for image folders only)."""
     ds = TensorDataset(
         name,
         torch.from_numpy(data["train_x"]),
@@ -825,4 +870,4 @@ def install(name: str, image_size: int | None, data: dict[str, np.ndarray]) -> N
         int(data["classes"]),
         tuple(str(c) for c in data["class_names"]),
     )
-    _installed[(name, image_size if folder.is_folder(name) else None)] = ds
+    _installed[_installed_key(name, image_size, base_dir)] = ds

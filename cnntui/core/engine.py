@@ -406,7 +406,13 @@ def _setup(r: _Run, resume: Path | None) -> None:
         # Fixed shapes every step: let cuDNN time its algorithms once and keep the fastest.
         torch.backends.cudnn.benchmark = True
     ds = datasets.load(
-        exp.dataset, exp.data_dir, True, exp.train_size, exp.test_size, exp.image_size
+        exp.dataset,
+        exp.data_dir,
+        True,
+        exp.train_size,
+        exp.test_size,
+        exp.image_size,
+        exp.base_dir,
     )
     ds = ds.subset(exp.train_size, exp.test_size)
     r.prep = _Prepared(ds, r.dev, exp.channels_last, exp.val_size, exp.seed)
@@ -430,6 +436,7 @@ def _setup(r: _Run, resume: Path | None) -> None:
         val_images=exp.val_size,
         test_images=n_test,
         batches_per_epoch=r.batches,
+        class_names=list(ds.class_names) or None,  # an image folder's, as read now
     )
 
 

@@ -66,10 +66,10 @@ def is_folder(dataset: str) -> bool:
     return dataset.startswith(FOLDER_PREFIX)
 
 
-def folder_path(dataset: str) -> Path:
-    """The folder a `folder:PATH` value names (relative paths from the working directory,
-    as `data_dir`)."""
-    return Path(dataset[len(FOLDER_PREFIX) :]).expanduser()
+def folder_path(dataset: str, base_dir: str = "") -> Path:
+    """The folder a `folder:PATH` value names: a relative PATH is found from `base_dir`, the
+    experiments file's folder, as a model file is (from the working directory without one)."""
+    return Path(base_dir or ".").joinpath(Path(dataset[len(FOLDER_PREFIX) :]).expanduser())
 
 
 def _visible(entries: list[Path]) -> list[Path]:
@@ -92,9 +92,10 @@ def _split_classes(root: Path, split: str) -> dict[str, list[Path]]:
     return out
 
 
-def scan(dataset: str) -> Layout:
-    """The layout of a `folder:PATH` dataset, checked; FolderError says what is wrong."""
-    root = folder_path(dataset)
+def scan(dataset: str, base_dir: str = "") -> Layout:
+    """The layout of a `folder:PATH` dataset (PATH from `base_dir`), checked; FolderError
+    says what is wrong."""
+    root = folder_path(dataset, base_dir)
     if not root.is_dir():
         raise FolderError(f"image folder {str(root)!r} does not exist")
     for split in SPLITS:
@@ -144,19 +145,19 @@ def _reason(e: Exception) -> str:
     return text.replace(" " + repr(str(getattr(e, "filename", ""))), "")
 
 
-def counts(dataset: str) -> tuple[int, int]:
+def counts(dataset: str, base_dir: str = "") -> tuple[int, int]:
     """Train and test images of a folder dataset; (0, 0) where it cannot be read."""
     try:
-        layout = scan(dataset)
+        layout = scan(dataset, base_dir)
     except FolderError:
         return 0, 0
     return len(layout.train), len(layout.test)
 
 
-def class_names(dataset: str) -> tuple[str, ...]:
+def class_names(dataset: str, base_dir: str = "") -> tuple[str, ...]:
     """A folder dataset's class names, sorted; () where it cannot be read."""
     try:
-        return scan(dataset).classes
+        return scan(dataset, base_dir).classes
     except FolderError:
         return ()
 
@@ -289,14 +290,14 @@ def _decode(layout: Layout, image_size: int | None) -> tuple[dict[str, np.ndarra
     return arrays, note
 
 
-def decode(dataset: str, image_size: int | None = None) -> Decoded:
+def decode(dataset: str, image_size: int | None = None, base_dir: str = "") -> Decoded:
     """A folder dataset as arrays: every image resized to `image_size` square (None: the first
     training image's size) and converted to one mode (grayscale where every image is, else
     RGB). Read from the cache beside the images when its files, sizes and modification times
     are unchanged; else decoded and cached there where the folder is writable."""
     import numpy as np
 
-    layout = scan(dataset)
+    layout = scan(dataset, base_dir)
     key = files_key(layout)
     path = _cache_path(layout, image_size)
     cached = _read_cache(path, key)

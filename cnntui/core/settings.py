@@ -215,15 +215,6 @@ def _check_dataset(key: str, value: str) -> None:
     _printable(key, value)
 
 
-def _folder_here(value: str) -> None:
-    """An image folder as it is now, before any run: its layout and every image's header."""
-    if folder.is_folder(value):
-        try:
-            folder.check_openable(folder.scan(value))
-        except folder.FolderError as e:
-            raise ConfigError(str(e)) from None
-
-
 def _check_name(key: str, value: str) -> None:
     ok = bool(NAME_RE.match(value)) and value not in (".", "..")
     _need(key, value, ok, f"{NAME_CHARS}, not starting with '.' or '-'")
@@ -350,7 +341,6 @@ class Settings:
         choices=DATASETS,
         beyond="folder:PATH (an image folder)",
         check=_check_dataset,
-        here=_folder_here,
         aliases=("data",),
     )
     data_dir: str = setting(

@@ -39,12 +39,6 @@ if TYPE_CHECKING:
 FILLED = ("num_classes", "in_channels")
 _SPEC_RE = re.compile(r"^(?P<source>[^:]+):(?P<name>[A-Za-z_][A-Za-z0-9_]*)$")
 _MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-# The image shape and class count of each dataset, for the output check before training.
-DATASET_SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
-    "cifar10": ((3, 32, 32), 10),
-    "fashion-mnist": ((1, 28, 28), 10),
-    "synthetic": ((3, 32, 32), 10),
-}
 ModelArgs = tuple[tuple[str, Any], ...]  # model_args as a setting holds them: sorted pairs
 
 
@@ -310,6 +304,8 @@ class Candidate:
     args: ModelArgs
     base_dir: str
     dataset: str
+    # The dataset's image shape and classes, as core.data gives them (None: not known).
+    shape: tuple[tuple[int, int, int], int] | None
 
 
 def check_built(candidates: Iterable[Candidate]) -> None:
@@ -319,13 +315,13 @@ def check_built(candidates: Iterable[Candidate]) -> None:
     seen: set[tuple[Any, ...]] = set()
     for c in candidates:
         spec = parse_spec(c.model)
-        if spec is None or c.dataset not in DATASET_SHAPES:
+        if spec is None or c.shape is None:
             continue
         digest = file_hash(spec.path(c.base_dir)) if spec.is_file else ""
-        key = (c.model, c.args, c.base_dir, c.dataset, digest)
+        key = (c.model, c.args, c.base_dir, c.shape, digest)
         if key not in seen:
             seen.add(key)
-            _try_model(c, spec, *DATASET_SHAPES[c.dataset])
+            _try_model(c, spec, *c.shape)
 
 
 def _try_model(c: Candidate, spec: Spec, shape: tuple[int, int, int], classes: int) -> None:
