@@ -59,7 +59,7 @@ import numpy as np
 import tomli_w
 
 from ..core import user_model
-from ..core.config import SETTING_KEYS, ConfigError, Experiment, check_value, learned_key
+from ..core.config import ConfigError, Experiment, check_value, learned_key
 from ..core.history import History, check_arrays, metrics
 from ..core.settings import RESUME_KEYS as RESUME_KEYS  # what a resume may change
 from ..core.sink import SinkError
@@ -858,9 +858,11 @@ class RunOutbox(RunDir):
     to the store's host (RunDir.receive). Nothing is written on this machine."""
 
     def __init__(self, state: dict[str, Any]) -> None:
-        settings = {k: v for k, v in state["settings"].items() if k in SETTING_KEYS}
-        identity = {k: state["settings"].get(k, "") for k in ("name", "title", "group")}
-        super().__init__(Path(state["path"]), Experiment(**settings, **identity), state["run_id"])
+        # Read as a run's config.toml is: each value checked into its setting's form
+        # (model_args back to its pairs), base_dir and the identity kept.
+        fields = Experiment.__dataclass_fields__
+        settings = {k: check_value(k, v) for k, v in state["settings"].items() if k in fields}
+        super().__init__(Path(state["path"]), Experiment(**settings), state["run_id"])
         self.summary = RunSummary.from_json({**self.summary.to_json(), **state["summary"]})[0]
         self.floor = self.written = tuple(state["floor"])
         self.reopened_status = state["reopened_status"]
