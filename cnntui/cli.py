@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from .core import text
-from .core.config import SETTING_KEYS, ConfigError, Experiment, ExperimentFile, apply_overrides
+from .core.config import (
+    SETTING_KEYS,
+    ConfigError,
+    Experiment,
+    ExperimentFile,
+    apply_overrides,
+    check_models,
+)
 from .options import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
@@ -215,7 +222,7 @@ def print_data(experiments: list[Experiment], width: int, out: IO[str]) -> None:
 
     uses: dict[str, list[str]] = {}
     for e in experiments:
-        train, test = images_used(e.dataset, e.train_size, e.test_size)
+        train, test = images_used(e.dataset, e.train_size, e.test_size, e.base_dir)
         data = describe_data(e.dataset, max(0, train - e.val_size), test, e.val_size)
         uses.setdefault(data, []).append(e.name)
     print(file=out)
@@ -467,6 +474,13 @@ def check_cluster(experiments: list[Experiment]) -> bool:
     return True
 
 
+def _data_shape(exp: Experiment) -> tuple[tuple[int, int, int], int] | None:
+    """The image shape and classes of `exp`'s dataset, as core.data gives them."""
+    from .core.data import experiment_shape
+
+    return experiment_shape(exp)
+
+
 def check_data(experiments: list[Experiment]) -> list[Experiment]:
     """The experiments whose dataset can be had; each missing dataset is said once.
 
@@ -482,7 +496,7 @@ def check_data(experiments: list[Experiment]) -> list[Experiment]:
         if exp.dataset == "synthetic" or exp.cluster or key in missing:
             continue
         try:
-            load(exp.dataset, exp.data_dir)
+            load(exp.dataset, exp.data_dir, image_size=exp.image_size, base_dir=exp.base_dir)
             missing[key] = ""
         except DataError as e:
             missing[key] = str(e)
@@ -520,7 +534,8 @@ def plan_jobs(
                 why = f"{bad[-1] / 'summary.json'} is unreadable" if bad else "no unfinished run"
                 skipped[exp.label] = why
                 continue
-            run, checkpoint = store.resume(record, overrides)
+            changed_ok = getattr(args, "resume_changed_model", False)
+            run, checkpoint = store.resume(record, overrides, changed_ok)
             jobs.append(Job(run.experiment, run, checkpoint))
     except StoreError as e:
         for job in jobs:
@@ -616,6 +631,7 @@ def run_headless(args: argparse.Namespace, out: IO[str]) -> int:
         return run_search(args, out, search, detach=False)
     file, overrides = load_experiments(args)
     selected = apply_overrides(file.select(args.run), overrides)
+    check_models(selected, file, _data_shape, overrides)  # a user model builds and fits its data
     if args.jobs < 1:
         raise UsageError(f"--jobs {args.jobs}: must be >= 1")
     if args.export:
@@ -780,6 +796,7 @@ def run_detached(args: argparse.Namespace, out: IO[str]) -> int:
         return run_search(args, out, search, detach=True)
     file, overrides = load_experiments(args)
     selected = apply_overrides(file.select(args.run), overrides)
+    check_models(selected, file, _data_shape, overrides)  # a user model builds and fits its data
     if args.jobs < 1:
         raise UsageError(f"--jobs {args.jobs}: must be >= 1")
     if args.export:

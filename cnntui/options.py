@@ -113,6 +113,11 @@ def _add_run_control(p: argparse.ArgumentParser) -> None:
         "checkpoint",
     )
     p.add_argument(
+        "--resume-changed-model",
+        action="store_true",
+        help="with --resume: resume runs whose model file changed since they started",
+    )
+    p.add_argument(
         "--detach",
         action="store_true",
         help="with --run: queue the runs in worker processes that outlive this terminal, "

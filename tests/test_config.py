@@ -109,11 +109,12 @@ BAD = [
     ('[[experiment]]\nname = "a"\ntrain_size = 0\n', "must be >= 1", 3, 1),
     (
         '[[experiment]]\nname = "a"\nmodel = "resnet18"\n',
-        "unknown model 'resnet18' (did you mean 'resnet'?) (allowed: lenet, resnet)",
+        "unknown model 'resnet18' (did you mean 'resnet'?) (allowed: lenet, resnet, or a model of "
+        "your own: FILE.py:NAME or MODULE:NAME)",
         3,
         1,
     ),
-    ('[[experiment]]\nname = "a"\ndataset = "mnist"\n', "unknown dataset 'mnist'", 3, 1),
+    ('[[experiment]]\nname = "a"\ndataset = "imagenet"\n', "unknown dataset 'imagenet'", 3, 1),
     ('[[experiment]]\nname = "a"\noptimizer = "rmsprop"\n', "allowed: sgd, adam, adamw", 3, 1),
     ('[[experiment]]\nname = "a"\ndevice = "gpu"\n', "unknown device 'gpu'", 3, 1),
     ('[[experiment]]\nname = "a"\n[[experiment]]\nname = "a"\n', "duplicate experiment", 4, 1),

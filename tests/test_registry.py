@@ -38,8 +38,8 @@ def test_an_unknown_optimizer_is_refused_not_turned_into_adamw() -> None:
 
 
 def test_an_unknown_dataset_is_a_data_error_naming_the_known_ones(tmp_path) -> None:
-    with pytest.raises(data.DataError, match=r"unknown dataset 'mnist'.*synthetic"):
-        data.load("mnist", tmp_path)
+    with pytest.raises(data.DataError, match=r"unknown dataset 'imagenet'.*synthetic"):
+        data.load("imagenet", tmp_path)
 
 
 def test_only_declared_names_can_be_registered() -> None:

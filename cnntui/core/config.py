@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import search_space
+from . import folder, search_space, user_model
 from .settings import ALIASES as ALIASES
 from .settings import DATASETS as DATASETS
 from .settings import EXPERIMENT_KEYS as EXPERIMENT_KEYS
@@ -39,6 +39,18 @@ from .settings import check_new, declared, suggest
 from .settings import check_value as check_value
 from .settings import gpu_list as gpu_list
 
+# CIFAR-100's 100 fine labels, in label order (its `meta` file lists them alphabetically).
+_CIFAR100_NAMES = (
+    "apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus "
+    "butterfly camel can castle caterpillar cattle chair chimpanzee clock cloud cockroach "
+    "couch crab crocodile cup dinosaur dolphin elephant flatfish forest fox girl hamster "
+    "house kangaroo keyboard lamp lawn_mower leopard lion lizard lobster man maple_tree "
+    "motorcycle mountain mouse mushroom oak_tree orange orchid otter palm_tree pear "
+    "pickup_truck pine_tree plain plate poppy porcupine possum rabbit raccoon ray road "
+    "rocket rose sea seal shark shrew skunk skyscraper snail snake spider squirrel "
+    "streetcar sunflower sweet_pepper table tank telephone television tiger tractor train "
+    "trout tulip turtle wardrobe whale willow_tree wolf woman worm"
+)
 # What each label means, in label order (the datasets' own documentation).
 CLASS_NAMES = {
     "cifar10": (
@@ -65,6 +77,10 @@ CLASS_NAMES = {
         "Bag",
         "Ankle boot",
     ),
+    "mnist": tuple("0123456789"),
+    "kmnist": ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
+    "svhn": tuple("0123456789"),  # the files' label 10 is the digit 0
+    "cifar100": tuple(_CIFAR100_NAMES.split()),
 }
 
 
@@ -74,12 +90,21 @@ FULL_SIZES = {
     "cifar10": (50_000, 10_000),
     "fashion-mnist": (60_000, 10_000),
     "synthetic": (50_000, 10_000),
+    "mnist": (60_000, 10_000),
+    "kmnist": (60_000, 10_000),
+    "cifar100": (50_000, 10_000),
+    "svhn": (73_257, 26_032),
 }
 
 
-def images_used(dataset: str, train_size: int | None, test_size: int | None) -> tuple[int, int]:
-    """The train and test images a run with these settings uses: the sizes cap the dataset."""
+def images_used(
+    dataset: str, train_size: int | None, test_size: int | None, base_dir: str = ""
+) -> tuple[int, int]:
+    """The train and test images a run with these settings uses: the sizes cap the dataset
+    (an image folder's PATH is found from `base_dir`)."""
     full_train, full_test = FULL_SIZES.get(dataset, (0, 0))
+    if folder.is_folder(dataset):  # counted in the folder as it is now
+        full_train, full_test = folder.counts(dataset, base_dir)
     if dataset == "synthetic":  # generated at the size asked for
         return train_size or full_train, test_size or full_test
 
@@ -89,10 +114,17 @@ def images_used(dataset: str, train_size: int | None, test_size: int | None) -> 
     return cap(train_size, full_train), cap(test_size, full_test)
 
 
-def class_names(dataset: str, classes: int = 10) -> tuple[str, ...]:
-    """The names of a dataset's labels; "class 0", "class 1", ... where it has none."""
-    names = CLASS_NAMES.get(dataset, ())
-    if len(names) == classes:
+def class_names(
+    dataset: str, classes: int = 10, recorded: tuple[str, ...] | None = None, base_dir: str = ""
+) -> tuple[str, ...]:
+    """The names of a dataset's labels: those a run `recorded`, else the dataset's own (an
+    image folder's, PATH from `base_dir`, as it is now); "class 0", ... where it has none."""
+    names = recorded or (
+        folder.class_names(dataset, base_dir)
+        if folder.is_folder(dataset)
+        else CLASS_NAMES.get(dataset)
+    )
+    if names and len(names) == classes:
         return names
     return tuple(f"class {i}" for i in range(classes))
 
@@ -121,6 +153,9 @@ class ExperimentFile:
     defaults: Settings
     experiments: list[Experiment] = field(default_factory=list)
     searches: list[search_space.Search[Experiment]] = field(default_factory=list)
+    # Where each user model's experiment sets `model` and `model_args`, as `file:line:col`:
+    # experiment name -> key -> position, for the checks that build the model.
+    model_at: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def names(self) -> list[str]:
         """The experiments' names, in file order."""
@@ -239,7 +274,23 @@ def apply_overrides(experiments: list[S], overrides: dict[str, Any]) -> list[S]:
             _check_agree(
                 e, lambda key: (1, 0) if key in overrides else None, _set_prefix(e, overrides)
             )
+            if {"model", "model_args"} & overrides.keys():
+                _check_set_model(e, overrides)
+            if "dataset" in overrides and folder.is_folder(e.dataset):
+                try:
+                    check_folder(e)
+                except ConfigError as err:
+                    raise ConfigError(f"{_set_prefix(e, overrides)('dataset')}{err}") from None
     return out
+
+
+def _check_set_model(e: Experiment, overrides: dict[str, Any]) -> None:
+    """`check_model_source` for a model or model_args given by --set, blaming the --set."""
+    try:
+        check_model_source(e)
+    except user_model.UserModelError as err:
+        key = err.key if err.key in overrides else "model" if "model" in overrides else "model_args"
+        raise ConfigError(f"{_set_prefix(e, overrides)(key)}{err}") from None
 
 
 def _set_prefix(e: Settings, overrides: dict[str, Any]) -> Callable[[str], str]:
@@ -250,6 +301,8 @@ def _set_prefix(e: Settings, overrides: dict[str, Any]) -> Callable[[str], str]:
             return ""
         value = getattr(e, key)
         shown = str(value).lower() if isinstance(value, bool) else str(value)
+        if key == "model_args":
+            shown = "{" + ", ".join(f"{k}={v!r}" for k, v in value) + "}"
         item = f"{key}={shown}"
         return f"--set {item!r}: "  # as parse_override quotes it
 
@@ -288,7 +341,7 @@ def _agreement_keys(e: Settings) -> list[tuple[str, tuple[str, ...]]]:
 
 def _broken(e: Settings, dependent: str) -> bool:
     if dependent == "val_size":
-        train = images_used(e.dataset, e.train_size, None)[0]
+        train = images_used(e.dataset, e.train_size, None, getattr(e, "base_dir", ""))[0]
         return e.val_size > 0 and train > 0 and e.val_size >= train
     return e.warmup_epochs > e.epochs
 
@@ -302,7 +355,7 @@ def _disagreement(e: Experiment, dependent: str, blamed: str, source: Source) ->
 
     said = f"{blamed!r} = {getattr(e, blamed)!r}"
     if dependent == "val_size":
-        train = images_used(e.dataset, e.train_size, None)[0]
+        train = images_used(e.dataset, e.train_size, None, getattr(e, "base_dir", ""))[0]
         none_left = f"leaves experiment {e.name!r} no images to train on"
         if blamed == "val_size":
             size = (
@@ -413,6 +466,8 @@ def _name_part(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, float):
         return repr(value)
+    if isinstance(value, dict):  # model_args = [{ width = 16 }, ...]: width-16
+        return "_".join(f"{k}-{_name_part(v)}" for k, v in value.items())
     return re.sub(r"[^A-Za-z0-9_.-]", "-", str(value))
 
 
@@ -550,6 +605,7 @@ def parse(text: str, path: Path | str = "experiments.toml") -> ExperimentFile:
     origins: list[tuple[str, int]] = []  # where each experiment comes from: (section, index)
     seen: dict[str, int] = {}  # casefolded name -> index: macOS and Windows ignore case
     runs = 0  # that the experiments so far make, seeds included
+    models = _Sources(where, loc, doc.get("defaults", {}), Path(path))
     for sect in _section_order(tables, loc):
         kind, i = sect
         table = tables[kind][i]
@@ -568,6 +624,7 @@ def parse(text: str, path: Path | str = "experiments.toml") -> ExperimentFile:
             )
         source = _file_source(table, doc.get("defaults", {}), loc, sect)
         for exp in made:
+            exp = models.checked(exp, table, sect)
             _check_agree(exp, source, _file_prefix(where, loc, sect))
             first = seen.get(exp.name.casefold())
             if first is not None:
@@ -580,7 +637,105 @@ def parse(text: str, path: Path | str = "experiments.toml") -> ExperimentFile:
     _check_export_folders(experiments, origins, where, loc)
     _check_references(experiments, origins, where, loc)
     _check_search_names(searches, experiments, where, loc)
-    return ExperimentFile(Path(path), defaults, experiments, searches)
+    return ExperimentFile(Path(path), defaults, experiments, searches, models.at)
+
+
+class _Sources:
+    """What each experiment reads from paths while a file is parsed: its base_dir set, a
+    user model's source and an image folder checked (once each) and where the model's keys
+    are, for later checks."""
+
+    def __init__(self, where: str, loc: _Locator, defaults: dict[str, Any], path: Path) -> None:
+        self.where, self.loc, self.defaults = where, loc, defaults
+        self.base_dir = str(path.parent.resolve())
+        self.at: dict[str, dict[str, str]] = {}
+        self.seen: set[tuple[str, Any]] = set()
+        self.folders: set[str] = set()
+
+    def checked(self, exp: Experiment, table: dict[str, Any], sect: tuple[str, int]) -> Experiment:
+        """`exp` with its base_dir; ConfigError at the key to blame when its model is not
+        one that can be built."""
+        exp = dataclasses.replace(exp, base_dir=self.base_dir)
+        keys = {k: self._key_at(k, table, sect) for k in ("model", "model_args")}
+        if user_model.parse_spec(exp.model) is not None:
+            self.at[exp.name] = keys
+        if (exp.model, exp.model_args) not in self.seen:
+            try:
+                check_model_source(exp)
+            except user_model.UserModelError as e:
+                raise ConfigError(f"{keys[e.key]}: {e}") from None
+            self.seen.add((exp.model, exp.model_args))
+        if folder.is_folder(exp.dataset) and exp.dataset not in self.folders:
+            try:
+                check_folder(exp)
+            except ConfigError as e:
+                raise ConfigError(f"{self._key_at('dataset', table, sect)}: {e}") from None
+            self.folders.add(exp.dataset)
+        return exp
+
+    def _key_at(self, key: str, table: dict[str, Any], sect: tuple[str, int]) -> str:
+        if key in table or key not in self.defaults:
+            return _at(self.where, self.loc, sect, key)
+        return _at(self.where, self.loc, ("defaults", 0), key)
+
+
+def check_folder(exp: Experiment) -> None:
+    """ConfigError when `exp`'s image folder (PATH from its base_dir), as it is now, cannot
+    be used: its layout, and every image's header."""
+    try:
+        folder.check_openable(folder.scan(exp.dataset, exp.base_dir))
+    except folder.FolderError as e:
+        raise ConfigError(str(e)) from None
+
+
+def check_model_source(exp: Experiment) -> None:
+    """UserModelError when `exp`'s model can be seen not to build without running it: its
+    file or name missing, a model_args key it does not take, model_args for a built-in."""
+    spec = user_model.parse_spec(exp.model)
+    if spec is None:
+        if exp.model_args:
+            raise user_model.UserModelError(
+                "model_args",
+                f"'model_args' is for a model of your own; the built-in {exp.model!r} takes none",
+            )
+        return
+    user_model.check_source(spec, exp.model_args, exp.base_dir)
+
+
+Shape = tuple[tuple[int, int, int], int]  # a dataset's image shape and number of classes
+
+
+def check_models(
+    experiments: list[Experiment],
+    file: ExperimentFile,
+    shape_of: Callable[[Experiment], Shape | None],
+    overrides: dict[str, Any] | None = None,
+) -> None:
+    """Build each distinct user model of `experiments` once on CPU and run a batch of its
+    dataset's shape (`shape_of`, core.data's answer; None: unknown) through it (imports
+    torch); ConfigError at its key (in the file, or the --set of `overrides` that gave it)
+    when it cannot."""
+    overrides = overrides or {}
+    by_name = {e.name: e for e in experiments}
+    candidates = [
+        user_model.Candidate(
+            e.name,
+            e.model,
+            e.model_args,
+            e.base_dir,
+            e.dataset,
+            shape_of(e) if user_model.parse_spec(e.model) else None,
+        )
+        for e in experiments
+    ]
+    try:
+        user_model.check_built(candidates)
+    except user_model.UserModelError as e:
+        if "model" in overrides:
+            prefix = _set_prefix(by_name[e.experiment], overrides)("model")
+            raise ConfigError(f"{prefix}{e}") from None
+        at = file.model_at.get(e.experiment, {}).get(e.key, str(file.path))
+        raise ConfigError(f"{at}: {e}") from None
 
 
 def _experiment(

@@ -1,8 +1,11 @@
-"""Datasets as whole uint8 tensors: CIFAR-10, Fashion-MNIST and a synthetic stand-in.
+"""Datasets as whole uint8 tensors: CIFAR-10 and -100, the MNIST family, SVHN, image folders
+and a synthetic stand-in.
 
 Every dataset is decoded once into `(N, C, H, W)` uint8 tensors and labels; training batches
 them by indexing, never by a per-sample transform. Decoded datasets are cached per process, so
-a suite of experiments on one dataset reads it from disk once.
+a suite of experiments on one dataset reads it from disk once. Each set is read in its own
+on-disk format by readers here (idx, CIFAR's pickles through a restricted unpickler, SVHN's
+MATLAB files); torchvision only downloads, with its progress bar and checksum.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import tarfile
 import threading
 import time
 import urllib.error
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import CLASS_NAMES, class_names  # noqa: F401  (what each label means)
+from . import folder
+from .config import CLASS_NAMES, Experiment, class_names  # noqa: F401  (what each label means)
 from .registry import DATASETS
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -104,6 +109,7 @@ class TensorDataset:
     mean: tuple[float, ...]  # per channel, on the 0..1 scale
     std: tuple[float, ...]
     classes: int
+    class_names: tuple[str, ...] = ()  # where the data name them (an image folder's folders)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -122,6 +128,7 @@ class TensorDataset:
             self.mean,
             self.std,
             self.classes,
+            self.class_names,
         )
 
 
@@ -218,21 +225,24 @@ def unverified_data_allowed() -> bool:
     return os.environ.get(UNVERIFIED_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _verify(path: Path, official: str) -> None:
+def _verify(path: Path, official: str, title: str = "CIFAR-10") -> None:
     try:
         digest = _md5(path)
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
     if digest != official:
         raise DataError(
-            f"{path}: not the official CIFAR-10 file (MD5 {digest}, expected {official}); "
-            f"delete the folder to extract it again, or, if it is your own data in CIFAR-10's "
+            f"{path}: not the official {title} file (MD5 {digest}, expected {official}); "
+            f"delete the folder to extract it again, or, if it is your own data in {title}'s "
             f"format, set {UNVERIFIED_ENV}=1 to read it (as data only)"
         )
 
 
-def _read_cifar_batch(path: Path, official_md5: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """One python-format CIFAR-10 batch file: a pickled dict of b'data' and b'labels'.
+def _read_cifar_batch(
+    path: Path, official_md5: str | None = None, title: str = "CIFAR-10"
+) -> tuple[np.ndarray, np.ndarray]:
+    """One python-format CIFAR batch file: a pickled dict of b'data' and b'labels' (CIFAR-10)
+    or b'fine_labels' (CIFAR-100).
 
     With `official_md5`, the file must have that checksum unless the user allowed
     unverified data; either way it is read by `_BatchUnpickler`, which runs no code.
@@ -240,7 +250,7 @@ def _read_cifar_batch(path: Path, official_md5: str | None = None) -> tuple[np.n
     if path.exists() and not path.is_file():  # a FIFO or a device would be read forever
         raise DataError(f"{path}: not a regular file")
     if official_md5 is not None and not unverified_data_allowed():
-        _verify(path, official_md5)
+        _verify(path, official_md5, title)
     try:
         with path.open("rb") as f:
             entry = _BatchUnpickler(f, encoding="bytes").load()
@@ -250,7 +260,7 @@ def _read_cifar_batch(path: Path, official_md5: str | None = None) -> tuple[np.n
         labels = np.asarray(entry.get(b"labels", entry.get(b"fine_labels")), dtype=np.int64)
     except (OSError, pickle.UnpicklingError, KeyError, TypeError, EOFError, ValueError) as e:
         reason = str(e).splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DataError(f"{path}: not a readable CIFAR-10 batch file ({reason})") from None
+        raise DataError(f"{path}: not a readable {title} batch file ({reason})") from None
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
         raise DataError(f"{path}: expected N x 3072 bytes of image data, got {data.shape}")
     return data.reshape(-1, 3, 32, 32), labels
@@ -287,29 +297,40 @@ def _md5(path: Path) -> str:
     return h.hexdigest()
 
 
-def _download_cifar10(root: Path) -> None:
-    archive = root / CIFAR10_ARCHIVE
+def _fetch_file(title: str, url: str, root: Path, filename: str, md5: str) -> None:
+    """Download `url` into `root/filename` (torchvision's progress bar and MD5 check); offline,
+    a DataError that says which file to put where."""
+    from torchvision.datasets.utils import download_url
+
+    def fetch() -> None:
+        print(f"Downloading {title} into {root} ...", file=sys.stderr)
+        download_url(url, str(root), filename, md5)
+
+    _download(
+        f"{title} {url} {root}",
+        fetch,
+        lambda e: (
+            f"{title} is not in {root} and could not be downloaded ({e}); "
+            f"put {filename} from {url} into {root}"
+        ),
+    )
+
+
+def _download_archive(root: Path, title: str, url: str, archive_name: str, md5: str) -> None:
+    """Download (unless present), verify and extract a tar.gz archive into `root`."""
+    archive = root / archive_name
     if not archive.exists():
-        from torchvision.datasets.utils import download_url
-
-        def fetch() -> None:
-            print(f"Downloading CIFAR-10 into {root} ...", file=sys.stderr)
-            download_url(CIFAR10_URL, str(root), CIFAR10_ARCHIVE, CIFAR10_MD5)
-
-        _download(
-            f"cifar10 {root}",
-            fetch,
-            lambda e: (
-                f"CIFAR-10 is not in {root} and could not be downloaded ({e}); "
-                f"put {CIFAR10_ARCHIVE} from {CIFAR10_URL} into {root}"
-            ),
-        )
-    if _md5(archive) != CIFAR10_MD5:
+        _fetch_file(title, url, root, archive_name, md5)
+    if _md5(archive) != md5:
         raise DataError(
             f"{archive}: checksum mismatch (corrupt or partial download); delete it and retry"
         )
     with tarfile.open(archive, "r:gz") as tar:
         tar.extractall(root, filter="data")
+
+
+def _download_cifar10(root: Path) -> None:
+    _download_archive(root, "CIFAR-10", CIFAR10_URL, CIFAR10_ARCHIVE, CIFAR10_MD5)
 
 
 def load_cifar10(root: Path, download: bool = True) -> TensorDataset:
@@ -338,6 +359,63 @@ def load_cifar10(root: Path, download: bool = True) -> TensorDataset:
     )
 
 
+# --- CIFAR-100 -------------------------------------------------------------------------
+
+CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
+CIFAR100_ARCHIVE = "cifar-100-python.tar.gz"
+CIFAR100_MD5 = "eb9058c3a382ffc7106e4002c42a8d85"
+CIFAR100_DIR = "cifar-100-python"
+# The MD5 of each pickle in the official archive (as torchvision lists them).
+CIFAR100_FILE_MD5 = {
+    "train": "16019d7e3df5f24257cddd939b257f8d",
+    "test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
+}
+
+
+def load_cifar100(root: Path, download: bool = True) -> TensorDataset:
+    """CIFAR-100 (its 100 fine labels) from `root`, downloaded there first if missing and
+    `download`; its pickles are checksummed and read by the same restricted unpickler as
+    CIFAR-10's, never by torchvision's."""
+    where = root / CIFAR100_DIR
+    if not all((where / f).exists() for f in CIFAR100_FILE_MD5):
+        if not download:
+            raise DataError(f"CIFAR-100 not found: expected {where}/{{train,test}}")
+        root.mkdir(parents=True, exist_ok=True)
+        _download_archive(root, "CIFAR-100", CIFAR100_URL, CIFAR100_ARCHIVE, CIFAR100_MD5)
+    train_x, train_y = _read_cifar_batch(where / "train", CIFAR100_FILE_MD5["train"], "CIFAR-100")
+    test_x, test_y = _read_cifar_batch(where / "test", CIFAR100_FILE_MD5["test"], "CIFAR-100")
+    return _dataset("cifar100", train_x, train_y, test_x, test_y, 100)
+
+
+def _dataset(
+    name: str,
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    test_y: np.ndarray,
+    classes: int,
+    names: tuple[str, ...] = (),
+) -> TensorDataset:
+    """A TensorDataset of (N, C, H, W) uint8 arrays, its stats from the training images."""
+
+    def tensor(a: np.ndarray, dtype: type) -> torch.Tensor:  # copied only where read-only
+        return torch.from_numpy(np.require(a, dtype, ["C", "W"]))
+
+    tx = tensor(train_x, np.uint8)
+    mean, std = _stats(tx)
+    return TensorDataset(
+        name,
+        tx,
+        tensor(train_y, np.int64),
+        tensor(test_x, np.uint8),
+        tensor(test_y, np.int64),
+        mean,
+        std,
+        classes,
+        names,
+    )
+
+
 # --- Fashion-MNIST -------------------------------------------------------------------
 
 
@@ -361,9 +439,9 @@ def read_idx(path: Path) -> np.ndarray:
 
 def _fashion_dir(root: Path, download: bool) -> Path:
     candidates = [root / "FashionMNIST" / "raw", root]
-    for folder in candidates:
-        if all((folder / f).exists() for f in FASHION_FILES.values()):
-            return folder
+    for where in candidates:
+        if all((where / f).exists() for f in FASHION_FILES.values()):
+            return where
     if all((DEBIAN_FASHION_DIR / f).exists() for f in FASHION_FILES.values()):
         return DEBIAN_FASHION_DIR
     if not download:
@@ -402,6 +480,187 @@ def load_fashion_mnist(root: Path, download: bool = True) -> TensorDataset:
         mean,
         std,
         10,
+    )
+
+
+# --- MNIST and KMNIST: idx files, as Fashion-MNIST ----------------------------------------
+
+
+@dataclass(frozen=True)
+class IdxSet:
+    """One of the MNIST family: its name, torchvision's folder, mirrors and files' MD5s."""
+
+    title: str
+    folder: str  # under data_dir, as torchvision keeps it: MNIST/raw
+    mirrors: tuple[str, ...]
+    md5: dict[str, str]  # FASHION_FILES' key -> MD5 of that file
+
+
+IDX_SETS = {
+    "mnist": IdxSet(
+        "MNIST",
+        "MNIST/raw",
+        ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
+        {
+            "train_x": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+            "train_y": "d53e105ee54ea40749a09fcbcd1e9432",
+            "test_x": "9fb629c4189551a2d022fa330f9573f3",
+            "test_y": "ec29112dd5afa0611ce80d1b7f02629c",
+        },
+    ),
+    "kmnist": IdxSet(
+        "KMNIST",
+        "KMNIST/raw",
+        ("http://codh.rois.ac.jp/kmnist/dataset/kmnist/",),
+        {
+            "train_x": "bdb82020997e1d708af4cf47b453dcf7",
+            "train_y": "e144d726b3acfaa3e44228e80efcd344",
+            "test_x": "5c965bf0a639b31b8f53240b1b52f4d7",
+            "test_y": "7320c461ea6c1c855c0b718fb2a4b134",
+        },
+    ),
+}
+
+
+def _fetch_idx(spec: IdxSet, where: Path) -> None:
+    """Each missing file of `spec` from its first mirror that answers, checksummed."""
+    where.mkdir(parents=True, exist_ok=True)
+    for key, filename in FASHION_FILES.items():
+        if (where / filename).exists():
+            continue
+        for i, mirror in enumerate(spec.mirrors):
+            try:
+                _fetch_file(spec.title, mirror + filename, where, filename, spec.md5[key])
+                break
+            except DataError:
+                if i == len(spec.mirrors) - 1:
+                    raise
+
+
+def load_idx_set(name: str, root: Path, download: bool = True) -> TensorDataset:
+    """MNIST or KMNIST (`name`) from `root/<MNIST|KMNIST>/raw`, downloaded there if missing."""
+    spec = IDX_SETS[name]
+    where = root / spec.folder
+    if not all((where / f).exists() for f in FASHION_FILES.values()):
+        if not download:
+            raise DataError(f"{spec.title} not found in {where}")
+        _fetch_idx(spec, where)
+    arrays = {k: read_idx(where / f) for k, f in FASHION_FILES.items()}
+    return _dataset(
+        name,
+        arrays["train_x"][:, None],
+        arrays["train_y"],
+        arrays["test_x"][:, None],
+        arrays["test_y"],
+        10,
+    )
+
+
+# --- SVHN: MATLAB 5 files -------------------------------------------------------------------
+
+SVHN_URL = "http://ufldl.stanford.edu/housenumbers/"
+SVHN_FILES = {  # split -> (file, MD5), as torchvision lists them
+    "train": ("train_32x32.mat", "e26dedcc434d2e4c54c9b2d4a06d8373"),
+    "test": ("test_32x32.mat", "eb5a983be6a315427106f1b164d9cef3"),
+}
+# MATLAB 5 data types: tag number -> numpy dtype (without byte order).
+_MAT_TYPES = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 9: "f8", 12: "i8"}
+_MAT_MATRIX, _MAT_COMPRESSED = 14, 15
+
+
+def _mat_elements(raw: bytes, order: str) -> list[tuple[int, bytes]]:
+    """The (type, payload) data elements of a MATLAB 5 byte stream, in order."""
+    out, pos = [], 0
+    while pos + 8 <= len(raw):
+        kind, size = np.frombuffer(raw, f"{order}u4", 2, pos).tolist()
+        if kind >> 16:  # a small element: size and type share the first word, data the second
+            out.append((kind & 0xFFFF, raw[pos + 4 : pos + 4 + (kind >> 16)]))
+            pos += 8
+            continue
+        out.append((kind, raw[pos + 8 : pos + 8 + size]))
+        pos += 8 + (size if kind == _MAT_COMPRESSED else (size + 7) // 8 * 8)
+    return out
+
+
+def _mat_matrix(payload: bytes, order: str) -> tuple[str, np.ndarray]:
+    """A numeric miMATRIX element: its name and its array (column-major, as MATLAB keeps it)."""
+    parts = _mat_elements(payload, order)
+    if len(parts) < 4 or parts[3][0] not in _MAT_TYPES:
+        raise ValueError("a matrix that is not a plain numeric array")
+    dims = np.frombuffer(parts[1][1], f"{order}i4").tolist()
+    name = parts[2][1].decode("ascii", "replace")
+    values = np.frombuffer(parts[3][1], f"{order}{_MAT_TYPES[parts[3][0]]}")
+    return name, values.reshape(dims, order="F")
+
+
+def read_mat(path: Path) -> dict[str, np.ndarray]:
+    """The numeric arrays of a MATLAB 5 .mat file (as SVHN's are), by name. Reads data only:
+    cells, structs and objects are skipped, never interpreted."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    if len(raw) < 128 or raw[126:128] not in (b"IM", b"MI"):
+        raise DataError(f"{path}: not a MATLAB 5 .mat file")
+    order = "<" if raw[126:128] == b"IM" else ">"
+    out = {}
+    try:
+        for kind, payload in _mat_elements(raw[128:], order):
+            if kind == _MAT_COMPRESSED:
+                kind, payload = _mat_elements(zlib.decompress(payload), order)[0]
+            if kind == _MAT_MATRIX:
+                name, array = _mat_matrix(payload, order)
+                out[name] = array
+    except (zlib.error, ValueError, IndexError) as e:
+        raise DataError(f"{path}: not a readable .mat file ({e})") from None
+    return out
+
+
+def _svhn_split(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """SVHN's X (32, 32, 3, N) as (N, 3, 32, 32), and y with its label 10 as the digit 0."""
+    arrays = read_mat(path)
+    x, y = arrays.get("X"), arrays.get("y")
+    if x is None or y is None or x.ndim != 4 or x.shape[:3] != (32, 32, 3):
+        raise DataError(f"{path}: expected X of 32 x 32 x 3 x N images and y, as SVHN's files")
+    labels = y.reshape(-1).astype(np.int64)
+    if len(labels) != x.shape[3]:
+        raise DataError(f"{path}: {x.shape[3]} images but {len(labels)} labels")
+    return x.transpose(3, 2, 0, 1), np.where(labels == 10, 0, labels)
+
+
+def load_svhn(root: Path, download: bool = True) -> TensorDataset:
+    """SVHN's cropped digits (train and test, not extra) from `root`, downloaded if missing."""
+    splits = {}
+    for split, (filename, md5) in SVHN_FILES.items():
+        if not (root / filename).exists():
+            if not download:
+                raise DataError(f"SVHN not found: expected {root / filename}")
+            root.mkdir(parents=True, exist_ok=True)
+            _fetch_file("SVHN", SVHN_URL + filename, root, filename, md5)
+        splits[split] = _svhn_split(root / filename)
+    return _dataset("svhn", *splits["train"], *splits["test"], 10)
+
+
+# --- Image folders ----------------------------------------------------------------------------
+
+
+def load_folder(dataset: str, image_size: int | None = None, base_dir: str = "") -> TensorDataset:
+    """An image folder (`folder:PATH`, see cnntui/core/folder.py) as tensors, its classes named
+    by its folders."""
+    try:
+        decoded = folder.decode(dataset, image_size, base_dir)
+    except folder.FolderError as e:
+        raise DataError(str(e)) from None
+    if decoded.note:
+        print(f"{dataset}: {decoded.note}", file=sys.stderr)
+    return _dataset(
+        dataset,
+        decoded.train_x,
+        decoded.train_y,
+        decoded.test_x,
+        decoded.test_y,
+        len(decoded.classes),
+        decoded.classes,
     )
 
 
@@ -456,8 +715,54 @@ def _synthetic(root: Path, download: bool, sizes: tuple[int, int]) -> TensorData
     return make_synthetic(*sizes)
 
 
+@DATASETS.register("mnist")
+def _mnist(root: Path, download: bool, sizes: tuple[int, int]) -> TensorDataset:
+    return load_idx_set("mnist", root, download)
+
+
+@DATASETS.register("kmnist")
+def _kmnist(root: Path, download: bool, sizes: tuple[int, int]) -> TensorDataset:
+    return load_idx_set("kmnist", root, download)
+
+
+@DATASETS.register("cifar100")
+def _cifar100(root: Path, download: bool, sizes: tuple[int, int]) -> TensorDataset:
+    return load_cifar100(root, download)
+
+
+@DATASETS.register("svhn")
+def _svhn(root: Path, download: bool, sizes: tuple[int, int]) -> TensorDataset:
+    return load_svhn(root, download)
+
+
 _cache: dict[tuple[str, str], TensorDataset] = {}  # (dataset, where) -> tensors
 _cache_lock = threading.Lock()
+# Datasets handed to this process as arrays (a Ray node without the files): `_installed_key`
+# -> tensors, found before any file is looked for.
+_installed: dict[tuple[str, int | None, str], TensorDataset] = {}
+
+
+def _installed_key(name: str, image_size: int | None, base_dir: str) -> tuple[str, int | None, str]:
+    """What names an installed dataset: an image folder also by its size and where its
+    relative path starts, a named set by its name alone."""
+    if folder.is_folder(name):
+        return name, image_size, base_dir
+    return name, None, ""
+
+
+def _cache_key(
+    name: str, root: Path, sizes: tuple[int, int], image_size: int | None, base_dir: str
+) -> tuple[str, str]:
+    if name == "synthetic":
+        return name, f"{sizes[0]}x{sizes[1]}"
+    if folder.is_folder(name):  # the folder as it is now: a changed image is read again
+        try:
+            layout = folder.scan(name, base_dir)
+        except folder.FolderError as e:
+            raise DataError(str(e)) from None
+        return name, f"{layout.root.resolve()} {image_size} {folder.files_key(layout)}"
+    # files verified against the official checksums are not those read unverified
+    return name, f"{root.resolve()} unverified={unverified_data_allowed()}"
 
 
 def load(
@@ -466,25 +771,103 @@ def load(
     download: bool = True,
     train_size: int | None = None,
     test_size: int | None = None,
+    image_size: int | None = None,
+    base_dir: str = "",
 ) -> TensorDataset:
-    """Load (and cache) a dataset by name; raises DataError with a fix-it message.
+    """Load (and cache) a dataset by name (or `folder:PATH`, PATH from `base_dir`, its images
+    resized to `image_size`); raises DataError with a fix-it message.
 
     Real datasets come back whole (the caller takes `subset`); the synthetic one is generated
     at the requested size, since making 50,000 images for a 500-image smoke run is waste.
     """
+    installed = _installed.get(_installed_key(name, image_size, base_dir))
+    if installed is not None:
+        return installed
     root = Path(data_dir).expanduser()
     if root.exists() and not root.is_dir():
         raise DataError(f"data_dir {str(root)!r} is a file, not a directory")
-    try:
-        loader: Callable[[Path, bool, tuple[int, int]], TensorDataset] = DATASETS.get(name)
-    except ValueError as e:
-        raise DataError(str(e)) from None
+    if folder.is_folder(name):
+
+        def loader(root: Path, download: bool, sizes: tuple[int, int]) -> TensorDataset:
+            return load_folder(name, image_size, base_dir)
+
+    else:
+        try:
+            loader = DATASETS.get(name)
+        except ValueError as e:
+            raise DataError(str(e)) from None
     sizes = (train_size or SYNTHETIC_TRAIN, test_size or SYNTHETIC_TEST)
-    if name == "synthetic":
-        key = (name, f"{sizes[0]}x{sizes[1]}")
-    else:  # files verified against the official checksums are not those read unverified
-        key = (name, f"{root.resolve()} unverified={unverified_data_allowed()}")
+    key = _cache_key(name, root, sizes, image_size, base_dir)
     with _cache_lock:
         if key not in _cache:
             _cache[key] = loader(root, download, sizes)
         return _cache[key]
+
+
+# Each named set's image shape (channels, height, width) and classes, as its files hold them.
+SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
+    "cifar10": ((3, 32, 32), 10),
+    "fashion-mnist": ((1, 28, 28), 10),
+    "synthetic": ((3, 32, 32), 10),
+    "mnist": ((1, 28, 28), 10),
+    "kmnist": ((1, 28, 28), 10),
+    "cifar100": ((3, 32, 32), 100),
+    "svhn": ((3, 32, 32), 10),
+}
+
+
+def shape(
+    name: str, data_dir: str | Path, image_size: int | None = None, base_dir: str = ""
+) -> tuple[tuple[int, int, int], int]:
+    """A dataset's image shape and number of classes: a named set's without reading it, an
+    image folder's from its images (decoded once, then cached); DataError where they cannot
+    be had."""
+    if name in SHAPES:
+        return SHAPES[name]
+    ds = load(name, data_dir, image_size=image_size, base_dir=base_dir)
+    return ds.shape, ds.classes
+
+
+def experiment_shape(exp: Experiment) -> tuple[tuple[int, int, int], int] | None:
+    """`shape` of an experiment's dataset; None where it cannot be had (said when it loads)."""
+    try:
+        return shape(exp.dataset, exp.data_dir, exp.image_size, exp.base_dir)
+    except DataError:
+        return None
+
+
+def arrays(
+    name: str, data_dir: str | Path, image_size: int | None = None, base_dir: str = ""
+) -> dict[str, np.ndarray]:
+    """A dataset decoded, as plain numpy arrays (images, labels, mean, std, class names): what
+    a machine without its files needs, shipped and given to `install` there."""
+    ds = load(name, data_dir, image_size=image_size, base_dir=base_dir)
+    return {
+        "train_x": ds.train_x.numpy(),
+        "train_y": ds.train_y.numpy(),
+        "test_x": ds.test_x.numpy(),
+        "test_y": ds.test_y.numpy(),
+        "mean": np.array(ds.mean),
+        "std": np.array(ds.std),
+        "classes": np.array(ds.classes),
+        "class_names": np.array(ds.class_names, dtype=str),
+    }
+
+
+def install(
+    name: str, image_size: int | None, data: dict[str, np.ndarray], base_dir: str = ""
+) -> None:
+    """Make `data` (from `arrays`) the dataset `name` in this process: `load` returns it
+    without looking for files (`image_size` and `base_dir` matter for image folders only)."""
+    ds = TensorDataset(
+        name,
+        torch.from_numpy(data["train_x"]),
+        torch.from_numpy(data["train_y"]),
+        torch.from_numpy(data["test_x"]),
+        torch.from_numpy(data["test_y"]),
+        tuple(float(v) for v in data["mean"]),
+        tuple(float(v) for v in data["std"]),
+        int(data["classes"]),
+        tuple(str(c) for c in data["class_names"]),
+    )
+    _installed[_installed_key(name, image_size, base_dir)] = ds

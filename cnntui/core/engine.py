@@ -421,7 +421,15 @@ def _setup(r: _Run, resume: Path | None) -> None:
     elif r.dev.type == "cuda":
         # Fixed shapes every step: let cuDNN time its algorithms once and keep the fastest.
         torch.backends.cudnn.benchmark = True
-    ds = datasets.load(exp.dataset, exp.data_dir, True, exp.train_size, exp.test_size)
+    ds = datasets.load(
+        exp.dataset,
+        exp.data_dir,
+        True,
+        exp.train_size,
+        exp.test_size,
+        exp.image_size,
+        exp.base_dir,
+    )
     ds = ds.subset(exp.train_size, exp.test_size)
     r.prep = _Prepared(ds, r.dev, exp.channels_last, exp.val_size, exp.seed)
     _build(r, ds.shape, ds.classes)
@@ -444,6 +452,7 @@ def _setup(r: _Run, resume: Path | None) -> None:
         val_images=exp.val_size,
         test_images=n_test,
         batches_per_epoch=r.batches,
+        class_names=list(ds.class_names) or None,  # an image folder's, as read now
     )
 
 
@@ -452,7 +461,7 @@ def _build(r: _Run, shape: tuple[int, int, int], classes: int) -> None:
     exp = r.exp
     with _init_lock:
         torch.manual_seed(exp.seed)
-        model = build(exp.model, shape, classes, exp.dropout)
+        model = build(exp.model, shape, classes, exp.dropout, exp.model_args, exp.base_dir)
     r.model = model.to(r.dev).to(memory_format=r.prep.memory_format)
     r.params = count_parameters(r.model)
     r.optimizer = make_optimizer(exp, r.model.parameters())

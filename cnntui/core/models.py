@@ -2,7 +2,8 @@
 
 A model is one function decorated with `@MODELS.register("name")` (its name declared in
 cnntui/core/registry.py) that takes the input shape (channels, height, width), the number of
-classes and the dropout probability.
+classes and the dropout probability. A user's own model ("mynet.py:TinyNet") is built by
+cnntui/core/user_model.py.
 """
 
 from __future__ import annotations
@@ -13,13 +14,26 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from . import user_model
 from .registry import MODELS
 
 REGISTRY = MODELS  # the models registered so far, by name
 
 
-def build(name: str, shape: tuple[int, int, int], classes: int, dropout: float) -> nn.Module:
-    """The model registered as `name`, for images of `shape`; ValueError for an unknown name."""
+def build(
+    name: str,
+    shape: tuple[int, int, int],
+    classes: int,
+    dropout: float,
+    args: user_model.ModelArgs = (),
+    base_dir: str = "",
+) -> nn.Module:
+    """The model registered as `name`, or the user's own that `name` points to (built with
+    `args`, its file relative to `base_dir`), for images of `shape`; ValueError for an
+    unknown name."""
+    spec = user_model.parse_spec(name)
+    if spec is not None:
+        return user_model.build(spec, args, base_dir, shape, classes)
     factory: Callable[[tuple[int, int, int], int, float], nn.Module] = MODELS.get(name)
     return factory(shape, classes, dropout)
 

@@ -53,5 +53,10 @@ class Registry:
 
 
 MODELS = Registry("model", ("lenet", "resnet"))
-DATASETS = Registry("dataset", ("cifar10", "fashion-mnist", "synthetic"))
+DATASETS = Registry(
+    "dataset",
+    ("cifar10", "fashion-mnist", "synthetic", "mnist", "kmnist", "cifar100", "svhn"),
+)
+# A dataset value `folder:PATH` names an image folder (cnntui/core/folder.py), not a name.
+FOLDER_PREFIX = "folder:"
 OPTIMIZERS = Registry("optimizer", ("sgd", "adam", "adamw"))

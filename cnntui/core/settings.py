@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from . import registry
+from . import folder, registry, user_model
 from .text import safe, unsafe_char
 
 MODELS = registry.MODELS.names
@@ -57,6 +57,7 @@ CLUSTERS = '"" for this machine, ray, auto, ray://HOST:10001, HOST:6379'
 GPUS = f'GPU indices in [0, {GPU_INDEX_MAX}], e.g. [0, 2] or "0,2" (empty: every GPU)'
 SEEDS = "a list of distinct seeds in [0, 2^64 - 1], e.g. [0, 1, 2] (one seed: seed = N)"
 NAME_CHARS = "letters, digits, '-', '_', '.', '=' and '+'"
+IMAGE_SIZE_MAX = 1024  # pixels a side: a small-CNN tool's images are far smaller
 
 
 class ConfigError(ValueError):
@@ -106,6 +107,7 @@ class Setting:
     default: Any
     help: str  # one line, shown in the form's tooltip and the README's table
     choices: tuple[str, ...] = ()  # the names it may take
+    beyond: str = ""  # what else it may hold besides its choices, in words (`check` decides)
     range: Range | None = None  # the numbers it may take
     allowed: str = ""  # what a text or list setting may hold, in words
     check: Callable[[str, Any], None] | None = None  # a text rule, after the type check
@@ -132,7 +134,7 @@ class Setting:
     def allows(self) -> str:
         """What it may hold, in words: its choices, its range, or its declared text."""
         if self.choices:
-            return ", ".join(self.choices)
+            return ", ".join(self.choices) + (f", or {self.beyond}" if self.beyond else "")
         if self.range:
             return self.range.text.removeprefix("must be ")
         return self.allowed or ("true, false" if self.type == "bool" else "")
@@ -183,6 +185,33 @@ def _cluster_port(address: str) -> int | None:
 
 def _check_data_dir(key: str, value: str) -> None:
     _need(key, value, value != "", "must not be empty")
+    _printable(key, value)
+
+
+def _check_model(key: str, value: str) -> None:
+    """A model beyond the built-in ones: the user's own, FILE.py:NAME or MODULE:NAME."""
+    if user_model.parse_spec(value) is None:
+        raise ConfigError(
+            f"unknown model {safe(value)!r}{suggest(value, MODELS)} "
+            f"(allowed: {declared(key).allows})"
+        )
+
+
+def _parse_model_args(value: Any) -> tuple[tuple[str, Any], ...]:
+    """`model_args` as a table of keyword arguments, held as sorted (name, value) pairs."""
+    try:
+        return user_model.check_args(value)
+    except user_model.UserModelError as e:
+        raise ConfigError(str(e)) from None
+
+
+def _check_dataset(key: str, value: str) -> None:
+    """A dataset beyond the named ones: `folder:PATH`, an image folder."""
+    if not folder.is_folder(value):
+        raise ConfigError(
+            f"unknown dataset {value!r}{suggest(value, DATASETS)} (allowed: {declared(key).allows})"
+        )
+    _need(key, value, value != registry.FOLDER_PREFIX, "folder:PATH names a folder")
     _printable(key, value)
 
 
@@ -290,8 +319,30 @@ _ALL = " (leave it out to use all)"
 class Settings:
     """Every setting an experiment may hold; `[defaults]` and each `[[experiment]]` set these."""
 
-    model: str = setting("lenet", "the network", choices=MODELS, aliases=("arch", "net", "network"))
-    dataset: str = setting("cifar10", "the images it learns", choices=DATASETS, aliases=("data",))
+    model: str = setting(
+        "lenet",
+        "the network: a built-in, or your own (FILE.py relative to the experiments file)",
+        choices=MODELS,
+        beyond="a model of your own: FILE.py:NAME or MODULE:NAME",
+        check=_check_model,
+        aliases=("arch", "net", "network"),
+    )
+    # Held as sorted (name, value) pairs, so that an experiment stays hashable.
+    model_args: tuple[tuple[str, Any], ...] = setting(
+        (),
+        "keyword arguments for your own model (num_classes and in_channels are filled in)",
+        allowed="a table, e.g. { width = 32 }",
+        parse=_parse_model_args,
+        aliases=("model_kwargs", "kwargs"),
+    )
+    dataset: str = setting(
+        "cifar10",
+        "the images it learns",
+        choices=DATASETS,
+        beyond="folder:PATH (an image folder)",
+        check=_check_dataset,
+        aliases=("data",),
+    )
     data_dir: str = setting(
         "data",
         "where datasets are downloaded / looked for",
@@ -366,6 +417,12 @@ class Settings:
         range=within(0, 1, "(]", ", a fraction of the test set"),
         resumable=True,
         speed=True,
+    )
+    image_size: int | None = setting(
+        None,
+        "a folder dataset's images are resized to this square, in pixels (unset: the first's)",
+        range=within(1, IMAGE_SIZE_MAX, note=" pixels (leave it out for the first image's size)"),
+        aliases=("img_size", "resize"),
     )
     augment: bool = setting(False, "random crop (pad 4) + horizontal flip, batched on the device")
     amp: str = setting("off", "autocast precision (fp16 only on CUDA)", choices=AMP_MODES)
@@ -495,6 +552,13 @@ class Experiment(Settings):
     swept: tuple[str, ...] = setting(
         (), "the settings that sweep varies", parse=_parse_swept, generated=True
     )
+    # Set on loading, never by hand; kept in a run's config.toml where a path needs it.
+    base_dir: str = setting(
+        "",
+        "the experiments file's folder: model files and image folders are found from it",
+        check=_printable,
+        generated=True,
+    )
 
     @property
     def display_title(self) -> str:
@@ -515,8 +579,21 @@ class Experiment(Settings):
         return [dataclasses.replace(self, seed=s, seeds=(s,)) for s in self.seeds]
 
     def settings(self) -> dict[str, Any]:
-        """The resolved settings as a TOML-ready dict (None and empty lists dropped)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None and v != ()}
+        """The resolved settings as a TOML-ready dict (None and empty lists dropped;
+        model_args as a table; base_dir only where a path is read from it)."""
+        out = {k: v for k, v in dataclasses.asdict(self).items() if v is not None and v != ()}
+        if self.model_args:
+            out["model_args"] = dict(self.model_args)
+        if not self.reads_paths:
+            out.pop("base_dir", None)
+        return out
+
+    @property
+    def reads_paths(self) -> bool:
+        """Whether a setting names a path found from `base_dir`: a model file or an image
+        folder."""
+        spec = user_model.parse_spec(self.model)
+        return (spec is not None and spec.is_file) or folder.is_folder(self.dataset)
 
     def differing(self, others: list[Experiment]) -> dict[str, Any]:
         """The settings whose value is not the same across `others` (self included)."""
@@ -558,7 +635,9 @@ def check_value(key: str, value: Any) -> Any:
         return s.parse(value)
     value = _check_type(s, value)
     if s.choices:
-        if value not in s.choices:
+        if value in s.choices:
+            return value
+        if not s.beyond:  # else `check` judges what lies beyond the choices
             raise ConfigError(
                 f"unknown {key} {value!r}{suggest(value, s.choices)} "
                 f"(allowed: {', '.join(s.choices)})"

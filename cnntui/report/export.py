@@ -149,7 +149,7 @@ def _images(record: RunRecord, ran: Experiment) -> tuple[int, int]:
     train, test = record.summary.train_images, record.summary.test_images
     if train is not None and test is not None:
         return train, test
-    return tables.images_used(ran.dataset, ran.train_size, ran.test_size)
+    return tables.images_used(ran.dataset, ran.train_size, ran.test_size, ran.base_dir)
 
 
 def _entries(
@@ -289,6 +289,7 @@ def _entry(exp: Experiment, record: RunRecord, fonts: figures.Fonts, color: str)
         test_images=test_images,
         confusion=history.confusion,
         val_images=s.val_images or 0,
+        class_names=s.class_names or (),
     )
     series = figures.Series(
         name=exp.name,
@@ -362,7 +363,10 @@ def _export_experiment(e: _Entry, folder: Path, draw: _Drawer) -> None:
     _write(draw.result, folder / "loss_history.npz", functools.partial(_savez, arrays=arrays))
     draw(folder, "loss_curves", functools.partial(figures.loss_curves, e.series))
     if e.history.confusion:
-        classes = class_names(e.row.ran_with.dataset, len(e.history.confusion))
+        ran = e.row.ran_with
+        classes = class_names(
+            ran.dataset, len(e.history.confusion), e.row.class_names, ran.base_dir
+        )
         draw(folder, "confusion", functools.partial(figures.confusion, e.series, classes))
 
 

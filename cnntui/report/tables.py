@@ -117,6 +117,7 @@ class Row:
     # Each seed's counted run (stats.seed_runs), for the mean ± std columns.
     seed_results: tuple[SeedResult, ...] = ()
     comparison: stats.Comparison | None = None  # against the group's reference
+    class_names: tuple[str, ...] = ()  # as the run recorded them (empty: the dataset's own)
 
     def aggregate(self, key: str) -> stats.Aggregate:
         """A Metrics field over the seeds' counted runs."""
@@ -454,9 +455,10 @@ def _class_header(rows: list[Row]) -> list[str]:
     if not sizes:
         return []
     k = max(sizes)
-    datasets = {r.ran_with.dataset for r in rows if r.confusion}
+    datasets = {(r.ran_with.dataset, r.class_names) for r in rows if r.confusion}
     if len(datasets) == 1 and len(sizes) == 1:
-        return list(class_names(datasets.pop(), k))
+        row = next(r for r in rows if r.confusion)
+        return list(class_names(row.ran_with.dataset, k, row.class_names, row.ran_with.base_dir))
     return [f"class {i}" for i in range(k)]
 
 

@@ -108,6 +108,11 @@ class RunSummary:
     node: str | None = None  # the Ray node that trains it
     node_pid: int | None = None
     node_version: str | None = None  # cnntui's version there, when not this one
+    model_file: str | None = None  # a user model's file, as the run found it
+    model_hash: str | None = None  # the SHA-256 of that file's bytes when the run started
+    # The dataset's class names as the run read them (an image folder's folders), so that a
+    # moved or renamed folder keeps them in the exports.
+    class_names: tuple[str, ...] | None = None
     # Fields this version does not know (or of a type it cannot use, for the fields above
     # that were never checked), kept as written so that rewriting the summary keeps them.
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -164,8 +169,9 @@ class RunSummary:
         known = {k: v for k, v in fields.items() if k in _FIELDS}
         if isinstance(known.get("status"), str):
             known["status"] = RunStatus.parse(known["status"])
-        if isinstance(known.get("seeds"), list):
-            known["seeds"] = tuple(known["seeds"])
+        for key in ("seeds", "class_names"):
+            if isinstance(known.get(key), list):
+                known[key] = tuple(known[key])
         unknown = {k: v for k, v in fields.items() if k not in _FIELDS}
         extra = {k: v for k, v in self.extra.items() if k not in known}
         nulls = (self.nulls - known.keys()) | {k for k, v in known.items() if v is None}
@@ -270,6 +276,14 @@ def _lenient(kind: Any) -> Any:
     return check
 
 
+def _names(value: object) -> tuple[bool, object]:
+    if value is None:
+        return True, None
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return True, tuple(value)
+    return False, value
+
+
 def _seeds(value: object) -> tuple[bool, object]:
     if value is None:
         return True, None
@@ -291,6 +305,9 @@ _LENIENT = {
     "node": _lenient(str),
     "node_pid": _lenient(int),
     "node_version": _lenient(str),
+    "model_file": _lenient(str),
+    "model_hash": _lenient(str),
+    "class_names": _names,
 }
 
 

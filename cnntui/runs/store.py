@@ -59,7 +59,8 @@ from typing import IO, Any
 import numpy as np
 import tomli_w
 
-from ..core.config import SETTING_KEYS, ConfigError, Experiment, check_value, learned_key
+from ..core import user_model
+from ..core.config import ConfigError, Experiment, check_value, learned_key
 from ..core.history import History, check_arrays, metrics
 from ..core.settings import RESUME_KEYS as RESUME_KEYS  # what a resume may change
 from ..core.sink import SinkError
@@ -731,6 +732,34 @@ _RUN_FILES = (
 _ALL_RUN_FILES = (*_RUN_FILES, LOCK_FILE, LIVE_FILE, HEARTBEAT_FILE, CANCEL_FILE, WORKER_LOG)
 
 
+def model_source(experiment: Experiment) -> tuple[str | None, str | None]:
+    """What a run records of a user model's file: its path and the SHA-256 of its bytes
+    (None for a built-in model or a module; no hash for a file that cannot be read)."""
+    spec = user_model.parse_spec(experiment.model)
+    if spec is None or not spec.is_file:
+        return None, None
+    path = spec.path(experiment.base_dir)
+    try:
+        return str(path), user_model.file_hash(path)
+    except OSError:
+        return str(path), None
+
+
+def _check_model_unchanged(record: RunRecord, experiment: Experiment, where: str) -> None:
+    """ResumeError when the run's model file is not the one it started with."""
+    recorded = record.summary.model_hash
+    if recorded is None:
+        return
+    path, now = model_source(experiment)
+    if now != recorded:
+        file = record.summary.model_file or path or experiment.model
+        what = "changed" if now else "is gone"
+        raise ResumeError(
+            f"{where}: its model file {file} {what} since the run started; resuming would "
+            "train another model from its weights (--resume-changed-model resumes anyway)"
+        )
+
+
 class RunDir:
     """The writer side of one run's directory; used by the engine while it trains.
 
@@ -762,6 +791,8 @@ class RunDir:
             settings_key=learned_key(experiment),
             seeds=tuple(experiment.seeds) if experiment.seeds else None,
         )
+        file, digest = model_source(experiment)
+        self.summary = dataclasses.replace(self.summary, model_file=file, model_hash=digest)
 
     def __getstate__(self) -> dict[str, Any]:
         # A worker process gets the run without the lock: the parent keeps holding it.
@@ -902,9 +933,11 @@ class RunOutbox(RunDir):
     to the store's host (RunDir.receive). Nothing is written on this machine."""
 
     def __init__(self, state: dict[str, Any]) -> None:
-        settings = {k: v for k, v in state["settings"].items() if k in SETTING_KEYS}
-        identity = {k: state["settings"].get(k, "") for k in ("name", "title", "group")}
-        super().__init__(Path(state["path"]), Experiment(**settings, **identity), state["run_id"])
+        # Read as a run's config.toml is: each value checked into its setting's form
+        # (model_args back to its pairs), base_dir and the identity kept.
+        fields = Experiment.__dataclass_fields__
+        settings = {k: check_value(k, v) for k, v in state["settings"].items() if k in fields}
+        super().__init__(Path(state["path"]), Experiment(**settings), state["run_id"])
         self.summary = RunSummary.from_json({**self.summary.to_json(), **state["summary"]})[0]
         self.floor = self.written = tuple(state["floor"])
         self.reopened_status = state["reopened_status"]
@@ -1084,11 +1117,14 @@ class RunStore:
         run.reopened_status = status
         return run
 
-    def resume(self, record: RunRecord, overrides: dict[str, Any]) -> tuple[RunDir, Path | None]:
+    def resume(
+        self, record: RunRecord, overrides: dict[str, Any], model_changed_ok: bool = False
+    ) -> tuple[RunDir, Path | None]:
         """Check that `record` can be resumed with `overrides`, then reopen it (locked): the
         writer and the checkpoint to load (None: nothing was recorded, so it restarts in
-        place). Any refusal is a ResumeError, RunLocked or RunFileError, one line, and
-        nothing has been written."""
+        place). A run of a user model whose file changed since is refused unless
+        `model_changed_ok`. Any refusal is a ResumeError, RunLocked or RunFileError, one
+        line, and nothing has been written."""
         where = f"cannot resume {record.name} run {record.run_id}"
         try:
             self.check_inside(record.path)
@@ -1105,6 +1141,8 @@ class RunStore:
                 f"{where}: {', '.join(fixed)} cannot change on resume (only "
                 f"{', '.join(RESUME_KEYS)} can); start a new run to try them"
             )
+        if not model_changed_ok:
+            _check_model_unchanged(record, experiment, where)
         history = record.history()
         checkpoint = record.checkpoint if record.checkpoint.is_file() else None
         if checkpoint is None and (history.batch_losses or history.epochs_done):
@@ -1116,8 +1154,13 @@ class RunStore:
         run = self.reopen(record)
         run.experiment = dataclasses.replace(experiment, **overrides)
         run.summary = dataclasses.replace(
-            run.summary, epochs=run.experiment.epochs, settings_key=learned_key(run.experiment)
+            run.summary,
+            epochs=run.experiment.epochs,
+            settings_key=learned_key(run.experiment),
         )
+        file, digest = model_source(run.experiment)  # the file it goes on with from now on
+        if digest is not None:
+            run.summary = dataclasses.replace(run.summary, model_file=file, model_hash=digest)
         return run, checkpoint
 
     def runs(self, name: str | None = None) -> list[RunRecord]:

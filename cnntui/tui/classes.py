@@ -100,6 +100,7 @@ def _of_state(session: Any, state: RunState) -> ClassView:
         epoch=epoch,
         epochs=epochs,
         dataset=state.experiment.dataset,
+        base_dir=state.experiment.base_dir,
     )
 
 
@@ -144,17 +145,27 @@ def _of_record(session: Any, record: Any) -> ClassView:
         epoch=history.epochs_done,
         epochs=used.epochs if used is not None else history.epochs_done,
         dataset=used.dataset if used is not None else "",
+        base_dir=used.base_dir if used is not None else "",
+        recorded=record.summary.class_names,
     )
 
 
 def _view(
-    *, name: str, run: str, confusion: list[list[int]], epoch: int, epochs: int, dataset: str
+    *,
+    name: str,
+    run: str,
+    confusion: list[list[int]],
+    epoch: int,
+    epochs: int,
+    dataset: str,
+    base_dir: str = "",
+    recorded: tuple[str, ...] | None = None,
 ) -> ClassView:
     if not epoch:
         return ClassView(name, run, message=_NO_EPOCH)
     if not confusion:
         return ClassView(name, run, message=_NOT_KEPT)
-    names = class_names(dataset, len(confusion))
+    names = class_names(dataset, len(confusion), recorded, base_dir)
     return ClassView(name, run, names, [list(r) for r in confusion], epoch, epochs)
 
 

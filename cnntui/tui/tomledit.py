@@ -49,7 +49,8 @@ def read_value(key: str, raw: str) -> Any:
         value = raw
     if is_str and not isinstance(value, str):
         value = raw  # a title such as 2024 is text, not a number
-    return check_value(key, value)
+    checked = check_value(key, value)
+    return dict(checked) if key == "model_args" else checked  # written back as a table
 
 
 def show_value(value: Any) -> str:
@@ -58,6 +59,10 @@ def show_value(value: Any) -> str:
         return ""
     if isinstance(value, str):
         return value
+    if isinstance(value, dict):  # model_args: one line, as the file writes it
+        table = tomlkit.inline_table()
+        table.update(value)
+        return str(table.as_string())
     text: str = tomlkit.item(value).as_string()
     return text
 

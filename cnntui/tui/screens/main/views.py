@@ -96,7 +96,7 @@ class ViewsPart(ScreenPart):
         used = self.session.run_config(run) if run is not None else None
         if run is None or used is None:
             return ""
-        train, test = images_used(used.dataset, used.train_size, used.test_size)
+        train, test = images_used(used.dataset, used.train_size, used.test_size, used.base_dir)
         data = describe_data(used.dataset, max(0, train - used.val_size), test, used.val_size)
         apart = self.session.apart_from_defaults(used)
         settings = " ".join(f"{k}={show_value(v)}" for k, v in apart.items() if k not in DATA)
