@@ -175,6 +175,16 @@ class Control:
         return run_id in self.ids
 
 
+def _new_control() -> Any:
+    """A Control actor on this process's node when it can (it then dies with this process
+    alone, not with a worker node), else anywhere."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    return ray.remote(Control).options(num_cpus=0, scheduling_strategy=here).remote()
+
+
 # --- the resources a run asks for -----------------------------------------------------------
 
 
@@ -300,6 +310,7 @@ class Remote:
     forced: bool = False
     last: Event | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    abandoned: str = ""  # why the scheduler ended the task itself (it failed): retried saying so
 
 
 class RayScheduler:
@@ -348,8 +359,19 @@ class RayScheduler:
                 ) from None
             self.own_init = True
         self.cluster = cluster
-        self.control = ray.remote(Control).options(num_cpus=0).remote()
+        self.control = _new_control()
         self.remote_fn = ray.remote(node_train)
+
+    def live_control(self) -> Any:
+        """The Control actor, created again when it is gone (it lived on a node that died)."""
+        import ray
+        import ray.exceptions as rx
+
+        try:
+            ray.get(self.control.cancelled.remote(""), timeout=CONNECT_TIMEOUT)
+        except (rx.RayActorError, rx.GetTimeoutError):
+            self.control = _new_control()
+        return self.control
 
     def close(self) -> None:
         """End the connection to the cluster if this scheduler opened it."""
@@ -442,6 +464,7 @@ class RayScheduler:
             return
         opened = self._open_run(again, lock)
         if opened is not None:
+            self.live_control()
             self._start_task(*opened, q, resources, device)
 
     def _open_run(
@@ -473,8 +496,7 @@ class RayScheduler:
         """Submit the run's task and start the thread that follows it; a task Ray refuses
         ends the run failed, saying why."""
         crash = self.crash_in_epoch if not q.attempt else None
-        control = self.control
-        cancel = RemoteCancel(lambda: control.cancel.remote(run.run_id))
+        cancel = RemoteCancel(lambda: self.control.cancel.remote(run.run_id))
         try:
             gen = self.submit(run, ckpt, resources, device, crash)
         except Exception as e:  # Ray refused the task: the run says why, the others go on
@@ -543,6 +565,11 @@ class RayScheduler:
                 self.finish(remote, error)
             except (OSError, st.StoreError) as e:
                 print(f"cnntui ray: {run.path}: {e}", file=sys.stderr, flush=True)
+            except Exception as e:  # a fault of ours: said, and the run retried, never left
+                why = f"the Ray scheduler failed while following it ({one_line(e)})"
+                print(f"cnntui ray: {run.path}: {why}", file=sys.stderr, flush=True)
+                with contextlib.suppress(Exception):
+                    _retry_or_interrupt(remote, why)
 
         job = Job(remote.run.experiment, remote.run)
         stream = lambda *_: self.stream(remote)  # noqa: E731  the task's events, not the engine's
@@ -566,8 +593,12 @@ class RayScheduler:
         if remote.cancel.own.is_set():
             run.save_summary(RunStatus.CANCELLED, reason=_cancelled_reason(remote))
             return
+        if remote.abandoned:  # the scheduler ended the task itself, failing
+            _retry_or_interrupt(remote, remote.abandoned)
+            return
         where = f"Ray node {remote.node}" if remote.node else "the Ray cluster"
         what = _error_text(error) if error is not None else "its task ended without a word"
+        what = what.removeprefix(f"{type(error).__name__}: ")
         if "No module named 'cnntui" in what:
             hint = f'install cnntui {__version__} on every node: pip install "cnntui[ray]"'
             run.save_summary(RunStatus.FAILED, reason=f"on {where}: {what} ({hint})")
@@ -575,8 +606,20 @@ class RayScheduler:
         if isinstance(error, rx.RayTaskError):  # Python raised on the node: not a dying node
             run.save_summary(RunStatus.FAILED, reason=f"on {where}: {what}")
             return
-        why = f"{where} lost the run ({type(error).__name__ if error else 'no ending'}: {what})"
+        lost = "died" if isinstance(error, rx.NodeDiedError) and remote.node else "lost the run"
+        why = f"{where} {lost} ({type(error).__name__ if error else 'no ending'}: {what})"
         _retry_or_interrupt(remote, why)
+
+    def abandon(self, why: str) -> None:
+        """End every run's task by force (this scheduler failed): each run is retried, or
+        interrupted, saying `why`."""
+        import ray
+
+        with self.lock:
+            for remote in self.active.values():
+                remote.abandoned = why
+                with contextlib.suppress(Exception):
+                    ray.cancel(remote.gen, force=True)
 
     def cancel_all(self) -> None:
         """Ask every run this scheduler trains to stop and save."""
@@ -607,28 +650,60 @@ def _cancelled_reason(remote: Remote) -> str:
 def _retry_or_interrupt(remote: Remote, why: str) -> None:
     """A run its node lost: queued again to resume while retries are left, else
     interrupted (resumable by hand); `why` says what happened."""
-    run = remote.run
-    attempt, retries = remote.queue.attempt, remote.queue.retries
-    done = run.summary.epochs_done or 0
+    remote.run.save_summary(**_lost(remote.queue, remote.run.summary.epochs_done or 0, why))
+
+
+def _lost(queue: st.QueueRecord, done: int, why: str) -> dict[str, Any]:
+    """The summary fields of a Ray run lost after `done` epochs (see _retry_or_interrupt)."""
+    attempt, retries = queue.attempt, queue.retries
     if attempt < retries:
-        queue = dataclasses.replace(
-            remote.queue,
+        again = dataclasses.replace(
+            queue,
             resume=True,
             was=RunStatus.INTERRUPTED,
             attempt=attempt + 1,
             queued_at=f"{time.time():.6f}",
             retry_reason=why,  # kept in the summary once the retry runs
         )
-        run.save_summary(
-            RunStatus.QUEUED,
-            queue=queue.to_json(),
-            reason=f"{why}; retry {attempt + 1} of {retries}, from epoch {done}",
-        )
-    else:
-        tried = f"after {retries} retr{'y' if retries == 1 else 'ies'}; " if retries else ""
-        run.save_summary(
-            "interrupted", reason=f"{why}; {tried}--resume or R continues it from epoch {done}"
-        )
+        return {
+            "status": RunStatus.QUEUED,
+            "queue": again.to_json(),
+            "reason": f"{why}; retry {attempt + 1} of {retries}, from epoch {done}",
+        }
+    tried = f"after {retries} retr{'y' if retries == 1 else 'ies'}; " if retries else ""
+    return {
+        "status": RunStatus.INTERRUPTED,
+        "reason": f"{why}; {tried}--resume or R continues it from epoch {done}",
+    }
+
+
+def recover(store: st.RunStore, why: str | None = None) -> int:
+    """Queue again (or mark interrupted, resumable) the Ray runs whose scheduler ended while
+    they trained: marked running, nobody holding them. `why` says how it ended (default: the
+    scheduler named by the run's pid ended). How many runs were recovered."""
+    count = 0
+    for record in store.runs():
+        q = record.queue
+        if record.summary.status != RunStatus.RUNNING or q is None or q.executor != "ray":
+            continue
+        try:
+            lock = st.try_lock(record.path)
+        except st.StoreError:
+            continue
+        if lock is None:
+            continue  # held: its scheduler lives
+        try:
+            again = st.RunStore.read(record.path)
+            if again is None or again.summary.status != RunStatus.RUNNING or again.queue is None:
+                continue
+            text = why or f"the Ray scheduler (pid {again.summary.pid}) ended while it trained"
+            fields = _lost(again.queue, again.summary.epochs_done or 0, text)
+            with contextlib.suppress(OSError):
+                st.write_summary(record.path, again.summary.with_fields(**fields))
+                count += 1
+        finally:
+            lock.release()
+    return count
 
 
 def refuse(record: st.RunRecord, reason: str) -> None:
@@ -665,7 +740,9 @@ def refuse_all(store: st.RunStore, reason: str, cluster: str | None = None) -> N
 
 
 def run(store: st.RunStore, scheduler: RayScheduler | None = None) -> int:
-    """Drain the store's Ray queue while holding its lock; 0 at once if another holds it."""
+    """Drain the store's Ray queue while holding its lock; 0 at once if another holds it. An
+    unexpected exception is one line in the log (stderr), and the runs held then are retried
+    saying so: status 1."""
     from .daemon import drain
 
     def ready() -> int | None:
@@ -673,6 +750,7 @@ def run(store: st.RunStore, scheduler: RayScheduler | None = None) -> int:
             refuse_all(store, RAY_MISSING)
             return 1
         use_token_if_any()  # before Ray is imported: it reads RAY_AUTH_MODE then
+        recover(store)  # runs an earlier scheduler held when it was killed
         return None
 
     sched = scheduler or RayScheduler(store)
@@ -682,29 +760,104 @@ def run(store: st.RunStore, scheduler: RayScheduler | None = None) -> int:
         stop.set()
 
     if scheduler is None:  # a process of its own: a TERM cancels its runs, each saving
-        for name in ("SIGTERM", "SIGINT"):
-            signal.signal(getattr(signal, name), on_signal)
-        if hasattr(signal, "SIGHUP"):
-            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        _on_signals(on_signal)
     try:
         status = drain(store, sched, st.RAY_SCHEDULER_LOCK, stop, ready)
         if stop.is_set():
             sched.cancel_all()
             sched.wait_all(30.0)
         return status
+    except Exception as e:
+        why = f"the Ray scheduler failed: {one_line(e)}"
+        print(f"cnntui ray: {why}", file=sys.stderr, flush=True)
+        sched.abandon(why)
+        sched.wait_all(30.0)
+        return 1
     finally:
         if scheduler is None:
             sched.close()
 
 
+def _on_signals(handler: Any) -> dict[int, Any]:
+    """TERM and INT call `handler`; HUP is ignored (the process outlives its terminal). The
+    handlers they had, by signal number."""
+    had = {}
+    for name, to in (("SIGTERM", handler), ("SIGINT", handler), ("SIGHUP", signal.SIG_IGN)):
+        if hasattr(signal, name):
+            number = getattr(signal, name)
+            had[number] = signal.signal(number, to)
+    return had
+
+
+MAX_RESTARTS = 3  # children ended unexpectedly in a row (each within RESTART_WINDOW) at most
+RESTART_WINDOW = 60.0
+
+
+def supervise(store: st.RunStore, command: list[str]) -> int:
+    """Run the store's Ray scheduler as the child process `command`, and outlive it: Ray
+    terminates a driver whose own node's raylet dies, with no Python exception ("The
+    connection to the plasma store is failed. Terminate the process."). When the child ends
+    otherwise than with status 0 or 2, one line says so, the runs it held are queued again
+    (or interrupted) with that reason, and another child starts while runs are queued for
+    Ray; the exit status."""
+    import subprocess
+
+    child: list[subprocess.Popen[bytes]] = []
+    stopping = threading.Event()
+
+    def forward(signum: int, frame: object) -> None:
+        stopping.set()
+        if child:
+            with contextlib.suppress(OSError):
+                child[-1].send_signal(signum)
+
+    had = _on_signals(forward)
+    try:
+        return _restart(store, command, child, stopping)
+    finally:
+        for number, handler in had.items():
+            signal.signal(number, handler)
+
+
+def _restart(
+    store: st.RunStore, command: list[str], child: list[Any], stopping: threading.Event
+) -> int:
+    """Supervise's loop: start `command`, and again after each unexpected end (see there)."""
+    import subprocess
+
+    restarts = 0
+    while True:
+        began = time.monotonic()
+        child.append(subprocess.Popen(command))
+        status: int = child[-1].wait()
+        if status in (0, 2) or stopping.is_set():
+            return status
+        how = f"killed by {signal.Signals(-status).name}" if status < 0 else f"exit status {status}"
+        why = f"the Ray scheduler (pid {child[-1].pid}) ended ({how})"
+        print(f"cnntui ray: {why}", file=sys.stderr, flush=True)
+        if not recover(store, why) and not any(
+            r.queue and r.queue.executor == "ray" for r in store.queued()
+        ):
+            return status  # nothing left for another
+        restarts = restarts + 1 if time.monotonic() - began < RESTART_WINDOW else 1
+        if restarts > MAX_RESTARTS:
+            print(f"cnntui ray: not restarted: it ended {restarts} times", file=sys.stderr)
+            return 1
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`python -m cnntui.runs.ray_executor RUNS_DIR`: drain that store's Ray queue; the exit
-    status."""
+    """`python -m cnntui.runs.ray_executor RUNS_DIR`: drain that store's Ray queue in a child
+    process (`--child`: that process), outliving it; the exit status."""
     args = sys.argv[1:] if argv is None else argv
+    child = args[:1] == ["--child"]
+    args = args[1:] if child else args
     if len(args) != 1:
         print("usage: python -m cnntui.runs.ray_executor RUNS_DIR", file=sys.stderr)
         return 2
-    return run(st.RunStore(args[0]))
+    store = st.RunStore(args[0])
+    if child:
+        return run(store)
+    return supervise(store, [sys.executable, "-m", "cnntui.runs.ray_executor", "--child", args[0]])
 
 
 if __name__ == "__main__":
