@@ -19,6 +19,7 @@ from cnntui.core.config import ConfigError, parse, parse_override
 from cnntui.runs import lifecycle
 from cnntui.runs import ray_executor as rayexec
 from cnntui.runs import store as st
+from cnntui.runs.records import QueueRecord
 from cnntui.runs.store import RunStore
 from tests.helpers import cnntui, tiny_experiment
 from tests.waiting import poll
@@ -139,7 +140,7 @@ def test_cluster_in_defaults_and_its_errors_name_the_line() -> None:
     assert file.experiments[0].cluster == "head:6379"
     with pytest.raises(ConfigError, match=r"^experiments.toml:3:1: unknown cluster 'ray:/x'"):
         parse('[defaults]\nepochs = 1\ncluster = "ray:/x"\n')
-    assert lifecycle.queue_record(file.experiments[0])["executor"] == "ray"
+    assert lifecycle.queue_record(file.experiments[0]).executor == "ray"
 
 
 def node(cpus: float, gpus: float = 0, alive: bool = True) -> dict:
@@ -148,15 +149,17 @@ def node(cpus: float, gpus: float = 0, alive: bool = True) -> dict:
 
 
 def test_request_places_or_refuses_with_the_reason() -> None:
-    q = {"device": "auto", "gpu_share": 0.25, "num_cpus": 1}
+    q = QueueRecord(executor="ray", device="auto", gpu_share=0.25, num_cpus=1, cluster="ray")
     assert rayexec.request(q, [node(2)]) == ({"num_cpus": 1, "num_gpus": 0.0}, "cpu")
     assert rayexec.request(q, [node(2), node(8, 1)]) == ({"num_cpus": 1, "num_gpus": 0.25}, "cuda")
     with pytest.raises(rayexec.ClusterError, match=r"asks for 1 GPU but the Ray cluster has none"):
-        rayexec.request({**q, "device": "cuda", "gpu_share": 1.0}, [node(2), node(8, 1, False)])
+        rayexec.request(
+            dataclasses.replace(q, device="cuda", gpu_share=1.0), [node(2), node(8, 1, False)]
+        )
     with pytest.raises(rayexec.ClusterError, match=r"gpu_share = 2 .* no node has that"):
-        rayexec.request({**q, "gpu_share": 2.0}, [node(8, 1), node(8, 1)])
+        rayexec.request(dataclasses.replace(q, gpu_share=2.0), [node(8, 1), node(8, 1)])
     with pytest.raises(rayexec.ClusterError, match=r"no node of the Ray cluster has 4 CPU"):
-        rayexec.request({**q, "num_cpus": 4}, [node(2)])
+        rayexec.request(dataclasses.replace(q, num_cpus=4), [node(2)])
 
 
 # --- on a local Ray -------------------------------------------------------------------------
