@@ -875,8 +875,7 @@ def run_search(
     """`--run SEARCH`: queue the search in the store, whose scheduler owns its study, and
     follow its trials as they appear (or, with --detach, say how to watch them). A search
     whose every trial has ended trains nothing and says so."""
-    from .runs import lifecycle, searches
-    from .runs.search import finished_line
+    from .runs.search import finished_line, queue
     from .runs.store import RunStore, StoreError
 
     if args.export:
@@ -884,17 +883,14 @@ def run_search(
     store = RunStore(args.runs_dir)
     check_dirs(args, [search.base])
     try:
-        done = finished_line(store, search)
-        if done is None and check_data([search.base]):
-            searches.save(store, search, "active")
-            lifecycle.ensure_scheduler(store)
+        if finished_line(store, search) is None and not check_data([search.base]):
+            return EXIT_RUN_FAILED
+        done = queue(store, search)  # as `r` on the search in the TUI
     except StoreError as e:  # SearchChanged: what changed, in one line
         raise UsageError(str(e)) from None
     if done is not None:
         print(done, file=out)
         return EXIT_OK
-    if not check_data([search.base]):
-        return EXIT_RUN_FAILED
     if detach:
         print(
             f"queued search {search.name}: {search.trials} trials, {search.parallel} at once; "

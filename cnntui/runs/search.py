@@ -44,6 +44,7 @@ from ..core.search_space import Param, Search
 from . import lifecycle, searches
 from . import store as st
 from .records import ENDED, HELD, RunStatus
+from .searches import final_metric
 from .store import RunStore, StoreError
 
 RUN_ID = "cnntui_run_id"  # the user attribute that ties a trial to its run
@@ -127,15 +128,6 @@ def epoch_metric(history: History, metric: str, epoch: int) -> float:
     """The metric (val_acc or val_loss) at a 1-based epoch; NaN where there is none."""
     values: list[float] = getattr(history, metric)
     return values[epoch - 1] if 0 < epoch <= len(values) else math.nan
-
-
-def final_metric(history: History, metric: str) -> float:
-    """What a finished trial is told: its best epoch's metric (the highest val_acc or the
-    lowest val_loss, the epoch selected on validation); NaN when no epoch scored one."""
-    values = [float(v) for v in getattr(history, metric) if math.isfinite(v)]
-    if not values:
-        return math.nan
-    return max(values) if metric == "val_acc" else min(values)
 
 
 def _journal(path: str) -> JournalStorage:
@@ -357,6 +349,18 @@ def finished_line(store: RunStore, search: Search[Experiment]) -> str | None:
         f"search {search.name}: all {len(trials)} trials ended ({pruned} pruned){best}; "
         f"nothing to train (--set trials=N with N > {len(trials)} trains more)"
     )
+
+
+def queue(store: RunStore, search: Search[Experiment]) -> str | None:
+    """Queue `search` in the store for its scheduler, which owns its study (`--run SEARCH`
+    and `r` in the TUI): its record is written active and the scheduler started. Returns the
+    line saying it has nothing left to train (then nothing is queued), else None.
+    SearchChanged (a rerun that changed more than trials and parallel) or StoreError."""
+    done = finished_line(store, search)
+    if done is None:
+        searches.save(store, search, "active")
+        lifecycle.ensure_scheduler(store)
+    return done
 
 
 class SearchDriver:

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from ..core.config import Experiment, check_value
+from ..core.history import History
 from ..core.search_space import Param, Search
 from . import store as st
 from .records import ENDED, HELD, RunStatus
@@ -59,6 +61,15 @@ def from_json(data: dict[str, Any]) -> Search[Experiment]:
         space=space,
         base=Experiment(**base),
     )
+
+
+def final_metric(history: History, metric: str) -> float:
+    """What a finished trial is told: its best epoch's metric (the highest val_acc or the
+    lowest val_loss, the epoch selected on validation); NaN when no epoch scored one."""
+    values = [float(v) for v in getattr(history, metric) if math.isfinite(v)]
+    if not values:
+        return math.nan
+    return max(values) if metric == "val_acc" else min(values)
 
 
 def save(store: st.RunStore, search: Search[Experiment], state: str) -> None:

@@ -26,12 +26,14 @@ from ..core.config import (
     load,
 )
 from ..core.history import History
+from ..core.search_space import Search
 from ..report import stats
-from ..runs import lifecycle
+from ..runs import lifecycle, searches
 from ..runs.executors import Job, detached_for
 from ..runs.records import HELD, RunStatus
 from ..runs.store import UNFINISHED, RunRecord, RunStore, StoreError
 from .state import RunState, SeedBand, read_history
+from .trials import TrialRow, TrialRuns, mark_best, number
 
 SPEED_ONLY = SPEED_KEYS  # settings that change how fast a run trains, not what it learns
 STORED_REFRESH_SECONDS = 1.0  # how often a stored run another process trains is re-read
@@ -59,6 +61,8 @@ class Session:
         self.jobs = max(1, jobs)
         self.file: ExperimentFile | None = None
         self.experiments: list[Experiment] = []
+        self.searches: list[Search[Experiment]] = []  # the file's [[search]]es
+        self.trial_runs = TrialRuns(store)
         self.error = ""  # the file's one-line error while it is broken
         self.runs: dict[int, RunState] = {}
         self._next_key = 1
@@ -165,6 +169,7 @@ class Session:
             return False
         self.file, self.error = file, ""
         self.experiments = experiments
+        self.searches = list(file.searches)
         return True
 
     def experiment(self, name: str) -> Experiment | None:
@@ -177,6 +182,52 @@ class Session:
             return {}
         base = dataclasses.asdict(apply_overrides([self.file.defaults], self.overrides)[0])
         return {k: v for k, v in exp.settings().items() if k in base and base[k] != v}
+
+    # -- searches ------------------------------------------------------------------------
+
+    def search(self, name: str) -> Search[Experiment] | None:
+        """The loaded [[search]] called `name`, or None."""
+        return next((s for s in self.searches if s.name == name), None)
+
+    def search_of(self, name: str) -> Search[Experiment] | None:
+        """The search whose trial run `name` is (`<search>.t<N>`), or None."""
+        return next((s for s in self.searches if number(s.name, name) is not None), None)
+
+    def trial_rows(self, name: str, now: float | None = None) -> list[TrialRow]:
+        """Search `name`'s trials so far, by number, the best marked: each one's sampled
+        values, metric and run (this session's live run while it trains, else the store's)."""
+        search = self.search(name)
+        if search is None:
+            return []
+        live = {s.run_dir: s for s in list(self.runs.values()) if s.run_dir and not s.ended}
+        rows = []
+        for record in self.trial_runs.of(name, now):
+            run = live.get(str(record.path), record)
+            history = run.history if isinstance(run, RunState) else self.stored_history(record)
+            used = self.run_config(record)
+            values = {p.key: getattr(used, p.key) for p in search.space} if used else {}
+            metric = searches.final_metric(history, search.metric)
+            rows.append(TrialRow(record.name, number(name, record.name) or 0, values, metric, run))
+        return mark_best(search, rows)
+
+    def submit_search(self, name: str) -> tuple[bool, str]:
+        """Queue search `name` for the store's scheduler, which owns its study (the same
+        call as `cnntui --run NAME --detach`): whether it was queued, and what happened."""
+        from ..runs.search import queue  # Optuna loads with the first search run, not before
+
+        search = self.search(name)
+        if search is None:
+            return False, f"no search {name!r}"
+        found = searches.load(self.store, name)
+        if found is not None and found[1] == "active":
+            return False, f"search {name} is already running (its trials show under it)"
+        try:
+            done = queue(self.store, search)
+        except StoreError as e:  # SearchChanged: what changed, in one line
+            return False, str(e)
+        if done is not None:
+            return False, done
+        return True, f"queued search {name}: {search.trials} trials, {search.parallel} at once"
 
     # -- runs ----------------------------------------------------------------------------
 

@@ -11,10 +11,13 @@ from textual.binding import Binding, BindingType
 from textual.widgets import DataTable
 
 from ...core import text
+from ...core.config import Experiment
+from ...core.search_space import Search
 from ...runs.records import RunStatus
 from ...runs.store import RunRecord
 from ..session import Session
 from ..state import RunState
+from ..trials import Counts, TrialRow, metric_text
 
 # j and k move down and up, as in vi and in other Textual apps' lists (posting, harlequin).
 VI_KEYS = (
@@ -136,6 +139,36 @@ def _stored_status(record: RunRecord) -> Text:
     return Text(text.pad(body, STATUS_WIDTH).rstrip(), style=STATUS_STYLE.get(status, ""))
 
 
+SEARCH_STYLE = "bold cyan"
+BEST = "★"  # the best finished trial of a search so far
+
+
+def search_status(search: Search[Experiment], rows: list[TrialRow]) -> Text:
+    """A search row's status cell: `search 2 done 1 pruned 7 to go`."""
+    c = Counts.of(search, rows)
+    body = f"search {c.done} done {c.pruned} pruned {c.to_go} to go"
+    return Text(text.pad(body, STATUS_WIDTH).rstrip(), style=SEARCH_STYLE)
+
+
+def search_best(search: Search[Experiment], rows: list[TrialRow]) -> str:
+    """A search row's settings cell: the best trial so far and its metric."""
+    best = next((r for r in rows if r.best), None)
+    if best is None:
+        return "no trial finished yet" if rows else "r runs it"
+    return f"best {BEST} t{best.number} {search.metric} {metric_text(search.metric, best.metric)}"
+
+
+def trial_label(row: TrialRow) -> str:
+    """A trial row's name cell: ` └ t3`, with a ★ for the best so far."""
+    return f" └ t{row.number}" + (f" {BEST}" if row.best else "")
+
+
+def trial_settings(search: Search[Experiment], row: TrialRow, room: int) -> str:
+    """A trial row's settings cell: its sampled values, then its metric (S shows them all)."""
+    metric = metric_text(search.metric, row.metric)
+    return settings_text({**row.values, search.metric: metric}, room)
+
+
 class ExperimentsTable(DataTable[str | Text]):
     """Experiments by name; marked ones (for overlaid curves) carry a ●."""
 
@@ -155,6 +188,9 @@ class ExperimentsTable(DataTable[str | Text]):
         self._status_at: dict[str, float] = {}  # monotonic time each status cell was written
         self._session: Session | None = None
         self._marks: set[str] = set()
+        self._trials: dict[str, list[str]] = {}  # search -> its trials' rows, in order
+        self._cells: dict[str, dict[str, str | Text]] = {}  # search and trial rows' cells
+        self._room = MIN_SETTINGS
 
     def _add_columns(self, group: bool) -> None:
         self.clear(columns=True)
@@ -178,12 +214,19 @@ class ExperimentsTable(DataTable[str | Text]):
         """Whether the group column fits, and the columns left for the settings, so that
         the table needs no sideways scrolling: in a narrow terminal (80 columns) the group
         column gives way to the settings, which say more about an experiment."""
-        exps = session.experiments
+        exps, found = session.experiments, session.searches
         used = 3 + 2 + STATUS_WIDTH + 2  # mark, status (each cell has one space either side)
-        for values in ([e.name for e in exps], [e.display_title for e in exps]):
+        names = [e.name for e in exps] + [s.name for s in found]
+        names += [f" └ t{s.trials - 1} {BEST}" for s in found]
+        for values in (
+            names,
+            [e.display_title for e in exps] + [s.title or "search" for s in found],
+        ):
             used += 2 + max([text.width(v) for v in values] + [5])
-        group = 2 + max([text.width(e.group or "-") for e in exps] + [5])
-        scrollbar = 2 if len(exps) + 1 > self.size.height > 0 else 0
+        groups = [e.group or "-" for e in exps] + [s.group for s in found]
+        group = 2 + max([text.width(g) for g in groups] + [5])
+        rows = len(exps) + sum(1 + len(t) for t in self._trials.values())
+        scrollbar = 2 if rows + 1 > self.size.height > 0 else 0
         room = (self.size.width or self.app.size.width) - used - scrollbar
         if room - group >= MIN_SETTINGS:
             return True, room - group
@@ -209,8 +252,59 @@ class ExperimentsTable(DataTable[str | Text]):
             if group:
                 cells.append(exp.group or "-")
             self.add_row(*cells, status, settings, key=exp.name)
-        if keep is not None and keep in self._status:
+        self._room, self._cells, self._trials = room, {}, {}
+        for search in session.searches:
+            self._add_search(search, session.trial_rows(search.name), group)
+        if keep is not None and (keep in self._status or keep in self._cells):
             self.move_cursor(row=self.get_row_index(keep))
+
+    def _search_cells(
+        self, search: Search[Experiment], rows: list[TrialRow]
+    ) -> dict[str, dict[str, str | Text]]:
+        """The cells of a search's row and of its trials' rows that change, by row key."""
+        out: dict[str, dict[str, str | Text]] = {
+            search.name: {
+                "status": search_status(search, rows),
+                "settings": search_best(search, rows),
+            }
+        }
+        for row in rows:
+            out[row.name] = {
+                "name": trial_label(row),
+                "status": status_text(row.run),
+                "settings": trial_settings(search, row, self._room),
+            }
+        return out
+
+    def _add_search(self, search: Search[Experiment], rows: list[TrialRow], group: bool) -> None:
+        """A search's row, then one row per trial under it."""
+        cells = self._search_cells(search, rows)
+        self._cells.update(cells)
+        self._trials[search.name] = [r.name for r in rows]
+        mark = "●" if search.name in self._marks else " "
+        own: list[str | Text] = [mark, Text(search.name, style=SEARCH_STYLE)]
+        own.append(search.title or "search")
+        row = cells[search.name]
+        self.add_row(*own, *([search.group] if group else []), *row.values(), key=search.name)
+        for trial in rows:
+            mark = "●" if trial.name in self._marks else " "
+            c = cells[trial.name]
+            extra = [search.group] if group else []
+            self.add_row(mark, c["name"], "", *extra, c["status"], c["settings"], key=trial.name)
+
+    def _update_searches(self, session: Session, now: float) -> None:
+        """Rewrite the search and trial cells that changed; every row again when a trial
+        appeared (it gets a row of its own)."""
+        for search in session.searches:
+            rows = session.trial_rows(search.name, now)
+            if [r.name for r in rows] != self._trials.get(search.name):
+                self.show(session, self._marks)
+                return
+            for key, cells in self._search_cells(search, rows).items():
+                for column, cell in cells.items():
+                    if str(cell) != str(self._cells[key][column]):
+                        self._cells[key][column] = cell
+                        self.update_cell(key, column, cell)
 
     def update_statuses(self, session: Session, now: float | None = None) -> None:
         """Rewrite the status cells whose text changed: at once when the status itself did
@@ -227,6 +321,7 @@ class ExperimentsTable(DataTable[str | Text]):
             self._status[name] = status.plain
             self._status_at[name] = now
             self.update_cell(name, "status", status)
+        self._update_searches(session, now)
 
     def set_mark(self, name: str, marked: bool) -> None:
         """Show or clear the ● of experiment `name`."""

@@ -89,6 +89,10 @@ class RunsPart(ScreenPart):
     def action_run(self) -> None:
         """Queue a run of the highlighted experiment (one per seed)."""
         name = self._highlighted()
+        search = (self.session.search(name) or self.session.search_of(name)) if name else None
+        if search is not None:  # a search's row or one of its trials': the search
+            self._queue_search(search.name)
+            return
         exp = self.session.experiment(name) if name else None
         if exp is None:
             return
@@ -103,10 +107,15 @@ class RunsPart(ScreenPart):
         """Queue every experiment not queued or running; ask first about those whose latest
         run already finished with the settings they have now."""
         self.acted()
-        if not self.session.experiments:
+        if not self.session.experiments and not self.session.searches:
             self.notify("no experiments to run", severity="warning")
             return
+        searches = [s.name for s in self.session.searches if self.session.submit_search(s.name)[0]]
+        if searches:
+            self.notify(f"queued search {', '.join(searches)}; the store's scheduler runs it")
         todo = [e for e in self.session.experiments if not self.session.busy(e.name)]
+        if not todo and (searches or not self.session.experiments):
+            return
         if not todo:
             self.notify("every experiment is already queued or running", severity="warning")
             return
@@ -166,6 +175,13 @@ class RunsPart(ScreenPart):
         if self.session.executor_of(exp) == "process":
             return self.session.submit(exp)
         return self.session.enqueue(exp)
+
+    def _queue_search(self, name: str) -> None:
+        """Queue search `name` for the store's scheduler (as `cnntui --run NAME --detach`);
+        its trials are followed through the store like every other run."""
+        queued, said = self.session.submit_search(name)
+        self.notify(said, severity="information" if queued else "warning")
+        self.table.update_statuses(self.session)
 
     def _queue(self, experiments: list[Experiment]) -> None:
         """Queue a run of each experiment and say how many."""

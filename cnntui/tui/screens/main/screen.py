@@ -75,6 +75,13 @@ class MainScreen(
             show=False,
             tooltip="confusion matrix and per-class accuracy of the run",
         ),
+        Binding(
+            "S",
+            "search_table",
+            "Search",
+            show=False,
+            tooltip="the search's trials: values, metric, status, best first",
+        ),
         Binding("n", "new", "New", show=False, tooltip="new experiment (a form)"),
         Binding("d", "duplicate", "Duplicate", show=False, tooltip="duplicate the experiment"),
         Binding("E", "edit", "Edit", show=False, tooltip="edit the experiment (also enter)"),

@@ -24,10 +24,12 @@ from ....runs.store import RunRecord, RunStore
 from ...classes import class_view
 from ...state import Curve, RunState
 from ...tomledit import show_value
+from ...trials import Counts
 from ...widgets.curves import CurvesPanel
 from ...widgets.experiments import detail_text, status_text
 from ..classes import ClassesScreen
 from ..help import HelpScreen
+from ..search import SearchScreen
 from .base import ScreenPart, stored_row
 
 REDRAW_SECONDS = 0.25  # curves and statuses are redrawn at most 4 times a second
@@ -107,8 +109,29 @@ class ViewsPart(ScreenPart):
             line += f" · the experiment now: {now}"
         return line
 
+    def _search_detail(self, name: str) -> str | None:
+        """A search's row: its space and progress; a trial's: its values and its status."""
+        search = self.session.search(name)
+        if search is not None:
+            rows = self.session.trial_rows(name)
+            c = Counts.of(search, rows)
+            counts = f"{c.done} done, {c.pruned} pruned, {c.running} running, {c.to_go} to go"
+            return f"{name}: {counts} · {search.describe()} · S shows its table"
+        search = self.session.search_of(name)
+        if search is None:
+            return None
+        row = next((r for r in self.session.trial_rows(search.name) if r.name == name), None)
+        if row is None:
+            return None
+        values = " ".join(f"{k}={show_value(v)}" for k, v in row.values.items())
+        best = " · the best so far" if row.best else ""
+        return f"{name}: {values} · {status_text(row.run).plain}{best}"
+
     def _experiment_detail(self) -> str:
         name = self.table.highlighted
+        said = self._search_detail(name) if name else None
+        if said is not None:
+            return said
         exp = self.session.experiment(name) if name else None
         line = ""
         if exp is not None:
@@ -122,11 +145,19 @@ class ViewsPart(ScreenPart):
 
     def shown(self) -> list[str]:
         """Experiments whose curves are drawn: the marked ones, else the highlighted one."""
-        marked = [e.name for e in self.session.experiments if e.name in self.marks]
-        if marked:
-            return marked
-        name = self.table.highlighted
-        return [name] if name else []
+        listed = [e.name for e in self.session.experiments]
+        for search in self.session.searches:
+            listed += [search.name, *(r.name for r in self.session.trial_rows(search.name))]
+        wanted = [name for name in listed if name in self.marks]
+        if not wanted and self.table.highlighted:
+            wanted = [self.table.highlighted]
+        shown: list[str] = []
+        for name in wanted:  # a search: its trials, overlaid
+            if self.session.search(name) is None:
+                shown.append(name)
+            else:
+                shown += [r.name for r in self.session.trial_rows(name) if r.name not in shown]
+        return shown
 
     def redraw_curves(self, force: bool = False) -> None:
         """Draw the shown experiments' curves, unless nothing they show has changed."""
@@ -154,8 +185,14 @@ class ViewsPart(ScreenPart):
         now = self.session.experiment(name)  # settings changed: the key line says so
         if state is not None and state.status not in (RunStatus.QUEUED, RunStatus.STARTING):
             return state, (name, state.key, state.version, now)
-        record = self.session.stored_latest(name)
+        record = self.session.stored_latest(name) or self._trial_record(name)
         return record, (name, str(record.path) if record else None, now)
+
+    def _trial_record(self, name: str) -> RunRecord | None:
+        """A search's trial run as the store has it (one that ended while no follower saw it)."""
+        search = self.session.search_of(name)
+        rows = self.session.trial_rows(search.name) if search is not None else []
+        return next((r.run for r in rows if r.name == name and isinstance(r.run, RunRecord)), None)
 
     def _curves(
         self, sources: list[tuple[str, Source]], points: int, bands: dict[str, Any]
@@ -240,6 +277,17 @@ class ViewsPart(ScreenPart):
             self.notify(f"{name} has no run yet: r runs it", severity="warning")
             return
         self.app.push_screen(ClassesScreen(load))
+
+    def action_search_table(self) -> None:
+        """Open the table of the highlighted search's trials (or of the trial's search)."""
+        name = self._highlighted()
+        if name is None:
+            return
+        search = self.session.search(name) or self.session.search_of(name)
+        if search is None:
+            self.notify(f"{name} is no search: S shows a search's trials", severity="warning")
+            return
+        self.app.push_screen(SearchScreen(search, partial(self.session.trial_rows, search.name)))
 
     def action_help(self) -> None:
         """Open the list of keys."""
