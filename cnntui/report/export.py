@@ -17,6 +17,13 @@ tables 1–3, for the latest run of each experiment (finished or partial).
     exports/results.tex               every group's results.tex, one after the other
     exports/results_full.tex          every experiment, every column
     exports/<group>/<sweep>_heatmap.png  a sweep over two settings: mean final test accuracy
+    exports/<group>/<search>.{csv,md,tex}  a [[search]]'s trials, sorted by its metric, the
+                                      best marked (search_report.py); its trials are rows of
+                                      the group's results tables too (`search_best` column)
+    exports/<group>/<search>_trials.png    the metric per trial and the best so far
+    exports/<group>/<search>_settings.png  each searched setting against the metric
+    exports/<group>/<search>_importance.png  the settings' importance, from
+                                      search_report.IMPORTANCE_MIN_TRIALS finished trials
 
 An experiment with several seeds also gets mean ± std and n over the latest finished run of
 each seed (stats.seed_runs), and each one a comparison with its group's reference (Welch).
@@ -47,7 +54,7 @@ from ..core import text
 from ..core.config import UNGROUPED, Experiment, class_names
 from ..core.history import History, metrics
 from ..runs.store import RunRecord, RunStore, StoreError, atomic_write
-from . import figures, stats, tables
+from . import figures, search_figures, search_report, stats, tables
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -327,15 +334,59 @@ def export_all(
     draw = _Drawer(result, fonts, formats, dpi)
     for e in entries:
         _export_experiment(e, exports_dir / e.experiment.name, draw)
+    reports, trials = _searches(store, fonts, result)
     by_group: dict[str, list[_Entry]] = {}
     for e in entries:
         by_group.setdefault(e.experiment.group or UNGROUPED, []).append(e)
+    for group in trials:
+        by_group.setdefault(group, [])
     for group, members in by_group.items():
         names = [x.name for x in experiments if (x.group or UNGROUPED) == group]
-        _export_group(group, members, names, exports_dir / group, draw)
-    if entries:
-        _export_overall([e.row for e in entries], exports_dir, result)
+        _export_group(group, members, names, exports_dir / group, draw, trials.get(group, []))
+    for report in reports:
+        _export_search(report, exports_dir / report.search.group, draw)
+    rows = [e.row for e in entries] + [t.row for group in trials.values() for t in group]
+    if rows:
+        _export_overall(rows, exports_dir, result)
     return result
+
+
+def _searches(
+    store: RunStore, fonts: figures.Fonts, result: ExportResult
+) -> tuple[list[search_report.SearchReport], dict[str, list[_Entry]]]:
+    """Every search recorded in the store with its report, and its trials' runs by group,
+    each row marked as its search's best trial or not (for the group's results tables)."""
+    reports, problems = search_report.read_all(store)
+    result.warnings += problems
+    trials: dict[str, list[_Entry]] = {}
+    for report in reports:
+        exps, best = [], {r.name: r.best for r in report.rows}
+        for r in report.in_order():
+            record = next((x for x in store.runs(r.name) if x.run_id == r.run_id), None)
+            if record is not None:
+                group = report.search.group
+                exps.append(dataclasses.replace(_ran_with(record, report.search.base), group=group))
+        found = ExportResult(result.folder)
+        entries = _entries(store, exps, fonts, found)
+        result.warnings += [f"{name}: {why}" for name, why in found.skipped.items()]
+        for e in entries:
+            e.row = dataclasses.replace(e.row, search_best=best.get(e.experiment.name, False))
+            trials.setdefault(report.search.group, []).append(e)
+    return reports, trials
+
+
+def _export_search(report: search_report.SearchReport, folder: Path, draw: _Drawer) -> None:
+    """A search's files in its group's folder: its trials' table (CSV, Markdown, LaTeX), the
+    metric per trial, each setting against it, and the settings' importance when known."""
+    _prepare(folder)
+    name = report.search.name
+    _write(draw.result, folder / f"{name}.csv", search_report.to_csv(report))
+    _write(draw.result, folder / f"{name}.md", search_report.to_markdown(report))
+    _write(draw.result, folder / f"{name}.tex", search_report.to_latex(report))
+    draw(folder, f"{name}_trials", functools.partial(search_figures.trials, report))
+    draw(folder, f"{name}_settings", functools.partial(search_figures.settings, report))
+    if report.importance:
+        draw(folder, f"{name}_importance", functools.partial(search_figures.importance, report))
 
 
 @dataclass
@@ -371,16 +422,23 @@ def _export_experiment(e: _Entry, folder: Path, draw: _Drawer) -> None:
 
 
 def _export_group(
-    group: str, members: list[_Entry], names: list[str], folder: Path, draw: _Drawer
+    group: str,
+    members: list[_Entry],
+    names: list[str],
+    folder: Path,
+    draw: _Drawer,
+    trials: list[_Entry] | None = None,
 ) -> None:
     """One group's folder: its comparison figures, results tables, sweep heatmaps and
-    per-class tables; `names` are all the group's experiments, recorded or not."""
+    per-class tables; `names` are all the group's experiments, recorded or not. A search's
+    `trials` are rows of its tables, not curves of its figures (a search has its own)."""
     result = draw.result
     _prepare(folder)
     series = [m.series for m in members]
-    draw(folder, "comparison", functools.partial(figures.comparison, series, group))
-    draw(folder, "loss_grid", functools.partial(figures.loss_grid, series, group))
-    rows = [m.row for m in members]
+    if series:
+        draw(folder, "comparison", functools.partial(figures.comparison, series, group))
+        draw(folder, "loss_grid", functools.partial(figures.loss_grid, series, group))
+    rows = [m.row for m in members] + [t.row for t in trials or []]
     missing = [n for n in names if n in result.missing]
     skipped = [n for n in names if n in result.skipped]
     _write(result, folder / "results.csv", tables.to_csv(rows))

@@ -118,6 +118,8 @@ class Row:
     seed_results: tuple[SeedResult, ...] = ()
     comparison: stats.Comparison | None = None  # against the group's reference
     class_names: tuple[str, ...] = ()  # as the run recorded them (empty: the dataset's own)
+    # A [[search]]'s trial: whether it is its search's best (None: no trial).
+    search_best: bool | None = None
 
     def aggregate(self, key: str) -> stats.Aggregate:
         """A Metrics field over the seeds' counted runs."""
@@ -229,6 +231,8 @@ def to_csv(rows: list[Row], with_group: bool = False) -> bytes:
     header += ["n", "seeds"] + [f"{stem}_{x}" for stem, _ in AGGREGATES for x in ("mean", "std")]
     header += ["reference", "test_acc_diff", "test_acc_diff_ci95_low", "test_acc_diff_ci95_high"]
     header += ["verdict"]
+    trials = any(r.search_best is not None for r in rows)
+    header += ["search_best"] if trials else []  # 1: its search's best trial, 0: another
     out: list[list[object]] = [list(header)]
     for r in rows:
         e = r.experiment
@@ -251,6 +255,8 @@ def to_csv(rows: list[Row], with_group: bool = False) -> bytes:
         else:
             ref = c.verdict == stats.REFERENCE
             line += [int(ref), *(_csv_value(v) for v in (c.diff, c.low, c.high)), c.verdict]
+        if trials:
+            line.append("" if r.search_best is None else int(r.search_best))
         out.append(line)
     return write_csv(out)
 
