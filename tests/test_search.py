@@ -305,3 +305,15 @@ def test_the_tui_shows_a_pruned_run_as_pruned_at_its_epoch(tmp_path) -> None:
     run.save_summary(RunStatus.PRUNED, epochs_done=2)
     run.release()
     assert _stored_status(store.runs()[0]).plain == "pruned at epoch 2"
+
+
+def test_a_setting_added_since_a_study_began_changes_nothing_while_it_keeps_its_default() -> None:
+    """A study keyed before a release added a setting (its key lacks it) is the same study
+    for the new release, as long as the new setting keeps its default; a real change is
+    still named."""
+    from cnntui.runs.search import changes
+
+    was = {"lr": "0.001", "momentum": "0.9"}  # written before `image_size` existed
+    now = {"lr": "0.001", "momentum": "0.9", "image_size": "None", "model_args": "()"}
+    assert changes(was, now) == []
+    assert changes(was, {**now, "image_size": "16"}) == ["image_size: None -> 16"]

@@ -38,7 +38,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.trial import FrozenTrial, TrialState
 
-from ..core.config import SETTING_KEYS, SPEED_KEYS, Experiment, check_value
+from ..core.config import SETTING_KEYS, SPEED_KEYS, Experiment, Settings, check_value
 from ..core.history import History
 from ..core.search_space import Param, Search
 from . import lifecycle, searches
@@ -81,12 +81,17 @@ def study_key(search: Search[Experiment]) -> dict[str, str]:
 
 
 def changes(was: dict[str, str], now: dict[str, str]) -> list[str]:
-    """The keys that differ, as `lr: log [0.0001, 0.3] -> log [0.001, 0.3]`."""
-    return [
-        f"{k}: {was.get(k, 'unset')} -> {now.get(k, 'unset')}"
-        for k in sorted(was.keys() | now.keys())
-        if was.get(k) != now.get(k)
-    ]
+    """The keys that differ, as `lr: log [0.0001, 0.3] -> log [0.001, 0.3]`. A setting one
+    side does not name reads as its default: a study begun before a new setting existed is
+    the same study while that setting keeps its default."""
+    default = Settings()
+    out = []
+    for k in sorted(was.keys() | now.keys()):
+        fallback = repr(getattr(default, k)) if k in SETTING_KEYS else "unset"
+        before, after = was.get(k, fallback), now.get(k, fallback)
+        if before != after:
+            out.append(f"{k}: {before} -> {after}")
+    return out
 
 
 def distribution(param: Param) -> BaseDistribution:
@@ -165,7 +170,7 @@ class SearchStudy:
         was = self.study.user_attrs.get(KEY)
         if was is None:
             self.study.set_user_attr(KEY, now)
-        elif was != now:
+        elif changes(was, now):
             raise SearchChanged(
                 f"search {self.search.name!r} changed since its study began ("
                 f"{'; '.join(changes(was, now))}); only trials and parallel may change "
@@ -321,7 +326,7 @@ def read_study(store: RunStore, search: Search[Experiment]) -> optuna.Study | No
         return None
     study = optuna.load_study(study_name=search.name, storage=storage)
     was, now = study.user_attrs.get(KEY), study_key(search)
-    if was is not None and was != now:
+    if was is not None and changes(was, now):
         raise SearchChanged(
             f"search {search.name!r} changed since its study began ("
             f"{'; '.join(changes(was, now))}); only trials and parallel may change "
