@@ -42,12 +42,16 @@ def test_the_store_refuses_names_that_leave_it(tmp_path: Path, name: str) -> Non
 
 
 def test_a_run_whose_process_died_reads_as_interrupted(tmp_path: Path) -> None:
+    """The run's lock says whether its process lives (a process that dies lets go of its
+    flock), not the pid summary.json names: that is text anyone can edit."""
     store = RunStore(tmp_path / "runs")
     run = store.create(tiny_experiment())
+    assert store.latest("tiny").status == "running"  # this process holds its lock: alive
     summary = json.loads((run.path / "summary.json").read_text())
-    assert store.latest("tiny").status == "running"  # this process: alive
-    summary["pid"] = 2**22 + 12345  # no such process
+    summary["pid"] = 2**22 + 12345  # no such process, but the lock is held: still running
     (run.path / "summary.json").write_text(json.dumps(summary))
+    assert store.latest("tiny").status == "running"
+    run.release()  # as the OS does for a process that died
     assert store.latest("tiny").status == "interrupted"
     assert store.latest("tiny", unfinished=True) is not None
 
