@@ -31,7 +31,7 @@ import numpy as np
 
 from ..core import text
 from ..core.config import Experiment, expand_runs, gpu_list
-from . import searches
+from . import carry, searches
 from . import store as st
 from .records import HELD, QueueRecord, RunStatus
 
@@ -73,11 +73,17 @@ def queue_record(
 def submit(store: st.RunStore, experiments: list[Experiment], jobs: int = 1) -> list[st.RunRecord]:
     """Queue a new run of each experiment, one per seed of its `seeds`. Each run's GPU slot
     settings (gpus, runs_per_gpu, min_free_gib) are its experiment's; `jobs` is the number
-    of CPU slots. The queued runs, in queue order. StoreError (one line) if one cannot be
-    created; those queued before it stay queued."""
+    of CPU slots. A run for a cluster carries its model's sources and image folder's arrays
+    (runs/carry.py), packed now. The queued runs, in queue order. StoreError (one line) if
+    one cannot be created; those queued before it stay queued."""
     out: list[st.RunRecord] = []
+    packed: dict[tuple[object, ...], dict[str, np.ndarray] | None] = {}
     for exp in expand_runs(experiments):
-        run = store.create(exp, queue=queue_record(exp, jobs=jobs).to_json())
+        key = (exp.model, exp.dataset, exp.image_size, exp.data_dir, exp.base_dir)
+        if exp.cluster and key not in packed:  # seeds of one experiment carry the same
+            packed[key] = carry.pack(exp)
+        carried = packed.get(key) if exp.cluster else None
+        run = store.create(exp, queue=queue_record(exp, jobs=jobs).to_json(), carried=carried)
         record = st.RunStore.read(run.path)
         if record is not None:
             out.append(record)
@@ -93,6 +99,7 @@ def requeue(runs: list[st.RunDir], jobs: int = 1) -> list[st.RunRecord]:
         for run in runs:
             q = queue_record(run.experiment, jobs=jobs, resume=True, was=run.reopened_status)
             run.write_config()  # what it trains with from now on (e.g. more epochs)
+            _carry_again(run)
             st.clear_cancel(run.path)
             run.save_summary(st.RunStatus.QUEUED, queue=q.to_json())
             run.release()
@@ -103,6 +110,21 @@ def requeue(runs: list[st.RunDir], jobs: int = 1) -> list[st.RunRecord]:
         for run in runs:
             run.release()
     return out
+
+
+def _carry_again(run: st.RunDir) -> None:
+    """A resumed run for a cluster carries its files as they are now; where they are gone
+    (the experiments folder moved) it keeps what it carried when it was first queued."""
+    if not run.experiment.cluster:
+        return
+    try:
+        carried = carry.pack(run.experiment)
+    except carry.CarryError:
+        if st.read_carried(run.path) is not None:
+            return
+        raise
+    if carried is not None:
+        run.write_carried(carried)
 
 
 def ensure_scheduler(store: st.RunStore) -> bool:

@@ -49,6 +49,7 @@ from typing import Any, Literal
 from .. import __version__
 from ..core.events import BatchLosses, Cancelled, Diverged, Event, Failed, Finished
 from ..core.text import one_line
+from . import carry
 from . import store as st
 from .executors import Job, run_one
 from .live import EitherEvent
@@ -94,10 +95,13 @@ def node_train(
     device: str,
     cpus: int,
     crash_in_epoch: int | None = None,
+    carried: dict[str, Any] | None = None,
 ) -> Iterator[Hello | Sent]:
     """The Ray task of one run (a streaming generator): trains it with the engine on this
     node and yields ("hello", host, pid, version) first, then ("event", event, files) for
     each event, `files` being the run files the engine wrote since the previous one.
+    `carried`: the model's sources and the image folder's arrays the run was queued with
+    (runs/carry.py), written and installed here first.
 
     `crash_in_epoch` (tests): the worker kills itself, as a dying node would, after the first
     batch losses of that 0-based epoch were sent."""
@@ -115,6 +119,9 @@ def node_train(
 
     try:
         with tempfile.TemporaryDirectory(prefix="cnntui-") as tmp:
+            if carried:
+                exp, aliases = carry.unpack(carried, exp, Path(tmp))
+                run.aliases.update(aliases)
             resume = None
             if checkpoint is not None:
                 resume = Path(tmp) / "checkpoint.pt"
@@ -522,13 +529,16 @@ class RayScheduler:
         device: str,
         crash: int | None,
     ) -> Any:
-        """Start the run's task; its ObjectRefGenerator."""
+        """Start the run's task, with what the run carries; its ObjectRefGenerator."""
+        carried = st.read_carried(run.path)
         return self.remote_fn.options(
             num_cpus=resources["num_cpus"],
             num_gpus=resources["num_gpus"],
             max_retries=0,
             name=f"cnntui {run.experiment.name} {run.run_id}",
-        ).remote(run.state(), ckpt, self.control, device, int(resources["num_cpus"]), crash)
+        ).remote(
+            run.state(), ckpt, self.control, device, int(resources["num_cpus"]), crash, carried
+        )
 
     # -- following one run
 

@@ -12,7 +12,10 @@ Layout: `<runs_dir>/<experiment name>/<run id>/` holding
 - `heartbeat`     touched about once a second by the process training the run; holds
                   `host pid` (liveness of runs trained on another host);
 - `cancel`        created by anyone to ask the process training the run to stop and save;
-- `worker.log`    what a detached worker process wrote to stderr.
+- `worker.log`    what a detached worker process wrote to stderr;
+- `carried.npz`   a run queued for a Ray cluster: its user model's Python files and its image
+                  folder's decoded arrays as they were when it was queued (cnntui.runs.carry),
+                  sent to its node with the task; read with `allow_pickle=False`.
 
 A run trained on another machine (a Ray node, cnntui.runs.ray_executor) writes into a `RunOutbox`
 instead: the bytes of each file come back to the store's host, where `RunDir.receive` writes
@@ -92,6 +95,10 @@ WARM_LOCK = ".warm.lock"  # held by the warm process while it lives; says its pi
 WARM_LOG = ".warm.log"
 RAY_SCHEDULER_LOCK = ".ray-scheduler.lock"
 RAY_SCHEDULER_LOG = ".ray-scheduler.log"
+# What a run queued for a Ray cluster takes to its node (cnntui.runs.carry): its model's
+# sources and its image folder's decoded arrays, as they were when it was queued.
+CARRIED_FILE = "carried.npz"
+MAX_CARRIED_BYTES = 512 << 20  # a run carries at most this much to its node
 HEARTBEAT_SECONDS = 1.0  # how often the process training a run touches its heartbeat
 HEARTBEAT_STALE = 10.0  # a heartbeat older than this (from another host) means the run died
 LOCK_WAIT_SECONDS = 0.5  # how long taking a lock rides over a status probe holding it briefly
@@ -729,7 +736,32 @@ _RUN_FILES = (
     "best.pt",
 )
 # Every file cnntui keeps in a run's directory: none of them may be a link, FIFO or directory.
-_ALL_RUN_FILES = (*_RUN_FILES, LOCK_FILE, LIVE_FILE, HEARTBEAT_FILE, CANCEL_FILE, WORKER_LOG)
+_ALL_RUN_FILES = (
+    *_RUN_FILES,
+    LOCK_FILE,
+    LIVE_FILE,
+    HEARTBEAT_FILE,
+    CANCEL_FILE,
+    WORKER_LOG,
+    CARRIED_FILE,
+)
+
+
+def read_carried(run_dir: Path) -> dict[str, np.ndarray] | None:
+    """The arrays a queued Ray run carries to its node (None: it carries nothing), read
+    with `allow_pickle=False`: nothing in the file runs code. RunFileError, one line, when
+    the file is not a regular file, is larger than MAX_CARRIED_BYTES or is not an npz."""
+    path = run_dir / CARRIED_FILE
+    try:
+        if not is_regular(path):
+            return None
+        data = read_file(path, MAX_CARRIED_BYTES + (1 << 20))  # the npz's own headers
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            return {name: npz[name] for name in npz.files}
+    except UnsafeFile as e:
+        raise RunFileError(str(e)) from None
+    except Exception as e:  # unreadable, too large, not an npz, object arrays
+        raise RunFileError(f"{path}: unreadable ({one_line(e)})") from None
 
 
 def model_source(experiment: Experiment) -> tuple[str | None, str | None]:
@@ -817,6 +849,10 @@ class RunDir:
         except OSError as e:
             raise StoreError(f"cannot write {path}: {e.strerror or e}") from None
 
+    def write_carried(self, arrays: dict[str, np.ndarray]) -> None:
+        """Write carried.npz: what the run takes to a Ray node (see read_carried)."""
+        self._write(CARRIED_FILE, functools.partial(_savez, arrays=arrays))
+
     def write_config(self) -> None:
         """Write config.toml: the resolved settings the run trains with."""
         data = tomli_w.dumps(self.experiment.settings()).encode()
@@ -883,7 +919,7 @@ class RunDir:
         if self.reopened or self.written != (0, 0):
             return False
         self.release()
-        names = [*_RUN_FILES, LOCK_FILE]
+        names = [*_RUN_FILES, CARRIED_FILE, LOCK_FILE]
         with contextlib.suppress(OSError):
             names += [p.name for p in self.path.glob(".*.tmp")]
         for name in names:
@@ -1012,10 +1048,16 @@ class RunStore:
         except UnsafeFile as e:
             raise UnsafeFile(f"cannot create a run of {name}: {e}") from None
 
-    def create(self, experiment: Experiment, queue: dict[str, Any] | None = None) -> RunDir:
+    def create(
+        self,
+        experiment: Experiment,
+        queue: dict[str, Any] | None = None,
+        carried: dict[str, np.ndarray] | None = None,
+    ) -> RunDir:
         """A fresh, locked directory for a new run of `experiment`, with its config written.
         If that cannot be written (a full disk), no directory is left behind. With `queue`
-        (see `queue_record`) the run is written `queued` and its lock let go at once."""
+        (see `queue_record`) the run is written `queued` and its lock let go at once;
+        `carried` (a Ray run's, see read_carried) is written before it reads as queued."""
         self.check_new_run(experiment.name)
         base = self.root / experiment.name
         try:
@@ -1035,6 +1077,8 @@ class RunStore:
         try:
             run.lock = acquire_lock(run.path)
             run.write_config()
+            if carried is not None:
+                run.write_carried(carried)
             if queue is None:
                 run.save(History())
             else:
