@@ -465,7 +465,9 @@ def test_early_stopping_without_a_validation_split_is_refused_naming_both_keys(t
     result = cnntui("--run", "alpha", "--set", "early_stop_patience=2", cwd=tiny_toml.parent)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     (line,) = result.stderr.strip().splitlines()
-    assert line.startswith("--set 'early_stop_patience=2': 'early_stop_patience' = 2 needs a ")
+    assert line.startswith(
+        "cnntui: --set 'early_stop_patience=2': 'early_stop_patience' = 2 needs "
+    )
     assert "val_size not set" in line and "set val_size > 0" in line
     assert not (tiny_toml.parent / "runs").exists() or not RunStore(tiny_toml.parent / "runs").runs(
         "alpha"
