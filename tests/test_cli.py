@@ -461,6 +461,20 @@ def test_a_study_run_shows_validation_and_an_early_stop(tiny_toml: Path) -> None
 
 
 @pytest.mark.process
+def test_early_stopping_without_a_validation_split_is_refused_naming_both_keys(tiny_toml):
+    result = cnntui("--run", "alpha", "--set", "early_stop_patience=2", cwd=tiny_toml.parent)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(
+        "cnntui: --set 'early_stop_patience=2': 'early_stop_patience' = 2 needs "
+    )
+    assert "val_size not set" in line and "set val_size > 0" in line
+    assert not (tiny_toml.parent / "runs").exists() or not RunStore(tiny_toml.parent / "runs").runs(
+        "alpha"
+    )
+
+
+@pytest.mark.process
 def test_list_says_how_many_train_validation_and_test_images_each_experiment_uses(tiny_toml):
     cwd = tiny_toml.parent
     tiny_toml.write_text(

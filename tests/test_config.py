@@ -403,6 +403,21 @@ UNRUNNABLE = [
         6,
         1,
     ),
+    # Early stopping needs a validation loss to watch: the test set must not choose the model.
+    (
+        '[[experiment]]\nname = "a"\nepochs = 5\n  early_stop_patience = 2\n',
+        "'early_stop_patience' = 2 needs a validation split, and experiment 'a' has none "
+        "(val_size not set): early stopping watches the validation loss",
+        4,
+        3,
+    ),
+    (
+        '[defaults]\nearly_stop_patience = 2\n[[experiment]]\nname = "a"\nval_size = 0\n',
+        "'val_size' = 0 leaves experiment 'a' no validation split for its early_stop_patience "
+        "= 2 at line 2",
+        5,
+        1,
+    ),
     # A sweep's grid is counted before it is expanded.
     (
         '[[experiment]]\nname = "a"\n\n[[sweep]]\nname = "big"\n'

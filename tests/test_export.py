@@ -197,8 +197,9 @@ def test_group_csv_has_the_differing_settings_and_the_runs_metrics(suite) -> Non
         m = metrics(record.history(), exp.target_acc, record.summary.total_seconds)
         assert row["status"] == "finished" and int(row["epochs_done"]) == 2
         assert int(row["params"]) == 62_006
-        for key in ("final_test_acc", "best_test_acc", "epoch1_test_acc", "final_train_loss"):
+        for key in ("final_test_acc", "epoch1_test_acc", "final_train_loss"):
             assert float(row[key]) == getattr(m, key)
+        assert row["best_test_acc"] == "" and math.isnan(m.best_test_acc)  # no split
         for key in ("gap", "total_seconds", "seconds_per_epoch", "smoothness"):
             assert float(row[key]) == getattr(m, key)
         # ...which is what the engine recorded in the run's summary, too.
@@ -244,6 +245,20 @@ def test_group_markdown_reads_as_the_reports_tables(suite) -> None:
     assert "Momentum" not in header
     row = next(line for line in md.splitlines() if "基准配置" in line)
     assert "62,006" in row and "%" in row
+
+
+@pytest.mark.slow
+def test_without_a_validation_split_the_tables_say_final_and_never_best(suite) -> None:
+    _, _, result, _, _ = suite
+    md = (result.folder / "hp" / "results.md").read_text(encoding="utf-8")
+    header = next(line for line in md.splitlines() if line.startswith("| #"))
+    assert "Final test acc" in header and "Best" not in header
+    assert "so none has a *best* epoch: the test set does not choose the model" in md
+    assert "*best* the highest of any epoch" not in md
+    text = (result.folder / "hp" / "results.csv").read_text(encoding="utf-8-sig")
+    for row in csv.DictReader(io.StringIO(text)):
+        assert row["final_test_acc"] != ""
+        assert row["best_test_acc"] == row["best_epoch"] == row["best_test_acc_mean"] == ""
 
 
 SUITE_DATA = "synthetic data (not CIFAR-10), 128 train / 128 test images"
@@ -631,7 +646,8 @@ def test_latex_tables_are_booktabs_balanced_and_keep_chinese_titles(suite) -> No
     # The full table keeps every column, in parts after # and Experiment.
     parts = tex_tables(full)
     assert all(h[:2] == [r"\#", "Experiment"] for h, _ in parts)
-    assert sum(len(h) - 2 for h, _ in parts) == 11  # lr and the 10 metrics of results.md
+    # lr and the 9 metrics of results.md (no *best* without a validation split)
+    assert sum(len(h) - 2 for h, _ in parts) == 10
     assert parts[0][1][0][:2] == ["1", r"基准配置 (\texttt{base})"]
     assert len(tex_tables(every)[0][1]) == 3
 

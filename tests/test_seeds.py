@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -15,7 +16,9 @@ import numpy as np
 import pytest
 
 from cnntui.core.config import ConfigError, apply_overrides, expand_runs, parse, parse_override
-from cnntui.report import stats
+from cnntui.core.events import EpochEnd
+from cnntui.core.history import History, metrics
+from cnntui.report import stats, tables
 from cnntui.runs import lifecycle
 from cnntui.runs.store import RunStore
 from tests.helpers import tiny_experiment
@@ -188,6 +191,101 @@ def test_welch_interval_against_a_case_worked_by_hand() -> None:
     assert stats.welch([0.5], [0.6, 0.61]).verdict == stats.ONE_SEED
 
 
+# Made-up final test accuracies over three seeds: a reference and three experiments whose
+# Welch p-values are 0.0003, 0.038 and 0.57.
+HOLM_REF = [0.50, 0.51, 0.52]
+HOLM_OTHERS = {
+    "far": [0.60, 0.61, 0.62],
+    "near": [0.525, 0.535, 0.545],
+    "same": [0.50, 0.52, 0.53],
+}
+
+
+def test_holm_turns_a_lone_95_percent_verdict_within_noise_in_a_group_of_three() -> None:
+    alone = stats.welch(HOLM_REF, HOLM_OTHERS["near"])
+    assert alone.verdict == stats.BEYOND and alone.p == pytest.approx(0.0376, abs=1e-4)
+    far, near, same = stats.compare_group(HOLM_REF, list(HOLM_OTHERS.values()))
+    # far: p 0.0003 <= 5%/3, beyond; near: p 0.038 > 5%/2, within; same: within from there on.
+    assert [c.verdict for c in (far, near, same)] == [stats.BEYOND, stats.WITHIN, stats.WITHIN]
+    assert (far.level, near.level, same.level) == pytest.approx((1 - 0.05 / 3, 0.975, 0.975))
+    assert {c.holm for c in (far, near, same)} == {3}
+    assert near.p == alone.p and near.low < 0 < near.high  # its interval agrees with its verdict
+    assert far.low > 0
+
+
+def test_holm_steps_down_no_further_than_the_first_within_noise() -> None:
+    # p 0.027 and 0.038: each beyond noise alone, but the smaller fails 5%/2, so both are within.
+    a, b = stats.compare_group(HOLM_REF, [[0.53, 0.535, 0.55], HOLM_OTHERS["near"]])
+    assert stats.welch(HOLM_REF, [0.53, 0.535, 0.55]).verdict == stats.BEYOND
+    assert (a.verdict, b.verdict) == (stats.WITHIN, stats.WITHIN)
+    assert a.low < 0 < a.high and b.low < 0 < b.high
+    # one comparison (the others single seeds): nothing to adjust
+    alone, one_seed = stats.compare_group(HOLM_REF, [HOLM_OTHERS["near"], [0.6]])
+    assert (alone.verdict, alone.level, alone.holm) == (stats.BEYOND, 0.95, 1)
+    assert one_seed.verdict == stats.ONE_SEED
+
+
+def test_the_study_table_and_the_exported_notes_say_holm_over_three_comparisons() -> None:
+    runs = {"ref": HOLM_REF, **HOLM_OTHERS}
+    exps = [tiny_experiment(name=n, group="g", seeds=(0, 1, 2)) for n in runs]
+    finals = {
+        n: [
+            SimpleNamespace(
+                seed=i,
+                status="finished",
+                settings_key="k",
+                summary=SimpleNamespace(final_test_acc=a),
+            )
+            for i, a in enumerate(v)
+        ]
+        for n, v in runs.items()
+    }
+    verdicts = {r.name: stats.verdict(r) for r in stats.study(exps, finals.__getitem__)}
+    assert verdicts == {
+        "ref": "reference",
+        "far": stats.BEYOND,
+        "near": stats.WITHIN,
+        "same": stats.WITHIN,
+    }
+    found = stats.compare_group(HOLM_REF, list(HOLM_OTHERS.values()))
+    comparisons = dict(zip(HOLM_OTHERS, found, strict=True))
+    rows = []
+    for e in exps:
+        h = History()
+        h.add(EpochEnd(e.name, 0, 1.0, 0.5, 1.0, runs[e.name][0], 1.0))
+        m = metrics(h, 0.5, 1.0)
+        seeds = tuple(
+            tables.SeedResult(i, f"r{i}", dataclasses.replace(m, final_test_acc=a))
+            for i, a in enumerate(runs[e.name])
+        )
+        ref = stats.Comparison(math.nan, math.nan, math.nan, math.nan, stats.REFERENCE)
+        rows.append(
+            tables.Row(
+                e,
+                e,
+                "finished",
+                1,
+                10,
+                m,
+                "cpu",
+                "r",
+                50,
+                6,
+                seed_results=seeds,
+                comparison=comparisons.get(e.name, ref),
+            )
+        )
+    md = tables.to_markdown(rows, "g").decode()
+    assert "Holm-adjusted over 3 comparisons" in md
+    assert "| Δ vs reference [Holm CI] | Beyond noise? |" in md
+    near = next(line for line in md.splitlines() if "`near`" in line or "NEAR" in line.upper())
+    assert "within noise" in near
+    csv_rows = list(csv.DictReader(io.StringIO(tables.to_csv(rows).decode("utf-8-sig"))))
+    by_name = {r["name"]: r for r in csv_rows}
+    assert by_name["near"]["verdict"] == stats.WITHIN and by_name["near"]["holm_comparisons"] == "3"
+    assert float(by_name["far"]["ci_level"]) == pytest.approx(1 - 0.05 / 3)
+
+
 def test_only_the_latest_finished_run_of_each_seed_with_the_newest_settings_counts() -> None:
     def run(seed, status, key="k1"):
         return SimpleNamespace(seed=seed, status=status, settings_key=key)
@@ -276,8 +374,9 @@ def test_results_csv_has_mean_std_n_and_the_interval(study: Path) -> None:
         assert rows[name]["n"] == "2" and rows[name]["seeds"] == "0 1"
         assert float(rows[name]["test_acc_mean"]) == pytest.approx(np.mean(finals))
         assert float(rows[name]["test_acc_std"]) == pytest.approx(np.std(finals, ddof=1))
-        for stem in ("best_test_acc", "epoch1_test_acc", "train_loss", "gap"):
+        for stem in ("epoch1_test_acc", "train_loss", "gap"):
             assert rows[name][f"{stem}_mean"] != ""
+        assert rows[name]["best_test_acc_mean"] == ""  # no validation split: no best epoch
     assert rows["base"]["verdict"] == "reference" and rows["base"]["reference"] == "1"
     expected = stats.welch(
         [r.summary.final_test_acc for r in store.runs("base")],

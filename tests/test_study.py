@@ -72,12 +72,14 @@ def test_val_size_too_large_fails_with_one_line(runs_dir: Path) -> None:
     assert events[-1].reason.startswith("val_size 256 leaves no training images (there are 256)")
 
 
-def test_without_a_split_best_is_on_test_and_validation_is_nan() -> None:
+def test_without_a_split_no_epoch_is_chosen_on_the_test_set() -> None:
     h = History()
     for i, acc in enumerate([0.2, 0.5, 0.4]):
         h.add(EpochEnd("x", i, 1.0, 0.3, 1.0, acc, 1.0, lr=0.1))
     m = metrics(h, 0.5, 3.0)
-    assert (m.best_epoch, m.test_acc_at_best) == (2, 0.5) and math.isnan(m.best_val_acc)
+    assert best_epoch(h) is None and m.best_epoch is None
+    assert math.isnan(m.best_test_acc) and math.isnan(m.test_acc_at_best)  # not 0.5
+    assert m.final_test_acc == 0.4 and math.isnan(m.best_val_acc)
     arrays = h.arrays()
     assert np.isnan(arrays["val_loss"]).all() and arrays["lr"].tolist() == [0.1] * 3
 
@@ -188,8 +190,8 @@ def test_early_stop_on_a_crafted_history() -> None:
 def test_an_early_stopped_run_finishes_and_a_resume_does_not_train_on(
     runs_dir: Path, monkeypatch
 ) -> None:
-    # lr 0 trains nothing: the test loss never falls, so patience 1 stops after epoch 2.
-    exp = tiny_experiment(epochs=5, lr=1e-12, early_stop_patience=1)
+    # lr 0 trains nothing: the validation loss never falls, so patience 1 stops after epoch 2.
+    exp = tiny_experiment(epochs=5, lr=1e-12, early_stop_patience=1, val_size=64)
     store = RunStore(runs_dir)
     events = list(train(exp, None, store.create(exp)))
     assert isinstance(events[-1], Finished) and events[-1].stopped_early == 2
@@ -203,6 +205,17 @@ def test_an_early_stopped_run_finishes_and_a_resume_does_not_train_on(
     assert isinstance(again[-1], Finished) and again[-1].stopped_early == 2
     assert store.latest(exp.name).history().epochs_done == 2
     assert not any(isinstance(e, Cancelled) for e in events)
+
+
+def test_without_a_split_early_stopping_never_watches_the_test_loss(runs_dir: Path) -> None:
+    # Built in code, past the config's refusal: the test loss never falls, yet it trains on.
+    exp = tiny_experiment(epochs=3, lr=1e-12, early_stop_patience=1)
+    store = RunStore(runs_dir)
+    events = list(train(exp, None, store.create(exp)))
+    assert isinstance(events[-1], Finished) and events[-1].stopped_early is None
+    record = store.latest(exp.name)
+    assert record.summary.epochs_done == 3 and record.summary.best_epoch is None
+    assert not (record.path / "best.pt").exists()  # no epoch chosen on the test set
 
 
 # --- best checkpoint -------------------------------------------------------------------------

@@ -131,3 +131,17 @@ async def test_a_rows_mean_over_seeds_counts_only_runs_with_that_rows_settings()
         table.redraw()  # laid out afresh, the same
         await pilot.pause()
         assert str(table.get_cell("old", "acc_over_seeds")) == "48.30±1.41 n=2"
+
+
+async def test_a_run_without_a_validation_split_shows_no_best_accuracy_only_its_final():
+    app = ResultsApp()
+    async with app.run_test(size=(120, 30)) as pilot:
+        table = app.query_one(ResultsTable)
+        # an older summary.json recorded the test set's best epoch for a run without a split
+        table.put("plain", replace(row("plain", 0.40, 1.5), best_test_acc=0.55))
+        table.put("split", replace(row("split", 0.41, 1.5), best_test_acc=0.45, best_val_acc=0.5))
+        await pilot.pause()
+        assert str(table.get_cell("plain", "final_test_acc")).strip() == "40.00%"
+        assert str(table.get_cell("plain", "best_test_acc")).strip() == "-"
+        assert str(table.get_cell("split", "best_test_acc")).strip() == "45.00%"
+        assert is_best(table, "split", "best_test_acc")

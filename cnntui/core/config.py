@@ -336,6 +336,7 @@ def _agreement_keys(e: Settings) -> list[tuple[str, tuple[str, ...]]]:
     return [
         ("val_size", ("train_size", *(["dataset"] if uses_whole else []))),
         ("warmup_epochs", ("epochs",)),
+        ("early_stop_patience", ("val_size",)),
     ]
 
 
@@ -343,6 +344,8 @@ def _broken(e: Settings, dependent: str) -> bool:
     if dependent == "val_size":
         train = images_used(e.dataset, e.train_size, None, getattr(e, "base_dir", ""))[0]
         return e.val_size > 0 and train > 0 and e.val_size >= train
+    if dependent == "early_stop_patience":  # it would watch the test set choose the model
+        return e.early_stop_patience > 0 and e.val_size == 0
     return e.warmup_epochs > e.epochs
 
 
@@ -368,6 +371,8 @@ def _disagreement(e: Experiment, dependent: str, blamed: str, source: Source) ->
             f"{said} {none_left}: val_size ({e.val_size}{at('val_size')}) must be less than its "
             f"{train} training images"
         )
+    if dependent == "early_stop_patience":
+        return _no_validation(e, blamed, said, at)
     why = "warm-up takes the first warmup_epochs of the run's epochs"
     if blamed == "warmup_epochs":
         return (
@@ -377,6 +382,20 @@ def _disagreement(e: Experiment, dependent: str, blamed: str, source: Source) ->
     return (
         f"{said} is less than the warmup_epochs of experiment {e.name!r} "
         f"({e.warmup_epochs}{at('warmup_epochs')}); {why}"
+    )
+
+
+def _no_validation(e: Experiment, blamed: str, said: str, at: Callable[[str], str]) -> str:
+    """Early stopping without a validation split, from the blamed key's side."""
+    fix = "set val_size > 0 (training images held out) or early_stop_patience = 0"
+    why = "early stopping watches the validation loss, and the test set must not choose the model"
+    if blamed == "early_stop_patience":
+        size = f"val_size = 0{at('val_size')}" if at("val_size") else "val_size not set"
+        has_none = f"experiment {e.name!r} has none ({size})"
+        return f"{said} needs a validation split, and {has_none}: {why}; {fix}"
+    patience = f"early_stop_patience = {e.early_stop_patience}{at('early_stop_patience')}"
+    return (
+        f"{said} leaves experiment {e.name!r} no validation split for its {patience}: {why}; {fix}"
     )
 
 

@@ -514,9 +514,11 @@ def _epochs(r: _Run) -> Generator[Event, None, tuple[Ending, int | None]]:
     """Train until the last epoch, early stopping, a cancel or a divergence; returns how it
     ended (None: trained through) and the epoch early stopping ended it at."""
     exp, history = r.exp, r.history
-    # Early stopping watches the validation loss, or the test loss without a split.
-    watched = history.val_loss if r.prep.val_y is not None else history.test_loss
-    stopped = _stopped_early(watched, exp.early_stop_patience)  # a resumed run that had stopped
+    # Early stopping watches the validation loss: never the test set, which must not choose
+    # the model (the config refuses patience without val_size; here it is simply off).
+    watched = history.val_loss
+    patience = exp.early_stop_patience if r.prep.val_y is not None else 0
+    stopped = _stopped_early(watched, patience)  # a resumed run that had stopped
     r.model.train()
     for epoch in range(r.start_epoch, exp.epochs if stopped is None else r.start_epoch):
         lr = _begin_epoch(r, epoch)
@@ -531,7 +533,7 @@ def _epochs(r: _Run) -> Generator[Event, None, tuple[Ending, int | None]]:
         _checkpoint(r, epoch)
         r.save()
         yield end
-        stopped = _stopped_early(watched, exp.early_stop_patience)
+        stopped = _stopped_early(watched, patience)
         if stopped is not None:
             break
     return None, stopped

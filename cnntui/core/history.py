@@ -228,7 +228,7 @@ class Metrics:
     """The comparison figures of one run; accuracies are fractions, NaN when not yet known."""
 
     final_test_acc: float
-    best_test_acc: float  # at the best epoch (see best_epoch): the highest without a split
+    best_test_acc: float  # at the best epoch (see best_epoch); NaN without a validation split
     epoch1_test_acc: float
     final_train_loss: float
     final_train_acc: float
@@ -238,21 +238,19 @@ class Metrics:
     smoothness: float
     total_seconds: float
     seconds_per_epoch: float
-    best_epoch: int | None  # 1-based: highest validation accuracy, else highest test accuracy
+    best_epoch: int | None  # 1-based: highest validation accuracy; None without a split
     best_val_acc: float  # NaN without a validation split
     test_acc_at_best: float  # the test accuracy of the best epoch
 
 
 def best_epoch(history: History) -> int | None:
-    """0-based index of the best epoch: the highest validation accuracy when the run has a
-    validation split, else the highest test accuracy; the first of equals. None before any."""
+    """0-based index of the best epoch: the highest validation accuracy, the first of
+    equals. None before any epoch, and None without a validation split: the test set does
+    not choose the model (such a run has only its *final* epoch)."""
     n = history.epochs_done
-    if n == 0:
+    if n == 0 or not history.has_validation or len(history.val_acc) < n:
         return None
-    if history.has_validation and len(history.val_acc) >= n:
-        scores = [v if math.isfinite(v) else -math.inf for v in history.val_acc[:n]]
-    else:
-        scores = history.test_acc[:n]
+    scores = [v if math.isfinite(v) else -math.inf for v in history.val_acc[:n]]
     return max(range(n), key=lambda i: (scores[i], -i))
 
 
@@ -277,8 +275,8 @@ def metrics(history: History, target_acc: float, total_seconds: float) -> Metric
     val = history.val_acc[best] if best is not None and best < len(history.val_acc) else math.nan
     return Metrics(
         final_test_acc=last(history.test_acc),
-        # With a validation split the test accuracy is read at the epoch validation chose:
-        # choosing the epoch by the test set itself would flatter it.
+        # The test accuracy is read at the epoch validation chose; without a split there is
+        # no best epoch: choosing one by the test set itself would flatter it.
         best_test_acc=history.test_acc[best] if best is not None else math.nan,
         epoch1_test_acc=history.test_acc[0] if n else math.nan,
         final_train_loss=last(history.epoch_losses),

@@ -222,21 +222,22 @@ def _with_seeds(entry: _Entry, store: RunStore, result: ExportResult) -> _Entry:
 
 
 def _compare(entries: list[_Entry], experiments: list[Experiment]) -> None:
-    """Each entry's comparison with its group's reference (Welch, on final test accuracy)."""
+    """Each entry's comparison with its group's reference (Welch, on final test accuracy;
+    Holm-adjusted where the group has more than one)."""
     by_group: dict[str, list[_Entry]] = {}
     for e in entries:
         by_group.setdefault(e.experiment.group or UNGROUPED, []).append(e)
     for group, members in by_group.items():
         ref_exp = stats.reference_of([x for x in experiments if (x.group or UNGROUPED) == group])
         ref = next((m for m in members if m.experiment.name == ref_exp.name), None)
+        compared = [m for m in members if ref and m is not ref and ref.row.n and m.row.n]
+        found = stats.compare_group(_finals(ref), [_finals(m) for m in compared]) if ref else []
+        by_entry = {id(m): c for m, c in zip(compared, found, strict=True)}
         for m in members:
+            comparison: stats.Comparison | None = by_entry.get(id(m))
             if m is ref:
                 nan = math.nan
                 comparison = stats.Comparison(nan, nan, nan, nan, stats.REFERENCE)
-            elif ref is None or not ref.row.n or not m.row.n:
-                comparison = None
-            else:
-                comparison = stats.welch(_finals(ref), _finals(m))
             m.row = dataclasses.replace(m.row, comparison=comparison)
 
 

@@ -8,6 +8,13 @@ differs from its group's reference by more than the seeds' noise.
 - "Beyond noise?" is Welch's 95 % confidence interval of the difference of mean final test
   accuracy (experiment − reference), with the Student-t quantile at Welch–Satterthwaite
   degrees of freedom. When it contains 0 the difference is *within noise*.
+- A group that compares more than one experiment with its reference tests them together,
+  by Holm's step-down procedure over the K comparisons that have an interval: the one
+  with the smallest Welch p-value is tested at 5 % / K, the next at 5 % / (K − 1), ...,
+  and from the first that is within noise on, the rest are too. Each interval is shown at
+  the level its comparison was tested at (1 − 5 % / (K − rank + 1); from the first within
+  noise on, that one's level), so an interval contains 0 exactly when the verdict is
+  *within noise*; the chance of any false *beyond noise* in the group stays at most 5 %.
 
 The t quantile is computed here (bisection on the t distribution's CDF, written with the
 regularized incomplete beta function by its continued fraction), so no SciPy is needed.
@@ -16,6 +23,7 @@ No torch, no textual: the CLI, the TUI and the exports all use it.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -132,6 +140,9 @@ class Comparison:
     high: float
     df: float  # Welch–Satterthwaite degrees of freedom (NaN: no interval)
     verdict: str  # WITHIN, BEYOND, ONE_SEED or REFERENCE
+    p: float = math.nan  # Welch's two-sided p-value, unadjusted (NaN: no interval)
+    level: float = LEVEL  # the confidence of [low, high]
+    holm: int = 1  # the comparisons Holm's procedure tested it among (1: not adjusted)
 
 
 def welch(reference: Sequence[float], other: Sequence[float], level: float = LEVEL) -> Comparison:
@@ -144,11 +155,44 @@ def welch(reference: Sequence[float], other: Sequence[float], level: float = LEV
     va, vb = a.std**2 / a.n, b.std**2 / b.n
     se = math.sqrt(va + vb)
     if se == 0.0:  # every seed gave the same number on both sides: no spread to speak of
-        return Comparison(diff, diff, diff, math.inf, WITHIN if diff == 0 else BEYOND)
+        same = diff == 0
+        return Comparison(
+            diff, diff, diff, math.inf, WITHIN if same else BEYOND, 1.0 if same else 0.0, level
+        )
     df = (va + vb) ** 2 / (va**2 / (a.n - 1) + vb**2 / (b.n - 1))
     half = t_quantile(0.5 + level / 2.0, df) * se
     low, high = diff - half, diff + half
-    return Comparison(diff, low, high, df, WITHIN if low <= 0.0 <= high else BEYOND)
+    p = 2.0 * t_cdf(-abs(diff) / se, df)
+    return Comparison(diff, low, high, df, WITHIN if low <= 0.0 <= high else BEYOND, p, level)
+
+
+def compare_group(
+    reference: Sequence[float], others: Sequence[Sequence[float]], level: float = LEVEL
+) -> list[Comparison]:
+    """Each of `others` against `reference` (Welch), Holm-adjusted when more than one of
+    them has an interval (see the module's docstring); in the order of `others`."""
+    plain = [welch(reference, other, level) for other in others]
+    tested = sorted(
+        (i for i, c in enumerate(plain) if math.isfinite(c.p)), key=lambda i: plain[i].p
+    )
+    k = len(tested)
+    if k < 2:
+        return plain
+    out = list(plain)
+    alpha, rejecting = 1.0 - level, True
+    for rank, i in enumerate(tested):
+        if rejecting:
+            alpha_here = (1.0 - level) / (k - rank)
+            rejecting = plain[i].p <= alpha_here
+            alpha = alpha_here
+        c = welch(reference, others[i], 1.0 - alpha)
+        verdict = BEYOND if rejecting else WITHIN
+        out[i] = dataclasses.replace(c, verdict=verdict, p=plain[i].p, holm=k)
+    return out
+
+
+def _counted(values: Sequence[Any]) -> bool:
+    return aggregate(values).n > 0
 
 
 def _number(v: Any) -> bool:
@@ -230,20 +274,21 @@ def study(experiments: Sequence[Any], runs_of: Callable[[str], Sequence[Any]]) -
     groups: dict[str, list[Any]] = {}
     for exp in experiments:
         groups.setdefault(exp.group, []).append(exp)
-    rows = []
-    for exp in experiments:
-        ref = reference_of(groups[exp.group])
-        agg = aggregate(finals[exp.name])
-        if exp is ref:
-            comparison: Comparison | None = Comparison(
-                math.nan, math.nan, math.nan, math.nan, REFERENCE
-            )
-        elif agg.n and aggregate(finals[ref.name]).n:
-            comparison = welch(finals[ref.name], finals[exp.name])
-        else:
-            comparison = None
-        rows.append(StudyRow(exp.name, exp.group, seeds[exp.name], agg, comparison))
-    return rows
+    comparisons: dict[str, Comparison | None] = {}
+    for members in groups.values():
+        ref = reference_of(members)
+        compared = [
+            m
+            for m in members
+            if m is not ref and _counted(finals[m.name]) and _counted(finals[ref.name])
+        ]
+        found = compare_group(finals[ref.name], [finals[m.name] for m in compared])
+        comparisons.update(zip((m.name for m in compared), found, strict=True))
+        comparisons[ref.name] = Comparison(math.nan, math.nan, math.nan, math.nan, REFERENCE)
+    return [
+        StudyRow(e.name, e.group, seeds[e.name], aggregate(finals[e.name]), comparisons.get(e.name))
+        for e in experiments
+    ]
 
 
 def verdict(row: StudyRow) -> str:

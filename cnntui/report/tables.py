@@ -230,7 +230,7 @@ def to_csv(rows: list[Row], with_group: bool = False) -> bytes:
     header += [k for k in ("target_acc",) if k not in keys] + ["device", "run_id"]
     header += ["n", "seeds"] + [f"{stem}_{x}" for stem, _ in AGGREGATES for x in ("mean", "std")]
     header += ["reference", "test_acc_diff", "test_acc_diff_ci95_low", "test_acc_diff_ci95_high"]
-    header += ["verdict"]
+    header += ["verdict", "ci_level", "holm_comparisons"]
     trials = any(r.search_best is not None for r in rows)
     header += ["search_best"] if trials else []  # 1: its search's best trial, 0: another
     out: list[list[object]] = [list(header)]
@@ -251,10 +251,11 @@ def to_csv(rows: list[Row], with_group: bool = False) -> bytes:
             line += [_csv_value(agg.mean), _csv_value(agg.std)]
         c = r.comparison
         if c is None:
-            line += ["", "", "", "", ""]
+            line += ["", "", "", "", "", "", ""]
         else:
             ref = c.verdict == stats.REFERENCE
             line += [int(ref), *(_csv_value(v) for v in (c.diff, c.low, c.high)), c.verdict]
+            line += ["", ""] if ref or not math.isfinite(c.low) else [c.level, c.holm]
         if trials:
             line.append("" if r.search_best is None else int(r.search_best))
         out.append(line)
@@ -320,26 +321,38 @@ def to_markdown(
 @dataclass(frozen=True)
 class _Columns:
     """Which optional columns a results table has: the group, the status (some run not
-    finished), the settings that differ, and the seeds' mean ± std."""
+    finished), the settings that differ, the seeds' mean ± std, and the *best* test
+    accuracy (only where some run has a validation split to choose its best epoch)."""
 
     with_group: bool
     unfinished: bool
     keys: list[str]
     seeded: bool
+    validated: bool = True
+    holm: bool = False  # some verdict is Holm-adjusted (its interval is not a 95% one)
 
     @classmethod
     def of(cls, rows: list[Row], with_group: bool) -> _Columns:
         """The columns `rows` need."""
         unfinished = any(r.status != RunStatus.FINISHED for r in rows)
-        return cls(with_group, unfinished, differing_keys(rows), has_seeds(rows))
+        seeded, validated = has_seeds(rows), has_validation(rows)
+        holm = any(r.comparison is not None and r.comparison.holm > 1 for r in rows)
+        return cls(with_group, unfinished, differing_keys(rows), seeded, validated, holm)
+
+    @property
+    def metrics(self) -> list[tuple[str, str]]:
+        """The metric columns shown: key, heading."""
+        return [(k, h) for k, h in METRIC_COLUMNS if h and (self.validated or k != "best_test_acc")]
 
     def header(self, with_group: bool) -> list[str]:
         """The full table's column headings, in order."""
         header = ["#", "Experiment", *(["Group"] if with_group else [])]
         header += ["Status"] if self.unfinished else []
         header += [SETTING_HEADERS.get(k, k) for k in self.keys]
-        header += SEED_HEADERS if self.seeded else []
-        return header + [h for _, h in METRIC_COLUMNS if h]
+        if self.seeded:
+            header += [*SEED_HEADERS[:2], HOLM_HEADER if self.holm else SEED_HEADERS[2]]
+            header += SEED_HEADERS[3:]
+        return header + [h for _, h in self.metrics]
 
     @staticmethod
     def is_text(rows: list[Row], key: str) -> bool:
@@ -368,9 +381,9 @@ def _markdown_cells(i: int, r: Row, cols: _Columns) -> list[str]:
     cells += [_setting(getattr(r.ran_with, k)) for k in cols.keys]
     cells += seed_cells(r) if cols.seeded else []
     if r.epochs_done:
-        cells += [_metric(k, r.value(k)) for k, h in METRIC_COLUMNS if h]
+        cells += [_metric(k, r.value(k)) for k, _ in cols.metrics]
     else:  # nothing measured yet
-        cells += [_metric(k, r.value(k)) if k == "params" else "–" for k, h in METRIC_COLUMNS if h]
+        cells += [_metric(k, r.value(k)) if k == "params" else "–" for k, _ in cols.metrics]
     return cells
 
 
@@ -382,12 +395,13 @@ def _markdown_notes(
     devices = sorted({r.device for r in rows if r.device})
     notes = [
         "Accuracies are on the test set, measured after every epoch: *final* after the last "
-        "epoch run, *best* the highest of any epoch, *epoch-1* after the first."
-        if not any(math.isfinite(r.metrics.best_val_acc) for r in rows)
+        "epoch run, *epoch-1* after the first. No run has a validation split (`val_size`), "
+        "so none has a *best* epoch: the test set does not choose the model."
+        if not has_validation(rows)
         else "Accuracies are on the test set, measured after every epoch: *final* after the "
-        "last epoch run, *best* at the epoch of highest validation accuracy (the highest test "
-        "accuracy of any epoch for a run without a validation split), *epoch-1* after the "
-        "first.",
+        "last epoch run, *best* at the epoch of highest validation accuracy, *epoch-1* after "
+        "the first. A run without a validation split has no *best* (–): the test set does "
+        "not choose the model.",
         "**Gap** is final training accuracy minus final test accuracy, in percentage points "
         "(training accuracy is measured on the fly during the epoch, with dropout active).",
         "**Epochs to target**: the first epoch whose test accuracy reached "
@@ -414,6 +428,12 @@ def _markdown_notes(
 
 
 SEED_HEADERS = ["n", "Test acc (mean ± std)", "Δ vs reference [95% CI]", "Beyond noise?"]
+HOLM_HEADER = "Δ vs reference [Holm CI]"  # where some verdict is Holm-adjusted
+
+
+def has_validation(rows: list[Row]) -> bool:
+    """Whether any row's run had a validation split, so has a *best* epoch."""
+    return any(r.val_images > 0 or math.isfinite(r.metrics.best_val_acc) for r in rows)
 
 
 def has_seeds(rows: list[Row]) -> bool:
@@ -452,6 +472,32 @@ def seed_notes(rows: list[Row]) -> list[str]:
         "reference (its first experiment, or the one with `reference = true`), in percentage "
         "points, with Welch's 95% confidence interval. *Within noise*: the interval "
         "contains 0; with one seed on either side there is no interval.",
+        *holm_notes(rows),
+    ]
+
+
+def holm_notes(rows: list[Row]) -> list[str]:
+    """The note on the verdicts Holm adjusted: over how many comparisons, in which group."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        if r.comparison is not None and r.comparison.holm > 1:
+            counts[r.experiment.group or "–"] = r.comparison.holm
+    if not counts:
+        return []
+    if len(counts) == 1:
+        k = next(iter(counts.values()))
+        over = f"Holm-adjusted over {k} comparisons"
+    else:
+        over = "Holm-adjusted over " + ", ".join(
+            f"{k} comparisons in group {g}" for g, k in counts.items()
+        )
+    return [
+        f"Verdicts are {over} with the group's reference, so that the group's chance of "
+        "any false *beyond noise* stays at 5%: the comparison with the smallest p-value is "
+        "tested at 5%/K, the next at 5%/(K − 1), ..., and from the first within noise on, "
+        "all the rest are within noise. Each interval is at the level its comparison was "
+        "tested at (e.g. 98.33% for the first of 3), so it contains 0 exactly when the "
+        "verdict is *within noise*."
     ]
 
 
@@ -842,7 +888,7 @@ def to_latex_full(rows: list[Row], heading: str, with_group: bool = False) -> by
     spec = "rl" + "l" * (with_group + cols.unfinished)
     spec += "".join("l" if cols.is_text(rows, k) else "r" for k in cols.keys)
     spec += "rrll" if cols.seeded else ""
-    spec += "r" * len([k for k, h in METRIC_COLUMNS if h])
+    spec += "r" * len(cols.metrics)
     cells = [_latex_cells(i, r, cols) for i, r in enumerate(rows, 1)]
     columns = [_TexColumn(h, spec[j], [c[j] for c in cells]) for j, h in enumerate(header)]
     rest = columns[2:]
@@ -873,7 +919,7 @@ def _latex_cells(i: int, r: Row, cols: _Columns) -> list[str]:
     cells += [latex_escape(_setting(getattr(r.ran_with, k))) for k in cols.keys]
     if cols.seeded:
         cells += [latex_escape(c) for c in seed_cells(r)]
-    for k in [k for k, h in METRIC_COLUMNS if h]:
+    for k, _ in cols.metrics:
         shown = _metric(k, r.value(k)) if r.epochs_done or k == "params" else "–"
         if shown.startswith(("-", "+")) and k == "gap":  # a sign, not a hyphen
             shown = f"${shown[0]}${shown[1:]}"

@@ -305,6 +305,7 @@ class RunState:
             reason=self.reason,
             final_test_acc=m.final_test_acc,
             best_test_acc=m.best_test_acc,
+            best_val_acc=m.best_val_acc,
             epoch1_test_acc=m.epoch1_test_acc,
             final_train_loss=m.final_train_loss,
             gap=m.gap,

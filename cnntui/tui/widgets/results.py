@@ -88,8 +88,14 @@ BEST_STYLE = "bold reverse green"
 
 
 def cell_value(column: str, summary: RunSummary, over_seeds: Seeds | None = None) -> object:
-    """What the row of `summary` holds in `column` (None: nothing)."""
-    return over_seeds if column == SEEDS_KEY else summary.field_value(column)
+    """What the row of `summary` holds in `column` (None: nothing). A run without a
+    validation split has no best epoch (the test set does not choose one), only its final:
+    its `best acc` is empty, also where an older summary.json recorded the test set's best."""
+    if column == SEEDS_KEY:
+        return over_seeds
+    if column == "best_test_acc" and _finite(summary.best_val_acc) is None:
+        return None
+    return summary.field_value(column)
 
 
 def sort_key(
