@@ -72,7 +72,7 @@ test-latest:
 	$(LATEST)/bin/python -m pip list --format=freeze --exclude-editable > $(LATEST)/versions.txt
 	$(LATEST)/bin/mypy
 	$(LATEST)/bin/python -m pytest -q -p no:cacheprovider tests/test_code_health.py \
-	    tests/test_import_hygiene.py tests/test_tui_state.py tests/test_config.py
+	    tests/test_import_hygiene.py tests/tui/test_tui_state.py tests/core/test_config.py
 
 # Rewrites $(LOCK) after a dependency changed in pyproject.toml (UPGRADE=1: newest of all).
 lock: | $(BIN)/python

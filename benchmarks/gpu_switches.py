@@ -1,6 +1,6 @@
 """On a GPU: every speed switch against the plain CUDA path, losses and seconds per epoch.
 
-The CPU tests (tests/test_speed_switches.py) cover what a CPU can run; this covers fp16 with
+The CPU tests (tests/core/test_speed_switches.py) cover what a CPU can run; this covers fp16 with
 its GradScaler, cudnn.benchmark, and compile's reduce-overhead mode (CUDA graphs) at the
 report's batch size of 4. Prints, per switch, the largest difference from the plain losses
 and the training seconds of one epoch.

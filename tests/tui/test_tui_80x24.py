@@ -11,9 +11,8 @@ from textual.widgets import Static
 
 from cnntui.tui.app import make_app
 from cnntui.tui.screens.classes import ClassesScreen
-
-from .tui_fake import fake_train
-from .waiting import until
+from tests.tui.tui_fake import fake_train
+from tests.waiting import until
 
 SIZE = (80, 24)
 
@@ -47,7 +46,7 @@ async def test_j_and_k_move_in_the_lists_and_shift_c_opens_the_confusion_view(
         assert results.cursor_coordinate.row == 0
 
 
-SHIPPED = Path(__file__).resolve().parents[1] / "experiments.toml"
+SHIPPED = Path(__file__).resolve().parents[2] / "experiments.toml"
 
 
 def shipped_app(tmp_path: Path, overrides: dict | None = None):

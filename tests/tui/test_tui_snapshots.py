@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 from cnntui.tui.app import CnnTui, make_app
-
-from .tui_fake import fake_train
-from .waiting import until
+from tests.tui.tui_fake import fake_train
+from tests.waiting import until
 
 SNAP_TOML = """\
 # snapshot experiments

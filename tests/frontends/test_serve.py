@@ -28,7 +28,7 @@ from cnntui.serve import command as serve
 from tests.waiting import poll
 
 DEADLINE = 120.0  # a tab is a fresh Python process importing Textual: slow on a busy CI box
-ARTIFACTS = Path(__file__).parent / "artifacts" / "serve"
+ARTIFACTS = Path(__file__).parents[1] / "artifacts" / "serve"
 STUDY = """\
 [defaults]
 dataset = "synthetic"
@@ -85,7 +85,7 @@ class Served:
             cwd=folder,
             stdout=self.out,
             stderr=self.err,
-            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
             start_new_session=True,  # a process group of its own, as a terminal's job has
         )
 

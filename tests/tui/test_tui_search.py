@@ -16,9 +16,8 @@ from cnntui.runs.records import RunStatus
 from cnntui.runs.store import RunStore, write_summary
 from cnntui.tui.app import make_app
 from cnntui.tui.screens.search import SearchScreen
-
-from .tui_fake import fake_train
-from .waiting import until
+from tests.tui.tui_fake import fake_train
+from tests.waiting import until
 
 SIZE = (80, 24)
 

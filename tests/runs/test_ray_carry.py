@@ -15,9 +15,9 @@ from cnntui.core.config import Experiment
 from cnntui.runs import carry, lifecycle
 from cnntui.runs import store as st
 from cnntui.runs.store import RunStore
+from tests.core.test_folder_data import make_folder
 from tests.helpers import tiny_experiment
-from tests.test_folder_data import make_folder
-from tests.test_ray import NEEDS_RAY, Drain, cluster  # noqa: F401  (cluster: a fixture)
+from tests.runs.test_ray import NEEDS_RAY, Drain, cluster  # noqa: F401  (cluster: a fixture)
 
 MODELS = """\
 import torch

@@ -666,7 +666,7 @@ def study_rows(seeds: int = 1) -> list[tables.Row]:
         "arch-resnet": (0.6337, 0.4468, 0.936, 53.0),
     }
     rows = []
-    for e in config.load(Path(__file__).parent.parent / "experiments.toml").experiments:
+    for e in config.load(Path(__file__).parents[2] / "experiments.toml").experiments:
         acc, acc1, loss, secs = report[e.name]
         h = History()
         for i in range(e.epochs):

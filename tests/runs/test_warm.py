@@ -19,9 +19,8 @@ from cnntui.runs import lifecycle, warm
 from cnntui.runs import store as st
 from cnntui.runs.records import RunStatus
 from cnntui.runs.store import RunStore
-
-from .helpers import tiny_experiment, warm_pid
-from .waiting import DEADLINE, poll, until
+from tests.helpers import tiny_experiment, warm_pid
+from tests.waiting import DEADLINE, poll, until
 
 
 class _NoCold:

@@ -22,8 +22,7 @@ from cnntui.report import stats, tables
 from cnntui.runs import lifecycle
 from cnntui.runs.store import RunStore
 from tests.helpers import tiny_experiment
-
-from .waiting import until
+from tests.waiting import until
 
 # --- expansion --------------------------------------------------------------------------
 

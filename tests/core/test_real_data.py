@@ -11,7 +11,7 @@ import pytest
 from cnntui.core.data import DEBIAN_FASHION_DIR
 from cnntui.runs.store import RunStore
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow

@@ -19,8 +19,8 @@ from cnntui.runs.store import RunStore
 from cnntui.tui.app import make_app
 from cnntui.tui.screens.confirm import ChoiceScreen
 from tests.helpers import hold_lock
-from tests.test_lifecycle import experiments
-from tests.test_tui import SIZE, chart_text, status_cell
+from tests.runs.test_lifecycle import experiments
+from tests.tui.test_tui import SIZE, chart_text, status_cell
 from tests.waiting import poll, until
 
 LONG = {"train_size": 6000, "batch_size": 4, "epochs": 3}  # minutes: it is cancelled first

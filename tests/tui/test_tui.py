@@ -23,9 +23,8 @@ from cnntui.tui.screens.confirm import ConfirmScreen
 from cnntui.tui.screens.edit import ExperimentForm
 from cnntui.tui.screens.help import HelpScreen
 from cnntui.tui.widgets.results import COLUMNS
-
-from .tui_fake import fake_train
-from .waiting import until
+from tests.tui.tui_fake import fake_train
+from tests.waiting import until
 
 SIZE = (80, 24)
 
@@ -140,7 +139,7 @@ async def test_run_all_queues_beyond_the_jobs_limit(tiny_toml, runs_dir, tmp_pat
 async def test_updates_are_throttled_at_the_source(tiny_toml, runs_dir, tmp_path):
     """The worker posts the screen a note per status change and epoch end, never per chunk
     of batch losses: those reach the screen through its redraw timer."""
-    from tests import tui_fake
+    from tests.tui import tui_fake
 
     # 6 epochs of 10 chunks: posting per chunk would make 60 notes more.
     app = make_app(
@@ -421,7 +420,7 @@ async def test_header_shows_gpu_memory_on_cuda(tiny_toml, runs_dir, tmp_path, mo
 async def test_the_shipped_experiments_fit_the_terminal_without_sideways_scrolling(
     width, runs_dir, tmp_path
 ):
-    shipped = Path(__file__).resolve().parents[1] / "experiments.toml"
+    shipped = Path(__file__).resolve().parents[2] / "experiments.toml"
     app = make_app(shipped, {}, runs_dir, tmp_path / "x", trainer=fake_train, device_label="c")
     async with app.run_test(size=(width, 24)) as pilot:
         await pilot.pause()
@@ -590,7 +589,7 @@ def test_list_shows_the_latest_runs_status_and_fits_80_columns(tiny_toml, runs_d
     from cnntui.core.text import width
 
     interrupted_run(tiny_toml, runs_dir)
-    shipped = Path(__file__).resolve().parents[1] / "experiments.toml"
+    shipped = Path(__file__).resolve().parents[2] / "experiments.toml"
     env = {**os.environ, "COLUMNS": "80"}
     outputs = []
     for config in (tiny_toml, shipped):

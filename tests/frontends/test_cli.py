@@ -13,9 +13,8 @@ import numpy as np
 import pytest
 
 from cnntui.runs.store import RunStore
-
-from .helpers import LONG, batch4_run, cnntui, start
-from .waiting import line, poll, rest
+from tests.helpers import LONG, batch4_run, cnntui, start
+from tests.waiting import line, poll, rest
 
 SMALL = ["--set", "train_size=256", "--set", "test_size=128", "--set", "epochs=2"]
 
@@ -512,10 +511,10 @@ def test_the_readme_quick_try_exports_the_files_it_says(tmp_path: Path) -> None:
     (the number of files depends on the study's experiments and groups, not on their size)."""
     import re
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     said = re.search(r"and its (\d+) exported files", readme)
     assert said, "the README's quick try no longer says how many files it exports"
-    shipped = Path(__file__).resolve().parent.parent / "experiments.toml"
+    shipped = Path(__file__).resolve().parents[2] / "experiments.toml"
     small = ["train_size=200", "test_size=100", "epochs=1", "batch_size=100"]
     args = ["--config", str(shipped), "--run", "all", "--export", "--set", "dataset=synthetic"]
     result = cnntui(*args, *[a for s in small for a in ("--set", s)], cwd=tmp_path, timeout=600)
@@ -532,7 +531,7 @@ def test_list_says_when_the_latest_run_trained_on_other_data_or_settings(tmp_pat
     from cnntui.core.config import load
     from cnntui.core.history import History
 
-    shipped = load(Path(__file__).resolve().parents[1] / "experiments.toml")
+    shipped = load(Path(__file__).resolve().parents[2] / "experiments.toml")
     store = RunStore(tmp_path / "runs")
     for name, changes in (("high-lr", {"dataset": "synthetic", "epochs": 2}), ("low-lr", {})):
         exp = dataclasses.replace(shipped.get(name), **changes)

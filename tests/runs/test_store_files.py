@@ -19,8 +19,8 @@ from cnntui.runs import daemon as scheduler
 from cnntui.runs import lifecycle
 from cnntui.runs import store as st
 from cnntui.runs.store import RunStore
+from tests.frontends.test_cli_resume import cancelled_run, one_line_error, snapshot
 from tests.helpers import cnntui
-from tests.test_cli_resume import cancelled_run, one_line_error, snapshot
 from tests.waiting import DEADLINE
 
 TINY = ["--set", "train_size=64", "--set", "test_size=32", "--set", "epochs=1"]

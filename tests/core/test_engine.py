@@ -221,7 +221,7 @@ def test_summary_records_the_images_actually_used(
     """train_size / test_size are caps: the summary says how many images the run really had
     (here a 100 / 20 image CIFAR-10 on disk, asked for all / 1000), for the exports' captions."""
     from cnntui.core import data
-    from tests.test_data import write_cifar_batches
+    from tests.core.test_data import write_cifar_batches
 
     write_cifar_batches(tmp_path / "c" / data.CIFAR10_DIR)
     monkeypatch.setenv(data.UNVERIFIED_ENV, "1")  # generated batches: not the official files

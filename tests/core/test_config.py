@@ -22,7 +22,7 @@ from cnntui.core.config import (
 )
 from cnntui.core.text import unsafe_char
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # The report's Table 1: name -> (lr, epochs, momentum, weight_decay, dropout, title).
 TABLE1 = {

@@ -17,7 +17,7 @@ import torch
 
 from cnntui.core import config, data
 from cnntui.core.data import DataError
-from tests.test_data import py2_pickle
+from tests.core.test_data import py2_pickle
 
 
 def _idx(array: np.ndarray) -> bytes:
@@ -255,7 +255,7 @@ def test_a_file_that_is_not_a_mat_file_is_one_clear_line(tmp_path) -> None:
 
 
 def test_a_dataset_travels_as_arrays_to_a_process_without_its_files(tmp_path) -> None:
-    from tests.test_folder_data import make_folder
+    from tests.core.test_folder_data import make_folder
 
     root = make_folder(tmp_path / "imgs")
     name = f"folder:{root}"
