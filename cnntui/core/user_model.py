@@ -230,16 +230,23 @@ def file_hash(path: Path) -> str:
 
 
 def import_file(path: Path) -> ModuleType:
-    """The module a model file's current bytes make, imported once per content hash."""
+    """The module a model file's current bytes make, imported once per content hash (of the
+    file and of the `.py` files beside it, which it may import by their plain names)."""
     data = path.read_bytes()
-    name = f"cnntui_user_{hashlib.sha256(data).hexdigest()[:12]}"
+    folder = path.resolve().parent
+    siblings = sorted(p for p in folder.glob("*.py") if p.resolve() != path.resolve())
+    digest = hashlib.sha256(data)
+    for sibling in siblings:
+        digest.update(sibling.name.encode() + b"\0" + sibling.read_bytes())
+    name = f"cnntui_user_{digest.hexdigest()[:12]}"
     with _import_lock:
         module = sys.modules.get(name)
         if module is not None:
             return module
-        folder = str(path.resolve().parent)
-        if folder not in sys.path:
-            sys.path.insert(0, folder)  # for the file's imports of its siblings
+        _forget_siblings(folder, [p.stem for p in siblings])
+        if str(folder) in sys.path:
+            sys.path.remove(str(folder))
+        sys.path.insert(0, str(folder))  # for the file's imports of its siblings, first
         spec = importlib.util.spec_from_file_location(name, path)
         if spec is None:
             raise ImportError(f"cannot import {path}")
@@ -252,6 +259,15 @@ def import_file(path: Path) -> ModuleType:
             del sys.modules[name]
             raise
     return module
+
+
+def _forget_siblings(folder: Path, names: list[str]) -> None:
+    """Drop the modules a model file may import by the plain name of a `.py` file beside
+    it, so that its import reads that file as it is now: not one of that name from another
+    folder (another model's sibling), nor this file before it changed."""
+    for name in names:
+        for key in [k for k in sys.modules if k == name or k.startswith(f"{name}.")]:
+            del sys.modules[key]
 
 
 def resolve(spec: Spec, base_dir: str) -> Callable[..., Any]:

@@ -190,6 +190,31 @@ def test_a_model_file_imports_its_siblings(tmp_path):
     assert net[1].out_features == 4
 
 
+def _sibling_study(folder: Path, width: int) -> None:
+    folder.mkdir(exist_ok=True)
+    (folder / "blocks.py").write_text(f"WIDTH = {width}\n")
+    (folder / "net.py").write_text(
+        "from torch import nn\nimport blocks\n\n"
+        "def make(num_classes):\n    return nn.Sequential(nn.Flatten(), "
+        "nn.Linear(3 * 32 * 32, blocks.WIDTH), nn.Linear(blocks.WIDTH, num_classes))\n"
+    )
+
+
+def test_a_sibling_is_read_as_it_is_now_and_from_its_own_folder(tmp_path):
+    """A long-lived process (the TUI, a warm or Ray worker) never runs a stale or another
+    folder's sibling: after `blocks.py` changed, and for a second study whose model imports
+    a `blocks` of its own, each build reads the file beside its model as it is now."""
+    spec = user_model.parse_spec("net.py:make")
+    assert spec is not None
+    _sibling_study(tmp_path / "a", 3)
+    first = user_model.build(spec, (), str(tmp_path / "a"), (3, 32, 32), 4)
+    (tmp_path / "a" / "blocks.py").write_text("WIDTH = 5\n")  # changed, net.py not
+    changed = user_model.build(spec, (), str(tmp_path / "a"), (3, 32, 32), 4)
+    _sibling_study(tmp_path / "b", 7)
+    other = user_model.build(spec, (), str(tmp_path / "b"), (3, 32, 32), 4)
+    assert [m[1].out_features for m in (first, changed, other)] == [3, 5, 7]
+
+
 @pytest.mark.slow
 def test_a_resume_after_the_model_file_changed_is_refused_naming_the_file(tmp_path):
     path = study(tmp_path)
