@@ -328,3 +328,46 @@ def test_unreachable_cluster_fails_the_runs_in_one_line(tiny_toml: Path) -> None
         assert f"[{name}] FAILED: cannot reach the Ray cluster at 127.0.0.1:1" in result.stdout
     for record in RunStore(cwd / "runs").runs():
         assert record.status == "failed" and "ray start --head" in record.summary.reason
+
+
+SEARCH_ON_RAY = """\
+[defaults]
+dataset = "synthetic"
+train_size = 256
+test_size = 64
+val_size = 64
+batch_size = 32
+epochs = 2
+device = "cpu"
+
+[[search]]
+name = "S"
+group = "search"
+trials = 3
+parallel = 2
+sampler = "random"
+pruner = "none"
+lr = { log = [0.001, 0.1] }
+"""
+
+
+@pytest.mark.process
+@pytest.mark.slow
+@NEEDS_RAY
+def test_a_search_through_cluster_trains_its_trials_on_ray(cluster: str, tmp_path: Path) -> None:
+    """`--run S --cluster ADDR`: the store's scheduler owns the study as for a local search,
+    and each trial is an ordinary run that the Ray scheduler sends to the cluster."""
+    from cnntui.runs import searches
+
+    (tmp_path / "experiments.toml").write_text(SEARCH_ON_RAY)
+    result = cnntui("--run", "S", "--cluster", cluster, cwd=tmp_path, timeout=DEADLINE)
+    assert result.returncode == 0, result.stdout + result.stderr
+    store = RunStore(tmp_path / "runs")
+    trials = searches.trial_runs(store, "S")
+    assert sorted(r.name for r in trials) == ["S.t0", "S.t1", "S.t2"]
+    for record in trials:
+        assert record.status == "finished", record.summary.reason
+        assert record.queue is not None and record.queue.executor == "ray"
+        assert record.summary.node  # a Ray node trained it
+    again = cnntui("--run", "S", "--cluster", cluster, cwd=tmp_path, timeout=DEADLINE)
+    assert again.returncode == 0 and len(searches.trial_runs(store, "S")) == 3
