@@ -97,6 +97,82 @@ FULL_SIZES = {
 }
 
 
+# Each named set's image shape (channels, height, width) and classes, as its files hold them.
+SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
+    "cifar10": ((3, 32, 32), 10),
+    "fashion-mnist": ((1, 28, 28), 10),
+    "synthetic": ((3, 32, 32), 10),
+    "mnist": ((1, 28, 28), 10),
+    "kmnist": ((1, 28, 28), 10),
+    "cifar100": ((3, 32, 32), 100),
+    "svhn": ((3, 32, 32), 10),
+}
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this machine can give a new dataset now (Linux's MemAvailable, else
+    the free pages); None where it cannot be told."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{math.ceil(n / 2**20)} MiB"
+
+
+def check_memory(exp: Settings, base_dir: str = "") -> None:
+    """ConfigError when the images `exp`'s dataset decodes on loading (uint8, train and test)
+    cannot fit in the memory available now: said before anything is loaded. A named set is
+    decoded whole (train_size and test_size take their share after); the synthetic one at the
+    sizes asked; an image folder whole, at image_size. A Ray run loads a named set on its
+    nodes, not here."""
+    if getattr(exp, "cluster", "") and not folder.is_folder(exp.dataset):
+        return
+    if folder.is_folder(exp.dataset):
+        try:
+            layout = folder.scan(exp.dataset, base_dir)
+            shape = folder.image_shape(layout, exp.image_size)
+        except folder.FolderError:
+            return  # said where the folder is checked
+        images = len(layout.train) + len(layout.test)
+        fix = "lower image_size (or use fewer images)"
+    elif exp.dataset in SHAPES:
+        shape = SHAPES[exp.dataset][0]
+        synthetic = exp.dataset == "synthetic"
+        images = sum(
+            images_used(exp.dataset, exp.train_size, exp.test_size)
+            if synthetic
+            else FULL_SIZES[exp.dataset]
+        )
+        fix = (
+            "lower train_size / test_size"
+            if synthetic
+            else (
+                "its files are decoded whole, train_size and test_size take their share after: "
+                "free memory or use a smaller dataset"
+            )
+        )
+    else:
+        return
+    need, free = images * math.prod(shape), available_memory()
+    if free is None or need <= free:
+        return
+    c, h, w = shape
+    raise ConfigError(
+        f"'dataset' = {exp.dataset!r} needs {_mib(need)} of memory decoded ({images:,} images "
+        f"of {c} x {h} x {w}), and {_mib(free)} is available; {fix}"
+    )
+
+
 def images_used(
     dataset: str, train_size: int | None, test_size: int | None, base_dir: str = ""
 ) -> tuple[int, int]:
@@ -281,7 +357,21 @@ def apply_overrides(experiments: list[S], overrides: dict[str, Any]) -> list[S]:
                     check_folder(e)
                 except ConfigError as err:
                     raise ConfigError(f"{_set_prefix(e, overrides)('dataset')}{err}") from None
+            _check_set_memory(e, overrides)
     return out
+
+
+MEMORY_KEYS = ("dataset", "train_size", "test_size", "image_size", "cluster")  # what it needs
+
+
+def _check_set_memory(e: Experiment, overrides: dict[str, Any]) -> None:
+    """`check_memory` where --set changed what a dataset decodes, blaming that --set."""
+    given = [k for k in MEMORY_KEYS if k in overrides]
+    if given:
+        try:
+            check_memory(e, e.base_dir)
+        except ConfigError as err:
+            raise ConfigError(f"{_set_prefix(e, overrides)(given[0])}{err}") from None
 
 
 def _check_set_model(e: Experiment, overrides: dict[str, Any]) -> None:
@@ -670,6 +760,7 @@ class _Sources:
         self.at: dict[str, dict[str, str]] = {}
         self.seen: set[tuple[str, Any]] = set()
         self.folders: set[str] = set()
+        self.memory_checked: set[tuple[Any, ...]] = set()
 
     def checked(self, exp: Experiment, table: dict[str, Any], sect: tuple[str, int]) -> Experiment:
         """`exp` with its base_dir; ConfigError at the key to blame when its model is not
@@ -690,7 +781,19 @@ class _Sources:
             except ConfigError as e:
                 raise ConfigError(f"{self._key_at('dataset', table, sect)}: {e}") from None
             self.folders.add(exp.dataset)
+        self._check_memory(exp, table, sect)
         return exp
+
+    def _check_memory(self, exp: Experiment, table: dict[str, Any], sect: tuple[str, int]) -> None:
+        """`check_memory` once per dataset and sizes, at the dataset's key."""
+        sizes = (exp.dataset, exp.train_size, exp.test_size, exp.image_size, exp.cluster)
+        if sizes in self.memory_checked:
+            return
+        try:
+            check_memory(exp, self.base_dir)
+        except ConfigError as e:
+            raise ConfigError(f"{self._key_at('dataset', table, sect)}: {e}") from None
+        self.memory_checked.add(sizes)
 
     def _key_at(self, key: str, table: dict[str, Any], sect: tuple[str, int]) -> str:
         if key in table or key not in self.defaults:

@@ -31,6 +31,7 @@ import torch
 
 from . import folder
 from .config import CLASS_NAMES, Experiment, class_names  # noqa: F401  (what each label means)
+from .config import SHAPES as SHAPES  # each named set's image shape and classes
 from .registry import DATASETS
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -60,6 +61,28 @@ FASHION_FILES = {
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 SYNTHETIC_TRAIN, SYNTHETIC_TEST = 50_000, 10_000
+# Digits read differently mirrored (a 2 is no longer a 2): `augment` never flips these unless
+# `flip = "on"` says so. Every other set, image folders included, flips unless `flip = "off"`.
+NO_FLIP = frozenset({"mnist", "kmnist", "svhn"})
+# The mean and std each `normalize` mode other than "dataset" takes, for every channel.
+FIXED_NORMALIZE = {"half": (0.5, 0.5), "none": (0.0, 1.0)}
+
+
+def flips(dataset: str, flip: str) -> bool:
+    """Whether `augment` mirrors the images of `dataset` under the `flip` setting."""
+    if flip == "auto":
+        return dataset not in NO_FLIP
+    return flip == "on"
+
+
+def normalisation(ds: TensorDataset, mode: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The per-channel mean and std a run divides `ds`'s pixels (0..1) by, under `normalize`
+    mode `mode`: the training set's own (dataset), 0.5 and 0.5 (half), or 0 and 1 (none)."""
+    if mode == "dataset":
+        return ds.mean, ds.std
+    mean, std = FIXED_NORMALIZE[mode]
+    channels = ds.shape[0]
+    return (mean,) * channels, (std,) * channels
 
 
 def validation_split(
@@ -802,18 +825,6 @@ def load(
         if key not in _cache:
             _cache[key] = loader(root, download, sizes)
         return _cache[key]
-
-
-# Each named set's image shape (channels, height, width) and classes, as its files hold them.
-SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
-    "cifar10": ((3, 32, 32), 10),
-    "fashion-mnist": ((1, 28, 28), 10),
-    "synthetic": ((3, 32, 32), 10),
-    "mnist": ((1, 28, 28), 10),
-    "kmnist": ((1, 28, 28), 10),
-    "cifar100": ((3, 32, 32), 100),
-    "svhn": ((3, 32, 32), 10),
-}
 
 
 def shape(

@@ -74,10 +74,10 @@ def make_optimizer(exp: Experiment, params: Params) -> torch.optim.Optimizer:
 
 
 def augment_batch(
-    x: torch.Tensor, pad: int = 4, generator: torch.Generator | None = None
+    x: torch.Tensor, pad: int = 4, generator: torch.Generator | None = None, flip: bool = True
 ) -> torch.Tensor:
-    """Random crop after zero padding and random horizontal flip, per image, as one batch op;
-    the draws come from `generator` (on x's device) or torch's global RNG."""
+    """Random crop after zero padding and (with `flip`) random horizontal flip, per image, as
+    one batch op; the draws come from `generator` (on x's device) or torch's global RNG."""
     n, c, h, w = x.shape
     dev = x.device
     padded = F.pad(x, (pad, pad, pad, pad))
@@ -85,8 +85,9 @@ def augment_batch(
     dx = torch.randint(0, 2 * pad + 1, (n, 1), device=dev, generator=generator)
     rows = dy + torch.arange(h, device=dev)
     cols = dx + torch.arange(w, device=dev)
-    flip = torch.rand(n, 1, device=dev, generator=generator) < 0.5
-    cols = torch.where(flip, cols.flip(1), cols)
+    if flip:
+        mirrored = torch.rand(n, 1, device=dev, generator=generator) < 0.5
+        cols = torch.where(mirrored, cols.flip(1), cols)
     batch = torch.arange(n, device=dev)[:, None, None, None]
     chan = torch.arange(c, device=dev)[None, :, None, None]
     return padded[batch, chan, rows[:, None, :, None], cols[:, None, None, :]]
@@ -102,8 +103,11 @@ class _Prepared:
         channels_last: bool,
         val_size: int = 0,
         seed: int = 0,
+        normalize: str = "dataset",
     ):
         self.classes = ds.classes
+        self.normalize = normalize
+        self.mean, self.std = datasets.normalisation(ds, normalize)  # what the run records
         self.val_x: torch.Tensor | None = None  # the validation split, when there is one
         self.val_y: torch.Tensor | None = None
         if val_size:  # held out of the training images, stratified by class
@@ -120,8 +124,8 @@ class _Prepared:
             self.train_y = ds.train_y.to(dev)
         self.test_x = ds.test_x.to(dev)
         self.test_y = ds.test_y.to(dev)
-        mean = torch.tensor(ds.mean, device=dev).view(1, -1, 1, 1)
-        std = torch.tensor(ds.std, device=dev).view(1, -1, 1, 1)
+        mean = torch.tensor(self.mean, device=dev).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=dev).view(1, -1, 1, 1)
         self.scale = 1.0 / (255.0 * std)
         self.shift = mean / std
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -326,6 +330,7 @@ class _Run:
     amp: contextlib.AbstractContextManager[None]  # reusable: entered once per step
     params: int
     batches: int  # per epoch
+    flip: bool  # whether augmentation mirrors images (never digits, unless told)
 
     def __init__(
         self,
@@ -431,7 +436,8 @@ def _setup(r: _Run, resume: Path | None) -> None:
         exp.base_dir,
     )
     ds = ds.subset(exp.train_size, exp.test_size)
-    r.prep = _Prepared(ds, r.dev, exp.channels_last, exp.val_size, exp.seed)
+    r.prep = _Prepared(ds, r.dev, exp.channels_last, exp.val_size, exp.seed, exp.normalize)
+    r.flip = datasets.flips(exp.dataset, exp.flip)
     _build(r, ds.shape, ds.classes)
     if resume is not None:
         _restore(r, resume)
@@ -453,6 +459,9 @@ def _setup(r: _Run, resume: Path | None) -> None:
         test_images=n_test,
         batches_per_epoch=r.batches,
         class_names=list(ds.class_names) or None,  # an image folder's, as read now
+        normalize=exp.normalize,  # and the mean and std (0..1 scale) it divided by
+        norm_mean=list(r.prep.mean),
+        norm_std=list(r.prep.std),
     )
 
 
@@ -581,7 +590,7 @@ def _step(r: _Run, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     prep = r.prep
     x = prep.inputs(prep.train_x.index_select(0, idx))
     if r.exp.augment:
-        x = augment_batch(x, generator=r.noise)
+        x = augment_batch(x, generator=r.noise, flip=r.flip)
     y = prep.train_y.index_select(0, idx)
     with r.amp:
         out = r.step(x)

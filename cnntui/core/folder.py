@@ -140,6 +140,21 @@ def check_openable(layout: Layout) -> None:
             raise FolderError(f"{path}: not a readable image ({_reason(e)})") from None
 
 
+def image_shape(layout: Layout, image_size: int | None) -> tuple[int, int, int]:
+    """(channels, height, width) the images decode to, told from the first training image's
+    header (its mode and size) without decoding it; `image_size` sets the size."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = layout.train[0][0]
+    try:
+        with Image.open(path) as im:
+            channels = 1 if im.mode in GRAY_MODES else 3
+            w, h = im.size
+    except (OSError, UnidentifiedImageError, ValueError) as e:
+        raise FolderError(f"{path}: not a readable image ({_reason(e)})") from None
+    return (channels, image_size, image_size) if image_size else (channels, h, w)
+
+
 def _reason(e: Exception) -> str:
     text = str(e).splitlines()[0] if str(e).strip() else type(e).__name__
     return text.replace(" " + repr(str(getattr(e, "filename", ""))), "")

@@ -31,6 +31,8 @@ AMP_MODES = ("off", "bf16", "fp16")
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 EXECUTORS = ("auto", "process", "thread")
 LR_SCHEDULES = ("constant", "step", "cosine", "onecycle")
+NORMALIZE_MODES = ("dataset", "half", "none")
+FLIP_MODES = ("auto", "on", "off")
 GPU_INDEX_MAX = 1023
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.=+-]*$")
 DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -424,7 +426,22 @@ class Settings:
         range=within(1, IMAGE_SIZE_MAX, note=" pixels (leave it out for the first image's size)"),
         aliases=("img_size", "resize"),
     )
-    augment: bool = setting(False, "random crop (pad 4) + horizontal flip, batched on the device")
+    normalize: str = setting(
+        "dataset",
+        "inputs as (pixel - mean) / std: the training set's own, 0.5 / 0.5 (the PyTorch "
+        "tutorial's), or none (0..1)",
+        choices=NORMALIZE_MODES,
+        aliases=("normalise", "normalization", "normalisation", "norm"),
+    )
+    augment: bool = setting(
+        False, "random crop (pad 4), and a horizontal flip where `flip` says, batched on the device"
+    )
+    flip: str = setting(
+        "auto",
+        "augment's horizontal flip: auto = off for digits (mnist, kmnist, svhn), on for the rest",
+        choices=FLIP_MODES,
+        aliases=("hflip", "horizontal_flip", "mirror"),
+    )
     amp: str = setting("off", "autocast precision (fp16 only on CUDA)", choices=AMP_MODES)
     channels_last: bool = setting(
         False, "NHWC memory format for convolutions", resumable=True, speed=True
