@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from . import folder, search_space, user_model
+from .settings import ADDED_LATER, check_new, declared, suggest
 from .settings import ALIASES as ALIASES
 from .settings import DATASETS as DATASETS
 from .settings import EXPERIMENT_KEYS as EXPERIMENT_KEYS
@@ -35,7 +36,6 @@ from .settings import SPEED_KEYS as SPEED_KEYS
 from .settings import ConfigError as ConfigError
 from .settings import Experiment as Experiment
 from .settings import Settings as Settings
-from .settings import check_new, declared, suggest
 from .settings import check_value as check_value
 from .settings import gpu_list as gpu_list
 
@@ -217,7 +217,15 @@ def learned_key(exp: Settings) -> str:
     import hashlib
     import json
 
-    learned = {k: getattr(exp, k) for k in SETTING_KEYS if k not in SPEED_KEYS | {"seed", "seeds"}}
+    default = Settings()
+    learned = {
+        k: getattr(exp, k)
+        for k in SETTING_KEYS
+        if k not in SPEED_KEYS | {"seed", "seeds"}
+        # A setting added after runs were stored counts only once it leaves its default, so
+        # those runs stay seeds of the configuration they were.
+        and not (k in ADDED_LATER and getattr(exp, k) == getattr(default, k))
+    }
     return hashlib.sha1(json.dumps(learned, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -545,6 +545,11 @@ SETTING_KEYS = tuple(s.name for s in SETTINGS)
 # Settings that change how fast a run trains or where it reads from, not what it learns: a
 # run that differs from today's settings only in these still counts as one of them.
 SPEED_KEYS = frozenset(s.name for s in SETTINGS if s.speed)
+# Settings that came after runs had recorded the fingerprint of what they learn
+# (config.learned_key): at their default they stay out of it, so a stored run and a new one
+# with the same settings are still seeds of one configuration. A new setting that changes
+# what a run learns goes here.
+ADDED_LATER = frozenset({"image_size", "model_args", "normalize", "flip"})
 # What a resume may change: how the run trains, not what it trains. Everything else is fixed
 # by the checkpoint, or would make the history disagree with config.toml.
 RESUME_KEYS = tuple(s.name for s in SETTINGS if s.resumable)

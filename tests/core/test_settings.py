@@ -57,3 +57,16 @@ def test_every_setting_has_one_line_of_help() -> None:
     for s in SETTINGS:
         assert s.help and "\n" not in s.help, s.name
     assert declared("lr").help == "learning rate, per step"
+
+
+def test_settings_added_later_keep_stored_runs_seeds_of_their_configuration() -> None:
+    """A run stored before image_size, model_args, normalize and flip existed recorded this
+    fingerprint for the tiny experiment: a new run with the same settings must match it (or
+    `--list`, seeds and "already finished" would treat them as different configurations),
+    while leaving such a setting's default makes a different configuration."""
+    from cnntui.core.config import learned_key
+    from tests.helpers import tiny_experiment
+
+    assert learned_key(tiny_experiment()) == "06388ce305af"
+    assert learned_key(tiny_experiment(lr=0.5)) == "f651376d895a"
+    assert learned_key(tiny_experiment(normalize="half")) != "06388ce305af"
