@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import json
 import math
 import os
 import shutil
@@ -209,7 +210,10 @@ def _list_table(
 
 
 def _shown(value: Any) -> str:
-    """A setting as `--list` prints it: a list of seeds as 0,1,2."""
+    """A setting as `--list` prints it: a list of seeds as 0,1,2; model_args as `--set` takes
+    them, {width=8}."""
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}={json.dumps(v)}" for k, v in value.items()) + "}"
     if isinstance(value, tuple | list):
         return ",".join(str(v) for v in value)
     return str(value)

@@ -194,7 +194,17 @@ def differing_keys(rows: list[Row]) -> list[str]:
 def _csv_value(v: Any) -> Any:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return ""
+    if isinstance(v, tuple):
+        return _keywords(v)
     return v
+
+
+def _keywords(items: tuple[Any, ...]) -> str:
+    """A tuple setting as text: model_args (sorted (name, value) pairs) as keyword arguments,
+    `depth=2, width=8`; a list such as seeds as `0,1,2`; "" when empty."""
+    if all(isinstance(p, tuple) and len(p) == 2 for p in items):
+        return ", ".join(f"{k}={v}" for k, v in items)
+    return ",".join(str(v) for v in items)
 
 
 # What a spreadsheet reads as the start of a formula (OWASP, "CSV Injection").
@@ -269,6 +279,8 @@ def _setting(v: Any) -> str:
         return "yes" if v else "no"
     if isinstance(v, float):
         return f"{v:g}"
+    if isinstance(v, tuple):  # model_args ("–": a built-in model takes none)
+        return _keywords(v) or "–"
     return str(v)
 
 

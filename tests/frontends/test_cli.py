@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -12,7 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cnntui import cli
+from cnntui.core import config
 from cnntui.runs.store import RunStore
+from tests.core.test_user_model import study
 from tests.helpers import LONG, batch4_run, cnntui, start
 from tests.waiting import line, poll, rest
 
@@ -53,6 +57,17 @@ def test_list_shows_titles_and_settings(tiny_toml: Path) -> None:
     result = cnntui("--list", cwd=tiny_toml.parent)
     assert result.returncode == 0
     assert "alpha" in result.stdout and "乙" in result.stdout and "lr=0.02" in result.stdout
+
+
+def test_list_shows_model_args_as_the_file_and_set_write_them(tmp_path: Path) -> None:
+    (tmp_path / "nets.py").write_text("def net(width=8, kernel=(3, 3), act='relu'):\n    ...\n")
+    args = "model_args = { width = 4, kernel = [3, 3], act = 'relu' }"
+    path = study(tmp_path, model="nets.py:net", extra=args)
+    out = io.StringIO()
+    cli.print_list(config.load(path), out)
+    shown = 'model_args={act="relu",kernel=[3, 3],width=4}'
+    assert shown in out.getvalue().replace("\n", "").replace(" " * 26, ""), out.getvalue()
+    assert "'width'" not in out.getvalue()
 
 
 @pytest.mark.process

@@ -330,6 +330,24 @@ def test_a_table_over_two_datasets_says_which_row_used_which(suite) -> None:
     assert list(rows[0]).count("dataset") == 1  # not again among the differing settings
 
 
+@pytest.mark.slow
+def test_model_args_read_as_keyword_arguments_in_every_table(suite) -> None:
+    store, exps, _, _, _ = suite
+    fonts = figures.Fonts(("DejaVu Sans",))
+    entries = export_mod.read_entries(store, exps[:2], fonts, export_mod.ExportResult(Path()))
+    a, b = (e.row for e in entries)
+    args = (("depth", 2), ("width", 8))
+    b = dataclasses.replace(
+        b, ran_with=dataclasses.replace(b.ran_with, model="nets.py:Net", model_args=args)
+    )
+    md = tables.to_markdown([a, b], "t").decode()
+    assert "| depth=2, width=8 |" in md and "('width'" not in md and "| () |" not in md
+    rows = list(csv.DictReader(io.StringIO(tables.to_csv([a, b]).decode("utf-8-sig"))))
+    assert [r["model_args"] for r in rows] == ["", "depth=2, width=8"]
+    tex = tables.to_latex([a, b], "t").decode()
+    assert "depth=2, width=8" in tex and "('width'" not in tex
+
+
 def test_a_pipe_in_a_title_does_not_split_its_markdown_row(suite) -> None:
     store, exps, _, _, _ = suite
     fonts = figures.Fonts(("DejaVu Sans",))

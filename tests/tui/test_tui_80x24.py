@@ -11,6 +11,7 @@ from textual.widgets import Static
 
 from cnntui.tui.app import make_app
 from cnntui.tui.screens.classes import ClassesScreen
+from tests.core.test_user_model import study
 from tests.tui.tui_fake import fake_train
 from tests.waiting import until
 
@@ -81,6 +82,17 @@ async def test_every_shipped_experiment_shows_with_whole_settings_and_a_detail_l
             await pilot.pause()
             shown = str(detail.render())
             assert shown.startswith(f"{name}: ") and whole in shown, shown
+
+
+async def test_a_user_models_arguments_read_in_the_detail_line_as_the_file_writes_them(
+    tmp_path,
+):
+    path = study(tmp_path, extra="model_args = { width = 4 }")
+    app = make_app(path, {}, tmp_path / "runs", tmp_path / "exports", trainer=fake_train)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        shown = str(app.main.query_one("#detail", Static).render())
+        assert shown.startswith("mine: model=mynet.py:TinyNet model_args={width = 4}"), shown
 
 
 # What a user of the shipped file tries first: synthetic data, one epoch, a bigger test set.

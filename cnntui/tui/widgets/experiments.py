@@ -17,6 +17,7 @@ from ...runs.records import RunStatus
 from ...runs.store import RunRecord
 from ..session import Session
 from ..state import RunState
+from ..tomledit import show_value
 from ..trials import Counts, TrialRow, metric_text
 
 # j and k move down and up, as in vi and in other Textual apps' lists (posting, harlequin).
@@ -39,6 +40,8 @@ STATUS_STYLE = {
 
 
 def _value(v: Any) -> str:
+    if isinstance(v, dict):  # model_args, as the file and the edit form write it
+        return show_value(v)
     return f"{v:g}" if isinstance(v, float) else str(v).lower() if isinstance(v, bool) else str(v)
 
 
