@@ -710,14 +710,19 @@ def _final_bars(ax: Axes, series: list[Series]) -> None:
             fontsize=8,
         )
     ax.set_xticks(x, [s.label for s in series])
-    if n > 4:
+    if n > 4 or sum(len(s.label) for s in series) > 60:  # side by side they would overlap
         for label in ax.get_xticklabels():
             label.set_rotation(30)
             label.set_horizontalalignment("right")
             label.set_rotation_mode("anchor")
     tops = np.concatenate([final + spread, *finals]) if seeded else final
     top = np.nanmax(tops) if np.isfinite(tops).any() else 1.0
-    ax.set_ylim(0, min(1.0, top * (1.25 if seeded else 1.18)) if top > 0 else 1.0)
+    room = top * (1.25 if seeded else 1.18) if top > 0 else 1.0
+    if room > 1.0 and top > 0.9:  # labels over bars near 100 %: room above, no tick past it
+        ax.set_ylim(0, room)
+        ax.set_yticks([t for t in ax.get_yticks() if 0 <= t <= 1.0])
+    else:
+        ax.set_ylim(0, min(1.0, room))
     ax.set_title(
         "(c) Final test accuracy" + (" (mean ± std; dots: seeds)" if seeded else ""), loc="left"
     )
@@ -804,7 +809,10 @@ def seed_finals(s: Series) -> np.ndarray:
 def _band(ax: Axes, s: Series, field: str, line: dict[str, Any], label: str | None = None) -> None:
     means, stds = stats.seed_band([getattr(h, field) for h in s.seeds])
     epochs, mean, std = _epochs(means), np.array(means), np.array(stds)
-    ax.fill_between(epochs, mean - std, mean + std, color=s.color, alpha=0.2, lw=0)
+    low, high = mean - std, mean + std
+    if "acc" in field:  # an accuracy is in [0, 1]: so is its band
+        low, high = np.clip(low, 0.0, 1.0), np.clip(high, 0.0, 1.0)
+    ax.fill_between(epochs, low, high, color=s.color, alpha=0.2, lw=0)
     ax.plot(epochs, mean, label=label, **line)
 
 

@@ -378,3 +378,25 @@ def test_a_swept_text_value_matplotlib_cannot_read_as_math_is_a_plain_tick() -> 
         ticks = [t.get_text() for t in fig.axes[0].get_yticklabels()]
     assert png.startswith(b"\x89PNG")
     assert ticks == [r"\$a{\$", "b"]
+
+
+def test_a_group_near_100_percent_with_long_names_stays_readable() -> None:
+    """Seeds near 100 %: panel (c) leaves room for its value labels under its title (no
+    tick past 100 %), long experiment names are set at an angle instead of running into
+    each other, and panel (b)'s seed band never goes past 100 %."""
+    palette = figures.colors(3)
+    names = ["LeNet (built in)", "SmallVGG (model_args=width-8)", "SmallVGG (model_args=width-16)"]
+    group = []
+    finals = [(0.9, 0.91), (0.6, 1.0), (1.0, 1.0)]
+    for name, color, (a, b) in zip(names, palette, finals, strict=True):
+        seeds = tuple(history(learning(i), [1.0, 0.5], [0.7, x]) for i, x in enumerate((a, b)))
+        group.append(series(name, color, seeds[0], seeds=seeds))
+    fig, renderer = built(lambda: figures.comparison(group, "near 100"))
+    _loss, acc, bars, _scatter = fig.axes[:4]
+    assert bars.get_ylim()[1] > 1.0 and max(bars.get_yticks()) <= 1.0
+    title = bars.title.get_window_extent(renderer)
+    labels = [t for t in bars.texts if "%" in t.get_text()]
+    assert labels and not any(_overlap(t.get_window_extent(renderer), title) for t in labels)
+    assert all(t.get_rotation() > 0 for t in bars.get_xticklabels())  # flat, they overlap
+    for band in acc.collections:
+        assert band.get_paths()[0].vertices[:, 1].max() <= 1.0
