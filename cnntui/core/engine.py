@@ -24,6 +24,7 @@ from torch.nn import functional as F
 from . import data as datasets
 from . import devices
 from .config import Experiment
+from .environment import environment
 from .events import (
     BatchLosses,
     CancelFlag,
@@ -453,6 +454,7 @@ def _setup(r: _Run, resume: Path | None) -> None:
         test_images=n_test,
         batches_per_epoch=r.batches,
         class_names=list(ds.class_names) or None,  # an image folder's, as read now
+        **environment(r.dev),  # versions, device model, host: where it trains now
     )
 
 
