@@ -117,6 +117,7 @@ def print_list(file: ExperimentFile, out: IO[str], runs_dir: Path | None = None)
             for at, line in enumerate(_wrap_items(items, max(40, width) - 2)):
                 print(("  " if at == 0 else "    ") + line, file=out)
     _print_searches(file, latest, width, out)
+    _print_environment(file, latest, width, out)
     print_data(file.experiments, width, out)
     shown = {k: v for k, v in base.items() if v not in (None, "")}
     line = "[defaults] " + " ".join(f"{k}={_shown(v)}" for k, v in shown.items())
@@ -133,6 +134,20 @@ def _print_searches(
     for s in file.searches:
         trials = searches.trial_runs_of(s.name, list(latest.values()))
         line = f"[[search]] {s.name} ({s.group}): {s.describe()}; {searches.progress(s, trials)}"
+        print("\n" + textwrap.fill(line, max(40, width), subsequent_indent="  "), file=out)
+
+
+def _print_environment(
+    file: ExperimentFile, latest: dict[str, RunRecord], width: int, out: IO[str]
+) -> None:
+    """What the latest runs ran with (versions, device model, host, git commit), and where
+    they differ; nothing when none recorded it."""
+    from .report.tables import environment_notes
+
+    runs = [latest[name] for name in file.names() if name in latest]
+    notes = environment_notes((r.run_id, r.summary.environment()) for r in runs)
+    for note in notes:
+        line = note.replace("environment (", "the latest runs' environment (", 1)
         print("\n" + textwrap.fill(line, max(40, width), subsequent_indent="  "), file=out)
 
 

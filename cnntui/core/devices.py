@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import threading
 from collections.abc import Iterator
 
@@ -120,3 +121,25 @@ def describe_device(dev: torch.device) -> str:
         n = torch.get_num_threads()
         return f"cpu ({n} thread{'s' if n != 1 else ''})"
     return str(dev)
+
+
+def device_name(dev: torch.device) -> str:
+    """The model of the hardware a run trains on, for its record: `NVIDIA H100 80GB HBM3
+    (79 GiB)`, `AMD EPYC 7B13 (CPU)`."""
+    if dev.type == "cuda":
+        index = dev.index if dev.index is not None else torch.cuda.current_device()
+        props = torch.cuda.get_device_properties(index)
+        return f"{props.name} ({props.total_memory / 2**30:.0f} GiB)"
+    if dev.type == "mps":
+        return f"{platform.machine()} (MPS)"
+    return f"{cpu_model()} (CPU)"
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what the platform module says."""
+    with contextlib.suppress(OSError, UnicodeDecodeError), open("/proc/cpuinfo") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "Model", "Hardware") and value.strip():
+                return " ".join(value.split())
+    return platform.processor() or platform.machine() or "unknown CPU"

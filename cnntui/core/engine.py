@@ -24,6 +24,7 @@ from torch.nn import functional as F
 from . import data as datasets
 from . import devices
 from .config import Experiment
+from .environment import environment
 from .events import (
     BatchLosses,
     CancelFlag,
@@ -462,6 +463,7 @@ def _setup(r: _Run, resume: Path | None) -> None:
         normalize=exp.normalize,  # and the mean and std (0..1 scale) it divided by
         norm_mean=list(r.prep.mean),
         norm_std=list(r.prep.std),
+        **environment(r.dev),  # versions, device model, host: where it trains now
     )
 
 

@@ -203,6 +203,7 @@ def _with_seeds(entry: _Entry, store: RunStore, result: ExportResult) -> _Entry:
     exp = entry.experiment
     counted = stats.seed_runs(store.runs(exp.name), key=lambda r: r.settings_key)
     results, histories = [], []
+    environments = list(entry.row.environments)
     for record in counted:
         try:
             history = entry.history if record.path == entry.record.path else record.history()
@@ -216,7 +217,10 @@ def _with_seeds(entry: _Entry, store: RunStore, result: ExportResult) -> _Entry:
             continue
         results.append(tables.SeedResult(record.seed, record.run_id, m))
         histories.append(history)
-    entry.row = dataclasses.replace(entry.row, seed_results=tuple(results))
+        environments.append((record.run_id, record.summary.environment()))
+    entry.row = dataclasses.replace(
+        entry.row, seed_results=tuple(results), environments=tuple(environments)
+    )
     entry.series = dataclasses.replace(entry.series, seeds=tuple(histories))
     return entry
 
@@ -298,6 +302,7 @@ def _entry(exp: Experiment, record: RunRecord, fonts: figures.Fonts, color: str)
         confusion=history.confusion,
         val_images=s.val_images or 0,
         class_names=s.class_names or (),
+        environments=((record.run_id, s.environment()),),
     )
     series = figures.Series(
         name=exp.name,

@@ -14,14 +14,15 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.config import SPEED_KEYS, UNGROUPED, Experiment, class_names
 from ..core.config import images_used as images_used  # where callers have read data sizes from
 from ..core.history import Metrics
-from ..core.text import duration, width
+from ..core.text import duration, safe, width
 from ..runs.records import RunStatus
 from . import stats
 
@@ -120,6 +121,8 @@ class Row:
     class_names: tuple[str, ...] = ()  # as the run recorded them (empty: the dataset's own)
     # A [[search]]'s trial: whether it is its search's best (None: no trial).
     search_best: bool | None = None
+    # Where each run the row counts ran (run id, RunSummary.environment()).
+    environments: tuple[tuple[str, Mapping[str, str]], ...] = ()
 
     def aggregate(self, key: str) -> stats.Aggregate:
         """A Metrics field over the seeds' counted runs."""
@@ -427,6 +430,7 @@ def _markdown_notes(
     if unfinished:
         notes.append("Runs not *finished* are shown with the epochs they completed.")
     notes += seed_notes(rows)
+    notes += environment_notes([e for r in rows for e in r.environments], markdown=True)
     if missing:
         notes.append(
             "Nothing recorded yet, so not in the table: " + ", ".join(f"`{m}`" for m in missing)
@@ -436,6 +440,37 @@ def _markdown_notes(
             "Not in the table, because the files of its latest run could not be read: "
             + ", ".join(f"`{m}`" for m in skipped)
         )
+    return notes
+
+
+NOT_RECORDED = "not recorded"
+
+
+def environment_notes(
+    environments: Iterable[tuple[str, Mapping[str, str]]], markdown: bool = False
+) -> list[str]:
+    """What the runs (run id, RunSummary.environment()) ran with: one line of what they all
+    agree on, one of where they differ (`runs differ in torch (2.14.1 on 5 runs, 2.13.0 on
+    2)`); none where no run recorded any (runs from before it was recorded)."""
+    runs = dict(environments)  # a run counted twice (latest and a seed's) is one run
+    labels = list(dict.fromkeys(label for env in runs.values() for label in env))
+    agreed, differ = [], []
+    for label in labels:
+        counts = Counter(safe(env.get(label, NOT_RECORDED)) for env in runs.values())
+        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        if len(ranked) == 1:
+            agreed.append(f"{label} {ranked[0][0]}")
+            continue
+        (first, n), *rest = ranked
+        shares = [f"{first} on {n} run{'s' if n != 1 else ''}", *(f"{v} on {k}" for v, k in rest)]
+        differ.append(f"{label} ({', '.join(shares)})")
+    notes = []
+    if agreed:
+        every = f"all {len(runs)} runs" if len(runs) > 1 else "1 run"
+        head = "**Environment**" if markdown else "environment"
+        notes.append(f"{head} ({every}): {', '.join(agreed)}.")
+    if differ:
+        notes.append(f"Runs differ in {'; '.join(differ)}: compare their results with care.")
     return notes
 
 

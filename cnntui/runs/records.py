@@ -113,6 +113,19 @@ class RunSummary:
     # The dataset's class names as the run read them (an image folder's folders), so that a
     # moved or renamed folder keeps them in the exports.
     class_names: tuple[str, ...] | None = None
+    # Where it ran, so that its result can be trusted later: written by the engine where the
+    # run trains (a Ray run: its node), and the experiments file's git state by the store
+    # when the run is created. See ENVIRONMENT for how each reads.
+    cnntui_version: str | None = None
+    python_version: str | None = None
+    torch_version: str | None = None
+    torchvision_version: str | None = None
+    cuda_version: str | None = None  # a CUDA run's: the CUDA torch was built with
+    cudnn_version: str | None = None
+    device_name: str | None = None  # the GPU's model and memory, or the CPU's model
+    host: str | None = None
+    git_commit: str | None = None  # HEAD of the repository holding the experiments file
+    git_dirty: bool | None = None  # whether its tree had uncommitted changes
     # Fields this version does not know (or of a type it cannot use, for the fields above
     # that were never checked), kept as written so that rewriting the summary keeps them.
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -187,12 +200,39 @@ class RunSummary:
         """A copy that also holds the fields of `other` that this one does not hold."""
         return RunSummary.from_json({**other.to_json(), **self.to_json()})[0]
 
+    def environment(self) -> dict[str, str]:
+        """What the run recorded about where it ran, by label (ENVIRONMENT), as shown: only
+        what it recorded; a user model's hash under `model file PATH`."""
+        out = {}
+        for label, key in ENVIRONMENT:
+            value = getattr(self, key)
+            if isinstance(value, bool):
+                out[label] = "yes" if value else "no"
+            elif value is not None:
+                out[label] = value[:12] if key == "git_commit" else value
+        if self.model_hash is not None:
+            out[f"model file {self.model_file or self.model}"] = self.model_hash[:12]
+        return out
+
     def field_value(self, name: str) -> object:
         """The value of field `name` (None when absent or unknown): for columns named by field."""
         return getattr(self, name) if name in _FIELDS else None
 
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(RunSummary) if f.name not in ("extra", "nulls"))
+# The environment fields, in the order they are shown, each with its label.
+ENVIRONMENT = (
+    ("cnntui", "cnntui_version"),
+    ("Python", "python_version"),
+    ("torch", "torch_version"),
+    ("torchvision", "torchvision_version"),
+    ("CUDA", "cuda_version"),
+    ("cuDNN", "cudnn_version"),
+    ("hardware", "device_name"),
+    ("host", "host"),
+    ("git commit", "git_commit"),
+    ("uncommitted changes", "git_dirty"),
+)
 
 
 # --- reading: what each field must be --------------------------------------------------------
@@ -308,6 +348,8 @@ _LENIENT = {
     "model_file": _lenient(str),
     "model_hash": _lenient(str),
     "class_names": _names,
+    **{key: _lenient(str) for _, key in ENVIRONMENT if key != "git_dirty"},
+    "git_dirty": _lenient(bool),
 }
 
 

@@ -68,6 +68,7 @@ from ..core.history import History, check_arrays, metrics
 from ..core.settings import RESUME_KEYS as RESUME_KEYS  # what a resume may change
 from ..core.sink import SinkError
 from ..core.text import one_line
+from .provenance import git_state
 from .records import STATUSES as STATUSES  # the store's vocabulary, re-exported
 from .records import UNFINISHED as UNFINISHED
 from .records import QueueRecord as QueueRecord
@@ -1072,6 +1073,9 @@ class RunStore:
         except OSError as e:
             raise StoreError(f"cannot create a run directory in {base}: {e.strerror}") from None
         run = RunDir(base / run_id, experiment, run_id)
+        # The experiments file's folder, where the run is created (a queued run's node may
+        # not have it): its git commit, and whether the tree had uncommitted changes.
+        run.summary = run.summary.with_fields(**git_state(experiment.base_dir))
         if queue is not None:
             run.summary = run.summary.with_fields(status=RunStatus.QUEUED, queue=queue, pid=None)
         try:

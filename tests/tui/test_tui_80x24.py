@@ -109,7 +109,9 @@ def stored_run(runs: Path, name: str, run_id: str, acc: float, **settings) -> No
     from cnntui.core.history import History
     from cnntui.runs import store
 
-    exp = dataclasses.replace(load(SHIPPED).get(name), **settings)
+    # No folder to ask git about: what a snapshot shows must not depend on the checkout's
+    # commit or its uncommitted changes.
+    exp = dataclasses.replace(load(SHIPPED).get(name), base_dir="", **settings)
     epochs = exp.epochs
     run = store.RunStore(runs).create(exp)
     history = History()

@@ -98,6 +98,12 @@ def cell_value(column: str, summary: RunSummary, over_seeds: Seeds | None = None
     return summary.field_value(column)
 
 
+def environment_text(summary: RunSummary) -> str:
+    """What a run recorded about where it ran, for the detail line: `cnntui 0.1.0, Python
+    3.11.7, torch 2.14.1, ..., host vm` ("" where it recorded none)."""
+    return ", ".join(f"{label} {text.safe(v)}" for label, v in summary.environment().items())
+
+
 def sort_key(
     column: str, summary: RunSummary, over_seeds: Seeds | None = None
 ) -> tuple[int, float, str]:

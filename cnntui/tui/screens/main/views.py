@@ -27,6 +27,7 @@ from ...tomledit import show_value
 from ...trials import Counts
 from ...widgets.curves import CurvesPanel
 from ...widgets.experiments import detail_text, status_text
+from ...widgets.results import environment_text
 from ..classes import ClassesScreen
 from ..help import HelpScreen
 from ..search import SearchScreen
@@ -107,7 +108,9 @@ class ViewsPart(ScreenPart):
         if changed:
             now = " ".join(f"{k}={show_value(new)}" for k, (_, new) in changed.items())
             line += f" · the experiment now: {now}"
-        return line
+        summary = results.rows_by_key.get(key)
+        ran_with = environment_text(summary) if summary is not None else ""
+        return line + (f" · ran with {ran_with}" if ran_with else "")
 
     def _search_detail(self, name: str) -> str | None:
         """A search's row: its space and progress; a trial's: its values and its status."""
