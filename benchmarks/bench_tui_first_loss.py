@@ -25,6 +25,8 @@ from cnntui.runs import lifecycle, warm
 from cnntui.runs.store import RunStore
 from cnntui.tui.app import make_app
 
+DEADLINE = 180.0  # seconds: only bounds a measurement that hangs
+
 TOML = """\
 [defaults]
 dataset = "synthetic"
@@ -49,9 +51,10 @@ async def once(executor: str, folder: Path, train_size: int) -> float:
     (folder / "experiments.toml").write_text(TOML.format(train_size=train_size))
     store = RunStore(folder / "runs")
     if executor == "warm":  # the TUI opened a while ago: its warm process is up
-        warm.prewarm(store.root)
-        while warm.connect(store.root) is None:
-            await asyncio.sleep(0.05)
+        store.root.mkdir(parents=True)
+        launcher = warm.WarmLauncher(store.root, warm.idle_seconds() or warm.DEFAULT_IDLE)
+        if not await asyncio.to_thread(launcher.ensure):
+            raise SystemExit("the warm process did not come up: see runs/.warm.log")
     app = make_app(
         folder / "experiments.toml",
         {},
@@ -66,6 +69,8 @@ async def once(executor: str, folder: Path, train_size: int) -> float:
         t0 = time.perf_counter()
         await pilot.press("r")
         while chart_text(app) == empty or app.main.session.latest("lenet").done == 0:
+            if time.perf_counter() - t0 > DEADLINE:
+                raise SystemExit(f"{executor}: no batch loss on screen after {DEADLINE:g} s")
             await asyncio.sleep(0.01)
         took = time.perf_counter() - t0
         app.main.session.cancel("lenet")
