@@ -175,7 +175,18 @@ def test_a_run_being_trained_is_locked_and_each_table_shows_its_own_run(tiny_tom
 def test_run_store_files_follow_the_umask(tiny_toml):
     cwd = tiny_toml.parent
     result = subprocess.run(
-        [sys.executable, "-m", "cnntui", "--run", "alpha", "--set", "epochs=1"],
+        # val_size: a best epoch, so best.pt too (without a split no epoch is chosen)
+        [
+            sys.executable,
+            "-m",
+            "cnntui",
+            "--run",
+            "alpha",
+            "--set",
+            "epochs=1",
+            "--set",
+            "val_size=32",
+        ],
         cwd=cwd,
         capture_output=True,
         text=True,
