@@ -444,6 +444,7 @@ def _markdown_notes(
 
 
 NOT_RECORDED = "not recorded"
+MODEL_FILE = "model file "  # RunSummary.environment()'s label of a user model's hash
 
 
 def environment_notes(
@@ -456,6 +457,8 @@ def environment_notes(
     labels = list(dict.fromkeys(label for env in runs.values() for label in env))
     agreed, differ = [], []
     for label in labels:
+        if label.startswith(MODEL_FILE):
+            continue  # each experiment's own model, a setting: not where the runs ran
         counts = Counter(safe(env.get(label, NOT_RECORDED)) for env in runs.values())
         ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
         if len(ranked) == 1:

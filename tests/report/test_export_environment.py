@@ -88,3 +88,14 @@ def test_runs_that_recorded_no_environment_export_as_before(trained, tmp_path) -
         for d, raw in zip(dirs, keep, strict=True):
             (d / "summary.json").write_text(json.dumps(raw), "utf-8")
     assert "Environment" not in md and "Runs differ" not in md
+
+
+def test_a_user_model_beside_a_built_in_one_is_no_disagreement() -> None:
+    """A group comparing LeNet with a model of the user's: the model file is each
+    experiment's own setting, not where the runs ran, so no "Runs differ in model file"."""
+    from cnntui.report.tables import environment_notes
+
+    lenet = {"torch": "2.14.1", "host": "vm"}
+    mine = {**lenet, "model file /tmp/ex/models.py": "58758b130ee2"}
+    notes = environment_notes([("a", lenet), ("b", mine)])
+    assert notes == ["environment (all 2 runs): torch 2.14.1, host vm."]
