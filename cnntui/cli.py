@@ -104,6 +104,14 @@ def print_list(file: ExperimentFile, out: IO[str], runs_dir: Path | None = None)
     note = "" if wide else " (own settings: those apart from [defaults])"
     print(f"{file.path}: {len(cells)} experiments{note}", file=out)
     print(text.table(headers, rows), file=out)
+    counted = [
+        f"{e.name} {r.summary.params:,}"
+        for e in file.experiments
+        if (r := latest.get(e.name)) is not None and r.summary.params
+    ]
+    if counted:  # as the latest runs counted them: exact, a model of the user's included
+        said = "parameters (latest runs): " + "; ".join(counted)
+        print("\n" + textwrap.fill(said, max(40, width), subsequent_indent="  "), file=out)
     if any(r.status in RESUMABLE for r in latest.values() if r.name in file.names()):
         hint = (
             "R in the TUI or `cnntui --run NAME --resume` continues an interrupted or "

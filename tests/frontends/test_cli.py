@@ -163,6 +163,22 @@ def test_bad_usage_is_one_line_exit_2_no_traceback(tiny_toml: Path) -> None:
 
 
 @pytest.mark.process
+def test_list_gives_each_experiments_exact_parameter_count_from_its_latest_run(
+    tiny_toml: Path,
+) -> None:
+    from tests.helpers import train
+
+    file = config.load(tiny_toml)
+    store = RunStore(tiny_toml.parent / "runs")
+    alpha = file.experiments[0]
+    for _event in train(alpha, None, store.create(alpha)):
+        pass
+    out = io.StringIO()
+    cli.print_list(file, out, store.root)
+    assert "parameters (latest runs): alpha 62,006" in out.getvalue()  # LeNet, 3x32x32
+    assert "beta" not in out.getvalue().split("parameters (latest runs):")[1].split("\n\n")[0]
+
+
 def test_list_into_a_closed_pipe_ends_quietly(tiny_toml: Path) -> None:
     """`cnntui --list | head -1`: the reader is gone before the list is written."""
     read, write = os.pipe()
