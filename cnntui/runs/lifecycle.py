@@ -584,7 +584,7 @@ def follow_search(
         state = found[1] if found is not None else "cancelled"
         if cancel.is_set() and not asked:
             asked = True
-            _cancel_search(store, name, found)
+            cancel_search(store, name, found)
         if time.monotonic() >= next_check:
             next_check = time.monotonic() + 2.0
             with contextlib.suppress(OSError):
@@ -616,11 +616,17 @@ def _pruned_or_cancelled(pending: dict[Path, tuple[Any, float]]) -> Iterator[Any
             yield event
 
 
-def _cancel_search(store: st.RunStore, name: str, found: Any) -> None:
-    """Mark the search cancelled, then cancel each of its queued and running runs."""
+def cancel_search(store: st.RunStore, name: str, found: Any = None) -> int:
+    """Mark search `name` cancelled (no trial is asked after), then cancel each of its queued
+    and running runs (`found`: its record as `searches.load` read it, else read here); how
+    many runs were asked to stop."""
+    found = found if found is not None else searches.load(store, name)
     if found is not None and found[1] == "active":
         searches.save(store, found[0], "cancelled")
+    stopped = 0
     for record in searches.trial_runs(store, name):
         if record.status in HELD:
             with contextlib.suppress(st.StoreError):  # it ended meanwhile
                 cancel(store, record.run_id)
+                stopped += 1
+    return stopped

@@ -279,7 +279,14 @@ class Session:
 
     def cancel(self, name: str) -> str:
         """Cancel every queued or running run of `name`, whoever started it (the store's
-        cancel, which any process sees); returns what happened, as a sentence."""
+        cancel, which any process sees); a search: it asks no more trials, and its trials
+        stop. Returns what happened, as a sentence."""
+        if self.search(name) is not None:
+            found = searches.load(self.store, name)
+            if found is None or found[1] != "active":
+                return f"search {name} is not running"
+            stopped = lifecycle.cancel_search(self.store, name, found)
+            return f"search {name} cancelled: no more trials, {stopped} stopping (kept so far)"
         told = []
         for state in self.runs.values():
             if state.name != name or state.ended:

@@ -154,3 +154,35 @@ async def test_r_on_a_search_queues_it_for_the_scheduler_and_its_trials_appear(s
         assert app.main.shown() == [f"S.t{n}" for n in range(4)]  # the trials' curves
         await pilot.press("r")  # every trial has ended: nothing to train, said
         await until(pilot, lambda: any("nothing to train" in n for n in notes(app)), 5)
+
+
+@pytest.mark.process
+@pytest.mark.slow
+async def test_c_on_a_search_cancels_it_no_more_trials_and_its_trials_stop(study):
+    """As Ctrl-C does for `cnntui --run S`: the search record reads cancelled (the scheduler
+    asks no more trials) and its queued or running trials stop, their epochs kept."""
+    (study / "experiments.toml").write_text(
+        SEARCH_TOML.replace("epochs = 2", "epochs = 200").replace("trials = 4", "trials = 30")
+    )
+    app = make_app(study / "experiments.toml", {}, study / "runs", study / "x", device_label="c")
+    store = RunStore(study / "runs")
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        table = app.main.table
+        table.move_cursor(row=table.get_row_index("S"))
+        await pilot.press("r")
+        await until(pilot, lambda: searches.trial_runs(store, "S"), 120, "a trial")
+        await pilot.press("c")
+        await until(pilot, lambda: any("search S cancelled" in n for n in notes(app)), 10)
+        found = searches.load(store, "S")
+        assert found is not None and found[1] == "cancelled"
+
+        def stopped() -> bool:
+            return all(
+                r.status not in (RunStatus.QUEUED, RunStatus.RUNNING)
+                for r in searches.trial_runs(store, "S")
+            )
+
+        await until(pilot, stopped, 120, "the trials to stop")
+        assert len(searches.trial_runs(store, "S")) < 30  # no more trials were asked
+        await pilot.press("c")
+        await until(pilot, lambda: any("search S is not running" in n for n in notes(app)), 10)
