@@ -188,14 +188,8 @@ def _alive(pid: int) -> bool:
     """Whether process `pid` exists and is not a zombie."""
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+    except (OSError, IndexError):  # no /proc: whether a signal would reach it
+        return st._pid_alive(pid)
     return state != "Z"
 
 
