@@ -53,25 +53,17 @@ EVAL_BATCH = 1000
 _init_lock = threading.Lock()
 
 
-@OPTIMIZERS.register("sgd")
-def _sgd(exp: Experiment, params: Params) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=exp.lr, momentum=exp.momentum, weight_decay=exp.weight_decay)
-
-
-@OPTIMIZERS.register("adam")
-def _adam(exp: Experiment, params: Params) -> torch.optim.Optimizer:
-    return torch.optim.Adam(params, lr=exp.lr, weight_decay=exp.weight_decay)
-
-
-@OPTIMIZERS.register("adamw")
-def _adamw(exp: Experiment, params: Params) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(params, lr=exp.lr, weight_decay=exp.weight_decay)
+OPTIMIZERS.register("sgd")(torch.optim.SGD)
+OPTIMIZERS.register("adam")(torch.optim.Adam)
+OPTIMIZERS.register("adamw")(torch.optim.AdamW)
 
 
 def make_optimizer(exp: Experiment, params: Params) -> torch.optim.Optimizer:
-    """The optimizer `exp` names, over `params`; ValueError for a name none is registered as."""
-    factory: Callable[[Experiment, Params], torch.optim.Optimizer] = OPTIMIZERS.get(exp.optimizer)
-    return factory(exp, params)
+    """The optimizer `exp` names, over `params`, with its lr and weight decay (and SGD's
+    momentum); ValueError for a name none is registered as."""
+    optimizer: Callable[..., torch.optim.Optimizer] = OPTIMIZERS.get(exp.optimizer)
+    momentum = {"momentum": exp.momentum} if exp.optimizer == "sgd" else {}
+    return optimizer(params, lr=exp.lr, weight_decay=exp.weight_decay, **momentum)
 
 
 def augment_batch(
@@ -266,8 +258,24 @@ def train(
     `clock` times the flushes of batch losses (one BatchLosses event once FLUSH_SECONDS have
     passed on it since the epoch began or the previous flush); tests pass a fake one.
     """
+    r = _Run(exp, cancel or threading.Event(), run, cpu_share, clock)
     with devices.training():
-        yield from _train(exp, cancel or threading.Event(), run, resume, cpu_share, clock)
+        try:
+            _setup(r, resume)
+        except Exception as e:
+            yield _setup_failed(r, e)
+            return
+        yield r.started()
+        try:
+            ending, stopped = yield from _epochs(r)
+            if ending is None:
+                _finish(r, stopped)
+        except Exception as e:
+            if run is not None:
+                _record_failure(run, r.history, r.total_seconds, *_ended_by(e, r.checkpointed))
+            yield Failed(r.name, _runtime_reason(e, exp), r.run_dir)
+            return
+        yield ending or Finished(r.name, r.total_seconds, stopped)
 
 
 class CheckpointError(RuntimeError):
@@ -372,33 +380,6 @@ class _Run:
             self.batches,
             self.start_epoch,
         )
-
-
-def _train(
-    exp: Experiment,
-    cancel: CancelFlag,
-    run: RunSink | None,
-    resume: Path | None,
-    cpu_share: int | None,
-    clock: Clock,
-) -> Iterator[Event]:
-    r = _Run(exp, cancel, run, cpu_share, clock)
-    try:
-        _setup(r, resume)
-    except Exception as e:
-        yield _setup_failed(r, e)
-        return
-    yield r.started()
-    try:
-        ending, stopped = yield from _epochs(r)
-        if ending is None:
-            _finish(r, stopped)
-    except Exception as e:
-        if run is not None:
-            _record_failure(run, r.history, r.total_seconds, *_ended_by(e, r.checkpointed))
-        yield Failed(r.name, _runtime_reason(e, exp), r.run_dir)
-        return
-    yield ending or Finished(r.name, r.total_seconds, stopped)
 
 
 def _ended_by(exc: BaseException, done: int) -> tuple[str, str]:

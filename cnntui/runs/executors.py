@@ -76,7 +76,7 @@ def run_one(
         own = cancel if isinstance(cancel, EitherEvent) else EitherEvent(cancel)
         last, error = None, None
         try:
-            events = (trainer or _engine_train)(exp, own, run, job.checkpoint)
+            events = (trainer or _engine_train())(exp, own, run, job.checkpoint)
             for event in drive(run.path, events, own):
                 last = event
                 emit(event)
@@ -91,10 +91,11 @@ def run_one(
         run.release()
 
 
-def _engine_train(*args: object) -> Iterator[Event]:
+def _engine_train() -> Trainer:
+    """engine.train, imported (with torch) when the first run starts."""
     from ..core.engine import train
 
-    return train(*args)  # type: ignore[arg-type]
+    return train
 
 
 def _reason(e: Exception) -> str:
