@@ -64,14 +64,6 @@ DATASET_NAMES = {
     "fashion-mnist": "Fashion-MNIST",
     "synthetic": "synthetic data (not CIFAR-10)",
 }
-PERCENT = {
-    "final_test_acc",
-    "best_test_acc",
-    "epoch1_test_acc",
-    "final_train_acc",
-    "target_acc",
-    "best_val_acc",
-}
 
 # The headline metrics aggregated over seeds: CSV stem, Metrics field.
 AGGREGATES: tuple[tuple[str, str], ...] = (
@@ -290,7 +282,7 @@ def _setting(v: Any) -> str:
 def _metric(key: str, v: Any) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "not reached" if key == "epochs_to_target" else "–"
-    if key in PERCENT:
+    if key.endswith("_acc"):  # accuracies are fractions, read as percentages
         return f"{v * 100:.2f}%"
     if key == "gap":
         return f"{v * 100:+.2f} pp"
@@ -305,8 +297,9 @@ def _metric(key: str, v: Any) -> str:
     return f"{v:.4f}"
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+def markdown_row(cells: Iterable[str]) -> str:
+    """A Markdown table's row, its cells escaped (`|` and line breaks)."""
+    return "| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
 
 
 def _who(e: Experiment) -> str:
@@ -322,12 +315,10 @@ def to_markdown(
 ) -> bytes:
     """The results table as Markdown for a report, with notes on missing and skipped runs."""
     cols = _Columns.of(rows, with_group)
-    header = cols.header(with_group)
-    lines = [f"# {heading}", "", data_caption(rows), ""]
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "|".join(_markdown_aligns(rows, cols, len(header))) + "|")
-    for i, r in enumerate(rows, 1):
-        lines.append("| " + " | ".join(_cell(c) for c in _markdown_cells(i, r, cols)) + " |")
+    aligns = ["---" if a == "l" else "---:" for a in cols.aligns(rows, "rrrr")]
+    lines = [f"# {heading}", "", data_caption(rows), "", markdown_row(cols.header())]
+    lines.append("|" + "|".join(aligns) + "|")
+    lines += [markdown_row(_markdown_cells(i, r, cols)) for i, r in enumerate(rows, 1)]
     notes = _markdown_notes(rows, cols.unfinished, missing, skipped)
     lines += ["", *(f"- {n}" for n in notes), ""]
     return "\n".join(lines).encode("utf-8")
@@ -359,9 +350,9 @@ class _Columns:
         """The metric columns shown: key, heading."""
         return [(k, h) for k, h in METRIC_COLUMNS if h and (self.validated or k != "best_test_acc")]
 
-    def header(self, with_group: bool) -> list[str]:
+    def header(self) -> list[str]:
         """The full table's column headings, in order."""
-        header = ["#", "Experiment", *(["Group"] if with_group else [])]
+        header = ["#", "Experiment", *(["Group"] if self.with_group else [])]
         header += ["Status"] if self.unfinished else []
         header += [SETTING_HEADERS.get(k, k) for k in self.keys]
         if self.seeded:
@@ -369,17 +360,16 @@ class _Columns:
             header += SEED_HEADERS[3:]
         return header + [h for _, h in self.metrics]
 
+    def aligns(self, rows: list[Row], seeds: str) -> str:
+        """Each column's alignment, `l` (text) or `r` (numbers); `seeds` for the seeds' four."""
+        out = "rl" + "l" * (self.with_group + self.unfinished)
+        out += "".join("l" if self.is_text(rows, k) else "r" for k in self.keys)
+        return out + (seeds if self.seeded else "") + "r" * len(self.metrics)
+
     @staticmethod
     def is_text(rows: list[Row], key: str) -> bool:
         """Whether a setting's column holds text (left-aligned) rather than numbers."""
         return any(isinstance(getattr(r.ran_with, key), str) for r in rows)
-
-
-def _markdown_aligns(rows: list[Row], cols: _Columns, width: int) -> list[str]:
-    """The header's alignment row: text left, numbers right."""
-    aligns = ["---:", "---"] + ["---"] * (cols.with_group + cols.unfinished)
-    aligns += ["---" if cols.is_text(rows, k) else "---:" for k in cols.keys]
-    return aligns + ["---:"] * (width - len(aligns))
 
 
 def _markdown_cells(i: int, r: Row, cols: _Columns) -> list[str]:
@@ -588,12 +578,12 @@ def per_class_markdown(rows: list[Row], heading: str) -> bytes:
     if not classes or not shown:
         lines += ["No run recorded a confusion matrix yet.", ""]
         return "\n".join(lines).encode("utf-8")
-    lines.append("| Class | " + " | ".join(_cell(_who(r.experiment)) for r in shown) + " |")
+    lines.append(markdown_row(["Class", *(_who(r.experiment) for r in shown)]))
     lines.append("|---|" + "---:|" * len(shown))
     accs = [r.class_accuracy() for r in shown]
     for i, name in enumerate(classes):
         cells = [_metric("final_test_acc", a[i] if i < len(a) else math.nan) for a in accs]
-        lines.append(f"| {_cell(name)} | " + " | ".join(cells) + " |")
+        lines.append(markdown_row([name, *cells]))
     lines += [
         "",
         "- Per-class accuracy: the share of each class's test images predicted as that class, "
@@ -927,20 +917,16 @@ def _report_value(r: Row, key: str, seeded: bool) -> str:
 def _number(key: str, v: float, pct_digits: int = 2, loss_digits: int = 4) -> str:
     if not math.isfinite(v):
         return "--"
-    return f"{v * 100:.{pct_digits}f}" if key in PERCENT else f"{v:.{loss_digits}f}"
+    return f"{v * 100:.{pct_digits}f}" if key.endswith("_acc") else f"{v:.{loss_digits}f}"
 
 
 def to_latex_full(rows: list[Row], heading: str, with_group: bool = False) -> bytes:
     r"""Every column of the Markdown table in LaTeX, for an appendix: on landscape pages,
     split into tables of at most FULL_PART_COLUMNS columns after # and Experiment."""
     cols = _Columns.of(rows, with_group)
-    header = cols.header(with_group)
-    spec = "rl" + "l" * (with_group + cols.unfinished)
-    spec += "".join("l" if cols.is_text(rows, k) else "r" for k in cols.keys)
-    spec += "rrll" if cols.seeded else ""
-    spec += "r" * len(cols.metrics)
+    spec = cols.aligns(rows, "rrll")
     cells = [_latex_cells(i, r, cols) for i, r in enumerate(rows, 1)]
-    columns = [_TexColumn(h, spec[j], [c[j] for c in cells]) for j, h in enumerate(header)]
+    columns = [_TexColumn(h, spec[j], [c[j] for c in cells]) for j, h in enumerate(cols.header())]
     rest = columns[2:]
     parts = [rest[i : i + FULL_PART_COLUMNS] for i in range(0, len(rest), FULL_PART_COLUMNS)]
     lines = _latex_note(" and \\usepackage{pdflscape}")
@@ -956,22 +942,14 @@ def to_latex_full(rows: list[Row], heading: str, with_group: bool = False) -> by
 
 
 def _latex_cells(i: int, r: Row, cols: _Columns) -> list[str]:
-    """Row `i` of the full LaTeX table, as LaTeX source."""
+    """Row `i` of the full LaTeX table, as LaTeX source: the Markdown table's cells."""
     e = r.experiment
     who = [latex_escape(x) for x in wrap(e.display_title, 24)]
     if e.title and e.title != e.name:
         who.append("(\\texttt{" + latex_escape(e.name) + "})")
-    cells = [str(i), _stack(who, "l")]
-    cells += [latex_escape(e.group or "–")] if cols.with_group else []
-    if cols.unfinished:
-        done = f"{r.status}, {r.epochs_done}/{r.ran_with.epochs} ep."
-        cells.append(latex_escape(r.status if r.status == RunStatus.FINISHED else done))
-    cells += [latex_escape(_setting(getattr(r.ran_with, k))) for k in cols.keys]
-    if cols.seeded:
-        cells += [latex_escape(c) for c in seed_cells(r)]
-    for k, _ in cols.metrics:
-        shown = _metric(k, r.value(k)) if r.epochs_done or k == "params" else "–"
-        if shown.startswith(("-", "+")) and k == "gap":  # a sign, not a hyphen
-            shown = f"${shown[0]}${shown[1:]}"
-        cells.append(latex_escape(shown) if not shown.startswith("$") else shown)
+    shown = _markdown_cells(i, r, cols)
+    cells = [str(i), _stack(who, "l"), *(latex_escape(c) for c in shown[2:])]
+    gap = len(shown) - len(cols.metrics) + [k for k, _ in cols.metrics].index("gap")
+    if shown[gap].startswith(("-", "+")):  # a sign, not a hyphen
+        cells[gap] = f"${shown[gap][0]}${shown[gap][1:]}"
     return cells
