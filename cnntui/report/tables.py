@@ -708,7 +708,7 @@ def _label(heading: str) -> str:
 
 
 @dataclass(frozen=True)
-class _TexColumn:
+class TexColumn:
     """A column of a LaTeX table: its header (plain text), alignment and cells (LaTeX)."""
 
     header: str
@@ -716,17 +716,18 @@ class _TexColumn:
     cells: list[str]
 
 
-def _tex_table(
-    caption: str, label: str, columns: list[_TexColumn], header_cols: int, sep: str = ""
+def tex_table(
+    caption: str, label: str, columns: list[TexColumn], header_cols: int | None, sep: str = ""
 ) -> list[str]:
-    """A booktabs table float; headers are wrapped at `header_cols` columns."""
+    """A booktabs table float; headers are wrapped at `header_cols` columns (None: not)."""
     spec = "".join(c.align for c in columns)
     header = [
         _stack([latex_escape(x) for x in wrap(c.header, header_cols)], c.align, "b")
+        if header_cols
+        else latex_escape(c.header)
         for c in columns
     ]
-    rows = zip(*(c.cells for c in columns), strict=True)
-    body = [_row(list(row)) for row in rows]
+    body = [_row(list(row)) for row in zip(*(c.cells for c in columns), strict=True)]
     return [
         r"\begin{table}[htbp]",
         r"\centering",
@@ -758,11 +759,11 @@ def to_latex(rows: list[Row], group: str | None = None) -> bytes:
     lines = _latex_note()
     for name, members in by_group.items():
         for caption, label, columns in report_tables(members, name):
-            lines += _tex_table(caption, label, columns, 8, COLUMN_SEP)
+            lines += tex_table(caption, label, columns, 8, COLUMN_SEP)
     return "\n".join(lines).encode("utf-8")
 
 
-def report_tables(rows: list[Row], group: str) -> list[tuple[str, str, list[_TexColumn]]]:
+def report_tables(rows: list[Row], group: str) -> list[tuple[str, str, list[TexColumn]]]:
     """The caption, label and columns of each of a group's compact tables."""
     keys = [k for k in differing_keys(rows) if k not in NOT_COMPARED]
     metric_keys = ARCHITECTURE_METRICS if "model" in keys else RESULT_METRICS
@@ -771,10 +772,10 @@ def report_tables(rows: list[Row], group: str) -> list[tuple[str, str, list[_Tex
     heading = f"{group}: results"
     columns = [_experiment_column(rows)]
     if 1 + len(keys) + len(metric_keys) + n_column > MAX_COLUMNS:  # one wrapped column
-        columns.append(_TexColumn("Settings", "l", [_settings_cell(r, keys) for r in rows]))
+        columns.append(TexColumn("Settings", "l", [_settings_cell(r, keys) for r in rows]))
     else:
         columns += [_setting_column(rows, k) for k in keys]
-    columns += [_TexColumn("n", "r", [str(r.n) for r in rows])] if n_column else []
+    columns += [TexColumn("n", "r", [str(r.n) for r in rows])] if n_column else []
     columns += [_metric_column(rows, k, seeded) for k in metric_keys]
     shown = keys if len(columns) == len(keys) + 1 + n_column + len(metric_keys) else []
     out = [(_caption(heading, rows, seeded, shown), _label(heading), _oriented(columns, rows))]
@@ -789,22 +790,22 @@ def report_tables(rows: list[Row], group: str) -> list[tuple[str, str, list[_Tex
         n_column = seeded and len({r.n for r in chosen}) > 1
         columns = [_experiment_column(chosen)]
         columns += [_setting_column(chosen, k) for k in reg_keys]
-        columns += [_TexColumn("n", "r", [str(r.n) for r in chosen])] if n_column else []
+        columns += [TexColumn("n", "r", [str(r.n) for r in chosen])] if n_column else []
         columns += [_metric_column(chosen, k, seeded) for k in REGULARISATION_METRICS]
         caption = _caption(heading, chosen, seeded, reg_keys)
         out.append((caption, _label(f"{group}: regularisation"), _oriented(columns, chosen)))
     return out
 
 
-def _oriented(columns: list[_TexColumn], rows: list[Row]) -> list[_TexColumn]:
+def _oriented(columns: list[TexColumn], rows: list[Row]) -> list[TexColumn]:
     """`columns` (the experiment first), or a few experiments as columns, their settings
     and metrics as rows, as the report's Table 3 has its two architectures: narrower."""
     if len(rows) > TRANSPOSE_ROWS or len(columns) <= len(rows) + 1:
         return columns
-    out = [_TexColumn("", "l", [latex_escape(c.header) for c in columns[1:]])]
+    out = [TexColumn("", "l", [latex_escape(c.header) for c in columns[1:]])]
     for i, r in enumerate(rows):
         cells = [c.cells[i] for c in columns[1:]]
-        out.append(_TexColumn(r.experiment.display_title, "r", cells))
+        out.append(TexColumn(r.experiment.display_title, "r", cells))
     return out
 
 
@@ -854,18 +855,18 @@ def _caption(heading: str, rows: list[Row], seeded: bool, keys: list[str]) -> st
     return latex_escape(" ".join(p for p in parts if p))
 
 
-def _experiment_column(rows: list[Row]) -> _TexColumn:
+def _experiment_column(rows: list[Row]) -> TexColumn:
     cells = [
         _stack([latex_escape(x) for x in wrap(r.experiment.display_title, 20)], "l") for r in rows
     ]
-    return _TexColumn("Experiment", "l", cells)
+    return TexColumn("Experiment", "l", cells)
 
 
-def _setting_column(rows: list[Row], key: str) -> _TexColumn:
+def _setting_column(rows: list[Row], key: str) -> TexColumn:
     cells = [latex_escape(_setting(getattr(r.ran_with, key))) for r in rows]
     align = "l" if _Columns.is_text(rows, key) else "r"
     header = SHORT_SETTING_HEADERS.get(key, (SETTING_HEADERS.get(key, key), ""))[0]
-    return _TexColumn(header, align, cells)
+    return TexColumn(header, align, cells)
 
 
 def _settings_cell(r: Row, keys: list[str]) -> str:
@@ -873,7 +874,7 @@ def _settings_cell(r: Row, keys: list[str]) -> str:
     return _stack([latex_escape(x) for x in wrap(text, 24)], "l")
 
 
-def _metric_column(rows: list[Row], key: str, seeded: bool) -> _TexColumn:
+def _metric_column(rows: list[Row], key: str, seeded: bool) -> TexColumn:
     header = REPORT_HEADERS.get(key, key)
     if key == "epochs_to_target":
         targets = {r.ran_with.target_acc for r in rows}
@@ -882,8 +883,8 @@ def _metric_column(rows: list[Row], key: str, seeded: bool) -> _TexColumn:
         unit, per = time_unit([r.metrics.total_seconds for r in rows if r.epochs_done])
         header = f"Time ({unit})"
         cells = [f"{r.metrics.total_seconds / per:.1f}" if r.epochs_done else "--" for r in rows]
-        return _TexColumn(header, "r", cells)
-    return _TexColumn(header, "r", [_report_value(r, key, seeded) for r in rows])
+        return TexColumn(header, "r", cells)
+    return TexColumn(header, "r", [_report_value(r, key, seeded) for r in rows])
 
 
 def time_unit(seconds: list[float]) -> tuple[str, float]:
@@ -926,7 +927,7 @@ def to_latex_full(rows: list[Row], heading: str, with_group: bool = False) -> by
     cols = _Columns.of(rows, with_group)
     spec = cols.aligns(rows, "rrll")
     cells = [_latex_cells(i, r, cols) for i, r in enumerate(rows, 1)]
-    columns = [_TexColumn(h, spec[j], [c[j] for c in cells]) for j, h in enumerate(cols.header())]
+    columns = [TexColumn(h, spec[j], [c[j] for c in cells]) for j, h in enumerate(cols.header())]
     rest = columns[2:]
     parts = [rest[i : i + FULL_PART_COLUMNS] for i in range(0, len(rest), FULL_PART_COLUMNS)]
     lines = _latex_note(" and \\usepackage{pdflscape}")
@@ -936,7 +937,7 @@ def to_latex_full(rows: list[Row], heading: str, with_group: bool = False) -> by
         caption = latex_escape(f"{heading}, every column{of}. {data}")
         label = _label(f"{heading}-full") + (f"-{p}" if len(parts) > 1 else "")
         # A page of its own each: a float left to a later page would not be turned.
-        table = _tex_table(caption, label, columns[:2] + part, 14)
+        table = tex_table(caption, label, columns[:2] + part, 14)
         lines += [r"\begin{landscape}", *table[:-1], r"\end{landscape}", ""]
     return "\n".join(lines).encode("utf-8")
 
