@@ -377,12 +377,7 @@ def _markdown_cells(i: int, r: Row, cols: _Columns) -> list[str]:
     e = r.experiment
     cells = [str(i), _who(e), *([e.group or "–"] if cols.with_group else [])]
     if cols.unfinished:
-        planned = r.ran_with.epochs
-        cells.append(
-            r.status
-            if r.status == RunStatus.FINISHED
-            else f"{r.status}, {r.epochs_done}/{planned} ep."
-        )
+        cells.append(r.status if r.status == RunStatus.FINISHED else f"{_progress(r)} ep.")
     cells += [_setting(getattr(r.ran_with, k)) for k in cols.keys]
     cells += seed_cells(r) if cols.seeded else []
     if r.epochs_done:
@@ -390,6 +385,11 @@ def _markdown_cells(i: int, r: Row, cols: _Columns) -> list[str]:
     else:  # nothing measured yet
         cells += [_metric(k, r.value(k)) if k == "params" else "–" for k, _ in cols.metrics]
     return cells
+
+
+def _progress(r: Row) -> str:
+    """`cancelled, 2/5`: the status and the epochs done of those planned."""
+    return f"{r.status}, {r.epochs_done}/{r.ran_with.epochs}"
 
 
 def _markdown_notes(
@@ -768,17 +768,14 @@ def report_tables(rows: list[Row], group: str) -> list[tuple[str, str, list[TexC
     keys = [k for k in differing_keys(rows) if k not in NOT_COMPARED]
     metric_keys = ARCHITECTURE_METRICS if "model" in keys else RESULT_METRICS
     seeded = has_seeds(rows)
-    n_column = seeded and len({r.n for r in rows}) > 1
     heading = f"{group}: results"
-    columns = [_experiment_column(rows)]
-    if 1 + len(keys) + len(metric_keys) + n_column > MAX_COLUMNS:  # one wrapped column
-        columns.append(TexColumn("Settings", "l", [_settings_cell(r, keys) for r in rows]))
-    else:
-        columns += [_setting_column(rows, k) for k in keys]
-    columns += [TexColumn("n", "r", [str(r.n) for r in rows])] if n_column else []
-    columns += [_metric_column(rows, k, seeded) for k in metric_keys]
-    shown = keys if len(columns) == len(keys) + 1 + n_column + len(metric_keys) else []
-    out = [(_caption(heading, rows, seeded, shown), _label(heading), _oriented(columns, rows))]
+    settings = [_setting_column(rows, k) for k in keys]
+    if 1 + len(keys) + len(metric_keys) + _shows_n(rows, seeded) > MAX_COLUMNS:
+        # One wrapped column, whose settings the caption need not spell out.
+        settings = [TexColumn("Settings", "l", [_settings_cell(r, keys) for r in rows])]
+        keys = []
+    columns = _compact(rows, seeded, settings, metric_keys)
+    out = [(_caption(heading, rows, seeded, keys), _label(heading), columns)]
     chosen = regularisation_rows(rows)
     if chosen:
         heading = (
@@ -786,15 +783,27 @@ def report_tables(rows: list[Row], group: str) -> list[tuple[str, str, list[TexC
             "loss and test accuracy"
         )
         reg_keys = [*REGULARISATION_KEYS]
-        reg_keys += [k for k in differing_keys(chosen) if k == "epochs"]
-        n_column = seeded and len({r.n for r in chosen}) > 1
-        columns = [_experiment_column(chosen)]
-        columns += [_setting_column(chosen, k) for k in reg_keys]
-        columns += [TexColumn("n", "r", [str(r.n) for r in chosen])] if n_column else []
-        columns += [_metric_column(chosen, k, seeded) for k in REGULARISATION_METRICS]
+        reg_keys += ["epochs"] if "epochs" in differing_keys(chosen) else []
+        settings = [_setting_column(chosen, k) for k in reg_keys]
+        columns = _compact(chosen, seeded, settings, REGULARISATION_METRICS)
         caption = _caption(heading, chosen, seeded, reg_keys)
-        out.append((caption, _label(f"{group}: regularisation"), _oriented(columns, chosen)))
+        out.append((caption, _label(f"{group}: regularisation"), columns))
     return out
+
+
+def _shows_n(rows: list[Row], seeded: bool) -> bool:
+    """Whether a compact table has an n column: its rows count different numbers of seeds."""
+    return seeded and len({r.n for r in rows}) > 1
+
+
+def _compact(
+    rows: list[Row], seeded: bool, settings: list[TexColumn], metric_keys: tuple[str, ...]
+) -> list[TexColumn]:
+    """A compact table's columns: the experiment, `settings`, n where it varies, the metrics."""
+    columns = [_experiment_column(rows), *settings]
+    columns += [TexColumn("n", "r", [str(r.n) for r in rows])] if _shows_n(rows, seeded) else []
+    columns += [_metric_column(rows, k, seeded) for k in metric_keys]
+    return _oriented(columns, rows)
 
 
 def _oriented(columns: list[TexColumn], rows: list[Row]) -> list[TexColumn]:
@@ -843,15 +852,8 @@ def _caption(heading: str, rows: list[Row], seeded: bool, keys: list[str]) -> st
         parts.append(f"Accuracies and losses: mean ± std over {over}.")
     unfinished = [r for r in rows if r.status != RunStatus.FINISHED]
     if unfinished:
-        parts.append(
-            "Not finished: "
-            + ", ".join(
-                f"{r.experiment.display_title} ({r.status}, {r.epochs_done}/{r.ran_with.epochs} "
-                "epochs)"
-                for r in unfinished
-            )
-            + "."
-        )
+        done = (f"{r.experiment.display_title} ({_progress(r)} epochs)" for r in unfinished)
+        parts.append(f"Not finished: {', '.join(done)}.")
     return latex_escape(" ".join(p for p in parts if p))
 
 
