@@ -127,11 +127,7 @@ class Row:
 
     def class_accuracy(self) -> list[float]:
         """Per true class, the share of its test images predicted right (NaN: none)."""
-        out = []
-        for i, row in enumerate(self.confusion):
-            total = sum(row)
-            out.append(row[i] / total if total else math.nan)
-        return out
+        return [row[i] / sum(row) if sum(row) else math.nan for i, row in enumerate(self.confusion)]
 
     @property
     def data(self) -> str:
@@ -169,11 +165,8 @@ def data_caption(rows: list[Row]) -> str:
         by_data.setdefault(r.data, []).append(r.experiment.name)
     if len(by_data) == 1:
         return f"Data: {next(iter(by_data))}."
-    return (
-        "Data: "
-        + "; ".join(f"{d} ({', '.join(f'`{n}`' for n in names)})" for d, names in by_data.items())
-        + "."
-    )
+    each = (f"{d} ({', '.join(f'`{n}`' for n in names)})" for d, names in by_data.items())
+    return f"Data: {'; '.join(each)}."
 
 
 def differing_keys(rows: list[Row]) -> list[str]:
@@ -218,9 +211,7 @@ def write_csv(rows: Iterable[Iterable[Any]]) -> bytes:
     """Every CSV cnntui writes: each cell through `csv_text`, in UTF-8 with a byte-order
     mark, so spreadsheet programs show the Chinese titles."""
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    for row in rows:
-        w.writerow([csv_text(cell) for cell in row])
+    csv.writer(buf, lineterminator="\n").writerows([csv_text(c) for c in row] for row in rows)
     return buf.getvalue().encode("utf-8-sig")
 
 
@@ -242,8 +233,7 @@ def to_csv(rows: list[Row], with_group: bool = False) -> bytes:
     for r in rows:
         e = r.experiment
         line: list[object] = [e.name, e.display_title, *([e.group] if with_group else [])]
-        line.append(r.status)
-        line += [r.epochs_done, r.ran_with.dataset]
+        line += [r.status, r.epochs_done, r.ran_with.dataset]
         line += [_csv_value(r.train_images), r.val_images, _csv_value(r.test_images)]
         line += [_csv_value(getattr(r.ran_with, k)) for k in keys]
         line += [_csv_value(r.value(k)) for k, _ in METRIC_COLUMNS]
@@ -256,7 +246,7 @@ def to_csv(rows: list[Row], with_group: bool = False) -> bytes:
             line += [_csv_value(agg.mean), _csv_value(agg.std)]
         c = r.comparison
         if c is None:
-            line += ["", "", "", "", "", "", ""]
+            line += [""] * 7
         else:
             ref = c.verdict == stats.REFERENCE
             line += [int(ref), *(_csv_value(v) for v in (c.diff, c.low, c.high)), c.verdict]
@@ -524,13 +514,9 @@ def holm_notes(rows: list[Row]) -> list[str]:
             counts[r.experiment.group or "–"] = r.comparison.holm
     if not counts:
         return []
-    if len(counts) == 1:
-        k = next(iter(counts.values()))
-        over = f"Holm-adjusted over {k} comparisons"
-    else:
-        over = "Holm-adjusted over " + ", ".join(
-            f"{k} comparisons in group {g}" for g, k in counts.items()
-        )
+    several = len(counts) > 1
+    each = (f"{k} comparisons" + (f" in group {g}" if several else "") for g, k in counts.items())
+    over = "Holm-adjusted over " + ", ".join(each)
     return [
         f"Verdicts are {over} with the group's reference, so that the group's chance of "
         "any false *beyond noise* stays at 5%: the comparison with the smallest p-value is "
