@@ -238,11 +238,8 @@ def to_markdown(report: SearchReport) -> bytes:
     header = ["Trial", *(p.key for p in s.space), report.metric_name, "Status", "Epochs"]
     aligns = ["---", *("---:" for _ in s.space), "---:", "---", "---:"]
     lines = [f"# {s.name}: trials", "", f"Data: {report.data}.", ""]
-    lines += [f"{s.describe()}.", ""]
-    lines += ["| " + " | ".join(header) + " |", "|" + "|".join(aligns) + "|"]
-    for r in report.rows:
-        cells = (c.replace("|", "\\|").replace("\n", " ") for c in _md_cells(report, r))
-        lines.append("| " + " | ".join(cells) + " |")
+    lines += [f"{s.describe()}.", "", tables.markdown_row(header), "|" + "|".join(aligns) + "|"]
+    lines += [tables.markdown_row(_md_cells(report, r)) for r in report.rows]
     notes = [
         f"Sorted by the {report.metric_name} of any epoch a trial trained, best first; a "
         "pruned trial's is its best before it was stopped. **best** marks the study's best "
@@ -261,32 +258,19 @@ def to_latex(report: SearchReport) -> bytes:
     s = report.search
     esc = tables.latex_escape
     header = ["Trial", *(p.key for p in s.space), report.metric_name, "Status", "Epochs"]
-    spec = "l" + "r" * len(s.space) + "rlr"
     body = []
     for r in report.rows:
-        cells = [esc(c) for c in _md_cells(report, r)]
-        cells[0] = esc(r.name)
-        if r.best:
-            cells = [f"\\textbf{{{c}}}" for c in cells]
-        body.append(" & ".join(cells) + r" \\")
+        cells = [esc(r.name), *(esc(c) for c in _md_cells(report, r)[1:])]
+        body.append([f"\\textbf{{{c}}}" for c in cells] if r.best else cells)
+    aligns = "l" + "r" * len(s.space) + "rlr"
+    columns = [
+        tables.TexColumn(h, aligns[j], [cells[j] for cells in body]) for j, h in enumerate(header)
+    ]
     caption = esc(
         f"{s.name}: trials, sorted by the {report.metric_name}, best first (bold: the best "
         f"trial). {report.data}."
     )
-    lines = [
-        "% Written by cnntui. Needs \\usepackage{booktabs} in the preamble.",
-        r"\begin{table}[htbp]",
-        r"\centering",
-        r"\caption{" + caption + "}",
-        r"\label{tab:search-" + "".join(c if c.isalnum() else "-" for c in s.name) + "}",
-        r"\begin{tabular}{@{}" + spec + "@{}}",
-        r"\toprule",
-        " & ".join(esc(h) for h in header) + r" \\",
-        r"\midrule",
-        *body,
-        r"\bottomrule",
-        r"\end{tabular}",
-        r"\end{table}",
-        "",
-    ]
+    label = "tab:search-" + "".join(c if c.isalnum() else "-" for c in s.name)
+    lines = ["% Written by cnntui. Needs \\usepackage{booktabs} in the preamble."]
+    lines += tables.tex_table(caption, label, columns, None)
     return "\n".join(lines).encode("utf-8")

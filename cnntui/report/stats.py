@@ -43,29 +43,25 @@ REFERENCE = "reference"
 
 def _beta_fraction(a: float, b: float, x: float) -> float:
     """The continued fraction of the incomplete beta function (modified Lentz)."""
-    tiny = 1e-300
     qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
+    c, d = 1.0, 1.0 / _nonzero(1.0 - qab * x / qap)
     h = d
     for m in range(1, 500):
         m2 = 2 * m
-        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        h *= d * c
-        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        delta = d * c
-        h *= delta
-        if abs(delta - 1.0) < 1e-15:
+        even = m * (b - m) * x / ((qam + m2) * (a + m2))
+        odd = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
+        for aa in (even, odd):
+            d = 1.0 / _nonzero(1.0 + aa * d)
+            c = _nonzero(1.0 + aa / c)
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-15:
             break
     return h
+
+
+def _nonzero(v: float) -> float:
+    """`v`, or a tiny number where it is (nearly) 0, so that Lentz's method never divides by 0."""
+    return v if abs(v) > 1e-300 else 1e-300
 
 
 def betainc(a: float, b: float, x: float) -> float:
@@ -155,10 +151,8 @@ def welch(reference: Sequence[float], other: Sequence[float], level: float = LEV
     va, vb = a.std**2 / a.n, b.std**2 / b.n
     se = math.sqrt(va + vb)
     if se == 0.0:  # every seed gave the same number on both sides: no spread to speak of
-        same = diff == 0
-        return Comparison(
-            diff, diff, diff, math.inf, WITHIN if same else BEYOND, 1.0 if same else 0.0, level
-        )
+        outcome, p = (WITHIN, 1.0) if diff == 0 else (BEYOND, 0.0)
+        return Comparison(diff, diff, diff, math.inf, outcome, p, level)
     df = (va + vb) ** 2 / (va**2 / (a.n - 1) + vb**2 / (b.n - 1))
     half = t_quantile(0.5 + level / 2.0, df) * se
     low, high = diff - half, diff + half
@@ -314,12 +308,7 @@ def seed_band(per_seed: Sequence[Sequence[float]]) -> tuple[list[float], list[fl
     means: list[float] = []
     stds: list[float] = []
     for epoch in range(reach):
-        found = [float(v[epoch]) for v in per_seed if epoch < len(v) and math.isfinite(v[epoch])]
-        if len(found) < 2:
-            means.append(math.nan)
-            stds.append(math.nan)
-            continue
-        mean = math.fsum(found) / len(found)
-        means.append(mean)
-        stds.append(math.sqrt(math.fsum((x - mean) ** 2 for x in found) / (len(found) - 1)))
+        agg = aggregate(v[epoch] for v in per_seed if epoch < len(v))
+        means.append(agg.mean if agg.n > 1 else math.nan)
+        stds.append(agg.std)
     return means, stds

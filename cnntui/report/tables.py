@@ -64,14 +64,6 @@ DATASET_NAMES = {
     "fashion-mnist": "Fashion-MNIST",
     "synthetic": "synthetic data (not CIFAR-10)",
 }
-PERCENT = {
-    "final_test_acc",
-    "best_test_acc",
-    "epoch1_test_acc",
-    "final_train_acc",
-    "target_acc",
-    "best_val_acc",
-}
 
 # The headline metrics aggregated over seeds: CSV stem, Metrics field.
 AGGREGATES: tuple[tuple[str, str], ...] = (
@@ -135,11 +127,7 @@ class Row:
 
     def class_accuracy(self) -> list[float]:
         """Per true class, the share of its test images predicted right (NaN: none)."""
-        out = []
-        for i, row in enumerate(self.confusion):
-            total = sum(row)
-            out.append(row[i] / total if total else math.nan)
-        return out
+        return [row[i] / sum(row) if sum(row) else math.nan for i, row in enumerate(self.confusion)]
 
     @property
     def data(self) -> str:
@@ -177,11 +165,8 @@ def data_caption(rows: list[Row]) -> str:
         by_data.setdefault(r.data, []).append(r.experiment.name)
     if len(by_data) == 1:
         return f"Data: {next(iter(by_data))}."
-    return (
-        "Data: "
-        + "; ".join(f"{d} ({', '.join(f'`{n}`' for n in names)})" for d, names in by_data.items())
-        + "."
-    )
+    each = (f"{d} ({', '.join(f'`{n}`' for n in names)})" for d, names in by_data.items())
+    return f"Data: {'; '.join(each)}."
 
 
 def differing_keys(rows: list[Row]) -> list[str]:
@@ -226,9 +211,7 @@ def write_csv(rows: Iterable[Iterable[Any]]) -> bytes:
     """Every CSV cnntui writes: each cell through `csv_text`, in UTF-8 with a byte-order
     mark, so spreadsheet programs show the Chinese titles."""
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    for row in rows:
-        w.writerow([csv_text(cell) for cell in row])
+    csv.writer(buf, lineterminator="\n").writerows([csv_text(c) for c in row] for row in rows)
     return buf.getvalue().encode("utf-8-sig")
 
 
@@ -250,8 +233,7 @@ def to_csv(rows: list[Row], with_group: bool = False) -> bytes:
     for r in rows:
         e = r.experiment
         line: list[object] = [e.name, e.display_title, *([e.group] if with_group else [])]
-        line.append(r.status)
-        line += [r.epochs_done, r.ran_with.dataset]
+        line += [r.status, r.epochs_done, r.ran_with.dataset]
         line += [_csv_value(r.train_images), r.val_images, _csv_value(r.test_images)]
         line += [_csv_value(getattr(r.ran_with, k)) for k in keys]
         line += [_csv_value(r.value(k)) for k, _ in METRIC_COLUMNS]
@@ -264,7 +246,7 @@ def to_csv(rows: list[Row], with_group: bool = False) -> bytes:
             line += [_csv_value(agg.mean), _csv_value(agg.std)]
         c = r.comparison
         if c is None:
-            line += ["", "", "", "", "", "", ""]
+            line += [""] * 7
         else:
             ref = c.verdict == stats.REFERENCE
             line += [int(ref), *(_csv_value(v) for v in (c.diff, c.low, c.high)), c.verdict]
@@ -290,7 +272,7 @@ def _setting(v: Any) -> str:
 def _metric(key: str, v: Any) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "not reached" if key == "epochs_to_target" else "–"
-    if key in PERCENT:
+    if key.endswith("_acc"):  # accuracies are fractions, read as percentages
         return f"{v * 100:.2f}%"
     if key == "gap":
         return f"{v * 100:+.2f} pp"
@@ -305,8 +287,9 @@ def _metric(key: str, v: Any) -> str:
     return f"{v:.4f}"
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+def markdown_row(cells: Iterable[str]) -> str:
+    """A Markdown table's row, its cells escaped (`|` and line breaks)."""
+    return "| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
 
 
 def _who(e: Experiment) -> str:
@@ -322,12 +305,10 @@ def to_markdown(
 ) -> bytes:
     """The results table as Markdown for a report, with notes on missing and skipped runs."""
     cols = _Columns.of(rows, with_group)
-    header = cols.header(with_group)
-    lines = [f"# {heading}", "", data_caption(rows), ""]
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "|".join(_markdown_aligns(rows, cols, len(header))) + "|")
-    for i, r in enumerate(rows, 1):
-        lines.append("| " + " | ".join(_cell(c) for c in _markdown_cells(i, r, cols)) + " |")
+    aligns = ["---" if a == "l" else "---:" for a in cols.aligns(rows, "rrrr")]
+    lines = [f"# {heading}", "", data_caption(rows), "", markdown_row(cols.header())]
+    lines.append("|" + "|".join(aligns) + "|")
+    lines += [markdown_row(_markdown_cells(i, r, cols)) for i, r in enumerate(rows, 1)]
     notes = _markdown_notes(rows, cols.unfinished, missing, skipped)
     lines += ["", *(f"- {n}" for n in notes), ""]
     return "\n".join(lines).encode("utf-8")
@@ -359,9 +340,9 @@ class _Columns:
         """The metric columns shown: key, heading."""
         return [(k, h) for k, h in METRIC_COLUMNS if h and (self.validated or k != "best_test_acc")]
 
-    def header(self, with_group: bool) -> list[str]:
+    def header(self) -> list[str]:
         """The full table's column headings, in order."""
-        header = ["#", "Experiment", *(["Group"] if with_group else [])]
+        header = ["#", "Experiment", *(["Group"] if self.with_group else [])]
         header += ["Status"] if self.unfinished else []
         header += [SETTING_HEADERS.get(k, k) for k in self.keys]
         if self.seeded:
@@ -369,17 +350,16 @@ class _Columns:
             header += SEED_HEADERS[3:]
         return header + [h for _, h in self.metrics]
 
+    def aligns(self, rows: list[Row], seeds: str) -> str:
+        """Each column's alignment, `l` (text) or `r` (numbers); `seeds` for the seeds' four."""
+        out = "rl" + "l" * (self.with_group + self.unfinished)
+        out += "".join("l" if self.is_text(rows, k) else "r" for k in self.keys)
+        return out + (seeds if self.seeded else "") + "r" * len(self.metrics)
+
     @staticmethod
     def is_text(rows: list[Row], key: str) -> bool:
         """Whether a setting's column holds text (left-aligned) rather than numbers."""
         return any(isinstance(getattr(r.ran_with, key), str) for r in rows)
-
-
-def _markdown_aligns(rows: list[Row], cols: _Columns, width: int) -> list[str]:
-    """The header's alignment row: text left, numbers right."""
-    aligns = ["---:", "---"] + ["---"] * (cols.with_group + cols.unfinished)
-    aligns += ["---" if cols.is_text(rows, k) else "---:" for k in cols.keys]
-    return aligns + ["---:"] * (width - len(aligns))
 
 
 def _markdown_cells(i: int, r: Row, cols: _Columns) -> list[str]:
@@ -387,12 +367,7 @@ def _markdown_cells(i: int, r: Row, cols: _Columns) -> list[str]:
     e = r.experiment
     cells = [str(i), _who(e), *([e.group or "–"] if cols.with_group else [])]
     if cols.unfinished:
-        planned = r.ran_with.epochs
-        cells.append(
-            r.status
-            if r.status == RunStatus.FINISHED
-            else f"{r.status}, {r.epochs_done}/{planned} ep."
-        )
+        cells.append(r.status if r.status == RunStatus.FINISHED else f"{_progress(r)} ep.")
     cells += [_setting(getattr(r.ran_with, k)) for k in cols.keys]
     cells += seed_cells(r) if cols.seeded else []
     if r.epochs_done:
@@ -400,6 +375,11 @@ def _markdown_cells(i: int, r: Row, cols: _Columns) -> list[str]:
     else:  # nothing measured yet
         cells += [_metric(k, r.value(k)) if k == "params" else "–" for k, _ in cols.metrics]
     return cells
+
+
+def _progress(r: Row) -> str:
+    """`cancelled, 2/5`: the status and the epochs done of those planned."""
+    return f"{r.status}, {r.epochs_done}/{r.ran_with.epochs}"
 
 
 def _markdown_notes(
@@ -534,13 +514,9 @@ def holm_notes(rows: list[Row]) -> list[str]:
             counts[r.experiment.group or "–"] = r.comparison.holm
     if not counts:
         return []
-    if len(counts) == 1:
-        k = next(iter(counts.values()))
-        over = f"Holm-adjusted over {k} comparisons"
-    else:
-        over = "Holm-adjusted over " + ", ".join(
-            f"{k} comparisons in group {g}" for g, k in counts.items()
-        )
+    several = len(counts) > 1
+    each = (f"{k} comparisons" + (f" in group {g}" if several else "") for g, k in counts.items())
+    over = "Holm-adjusted over " + ", ".join(each)
     return [
         f"Verdicts are {over} with the group's reference, so that the group's chance of "
         "any false *beyond noise* stays at 5%: the comparison with the smallest p-value is "
@@ -588,12 +564,12 @@ def per_class_markdown(rows: list[Row], heading: str) -> bytes:
     if not classes or not shown:
         lines += ["No run recorded a confusion matrix yet.", ""]
         return "\n".join(lines).encode("utf-8")
-    lines.append("| Class | " + " | ".join(_cell(_who(r.experiment)) for r in shown) + " |")
+    lines.append(markdown_row(["Class", *(_who(r.experiment) for r in shown)]))
     lines.append("|---|" + "---:|" * len(shown))
     accs = [r.class_accuracy() for r in shown]
     for i, name in enumerate(classes):
         cells = [_metric("final_test_acc", a[i] if i < len(a) else math.nan) for a in accs]
-        lines.append(f"| {_cell(name)} | " + " | ".join(cells) + " |")
+        lines.append(markdown_row([name, *cells]))
     lines += [
         "",
         "- Per-class accuracy: the share of each class's test images predicted as that class, "
@@ -718,7 +694,7 @@ def _label(heading: str) -> str:
 
 
 @dataclass(frozen=True)
-class _TexColumn:
+class TexColumn:
     """A column of a LaTeX table: its header (plain text), alignment and cells (LaTeX)."""
 
     header: str
@@ -726,17 +702,18 @@ class _TexColumn:
     cells: list[str]
 
 
-def _tex_table(
-    caption: str, label: str, columns: list[_TexColumn], header_cols: int, sep: str = ""
+def tex_table(
+    caption: str, label: str, columns: list[TexColumn], header_cols: int | None, sep: str = ""
 ) -> list[str]:
-    """A booktabs table float; headers are wrapped at `header_cols` columns."""
+    """A booktabs table float; headers are wrapped at `header_cols` columns (None: not)."""
     spec = "".join(c.align for c in columns)
     header = [
         _stack([latex_escape(x) for x in wrap(c.header, header_cols)], c.align, "b")
+        if header_cols
+        else latex_escape(c.header)
         for c in columns
     ]
-    rows = zip(*(c.cells for c in columns), strict=True)
-    body = [_row(list(row)) for row in rows]
+    body = [_row(list(row)) for row in zip(*(c.cells for c in columns), strict=True)]
     return [
         r"\begin{table}[htbp]",
         r"\centering",
@@ -768,26 +745,23 @@ def to_latex(rows: list[Row], group: str | None = None) -> bytes:
     lines = _latex_note()
     for name, members in by_group.items():
         for caption, label, columns in report_tables(members, name):
-            lines += _tex_table(caption, label, columns, 8, COLUMN_SEP)
+            lines += tex_table(caption, label, columns, 8, COLUMN_SEP)
     return "\n".join(lines).encode("utf-8")
 
 
-def report_tables(rows: list[Row], group: str) -> list[tuple[str, str, list[_TexColumn]]]:
+def report_tables(rows: list[Row], group: str) -> list[tuple[str, str, list[TexColumn]]]:
     """The caption, label and columns of each of a group's compact tables."""
     keys = [k for k in differing_keys(rows) if k not in NOT_COMPARED]
     metric_keys = ARCHITECTURE_METRICS if "model" in keys else RESULT_METRICS
     seeded = has_seeds(rows)
-    n_column = seeded and len({r.n for r in rows}) > 1
     heading = f"{group}: results"
-    columns = [_experiment_column(rows)]
-    if 1 + len(keys) + len(metric_keys) + n_column > MAX_COLUMNS:  # one wrapped column
-        columns.append(_TexColumn("Settings", "l", [_settings_cell(r, keys) for r in rows]))
-    else:
-        columns += [_setting_column(rows, k) for k in keys]
-    columns += [_TexColumn("n", "r", [str(r.n) for r in rows])] if n_column else []
-    columns += [_metric_column(rows, k, seeded) for k in metric_keys]
-    shown = keys if len(columns) == len(keys) + 1 + n_column + len(metric_keys) else []
-    out = [(_caption(heading, rows, seeded, shown), _label(heading), _oriented(columns, rows))]
+    settings = [_setting_column(rows, k) for k in keys]
+    if 1 + len(keys) + len(metric_keys) + _shows_n(rows, seeded) > MAX_COLUMNS:
+        # One wrapped column, whose settings the caption need not spell out.
+        settings = [TexColumn("Settings", "l", [_settings_cell(r, keys) for r in rows])]
+        keys = []
+    columns = _compact(rows, seeded, settings, metric_keys)
+    out = [(_caption(heading, rows, seeded, keys), _label(heading), columns)]
     chosen = regularisation_rows(rows)
     if chosen:
         heading = (
@@ -795,26 +769,38 @@ def report_tables(rows: list[Row], group: str) -> list[tuple[str, str, list[_Tex
             "loss and test accuracy"
         )
         reg_keys = [*REGULARISATION_KEYS]
-        reg_keys += [k for k in differing_keys(chosen) if k == "epochs"]
-        n_column = seeded and len({r.n for r in chosen}) > 1
-        columns = [_experiment_column(chosen)]
-        columns += [_setting_column(chosen, k) for k in reg_keys]
-        columns += [_TexColumn("n", "r", [str(r.n) for r in chosen])] if n_column else []
-        columns += [_metric_column(chosen, k, seeded) for k in REGULARISATION_METRICS]
+        reg_keys += ["epochs"] if "epochs" in differing_keys(chosen) else []
+        settings = [_setting_column(chosen, k) for k in reg_keys]
+        columns = _compact(chosen, seeded, settings, REGULARISATION_METRICS)
         caption = _caption(heading, chosen, seeded, reg_keys)
-        out.append((caption, _label(f"{group}: regularisation"), _oriented(columns, chosen)))
+        out.append((caption, _label(f"{group}: regularisation"), columns))
     return out
 
 
-def _oriented(columns: list[_TexColumn], rows: list[Row]) -> list[_TexColumn]:
+def _shows_n(rows: list[Row], seeded: bool) -> bool:
+    """Whether a compact table has an n column: its rows count different numbers of seeds."""
+    return seeded and len({r.n for r in rows}) > 1
+
+
+def _compact(
+    rows: list[Row], seeded: bool, settings: list[TexColumn], metric_keys: tuple[str, ...]
+) -> list[TexColumn]:
+    """A compact table's columns: the experiment, `settings`, n where it varies, the metrics."""
+    columns = [_experiment_column(rows), *settings]
+    columns += [TexColumn("n", "r", [str(r.n) for r in rows])] if _shows_n(rows, seeded) else []
+    columns += [_metric_column(rows, k, seeded) for k in metric_keys]
+    return _oriented(columns, rows)
+
+
+def _oriented(columns: list[TexColumn], rows: list[Row]) -> list[TexColumn]:
     """`columns` (the experiment first), or a few experiments as columns, their settings
     and metrics as rows, as the report's Table 3 has its two architectures: narrower."""
     if len(rows) > TRANSPOSE_ROWS or len(columns) <= len(rows) + 1:
         return columns
-    out = [_TexColumn("", "l", [latex_escape(c.header) for c in columns[1:]])]
+    out = [TexColumn("", "l", [latex_escape(c.header) for c in columns[1:]])]
     for i, r in enumerate(rows):
         cells = [c.cells[i] for c in columns[1:]]
-        out.append(_TexColumn(r.experiment.display_title, "r", cells))
+        out.append(TexColumn(r.experiment.display_title, "r", cells))
     return out
 
 
@@ -852,30 +838,23 @@ def _caption(heading: str, rows: list[Row], seeded: bool, keys: list[str]) -> st
         parts.append(f"Accuracies and losses: mean ± std over {over}.")
     unfinished = [r for r in rows if r.status != RunStatus.FINISHED]
     if unfinished:
-        parts.append(
-            "Not finished: "
-            + ", ".join(
-                f"{r.experiment.display_title} ({r.status}, {r.epochs_done}/{r.ran_with.epochs} "
-                "epochs)"
-                for r in unfinished
-            )
-            + "."
-        )
+        done = (f"{r.experiment.display_title} ({_progress(r)} epochs)" for r in unfinished)
+        parts.append(f"Not finished: {', '.join(done)}.")
     return latex_escape(" ".join(p for p in parts if p))
 
 
-def _experiment_column(rows: list[Row]) -> _TexColumn:
+def _experiment_column(rows: list[Row]) -> TexColumn:
     cells = [
         _stack([latex_escape(x) for x in wrap(r.experiment.display_title, 20)], "l") for r in rows
     ]
-    return _TexColumn("Experiment", "l", cells)
+    return TexColumn("Experiment", "l", cells)
 
 
-def _setting_column(rows: list[Row], key: str) -> _TexColumn:
+def _setting_column(rows: list[Row], key: str) -> TexColumn:
     cells = [latex_escape(_setting(getattr(r.ran_with, key))) for r in rows]
     align = "l" if _Columns.is_text(rows, key) else "r"
     header = SHORT_SETTING_HEADERS.get(key, (SETTING_HEADERS.get(key, key), ""))[0]
-    return _TexColumn(header, align, cells)
+    return TexColumn(header, align, cells)
 
 
 def _settings_cell(r: Row, keys: list[str]) -> str:
@@ -883,7 +862,7 @@ def _settings_cell(r: Row, keys: list[str]) -> str:
     return _stack([latex_escape(x) for x in wrap(text, 24)], "l")
 
 
-def _metric_column(rows: list[Row], key: str, seeded: bool) -> _TexColumn:
+def _metric_column(rows: list[Row], key: str, seeded: bool) -> TexColumn:
     header = REPORT_HEADERS.get(key, key)
     if key == "epochs_to_target":
         targets = {r.ran_with.target_acc for r in rows}
@@ -892,8 +871,8 @@ def _metric_column(rows: list[Row], key: str, seeded: bool) -> _TexColumn:
         unit, per = time_unit([r.metrics.total_seconds for r in rows if r.epochs_done])
         header = f"Time ({unit})"
         cells = [f"{r.metrics.total_seconds / per:.1f}" if r.epochs_done else "--" for r in rows]
-        return _TexColumn(header, "r", cells)
-    return _TexColumn(header, "r", [_report_value(r, key, seeded) for r in rows])
+        return TexColumn(header, "r", cells)
+    return TexColumn(header, "r", [_report_value(r, key, seeded) for r in rows])
 
 
 def time_unit(seconds: list[float]) -> tuple[str, float]:
@@ -927,20 +906,16 @@ def _report_value(r: Row, key: str, seeded: bool) -> str:
 def _number(key: str, v: float, pct_digits: int = 2, loss_digits: int = 4) -> str:
     if not math.isfinite(v):
         return "--"
-    return f"{v * 100:.{pct_digits}f}" if key in PERCENT else f"{v:.{loss_digits}f}"
+    return f"{v * 100:.{pct_digits}f}" if key.endswith("_acc") else f"{v:.{loss_digits}f}"
 
 
 def to_latex_full(rows: list[Row], heading: str, with_group: bool = False) -> bytes:
     r"""Every column of the Markdown table in LaTeX, for an appendix: on landscape pages,
     split into tables of at most FULL_PART_COLUMNS columns after # and Experiment."""
     cols = _Columns.of(rows, with_group)
-    header = cols.header(with_group)
-    spec = "rl" + "l" * (with_group + cols.unfinished)
-    spec += "".join("l" if cols.is_text(rows, k) else "r" for k in cols.keys)
-    spec += "rrll" if cols.seeded else ""
-    spec += "r" * len(cols.metrics)
+    spec = cols.aligns(rows, "rrll")
     cells = [_latex_cells(i, r, cols) for i, r in enumerate(rows, 1)]
-    columns = [_TexColumn(h, spec[j], [c[j] for c in cells]) for j, h in enumerate(header)]
+    columns = [TexColumn(h, spec[j], [c[j] for c in cells]) for j, h in enumerate(cols.header())]
     rest = columns[2:]
     parts = [rest[i : i + FULL_PART_COLUMNS] for i in range(0, len(rest), FULL_PART_COLUMNS)]
     lines = _latex_note(" and \\usepackage{pdflscape}")
@@ -950,28 +925,20 @@ def to_latex_full(rows: list[Row], heading: str, with_group: bool = False) -> by
         caption = latex_escape(f"{heading}, every column{of}. {data}")
         label = _label(f"{heading}-full") + (f"-{p}" if len(parts) > 1 else "")
         # A page of its own each: a float left to a later page would not be turned.
-        table = _tex_table(caption, label, columns[:2] + part, 14)
+        table = tex_table(caption, label, columns[:2] + part, 14)
         lines += [r"\begin{landscape}", *table[:-1], r"\end{landscape}", ""]
     return "\n".join(lines).encode("utf-8")
 
 
 def _latex_cells(i: int, r: Row, cols: _Columns) -> list[str]:
-    """Row `i` of the full LaTeX table, as LaTeX source."""
+    """Row `i` of the full LaTeX table, as LaTeX source: the Markdown table's cells."""
     e = r.experiment
     who = [latex_escape(x) for x in wrap(e.display_title, 24)]
     if e.title and e.title != e.name:
         who.append("(\\texttt{" + latex_escape(e.name) + "})")
-    cells = [str(i), _stack(who, "l")]
-    cells += [latex_escape(e.group or "–")] if cols.with_group else []
-    if cols.unfinished:
-        done = f"{r.status}, {r.epochs_done}/{r.ran_with.epochs} ep."
-        cells.append(latex_escape(r.status if r.status == RunStatus.FINISHED else done))
-    cells += [latex_escape(_setting(getattr(r.ran_with, k))) for k in cols.keys]
-    if cols.seeded:
-        cells += [latex_escape(c) for c in seed_cells(r)]
-    for k, _ in cols.metrics:
-        shown = _metric(k, r.value(k)) if r.epochs_done or k == "params" else "–"
-        if shown.startswith(("-", "+")) and k == "gap":  # a sign, not a hyphen
-            shown = f"${shown[0]}${shown[1:]}"
-        cells.append(latex_escape(shown) if not shown.startswith("$") else shown)
+    shown = _markdown_cells(i, r, cols)
+    cells = [str(i), _stack(who, "l"), *(latex_escape(c) for c in shown[2:])]
+    gap = len(shown) - len(cols.metrics) + [k for k, _ in cols.metrics].index("gap")
+    if shown[gap].startswith(("-", "+")):  # a sign, not a hyphen
+        cells[gap] = f"${shown[gap][0]}${shown[gap][1:]}"
     return cells
