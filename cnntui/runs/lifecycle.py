@@ -325,18 +325,13 @@ def planned_batches(record: st.RunRecord | None) -> int | None:
 
 def short_device(summary: st.RunSummary) -> str:
     """Where a run trains, in a few characters: `gpu 1`, `cpu`, `node-a:cuda:0`."""
-    if summary.node:  # a Ray run: the node, and the device there
-        return f"{summary.node[:12]}:{_short_device(summary)}"
-    return _short_device(summary)
-
-
-def _short_device(summary: st.RunSummary) -> str:
     if summary.gpu is not None:
-        return f"gpu {summary.gpu}"
-    if summary.device:
-        return summary.device.split(" (")[0]
-    q = summary.queue
-    return QueueRecord.parse(q)[0].device if q is not None else "-"
+        device = f"gpu {summary.gpu}"
+    elif summary.device:
+        device = summary.device.split(" (")[0]
+    else:
+        device = QueueRecord.parse(summary.queue)[0].device if summary.queue is not None else "-"
+    return f"{summary.node[:12]}:{device}" if summary.node else device  # Ray: the node too
 
 
 def progress(record: st.RunRecord) -> str:
@@ -373,18 +368,12 @@ def status_rows(store: st.RunStore, recent: int = 10) -> list[list[str]]:
     place = {r.path: i for i, r in enumerate(queue, start=1)}
     rows = []
     for r in others + running + queue:
+        name = text.pad(text.safe(r.name), NAME_COLUMN).rstrip()
         acc = r.summary.final_test_acc  # the latest epoch's
         status = f"queued #{place[r.path]}" if r.path in place else str(r.status)
-        rows.append(
-            [
-                text.pad(text.safe(r.name), NAME_COLUMN).rstrip(),
-                r.run_id,
-                text.safe(short_device(r.summary)),
-                progress(r),
-                text.pct(acc) if acc is not None else "-",
-                status,
-            ]
-        )
+        device = text.safe(short_device(r.summary))
+        acc_text = text.pct(acc) if acc is not None else "-"
+        rows.append([name, r.run_id, device, progress(r), acc_text, status])
     return rows
 
 
@@ -503,15 +492,10 @@ class RunEvents:
 
         s = record.summary
         self.started = True
+        device = s.device if s.device is not None else "?"
+        sizes = (s.params or 0, s.epochs or 0, s.batches_per_epoch or 0)
         return Started(
-            record.label,
-            record.run_id,
-            str(self.path),
-            s.device if s.device is not None else "?",
-            s.params or 0,
-            s.epochs or 0,
-            s.batches_per_epoch or 0,
-            self.start_epoch,
+            record.label, record.run_id, str(self.path), device, *sizes, self.start_epoch
         )
 
     def _epoch_ends(self, name: str, h: History) -> list[Any]:
@@ -526,18 +510,8 @@ class RunEvents:
                 for k in ("val_loss", "val_acc", "lr")
                 if len(getattr(h, k, ())) > i
             }
-            out.append(
-                EpochEnd(
-                    name,
-                    i,
-                    h.epoch_losses[i],
-                    h.train_acc[i],
-                    h.test_loss[i],
-                    h.test_acc[i],
-                    h.epoch_seconds[i],
-                    **extra,
-                )
-            )
+            ends = (h.epoch_losses[i], h.train_acc[i], h.test_loss[i], h.test_acc[i])
+            out.append(EpochEnd(name, i, *ends, h.epoch_seconds[i], **extra))
         self.epochs_seen = max(self.epochs_seen, h.epochs_done)
         return out
 
@@ -553,9 +527,7 @@ class RunEvents:
             return Diverged(name, s.batches_done or 0, reason)
         if status is st.RunStatus.CANCELLED:
             return Cancelled(name)
-        if (
-            status is st.RunStatus.INTERRUPTED
-        ):  # a Ray run says why (its node died); a worker cannot
+        if status is st.RunStatus.INTERRUPTED:  # a Ray run says why (its node died); a worker not
             return Failed(name, reason or "its worker process ended without a word", str(self.path))
         return Failed(name, reason or status, str(self.path))
 
