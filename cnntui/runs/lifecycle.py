@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -273,16 +273,13 @@ class Update:
     history: Any = None  # the History, when history.npz changed since the last poll
 
 
-@dataclass
 class Follower:
     """Follows one run of the store through its files: summary, live losses, history."""
 
-    path: Path
-    reader: st.LiveReader = field(init=False)
-    history_mtime: float = field(default=-1.0, init=False)
-
-    def __post_init__(self) -> None:
-        self.reader = st.LiveReader(self.path)
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.reader = st.LiveReader(path)
+        self.history_mtime = -1.0
 
     def poll(self) -> Update:
         """What the run's files say now: its summary, new batch losses (a bounded chunk, none
@@ -298,11 +295,9 @@ class Follower:
         except OSError:
             mtime = -1.0
         if mtime != self.history_mtime and record is not None:
-            try:
+            with contextlib.suppress(st.RunFileError):
                 history = record.history()
                 self.history_mtime = mtime
-            except st.RunFileError:
-                history = None
         return Update(record, losses, first, self.reader.reset, history)
 
     @property
