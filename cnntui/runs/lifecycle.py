@@ -3,13 +3,9 @@
 Runs go into the run store's queue (`submit`); a scheduler process per store
 (cnntui.runs.daemon, started on demand by `ensure_scheduler`) drains it into worker processes
 (cnntui.runs.worker) that outlive the terminal. Anyone follows any run through the store
-(`Follower`) and cancels it (`cancel`). Textual-free, and no torch at import.
-
-Executors: "process" (the default for detached runs: a worker process per run, started by the
-scheduler), "thread" (the run trains in a thread of the calling process: quick to start,
-but it ends with that process) and "ray" (an experiment that names a `cluster`: its runs
-are queued the same way and cnntui.runs.ray_executor trains each as a task on that Ray
-cluster, writing what comes back into the same store).
+(`Follower`) and cancels it (`cancel`). Runs for a Ray cluster are queued the same way, and
+cnntui.runs.ray_executor trains them (the executors: cnntui.runs.executors). Textual-free, and
+no torch at import.
 """
 
 from __future__ import annotations
