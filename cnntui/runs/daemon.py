@@ -38,9 +38,9 @@ LOOP_SECONDS = 0.5
 MAX_LAUNCHES = 3  # a run whose worker ended this often without taking it is marked failed
 
 
-def wants_gpu(device: str, inventory: list[gpu_mod.Gpu]) -> bool:
-    """Whether a run on `device` takes a GPU slot: auto or cuda, on a machine with GPUs."""
-    return bool(inventory) and (device == "auto" or device.startswith("cuda"))
+def wants_gpu(device: str) -> bool:
+    """Whether a run on `device` takes a GPU slot on a machine with GPUs: auto or cuda."""
+    return device == "auto" or device.startswith("cuda")
 
 
 @dataclass
@@ -66,7 +66,7 @@ def place(
     out: list[tuple[st.RunRecord, int | None]] = []
     for record in queued:
         q = record.queue or st.QueueRecord()
-        if wants_gpu(q.device, inventory):
+        if inventory and wants_gpu(q.device):
             allowed = list(q.gpus or ())
             if q.device.startswith("cuda:"):
                 allowed = [int(q.device.split(":")[1])]
@@ -209,8 +209,7 @@ class Scheduler:
         if queued and st.disk_full(self.store.root):
             return True  # nothing can start: wait for space (--status says why)
         if queued:
-            devices = [r.queue.device if r.queue else "auto" for r in queued]
-            needs = any(d == "auto" or d.startswith("cuda") for d in devices)
+            needs = any(wants_gpu(r.queue.device if r.queue else "auto") for r in queued)
             inventory = self.inventory() if needs else []
             for record, gpu in place(queued, self.busy(), inventory):
                 self.launch(record, gpu)

@@ -105,13 +105,11 @@ def _reason(e: Exception) -> str:
 def _record_failure(run: RunDir, reason: str) -> None:
     """Say in the run's summary why it ended around the engine (its live file refused, say):
     a reopened run stays resumable as it was, a new one ends failed."""
-    try:
+    with contextlib.suppress(OSError):  # the disk refuses even that: the Failed event says it
         if run.reopened:
             run.resume_failed(reason)
         else:
             run.save_summary(RunStatus.FAILED, reason=reason)
-    except OSError:
-        pass  # the disk refuses even that: the Failed event still says it
 
 
 # --- executors ------------------------------------------------------------------------------

@@ -41,13 +41,10 @@ def visible_indices() -> list[int] | None:
     spec = os.environ.get("CUDA_VISIBLE_DEVICES")
     if spec is None:
         return None
-    out = []
-    for part in spec.split(","):
-        part = part.strip()
-        if not part.isdigit():  # UUIDs or MIG names: leave the choice to CUDA
-            return None
-        out.append(int(part))
-    return out
+    parts = [part.strip() for part in spec.split(",")]
+    if not all(part.isdigit() for part in parts):  # UUIDs or MIG names: leave it to CUDA
+        return None
+    return [int(part) for part in parts]
 
 
 def inventory() -> list[Gpu]:
@@ -67,8 +64,8 @@ def inventory() -> list[Gpu]:
             if allowed is not None and i not in allowed:
                 continue
             h = pynvml.nvmlDeviceGetHandleByIndex(i)
-            name = pynvml.nvmlDeviceGetName(h)
-            mem = pynvml.nvmlDeviceGetMemoryInfo(h)
+            name, mem = pynvml.nvmlDeviceGetName(h), pynvml.nvmlDeviceGetMemoryInfo(h)
+            name = name.decode() if isinstance(name, bytes) else str(name)
             try:
                 util = int(pynvml.nvmlDeviceGetUtilizationRates(h).gpu)
             except pynvml.NVMLError:
@@ -77,16 +74,7 @@ def inventory() -> list[Gpu]:
                 pids = tuple(p.pid for p in pynvml.nvmlDeviceGetComputeRunningProcesses(h))
             except pynvml.NVMLError:
                 pids = ()
-            gpus.append(
-                Gpu(
-                    i,
-                    name.decode() if isinstance(name, bytes) else str(name),
-                    int(mem.total),
-                    int(mem.used),
-                    util,
-                    pids,
-                )
-            )
+            gpus.append(Gpu(i, name, int(mem.total), int(mem.used), util, pids))
         return gpus
     except pynvml.NVMLError:
         return []

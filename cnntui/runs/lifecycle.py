@@ -3,13 +3,9 @@
 Runs go into the run store's queue (`submit`); a scheduler process per store
 (cnntui.runs.daemon, started on demand by `ensure_scheduler`) drains it into worker processes
 (cnntui.runs.worker) that outlive the terminal. Anyone follows any run through the store
-(`Follower`) and cancels it (`cancel`). Textual-free, and no torch at import.
-
-Executors: "process" (the default for detached runs: a worker process per run, started by the
-scheduler), "thread" (the run trains in a thread of the calling process: quick to start,
-but it ends with that process) and "ray" (an experiment that names a `cluster`: its runs
-are queued the same way and cnntui.runs.ray_executor trains each as a task on that Ray
-cluster, writing what comes back into the same store).
+(`Follower`) and cancels it (`cancel`). Runs for a Ray cluster are queued the same way, and
+cnntui.runs.ray_executor trains them (the executors: cnntui.runs.executors). Textual-free, and
+no torch at import.
 """
 
 from __future__ import annotations
@@ -23,7 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -273,16 +269,13 @@ class Update:
     history: Any = None  # the History, when history.npz changed since the last poll
 
 
-@dataclass
 class Follower:
     """Follows one run of the store through its files: summary, live losses, history."""
 
-    path: Path
-    reader: st.LiveReader = field(init=False)
-    history_mtime: float = field(default=-1.0, init=False)
-
-    def __post_init__(self) -> None:
-        self.reader = st.LiveReader(self.path)
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.reader = st.LiveReader(path)
+        self.history_mtime = -1.0
 
     def poll(self) -> Update:
         """What the run's files say now: its summary, new batch losses (a bounded chunk, none
@@ -298,11 +291,9 @@ class Follower:
         except OSError:
             mtime = -1.0
         if mtime != self.history_mtime and record is not None:
-            try:
+            with contextlib.suppress(st.RunFileError):
                 history = record.history()
                 self.history_mtime = mtime
-            except st.RunFileError:
-                history = None
         return Update(record, losses, first, self.reader.reset, history)
 
     @property
@@ -325,18 +316,13 @@ def planned_batches(record: st.RunRecord | None) -> int | None:
 
 def short_device(summary: st.RunSummary) -> str:
     """Where a run trains, in a few characters: `gpu 1`, `cpu`, `node-a:cuda:0`."""
-    if summary.node:  # a Ray run: the node, and the device there
-        return f"{summary.node[:12]}:{_short_device(summary)}"
-    return _short_device(summary)
-
-
-def _short_device(summary: st.RunSummary) -> str:
     if summary.gpu is not None:
-        return f"gpu {summary.gpu}"
-    if summary.device:
-        return summary.device.split(" (")[0]
-    q = summary.queue
-    return QueueRecord.parse(q)[0].device if q is not None else "-"
+        device = f"gpu {summary.gpu}"
+    elif summary.device:
+        device = summary.device.split(" (")[0]
+    else:
+        device = QueueRecord.parse(summary.queue)[0].device if summary.queue is not None else "-"
+    return f"{summary.node[:12]}:{device}" if summary.node else device  # Ray: the node too
 
 
 def progress(record: st.RunRecord) -> str:
@@ -373,18 +359,12 @@ def status_rows(store: st.RunStore, recent: int = 10) -> list[list[str]]:
     place = {r.path: i for i, r in enumerate(queue, start=1)}
     rows = []
     for r in others + running + queue:
+        name = text.pad(text.safe(r.name), NAME_COLUMN).rstrip()
         acc = r.summary.final_test_acc  # the latest epoch's
         status = f"queued #{place[r.path]}" if r.path in place else str(r.status)
-        rows.append(
-            [
-                text.pad(text.safe(r.name), NAME_COLUMN).rstrip(),
-                r.run_id,
-                text.safe(short_device(r.summary)),
-                progress(r),
-                text.pct(acc) if acc is not None else "-",
-                status,
-            ]
-        )
+        device = text.safe(short_device(r.summary))
+        acc_text = text.pct(acc) if acc is not None else "-"
+        rows.append([name, r.run_id, device, progress(r), acc_text, status])
     return rows
 
 
@@ -503,15 +483,10 @@ class RunEvents:
 
         s = record.summary
         self.started = True
+        device = s.device if s.device is not None else "?"
+        sizes = (s.params or 0, s.epochs or 0, s.batches_per_epoch or 0)
         return Started(
-            record.label,
-            record.run_id,
-            str(self.path),
-            s.device if s.device is not None else "?",
-            s.params or 0,
-            s.epochs or 0,
-            s.batches_per_epoch or 0,
-            self.start_epoch,
+            record.label, record.run_id, str(self.path), device, *sizes, self.start_epoch
         )
 
     def _epoch_ends(self, name: str, h: History) -> list[Any]:
@@ -526,18 +501,8 @@ class RunEvents:
                 for k in ("val_loss", "val_acc", "lr")
                 if len(getattr(h, k, ())) > i
             }
-            out.append(
-                EpochEnd(
-                    name,
-                    i,
-                    h.epoch_losses[i],
-                    h.train_acc[i],
-                    h.test_loss[i],
-                    h.test_acc[i],
-                    h.epoch_seconds[i],
-                    **extra,
-                )
-            )
+            ends = (h.epoch_losses[i], h.train_acc[i], h.test_loss[i], h.test_acc[i])
+            out.append(EpochEnd(name, i, *ends, h.epoch_seconds[i], **extra))
         self.epochs_seen = max(self.epochs_seen, h.epochs_done)
         return out
 
@@ -553,9 +518,7 @@ class RunEvents:
             return Diverged(name, s.batches_done or 0, reason)
         if status is st.RunStatus.CANCELLED:
             return Cancelled(name)
-        if (
-            status is st.RunStatus.INTERRUPTED
-        ):  # a Ray run says why (its node died); a worker cannot
+        if status is st.RunStatus.INTERRUPTED:  # a Ray run says why (its node died); a worker not
             return Failed(name, reason or "its worker process ended without a word", str(self.path))
         return Failed(name, reason or status, str(self.path))
 

@@ -202,11 +202,8 @@ def _resources(node: dict[str, Any]) -> dict[str, float]:
 
 def describe_nodes(nodes: list[dict[str, Any]]) -> str:
     """The cluster's live nodes and their CPUs and GPUs, for an error message."""
-    alive = [n for n in nodes if n.get("Alive")]
-    parts = []
-    for n in alive:
-        res = _resources(n)
-        parts.append(f"{res.get('CPU', 0):g} CPU {res.get('GPU', 0):g} GPU")
+    alive = [_resources(n) for n in nodes if n.get("Alive")]
+    parts = [f"{res.get('CPU', 0):g} CPU {res.get('GPU', 0):g} GPU" for res in alive]
     if not parts:
         return "no live node"
     return f"{len(parts)} node{'s' if len(parts) != 1 else ''}: " + ", ".join(parts)
@@ -412,8 +409,6 @@ class RayScheduler:
     def reap(self) -> None:
         """Forget the runs whose following ended; end by force the tasks of runs cancelled
         CANCEL_GRACE seconds ago (or before they started) that still run."""
-        import ray
-
         now = time.monotonic()
         with self.lock:
             for path, remote in list(self.active.items()):
@@ -424,8 +419,7 @@ class RayScheduler:
                     continue
                 if remote.node is None or now - remote.cancel.at > CANCEL_GRACE:
                     remote.forced = True
-                    with contextlib.suppress(Exception):
-                        ray.cancel(remote.gen, force=True)
+                    _end_task(remote)
 
     def step(self) -> bool:
         """One round; False when nothing is queued for Ray and no run of ours trains."""
@@ -504,8 +498,11 @@ class RayScheduler:
         ends the run failed, saying why."""
         crash = self.crash_in_epoch if not q.attempt else None
         cancel = RemoteCancel(lambda: self.control.cancel.remote(run.run_id))
-        try:
-            gen = self.submit(run, ckpt, resources, device, crash)
+        name = f"cnntui {run.experiment.name} {run.run_id}"
+        try:  # resources: num_cpus and num_gpus
+            task = self.remote_fn.options(**resources, max_retries=0, name=name)
+            cpus, carried = int(resources["num_cpus"]), st.read_carried(run.path)
+            gen = task.remote(run.state(), ckpt, self.control, device, cpus, crash, carried)
         except Exception as e:  # Ray refused the task: the run says why, the others go on
             with contextlib.suppress(OSError):
                 run.save_summary(
@@ -520,25 +517,6 @@ class RayScheduler:
         with self.lock:
             self.active[run.path] = remote
         remote.thread.start()
-
-    def submit(
-        self,
-        run: st.RunDir,
-        ckpt: bytes | None,
-        resources: dict[str, float],
-        device: str,
-        crash: int | None,
-    ) -> Any:
-        """Start the run's task, with what the run carries; its ObjectRefGenerator."""
-        carried = st.read_carried(run.path)
-        return self.remote_fn.options(
-            num_cpus=resources["num_cpus"],
-            num_gpus=resources["num_gpus"],
-            max_retries=0,
-            name=f"cnntui {run.experiment.name} {run.run_id}",
-        ).remote(
-            run.state(), ckpt, self.control, device, int(resources["num_cpus"]), crash, carried
-        )
 
     # -- following one run
 
@@ -593,10 +571,7 @@ class RayScheduler:
         if error is None and isinstance(remote.last, ENDINGS):
             return  # the engine recorded its ending, and it came back
         if isinstance(error, st.StoreError):  # this machine cannot write the run
-            with contextlib.suppress(Exception):
-                import ray
-
-                ray.cancel(remote.gen, force=True)
+            _end_task(remote)
             with contextlib.suppress(OSError):
                 run.save_summary(RunStatus.FAILED, reason=str(error))
             return
@@ -623,13 +598,10 @@ class RayScheduler:
     def abandon(self, why: str) -> None:
         """End every run's task by force (this scheduler failed): each run is retried, or
         interrupted, saying `why`."""
-        import ray
-
         with self.lock:
             for remote in self.active.values():
                 remote.abandoned = why
-                with contextlib.suppress(Exception):
-                    ray.cancel(remote.gen, force=True)
+                _end_task(remote)
 
     def cancel_all(self) -> None:
         """Ask every run this scheduler trains to stop and save."""
@@ -645,6 +617,14 @@ class RayScheduler:
             if not self.active:
                 return
             time.sleep(LOOP_SECONDS)
+
+
+def _end_task(remote: Remote) -> None:
+    """End the run's task on its node now, by force (whatever state it is in)."""
+    import ray
+
+    with contextlib.suppress(Exception):
+        ray.cancel(remote.gen, force=True)
 
 
 def _cancelled_reason(remote: Remote) -> str:

@@ -25,6 +25,7 @@ import dataclasses
 import math
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -163,19 +164,9 @@ class SearchStudy:
             load_if_exists=True,
         )
         self.study_id = self.storage.get_study_id_from_name(search.name)
-        self._check_key()
-
-    def _check_key(self) -> None:
-        now = study_key(self.search)
-        was = self.study.user_attrs.get(KEY)
-        if was is None:
-            self.study.set_user_attr(KEY, now)
-        elif changes(was, now):
-            raise SearchChanged(
-                f"search {self.search.name!r} changed since its study began ("
-                f"{'; '.join(changes(was, now))}); only trials and parallel may change "
-                f"(start a new search under another name, or remove {self.path})"
-            )
+        _check_unchanged(self.study, search, self.path)
+        if KEY not in self.study.user_attrs:
+            self.study.set_user_attr(KEY, study_key(search))
 
     def trials(self) -> list[FrozenTrial]:
         """Every trial of the study, in the order they were asked."""
@@ -220,11 +211,7 @@ class SearchStudy:
     def running(self) -> list[Trial]:
         """The trials training (or queued) as runs: the scheduler follows these."""
         self._adopt()
-        return [
-            self._trial(t)
-            for t in self.trials()
-            if t.state is TrialState.RUNNING and RUN_ID in t.user_attrs
-        ]
+        return self._with_runs(TrialState.RUNNING)
 
     def report(self, run_id: str, epoch: int, value: float) -> bool:
         """Record run `run_id`'s metric at a 1-based epoch; whether the pruner stops it now.
@@ -299,17 +286,15 @@ class SearchStudy:
 
     def pruned(self) -> list[Trial]:
         """The trials the pruner stopped, each with its run."""
+        return self._with_runs(TrialState.PRUNED)
+
+    def _with_runs(self, state: TrialState) -> list[Trial]:
         return [
-            self._trial(t)
-            for t in self.trials()
-            if t.state is TrialState.PRUNED and RUN_ID in t.user_attrs
+            self._trial(t) for t in self.trials() if t.state is state and RUN_ID in t.user_attrs
         ]
 
     def _by_run(self, run_id: str) -> FrozenTrial | None:
-        for t in self.trials():
-            if t.user_attrs.get(RUN_ID) == run_id:
-                return t
-        return None
+        return next((t for t in self.trials() if t.user_attrs.get(RUN_ID) == run_id), None)
 
     def _trial_id(self, number: int) -> int:
         return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
@@ -325,14 +310,21 @@ def read_study(store: RunStore, search: Search[Experiment]) -> optuna.Study | No
     if search.name not in [s.study_name for s in storage.get_all_studies()]:
         return None
     study = optuna.load_study(study_name=search.name, storage=storage)
-    was, now = study.user_attrs.get(KEY), study_key(search)
-    if was is not None and changes(was, now):
+    _check_unchanged(study, search, path)
+    return study
+
+
+def _check_unchanged(study: optuna.Study, search: Search[Experiment], path: Path) -> None:
+    """SearchChanged when the study was begun for a search that differs from `search` in more
+    than trials and parallel."""
+    was = study.user_attrs.get(KEY)
+    differ = changes(was, study_key(search)) if was is not None else []
+    if differ:
         raise SearchChanged(
-            f"search {search.name!r} changed since its study began ("
-            f"{'; '.join(changes(was, now))}); only trials and parallel may change "
+            f"search {search.name!r} changed since its study began ({'; '.join(differ)}); "
+            "only trials and parallel may change "
             f"(start a new search under another name, or remove {path})"
         )
-    return study
 
 
 def finished_line(store: RunStore, search: Search[Experiment]) -> str | None:

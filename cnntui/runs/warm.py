@@ -212,10 +212,8 @@ class WarmLauncher:
 
     def start(self, run_dir: Path, env: dict[str, str], log: int) -> Handle:
         """See Launcher.start."""
-        try:
+        with contextlib.suppress(OSError):
             return self._ask(run_dir, env, log)
-        except OSError:
-            pass
         try:
             if self.ensure():
                 return self._ask(run_dir, env, log)
@@ -307,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m cnntui.runs.warm RUNS_DIR IDLE_SECONDS", file=sys.stderr)
         return 2
     try:
-        lock = _take_lock(root)
+        lock = st.lock_file(root / st.WARM_LOCK)  # held while this warm process lives
     except OSError as e:
         print(f"cnntui warm: {e}", file=sys.stderr)
         return 2
@@ -323,22 +321,6 @@ def main(argv: list[str] | None = None) -> int:
         listener.close()
         lock.release()
     return 0
-
-
-def _take_lock(root: Path) -> st.RunLock | None:
-    """The store's warm lock, held while this warm process lives; None when another holds
-    it. Its file says the holder's pid."""
-    import fcntl
-
-    fd = st.open_file(root / st.WARM_LOCK, os.O_RDWR | os.O_CREAT)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    return st.RunLock(fd)
 
 
 def warm_up() -> None:
@@ -505,18 +487,12 @@ def _become_worker(env: dict[str, str], log: int) -> None:
     os.environ.update(env)
     import torch
 
+    from ..core.devices import cpu_cores
+
     # The warm-up's one thread is no run's: a fresh interpreter would start with a thread per
     # core (or OMP_NUM_THREADS), and so does the data a run makes before it sets its own.
     fresh = env.get("OMP_NUM_THREADS", "")
-    torch.set_num_threads(int(fresh) if fresh.isdigit() and int(fresh) > 0 else _cores())
-
-
-def _cores() -> int:
-    """The cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
+    torch.set_num_threads(int(fresh) if fresh.isdigit() and int(fresh) > 0 else cpu_cores())
 
 
 if __name__ == "__main__":
