@@ -22,7 +22,7 @@ import time
 import urllib.error
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -142,16 +142,12 @@ class TensorDataset:
 
     def subset(self, train_size: int | None, test_size: int | None) -> TensorDataset:
         """The first `train_size` / `test_size` examples (None = all)."""
-        return TensorDataset(
-            self.name,
-            self.train_x[:train_size],
-            self.train_y[:train_size],
-            self.test_x[:test_size],
-            self.test_y[:test_size],
-            self.mean,
-            self.std,
-            self.classes,
-            self.class_names,
+        return replace(
+            self,
+            train_x=self.train_x[:train_size],
+            train_y=self.train_y[:train_size],
+            test_x=self.test_x[:test_size],
+            test_y=self.test_y[:test_size],
         )
 
 
@@ -159,6 +155,35 @@ def _stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std of uint8 images on the 0..1 scale."""
     xf = x[:10_000].float().div_(255)
     return tuple(xf.mean(dim=(0, 2, 3)).tolist()), tuple(xf.std(dim=(0, 2, 3)).tolist())
+
+
+def _dataset(
+    name: str,
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    test_y: np.ndarray,
+    classes: int,
+    names: tuple[str, ...] = (),
+) -> TensorDataset:
+    """A TensorDataset of (N, C, H, W) uint8 arrays, its stats from the training images."""
+
+    def tensor(a: np.ndarray, dtype: type) -> torch.Tensor:  # copied only where read-only
+        return torch.from_numpy(np.require(a, dtype, ["C", "W"]))
+
+    tx = tensor(train_x, np.uint8)
+    mean, std = _stats(tx)
+    return TensorDataset(
+        name,
+        tx,
+        tensor(train_y, np.int64),
+        tensor(test_x, np.uint8),
+        tensor(test_y, np.int64),
+        mean,
+        std,
+        classes,
+        names,
+    )
 
 
 # --- CIFAR-10 ------------------------------------------------------------------------
@@ -352,10 +377,6 @@ def _download_archive(root: Path, title: str, url: str, archive_name: str, md5: 
         tar.extractall(root, filter="data")
 
 
-def _download_cifar10(root: Path) -> None:
-    _download_archive(root, "CIFAR-10", CIFAR10_URL, CIFAR10_ARCHIVE, CIFAR10_MD5)
-
-
 def load_cifar10(root: Path, download: bool = True) -> TensorDataset:
     """CIFAR-10 from `root` (downloaded there first if missing and `download`), checksummed."""
     folder = root / CIFAR10_DIR
@@ -364,22 +385,12 @@ def load_cifar10(root: Path, download: bool = True) -> TensorDataset:
         if not download:
             raise DataError(f"CIFAR-10 not found: expected {folder}/{{{','.join(needed)}}}")
         root.mkdir(parents=True, exist_ok=True)
-        _download_cifar10(root)
+        _download_archive(root, "CIFAR-10", CIFAR10_URL, CIFAR10_ARCHIVE, CIFAR10_MD5)
     train = [_read_cifar_batch(folder / f, CIFAR10_FILE_MD5[f]) for f in CIFAR10_TRAIN]
     test = _read_cifar_batch(folder / CIFAR10_TEST[0], CIFAR10_FILE_MD5[CIFAR10_TEST[0]])
-    train_x = torch.from_numpy(np.concatenate([x for x, _ in train]))
-    train_y = torch.from_numpy(np.concatenate([y for _, y in train]))
-    mean, std = _stats(train_x)
-    return TensorDataset(
-        "cifar10",
-        train_x,
-        train_y,
-        torch.from_numpy(test[0]),
-        torch.from_numpy(test[1]),
-        mean,
-        std,
-        10,
-    )
+    train_x = np.concatenate([x for x, _ in train])
+    train_y = np.concatenate([y for _, y in train])
+    return _dataset("cifar10", train_x, train_y, *test, 10)
 
 
 # --- CIFAR-100 -------------------------------------------------------------------------
@@ -408,35 +419,6 @@ def load_cifar100(root: Path, download: bool = True) -> TensorDataset:
     train_x, train_y = _read_cifar_batch(where / "train", CIFAR100_FILE_MD5["train"], "CIFAR-100")
     test_x, test_y = _read_cifar_batch(where / "test", CIFAR100_FILE_MD5["test"], "CIFAR-100")
     return _dataset("cifar100", train_x, train_y, test_x, test_y, 100)
-
-
-def _dataset(
-    name: str,
-    train_x: np.ndarray,
-    train_y: np.ndarray,
-    test_x: np.ndarray,
-    test_y: np.ndarray,
-    classes: int,
-    names: tuple[str, ...] = (),
-) -> TensorDataset:
-    """A TensorDataset of (N, C, H, W) uint8 arrays, its stats from the training images."""
-
-    def tensor(a: np.ndarray, dtype: type) -> torch.Tensor:  # copied only where read-only
-        return torch.from_numpy(np.require(a, dtype, ["C", "W"]))
-
-    tx = tensor(train_x, np.uint8)
-    mean, std = _stats(tx)
-    return TensorDataset(
-        name,
-        tx,
-        tensor(train_y, np.int64),
-        tensor(test_x, np.uint8),
-        tensor(test_y, np.int64),
-        mean,
-        std,
-        classes,
-        names,
-    )
 
 
 # --- Fashion-MNIST -------------------------------------------------------------------
@@ -489,21 +471,14 @@ def _fashion_dir(root: Path, download: bool) -> Path:
 
 def load_fashion_mnist(root: Path, download: bool = True) -> TensorDataset:
     """Fashion-MNIST from `root`, Debian's package, or a download into `root`."""
-    folder = _fashion_dir(root, download)
-    arrays = {k: read_idx(folder / f) for k, f in FASHION_FILES.items()}
-    train_x = torch.from_numpy(arrays["train_x"].copy()).unsqueeze(1)
-    test_x = torch.from_numpy(arrays["test_x"].copy()).unsqueeze(1)
-    mean, std = _stats(train_x)
-    return TensorDataset(
-        "fashion-mnist",
-        train_x,
-        torch.from_numpy(arrays["train_y"].astype(np.int64)),
-        test_x,
-        torch.from_numpy(arrays["test_y"].astype(np.int64)),
-        mean,
-        std,
-        10,
-    )
+    return _idx_dataset("fashion-mnist", _fashion_dir(root, download))
+
+
+def _idx_dataset(name: str, where: Path) -> TensorDataset:
+    """The MNIST family's four idx files (FASHION_FILES) in `where`: 10 classes, one channel."""
+    arrays = {k: read_idx(where / f) for k, f in FASHION_FILES.items()}
+    train_x, test_x = arrays["train_x"][:, None], arrays["test_x"][:, None]
+    return _dataset(name, train_x, arrays["train_y"], test_x, arrays["test_y"], 10)
 
 
 # --- MNIST and KMNIST: idx files, as Fashion-MNIST ----------------------------------------
@@ -568,15 +543,7 @@ def load_idx_set(name: str, root: Path, download: bool = True) -> TensorDataset:
         if not download:
             raise DataError(f"{spec.title} not found in {where}")
         _fetch_idx(spec, where)
-    arrays = {k: read_idx(where / f) for k, f in FASHION_FILES.items()}
-    return _dataset(
-        name,
-        arrays["train_x"][:, None],
-        arrays["train_y"],
-        arrays["test_x"][:, None],
-        arrays["test_y"],
-        10,
-    )
+    return _idx_dataset(name, where)
 
 
 # --- SVHN: MATLAB 5 files -------------------------------------------------------------------
@@ -723,39 +690,14 @@ def make_synthetic(
 # --- Entry point ---------------------------------------------------------------------
 
 
-@DATASETS.register("cifar10")
-def _cifar10(root: Path, download: bool, sizes: tuple[int, int]) -> TensorDataset:
-    return load_cifar10(root, download)
-
-
-@DATASETS.register("fashion-mnist")
-def _fashion_mnist(root: Path, download: bool, sizes: tuple[int, int]) -> TensorDataset:
-    return load_fashion_mnist(root, download)
-
-
-@DATASETS.register("synthetic")
-def _synthetic(root: Path, download: bool, sizes: tuple[int, int]) -> TensorDataset:
-    return make_synthetic(*sizes)
-
-
-@DATASETS.register("mnist")
-def _mnist(root: Path, download: bool, sizes: tuple[int, int]) -> TensorDataset:
-    return load_idx_set("mnist", root, download)
-
-
-@DATASETS.register("kmnist")
-def _kmnist(root: Path, download: bool, sizes: tuple[int, int]) -> TensorDataset:
-    return load_idx_set("kmnist", root, download)
-
-
-@DATASETS.register("cifar100")
-def _cifar100(root: Path, download: bool, sizes: tuple[int, int]) -> TensorDataset:
-    return load_cifar100(root, download)
-
-
-@DATASETS.register("svhn")
-def _svhn(root: Path, download: bool, sizes: tuple[int, int]) -> TensorDataset:
-    return load_svhn(root, download)
+# Each named set's loader, as `load` calls it: (root, download, (train, test) sizes).
+DATASETS.register("cifar10")(lambda root, download, _: load_cifar10(root, download))
+DATASETS.register("fashion-mnist")(lambda root, download, _: load_fashion_mnist(root, download))
+DATASETS.register("synthetic")(lambda root, download, sizes: make_synthetic(*sizes))
+DATASETS.register("mnist")(lambda root, download, _: load_idx_set("mnist", root, download))
+DATASETS.register("kmnist")(lambda root, download, _: load_idx_set("kmnist", root, download))
+DATASETS.register("cifar100")(lambda root, download, _: load_cifar100(root, download))
+DATASETS.register("svhn")(lambda root, download, _: load_svhn(root, download))
 
 
 _cache: dict[tuple[str, str], TensorDataset] = {}  # (dataset, where) -> tensors
