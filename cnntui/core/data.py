@@ -638,20 +638,12 @@ def load_folder(dataset: str, image_size: int | None = None, base_dir: str = "")
     """An image folder (`folder:PATH`, see cnntui/core/folder.py) as tensors, its classes named
     by its folders."""
     try:
-        decoded = folder.decode(dataset, image_size, base_dir)
+        d = folder.decode(dataset, image_size, base_dir)
     except folder.FolderError as e:
         raise DataError(str(e)) from None
-    if decoded.note:
-        print(f"{dataset}: {decoded.note}", file=sys.stderr)
-    return _dataset(
-        dataset,
-        decoded.train_x,
-        decoded.train_y,
-        decoded.test_x,
-        decoded.test_y,
-        len(decoded.classes),
-        decoded.classes,
-    )
+    if d.note:
+        print(f"{dataset}: {d.note}", file=sys.stderr)
+    return _dataset(dataset, d.train_x, d.train_y, d.test_x, d.test_y, len(d.classes), d.classes)
 
 
 # --- Synthetic -----------------------------------------------------------------------
@@ -796,10 +788,7 @@ def arrays(
     a machine without its files needs, shipped and given to `install` there."""
     ds = load(name, data_dir, image_size=image_size, base_dir=base_dir)
     return {
-        "train_x": ds.train_x.numpy(),
-        "train_y": ds.train_y.numpy(),
-        "test_x": ds.test_x.numpy(),
-        "test_y": ds.test_y.numpy(),
+        **{k: getattr(ds, k).numpy() for k in ("train_x", "train_y", "test_x", "test_y")},
         "mean": np.array(ds.mean),
         "std": np.array(ds.std),
         "classes": np.array(ds.classes),
