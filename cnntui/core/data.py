@@ -338,11 +338,8 @@ def _download(what: str, fetch: Callable[[], None], reason: Callable[[Exception]
 
 
 def _md5(path: Path) -> str:
-    h = hashlib.md5()
     with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "md5").hexdigest()
 
 
 def _fetch_file(title: str, url: str, root: Path, filename: str, md5: str) -> None:

@@ -75,21 +75,18 @@ def folder_path(dataset: str, base_dir: str = "") -> Path:
     return Path(base_dir or ".").joinpath(Path(dataset[len(FOLDER_PREFIX) :]).expanduser())
 
 
-def _visible(entries: list[Path]) -> list[Path]:
-    return sorted(p for p in entries if not p.name.startswith("."))
+def _visible(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
 
 
 def _split_classes(root: Path, split: str) -> dict[str, list[Path]]:
     """Each class folder of `root/split` and its image files, sorted."""
     top = root / split
     out: dict[str, list[Path]] = {}
-    for d in _visible(list(top.iterdir())):
+    for d in _visible(top):
         if d.is_dir():
-            out[d.name] = [
-                f
-                for f in _visible(list(d.iterdir()))
-                if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
-            ]
+            files = _visible(d)
+            out[d.name] = [f for f in files if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()]
     if not out:
         raise FolderError(f"{top}: no class folders (expected {split}/<class>/<images>)")
     return out
