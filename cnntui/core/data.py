@@ -23,6 +23,7 @@ import urllib.error
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -318,23 +319,26 @@ RETRY_SECONDS = 60.0  # a download that failed this recently is not tried again
 _failed_downloads: dict[str, tuple[float, str]] = {}
 
 
-def _download(what: str, fetch: Callable[[], None], reason: Callable[[Exception], str]) -> None:
-    """Run `fetch`, turning a failure into a DataError with `reason(error)`.
+def _download(title: str, root: Path, get: Callable[[], object], where: Path, fix: str) -> None:
+    """Download `title` into `root` by calling `get`; a failure is a DataError saying it is not
+    in `where` and could not be downloaded, and what to do instead (`fix`).
 
     Offline, a download fails only after its timeouts; a suite of experiments on the missing
     dataset would wait that long for each one. So a failure is remembered for RETRY_SECONDS
     and the same error given at once (files put in place meanwhile are found before this).
     """
-    failed = _failed_downloads.get(what)
+    key = f"{title} {root} {fix}"
+    failed = _failed_downloads.get(key)
     if failed is not None and time.monotonic() - failed[0] < RETRY_SECONDS:
         raise DataError(failed[1])
+    print(f"Downloading {title} into {root} ...", file=sys.stderr)
     try:
-        fetch()
+        get()
     except (urllib.error.URLError, OSError, RuntimeError) as e:
-        message = reason(e)
-        _failed_downloads[what] = (time.monotonic(), message)
+        message = f"{title} is not in {where} and could not be downloaded ({e}); {fix}"
+        _failed_downloads[key] = (time.monotonic(), message)
         raise DataError(message) from None
-    _failed_downloads.pop(what, None)
+    _failed_downloads.pop(key, None)
 
 
 def _md5(path: Path) -> str:
@@ -347,18 +351,8 @@ def _fetch_file(title: str, url: str, root: Path, filename: str, md5: str) -> No
     a DataError that says which file to put where."""
     from torchvision.datasets.utils import download_url
 
-    def fetch() -> None:
-        print(f"Downloading {title} into {root} ...", file=sys.stderr)
-        download_url(url, str(root), filename, md5)
-
-    _download(
-        f"{title} {url} {root}",
-        fetch,
-        lambda e: (
-            f"{title} is not in {root} and could not be downloaded ({e}); "
-            f"put {filename} from {url} into {root}"
-        ),
-    )
+    fix = f"put {filename} from {url} into {root}"
+    _download(title, root, partial(download_url, url, str(root), filename, md5), root, fix)
 
 
 def _download_archive(root: Path, title: str, url: str, archive_name: str, md5: str) -> None:
@@ -450,19 +444,12 @@ def _fashion_dir(root: Path, download: bool) -> Path:
         raise DataError(f"Fashion-MNIST not found in {candidates[0]}")
     from torchvision.datasets import FashionMNIST
 
-    def fetch() -> None:
-        print(f"Downloading Fashion-MNIST into {root} ...", file=sys.stderr)
-        FashionMNIST(str(root), download=True)
-
-    _download(
-        f"fashion-mnist {root}",
-        fetch,
-        lambda e: (
-            f"Fashion-MNIST is not in {candidates[0]} and could not be downloaded ({e}); "
-            f"install Debian's dataset-fashion-mnist or put {', '.join(FASHION_FILES.values())} "
-            f"into {candidates[0]}"
-        ),
+    fix = (
+        f"install Debian's dataset-fashion-mnist or put {', '.join(FASHION_FILES.values())} "
+        f"into {candidates[0]}"
     )
+    get = partial(FashionMNIST, str(root), download=True)
+    _download("Fashion-MNIST", root, get, candidates[0], fix)
     return candidates[0]
 
 
