@@ -22,7 +22,8 @@ import time
 import urllib.error
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -142,16 +143,12 @@ class TensorDataset:
 
     def subset(self, train_size: int | None, test_size: int | None) -> TensorDataset:
         """The first `train_size` / `test_size` examples (None = all)."""
-        return TensorDataset(
-            self.name,
-            self.train_x[:train_size],
-            self.train_y[:train_size],
-            self.test_x[:test_size],
-            self.test_y[:test_size],
-            self.mean,
-            self.std,
-            self.classes,
-            self.class_names,
+        return replace(
+            self,
+            train_x=self.train_x[:train_size],
+            train_y=self.train_y[:train_size],
+            test_x=self.test_x[:test_size],
+            test_y=self.test_y[:test_size],
         )
 
 
@@ -159,6 +156,35 @@ def _stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std of uint8 images on the 0..1 scale."""
     xf = x[:10_000].float().div_(255)
     return tuple(xf.mean(dim=(0, 2, 3)).tolist()), tuple(xf.std(dim=(0, 2, 3)).tolist())
+
+
+def _dataset(
+    name: str,
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    test_y: np.ndarray,
+    classes: int,
+    names: tuple[str, ...] = (),
+) -> TensorDataset:
+    """A TensorDataset of (N, C, H, W) uint8 arrays, its stats from the training images."""
+
+    def tensor(a: np.ndarray, dtype: type) -> torch.Tensor:  # copied only where read-only
+        return torch.from_numpy(np.require(a, dtype, ["C", "W"]))
+
+    tx = tensor(train_x, np.uint8)
+    mean, std = _stats(tx)
+    return TensorDataset(
+        name,
+        tx,
+        tensor(train_y, np.int64),
+        tensor(test_x, np.uint8),
+        tensor(test_y, np.int64),
+        mean,
+        std,
+        classes,
+        names,
+    )
 
 
 # --- CIFAR-10 ------------------------------------------------------------------------
@@ -293,31 +319,31 @@ RETRY_SECONDS = 60.0  # a download that failed this recently is not tried again
 _failed_downloads: dict[str, tuple[float, str]] = {}
 
 
-def _download(what: str, fetch: Callable[[], None], reason: Callable[[Exception], str]) -> None:
-    """Run `fetch`, turning a failure into a DataError with `reason(error)`.
+def _download(title: str, root: Path, get: Callable[[], object], where: Path, fix: str) -> None:
+    """Download `title` into `root` by calling `get`; a failure is a DataError saying it is not
+    in `where` and could not be downloaded, and what to do instead (`fix`).
 
     Offline, a download fails only after its timeouts; a suite of experiments on the missing
     dataset would wait that long for each one. So a failure is remembered for RETRY_SECONDS
     and the same error given at once (files put in place meanwhile are found before this).
     """
-    failed = _failed_downloads.get(what)
+    key = f"{title} {root} {fix}"
+    failed = _failed_downloads.get(key)
     if failed is not None and time.monotonic() - failed[0] < RETRY_SECONDS:
         raise DataError(failed[1])
+    print(f"Downloading {title} into {root} ...", file=sys.stderr)
     try:
-        fetch()
+        get()
     except (urllib.error.URLError, OSError, RuntimeError) as e:
-        message = reason(e)
-        _failed_downloads[what] = (time.monotonic(), message)
+        message = f"{title} is not in {where} and could not be downloaded ({e}); {fix}"
+        _failed_downloads[key] = (time.monotonic(), message)
         raise DataError(message) from None
-    _failed_downloads.pop(what, None)
+    _failed_downloads.pop(key, None)
 
 
 def _md5(path: Path) -> str:
-    h = hashlib.md5()
     with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "md5").hexdigest()
 
 
 def _fetch_file(title: str, url: str, root: Path, filename: str, md5: str) -> None:
@@ -325,18 +351,8 @@ def _fetch_file(title: str, url: str, root: Path, filename: str, md5: str) -> No
     a DataError that says which file to put where."""
     from torchvision.datasets.utils import download_url
 
-    def fetch() -> None:
-        print(f"Downloading {title} into {root} ...", file=sys.stderr)
-        download_url(url, str(root), filename, md5)
-
-    _download(
-        f"{title} {url} {root}",
-        fetch,
-        lambda e: (
-            f"{title} is not in {root} and could not be downloaded ({e}); "
-            f"put {filename} from {url} into {root}"
-        ),
-    )
+    fix = f"put {filename} from {url} into {root}"
+    _download(title, root, partial(download_url, url, str(root), filename, md5), root, fix)
 
 
 def _download_archive(root: Path, title: str, url: str, archive_name: str, md5: str) -> None:
@@ -352,10 +368,6 @@ def _download_archive(root: Path, title: str, url: str, archive_name: str, md5: 
         tar.extractall(root, filter="data")
 
 
-def _download_cifar10(root: Path) -> None:
-    _download_archive(root, "CIFAR-10", CIFAR10_URL, CIFAR10_ARCHIVE, CIFAR10_MD5)
-
-
 def load_cifar10(root: Path, download: bool = True) -> TensorDataset:
     """CIFAR-10 from `root` (downloaded there first if missing and `download`), checksummed."""
     folder = root / CIFAR10_DIR
@@ -364,22 +376,12 @@ def load_cifar10(root: Path, download: bool = True) -> TensorDataset:
         if not download:
             raise DataError(f"CIFAR-10 not found: expected {folder}/{{{','.join(needed)}}}")
         root.mkdir(parents=True, exist_ok=True)
-        _download_cifar10(root)
+        _download_archive(root, "CIFAR-10", CIFAR10_URL, CIFAR10_ARCHIVE, CIFAR10_MD5)
     train = [_read_cifar_batch(folder / f, CIFAR10_FILE_MD5[f]) for f in CIFAR10_TRAIN]
     test = _read_cifar_batch(folder / CIFAR10_TEST[0], CIFAR10_FILE_MD5[CIFAR10_TEST[0]])
-    train_x = torch.from_numpy(np.concatenate([x for x, _ in train]))
-    train_y = torch.from_numpy(np.concatenate([y for _, y in train]))
-    mean, std = _stats(train_x)
-    return TensorDataset(
-        "cifar10",
-        train_x,
-        train_y,
-        torch.from_numpy(test[0]),
-        torch.from_numpy(test[1]),
-        mean,
-        std,
-        10,
-    )
+    train_x = np.concatenate([x for x, _ in train])
+    train_y = np.concatenate([y for _, y in train])
+    return _dataset("cifar10", train_x, train_y, *test, 10)
 
 
 # --- CIFAR-100 -------------------------------------------------------------------------
@@ -408,35 +410,6 @@ def load_cifar100(root: Path, download: bool = True) -> TensorDataset:
     train_x, train_y = _read_cifar_batch(where / "train", CIFAR100_FILE_MD5["train"], "CIFAR-100")
     test_x, test_y = _read_cifar_batch(where / "test", CIFAR100_FILE_MD5["test"], "CIFAR-100")
     return _dataset("cifar100", train_x, train_y, test_x, test_y, 100)
-
-
-def _dataset(
-    name: str,
-    train_x: np.ndarray,
-    train_y: np.ndarray,
-    test_x: np.ndarray,
-    test_y: np.ndarray,
-    classes: int,
-    names: tuple[str, ...] = (),
-) -> TensorDataset:
-    """A TensorDataset of (N, C, H, W) uint8 arrays, its stats from the training images."""
-
-    def tensor(a: np.ndarray, dtype: type) -> torch.Tensor:  # copied only where read-only
-        return torch.from_numpy(np.require(a, dtype, ["C", "W"]))
-
-    tx = tensor(train_x, np.uint8)
-    mean, std = _stats(tx)
-    return TensorDataset(
-        name,
-        tx,
-        tensor(train_y, np.int64),
-        tensor(test_x, np.uint8),
-        tensor(test_y, np.int64),
-        mean,
-        std,
-        classes,
-        names,
-    )
 
 
 # --- Fashion-MNIST -------------------------------------------------------------------
@@ -471,39 +444,25 @@ def _fashion_dir(root: Path, download: bool) -> Path:
         raise DataError(f"Fashion-MNIST not found in {candidates[0]}")
     from torchvision.datasets import FashionMNIST
 
-    def fetch() -> None:
-        print(f"Downloading Fashion-MNIST into {root} ...", file=sys.stderr)
-        FashionMNIST(str(root), download=True)
-
-    _download(
-        f"fashion-mnist {root}",
-        fetch,
-        lambda e: (
-            f"Fashion-MNIST is not in {candidates[0]} and could not be downloaded ({e}); "
-            f"install Debian's dataset-fashion-mnist or put {', '.join(FASHION_FILES.values())} "
-            f"into {candidates[0]}"
-        ),
+    fix = (
+        f"install Debian's dataset-fashion-mnist or put {', '.join(FASHION_FILES.values())} "
+        f"into {candidates[0]}"
     )
+    get = partial(FashionMNIST, str(root), download=True)
+    _download("Fashion-MNIST", root, get, candidates[0], fix)
     return candidates[0]
 
 
 def load_fashion_mnist(root: Path, download: bool = True) -> TensorDataset:
     """Fashion-MNIST from `root`, Debian's package, or a download into `root`."""
-    folder = _fashion_dir(root, download)
-    arrays = {k: read_idx(folder / f) for k, f in FASHION_FILES.items()}
-    train_x = torch.from_numpy(arrays["train_x"].copy()).unsqueeze(1)
-    test_x = torch.from_numpy(arrays["test_x"].copy()).unsqueeze(1)
-    mean, std = _stats(train_x)
-    return TensorDataset(
-        "fashion-mnist",
-        train_x,
-        torch.from_numpy(arrays["train_y"].astype(np.int64)),
-        test_x,
-        torch.from_numpy(arrays["test_y"].astype(np.int64)),
-        mean,
-        std,
-        10,
-    )
+    return _idx_dataset("fashion-mnist", _fashion_dir(root, download))
+
+
+def _idx_dataset(name: str, where: Path) -> TensorDataset:
+    """The MNIST family's four idx files (FASHION_FILES) in `where`: 10 classes, one channel."""
+    arrays = {k: read_idx(where / f) for k, f in FASHION_FILES.items()}
+    train_x, test_x = arrays["train_x"][:, None], arrays["test_x"][:, None]
+    return _dataset(name, train_x, arrays["train_y"], test_x, arrays["test_y"], 10)
 
 
 # --- MNIST and KMNIST: idx files, as Fashion-MNIST ----------------------------------------
@@ -568,15 +527,7 @@ def load_idx_set(name: str, root: Path, download: bool = True) -> TensorDataset:
         if not download:
             raise DataError(f"{spec.title} not found in {where}")
         _fetch_idx(spec, where)
-    arrays = {k: read_idx(where / f) for k, f in FASHION_FILES.items()}
-    return _dataset(
-        name,
-        arrays["train_x"][:, None],
-        arrays["train_y"],
-        arrays["test_x"][:, None],
-        arrays["test_y"],
-        10,
-    )
+    return _idx_dataset(name, where)
 
 
 # --- SVHN: MATLAB 5 files -------------------------------------------------------------------
@@ -671,20 +622,12 @@ def load_folder(dataset: str, image_size: int | None = None, base_dir: str = "")
     """An image folder (`folder:PATH`, see cnntui/core/folder.py) as tensors, its classes named
     by its folders."""
     try:
-        decoded = folder.decode(dataset, image_size, base_dir)
+        d = folder.decode(dataset, image_size, base_dir)
     except folder.FolderError as e:
         raise DataError(str(e)) from None
-    if decoded.note:
-        print(f"{dataset}: {decoded.note}", file=sys.stderr)
-    return _dataset(
-        dataset,
-        decoded.train_x,
-        decoded.train_y,
-        decoded.test_x,
-        decoded.test_y,
-        len(decoded.classes),
-        decoded.classes,
-    )
+    if d.note:
+        print(f"{dataset}: {d.note}", file=sys.stderr)
+    return _dataset(dataset, d.train_x, d.train_y, d.test_x, d.test_y, len(d.classes), d.classes)
 
 
 # --- Synthetic -----------------------------------------------------------------------
@@ -723,39 +666,14 @@ def make_synthetic(
 # --- Entry point ---------------------------------------------------------------------
 
 
-@DATASETS.register("cifar10")
-def _cifar10(root: Path, download: bool, sizes: tuple[int, int]) -> TensorDataset:
-    return load_cifar10(root, download)
-
-
-@DATASETS.register("fashion-mnist")
-def _fashion_mnist(root: Path, download: bool, sizes: tuple[int, int]) -> TensorDataset:
-    return load_fashion_mnist(root, download)
-
-
-@DATASETS.register("synthetic")
-def _synthetic(root: Path, download: bool, sizes: tuple[int, int]) -> TensorDataset:
-    return make_synthetic(*sizes)
-
-
-@DATASETS.register("mnist")
-def _mnist(root: Path, download: bool, sizes: tuple[int, int]) -> TensorDataset:
-    return load_idx_set("mnist", root, download)
-
-
-@DATASETS.register("kmnist")
-def _kmnist(root: Path, download: bool, sizes: tuple[int, int]) -> TensorDataset:
-    return load_idx_set("kmnist", root, download)
-
-
-@DATASETS.register("cifar100")
-def _cifar100(root: Path, download: bool, sizes: tuple[int, int]) -> TensorDataset:
-    return load_cifar100(root, download)
-
-
-@DATASETS.register("svhn")
-def _svhn(root: Path, download: bool, sizes: tuple[int, int]) -> TensorDataset:
-    return load_svhn(root, download)
+# Each named set's loader, as `load` calls it: (root, download, (train, test) sizes).
+DATASETS.register("cifar10")(lambda root, download, _: load_cifar10(root, download))
+DATASETS.register("fashion-mnist")(lambda root, download, _: load_fashion_mnist(root, download))
+DATASETS.register("synthetic")(lambda root, download, sizes: make_synthetic(*sizes))
+DATASETS.register("mnist")(lambda root, download, _: load_idx_set("mnist", root, download))
+DATASETS.register("kmnist")(lambda root, download, _: load_idx_set("kmnist", root, download))
+DATASETS.register("cifar100")(lambda root, download, _: load_cifar100(root, download))
+DATASETS.register("svhn")(lambda root, download, _: load_svhn(root, download))
 
 
 _cache: dict[tuple[str, str], TensorDataset] = {}  # (dataset, where) -> tensors
@@ -854,10 +772,7 @@ def arrays(
     a machine without its files needs, shipped and given to `install` there."""
     ds = load(name, data_dir, image_size=image_size, base_dir=base_dir)
     return {
-        "train_x": ds.train_x.numpy(),
-        "train_y": ds.train_y.numpy(),
-        "test_x": ds.test_x.numpy(),
-        "test_y": ds.test_y.numpy(),
+        **{k: getattr(ds, k).numpy() for k in ("train_x", "train_y", "test_x", "test_y")},
         "mean": np.array(ds.mean),
         "std": np.array(ds.std),
         "classes": np.array(ds.classes),

@@ -26,7 +26,6 @@ SMALL_BATCH = 64
 
 _active_lock = threading.Lock()
 _active_runs = 0  # runs training in this process now; they share the CPU cores
-_cpu_share = 1  # runs sharing the cores in all (set in each worker process by the runner)
 _cpu_reserve = 0  # cores auto thread counts leave free for other work in this process
 
 
@@ -34,12 +33,6 @@ def reserve_cores(n: int) -> None:
     """Leave `n` cores out of automatic thread counts (the TUI keeps one for its screen)."""
     global _cpu_reserve
     _cpu_reserve = max(0, n)
-
-
-def share_cpu(runs: int) -> None:
-    """Tell this process that `runs` runs (counting its own) train on this machine at once."""
-    global _cpu_share
-    _cpu_share = max(1, runs)
 
 
 def cpu_cores() -> int:
@@ -61,11 +54,10 @@ def choose_threads(batch_size: int, requested: int = 0, concurrent: int = 1) -> 
 
 def apply_threads(batch_size: int, requested: int, cpu_share: int | None = None) -> None:
     """Set the calling thread's CPU thread count for a run (see choose_threads); `cpu_share`
-    is how many runs share the cores as the caller knows it, None this process's setting."""
+    is how many runs share the cores as the caller knows it (None: those in this process)."""
     # With torch's OpenMP backend the count belongs to the calling thread (the OpenMP
     # nthreads ICV is per thread), so sibling runs in other threads each keep their own.
-    share = _cpu_share if cpu_share is None else max(1, cpu_share)
-    n = choose_threads(batch_size, requested, max(_active_runs, share))
+    n = choose_threads(batch_size, requested, max(_active_runs, cpu_share or 1))
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
 

@@ -11,17 +11,20 @@ without either. Nothing it reads ever runs code: the cache is an npz read with
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .registry import FOLDER_PREFIX
 
-if TYPE_CHECKING:  # numpy is imported where images are decoded: `--help` needs none of it
+if TYPE_CHECKING:  # numpy and Pillow are imported where images are decoded: `--help` needs neither
     import numpy as np
+    import PIL.Image
 
 SPLITS = ("train", "test")
 # What counts as an image, by extension (case-insensitive); other files and hidden files
@@ -72,21 +75,18 @@ def folder_path(dataset: str, base_dir: str = "") -> Path:
     return Path(base_dir or ".").joinpath(Path(dataset[len(FOLDER_PREFIX) :]).expanduser())
 
 
-def _visible(entries: list[Path]) -> list[Path]:
-    return sorted(p for p in entries if not p.name.startswith("."))
+def _visible(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
 
 
 def _split_classes(root: Path, split: str) -> dict[str, list[Path]]:
     """Each class folder of `root/split` and its image files, sorted."""
     top = root / split
     out: dict[str, list[Path]] = {}
-    for d in _visible(list(top.iterdir())):
+    for d in _visible(top):
         if d.is_dir():
-            out[d.name] = [
-                f
-                for f in _visible(list(d.iterdir()))
-                if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
-            ]
+            files = _visible(d)
+            out[d.name] = [f for f in files if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()]
     if not out:
         raise FolderError(f"{top}: no class folders (expected {split}/<class>/<images>)")
     return out
@@ -130,34 +130,32 @@ def check_openable(layout: Layout) -> None:
     is not is named. Skipped where the cache already holds these very files."""
     if _cached_key_matches(layout):
         return
-    from PIL import Image, UnidentifiedImageError
-
     for path, _ in layout.train + layout.test:
-        try:
-            with Image.open(path):
-                pass
-        except (OSError, UnidentifiedImageError, ValueError) as e:
-            raise FolderError(f"{path}: not a readable image ({_reason(e)})") from None
+        with _image(path):
+            pass
 
 
 def image_shape(layout: Layout, image_size: int | None) -> tuple[int, int, int]:
     """(channels, height, width) the images decode to, told from the first training image's
     header (its mode and size) without decoding it; `image_size` sets the size."""
-    from PIL import Image, UnidentifiedImageError
-
-    path = layout.train[0][0]
-    try:
-        with Image.open(path) as im:
-            channels = 1 if im.mode in GRAY_MODES else 3
-            w, h = im.size
-    except (OSError, UnidentifiedImageError, ValueError) as e:
-        raise FolderError(f"{path}: not a readable image ({_reason(e)})") from None
+    with _image(layout.train[0][0]) as im:
+        channels = 1 if im.mode in GRAY_MODES else 3
+        w, h = im.size
     return (channels, image_size, image_size) if image_size else (channels, h, w)
 
 
-def _reason(e: Exception) -> str:
-    text = str(e).splitlines()[0] if str(e).strip() else type(e).__name__
-    return text.replace(" " + repr(str(getattr(e, "filename", ""))), "")
+@contextlib.contextmanager
+def _image(path: Path) -> Iterator[PIL.Image.Image]:
+    """The image at `path`, open; any error reading it, inside the block too, a FolderError."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            yield im
+    except (OSError, UnidentifiedImageError, ValueError) as e:
+        text = str(e).splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = text.replace(" " + repr(str(getattr(e, "filename", ""))), "")
+        raise FolderError(f"{path}: not a readable image ({reason})") from None
 
 
 def counts(dataset: str, base_dir: str = "") -> tuple[int, int]:
@@ -191,39 +189,27 @@ def files_key(layout: Layout) -> str:
     return h.hexdigest()
 
 
-def _cache_path(layout: Layout, image_size: int | None) -> Path:
-    return layout.root / f"{CACHE_PREFIX}{image_size or 'native'}.npz"
-
-
-def _read_cache(path: Path, key: str) -> dict[str, np.ndarray] | None:
-    """The cached arrays at `path` if they were made from files with `key`, else None."""
+def _read_cache(path: Path, key: str, arrays: bool = True) -> dict[str, np.ndarray] | None:
+    """The cached arrays at `path` ({} unless `arrays`) if they were made from files with
+    `key`, else None."""
     import numpy as np
 
     try:
         with np.load(path, allow_pickle=False) as npz:
             if str(npz["key"]) != key:
                 return None
-            return {k: npz[k] for k in npz.files}
+            return {k: npz[k] for k in npz.files} if arrays else {}
     except (OSError, ValueError, KeyError, EOFError):
         return None
 
 
 def _cached_key_matches(layout: Layout) -> bool:
-    import numpy as np
-
     try:
         key = files_key(layout)
         caches = list(layout.root.glob(CACHE_PREFIX + "*.npz"))
     except OSError:
         return False
-    for path in caches:
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                if str(npz["key"]) == key:
-                    return True
-        except (OSError, ValueError, KeyError, EOFError):
-            continue
-    return False
+    return any(_read_cache(path, key, arrays=False) is not None for path in caches)
 
 
 def _write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -247,14 +233,11 @@ def _open_rgb_or_gray(
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """One image as (H, W) gray or (H, W, 3) colour uint8, resized to `size` (W, H) if given."""
     import numpy as np
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
-    try:
-        with Image.open(path) as im:
-            im.load()
-            img = im.convert("L" if im.mode in GRAY_MODES else "RGB")
-    except (OSError, UnidentifiedImageError, ValueError) as e:
-        raise FolderError(f"{path}: not a readable image ({_reason(e)})") from None
+    with _image(path) as im:
+        im.load()
+        img = im.convert("L" if im.mode in GRAY_MODES else "RGB")
     if size is not None and img.size != size:
         img = img.resize(size, Image.Resampling.BILINEAR)
     return np.asarray(img, dtype=np.uint8), img.size
@@ -283,7 +266,7 @@ def _stack(images: list[np.ndarray], colour: bool) -> np.ndarray:
     return np.stack(images)[:, None]
 
 
-def _decode(layout: Layout, image_size: int | None) -> tuple[dict[str, np.ndarray], str]:
+def _decode(layout: Layout, image_size: int | None) -> dict[str, np.ndarray]:
     import numpy as np
 
     size = (image_size, image_size) if image_size else None
@@ -294,7 +277,7 @@ def _decode(layout: Layout, image_size: int | None) -> tuple[dict[str, np.ndarra
     note = ""
     if colour and gray:
         note = f"{gray} grayscale images of {len(train) + len(test)} converted to RGB"
-    arrays = {
+    return {
         "train_x": _stack(train, colour),
         "train_y": train_y,
         "test_x": _stack(test, colour),
@@ -302,7 +285,6 @@ def _decode(layout: Layout, image_size: int | None) -> tuple[dict[str, np.ndarra
         "classes": np.array(layout.classes, dtype=str),
         "note": np.array(note),
     }
-    return arrays, note
 
 
 def decode(dataset: str, image_size: int | None = None, base_dir: str = "") -> Decoded:
@@ -314,13 +296,12 @@ def decode(dataset: str, image_size: int | None = None, base_dir: str = "") -> D
 
     layout = scan(dataset, base_dir)
     key = files_key(layout)
-    path = _cache_path(layout, image_size)
-    cached = _read_cache(path, key)
-    if cached is None:
-        arrays, _ = _decode(layout, image_size)
-        _write_cache(path, {**arrays, "key": np.array(key)})
-    else:
-        arrays = cached
+    path = layout.root / f"{CACHE_PREFIX}{image_size or 'native'}.npz"
+    arrays = _read_cache(path, key)
+    from_cache = arrays is not None
+    if arrays is None:
+        arrays = {**_decode(layout, image_size), "key": np.array(key)}
+        _write_cache(path, arrays)
     return Decoded(
         tuple(str(c) for c in arrays["classes"]),
         arrays["train_x"],
@@ -328,5 +309,5 @@ def decode(dataset: str, image_size: int | None = None, base_dir: str = "") -> D
         arrays["test_x"],
         arrays["test_y"],
         str(arrays["note"]),
-        cached is not None,
+        from_cache,
     )

@@ -1,8 +1,8 @@
 """The models: LeNet and the report's LightweightResNet, built for any image shape.
 
-A model is one function decorated with `@MODELS.register("name")` (its name declared in
-cnntui/core/registry.py) that takes the input shape (channels, height, width), the number of
-classes and the dropout probability. A user's own model ("mynet.py:TinyNet") is built by
+A model is one class (or function) registered with `MODELS.register("name")` (its name
+declared in cnntui/core/registry.py) that takes the input shape (channels, height, width), the
+number of classes and the dropout probability. A user's own model ("mynet.py:TinyNet") is built by
 cnntui/core/user_model.py.
 """
 
@@ -149,13 +149,5 @@ class LightweightResNet(nn.Module):
         return logits
 
 
-@MODELS.register("lenet")
-def lenet(shape: tuple[int, int, int], classes: int, dropout: float) -> nn.Module:
-    """The PyTorch tutorial's LeNet (two conv-pool stages, three linear layers)."""
-    return LeNet(shape, classes, dropout)
-
-
-@MODELS.register("resnet")
-def resnet(shape: tuple[int, int, int], classes: int, dropout: float) -> nn.Module:
-    """The lightweight residual network of the report's Task 4."""
-    return LightweightResNet(shape, classes, dropout)
+MODELS.register("lenet")(LeNet)
+MODELS.register("resnet")(LightweightResNet)

@@ -343,34 +343,24 @@ def check_built(candidates: Iterable[Candidate]) -> None:
 def _try_model(c: Candidate, spec: Spec, shape: tuple[int, int, int], classes: int) -> None:
     import torch
 
+    def failed(what: str) -> UserModelError:
+        return UserModelError("model", f"experiment {c.experiment!r}: {what}", c.experiment)
+
+    batch = f"a batch of shape {_dims((2, *shape))} ({c.dataset})"
     with torch.random.fork_rng(devices=[]):
         try:
             model = build(spec, c.args, c.base_dir, shape, classes)
         except Exception as e:
-            raise UserModelError(
-                "model",
-                f"experiment {c.experiment!r}: building {c.model} failed: {one_line(e)}",
-                c.experiment,
-            ) from None
-        batch = torch.zeros(2, *shape)
+            raise failed(f"building {c.model} failed: {one_line(e)}") from None
         try:
             with torch.no_grad():
-                out = model.eval()(batch)
+                out = model.eval()(torch.zeros(2, *shape))
         except Exception as e:
-            raise UserModelError(
-                "model",
-                f"experiment {c.experiment!r}: {c.model} fails on a batch of shape "
-                f"{_dims(batch.shape)} ({c.dataset}): {one_line(e)}",
-                c.experiment,
-            ) from None
+            raise failed(f"{c.model} fails on {batch}: {one_line(e)}") from None
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, classes):
         got = _dims(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise UserModelError(
-            "model",
-            f"experiment {c.experiment!r}: {c.model} gives {got} for a batch of shape "
-            f"{_dims(batch.shape)} ({c.dataset}); it must give (2, {classes}): one column "
-            "per class",
-            c.experiment,
+        raise failed(
+            f"{c.model} gives {got} for {batch}; it must give (2, {classes}): one column per class"
         )
 
 
