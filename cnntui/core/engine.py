@@ -247,7 +247,7 @@ def train(
     """Train one experiment, yielding events; never raises for a failing run.
 
     `cpu_share`: how many runs (this one included) share the machine's cores, as the caller
-    knows it (a scheduler's CPU slots); None keeps this process's `share_cpu` setting.
+    knows it (a scheduler's CPU slots); None: the runs training in this process.
 
     `resume` is a checkpoint written by an earlier run of the same experiment: training
     continues after its last complete epoch with the same model, optimizer and RNG states.
