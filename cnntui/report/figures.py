@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import functools
 import io
+import itertools
 import math
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import cycle
 from typing import Any
 
 import matplotlib
@@ -159,14 +161,10 @@ class Fonts:
         lacking = (c for c in text if not c.isspace() and not any(ord(c) in m for m in maps))
         return "".join(dict.fromkeys(lacking))
 
-    def can_draw(self, text: str) -> bool:
-        """True when every character of `text` is in one of the families."""
-        return not self.missing(text)
-
     def label(self, title: str, name: str) -> str:
         """The title when it can be drawn (as plain text where it is not valid math), else
         the (ASCII) experiment name."""
-        if not title or not self.can_draw(title):
+        if not title or self.missing(title):
             return name
         return plain_unless_math(title.translate(_VARIATION_SELECTORS))
 
@@ -353,19 +351,11 @@ class Look:
 
 def looks(n: int) -> list[Look]:
     """The look of each of `n` series, in drawing order: widest and largest first."""
-    out = []
-    for i in range(n):
-        t = i / (n - 1) if n > 1 else 0.0
-        out.append(
-            Look(
-                MARKERS[i % len(MARKERS)],
-                DASHES[i % len(DASHES)],
-                lw=2.2 - 0.9 * t,
-                ms=7.5 - 2.5 * t,
-                zorder=2 + 0.01 * i,
-            )
-        )
-    return out
+    spread = [i / (n - 1) if n > 1 else 0.0 for i in range(n)]  # 0 for the first, 1 the last
+    return [
+        Look(marker, dashes, lw=2.2 - 0.9 * t, ms=7.5 - 2.5 * t, zorder=2 + 0.01 * i)
+        for i, (t, marker, dashes) in enumerate(zip(spread, cycle(MARKERS), cycle(DASHES)))
+    ]
 
 
 def _data_line(series: list[Series]) -> str:
@@ -682,14 +672,11 @@ def _final_bars(ax: Axes, series: list[Series]) -> None:
     n = len(series)
     x = np.arange(n)
     finals = [seed_finals(s) for s in series]
-    final = np.array(
-        [
-            f.mean() if len(f) > 1 else s.metrics.final_test_acc
-            for s, f in zip(series, finals, strict=True)
-        ],
-        dtype=np.float64,
-    )
-    spread = np.array([f.std(ddof=1) if len(f) > 1 else 0.0 for f in finals])
+    final = np.array([s.metrics.final_test_acc for s in series], dtype=np.float64)
+    spread = np.zeros(n)
+    for i, f in enumerate(finals):
+        if len(f) > 1:
+            final[i], spread[i] = f.mean(), f.std(ddof=1)
     width = 0.6 if n > 2 else 0.45
     bars = ax.bar(
         x,
@@ -703,18 +690,12 @@ def _final_bars(ax: Axes, series: list[Series]) -> None:
     if seeded:
         _seed_spread(ax, final, spread, finals, width)
     else:
-        ax.bar_label(
-            bars,
-            labels=["–" if math.isnan(v) else f"{v * 100:.1f}%" for v in final],
-            padding=2,
-            fontsize=8,
-        )
-    ax.set_xticks(x, [s.label for s in series])
-    if n > 4 or sum(len(s.label) for s in series) > 60:  # side by side they would overlap
-        for label in ax.get_xticklabels():
-            label.set_rotation(30)
-            label.set_horizontalalignment("right")
-            label.set_rotation_mode("anchor")
+        ax.bar_label(bars, labels=[_percent(v) for v in final], padding=2, fontsize=8)
+    labels = [s.label for s in series]
+    if n > 4 or sum(len(label) for label in labels) > 60:  # side by side they would overlap
+        ax.set_xticks(x, labels, rotation=30, ha="right", rotation_mode="anchor")
+    else:
+        ax.set_xticks(x, labels)
     tops = np.concatenate([final + spread, *finals]) if seeded else final
     top = np.nanmax(tops) if np.isfinite(tops).any() else 1.0
     room = top * (1.25 if seeded else 1.18) if top > 0 else 1.0
@@ -730,6 +711,10 @@ def _final_bars(ax: Axes, series: list[Series]) -> None:
     ax.grid(axis="x", visible=False)
     if n <= 2:
         ax.set_xlim(-0.8, n - 0.2)
+
+
+def _percent(value: float) -> str:
+    return "–" if math.isnan(value) else f"{value * 100:.1f}%"
 
 
 def _seed_spread(
@@ -748,11 +733,9 @@ def _seed_spread(
     sep = "\n" if len(final) > 4 else " "  # narrow bars: the spread under the mean
     for i, (v, d, f) in enumerate(zip(final, spread, finals, strict=True)):
         top_here = np.nanmax([np.nan_to_num(v) + d, *f]) if len(f) else np.nan_to_num(v)
-        shown = (
-            "–"
-            if math.isnan(v)
-            else f"{v * 100:.1f}%" + (f"{sep}± {d * 100:.1f}" if len(f) > 1 else "")
-        )
+        shown = _percent(v)
+        if len(f) > 1 and not math.isnan(v):
+            shown += f"{sep}± {d * 100:.1f}"
         ax.annotate(
             shown,
             (i, top_here),
@@ -827,10 +810,8 @@ def heatmap(
     values in sweep order); `cells[(row value, col value)]` is (mean, std, n). Each cell
     says its mean, and ± std with several seeds; a cell with no finished run says so."""
     (ykey, yvals), (xkey, xvals) = rows, cols
-    grid = np.full((len(yvals), len(xvals)), np.nan)
-    for i, y in enumerate(yvals):
-        for j, x in enumerate(xvals):
-            grid[i, j] = cells.get((y, x), (math.nan, math.nan, 0))[0]
+    empty = (math.nan, math.nan, 0)
+    grid = np.array([[cells.get((y, x), empty)[0] for x in xvals] for y in yvals], dtype=np.float64)
     fig = Figure(
         figsize=(max(4.8, 1.25 * len(xvals) + 2.6), max(3.6, 0.8 * len(yvals) + 2.2)),
         layout="constrained",
@@ -843,33 +824,30 @@ def heatmap(
     ax.grid(False)
     bar = fig.colorbar(image, ax=ax, shrink=0.85, format=PercentFormatter(1.0, decimals=1))
     bar.set_label("mean final test accuracy")
-    for i, y in enumerate(yvals):
-        for j, x in enumerate(xvals):
-            mean, std, n = cells.get((y, x), (math.nan, math.nan, 0))
-            if n == 0 or math.isnan(mean):
-                shown, dark = "no finished\nrun", False
-            else:
-                shown = f"{mean * 100:.1f}%"
-                shown += f"\n± {std * 100:.1f} (n={n})" if n > 1 else "\n(n=1)"
-                dark = (mean - lo) / (hi - lo) > 0.6 if hi > lo else True
-            ax.text(
-                j,
-                i,
-                shown,
-                ha="center",
-                va="center",
-                fontsize=8,
-                color="#222222" if dark else "white",
-            )
-    ax.set_xticks(range(len(xvals)), [_tick(v) for v in xvals])
-    ax.set_yticks(range(len(yvals)), [_tick(v) for v in yvals])
+    for (i, y), (j, x) in itertools.product(enumerate(yvals), enumerate(xvals)):
+        mean, std, n = cells.get((y, x), empty)
+        if n == 0 or math.isnan(mean):
+            _cell(ax, i, j, "no finished\nrun", 8, light=False)
+            continue
+        shown = f"{mean * 100:.1f}%"
+        shown += f"\n± {std * 100:.1f} (n={n})" if n > 1 else "\n(n=1)"
+        _cell(ax, i, j, shown, 8, light=(mean - lo) / (hi - lo) > 0.6 if hi > lo else True)
+    ax.set_xticks(range(len(xvals)), [tick_label(v) for v in xvals])
+    ax.set_yticks(range(len(yvals)), [tick_label(v) for v in yvals])
     ax.set_xlabel(xkey)
     ax.set_ylabel(ykey)
     return fig
 
 
-def _tick(value: Any) -> str:
+def tick_label(value: Any) -> str:
+    """A setting's value as an axis tick: floats short, anything else as figures draw text."""
     return f"{value:g}" if isinstance(value, float) else plain_unless_math(str(value))
+
+
+def _cell(ax: Axes, row: int, col: int, shown: str, size: float, light: bool) -> None:
+    """Text centred on a cell of an image: dark on a light colour, white on a dark one."""
+    color = "#222222" if light else "white"
+    ax.text(col, row, shown, ha="center", va="center", fontsize=size, color=color)
 
 
 def _clash(a: Bbox, b: Bbox, pad: float) -> bool:
@@ -893,8 +871,7 @@ def _free_spot(
         bottom = cy - h / 2 + k * 0.55 * h
         for right in (True, False):
             box = Bbox.from_bounds(cx + gap if right else cx - gap - w, bottom, w, h)
-            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1
-            inside = inside and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            inside = frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1)
             if inside and not any(_clash(box, o, pad) for o in taken):
                 return box, right, k
     return None
@@ -971,17 +948,8 @@ def confusion(s: Series, names: tuple[str, ...]) -> Figure:
     bar = fig.colorbar(image, ax=ax, shrink=0.8, format=PercentFormatter(1.0))
     bar.set_label("share of the true class")
     size = 8 if k <= 10 else 6
-    for i in range(k):
-        for j in range(k):
-            ax.text(
-                j,
-                i,
-                f"{counts[i, j]:,}",
-                ha="center",
-                va="center",
-                fontsize=size,
-                color="white" if share[i, j] > 0.55 else "#222222",
-            )
+    for (i, j), count in np.ndenumerate(counts):
+        _cell(ax, i, j, f"{count:,}", size, light=share[i, j] <= 0.55)
     ax.set_xticks(range(k), names, rotation=45, ha="right", rotation_mode="anchor")
     ax.set_yticks(range(k), names)
     ax.set_xlabel("predicted class")
