@@ -150,20 +150,16 @@ def _entries(
     store: RunStore, experiments: list[Experiment], fonts: figures.Fonts, result: ExportResult
 ) -> list[_Entry]:
     records = latest_runs(store, experiments)
-    # A colour per experiment by its place in its group, so it is the same in every figure
-    # and does not change when a sibling gains or loses a run.
-    groups: dict[str, list[str]] = {}
-    for exp in experiments:
-        groups.setdefault(exp.group, []).append(exp.name)
-    palette = {g: figures.colors(len(names)) for g, names in groups.items()}
-
     entries = []
     for exp in experiments:
         record = records.get(exp.name)
         if record is None:
             result.missing.append(exp.name)
             continue
-        color = palette[exp.group][groups[exp.group].index(exp.name)]
+        # A colour by its place in its group, so it is the same in every figure and does not
+        # change when a sibling gains or loses a run.
+        siblings = [x.name for x in experiments if x.group == exp.group]
+        color = figures.colors(len(siblings))[siblings.index(exp.name)]
         try:
             entry = _entry(exp, record, fonts, color)
             entries.append(_with_seeds(entry, store, result))

@@ -94,7 +94,6 @@ FONT_HINT = (
 
 _render_lock = threading.Lock()
 _math_lock = threading.Lock()  # the parser caches what it parsed; one thread at a time
-_math_parser: MathTextParser[VectorParse] | None = None
 
 
 # ---------------------------------------------------------------------------------------
@@ -169,18 +168,20 @@ class Fonts:
         return plain_unless_math(title.translate(_VARIATION_SELECTORS))
 
 
+@functools.cache
+def _math_parser() -> MathTextParser[VectorParse]:
+    return MathTextParser("path")
+
+
 def _bad_math(text: str) -> bool:
     """Whether matplotlib would read `text` as mathtext (an even number of unescaped `$`,
     its own rule) and fail to parse it."""
-    global _math_parser
     dollars = text.count("$") - text.count(r"\$")
     if dollars == 0 or dollars % 2:
         return False  # drawn as plain text already
     with _math_lock:
-        if _math_parser is None:
-            _math_parser = MathTextParser("path")
         try:
-            _math_parser.parse(text)
+            _math_parser().parse(text)
         except Exception:  # ValueError for bad syntax; no title may stop an export
             return True
     return False
@@ -513,9 +514,7 @@ def loss_curves(s: Series) -> Figure:
         epochs = _epochs(s.history.lr)
         rate.plot(epochs, rates, color="#555555", marker=".", ms=5, drawstyle="steps-mid")
         rate.set_title("Learning rate per epoch", loc="left")
-        rate.set_xlabel("epoch")
-        rate.set_ylabel("lr")
-        rate.set_xlim(bottom.get_xlim())
+        rate.set(xlabel="epoch", ylabel="lr", xlim=bottom.get_xlim())
         rate.xaxis.set_major_locator(MaxNLocator(integer=True))
         rate.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
     return fig
@@ -532,8 +531,7 @@ def _loss_per_batch(ax: Axes, s: Series) -> None:
         ax.set_ylim(lo - 0.04 * (cut - lo), cut)
         title += f" ({_above(s, cut)} above {cut:.3g} not shown)"
     ax.set_title(title, loc="left")
-    ax.set_xlabel("batch (global index)")
-    ax.set_ylabel("cross-entropy loss")
+    ax.set(xlabel="batch (global index)", ylabel="cross-entropy loss")
     if s.history.batch_losses:
         leg = _legend_above(ax)
         for handle in leg.legend_handles:  # the faint raw curve needs a visible key
@@ -544,9 +542,9 @@ def _loss_per_epoch(ax: Axes, s: Series, title: str) -> None:
     """Figure 1's lower panel: mean train loss, test loss (and validation loss) per epoch."""
     h = s.history
     curves: list[tuple[str, list[float], dict[str, Any]]] = [
-        ("train loss (epoch mean)", h.epoch_losses, {"marker": "o"})
+        ("train loss (epoch mean)", h.epoch_losses, {"marker": "o"}),
+        ("test loss", h.test_loss, {"ls": "--", "marker": "s", "mfc": "white"}),
     ]
-    curves.append(("test loss", h.test_loss, {"ls": "--", "marker": "s", "mfc": "white"}))
     if h.has_validation:
         curves.append(("validation loss", h.val_loss, {"ls": ":", "marker": "^"}))
     if h.epoch_losses:
@@ -557,8 +555,7 @@ def _loss_per_epoch(ax: Axes, s: Series, title: str) -> None:
     else:
         ax.text(0.5, 0.5, "no epoch finished yet", ha="center", transform=ax.transAxes)
     ax.set_title(title, loc="left")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("cross-entropy loss")
+    ax.set(xlabel="epoch", ylabel="cross-entropy loss")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
@@ -659,8 +656,7 @@ def _epoch_panels(ax_a: Axes, ax_b: Axes, series: list[Series], styles: list[Loo
         (ax_b, "(b) Test accuracy per epoch", "test accuracy"),
     ):
         ax.set_title(name, loc="left")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(ylabel)
+        ax.set(xlabel="epoch", ylabel=ylabel)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlim(0.75, max(max_epochs, 2) + 0.25)
     ax_b.set_ylim(bottom=0)
@@ -775,8 +771,7 @@ def _final_scatter(
     ax.margins(x=0.25, y=0.15)
     ax.autoscale_view()
     ax.set_title("(d) Final training loss vs final test accuracy", loc="left")
-    ax.set_xlabel("final training loss")
-    ax.set_ylabel("final test accuracy")
+    ax.set(xlabel="final training loss", ylabel="final test accuracy")
     return points
 
 
@@ -834,8 +829,7 @@ def heatmap(
         _cell(ax, i, j, shown, 8, light=(mean - lo) / (hi - lo) > 0.6 if hi > lo else True)
     ax.set_xticks(range(len(xvals)), [tick_label(v) for v in xvals])
     ax.set_yticks(range(len(yvals)), [tick_label(v) for v in yvals])
-    ax.set_xlabel(xkey)
-    ax.set_ylabel(ykey)
+    ax.set(xlabel=xkey, ylabel=ykey)
     return fig
 
 
@@ -952,8 +946,7 @@ def confusion(s: Series, names: tuple[str, ...]) -> Figure:
         _cell(ax, i, j, f"{count:,}", size, light=share[i, j] <= 0.55)
     ax.set_xticks(range(k), names, rotation=45, ha="right", rotation_mode="anchor")
     ax.set_yticks(range(k), names)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
+    ax.set(xlabel="predicted class", ylabel="true class")
     accuracy = np.trace(counts) / counts.sum() if counts.sum() else math.nan
     ax.set_title(f"{counts.sum():,} test images, {accuracy:.2%} correct", loc="left")
     return fig

@@ -58,8 +58,7 @@ def trials(report: SearchReport) -> Figure:
     done = [r.metric if r.finished and math.isfinite(r.metric) else math.nan for r in rows]
     line = (np.fmax if report.search.maximise else np.fmin).accumulate(done)  # NaN: none yet
     ax.step([r.number for r in rows], line, where="post", color=BEST, lw=1.4, label="best so far")
-    ax.set_xlabel("trial")
-    ax.set_ylabel(report.metric_name)
+    ax.set(xlabel="trial", ylabel=report.metric_name)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     _percent(report, ax)
     ax.legend(loc="best")
@@ -104,8 +103,7 @@ def _setting_panel(ax: Axes, param: Param, report: SearchReport) -> None:
             pad = (high - low) * 0.05
             ax.set_xlim(low - pad, high + pad)
     _scatter(ax, xs, rows)
-    ax.set_xlabel(f"{param.key} ({param.describe()})")
-    ax.set_ylabel(report.metric_name)
+    ax.set(xlabel=f"{param.key} ({param.describe()})", ylabel=report.metric_name)
     _percent(report, ax)
 
 
