@@ -121,13 +121,9 @@ def find_cjk_font() -> str | None:
     by_name: dict[str, str] = {}
     for entry in font_manager.fontManager.ttflist:
         by_name.setdefault(entry.name, entry.fname)
-    for family in CJK_FAMILIES:
-        if family in by_name and _covers(by_name[family], _CJK_PROBE):
-            return family
-    for family, path in sorted(by_name.items()):
-        if any(h in family.lower() for h in _CJK_HINTS) and _covers(path, _CJK_PROBE):
-            return family
-    return None
+    known = [f for f in CJK_FAMILIES if f in by_name]
+    hinted = [f for f in sorted(by_name) if any(h in f.lower() for h in _CJK_HINTS)]
+    return next((f for f in known + hinted if _covers(by_name[f], _CJK_PROBE)), None)
 
 
 @functools.cache
@@ -330,13 +326,7 @@ def colors(n: int) -> list[str]:
 # earlier is drawn a little wider, with a larger marker, so one drawn on top of it leaves its
 # outline showing. Marker and dash pairs repeat only after 40 series.
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "h")
-DASHES: tuple[Any, ...] = (
-    "-",
-    (0, (5, 1.6)),
-    (0, (5, 1.5, 1.2, 1.5)),
-    (0, (1.3, 1.3)),
-    (0, (8, 2, 1.3, 2, 1.3, 2)),
-)
+DASHES = ("-", (0, (5, 1.6)), (0, (5, 1.5, 1.2, 1.5)), (0, (1.3, 1.3)), (0, (8, 2, 1.3, 2, 1.3, 2)))
 
 
 @dataclass(frozen=True)
@@ -380,13 +370,10 @@ def _suptitle(fig: Figure, title: str, series: list[Series]) -> None:
 def _legend_above(ax: Axes) -> Any:
     """The axes' legend in one row above its top right corner, outside the data; the axes'
     title goes on the left of the same strip."""
-    handles, labels = ax.get_legend_handles_labels()
     return ax.legend(
-        handles,
-        labels,
         loc="lower right",
         bbox_to_anchor=(1.0, 1.01),
-        ncol=len(handles),
+        ncol=len(ax.get_legend_handles_labels()[0]),
         borderaxespad=0.0,
         borderpad=0.2,
         columnspacing=1.2,
