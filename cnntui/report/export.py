@@ -228,12 +228,7 @@ def _by_group(entries: list[_Entry]) -> dict[str, list[_Entry]]:
     return by_group
 
 
-Heatmap = tuple[
-    dict[tuple[Any, Any], tuple[float, float, int]],
-    tuple[str, list[Any]],
-    tuple[str, list[Any]],
-    str,
-]
+Heatmap = tuple[figures.Cells, tuple[str, list[Any]], tuple[str, list[Any]], str]
 
 
 def sweep_cells(members: list[_Entry]) -> dict[str, Heatmap]:
@@ -249,7 +244,7 @@ def sweep_cells(members: list[_Entry]) -> dict[str, Heatmap]:
         ykey, xkey = entries[0].experiment.swept
         yvals = list(dict.fromkeys(getattr(e.experiment, ykey) for e in entries))
         xvals = list(dict.fromkeys(getattr(e.experiment, xkey) for e in entries))
-        cells: dict[tuple[Any, Any], tuple[float, float, int]] = {}
+        cells: figures.Cells = {}
         for e in entries:
             agg = e.row.aggregate("final_test_acc")
             at = (getattr(e.experiment, ykey), getattr(e.experiment, xkey))
@@ -309,8 +304,7 @@ def export_all(
     dpi: int = figures.DPI,
 ) -> ExportResult:
     """Write every export for `experiments` into `exports_dir`; figures in each of `formats`."""
-    bad = [f for f in formats if f not in FORMATS]
-    if bad or not formats:
+    if not formats or not set(formats) <= set(FORMATS):
         raise ValueError(f"figure formats must be among {', '.join(FORMATS)}, got {formats!r}")
     exports_dir = Path(exports_dir)
     _prepare(exports_dir)
@@ -416,7 +410,7 @@ def _export_group(
     names: list[str],
     folder: Path,
     draw: _Drawer,
-    trials: list[_Entry] | None = None,
+    trials: list[_Entry],
 ) -> None:
     """One group's folder: its comparison figures, results tables, sweep heatmaps and
     per-class tables; `names` are all the group's experiments, recorded or not. A search's
@@ -427,7 +421,7 @@ def _export_group(
     if series:
         draw(folder, "comparison", functools.partial(figures.comparison, series, group))
         draw(folder, "loss_grid", functools.partial(figures.loss_grid, series, group))
-    rows = [m.row for m in members] + [t.row for t in trials or []]
+    rows = [m.row for m in members] + [t.row for t in trials]
     missing = [n for n in names if n in result.missing]
     skipped = [n for n in names if n in result.skipped]
     _results(result, folder, rows, group, missing, skipped)

@@ -781,12 +781,11 @@ def _band(ax: Axes, s: Series, field: str, line: dict[str, Any], label: str | No
     ax.plot(epochs, mean, label=label, **line)
 
 
+Cells = dict[tuple[Any, Any], tuple[float, float, int]]  # (row, column) -> (mean, std, n)
+
+
 def heatmap(
-    cells: dict[tuple[Any, Any], tuple[float, float, int]],
-    rows: tuple[str, list[Any]],
-    cols: tuple[str, list[Any]],
-    title: str,
-    data: str,
+    cells: Cells, rows: tuple[str, list[Any]], cols: tuple[str, list[Any]], title: str, data: str
 ) -> Figure:
     """Mean final test accuracy over a sweep of two settings: `rows` and `cols` are (setting,
     values in sweep order); `cells[(row value, col value)]` is (mean, std, n). Each cell
