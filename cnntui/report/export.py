@@ -40,20 +40,21 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import io
 import math
-import pickle
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from pickle import UnpicklingError
+from typing import TYPE_CHECKING, Any
+from zipfile import BadZipFile
 
 import numpy as np
 
 from ..core import text
 from ..core.config import UNGROUPED, Experiment, class_names
 from ..core.history import History, metrics
-from ..runs.store import RunRecord, RunStore, StoreError, atomic_write
+from ..runs.store import RunRecord, RunStore, StoreError, atomic_write_bytes
 from . import figures, search_figures, search_report, stats, tables
 
 if TYPE_CHECKING:
@@ -62,16 +63,7 @@ if TYPE_CHECKING:
 FORMATS = ("png", "svg", "pdf")
 # What reading one run's files can raise when one is truncated, corrupt or hand-edited with
 # values of the wrong type: that run is skipped, and the others are exported.
-UNREADABLE = (
-    OSError,
-    ValueError,
-    KeyError,
-    IndexError,
-    TypeError,
-    EOFError,
-    zipfile.BadZipFile,
-    pickle.UnpicklingError,
-)
+UNREADABLE = (OSError, ValueError, LookupError, TypeError, EOFError, BadZipFile, UnpicklingError)
 
 
 class ExportError(OSError):
@@ -114,10 +106,6 @@ def latest_runs(store: RunStore, experiments: list[Experiment]) -> dict[str, Run
     return out
 
 
-def _savez(f: IO[bytes], arrays: dict[str, np.ndarray]) -> None:
-    np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stub: names vs allow_pickle
-
-
 def _prepare(folder: Path) -> None:
     if folder.exists() and not folder.is_dir():
         raise ExportError(f"exports dir {str(folder)!r} is a file, not a directory")
@@ -127,20 +115,19 @@ def _prepare(folder: Path) -> None:
         raise ExportError(f"exports dir {str(folder)!r} cannot be created: {e.strerror}") from None
 
 
-def _write(result: ExportResult, path: Path, data: bytes | Callable[[IO[bytes]], object]) -> None:
+def _write(result: ExportResult, path: Path, data: bytes) -> None:
     """Write one export (with the umask's mode, as every atomic_write does)."""
-
-    def write(f: IO[bytes]) -> None:
-        if isinstance(data, bytes):
-            f.write(data)
-        else:
-            data(f)
-
     try:
-        atomic_write(path, write)
+        atomic_write_bytes(path, data)
     except OSError as e:
         raise ExportError(f"cannot write {str(path)!r}: {e.strerror or e}") from None
     result.files.append(path)
+
+
+def _why(e: Exception) -> str:
+    """Why a run could not be read: the store's own errors already name the file; others
+    get their type."""
+    return text.safe(str(e) if isinstance(e, StoreError) else text.one_line(e))
 
 
 def _ran_with(record: RunRecord, exp: Experiment) -> Experiment:
@@ -163,27 +150,21 @@ def _entries(
     store: RunStore, experiments: list[Experiment], fonts: figures.Fonts, result: ExportResult
 ) -> list[_Entry]:
     records = latest_runs(store, experiments)
-    # A colour per experiment by its place in its group, so it is the same in every figure
-    # and does not change when a sibling gains or loses a run.
-    groups: dict[str, list[str]] = {}
-    for exp in experiments:
-        groups.setdefault(exp.group, []).append(exp.name)
-    palette = {g: figures.colors(len(names)) for g, names in groups.items()}
-
     entries = []
     for exp in experiments:
         record = records.get(exp.name)
         if record is None:
             result.missing.append(exp.name)
             continue
-        color = palette[exp.group][groups[exp.group].index(exp.name)]
+        # A colour by its place in its group, so it is the same in every figure and does not
+        # change when a sibling gains or loses a run.
+        siblings = [x.name for x in experiments if x.group == exp.group]
+        color = figures.colors(len(siblings))[siblings.index(exp.name)]
         try:
             entry = _entry(exp, record, fonts, color)
             entries.append(_with_seeds(entry, store, result))
         except UNREADABLE as e:
-            # The store's own errors already name the file; others get their type.
-            why = text.safe(str(e) if isinstance(e, StoreError) else text.one_line(e))
-            result.skipped[exp.name] = f"run {text.safe(record.run_id)} is unreadable ({why})"
+            result.skipped[exp.name] = f"run {text.safe(record.run_id)} is unreadable ({_why(e)})"
     return entries
 
 
@@ -210,10 +191,8 @@ def _with_seeds(entry: _Entry, store: RunStore, result: ExportResult) -> _Entry:
             ran = _ran_with(record, exp)
             m = metrics(history, ran.target_acc, record.summary.total_seconds or 0.0)
         except UNREADABLE as e:
-            why = text.safe(str(e) if isinstance(e, StoreError) else text.one_line(e))
-            result.warnings.append(
-                f"{exp.name}: seed {record.seed} run {record.run_id} not counted ({why})"
-            )
+            why = f"seed {record.seed} run {record.run_id} not counted ({_why(e)})"
+            result.warnings.append(f"{exp.name}: {why}")
             continue
         results.append(tables.SeedResult(record.seed, record.run_id, m))
         histories.append(history)
@@ -228,10 +207,7 @@ def _with_seeds(entry: _Entry, store: RunStore, result: ExportResult) -> _Entry:
 def _compare(entries: list[_Entry], experiments: list[Experiment]) -> None:
     """Each entry's comparison with its group's reference (Welch, on final test accuracy;
     Holm-adjusted where the group has more than one)."""
-    by_group: dict[str, list[_Entry]] = {}
-    for e in entries:
-        by_group.setdefault(e.experiment.group or UNGROUPED, []).append(e)
-    for group, members in by_group.items():
+    for group, members in _by_group(entries).items():
         ref_exp = stats.reference_of([x for x in experiments if (x.group or UNGROUPED) == group])
         ref = next((m for m in members if m.experiment.name == ref_exp.name), None)
         compared = [m for m in members if ref and m is not ref and ref.row.n and m.row.n]
@@ -245,12 +221,14 @@ def _compare(entries: list[_Entry], experiments: list[Experiment]) -> None:
             m.row = dataclasses.replace(m.row, comparison=comparison)
 
 
-Heatmap = tuple[
-    dict[tuple[Any, Any], tuple[float, float, int]],
-    tuple[str, list[Any]],
-    tuple[str, list[Any]],
-    str,
-]
+def _by_group(entries: list[_Entry]) -> dict[str, list[_Entry]]:
+    by_group: dict[str, list[_Entry]] = {}
+    for e in entries:
+        by_group.setdefault(e.experiment.group or UNGROUPED, []).append(e)
+    return by_group
+
+
+Heatmap = tuple[figures.Cells, tuple[str, list[Any]], tuple[str, list[Any]], str]
 
 
 def sweep_cells(members: list[_Entry]) -> dict[str, Heatmap]:
@@ -266,7 +244,7 @@ def sweep_cells(members: list[_Entry]) -> dict[str, Heatmap]:
         ykey, xkey = entries[0].experiment.swept
         yvals = list(dict.fromkeys(getattr(e.experiment, ykey) for e in entries))
         xvals = list(dict.fromkeys(getattr(e.experiment, xkey) for e in entries))
-        cells: dict[tuple[Any, Any], tuple[float, float, int]] = {}
+        cells: figures.Cells = {}
         for e in entries:
             agg = e.row.aggregate("final_test_acc")
             at = (getattr(e.experiment, ykey), getattr(e.experiment, xkey))
@@ -326,8 +304,7 @@ def export_all(
     dpi: int = figures.DPI,
 ) -> ExportResult:
     """Write every export for `experiments` into `exports_dir`; figures in each of `formats`."""
-    bad = [f for f in formats if f not in FORMATS]
-    if bad or not formats:
+    if not formats or not set(formats) <= set(FORMATS):
         raise ValueError(f"figure formats must be among {', '.join(FORMATS)}, got {formats!r}")
     exports_dir = Path(exports_dir)
     _prepare(exports_dir)
@@ -341,9 +318,7 @@ def export_all(
     for e in entries:
         _export_experiment(e, exports_dir / e.experiment.name, draw)
     reports, trials = _searches(store, fonts, result)
-    by_group: dict[str, list[_Entry]] = {}
-    for e in entries:
-        by_group.setdefault(e.experiment.group or UNGROUPED, []).append(e)
+    by_group = _by_group(entries)
     for group in trials:
         by_group.setdefault(group, [])
     for group, members in by_group.items():
@@ -352,8 +327,8 @@ def export_all(
     for report in reports:
         _export_search(report, exports_dir / report.search.group, draw)
     rows = [e.row for e in entries] + [t.row for group in trials.values() for t in group]
-    if rows:
-        _export_overall(rows, exports_dir, result)
+    if rows:  # every experiment's results at the top of the exports dir
+        _results(result, exports_dir, rows, None, result.missing, list(result.skipped))
     return result
 
 
@@ -416,8 +391,10 @@ class _Drawer:
 def _export_experiment(e: _Entry, folder: Path, draw: _Drawer) -> None:
     """One experiment's folder: its loss history, loss curves and confusion matrix."""
     _prepare(folder)
-    arrays = e.history.arrays()
-    _write(draw.result, folder / "loss_history.npz", functools.partial(_savez, arrays=arrays))
+    npz = io.BytesIO()
+    # numpy's stub: the arrays' names vs allow_pickle
+    np.savez(npz, **e.history.arrays())  # type: ignore[arg-type]
+    _write(draw.result, folder / "loss_history.npz", npz.getvalue())
     draw(folder, "loss_curves", functools.partial(figures.loss_curves, e.series))
     if e.history.confusion:
         ran = e.row.ran_with
@@ -433,7 +410,7 @@ def _export_group(
     names: list[str],
     folder: Path,
     draw: _Drawer,
-    trials: list[_Entry] | None = None,
+    trials: list[_Entry],
 ) -> None:
     """One group's folder: its comparison figures, results tables, sweep heatmaps and
     per-class tables; `names` are all the group's experiments, recorded or not. A search's
@@ -444,15 +421,10 @@ def _export_group(
     if series:
         draw(folder, "comparison", functools.partial(figures.comparison, series, group))
         draw(folder, "loss_grid", functools.partial(figures.loss_grid, series, group))
-    rows = [m.row for m in members] + [t.row for t in trials or []]
+    rows = [m.row for m in members] + [t.row for t in trials]
     missing = [n for n in names if n in result.missing]
     skipped = [n for n in names if n in result.skipped]
-    _write(result, folder / "results.csv", tables.to_csv(rows))
-    md = tables.to_markdown(rows, f"{group}: results", missing=missing, skipped=skipped)
-    _write(result, folder / "results.md", md)
-    _write(result, folder / "results.tex", tables.to_latex(rows, group))
-    full = tables.to_latex_full(rows, f"{group}: results")
-    _write(result, folder / "results_full.tex", full)
+    _results(result, folder, rows, group, missing, skipped)
     for sweep, (cells, rows_, cols, data) in sweep_cells(members).items():
         heatmap = functools.partial(figures.heatmap, cells, rows_, cols, sweep, data)
         draw(folder, f"{sweep}_heatmap", heatmap)
@@ -462,13 +434,20 @@ def _export_group(
         _write(result, folder / "per_class.md", tables.per_class_markdown(rows, heading))
 
 
-def _export_overall(rows: list[tables.Row], exports_dir: Path, result: ExportResult) -> None:
-    """The results tables of every experiment, at the top of the exports dir."""
-    _write(result, exports_dir / "results.csv", tables.to_csv(rows, with_group=True))
-    md = tables.to_markdown(
-        rows, "All experiments: results", True, result.missing, list(result.skipped)
-    )
-    _write(result, exports_dir / "results.md", md)
-    _write(result, exports_dir / "results.tex", tables.to_latex(rows))
-    tex = tables.to_latex_full(rows, "All experiments: results", True)
-    _write(result, exports_dir / "results_full.tex", tex)
+def _results(
+    result: ExportResult,
+    folder: Path,
+    rows: list[tables.Row],
+    group: str | None,
+    missing: list[str],
+    skipped: list[str],
+) -> None:
+    """The results tables (CSV, Markdown, LaTeX, full LaTeX) of one group, or of every
+    experiment with a column for its group when `group` is None."""
+    every = group is None
+    heading = f"{'All experiments' if every else group}: results"
+    _write(result, folder / "results.csv", tables.to_csv(rows, with_group=every))
+    md = tables.to_markdown(rows, heading, every, missing, skipped)
+    _write(result, folder / "results.md", md)
+    _write(result, folder / "results.tex", tables.to_latex(rows, group))
+    _write(result, folder / "results_full.tex", tables.to_latex_full(rows, heading, every))

@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import functools
 import io
+import itertools
 import math
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import cycle
 from typing import Any
 
 import matplotlib
@@ -92,7 +94,6 @@ FONT_HINT = (
 
 _render_lock = threading.Lock()
 _math_lock = threading.Lock()  # the parser caches what it parsed; one thread at a time
-_math_parser: MathTextParser[VectorParse] | None = None
 
 
 # ---------------------------------------------------------------------------------------
@@ -120,13 +121,9 @@ def find_cjk_font() -> str | None:
     by_name: dict[str, str] = {}
     for entry in font_manager.fontManager.ttflist:
         by_name.setdefault(entry.name, entry.fname)
-    for family in CJK_FAMILIES:
-        if family in by_name and _covers(by_name[family], _CJK_PROBE):
-            return family
-    for family, path in sorted(by_name.items()):
-        if any(h in family.lower() for h in _CJK_HINTS) and _covers(path, _CJK_PROBE):
-            return family
-    return None
+    known = [f for f in CJK_FAMILIES if f in by_name]
+    hinted = [f for f in sorted(by_name) if any(h in f.lower() for h in _CJK_HINTS)]
+    return next((f for f in known + hinted if _covers(by_name[f], _CJK_PROBE)), None)
 
 
 @functools.cache
@@ -159,30 +156,28 @@ class Fonts:
         lacking = (c for c in text if not c.isspace() and not any(ord(c) in m for m in maps))
         return "".join(dict.fromkeys(lacking))
 
-    def can_draw(self, text: str) -> bool:
-        """True when every character of `text` is in one of the families."""
-        return not self.missing(text)
-
     def label(self, title: str, name: str) -> str:
         """The title when it can be drawn (as plain text where it is not valid math), else
         the (ASCII) experiment name."""
-        if not title or not self.can_draw(title):
+        if not title or self.missing(title):
             return name
         return plain_unless_math(title.translate(_VARIATION_SELECTORS))
+
+
+@functools.cache
+def _math_parser() -> MathTextParser[VectorParse]:
+    return MathTextParser("path")
 
 
 def _bad_math(text: str) -> bool:
     """Whether matplotlib would read `text` as mathtext (an even number of unescaped `$`,
     its own rule) and fail to parse it."""
-    global _math_parser
     dollars = text.count("$") - text.count(r"\$")
     if dollars == 0 or dollars % 2:
         return False  # drawn as plain text already
     with _math_lock:
-        if _math_parser is None:
-            _math_parser = MathTextParser("path")
         try:
-            _math_parser.parse(text)
+            _math_parser().parse(text)
         except Exception:  # ValueError for bad syntax; no title may stop an export
             return True
     return False
@@ -331,13 +326,7 @@ def colors(n: int) -> list[str]:
 # earlier is drawn a little wider, with a larger marker, so one drawn on top of it leaves its
 # outline showing. Marker and dash pairs repeat only after 40 series.
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "h")
-DASHES: tuple[Any, ...] = (
-    "-",
-    (0, (5, 1.6)),
-    (0, (5, 1.5, 1.2, 1.5)),
-    (0, (1.3, 1.3)),
-    (0, (8, 2, 1.3, 2, 1.3, 2)),
-)
+DASHES = ("-", (0, (5, 1.6)), (0, (5, 1.5, 1.2, 1.5)), (0, (1.3, 1.3)), (0, (8, 2, 1.3, 2, 1.3, 2)))
 
 
 @dataclass(frozen=True)
@@ -353,19 +342,11 @@ class Look:
 
 def looks(n: int) -> list[Look]:
     """The look of each of `n` series, in drawing order: widest and largest first."""
-    out = []
-    for i in range(n):
-        t = i / (n - 1) if n > 1 else 0.0
-        out.append(
-            Look(
-                MARKERS[i % len(MARKERS)],
-                DASHES[i % len(DASHES)],
-                lw=2.2 - 0.9 * t,
-                ms=7.5 - 2.5 * t,
-                zorder=2 + 0.01 * i,
-            )
-        )
-    return out
+    spread = [i / (n - 1) if n > 1 else 0.0 for i in range(n)]  # 0 for the first, 1 the last
+    return [
+        Look(marker, dashes, lw=2.2 - 0.9 * t, ms=7.5 - 2.5 * t, zorder=2 + 0.01 * i)
+        for i, (t, marker, dashes) in enumerate(zip(spread, cycle(MARKERS), cycle(DASHES)))
+    ]
 
 
 def _data_line(series: list[Series]) -> str:
@@ -389,13 +370,10 @@ def _suptitle(fig: Figure, title: str, series: list[Series]) -> None:
 def _legend_above(ax: Axes) -> Any:
     """The axes' legend in one row above its top right corner, outside the data; the axes'
     title goes on the left of the same strip."""
-    handles, labels = ax.get_legend_handles_labels()
     return ax.legend(
-        handles,
-        labels,
         loc="lower right",
         bbox_to_anchor=(1.0, 1.01),
-        ncol=len(handles),
+        ncol=len(ax.get_legend_handles_labels()[0]),
         borderaxespad=0.0,
         borderpad=0.2,
         columnspacing=1.2,
@@ -523,9 +501,7 @@ def loss_curves(s: Series) -> Figure:
         epochs = _epochs(s.history.lr)
         rate.plot(epochs, rates, color="#555555", marker=".", ms=5, drawstyle="steps-mid")
         rate.set_title("Learning rate per epoch", loc="left")
-        rate.set_xlabel("epoch")
-        rate.set_ylabel("lr")
-        rate.set_xlim(bottom.get_xlim())
+        rate.set(xlabel="epoch", ylabel="lr", xlim=bottom.get_xlim())
         rate.xaxis.set_major_locator(MaxNLocator(integer=True))
         rate.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
     return fig
@@ -542,8 +518,7 @@ def _loss_per_batch(ax: Axes, s: Series) -> None:
         ax.set_ylim(lo - 0.04 * (cut - lo), cut)
         title += f" ({_above(s, cut)} above {cut:.3g} not shown)"
     ax.set_title(title, loc="left")
-    ax.set_xlabel("batch (global index)")
-    ax.set_ylabel("cross-entropy loss")
+    ax.set(xlabel="batch (global index)", ylabel="cross-entropy loss")
     if s.history.batch_losses:
         leg = _legend_above(ax)
         for handle in leg.legend_handles:  # the faint raw curve needs a visible key
@@ -554,9 +529,9 @@ def _loss_per_epoch(ax: Axes, s: Series, title: str) -> None:
     """Figure 1's lower panel: mean train loss, test loss (and validation loss) per epoch."""
     h = s.history
     curves: list[tuple[str, list[float], dict[str, Any]]] = [
-        ("train loss (epoch mean)", h.epoch_losses, {"marker": "o"})
+        ("train loss (epoch mean)", h.epoch_losses, {"marker": "o"}),
+        ("test loss", h.test_loss, {"ls": "--", "marker": "s", "mfc": "white"}),
     ]
-    curves.append(("test loss", h.test_loss, {"ls": "--", "marker": "s", "mfc": "white"}))
     if h.has_validation:
         curves.append(("validation loss", h.val_loss, {"ls": ":", "marker": "^"}))
     if h.epoch_losses:
@@ -567,8 +542,7 @@ def _loss_per_epoch(ax: Axes, s: Series, title: str) -> None:
     else:
         ax.text(0.5, 0.5, "no epoch finished yet", ha="center", transform=ax.transAxes)
     ax.set_title(title, loc="left")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("cross-entropy loss")
+    ax.set(xlabel="epoch", ylabel="cross-entropy loss")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
@@ -669,8 +643,7 @@ def _epoch_panels(ax_a: Axes, ax_b: Axes, series: list[Series], styles: list[Loo
         (ax_b, "(b) Test accuracy per epoch", "test accuracy"),
     ):
         ax.set_title(name, loc="left")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(ylabel)
+        ax.set(xlabel="epoch", ylabel=ylabel)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlim(0.75, max(max_epochs, 2) + 0.25)
     ax_b.set_ylim(bottom=0)
@@ -682,14 +655,11 @@ def _final_bars(ax: Axes, series: list[Series]) -> None:
     n = len(series)
     x = np.arange(n)
     finals = [seed_finals(s) for s in series]
-    final = np.array(
-        [
-            f.mean() if len(f) > 1 else s.metrics.final_test_acc
-            for s, f in zip(series, finals, strict=True)
-        ],
-        dtype=np.float64,
-    )
-    spread = np.array([f.std(ddof=1) if len(f) > 1 else 0.0 for f in finals])
+    final = np.array([s.metrics.final_test_acc for s in series], dtype=np.float64)
+    spread = np.zeros(n)
+    for i, f in enumerate(finals):
+        if len(f) > 1:
+            final[i], spread[i] = f.mean(), f.std(ddof=1)
     width = 0.6 if n > 2 else 0.45
     bars = ax.bar(
         x,
@@ -703,18 +673,12 @@ def _final_bars(ax: Axes, series: list[Series]) -> None:
     if seeded:
         _seed_spread(ax, final, spread, finals, width)
     else:
-        ax.bar_label(
-            bars,
-            labels=["–" if math.isnan(v) else f"{v * 100:.1f}%" for v in final],
-            padding=2,
-            fontsize=8,
-        )
-    ax.set_xticks(x, [s.label for s in series])
-    if n > 4 or sum(len(s.label) for s in series) > 60:  # side by side they would overlap
-        for label in ax.get_xticklabels():
-            label.set_rotation(30)
-            label.set_horizontalalignment("right")
-            label.set_rotation_mode("anchor")
+        ax.bar_label(bars, labels=[_percent(v) for v in final], padding=2, fontsize=8)
+    labels = [s.label for s in series]
+    if n > 4 or sum(len(label) for label in labels) > 60:  # side by side they would overlap
+        ax.set_xticks(x, labels, rotation=30, ha="right", rotation_mode="anchor")
+    else:
+        ax.set_xticks(x, labels)
     tops = np.concatenate([final + spread, *finals]) if seeded else final
     top = np.nanmax(tops) if np.isfinite(tops).any() else 1.0
     room = top * (1.25 if seeded else 1.18) if top > 0 else 1.0
@@ -730,6 +694,10 @@ def _final_bars(ax: Axes, series: list[Series]) -> None:
     ax.grid(axis="x", visible=False)
     if n <= 2:
         ax.set_xlim(-0.8, n - 0.2)
+
+
+def _percent(value: float) -> str:
+    return "–" if math.isnan(value) else f"{value * 100:.1f}%"
 
 
 def _seed_spread(
@@ -748,11 +716,9 @@ def _seed_spread(
     sep = "\n" if len(final) > 4 else " "  # narrow bars: the spread under the mean
     for i, (v, d, f) in enumerate(zip(final, spread, finals, strict=True)):
         top_here = np.nanmax([np.nan_to_num(v) + d, *f]) if len(f) else np.nan_to_num(v)
-        shown = (
-            "–"
-            if math.isnan(v)
-            else f"{v * 100:.1f}%" + (f"{sep}± {d * 100:.1f}" if len(f) > 1 else "")
-        )
+        shown = _percent(v)
+        if len(f) > 1 and not math.isnan(v):
+            shown += f"{sep}± {d * 100:.1f}"
         ax.annotate(
             shown,
             (i, top_here),
@@ -792,8 +758,7 @@ def _final_scatter(
     ax.margins(x=0.25, y=0.15)
     ax.autoscale_view()
     ax.set_title("(d) Final training loss vs final test accuracy", loc="left")
-    ax.set_xlabel("final training loss")
-    ax.set_ylabel("final test accuracy")
+    ax.set(xlabel="final training loss", ylabel="final test accuracy")
     return points
 
 
@@ -816,21 +781,18 @@ def _band(ax: Axes, s: Series, field: str, line: dict[str, Any], label: str | No
     ax.plot(epochs, mean, label=label, **line)
 
 
+Cells = dict[tuple[Any, Any], tuple[float, float, int]]  # (row, column) -> (mean, std, n)
+
+
 def heatmap(
-    cells: dict[tuple[Any, Any], tuple[float, float, int]],
-    rows: tuple[str, list[Any]],
-    cols: tuple[str, list[Any]],
-    title: str,
-    data: str,
+    cells: Cells, rows: tuple[str, list[Any]], cols: tuple[str, list[Any]], title: str, data: str
 ) -> Figure:
     """Mean final test accuracy over a sweep of two settings: `rows` and `cols` are (setting,
     values in sweep order); `cells[(row value, col value)]` is (mean, std, n). Each cell
     says its mean, and ± std with several seeds; a cell with no finished run says so."""
     (ykey, yvals), (xkey, xvals) = rows, cols
-    grid = np.full((len(yvals), len(xvals)), np.nan)
-    for i, y in enumerate(yvals):
-        for j, x in enumerate(xvals):
-            grid[i, j] = cells.get((y, x), (math.nan, math.nan, 0))[0]
+    empty = (math.nan, math.nan, 0)
+    grid = np.array([[cells.get((y, x), empty)[0] for x in xvals] for y in yvals], dtype=np.float64)
     fig = Figure(
         figsize=(max(4.8, 1.25 * len(xvals) + 2.6), max(3.6, 0.8 * len(yvals) + 2.2)),
         layout="constrained",
@@ -843,33 +805,29 @@ def heatmap(
     ax.grid(False)
     bar = fig.colorbar(image, ax=ax, shrink=0.85, format=PercentFormatter(1.0, decimals=1))
     bar.set_label("mean final test accuracy")
-    for i, y in enumerate(yvals):
-        for j, x in enumerate(xvals):
-            mean, std, n = cells.get((y, x), (math.nan, math.nan, 0))
-            if n == 0 or math.isnan(mean):
-                shown, dark = "no finished\nrun", False
-            else:
-                shown = f"{mean * 100:.1f}%"
-                shown += f"\n± {std * 100:.1f} (n={n})" if n > 1 else "\n(n=1)"
-                dark = (mean - lo) / (hi - lo) > 0.6 if hi > lo else True
-            ax.text(
-                j,
-                i,
-                shown,
-                ha="center",
-                va="center",
-                fontsize=8,
-                color="#222222" if dark else "white",
-            )
-    ax.set_xticks(range(len(xvals)), [_tick(v) for v in xvals])
-    ax.set_yticks(range(len(yvals)), [_tick(v) for v in yvals])
-    ax.set_xlabel(xkey)
-    ax.set_ylabel(ykey)
+    for (i, y), (j, x) in itertools.product(enumerate(yvals), enumerate(xvals)):
+        mean, std, n = cells.get((y, x), empty)
+        if n == 0 or math.isnan(mean):
+            _cell(ax, i, j, "no finished\nrun", 8, light=False)
+            continue
+        shown = f"{mean * 100:.1f}%"
+        shown += f"\n± {std * 100:.1f} (n={n})" if n > 1 else "\n(n=1)"
+        _cell(ax, i, j, shown, 8, light=(mean - lo) / (hi - lo) > 0.6 if hi > lo else True)
+    ax.set_xticks(range(len(xvals)), [tick_label(v) for v in xvals])
+    ax.set_yticks(range(len(yvals)), [tick_label(v) for v in yvals])
+    ax.set(xlabel=xkey, ylabel=ykey)
     return fig
 
 
-def _tick(value: Any) -> str:
+def tick_label(value: Any) -> str:
+    """A setting's value as an axis tick: floats short, anything else as figures draw text."""
     return f"{value:g}" if isinstance(value, float) else plain_unless_math(str(value))
+
+
+def _cell(ax: Axes, row: int, col: int, shown: str, size: float, light: bool) -> None:
+    """Text centred on a cell of an image: dark on a light colour, white on a dark one."""
+    color = "#222222" if light else "white"
+    ax.text(col, row, shown, ha="center", va="center", fontsize=size, color=color)
 
 
 def _clash(a: Bbox, b: Bbox, pad: float) -> bool:
@@ -893,8 +851,7 @@ def _free_spot(
         bottom = cy - h / 2 + k * 0.55 * h
         for right in (True, False):
             box = Bbox.from_bounds(cx + gap if right else cx - gap - w, bottom, w, h)
-            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1
-            inside = inside and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            inside = frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1)
             if inside and not any(_clash(box, o, pad) for o in taken):
                 return box, right, k
     return None
@@ -971,21 +928,11 @@ def confusion(s: Series, names: tuple[str, ...]) -> Figure:
     bar = fig.colorbar(image, ax=ax, shrink=0.8, format=PercentFormatter(1.0))
     bar.set_label("share of the true class")
     size = 8 if k <= 10 else 6
-    for i in range(k):
-        for j in range(k):
-            ax.text(
-                j,
-                i,
-                f"{counts[i, j]:,}",
-                ha="center",
-                va="center",
-                fontsize=size,
-                color="white" if share[i, j] > 0.55 else "#222222",
-            )
+    for (i, j), count in np.ndenumerate(counts):
+        _cell(ax, i, j, f"{count:,}", size, light=share[i, j] <= 0.55)
     ax.set_xticks(range(k), names, rotation=45, ha="right", rotation_mode="anchor")
     ax.set_yticks(range(k), names)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
+    ax.set(xlabel="predicted class", ylabel="true class")
     accuracy = np.trace(counts) / counts.sum() if counts.sum() else math.nan
     ax.set_title(f"{counts.sum():,} test images, {accuracy:.2%} correct", loc="left")
     return fig

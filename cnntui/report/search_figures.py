@@ -55,15 +55,10 @@ def trials(report: SearchReport) -> Figure:
     ax = fig.subplots()
     fig.suptitle(f"{report.search.name}: {report.metric_name} per trial\n{report.data}")
     _scatter(ax, [r.number for r in rows], rows)
-    best_so_far, line = math.nan, []
-    for r in rows:
-        if r.finished and math.isfinite(r.metric):
-            better = r.metric > best_so_far if report.search.maximise else r.metric < best_so_far
-            best_so_far = r.metric if math.isnan(best_so_far) or better else best_so_far
-        line.append(best_so_far)
+    done = [r.metric if r.finished and math.isfinite(r.metric) else math.nan for r in rows]
+    line = (np.fmax if report.search.maximise else np.fmin).accumulate(done)  # NaN: none yet
     ax.step([r.number for r in rows], line, where="post", color=BEST, lw=1.4, label="best so far")
-    ax.set_xlabel("trial")
-    ax.set_ylabel(report.metric_name)
+    ax.set(xlabel="trial", ylabel=report.metric_name)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     _percent(report, ax)
     ax.legend(loc="best")
@@ -89,17 +84,13 @@ def settings(report: SearchReport) -> Figure:
     return fig
 
 
-def _tick(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else figures.plain_unless_math(str(value))
-
-
 def _setting_panel(ax: Axes, param: Param, report: SearchReport) -> None:
     rows = report.rows
     values = [r.values.get(param.key) for r in rows]
     if param.kind == "choice":
         place = {repr(c): i for i, c in enumerate(param.choices)}
         xs: list[Any] = [place.get(repr(v), math.nan) for v in values]
-        ax.set_xticks(range(len(param.choices)), [_tick(c) for c in param.choices])
+        ax.set_xticks(range(len(param.choices)), [figures.tick_label(c) for c in param.choices])
         ax.set_xlim(-0.5, len(param.choices) - 0.5)
     else:
         xs = [math.nan if v is None else float(v) for v in values]
@@ -112,8 +103,7 @@ def _setting_panel(ax: Axes, param: Param, report: SearchReport) -> None:
             pad = (high - low) * 0.05
             ax.set_xlim(low - pad, high + pad)
     _scatter(ax, xs, rows)
-    ax.set_xlabel(f"{param.key} ({param.describe()})")
-    ax.set_ylabel(report.metric_name)
+    ax.set(xlabel=f"{param.key} ({param.describe()})", ylabel=report.metric_name)
     _percent(report, ax)
 
 
