@@ -20,7 +20,7 @@ from rich.style import Style
 from rich.text import Text
 
 from ..core import text
-from ..core.config import class_names
+from ..core.config import Experiment, class_names
 from ..runs.records import RunStatus
 from ..runs.store import RunFileError, read_history_arrays
 from .state import RunState
@@ -93,15 +93,7 @@ def _of_state(session: Any, state: RunState) -> ClassView:
     if epoch and not confusion and run_dir:
         confusion = _confusion_on_disk(Path(run_dir) / "history.npz")
     run = f"run {run_id} · {status}" if run_id else f"this session's run · {status}"
-    return _view(
-        name=state.name,
-        run=run,
-        confusion=confusion,
-        epoch=epoch,
-        epochs=epochs,
-        dataset=state.experiment.dataset,
-        base_dir=state.experiment.base_dir,
-    )
+    return _view(state.name, run, confusion, epoch, epochs, state.experiment)
 
 
 _on_disk: dict[str, tuple[tuple[int, int], list[list[int]]]] = {}  # npz -> (stamp, matrix)
@@ -138,33 +130,25 @@ def _of_record(session: Any, record: Any) -> ClassView:
             run,
             message="its history.npz cannot be read" if unread else "it recorded no epoch",
         )
-    return _view(
-        name=record.name,
-        run=run,
-        confusion=history.confusion,
-        epoch=history.epochs_done,
-        epochs=used.epochs if used is not None else history.epochs_done,
-        dataset=used.dataset if used is not None else "",
-        base_dir=used.base_dir if used is not None else "",
-        recorded=record.summary.class_names,
-    )
+    epochs = used.epochs if used is not None else history.epochs_done
+    recorded = record.summary.class_names
+    return _view(record.name, run, history.confusion, history.epochs_done, epochs, used, recorded)
 
 
 def _view(
-    *,
     name: str,
     run: str,
     confusion: list[list[int]],
     epoch: int,
     epochs: int,
-    dataset: str,
-    base_dir: str = "",
+    used: Experiment | None,  # the settings it trained with (its dataset), when known
     recorded: tuple[str, ...] | None = None,
 ) -> ClassView:
     if not epoch:
         return ClassView(name, run, message=_NO_EPOCH)
     if not confusion:
         return ClassView(name, run, message=_NOT_KEPT)
+    dataset, base_dir = (used.dataset, used.base_dir) if used is not None else ("", "")
     names = class_names(dataset, len(confusion), recorded, base_dir)
     return ClassView(name, run, names, [list(r) for r in confusion], epoch, epochs)
 

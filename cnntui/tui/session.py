@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import os
 import threading
 import time
@@ -65,7 +66,7 @@ class Session:
         self.trial_runs = TrialRuns(store)
         self.error = ""  # the file's one-line error while it is broken
         self.runs: dict[int, RunState] = {}
-        self._next_key = 1
+        self._keys = itertools.count(1)  # each RunState's key
         self._histories: dict[tuple[str, float], History] = {}
         self.past: list[RunRecord] = []  # runs in the store when the session began
         self._stored_latest: dict[str, RunRecord] = {}
@@ -263,8 +264,7 @@ class Session:
         if latest is not None and self.busy(exp.name):
             return f"{exp.name} is already {latest.status}"
         for run in exp.runs() if resume_run is None else [exp]:
-            state = RunState(self._next_key, run, resume_run, checkpoint)
-            self._next_key += 1
+            state = RunState(next(self._keys), run, resume_run, checkpoint)
             self.runs[state.key] = state
         return state
 
@@ -342,8 +342,7 @@ class Session:
 
     def follow(self, record: RunRecord, experiment: Experiment, remote: bool = False) -> RunState:
         """A RunState fed from `record`'s files from now on (see `poll_followed`)."""
-        state = RunState(self._next_key, experiment)
-        self._next_key += 1
+        state = RunState(next(self._keys), experiment)
         state.run_dir, state.run_id, state.remote = str(record.path), record.run_id, remote
         state.follow = lifecycle.RunEvents(record.path)
         if record.status == RunStatus.RUNNING:
@@ -413,29 +412,20 @@ class Session:
         only when it is new or changed (a resume reuses its directory). From a thread."""
         known = {s.run_dir for s in list(self.runs.values()) if s.run_dir and not s.ended}
         found = []
-        try:
-            exp_dirs = [d for d in self.store.root.iterdir() if d.is_dir()]
-        except OSError:
-            return []
-        for exp_dir in exp_dirs:
+        for run_dir in self.store.root.glob("*/*/"):  # <experiment>/<run>/
             try:
-                run_dirs = list(exp_dir.iterdir())
+                stamp = (run_dir / "summary.json").stat().st_mtime
             except OSError:
                 continue
-            for run_dir in run_dirs:
-                try:
-                    stamp = (run_dir / "summary.json").stat().st_mtime
-                except OSError:
-                    continue
-                if self._stamps.get(run_dir) == stamp or str(run_dir) in known:
-                    continue
-                self._stamps[run_dir] = stamp
-                record = RunStore.read(run_dir)
-                if record is None or record.status not in HELD:
-                    continue
-                if record.summary.pid == os.getpid():
-                    continue  # one of this process's own threads
-                found.append(record)
+            if self._stamps.get(run_dir) == stamp or str(run_dir) in known:
+                continue
+            self._stamps[run_dir] = stamp
+            record = RunStore.read(run_dir)
+            if record is None or record.status not in HELD:
+                continue
+            if record.summary.pid == os.getpid():
+                continue  # one of this process's own threads
+            found.append(record)
         return found
 
     @staticmethod

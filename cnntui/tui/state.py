@@ -3,7 +3,7 @@
 `RunState` is fed engine events by the run's worker thread and read by the UI thread, under
 a lock; it keeps the run's record as the engine's own `History`, filled by the same events
 (a stored run's is read from its history.npz). `Curve.of` turns a History into what the charts
-draw, and `decimate` cuts a curve to a few points per screen column, keeping its min/max
+draw, and `envelope` cuts a curve to a few points per screen column, keeping its min/max
 envelope, because a plotext redraw grows with the number of points. No textual here.
 """
 
@@ -13,7 +13,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,18 +39,10 @@ from ..runs.store import RunFileError, read_history_arrays
 BAND_SERIES = ("test_loss", "test_acc", "val_loss", "val_acc")
 
 
-def decimate(x: np.ndarray, y: np.ndarray, points: int) -> tuple[np.ndarray, np.ndarray]:
-    """At most about `points` points of (x, y): each bucket keeps its minimum and its maximum,
-    in x order, so spikes survive and the curve's envelope looks the same."""
-    if len(y) <= points or points < 4:
-        return x, y
-    idx = envelope(y, points)
-    return x[idx], y[idx]
-
-
 def envelope(y: np.ndarray, points: int) -> np.ndarray:
-    """The indices `decimate` keeps: each bucket's minimum and maximum, in order, and the last
-    point; every index when `y` has no more than `points` points."""
+    """The indices of at most about `points` points of `y`: each bucket's minimum and maximum,
+    in order, and the last point, so spikes survive and the curve looks the same; every index
+    when `y` has no more than `points` points."""
     n = len(y)
     if n <= points or points < 4:
         return np.arange(n)
@@ -247,26 +239,23 @@ class RunState:
                     self.status, self.reason = RunStatus.CANCELLED, "cancelled by the user"
             self.version += 1
 
+    def _set(self, status: RunStatus, reason: str | None = None) -> None:
+        with self.lock:
+            self.status = status
+            self.reason = self.reason if reason is None else reason
+            self.version += 1
+
     def starting(self) -> None:
         """Mark the run as handed to its worker, before the engine has started."""
-        with self.lock:
-            self.status = RunStatus.STARTING
-            self.version += 1
+        self._set(RunStatus.STARTING)
 
     def interrupted(self) -> None:
         """Its worker process died without a word (the store reads it interrupted)."""
-        with self.lock:
-            self.status, self.reason = (
-                RunStatus.INTERRUPTED,
-                "its worker process ended without a word",
-            )
-            self.version += 1
+        self._set(RunStatus.INTERRUPTED, "its worker process ended without a word")
 
     def fail(self, reason: str) -> None:
         """The worker itself raised (the engine never does): record why."""
-        with self.lock:
-            self.status, self.reason = RunStatus.FAILED, reason
-            self.version += 1
+        self._set(RunStatus.FAILED, reason)
 
     def progress(self) -> float:
         """The share of all its batches trained so far, 0 to 1."""
@@ -303,13 +292,5 @@ class RunState:
             params=self.params or None,
             status=RunStatus(self.status),
             reason=self.reason,
-            final_test_acc=m.final_test_acc,
-            best_test_acc=m.best_test_acc,
-            best_val_acc=m.best_val_acc,
-            epoch1_test_acc=m.epoch1_test_acc,
-            final_train_loss=m.final_train_loss,
-            gap=m.gap,
-            epochs_to_target=m.epochs_to_target,
-            total_seconds=m.total_seconds,
-            seconds_per_epoch=m.seconds_per_epoch,
+            **asdict(m),
         )

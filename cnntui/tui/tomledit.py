@@ -88,10 +88,8 @@ def _set(table: Table, key: str, value: Any) -> None:
     old = table.item(key)
     new = tomlkit.item(value)
     if isinstance(old, Item):  # not a table split across the file: no one line to keep
-        new.trivia.indent = old.trivia.indent
-        new.trivia.comment_ws = old.trivia.comment_ws
-        new.trivia.comment = old.trivia.comment
-        new.trivia.trail = old.trivia.trail
+        for part in ("indent", "comment_ws", "comment", "trail"):
+            setattr(new.trivia, part, getattr(old.trivia, part))
     table[key] = new
 
 

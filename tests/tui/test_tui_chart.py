@@ -248,10 +248,11 @@ def test_batch_axis_ticks_are_whole_numbers():
     ],
 )
 def test_the_key_says_how_the_learning_rate_moved(rates, said):
-    from cnntui.tui.widgets.curves import key_text, lr_span
+    from cnntui.tui.widgets.curves import key_pieces, lr_span
 
     assert lr_span(rates) == said
     c = data_curve("run", falling(10, 0), per_epoch([1.0] * len(rates), [0.5] * len(rates)), 0)
     c = Curve(**{**c.__dict__, "lr": rates})
-    key = key_text([c], {}, []).plain
-    assert key.startswith(f"━━ run {said}".rstrip() + "   per epoch")
+    run, per_epoch_key = key_pieces([c], {}, [])
+    assert run.plain == f"━━ run {said}".rstrip()
+    assert per_epoch_key.plain.startswith("per epoch")

@@ -46,6 +46,9 @@ MIN_SIZE = (12, 4)  # smaller than this, a chart says so instead of drawing
 STACK_ROWS = 20
 # How the per-epoch charts draw each kind of curve, one colour a run.
 MARKERS = {"train": "braille", "test": "dot", "val": "x"}
+# What each per-epoch chart draws: (History attribute, kind of curve).
+LOSS_SERIES = (("epoch_loss", "train"), ("test_loss", "test"), ("val_loss", "val"))
+ACC_SERIES = (("train_acc", "train"), ("test_acc", "test"), ("val_acc", "val"))
 
 
 _RUN = re.compile(r"((?:\x1b\[[0-9;]*m)*)([^\x1b]*)")  # escape codes, then the text they style
@@ -372,15 +375,6 @@ def key_pieces(
     return pieces
 
 
-def key_text(curves: list[Curve], notes: dict[Hashable, str], absent: list[str]) -> Text:
-    """The line under the charts in one piece (`key_pieces` joined; the per-epoch key set a
-    little further apart)."""
-    pieces = key_pieces(curves, notes, absent)
-    if not curves:
-        return Text("  ").join(pieces)
-    return Text("   ").join([Text("  ").join(pieces[:-1]), pieces[-1]])
-
-
 def pack(pieces: list[Text], width: int) -> list[Text]:
     """`pieces` on lines of at most `width` cells, two spaces apart: a piece goes whole onto
     a line where it fits, and one wider than a line breaks between its words, never in one."""
@@ -484,10 +478,9 @@ class CurvesPanel(Vertical):
     ) -> None:
         """Draw `curves`; a chart whose data did not change is not rebuilt. `notes` go after
         a run's name in the key; `absent` names shown experiments that have no run yet."""
-        absent = absent or []
         self._show_batches(curves, log)
         self._show_epochs(curves, log)
-        self.query_one("#curves-key", KeyLine).show(curves, notes or {}, absent)
+        self.query_one("#curves-key", KeyLine).show(curves, notes or {}, absent or [])
 
     def _show_batches(self, curves: list[Curve], log: bool) -> None:
         """Draw the batch-loss chart, or say why it has nothing to draw."""
@@ -524,23 +517,13 @@ class CurvesPanel(Vertical):
         empty = "" if not curves else "no epoch ended yet" if not epochs_done else _unshown(log)
         self.query_one("#chart-epoch", Chart).draw(
             (f"epoch loss{log_}", f"loss{log_}"),
-            epoch_draw(
-                curves,
-                (("epoch_loss", "train"), ("test_loss", "test"), ("val_loss", "val")),
-                1.0,
-                log,
-            ),
+            epoch_draw(curves, LOSS_SERIES, 1.0, log),
             (epochs, log),
             empty,
         )
         self.query_one("#chart-acc", Chart).draw(
             ("accuracy %", "acc %"),
-            epoch_draw(
-                curves,
-                (("train_acc", "train"), ("test_acc", "test"), ("val_acc", "val")),
-                100.0,
-                False,
-            ),
+            epoch_draw(curves, ACC_SERIES, 100.0, False),
             epochs,
             "" if not curves else "no epoch ended yet" if not epochs_done else "no finite value",
         )

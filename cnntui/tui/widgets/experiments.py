@@ -284,15 +284,13 @@ class ExperimentsTable(DataTable[str | Text]):
         cells = self._search_cells(search, rows)
         self._cells.update(cells)
         self._trials[search.name] = [r.name for r in rows]
+        extra = [search.group] if group else []
         mark = "●" if search.name in self._marks else " "
-        own: list[str | Text] = [mark, Text(search.name, style=SEARCH_STYLE)]
-        own.append(search.title or "search")
-        row = cells[search.name]
-        self.add_row(*own, *([search.group] if group else []), *row.values(), key=search.name)
+        name, title = Text(search.name, style=SEARCH_STYLE), search.title or "search"
+        self.add_row(mark, name, title, *extra, *cells[search.name].values(), key=search.name)
         for trial in rows:
             mark = "●" if trial.name in self._marks else " "
             c = cells[trial.name]
-            extra = [search.group] if group else []
             self.add_row(mark, c["name"], "", *extra, c["status"], c["settings"], key=trial.name)
 
     def _update_searches(self, session: Session, now: float) -> None:

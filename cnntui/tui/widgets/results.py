@@ -42,13 +42,14 @@ class Column:
     show: Callable[[Any], str]
     best: str | None = None  # "max", "min", or None when no value is better than another
 
+    def score(self, v: object) -> float | None:
+        """The number the column's best is chosen by (a gap's size either way); None: none."""
+        f = _finite(v)
+        return abs(f) if f is not None and self.key == "gap" else f
+
 
 def _params(v: int) -> str:
     return text.count(v) if v else "-"
-
-
-def _int(v: int) -> str:
-    return str(v)
 
 
 def _over_seeds(v: Seeds) -> str:
@@ -70,14 +71,14 @@ COLUMNS = (
     Column("model", "model", text.safe),
     Column("params", "params", _params),
     Column("final_test_acc", "final acc", text.pct, "max"),
-    Column("seed", "seed", _int),
+    Column("seed", "seed", str),
     # Mean ± std of the experiment's final test accuracy over its seeds (stats.seed_runs).
     Column(SEEDS_KEY, "acc over seeds", _over_seeds),
     Column("best_test_acc", "best acc", text.pct, "max"),
     Column("epoch1_test_acc", "ep1 acc", text.pct, "max"),
     Column("final_train_loss", "train loss", text.num, "min"),
     Column("gap", "gap", text.pct, "min"),
-    Column("epochs_to_target", "ep→target", _int, "min"),
+    Column("epochs_to_target", "ep→target", str, "min"),
     Column("total_seconds", "time", text.seconds, "min"),
     Column("seconds_per_epoch", "s/epoch", text.seconds, "min"),
     Column("status", "status", text.safe),
@@ -283,11 +284,8 @@ class ResultsTable(DataTable[Text]):
             if was == now:
                 continue
             for key in self.rows_by_key:
-                f = _finite(self.value(key, col.key))
-                if f is None:
-                    continue
-                f = abs(f) if col.key == "gap" else f
-                if f in (was, now):
+                f = col.score(self.value(key, col.key))
+                if f is not None and f in (was, now):
                     self.update_cell(key, col.key, self._cell(col, key, best), update_width=True)
         self._best = best
 
@@ -305,10 +303,8 @@ class ResultsTable(DataTable[Text]):
         for col in COLUMNS:
             if col.best is None:
                 continue
-            found = [_finite(self.value(k, col.key)) for k in self.rows_by_key]
+            found = [col.score(self.value(k, col.key)) for k in self.rows_by_key]
             values = [v for v in found if v is not None]
-            if col.key == "gap":
-                values = [abs(v) for v in values]
             if values:
                 out[col.key] = max(values) if col.best == "max" else min(values)
         return out
@@ -329,8 +325,8 @@ class ResultsTable(DataTable[Text]):
         cell = Text(col.show(v) if v is not None else "-")
         if col.show is not text.safe:
             cell.justify = "right"
-        f = _finite(v)
-        if f is not None and (abs(f) if col.key == "gap" else f) == best.get(col.key):
+        f = col.score(v)
+        if f is not None and f == best.get(col.key):
             cell.stylize(BEST_STYLE)
         if col.key == "status" and v in (RunStatus.FAILED, RunStatus.DIVERGED):
             cell.stylize("red")

@@ -1,10 +1,12 @@
 """What every part of the main screen shares: its state, its two tables, how a key begins.
 
 Each part (header, views, runs, run_events, editing, exporting) is a mixin over `ScreenPart`;
-`MainScreen` (screen.py) puts them together over Textual's `Screen`. Textual looks up
-`action_*` methods and `on_<message>` handlers through the class's MRO, so each key's action
-and each message's handler sits with its concern. The state lives on the one screen object;
-each part sets its own in an `_init_<part>` method that `MainScreen.__init__` calls.
+`MainScreen` (screen.py) puts them together over Textual's `Screen`. Mixins rather than
+helper objects: Textual looks up `action_*` methods and `on_<message>` handlers through the
+class's MRO, so each key's action and each message's handler sits with its concern without a
+forwarding method, and the state lives on the one screen that the app and the tests hold
+(`app.main.session`, `.table`, `.busy()`...); each part sets its own in an `_init_<part>`
+method that `MainScreen.__init__` calls.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from collections.abc import Callable
 
 from textual.worker import Worker, WorkerState
@@ -46,11 +47,8 @@ class HeaderPart(ScreenPart):
 
     def gpu_parts(self) -> list[str]:
         """`0 H200 12.3/141G 45% 2 ours` for every GPU (short: the header is one line)."""
-        ours: dict[int, int] = {}
-        for state in self.session.active():
-            if state.gpu is not None:
-                ours[state.gpu] = ours.get(state.gpu, 0) + 1
-        return [gpu_part(gpu, ours.get(gpu.index, 0)) for gpu in self._gpus]
+        ours = Counter(s.gpu for s in self.session.active() if s.gpu is not None)
+        return [gpu_part(gpu, ours[gpu.index]) for gpu in self._gpus]
 
     def _cuda_memory(self) -> str:
         """GPU memory in use on the device (all processes), re-read every MEMORY_SECONDS."""

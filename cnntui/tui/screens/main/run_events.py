@@ -12,6 +12,7 @@ failed run and never closes the app.
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 from ....core import text
 from ....runs.records import RunStatus
@@ -124,8 +125,6 @@ class RunEventsPart(ScreenPart):
                 took = text.seconds(summary.total_seconds)
                 self.notify(f"{name} finished: test accuracy {acc} in {took}")
             return
-        counts: dict[str, int] = {}
-        for _, status, _ in ended:
-            counts[status] = counts.get(status, 0) + 1
+        counts = Counter(status for _, status, _ in ended)
         told = ", ".join(f"{n} {status}" for status, n in counts.items())
         self.notify(f"all {len(ended)} runs ended: {told} (v shows the results)")

@@ -1,13 +1,9 @@
 """The main screen: its keys, its layout, what starts when it mounts, and which part does what.
 
-`MainScreen` is one Textual screen put together from one mixin per concern, each in its own
-module: header.py (device, GPUs, counts), views.py (curves or results, redrawn by a timer),
-runs.py (the keys that start and stop runs, the training thread, quitting), run_events.py
-(what the screen hears from runs), editing.py (the experiments file and its form) and
-exporting.py. Mixins rather than helper objects: Textual finds `action_*` methods and
-`on_<message>` handlers through the MRO, so each key's action sits with its concern without
-a forwarding method here, and the state stays on the one screen that the app and the tests
-hold (`app.main.session`, `.table`, `.busy()`...).
+`MainScreen` is put together from one mixin per concern (base.py says why mixins): header.py
+(device, GPUs, counts), views.py (curves or results, redrawn by a timer), runs.py (the keys
+that start and stop runs, the training thread, quitting), run_events.py (what the screen
+hears from runs), editing.py (the experiments file and its form) and exporting.py.
 """
 
 from __future__ import annotations

@@ -136,15 +136,14 @@ class ViewsPart(ScreenPart):
         if said is not None:
             return said
         exp = self.session.experiment(name) if name else None
-        line = ""
-        if exp is not None:
-            run = self.session.shown_run(exp.name)
-            status = status_text(run).plain
-            reason = run.reason if isinstance(run, RunState) else run.summary.reason if run else ""
-            if status.startswith(("failed", "diverged")) and reason:
-                status = f"{run.status if run else ''}: {reason}"
-            line = detail_text(exp.name, self.session.apart_from_defaults(exp), status)
-        return line
+        if exp is None:
+            return ""
+        run = self.session.shown_run(exp.name)
+        status = status_text(run).plain
+        reason = run.reason if isinstance(run, RunState) else run.summary.reason if run else ""
+        if status.startswith(("failed", "diverged")) and reason:
+            status = f"{run.status if run else ''}: {reason}"
+        return detail_text(exp.name, self.session.apart_from_defaults(exp), status)
 
     def shown(self) -> list[str]:
         """Experiments whose curves are drawn: the marked ones, else the highlighted one."""
@@ -230,10 +229,7 @@ class ViewsPart(ScreenPart):
         name = self._highlighted()
         if name is None:
             return
-        if name in self.marks:
-            self.marks.discard(name)
-        else:
-            self.marks.add(name)
+        self.marks ^= {name}  # in, or out again
         self.table.set_mark(name, name in self.marks)
         self.redraw_curves()
 
