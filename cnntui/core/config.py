@@ -22,15 +22,9 @@ from typing import Any, TypeVar
 
 from . import folder, search_space, user_model
 from .settings import ADDED_LATER, check_new, declared, suggest
-from .settings import ALIASES as ALIASES
-from .settings import DATASETS as DATASETS
 from .settings import EXPERIMENT_KEYS as EXPERIMENT_KEYS
-from .settings import GENERATED_KEYS as GENERATED_KEYS
 from .settings import IDENTITY_KEYS as IDENTITY_KEYS
 from .settings import LIST_SETTINGS as LIST_SETTINGS
-from .settings import MODELS as MODELS
-from .settings import OPTIMIZERS as OPTIMIZERS
-from .settings import RESUME_KEYS as RESUME_KEYS
 from .settings import SETTING_KEYS as SETTING_KEYS
 from .settings import SPEED_KEYS as SPEED_KEYS
 from .settings import ConfigError as ConfigError
@@ -295,19 +289,13 @@ class _Locator:
             if m:
                 self.sections.append((m.group(1).strip(), i))
 
-    def _section_span(self, name: str, index: int) -> tuple[int, int] | None:
-        hits = [(i, pos) for i, (n, pos) in enumerate(self.sections) if n == name]
+    def find(self, section: str, index: int, key: str | None) -> tuple[int, int] | None:
+        hits = [k for k, (n, _) in enumerate(self.sections) if n == section]
         if index >= len(hits):
             return None
-        k, start = hits[index]
+        k = hits[index]
+        start = self.sections[k][1]
         end = self.sections[k + 1][1] if k + 1 < len(self.sections) else len(self.lines)
-        return start, end
-
-    def find(self, section: str, index: int, key: str | None) -> tuple[int, int] | None:
-        span = self._section_span(section, index)
-        if span is None:
-            return None
-        start, end = span
         if key is None:
             return start + 1, 1
         pattern = re.compile(rf"^(\s*)(\"?{re.escape(key)}\"?)\s*=")
@@ -318,7 +306,6 @@ class _Locator:
         return start + 1, 1
 
 
-# Names people reach for from other tools, mapped to ours, for "did you mean".
 def parse_override(item: str, label: str | None = None) -> tuple[str, Any]:
     """Parse one `--set KEY=VALUE`; VALUE is read as TOML, or as a bare string. Errors start
     with `label` (an option such as `--device 'cuda:abc'`), else with `--set 'KEY=VALUE'`."""
@@ -555,10 +542,6 @@ def _settings_from(
             if key in IDENTITY_KEYS:
                 extra = f" ({key!r} belongs in an [[experiment]], not in [defaults])"
             raise ConfigError(f"{prefix}: unknown key {key!r}{suggest(key, allowed)}{extra}")
-        if key == "title" and not isinstance(value, str):
-            raise ConfigError(f"{prefix}: 'title' must be a string, got {value!r}")
-        if key == "name" and not isinstance(value, str):
-            raise ConfigError(f"{prefix}: 'name' must be a string, got {value!r}")
         try:
             out[key] = check_new(key, value)
         except ConfigError as e:
