@@ -139,21 +139,16 @@ def check_memory(exp: Settings, base_dir: str = "") -> None:
             return  # said where the folder is checked
         images = len(layout.train) + len(layout.test)
         fix = "lower image_size (or use fewer images)"
+    elif exp.dataset == "synthetic":
+        shape = SHAPES[exp.dataset][0]
+        images = sum(images_used(exp.dataset, exp.train_size, exp.test_size))
+        fix = "lower train_size / test_size"
     elif exp.dataset in SHAPES:
         shape = SHAPES[exp.dataset][0]
-        synthetic = exp.dataset == "synthetic"
-        images = sum(
-            images_used(exp.dataset, exp.train_size, exp.test_size)
-            if synthetic
-            else FULL_SIZES[exp.dataset]
-        )
+        images = sum(FULL_SIZES[exp.dataset])
         fix = (
-            "lower train_size / test_size"
-            if synthetic
-            else (
-                "its files are decoded whole, train_size and test_size take their share after: "
-                "free memory or use a smaller dataset"
-            )
+            "its files are decoded whole, train_size and test_size take their share after: "
+            "free memory or use a smaller dataset"
         )
     else:
         return
@@ -406,32 +401,28 @@ Source = Callable[[str], tuple[int, int] | None]
 def _check_agree(e: Experiment, source: Source, prefix: Callable[[str], str]) -> None:
     """ConfigError when two of `e`'s settings cannot run together, blaming the key set most
     specifically (the later line where both are in one table); `prefix(key)` starts it."""
-    for dependent, bases in _agreement_keys(e):
-        if not _broken(e, dependent):
-            continue
-        keys = (dependent, *bases)
-        blamed = max(keys, key=lambda k: source(k) or (-1, 0))
-        raise ConfigError(prefix(blamed) + _disagreement(e, dependent, blamed, source))
+    for dependent, bases, broken in _agreement_rules(e):
+        if broken:
+            blamed = max((dependent, *bases), key=lambda k: source(k) or (-1, 0))
+            raise ConfigError(prefix(blamed) + _disagreement(e, dependent, blamed, source))
 
 
-def _agreement_keys(e: Settings) -> list[tuple[str, tuple[str, ...]]]:
-    """Each rule as (the setting it limits, the settings that set its limit)."""
+def _agreement_rules(e: Settings) -> list[tuple[str, tuple[str, ...], bool]]:
+    """Each rule as (the setting it limits, the settings that set its limit, whether `e`
+    breaks it)."""
     full = FULL_SIZES.get(e.dataset, (0, 0))[0]
     uses_whole = e.train_size is None or e.train_size > full
+    train = images_used(e.dataset, e.train_size, None, getattr(e, "base_dir", ""))[0]
     return [
-        ("val_size", ("train_size", *(["dataset"] if uses_whole else []))),
-        ("warmup_epochs", ("epochs",)),
-        ("early_stop_patience", ("val_size",)),
+        (
+            "val_size",
+            ("train_size", *(["dataset"] if uses_whole else [])),
+            e.val_size > 0 and train > 0 and e.val_size >= train,
+        ),
+        ("warmup_epochs", ("epochs",), e.warmup_epochs > e.epochs),
+        # Early stopping without a validation split would watch the test set choose the model.
+        ("early_stop_patience", ("val_size",), e.early_stop_patience > 0 and e.val_size == 0),
     ]
-
-
-def _broken(e: Settings, dependent: str) -> bool:
-    if dependent == "val_size":
-        train = images_used(e.dataset, e.train_size, None, getattr(e, "base_dir", ""))[0]
-        return e.val_size > 0 and train > 0 and e.val_size >= train
-    if dependent == "early_stop_patience":  # it would watch the test set choose the model
-        return e.early_stop_patience > 0 and e.val_size == 0
-    return e.warmup_epochs > e.epochs
 
 
 def _disagreement(e: Experiment, dependent: str, blamed: str, source: Source) -> str:
@@ -877,14 +868,11 @@ def _load_toml(text: str, where: str) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        msg = str(e)
+        msg, at = str(e), where
         m = re.search(r"\(at line (\d+), column (\d+)\)", msg)
         if m:
-            msg = msg[: m.start()].strip()
-            raise ConfigError(
-                f"{where}:{m.group(1)}:{m.group(2)}: TOML syntax error: {msg}"
-            ) from None
-        raise ConfigError(f"{where}: TOML syntax error: {msg}") from None
+            msg, at = msg[: m.start()].strip(), f"{where}:{m.group(1)}:{m.group(2)}"
+        raise ConfigError(f"{at}: TOML syntax error: {msg}") from None
 
 
 def _check_top_level(doc: dict[str, Any], where: str, loc: _Locator) -> None:

@@ -299,13 +299,8 @@ def threads_max() -> int:
 
 def _threads_here(value: int) -> None:
     cores = os.cpu_count() or 1
-    _need(
-        "threads",
-        value,
-        value <= threads_max(),
-        f"must be in [0, {threads_max()}] ({THREADS_PER_CORE} per core, {cores} cores here;"
-        " 0 chooses from the batch size)",
-    )
+    why = f"{THREADS_PER_CORE} per core, {cores} cores here; 0 chooses from the batch size"
+    _need("threads", value, value <= threads_max(), f"must be in [0, {threads_max()}] ({why})")
 
 
 def _gpu_share(v: Any) -> bool:
