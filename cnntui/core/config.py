@@ -272,11 +272,13 @@ class ExperimentFile:
 
 
 class _Locator:
-    """Finds the line:column of a key inside `[defaults]` or the i-th `[[experiment]]`."""
+    """Finds the line:column of a key inside `[defaults]` or the i-th `[[experiment]]` of the
+    file `where`."""
 
     _header = re.compile(r"^\s*\[\[?\s*([A-Za-z0-9_.\"' -]+?)\s*\]\]?")
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, where: str) -> None:
+        self.where = where
         self.lines = text.splitlines()
         self.sections: list[tuple[str, int]] = []  # (header name, line index)
         for i, line in enumerate(self.lines):
@@ -299,6 +301,11 @@ class _Locator:
             if m:
                 return i + 1, len(m.group(1)) + 1
         return start + 1, 1
+
+    def at(self, sect: tuple[str, int], key: str | None) -> str:
+        """`file:line:col` of `key` in the table at `sect` (of the table where it has none)."""
+        pos = self.find(*sect, key) or (1, 1)
+        return f"{self.where}:{pos[0]}:{pos[1]}"
 
 
 def parse_override(item: str, label: str | None = None) -> tuple[str, Any]:
@@ -475,9 +482,9 @@ def _no_validation(e: Experiment, blamed: str, said: str, at: Callable[[str], st
     )
 
 
-def _file_prefix(where: str, loc: _Locator, sect: tuple[str, int]) -> Callable[[str], str]:
+def _file_prefix(loc: _Locator, sect: tuple[str, int]) -> Callable[[str], str]:
     """How an error about a key of the table at `sect` begins: `exp.toml:5:1: `."""
-    return lambda key: _at(where, loc, sect, key) + ": "
+    return lambda key: loc.at(sect, key) + ": "
 
 
 def _file_source(
@@ -518,16 +525,12 @@ def expand_runs(experiments: list[Experiment]) -> list[Experiment]:
 
 
 def _settings_from(
-    table: dict[str, Any],
-    allowed: tuple[str, ...],
-    where: str,
-    loc: _Locator,
-    sect: tuple[str, int],
+    table: dict[str, Any], allowed: tuple[str, ...], loc: _Locator, sect: tuple[str, int]
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in table.items():
         pos = loc.find(*sect, key)
-        prefix = f"{where}:{pos[0]}:{pos[1]}" if pos else where
+        prefix = f"{loc.where}:{pos[0]}:{pos[1]}" if pos else loc.where
         if key not in allowed:
             extra = ""
             if key in IDENTITY_KEYS:
@@ -540,15 +543,10 @@ def _settings_from(
     if "seed" in out and "seeds" in out:
         seed, seeds = loc.find(*sect, "seed") or (1, 1), loc.find(*sect, "seeds") or (1, 1)
         raise ConfigError(
-            f"{where}:{seeds[0]}:{seeds[1]}: 'seeds' and 'seed' (line {seed[0]}) are both set "
+            f"{loc.where}:{seeds[0]}:{seeds[1]}: 'seeds' and 'seed' (line {seed[0]}) are both set "
             "here; keep one (seeds = [0, 1, 2] trains one run per seed)"
         )
     return _seed_rule(out, "")
-
-
-def _at(where: str, loc: _Locator, sect: tuple[str, int], key: str | None) -> str:
-    pos = loc.find(*sect, key) or (1, 1)
-    return f"{where}:{pos[0]}:{pos[1]}"
 
 
 def _name_part(value: Any) -> str:
@@ -565,7 +563,6 @@ def _name_part(value: Any) -> str:
 def _expand_sweep(
     table: dict[str, Any],
     defaults: Settings,
-    where: str,
     loc: _Locator,
     sect: tuple[str, int],
     runs_before: int = 0,
@@ -579,25 +576,23 @@ def _expand_sweep(
     fixed = {k: v for k, v in table.items() if k not in lists}
     if "reference" in fixed:
         raise ConfigError(
-            f"{_at(where, loc, sect, 'reference')}: 'reference' marks one experiment; a "
+            f"{loc.at(sect, 'reference')}: 'reference' marks one experiment; a "
             "[[sweep]] makes several (mark an [[experiment]] instead)"
         )
-    values = _settings_from(fixed, EXPERIMENT_KEYS, where, loc, sect)
+    values = _settings_from(fixed, EXPERIMENT_KEYS, loc, sect)
     if "name" not in values:
-        raise ConfigError(f"{_at(where, loc, sect, None)}: [[sweep]] has no 'name'")
+        raise ConfigError(f"{loc.at(sect, None)}: [[sweep]] has no 'name'")
     base = values.pop("name")
     if not lists:
         raise ConfigError(
-            f"{_at(where, loc, sect, None)}: [[sweep]] {base!r} has no list of values to "
+            f"{loc.at(sect, None)}: [[sweep]] {base!r} has no list of values to "
             "sweep (e.g. lr = [0.1, 0.01])"
         )
-    _count_sweep(base, lists, values, defaults, _at(where, loc, sect, None), runs_before)
-    grid = {key: _swept(key, items, _at(where, loc, sect, key)) for key, items in lists.items()}
+    _count_sweep(base, lists, values, defaults, loc.at(sect, None), runs_before)
+    grid = {key: _swept(key, items, loc.at(sect, key)) for key, items in lists.items()}
     if "seed" in grid and "seeds" in values:
-        raise ConfigError(
-            f"{_at(where, loc, sect, 'seeds')}: 'seeds' and a swept 'seed' both set; keep one"
-        )
-    name_at = _at(where, loc, sect, "name")
+        raise ConfigError(f"{loc.at(sect, 'seeds')}: 'seeds' and a swept 'seed' both set; keep one")
+    name_at = loc.at(sect, "name")
     return [
         _sweep_point(base, values, grid, combo, defaults, name_at)
         for combo in itertools.product(*grid.values())
@@ -685,10 +680,10 @@ def parse(text: str, path: Path | str = "experiments.toml") -> ExperimentFile:
     where = str(path)
     text = text.removeprefix("\ufeff")  # a byte-order mark, as some Windows editors write
     doc = _load_toml(text, where)
-    loc = _Locator(text)
-    _check_top_level(doc, where, loc)
+    loc = _Locator(text, where)
+    _check_top_level(doc, loc)
     defaults = Settings(
-        **_settings_from(doc.get("defaults", {}), SETTING_KEYS, where, loc, ("defaults", 0))
+        **_settings_from(doc.get("defaults", {}), SETTING_KEYS, loc, ("defaults", 0))
     )
     tables = {n: doc.get(n, []) for n in ("experiment", "sweep", "search")}
     searches = []
@@ -696,38 +691,36 @@ def parse(text: str, path: Path | str = "experiments.toml") -> ExperimentFile:
     origins: list[tuple[str, int]] = []  # where each experiment comes from: (section, index)
     seen: dict[str, int] = {}  # casefolded name -> index: macOS and Windows ignore case
     runs = 0  # that the experiments so far make, seeds included
-    models = _Sources(where, loc, doc.get("defaults", {}), Path(path))
+    models = _Sources(loc, doc.get("defaults", {}), Path(path))
     for sect in _section_order(tables, loc):
         kind, i = sect
         table = tables[kind][i]
         if kind == "sweep":
-            made = _expand_sweep(table, defaults, where, loc, sect, runs)
+            made = _expand_sweep(table, defaults, loc, sect, runs)
         elif kind == "search":  # trains the trials its scheduler asks for: none up front
-            searches.append(_search(table, defaults, where, loc, sect))
+            searches.append(_search(table, defaults, loc, sect))
             made = []
         else:
-            made = [_experiment(table, defaults, where, loc, sect)]
+            made = [_experiment(table, defaults, loc, sect)]
         runs += sum(max(1, len(e.seeds)) for e in made)
         if runs > FILE_MAX_RUNS:
             raise ConfigError(
-                f"{_at(where, loc, sect, None)}: {_origin(sect)} brings the file to {runs:,} "
+                f"{loc.at(sect, None)}: {_origin(sect)} brings the file to {runs:,} "
                 f"runs; at most {FILE_MAX_RUNS:,} runs a file"
             )
         source = _file_source(table, doc.get("defaults", {}), loc, sect)
         for exp in made:
             exp = models.checked(exp, table, sect)
-            _check_agree(exp, source, _file_prefix(where, loc, sect))
+            _check_agree(exp, source, _file_prefix(loc, sect))
             first = seen.get(exp.name.casefold())
             if first is not None:
-                raise _duplicate(
-                    exp.name, experiments[first].name, origins[first], where, loc, sect
-                )
+                raise _duplicate(exp.name, experiments[first].name, origins[first], loc, sect)
             seen[exp.name.casefold()] = len(experiments)
             experiments.append(exp)
             origins.append(sect)
-    _check_export_folders(experiments, origins, where, loc)
-    _check_references(experiments, origins, where, loc)
-    _check_search_names(searches, experiments, where, loc)
+    _check_export_folders(experiments, origins, loc)
+    _check_references(experiments, origins, loc)
+    _check_search_names(searches, experiments, loc)
     return ExperimentFile(Path(path), defaults, experiments, searches, models.at)
 
 
@@ -736,8 +729,8 @@ class _Sources:
     user model's source and an image folder checked (once each) and where the model's keys
     are, for later checks."""
 
-    def __init__(self, where: str, loc: _Locator, defaults: dict[str, Any], path: Path) -> None:
-        self.where, self.loc, self.defaults = where, loc, defaults
+    def __init__(self, loc: _Locator, defaults: dict[str, Any], path: Path) -> None:
+        self.loc, self.defaults = loc, defaults
         self.base_dir = str(path.parent.resolve())
         self.at: dict[str, dict[str, str]] = {}
         self.seen: set[tuple[str, Any]] = set()
@@ -779,8 +772,8 @@ class _Sources:
 
     def _key_at(self, key: str, table: dict[str, Any], sect: tuple[str, int]) -> str:
         if key in table or key not in self.defaults:
-            return _at(self.where, self.loc, sect, key)
-        return _at(self.where, self.loc, ("defaults", 0), key)
+            return self.loc.at(sect, key)
+        return self.loc.at(("defaults", 0), key)
 
 
 def check_folder(exp: Experiment) -> None:
@@ -843,22 +836,22 @@ def check_models(
 
 
 def _experiment(
-    table: dict[str, Any], defaults: Settings, where: str, loc: _Locator, sect: tuple[str, int]
+    table: dict[str, Any], defaults: Settings, loc: _Locator, sect: tuple[str, int]
 ) -> Experiment:
     """One `[[experiment]]` table as an Experiment, unset settings from [defaults]."""
-    values = _settings_from(table, EXPERIMENT_KEYS, where, loc, sect)
+    values = _settings_from(table, EXPERIMENT_KEYS, loc, sect)
     if "name" not in values:
-        raise ConfigError(f"{_at(where, loc, sect, None)}: experiment #{sect[1] + 1} has no 'name'")
+        raise ConfigError(f"{loc.at(sect, None)}: experiment #{sect[1] + 1} has no 'name'")
     return Experiment(**{**dataclasses.asdict(defaults), **values})
 
 
 def _duplicate(
-    name: str, other: str, origin: tuple[str, int], where: str, loc: _Locator, sect: tuple[str, int]
+    name: str, other: str, origin: tuple[str, int], loc: _Locator, sect: tuple[str, int]
 ) -> ConfigError:
     """The error for experiment `name` at `sect` whose name `other` (at `origin`) took first."""
     case = f" as {other!r}: names differing in case share a folder" if other != name else ""
     return ConfigError(
-        f"{_at(where, loc, sect, 'name')}: duplicate experiment name {name!r}"
+        f"{loc.at(sect, 'name')}: duplicate experiment name {name!r}"
         f" (first used by {_origin(origin)}{case})"
     )
 
@@ -875,22 +868,22 @@ def _load_toml(text: str, where: str) -> dict[str, Any]:
         raise ConfigError(f"{at}: TOML syntax error: {msg}") from None
 
 
-def _check_top_level(doc: dict[str, Any], where: str, loc: _Locator) -> None:
+def _check_top_level(doc: dict[str, Any], loc: _Locator) -> None:
     """Only [defaults], [[experiment]] and [[sweep]] at the top, each of its kind of table."""
     for key, value in doc.items():
         if key not in ("defaults", "experiment", "sweep", "search"):
             pos = loc.find(key, 0, None) or (1, 1)
             raise ConfigError(
-                f"{where}:{pos[0]}:{pos[1]}: unknown top-level key {key!r}"
+                f"{loc.where}:{pos[0]}:{pos[1]}: unknown top-level key {key!r}"
                 f"{suggest(key, ('defaults', 'experiment', 'sweep', 'search'))} (allowed: "
                 "[defaults], [[experiment]], [[sweep]], [[search]])"
             )
         if key == "defaults" and not isinstance(value, dict):
-            raise ConfigError(f"{where}: 'defaults' must be a table: [defaults]")
+            raise ConfigError(f"{loc.where}: 'defaults' must be a table: [defaults]")
         if key in ("experiment", "sweep", "search") and not (
             isinstance(value, list) and all(isinstance(v, dict) for v in value)
         ):
-            raise ConfigError(f"{where}: {key!r} must be an array of tables: [[{key}]]")
+            raise ConfigError(f"{loc.where}: {key!r} must be an array of tables: [[{key}]]")
 
 
 def _section_order(tables: dict[str, list[Any]], loc: _Locator) -> list[tuple[str, int]]:
@@ -912,13 +905,13 @@ def _origin(sect: tuple[str, int]) -> str:
 
 
 def _search(
-    table: dict[str, Any], defaults: Settings, where: str, loc: _Locator, sect: tuple[str, int]
+    table: dict[str, Any], defaults: Settings, loc: _Locator, sect: tuple[str, int]
 ) -> search_space.Search[Experiment]:
     """One `[[search]]` table (see core/search_space.py), its fixed settings resolved as an
     experiment's are, from [defaults] up; its trials train one seed each."""
 
     def at(key: str | None) -> str:
-        return _at(where, loc, sect, key)
+        return loc.at(sect, key)
 
     try:
         own, searched, fixed = search_space.split_table(table, SETTING_KEYS, at)
@@ -928,7 +921,7 @@ def _search(
                 "retrains the best trial on several"
             )
         name, group = check_value("name", own["name"]), own.get("group", own["name"])
-        values = _settings_from(fixed, SETTING_KEYS, where, loc, sect)
+        values = _settings_from(fixed, SETTING_KEYS, loc, sect)
         base = Experiment(
             **{**dataclasses.asdict(defaults), **values, "seeds": ()},
             name=name,
@@ -939,7 +932,7 @@ def _search(
         keys = search_space.own_keys(own, base.val_size, at)
     except (search_space.SearchError, ConfigError) as e:
         text = str(e)
-        raise ConfigError(text if text.startswith(where) else f"{at('name')}: {text}") from None
+        raise ConfigError(text if text.startswith(loc.where) else f"{at('name')}: {text}") from None
     return search_space.Search(name, group, base.title, space=space, base=base, **keys)
 
 
@@ -956,10 +949,7 @@ def _search_param(key: str, spec: dict[str, Any], at: Callable[[str | None], str
 
 
 def _check_search_names(
-    searches: list[search_space.Search[Experiment]],
-    experiments: list[Experiment],
-    where: str,
-    loc: _Locator,
+    searches: list[search_space.Search[Experiment]], experiments: list[Experiment], loc: _Locator
 ) -> None:
     """A search's name is its study's folder in the run store: no experiment or other
     search may have it (compared case-insensitively)."""
@@ -967,14 +957,14 @@ def _check_search_names(
     for i, s in enumerate(searches):
         if s.name.casefold() in taken:
             raise ConfigError(
-                f"{_at(where, loc, ('search', i), 'name')}: [[search]] {s.name!r} has the name "
+                f"{loc.at(('search', i), 'name')}: [[search]] {s.name!r} has the name "
                 f"of an {taken[s.name.casefold()]}; a search needs a name of its own"
             )
         taken[s.name.casefold()] = "earlier [[search]]"
 
 
 def _check_references(
-    experiments: list[Experiment], origins: list[tuple[str, int]], where: str, loc: _Locator
+    experiments: list[Experiment], origins: list[tuple[str, int]], loc: _Locator
 ) -> None:
     """At most one `reference = true` per group."""
     marked: dict[str, str] = {}
@@ -984,14 +974,14 @@ def _check_references(
         group = exp.group or UNGROUPED
         if group in marked:
             raise ConfigError(
-                f"{_at(where, loc, sect, 'reference')}: group {group!r} already has its "
+                f"{loc.at(sect, 'reference')}: group {group!r} already has its "
                 f"reference ({marked[group]!r}); mark one experiment per group"
             )
         marked[group] = exp.name
 
 
 def _check_export_folders(
-    experiments: list[Experiment], origins: list[tuple[str, int]], where: str, loc: _Locator
+    experiments: list[Experiment], origins: list[tuple[str, int]], loc: _Locator
 ) -> None:
     """Experiments export into exports/<name>/ and groups into exports/<group>/ (experiments
     without a group into exports/ungrouped/): no group may share its folder with an
@@ -1013,13 +1003,13 @@ def _check_export_folders(
                     f"({_origin(origins[i])}, {e.name!r}, has none)"
                 )
             raise ConfigError(
-                f"{_at(where, loc, origins[at], key)}: {why}; both would export into "
+                f"{loc.at(origins[at], key)}: {why}; both would export into "
                 f"exports/{group}/ (rename one)"
             )
         first = groups.setdefault(group.casefold(), group)
         if first != group:
             raise ConfigError(
-                f"{_at(where, loc, origins[i], 'group')}: group {group!r} differs from group "
+                f"{loc.at(origins[i], 'group')}: group {group!r} differs from group "
                 f"{first!r} only in case; they would share one exports folder on macOS and Windows"
             )
 
