@@ -349,26 +349,25 @@ def apply_overrides(experiments: list[S], overrides: dict[str, Any]) -> list[S]:
             )
             if {"model", "model_args"} & overrides.keys():
                 _check_set_model(e, overrides)
-            if "dataset" in overrides and folder.is_folder(e.dataset):
-                try:
-                    check_folder(e)
-                except ConfigError as err:
-                    raise ConfigError(f"{_set_prefix(e, overrides)('dataset')}{err}") from None
-            _check_set_memory(e, overrides)
+            _check_set_data(e, overrides)
     return out
 
 
 MEMORY_KEYS = ("dataset", "train_size", "test_size", "image_size", "cluster")  # what it needs
 
 
-def _check_set_memory(e: Experiment, overrides: dict[str, Any]) -> None:
-    """`check_memory` where --set changed what a dataset decodes, blaming that --set."""
+def _check_set_data(e: Experiment, overrides: dict[str, Any]) -> None:
+    """`check_folder` and `check_memory` where --set changed what a dataset reads or decodes,
+    blaming that --set."""
     given = [k for k in MEMORY_KEYS if k in overrides]
-    if given:
-        try:
-            check_memory(e, e.base_dir)
-        except ConfigError as err:
-            raise ConfigError(f"{_set_prefix(e, overrides)(given[0])}{err}") from None
+    if not given:
+        return
+    try:
+        if given[0] == "dataset" and folder.is_folder(e.dataset):
+            check_folder(e)
+        check_memory(e, e.base_dir)
+    except ConfigError as err:
+        raise ConfigError(f"{_set_prefix(e, overrides)(given[0])}{err}") from None
 
 
 def _check_set_model(e: Experiment, overrides: dict[str, Any]) -> None:
@@ -750,25 +749,17 @@ class _Sources:
             except user_model.UserModelError as e:
                 raise ConfigError(f"{keys[e.key]}: {e}") from None
             self.seen.add((exp.model, exp.model_args))
-        if folder.is_folder(exp.dataset) and exp.dataset not in self.folders:
-            try:
+        sizes = tuple(getattr(exp, k) for k in MEMORY_KEYS)
+        try:  # the folder once, and the memory once per dataset and sizes
+            if folder.is_folder(exp.dataset) and exp.dataset not in self.folders:
                 check_folder(exp)
-            except ConfigError as e:
-                raise ConfigError(f"{self._key_at('dataset', table, sect)}: {e}") from None
-            self.folders.add(exp.dataset)
-        self._check_memory(exp, table, sect)
-        return exp
-
-    def _check_memory(self, exp: Experiment, table: dict[str, Any], sect: tuple[str, int]) -> None:
-        """`check_memory` once per dataset and sizes, at the dataset's key."""
-        sizes = (exp.dataset, exp.train_size, exp.test_size, exp.image_size, exp.cluster)
-        if sizes in self.memory_checked:
-            return
-        try:
-            check_memory(exp, self.base_dir)
+                self.folders.add(exp.dataset)
+            if sizes not in self.memory_checked:
+                check_memory(exp, self.base_dir)
+                self.memory_checked.add(sizes)
         except ConfigError as e:
             raise ConfigError(f"{self._key_at('dataset', table, sect)}: {e}") from None
-        self.memory_checked.add(sizes)
+        return exp
 
     def _key_at(self, key: str, table: dict[str, Any], sect: tuple[str, int]) -> str:
         if key in table or key not in self.defaults:
