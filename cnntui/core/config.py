@@ -78,29 +78,21 @@ CLASS_NAMES = {
 }
 
 
-# Train / test images in each whole dataset (the synthetic one is generated at the size asked,
-# these by default): the images a run used when its summary predates recording them.
-FULL_SIZES = {
-    "cifar10": (50_000, 10_000),
-    "fashion-mnist": (60_000, 10_000),
-    "synthetic": (50_000, 10_000),
-    "mnist": (60_000, 10_000),
-    "kmnist": (60_000, 10_000),
-    "cifar100": (50_000, 10_000),
-    "svhn": (73_257, 26_032),
+# Each named set as its files hold it: image shape (channels, height, width), classes, and
+# train / test images in the whole dataset (the synthetic one is generated at the size asked,
+# these by default).
+_NAMED_SETS = {
+    "cifar10": ((3, 32, 32), 10, 50_000, 10_000),
+    "fashion-mnist": ((1, 28, 28), 10, 60_000, 10_000),
+    "synthetic": ((3, 32, 32), 10, 50_000, 10_000),
+    "mnist": ((1, 28, 28), 10, 60_000, 10_000),
+    "kmnist": ((1, 28, 28), 10, 60_000, 10_000),
+    "cifar100": ((3, 32, 32), 100, 50_000, 10_000),
+    "svhn": ((3, 32, 32), 10, 73_257, 26_032),
 }
-
-
-# Each named set's image shape (channels, height, width) and classes, as its files hold them.
-SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
-    "cifar10": ((3, 32, 32), 10),
-    "fashion-mnist": ((1, 28, 28), 10),
-    "synthetic": ((3, 32, 32), 10),
-    "mnist": ((1, 28, 28), 10),
-    "kmnist": ((1, 28, 28), 10),
-    "cifar100": ((3, 32, 32), 100),
-    "svhn": ((3, 32, 32), 10),
-}
+SHAPES = {name: (shape, classes) for name, (shape, classes, *_) in _NAMED_SETS.items()}
+# The images a run used when its summary predates recording them.
+FULL_SIZES = {name: (train, test) for name, (*_, train, test) in _NAMED_SETS.items()}
 
 
 def available_memory() -> int | None:
