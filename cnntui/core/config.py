@@ -9,6 +9,7 @@ torch nor textual, so the CLI's `--help` and `--list` stay instant.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 import os
@@ -892,10 +893,7 @@ def _search(
 ) -> search_space.Search[Experiment]:
     """One `[[search]]` table (see core/search_space.py), its fixed settings resolved as an
     experiment's are, from [defaults] up; its trials train one seed each."""
-
-    def at(key: str | None) -> str:
-        return loc.at(sect, key)
-
+    at = functools.partial(loc.at, sect)
     try:
         own, searched, fixed = search_space.split_table(table, SETTING_KEYS, at)
         if "seeds" in fixed:
