@@ -108,13 +108,10 @@ class History:
         """The history in an npz payload; ValueError, saying what is wrong, unless the arrays
         are those `arrays` writes: every key, 1-D numbers, lengths that agree."""
         check_arrays(arrays)
-        h = cls()
-        h.batch_losses = [float(v) for v in arrays["batch_losses"]]
-        h.batch_indices = [int(v) for v in arrays["batch_indices"]]
-        for key in EPOCH_KEYS:
-            setattr(h, key, [float(v) for v in arrays[key]])
-        for key in STUDY_KEYS:
-            setattr(h, key, [float(v) for v in arrays.get(key, [math.nan] * h.epochs_done)])
+        h = cls(batch_indices=[int(v) for v in arrays["batch_indices"]])
+        missing = [math.nan] * len(arrays["test_acc"])  # a study key a history predates
+        for key in ("batch_losses", *EPOCH_KEYS, *STUDY_KEYS):
+            setattr(h, key, [float(v) for v in arrays.get(key, missing)])
         if "confusion" in arrays:
             h.confusion = [[int(v) for v in row] for row in arrays["confusion"]]
         return h
