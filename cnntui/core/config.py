@@ -9,6 +9,7 @@ torch nor textual, so the CLI's `--help` and `--list` stay instant.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 import os
@@ -22,15 +23,9 @@ from typing import Any, TypeVar
 
 from . import folder, search_space, user_model
 from .settings import ADDED_LATER, check_new, declared, suggest
-from .settings import ALIASES as ALIASES
-from .settings import DATASETS as DATASETS
 from .settings import EXPERIMENT_KEYS as EXPERIMENT_KEYS
-from .settings import GENERATED_KEYS as GENERATED_KEYS
 from .settings import IDENTITY_KEYS as IDENTITY_KEYS
 from .settings import LIST_SETTINGS as LIST_SETTINGS
-from .settings import MODELS as MODELS
-from .settings import OPTIMIZERS as OPTIMIZERS
-from .settings import RESUME_KEYS as RESUME_KEYS
 from .settings import SETTING_KEYS as SETTING_KEYS
 from .settings import SPEED_KEYS as SPEED_KEYS
 from .settings import ConfigError as ConfigError
@@ -84,29 +79,21 @@ CLASS_NAMES = {
 }
 
 
-# Train / test images in each whole dataset (the synthetic one is generated at the size asked,
-# these by default): the images a run used when its summary predates recording them.
-FULL_SIZES = {
-    "cifar10": (50_000, 10_000),
-    "fashion-mnist": (60_000, 10_000),
-    "synthetic": (50_000, 10_000),
-    "mnist": (60_000, 10_000),
-    "kmnist": (60_000, 10_000),
-    "cifar100": (50_000, 10_000),
-    "svhn": (73_257, 26_032),
+# Each named set as its files hold it: image shape (channels, height, width), classes, and
+# train / test images in the whole dataset (the synthetic one is generated at the size asked,
+# these by default).
+_NAMED_SETS = {
+    "cifar10": ((3, 32, 32), 10, 50_000, 10_000),
+    "fashion-mnist": ((1, 28, 28), 10, 60_000, 10_000),
+    "synthetic": ((3, 32, 32), 10, 50_000, 10_000),
+    "mnist": ((1, 28, 28), 10, 60_000, 10_000),
+    "kmnist": ((1, 28, 28), 10, 60_000, 10_000),
+    "cifar100": ((3, 32, 32), 100, 50_000, 10_000),
+    "svhn": ((3, 32, 32), 10, 73_257, 26_032),
 }
-
-
-# Each named set's image shape (channels, height, width) and classes, as its files hold them.
-SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
-    "cifar10": ((3, 32, 32), 10),
-    "fashion-mnist": ((1, 28, 28), 10),
-    "synthetic": ((3, 32, 32), 10),
-    "mnist": ((1, 28, 28), 10),
-    "kmnist": ((1, 28, 28), 10),
-    "cifar100": ((3, 32, 32), 100),
-    "svhn": ((3, 32, 32), 10),
-}
+SHAPES = {name: (shape, classes) for name, (shape, classes, *_) in _NAMED_SETS.items()}
+# The images a run used when its summary predates recording them.
+FULL_SIZES = {name: (train, test) for name, (*_, train, test) in _NAMED_SETS.items()}
 
 
 def available_memory() -> int | None:
@@ -145,21 +132,16 @@ def check_memory(exp: Settings, base_dir: str = "") -> None:
             return  # said where the folder is checked
         images = len(layout.train) + len(layout.test)
         fix = "lower image_size (or use fewer images)"
+    elif exp.dataset == "synthetic":
+        shape = SHAPES[exp.dataset][0]
+        images = sum(images_used(exp.dataset, exp.train_size, exp.test_size))
+        fix = "lower train_size / test_size"
     elif exp.dataset in SHAPES:
         shape = SHAPES[exp.dataset][0]
-        synthetic = exp.dataset == "synthetic"
-        images = sum(
-            images_used(exp.dataset, exp.train_size, exp.test_size)
-            if synthetic
-            else FULL_SIZES[exp.dataset]
-        )
+        images = sum(FULL_SIZES[exp.dataset])
         fix = (
-            "lower train_size / test_size"
-            if synthetic
-            else (
-                "its files are decoded whole, train_size and test_size take their share after: "
-                "free memory or use a smaller dataset"
-            )
+            "its files are decoded whole, train_size and test_size take their share after: "
+            "free memory or use a smaller dataset"
         )
     else:
         return
@@ -283,11 +265,13 @@ class ExperimentFile:
 
 
 class _Locator:
-    """Finds the line:column of a key inside `[defaults]` or the i-th `[[experiment]]`."""
+    """Finds the line:column of a key inside `[defaults]` or the i-th `[[experiment]]` of the
+    file `where`."""
 
     _header = re.compile(r"^\s*\[\[?\s*([A-Za-z0-9_.\"' -]+?)\s*\]\]?")
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, where: str) -> None:
+        self.where = where
         self.lines = text.splitlines()
         self.sections: list[tuple[str, int]] = []  # (header name, line index)
         for i, line in enumerate(self.lines):
@@ -295,19 +279,13 @@ class _Locator:
             if m:
                 self.sections.append((m.group(1).strip(), i))
 
-    def _section_span(self, name: str, index: int) -> tuple[int, int] | None:
-        hits = [(i, pos) for i, (n, pos) in enumerate(self.sections) if n == name]
+    def find(self, section: str, index: int, key: str | None) -> tuple[int, int] | None:
+        hits = [k for k, (n, _) in enumerate(self.sections) if n == section]
         if index >= len(hits):
             return None
-        k, start = hits[index]
+        k = hits[index]
+        start = self.sections[k][1]
         end = self.sections[k + 1][1] if k + 1 < len(self.sections) else len(self.lines)
-        return start, end
-
-    def find(self, section: str, index: int, key: str | None) -> tuple[int, int] | None:
-        span = self._section_span(section, index)
-        if span is None:
-            return None
-        start, end = span
         if key is None:
             return start + 1, 1
         pattern = re.compile(rf"^(\s*)(\"?{re.escape(key)}\"?)\s*=")
@@ -317,8 +295,12 @@ class _Locator:
                 return i + 1, len(m.group(1)) + 1
         return start + 1, 1
 
+    def at(self, sect: tuple[str, int], key: str | None) -> str:
+        """`file:line:col` of `key` in the table at `sect` (of the table where it has none)."""
+        pos = self.find(*sect, key) or (1, 1)
+        return f"{self.where}:{pos[0]}:{pos[1]}"
 
-# Names people reach for from other tools, mapped to ours, for "did you mean".
+
 def parse_override(item: str, label: str | None = None) -> tuple[str, Any]:
     """Parse one `--set KEY=VALUE`; VALUE is read as TOML, or as a bare string. Errors start
     with `label` (an option such as `--device 'cuda:abc'`), else with `--set 'KEY=VALUE'`."""
@@ -360,26 +342,25 @@ def apply_overrides(experiments: list[S], overrides: dict[str, Any]) -> list[S]:
             )
             if {"model", "model_args"} & overrides.keys():
                 _check_set_model(e, overrides)
-            if "dataset" in overrides and folder.is_folder(e.dataset):
-                try:
-                    check_folder(e)
-                except ConfigError as err:
-                    raise ConfigError(f"{_set_prefix(e, overrides)('dataset')}{err}") from None
-            _check_set_memory(e, overrides)
+            _check_set_data(e, overrides)
     return out
 
 
 MEMORY_KEYS = ("dataset", "train_size", "test_size", "image_size", "cluster")  # what it needs
 
 
-def _check_set_memory(e: Experiment, overrides: dict[str, Any]) -> None:
-    """`check_memory` where --set changed what a dataset decodes, blaming that --set."""
+def _check_set_data(e: Experiment, overrides: dict[str, Any]) -> None:
+    """`check_folder` and `check_memory` where --set changed what a dataset reads or decodes,
+    blaming that --set."""
     given = [k for k in MEMORY_KEYS if k in overrides]
-    if given:
-        try:
-            check_memory(e, e.base_dir)
-        except ConfigError as err:
-            raise ConfigError(f"{_set_prefix(e, overrides)(given[0])}{err}") from None
+    if not given:
+        return
+    try:
+        if given[0] == "dataset" and folder.is_folder(e.dataset):
+            check_folder(e)
+        check_memory(e, e.base_dir)
+    except ConfigError as err:
+        raise ConfigError(f"{_set_prefix(e, overrides)(given[0])}{err}") from None
 
 
 def _check_set_model(e: Experiment, overrides: dict[str, Any]) -> None:
@@ -419,32 +400,28 @@ Source = Callable[[str], tuple[int, int] | None]
 def _check_agree(e: Experiment, source: Source, prefix: Callable[[str], str]) -> None:
     """ConfigError when two of `e`'s settings cannot run together, blaming the key set most
     specifically (the later line where both are in one table); `prefix(key)` starts it."""
-    for dependent, bases in _agreement_keys(e):
-        if not _broken(e, dependent):
-            continue
-        keys = (dependent, *bases)
-        blamed = max(keys, key=lambda k: source(k) or (-1, 0))
-        raise ConfigError(prefix(blamed) + _disagreement(e, dependent, blamed, source))
+    for dependent, bases, broken in _agreement_rules(e):
+        if broken:
+            blamed = max((dependent, *bases), key=lambda k: source(k) or (-1, 0))
+            raise ConfigError(prefix(blamed) + _disagreement(e, dependent, blamed, source))
 
 
-def _agreement_keys(e: Settings) -> list[tuple[str, tuple[str, ...]]]:
-    """Each rule as (the setting it limits, the settings that set its limit)."""
+def _agreement_rules(e: Settings) -> list[tuple[str, tuple[str, ...], bool]]:
+    """Each rule as (the setting it limits, the settings that set its limit, whether `e`
+    breaks it)."""
     full = FULL_SIZES.get(e.dataset, (0, 0))[0]
     uses_whole = e.train_size is None or e.train_size > full
+    train = images_used(e.dataset, e.train_size, None, getattr(e, "base_dir", ""))[0]
     return [
-        ("val_size", ("train_size", *(["dataset"] if uses_whole else []))),
-        ("warmup_epochs", ("epochs",)),
-        ("early_stop_patience", ("val_size",)),
+        (
+            "val_size",
+            ("train_size", *(["dataset"] if uses_whole else [])),
+            e.val_size > 0 and train > 0 and e.val_size >= train,
+        ),
+        ("warmup_epochs", ("epochs",), e.warmup_epochs > e.epochs),
+        # Early stopping without a validation split would watch the test set choose the model.
+        ("early_stop_patience", ("val_size",), e.early_stop_patience > 0 and e.val_size == 0),
     ]
-
-
-def _broken(e: Settings, dependent: str) -> bool:
-    if dependent == "val_size":
-        train = images_used(e.dataset, e.train_size, None, getattr(e, "base_dir", ""))[0]
-        return e.val_size > 0 and train > 0 and e.val_size >= train
-    if dependent == "early_stop_patience":  # it would watch the test set choose the model
-        return e.early_stop_patience > 0 and e.val_size == 0
-    return e.warmup_epochs > e.epochs
 
 
 def _disagreement(e: Experiment, dependent: str, blamed: str, source: Source) -> str:
@@ -497,9 +474,9 @@ def _no_validation(e: Experiment, blamed: str, said: str, at: Callable[[str], st
     )
 
 
-def _file_prefix(where: str, loc: _Locator, sect: tuple[str, int]) -> Callable[[str], str]:
+def _file_prefix(loc: _Locator, sect: tuple[str, int]) -> Callable[[str], str]:
     """How an error about a key of the table at `sect` begins: `exp.toml:5:1: `."""
-    return lambda key: _at(where, loc, sect, key) + ": "
+    return lambda key: loc.at(sect, key) + ": "
 
 
 def _file_source(
@@ -540,25 +517,17 @@ def expand_runs(experiments: list[Experiment]) -> list[Experiment]:
 
 
 def _settings_from(
-    table: dict[str, Any],
-    allowed: tuple[str, ...],
-    where: str,
-    loc: _Locator,
-    sect: tuple[str, int],
+    table: dict[str, Any], allowed: tuple[str, ...], loc: _Locator, sect: tuple[str, int]
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in table.items():
         pos = loc.find(*sect, key)
-        prefix = f"{where}:{pos[0]}:{pos[1]}" if pos else where
+        prefix = f"{loc.where}:{pos[0]}:{pos[1]}" if pos else loc.where
         if key not in allowed:
             extra = ""
             if key in IDENTITY_KEYS:
                 extra = f" ({key!r} belongs in an [[experiment]], not in [defaults])"
             raise ConfigError(f"{prefix}: unknown key {key!r}{suggest(key, allowed)}{extra}")
-        if key == "title" and not isinstance(value, str):
-            raise ConfigError(f"{prefix}: 'title' must be a string, got {value!r}")
-        if key == "name" and not isinstance(value, str):
-            raise ConfigError(f"{prefix}: 'name' must be a string, got {value!r}")
         try:
             out[key] = check_new(key, value)
         except ConfigError as e:
@@ -566,15 +535,10 @@ def _settings_from(
     if "seed" in out and "seeds" in out:
         seed, seeds = loc.find(*sect, "seed") or (1, 1), loc.find(*sect, "seeds") or (1, 1)
         raise ConfigError(
-            f"{where}:{seeds[0]}:{seeds[1]}: 'seeds' and 'seed' (line {seed[0]}) are both set "
+            f"{loc.where}:{seeds[0]}:{seeds[1]}: 'seeds' and 'seed' (line {seed[0]}) are both set "
             "here; keep one (seeds = [0, 1, 2] trains one run per seed)"
         )
     return _seed_rule(out, "")
-
-
-def _at(where: str, loc: _Locator, sect: tuple[str, int], key: str | None) -> str:
-    pos = loc.find(*sect, key) or (1, 1)
-    return f"{where}:{pos[0]}:{pos[1]}"
 
 
 def _name_part(value: Any) -> str:
@@ -591,7 +555,6 @@ def _name_part(value: Any) -> str:
 def _expand_sweep(
     table: dict[str, Any],
     defaults: Settings,
-    where: str,
     loc: _Locator,
     sect: tuple[str, int],
     runs_before: int = 0,
@@ -605,25 +568,23 @@ def _expand_sweep(
     fixed = {k: v for k, v in table.items() if k not in lists}
     if "reference" in fixed:
         raise ConfigError(
-            f"{_at(where, loc, sect, 'reference')}: 'reference' marks one experiment; a "
+            f"{loc.at(sect, 'reference')}: 'reference' marks one experiment; a "
             "[[sweep]] makes several (mark an [[experiment]] instead)"
         )
-    values = _settings_from(fixed, EXPERIMENT_KEYS, where, loc, sect)
+    values = _settings_from(fixed, EXPERIMENT_KEYS, loc, sect)
     if "name" not in values:
-        raise ConfigError(f"{_at(where, loc, sect, None)}: [[sweep]] has no 'name'")
+        raise ConfigError(f"{loc.at(sect, None)}: [[sweep]] has no 'name'")
     base = values.pop("name")
     if not lists:
         raise ConfigError(
-            f"{_at(where, loc, sect, None)}: [[sweep]] {base!r} has no list of values to "
+            f"{loc.at(sect, None)}: [[sweep]] {base!r} has no list of values to "
             "sweep (e.g. lr = [0.1, 0.01])"
         )
-    _count_sweep(base, lists, values, defaults, _at(where, loc, sect, None), runs_before)
-    grid = {key: _swept(key, items, _at(where, loc, sect, key)) for key, items in lists.items()}
+    _count_sweep(base, lists, values, defaults, loc.at(sect, None), runs_before)
+    grid = {key: _swept(key, items, loc.at(sect, key)) for key, items in lists.items()}
     if "seed" in grid and "seeds" in values:
-        raise ConfigError(
-            f"{_at(where, loc, sect, 'seeds')}: 'seeds' and a swept 'seed' both set; keep one"
-        )
-    name_at = _at(where, loc, sect, "name")
+        raise ConfigError(f"{loc.at(sect, 'seeds')}: 'seeds' and a swept 'seed' both set; keep one")
+    name_at = loc.at(sect, "name")
     return [
         _sweep_point(base, values, grid, combo, defaults, name_at)
         for combo in itertools.product(*grid.values())
@@ -711,10 +672,10 @@ def parse(text: str, path: Path | str = "experiments.toml") -> ExperimentFile:
     where = str(path)
     text = text.removeprefix("\ufeff")  # a byte-order mark, as some Windows editors write
     doc = _load_toml(text, where)
-    loc = _Locator(text)
-    _check_top_level(doc, where, loc)
+    loc = _Locator(text, where)
+    _check_top_level(doc, loc)
     defaults = Settings(
-        **_settings_from(doc.get("defaults", {}), SETTING_KEYS, where, loc, ("defaults", 0))
+        **_settings_from(doc.get("defaults", {}), SETTING_KEYS, loc, ("defaults", 0))
     )
     tables = {n: doc.get(n, []) for n in ("experiment", "sweep", "search")}
     searches = []
@@ -722,38 +683,36 @@ def parse(text: str, path: Path | str = "experiments.toml") -> ExperimentFile:
     origins: list[tuple[str, int]] = []  # where each experiment comes from: (section, index)
     seen: dict[str, int] = {}  # casefolded name -> index: macOS and Windows ignore case
     runs = 0  # that the experiments so far make, seeds included
-    models = _Sources(where, loc, doc.get("defaults", {}), Path(path))
+    models = _Sources(loc, doc.get("defaults", {}), Path(path))
     for sect in _section_order(tables, loc):
         kind, i = sect
         table = tables[kind][i]
         if kind == "sweep":
-            made = _expand_sweep(table, defaults, where, loc, sect, runs)
+            made = _expand_sweep(table, defaults, loc, sect, runs)
         elif kind == "search":  # trains the trials its scheduler asks for: none up front
-            searches.append(_search(table, defaults, where, loc, sect))
+            searches.append(_search(table, defaults, loc, sect))
             made = []
         else:
-            made = [_experiment(table, defaults, where, loc, sect)]
+            made = [_experiment(table, defaults, loc, sect)]
         runs += sum(max(1, len(e.seeds)) for e in made)
         if runs > FILE_MAX_RUNS:
             raise ConfigError(
-                f"{_at(where, loc, sect, None)}: {_origin(sect)} brings the file to {runs:,} "
+                f"{loc.at(sect, None)}: {_origin(sect)} brings the file to {runs:,} "
                 f"runs; at most {FILE_MAX_RUNS:,} runs a file"
             )
         source = _file_source(table, doc.get("defaults", {}), loc, sect)
         for exp in made:
             exp = models.checked(exp, table, sect)
-            _check_agree(exp, source, _file_prefix(where, loc, sect))
+            _check_agree(exp, source, _file_prefix(loc, sect))
             first = seen.get(exp.name.casefold())
             if first is not None:
-                raise _duplicate(
-                    exp.name, experiments[first].name, origins[first], where, loc, sect
-                )
+                raise _duplicate(exp.name, experiments[first].name, origins[first], loc, sect)
             seen[exp.name.casefold()] = len(experiments)
             experiments.append(exp)
             origins.append(sect)
-    _check_export_folders(experiments, origins, where, loc)
-    _check_references(experiments, origins, where, loc)
-    _check_search_names(searches, experiments, where, loc)
+    _check_export_folders(experiments, origins, loc)
+    _check_references(experiments, origins, loc)
+    _check_search_names(searches, experiments, loc)
     return ExperimentFile(Path(path), defaults, experiments, searches, models.at)
 
 
@@ -762,8 +721,8 @@ class _Sources:
     user model's source and an image folder checked (once each) and where the model's keys
     are, for later checks."""
 
-    def __init__(self, where: str, loc: _Locator, defaults: dict[str, Any], path: Path) -> None:
-        self.where, self.loc, self.defaults = where, loc, defaults
+    def __init__(self, loc: _Locator, defaults: dict[str, Any], path: Path) -> None:
+        self.loc, self.defaults = loc, defaults
         self.base_dir = str(path.parent.resolve())
         self.at: dict[str, dict[str, str]] = {}
         self.seen: set[tuple[str, Any]] = set()
@@ -783,30 +742,22 @@ class _Sources:
             except user_model.UserModelError as e:
                 raise ConfigError(f"{keys[e.key]}: {e}") from None
             self.seen.add((exp.model, exp.model_args))
-        if folder.is_folder(exp.dataset) and exp.dataset not in self.folders:
-            try:
+        sizes = tuple(getattr(exp, k) for k in MEMORY_KEYS)
+        try:  # the folder once, and the memory once per dataset and sizes
+            if folder.is_folder(exp.dataset) and exp.dataset not in self.folders:
                 check_folder(exp)
-            except ConfigError as e:
-                raise ConfigError(f"{self._key_at('dataset', table, sect)}: {e}") from None
-            self.folders.add(exp.dataset)
-        self._check_memory(exp, table, sect)
-        return exp
-
-    def _check_memory(self, exp: Experiment, table: dict[str, Any], sect: tuple[str, int]) -> None:
-        """`check_memory` once per dataset and sizes, at the dataset's key."""
-        sizes = (exp.dataset, exp.train_size, exp.test_size, exp.image_size, exp.cluster)
-        if sizes in self.memory_checked:
-            return
-        try:
-            check_memory(exp, self.base_dir)
+                self.folders.add(exp.dataset)
+            if sizes not in self.memory_checked:
+                check_memory(exp, self.base_dir)
+                self.memory_checked.add(sizes)
         except ConfigError as e:
             raise ConfigError(f"{self._key_at('dataset', table, sect)}: {e}") from None
-        self.memory_checked.add(sizes)
+        return exp
 
     def _key_at(self, key: str, table: dict[str, Any], sect: tuple[str, int]) -> str:
         if key in table or key not in self.defaults:
-            return _at(self.where, self.loc, sect, key)
-        return _at(self.where, self.loc, ("defaults", 0), key)
+            return self.loc.at(sect, key)
+        return self.loc.at(("defaults", 0), key)
 
 
 def check_folder(exp: Experiment) -> None:
@@ -869,22 +820,22 @@ def check_models(
 
 
 def _experiment(
-    table: dict[str, Any], defaults: Settings, where: str, loc: _Locator, sect: tuple[str, int]
+    table: dict[str, Any], defaults: Settings, loc: _Locator, sect: tuple[str, int]
 ) -> Experiment:
     """One `[[experiment]]` table as an Experiment, unset settings from [defaults]."""
-    values = _settings_from(table, EXPERIMENT_KEYS, where, loc, sect)
+    values = _settings_from(table, EXPERIMENT_KEYS, loc, sect)
     if "name" not in values:
-        raise ConfigError(f"{_at(where, loc, sect, None)}: experiment #{sect[1] + 1} has no 'name'")
+        raise ConfigError(f"{loc.at(sect, None)}: experiment #{sect[1] + 1} has no 'name'")
     return Experiment(**{**dataclasses.asdict(defaults), **values})
 
 
 def _duplicate(
-    name: str, other: str, origin: tuple[str, int], where: str, loc: _Locator, sect: tuple[str, int]
+    name: str, other: str, origin: tuple[str, int], loc: _Locator, sect: tuple[str, int]
 ) -> ConfigError:
     """The error for experiment `name` at `sect` whose name `other` (at `origin`) took first."""
     case = f" as {other!r}: names differing in case share a folder" if other != name else ""
     return ConfigError(
-        f"{_at(where, loc, sect, 'name')}: duplicate experiment name {name!r}"
+        f"{loc.at(sect, 'name')}: duplicate experiment name {name!r}"
         f" (first used by {_origin(origin)}{case})"
     )
 
@@ -894,32 +845,29 @@ def _load_toml(text: str, where: str) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        msg = str(e)
+        msg, at = str(e), where
         m = re.search(r"\(at line (\d+), column (\d+)\)", msg)
         if m:
-            msg = msg[: m.start()].strip()
-            raise ConfigError(
-                f"{where}:{m.group(1)}:{m.group(2)}: TOML syntax error: {msg}"
-            ) from None
-        raise ConfigError(f"{where}: TOML syntax error: {msg}") from None
+            msg, at = msg[: m.start()].strip(), f"{where}:{m.group(1)}:{m.group(2)}"
+        raise ConfigError(f"{at}: TOML syntax error: {msg}") from None
 
 
-def _check_top_level(doc: dict[str, Any], where: str, loc: _Locator) -> None:
+def _check_top_level(doc: dict[str, Any], loc: _Locator) -> None:
     """Only [defaults], [[experiment]] and [[sweep]] at the top, each of its kind of table."""
     for key, value in doc.items():
         if key not in ("defaults", "experiment", "sweep", "search"):
             pos = loc.find(key, 0, None) or (1, 1)
             raise ConfigError(
-                f"{where}:{pos[0]}:{pos[1]}: unknown top-level key {key!r}"
+                f"{loc.where}:{pos[0]}:{pos[1]}: unknown top-level key {key!r}"
                 f"{suggest(key, ('defaults', 'experiment', 'sweep', 'search'))} (allowed: "
                 "[defaults], [[experiment]], [[sweep]], [[search]])"
             )
         if key == "defaults" and not isinstance(value, dict):
-            raise ConfigError(f"{where}: 'defaults' must be a table: [defaults]")
+            raise ConfigError(f"{loc.where}: 'defaults' must be a table: [defaults]")
         if key in ("experiment", "sweep", "search") and not (
             isinstance(value, list) and all(isinstance(v, dict) for v in value)
         ):
-            raise ConfigError(f"{where}: {key!r} must be an array of tables: [[{key}]]")
+            raise ConfigError(f"{loc.where}: {key!r} must be an array of tables: [[{key}]]")
 
 
 def _section_order(tables: dict[str, list[Any]], loc: _Locator) -> list[tuple[str, int]]:
@@ -941,14 +889,11 @@ def _origin(sect: tuple[str, int]) -> str:
 
 
 def _search(
-    table: dict[str, Any], defaults: Settings, where: str, loc: _Locator, sect: tuple[str, int]
+    table: dict[str, Any], defaults: Settings, loc: _Locator, sect: tuple[str, int]
 ) -> search_space.Search[Experiment]:
     """One `[[search]]` table (see core/search_space.py), its fixed settings resolved as an
     experiment's are, from [defaults] up; its trials train one seed each."""
-
-    def at(key: str | None) -> str:
-        return _at(where, loc, sect, key)
-
+    at = functools.partial(loc.at, sect)
     try:
         own, searched, fixed = search_space.split_table(table, SETTING_KEYS, at)
         if "seeds" in fixed:
@@ -957,7 +902,7 @@ def _search(
                 "retrains the best trial on several"
             )
         name, group = check_value("name", own["name"]), own.get("group", own["name"])
-        values = _settings_from(fixed, SETTING_KEYS, where, loc, sect)
+        values = _settings_from(fixed, SETTING_KEYS, loc, sect)
         base = Experiment(
             **{**dataclasses.asdict(defaults), **values, "seeds": ()},
             name=name,
@@ -968,7 +913,7 @@ def _search(
         keys = search_space.own_keys(own, base.val_size, at)
     except (search_space.SearchError, ConfigError) as e:
         text = str(e)
-        raise ConfigError(text if text.startswith(where) else f"{at('name')}: {text}") from None
+        raise ConfigError(text if text.startswith(loc.where) else f"{at('name')}: {text}") from None
     return search_space.Search(name, group, base.title, space=space, base=base, **keys)
 
 
@@ -985,10 +930,7 @@ def _search_param(key: str, spec: dict[str, Any], at: Callable[[str | None], str
 
 
 def _check_search_names(
-    searches: list[search_space.Search[Experiment]],
-    experiments: list[Experiment],
-    where: str,
-    loc: _Locator,
+    searches: list[search_space.Search[Experiment]], experiments: list[Experiment], loc: _Locator
 ) -> None:
     """A search's name is its study's folder in the run store: no experiment or other
     search may have it (compared case-insensitively)."""
@@ -996,14 +938,14 @@ def _check_search_names(
     for i, s in enumerate(searches):
         if s.name.casefold() in taken:
             raise ConfigError(
-                f"{_at(where, loc, ('search', i), 'name')}: [[search]] {s.name!r} has the name "
+                f"{loc.at(('search', i), 'name')}: [[search]] {s.name!r} has the name "
                 f"of an {taken[s.name.casefold()]}; a search needs a name of its own"
             )
         taken[s.name.casefold()] = "earlier [[search]]"
 
 
 def _check_references(
-    experiments: list[Experiment], origins: list[tuple[str, int]], where: str, loc: _Locator
+    experiments: list[Experiment], origins: list[tuple[str, int]], loc: _Locator
 ) -> None:
     """At most one `reference = true` per group."""
     marked: dict[str, str] = {}
@@ -1013,14 +955,14 @@ def _check_references(
         group = exp.group or UNGROUPED
         if group in marked:
             raise ConfigError(
-                f"{_at(where, loc, sect, 'reference')}: group {group!r} already has its "
+                f"{loc.at(sect, 'reference')}: group {group!r} already has its "
                 f"reference ({marked[group]!r}); mark one experiment per group"
             )
         marked[group] = exp.name
 
 
 def _check_export_folders(
-    experiments: list[Experiment], origins: list[tuple[str, int]], where: str, loc: _Locator
+    experiments: list[Experiment], origins: list[tuple[str, int]], loc: _Locator
 ) -> None:
     """Experiments export into exports/<name>/ and groups into exports/<group>/ (experiments
     without a group into exports/ungrouped/): no group may share its folder with an
@@ -1042,13 +984,13 @@ def _check_export_folders(
                     f"({_origin(origins[i])}, {e.name!r}, has none)"
                 )
             raise ConfigError(
-                f"{_at(where, loc, origins[at], key)}: {why}; both would export into "
+                f"{loc.at(origins[at], key)}: {why}; both would export into "
                 f"exports/{group}/ (rename one)"
             )
         first = groups.setdefault(group.casefold(), group)
         if first != group:
             raise ConfigError(
-                f"{_at(where, loc, origins[i], 'group')}: group {group!r} differs from group "
+                f"{loc.at(origins[i], 'group')}: group {group!r} differs from group "
                 f"{first!r} only in case; they would share one exports folder on macOS and Windows"
             )
 

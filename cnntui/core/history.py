@@ -108,16 +108,10 @@ class History:
         """The history in an npz payload; ValueError, saying what is wrong, unless the arrays
         are those `arrays` writes: every key, 1-D numbers, lengths that agree."""
         check_arrays(arrays)
-        h = cls()
-        h.batch_losses = [float(v) for v in arrays["batch_losses"]]
-        h.batch_indices = [int(v) for v in arrays["batch_indices"]]
-        for key in EPOCH_KEYS:
-            setattr(h, key, [float(v) for v in arrays[key]])
-        for key in STUDY_KEYS:
-            if key in arrays:
-                setattr(h, key, [float(v) for v in arrays[key]])
-            else:
-                setattr(h, key, [math.nan] * h.epochs_done)
+        h = cls(batch_indices=[int(v) for v in arrays["batch_indices"]])
+        missing = [math.nan] * len(arrays["test_acc"])  # a study key a history predates
+        for key in ("batch_losses", *EPOCH_KEYS, *STUDY_KEYS):
+            setattr(h, key, [float(v) for v in arrays.get(key, missing)])
         if "confusion" in arrays:
             h.confusion = [[int(v) for v in row] for row in arrays["confusion"]]
         return h
@@ -154,21 +148,14 @@ class Thinning:
 def check_arrays(arrays: dict[str, np.ndarray]) -> None:
     """ValueError unless `arrays` is a history's npz payload (see History.arrays)."""
     for key in ("batch_losses", "batch_indices", *EPOCH_KEYS):
-        a = arrays.get(key)
-        if a is None:
+        if arrays.get(key) is None:
             raise ValueError(f"not a run history (no {key!r} array)")
-        kinds = "iu" if key == "batch_indices" else "iuf"
-        if not isinstance(a, np.ndarray) or a.ndim != 1 or a.dtype.kind not in kinds:
-            what = f"{a.dtype} {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
-            raise ValueError(f"{key!r} must be a 1-D array of numbers, got {what}")
+        _check_numbers(key, arrays[key], "iu" if key == "batch_indices" else "iuf")
     if len(arrays["batch_indices"]) != len(arrays["batch_losses"]):
         raise ValueError("'batch_indices' and 'batch_losses' differ in length")
     present = [k for k in STUDY_KEYS if k in arrays]
     for key in present:
-        a = arrays[key]
-        if not isinstance(a, np.ndarray) or a.ndim != 1 or a.dtype.kind not in "iuf":
-            what = f"{a.dtype} {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
-            raise ValueError(f"{key!r} must be a 1-D array of numbers, got {what}")
+        _check_numbers(key, arrays[key], "iuf")
     if len({len(arrays[k]) for k in (*EPOCH_KEYS, *present)}) != 1:
         raise ValueError("the per-epoch arrays differ in length")
     c = arrays.get("confusion")
@@ -180,6 +167,12 @@ def check_arrays(arrays: dict[str, np.ndarray]) -> None:
     ):
         what = f"{c.dtype} {c.shape}" if isinstance(c, np.ndarray) else type(c).__name__
         raise ValueError(f"'confusion' must be a square array of counts, got {what}")
+
+
+def _check_numbers(key: str, a: object, kinds: str) -> None:
+    if not isinstance(a, np.ndarray) or a.ndim != 1 or a.dtype.kind not in kinds:
+        what = f"{a.dtype} {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
+        raise ValueError(f"{key!r} must be a 1-D array of numbers, got {what}")
 
 
 def moving_average(values: np.ndarray | list[float], window: int = MA_WINDOW) -> np.ndarray:
@@ -206,10 +199,7 @@ def moving_average_at(values: np.ndarray, at: np.ndarray, window: int = MA_WINDO
 
 def epochs_to_target(test_acc: list[float], target: float) -> int | None:
     """1-based epoch at which test accuracy first reached `target`, or None."""
-    for i, acc in enumerate(test_acc):
-        if acc >= target:
-            return i + 1
-    return None
+    return next((i + 1 for i, acc in enumerate(test_acc) if acc >= target), None)
 
 
 def smoothness(batch_losses: list[float] | np.ndarray, window: int = MA_WINDOW) -> float:
@@ -272,12 +262,14 @@ def metrics(history: History, target_acc: float, total_seconds: float) -> Metric
 
     n = history.epochs_done
     best = best_epoch(history)
-    val = history.val_acc[best] if best is not None and best < len(history.val_acc) else math.nan
+    # The accuracies are read at the epoch validation chose; without a split there is no best
+    # epoch: choosing one by the test set itself would flatter it.
+    val = at_best = math.nan
+    if best is not None:
+        val, at_best = history.val_acc[best], history.test_acc[best]
     return Metrics(
         final_test_acc=last(history.test_acc),
-        # The test accuracy is read at the epoch validation chose; without a split there is
-        # no best epoch: choosing one by the test set itself would flatter it.
-        best_test_acc=history.test_acc[best] if best is not None else math.nan,
+        best_test_acc=at_best,
         epoch1_test_acc=history.test_acc[0] if n else math.nan,
         final_train_loss=last(history.epoch_losses),
         final_train_acc=last(history.train_acc),
@@ -288,6 +280,6 @@ def metrics(history: History, target_acc: float, total_seconds: float) -> Metric
         total_seconds=total_seconds,
         seconds_per_epoch=float(np.mean(history.epoch_seconds)) if n else math.nan,
         best_epoch=None if best is None else best + 1,
-        best_val_acc=val if history.has_validation else math.nan,
-        test_acc_at_best=history.test_acc[best] if best is not None else math.nan,
+        best_val_acc=val,
+        test_acc_at_best=at_best,
     )

@@ -47,13 +47,7 @@ THREADS_PER_CORE = 4
 PORT_MAX = 65_535
 # Files cnntui writes at the exports root (and the README there): no experiment or group
 # folder may take their names. Compared case-insensitively, as macOS and Windows do.
-EXPORT_ROOT_FILES = (
-    "results.csv",
-    "results.md",
-    "results.tex",
-    "results_full.tex",
-    "readme.md",
-)
+EXPORT_ROOT_FILES = ("results.csv", "results.md", "results.tex", "results_full.tex", "readme.md")
 DEVICES = "auto, cpu, cuda, cuda:N, mps"
 CLUSTERS = '"" for this machine, ray, auto, ray://HOST:10001, HOST:6379'
 GPUS = f'GPU indices in [0, {GPU_INDEX_MAX}], e.g. [0, 2] or "0,2" (empty: every GPU)'
@@ -100,6 +94,17 @@ def setting(default: Any, help: str, **rules: Any) -> Any:
     return field(default=default, metadata={"setting": {"help": help, **rules}})
 
 
+# Each annotated type: the Python types its values may have (true and false are not numbers),
+# and its name in words.
+_TYPES: dict[str, tuple[Any, str]] = {
+    "int": (int, "an integer"),
+    "int | None": (int, "an integer"),
+    "float": ((int, float), "a number"),
+    "bool": (bool, "true or false"),
+    "str": (str, "a string"),
+}
+
+
 @dataclass(frozen=True)
 class Setting:
     """One setting as declared: what it holds, what it may hold, and what it means."""
@@ -124,13 +129,7 @@ class Setting:
     @property
     def type_name(self) -> str:
         """The type in words: "an integer", "a number", "a string", "true or false"."""
-        return {
-            "int": "an integer",
-            "float": "a number",
-            "str": "a string",
-            "bool": "true or false",
-            "int | None": "an integer",
-        }.get(self.type, self.type)
+        return _TYPES[self.type][1] if self.type in _TYPES else self.type
 
     @property
     def allows(self) -> str:
@@ -263,12 +262,7 @@ def _parse_gpus(value: Any) -> str:
         items = value
     else:
         raise ConfigError(f"'gpus' must be a list of GPU indices, got {value!r}")
-    for item in items:
-        if isinstance(item, bool) or not isinstance(item, int) or not 0 <= item <= GPU_INDEX_MAX:
-            raise ConfigError(f"'gpus' = {value!r} is not valid: {GPUS}")
-    if len(set(items)) != len(items):
-        twice = next(i for i in items if items.count(i) > 1)
-        raise ConfigError(f"'gpus' = {value!r} names GPU {twice} twice: {GPUS}")
+    _distinct_numbers("gpus", value, items, GPU_INDEX_MAX, "GPU", GPUS)
     return ",".join(str(i) for i in items)
 
 
@@ -276,13 +270,20 @@ def _parse_seeds(value: Any) -> tuple[int, ...]:
     """`seeds` as a list of distinct seeds ([0, 1, 2]); one seed alone is `seed = N`."""
     if not isinstance(value, list | tuple) or not value:
         raise ConfigError(f"'seeds' = {value!r} is not valid: {SEEDS}")
-    for item in value:
-        if isinstance(item, bool) or not isinstance(item, int) or not 0 <= item <= SEED_MAX:
-            raise ConfigError(f"'seeds' = {value!r} is not valid: {SEEDS}")
-    if len(set(value)) != len(value):
-        twice = next(v for v in value if list(value).count(v) > 1)
-        raise ConfigError(f"'seeds' = {value!r} names seed {twice} twice: {SEEDS}")
+    _distinct_numbers("seeds", value, list(value), SEED_MAX, "seed", SEEDS)
     return tuple(value)
+
+
+def _distinct_numbers(
+    key: str, value: Any, items: list[Any], high: int, what: str, allowed: str
+) -> None:
+    """ConfigError unless `items` (read from `value`) are distinct integers in [0, high]."""
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, int) or not 0 <= item <= high:
+            raise ConfigError(f"{key!r} = {value!r} is not valid: {allowed}")
+    twice = next((i for i in items if items.count(i) > 1), None)
+    if twice is not None:
+        raise ConfigError(f"{key!r} = {value!r} names {what} {twice} twice: {allowed}")
 
 
 def _parse_swept(value: Any) -> tuple[str, ...]:
@@ -298,13 +299,8 @@ def threads_max() -> int:
 
 def _threads_here(value: int) -> None:
     cores = os.cpu_count() or 1
-    _need(
-        "threads",
-        value,
-        value <= threads_max(),
-        f"must be in [0, {threads_max()}] ({THREADS_PER_CORE} per core, {cores} cores here;"
-        " 0 chooses from the batch size)",
-    )
+    why = f"{THREADS_PER_CORE} per core, {cores} cores here; 0 chooses from the batch size"
+    _need("threads", value, value <= threads_max(), f"must be in [0, {threads_max()}] ({why})")
 
 
 def _gpu_share(v: Any) -> bool:
@@ -619,11 +615,9 @@ class Experiment(Settings):
 
     def differing(self, others: list[Experiment]) -> dict[str, Any]:
         """The settings whose value is not the same across `others` (self included)."""
-        out = {}
-        for key in SETTING_KEYS:
-            if len({getattr(e, key) for e in others}) > 1:
-                out[key] = getattr(self, key)
-        return out
+        return {
+            k: getattr(self, k) for k in SETTING_KEYS if len({getattr(e, k) for e in others}) > 1
+        }
 
 
 IDENTITY = _declared(Experiment)
@@ -684,21 +678,14 @@ def check_new(key: str, value: Any) -> Any:
 def _check_type(s: Setting, value: Any) -> Any:
     """The value as its setting's type (an int becomes a float where a number is wanted), or
     ConfigError saying which type the setting takes."""
-    key = s.name
-    if s.type in ("int", "int | None"):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key!r} must be an integer, got {value!r}")
-    elif s.type == "float":
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{key!r} must be a number, got {value!r}")
+    if s.type in _TYPES:
+        wanted = _TYPES[s.type][0]
+        if not isinstance(value, wanted) or (isinstance(value, bool) and wanted is not bool):
+            raise ConfigError(f"{s.name!r} must be {s.type_name}, got {value!r}")
+    if s.type == "float":
         value = float(value)
         if not math.isfinite(value):
-            raise ConfigError(f"{key!r} must be a finite number, got {value!r}")
-    elif s.type == "bool":
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key!r} must be true or false, got {value!r}")
-    elif s.type == "str" and not isinstance(value, str):
-        raise ConfigError(f"{key!r} must be a string, got {value!r}")
+            raise ConfigError(f"{s.name!r} must be a finite number, got {value!r}")
     return value
 
 
