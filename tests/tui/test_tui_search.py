@@ -134,7 +134,7 @@ async def test_S_on_an_experiment_says_it_is_no_search(study):
         await pilot.press("S")
         await pilot.pause()
         assert not isinstance(app.screen, SearchScreen)
-        await until(pilot, lambda: any("base is no search" in n for n in notes(app)), 5)
+        await until(pilot, lambda: any("base is no search" in n for n in notes(app)))
 
 
 @pytest.mark.process
@@ -153,7 +153,7 @@ async def test_r_on_a_search_queues_it_for_the_scheduler_and_its_trials_appear(s
         assert len(searches.trial_runs(store, "S")) >= 4
         assert app.main.shown() == [f"S.t{n}" for n in range(4)]  # the trials' curves
         await pilot.press("r")  # every trial has ended: nothing to train, said
-        await until(pilot, lambda: any("nothing to train" in n for n in notes(app)), 5)
+        await until(pilot, lambda: any("nothing to train" in n for n in notes(app)))
 
 
 @pytest.mark.process
@@ -172,7 +172,7 @@ async def test_c_on_a_search_cancels_it_no_more_trials_and_its_trials_stop(study
         await pilot.press("r")
         await until(pilot, lambda: searches.trial_runs(store, "S"), 120, "a trial")
         await pilot.press("c")
-        await until(pilot, lambda: any("search S cancelled" in n for n in notes(app)), 10)
+        await until(pilot, lambda: any("search S cancelled" in n for n in notes(app)))
         found = searches.load(store, "S")
         assert found is not None and found[1] == "cancelled"
 
@@ -185,4 +185,4 @@ async def test_c_on_a_search_cancels_it_no_more_trials_and_its_trials_stop(study
         await until(pilot, stopped, 120, "the trials to stop")
         assert len(searches.trial_runs(store, "S")) < 30  # no more trials were asked
         await pilot.press("c")
-        await until(pilot, lambda: any("search S is not running" in n for n in notes(app)), 10)
+        await until(pilot, lambda: any("search S is not running" in n for n in notes(app)))
