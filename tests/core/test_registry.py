@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from cnntui.core import config, data, engine, models  # noqa: F401  (importing them registers)
+from cnntui.core import data, engine, models, settings  # noqa: F401  (importing them registers)
 from cnntui.core.registry import DATASETS, MODELS, OPTIMIZERS, Registry
 from tests.helpers import tiny_experiment
 
@@ -18,7 +18,7 @@ from tests.helpers import tiny_experiment
 @pytest.mark.parametrize("registry", [MODELS, DATASETS, OPTIMIZERS], ids=lambda r: r.kind)
 def test_every_declared_name_has_its_implementation(registry: Registry) -> None:
     assert list(registry) == list(registry.names)
-    assert registry.names == getattr(config, f"{registry.kind.upper()}S")  # what config allows
+    assert registry.names == getattr(settings, f"{registry.kind.upper()}S")  # what config allows
 
 
 @pytest.mark.parametrize(
@@ -51,6 +51,9 @@ def test_only_declared_names_can_be_registered() -> None:
 
 @pytest.mark.process
 def test_config_checks_names_without_loading_torch() -> None:
-    code = "import sys, cnntui.core.config as c\nprint('torch' in sys.modules, 'lenet' in c.MODELS)"
+    code = (
+        "import sys, cnntui.core.config, cnntui.core.settings as s\n"
+        "print('torch' in sys.modules, 'lenet' in s.MODELS)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "True"]
