@@ -802,6 +802,7 @@ class RunDir:
         self.floor = (0, 0)  # (batches, epochs) on disk when reopened
         self.written = (0, 0)  # (batches, epochs) of the last history this writer saved
         self.reopened_status: str | None = None  # the status before a resume reopened it
+        file, digest = model_source(experiment)
         self.summary = RunSummary(
             name=experiment.name,
             title=experiment.display_title,
@@ -817,9 +818,9 @@ class RunDir:
             seed=experiment.seed,
             settings_key=learned_key(experiment),
             seeds=tuple(experiment.seeds) if experiment.seeds else None,
+            model_file=file,
+            model_hash=digest,
         )
-        file, digest = model_source(experiment)
-        self.summary = dataclasses.replace(self.summary, model_file=file, model_hash=digest)
 
     def __getstate__(self) -> dict[str, Any]:
         # A worker process gets the run without the lock: the parent keeps holding it.
