@@ -50,14 +50,7 @@ HELD = (RunStatus.QUEUED, RunStatus.RUNNING)
 # A run training now, in this process (STARTING: still setting up) or another.
 TRAINING = (RunStatus.STARTING, RunStatus.RUNNING)
 # A run that trains no more, however it ended.
-ENDED = (
-    RunStatus.FINISHED,
-    RunStatus.FAILED,
-    RunStatus.DIVERGED,
-    RunStatus.CANCELLED,
-    RunStatus.INTERRUPTED,
-    RunStatus.PRUNED,
-)
+ENDED = tuple(s for s in STATUSES if s not in HELD)
 
 
 @dataclass(frozen=True)
@@ -270,42 +263,6 @@ def _number(key: str, value: object) -> tuple[bool, object, str]:
     return ok, value, f"{key!r} is {_shown(value)}, not a number"
 
 
-_TEXT = ("name", "title", "group", "model", "dataset", "run_id", "reason", "started", "updated")
-_INTS = (
-    "pid",
-    "epochs",
-    "epochs_done",
-    "batches_done",
-    "params",
-    "epochs_to_target",
-    "best_epoch",
-    "stopped_early",
-    "val_images",
-    "seed",
-)
-_FLOATS = (
-    "final_test_acc",
-    "best_test_acc",
-    "epoch1_test_acc",
-    "final_train_loss",
-    "final_train_acc",
-    "final_test_loss",
-    "gap",
-    "smoothness",
-    "total_seconds",
-    "seconds_per_epoch",
-    "best_val_acc",
-    "test_acc_at_best",
-)
-# The fields checked on reading: one of the wrong type is dropped, with a note.
-_CHECKED = {
-    **dict.fromkeys((*_TEXT, "device"), _text),
-    "status": _status,
-    **dict.fromkeys(_INTS, _whole),
-    **dict.fromkeys(_FLOATS, _number),
-}
-
-
 def _lenient(kind: Any) -> Any:
     def check(value: object) -> tuple[bool, object]:
         if value is None:
@@ -346,6 +303,14 @@ _LENIENT = {
     "class_names": _list_of(lambda v: isinstance(v, str)),
     **{key: _lenient(str) for _, key in ENVIRONMENT if key != "git_dirty"},
     "git_dirty": _lenient(bool),
+}
+# Every other field is checked on reading, by its declared type: one of the wrong type is
+# dropped, with a note.
+_CHECKS = {str | None: _text, RunStatus | None: _status, int | None: _whole, float | None: _number}
+_CHECKED = {
+    key: _CHECKS[kind]
+    for key, kind in typing.get_type_hints(RunSummary).items()
+    if key in _FIELDS and key not in _LENIENT
 }
 
 
