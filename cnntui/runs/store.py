@@ -295,8 +295,6 @@ def _json_safe(value: Any) -> Any:
 def _pid_alive(pid: Any) -> bool:
     if isinstance(pid, bool) or not isinstance(pid, int) or not 0 < pid < 2**31:
         return False  # not a process id (0 and negatives would signal process groups)
-    if pid == os.getpid():
-        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
