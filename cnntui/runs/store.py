@@ -96,9 +96,7 @@ WARM_LOCK = ".warm.lock"  # held by the warm process while it lives; says its pi
 WARM_LOG = ".warm.log"
 RAY_SCHEDULER_LOCK = ".ray-scheduler.lock"
 RAY_SCHEDULER_LOG = ".ray-scheduler.log"
-# What a run queued for a Ray cluster takes to its node (cnntui.runs.carry): its model's
-# sources and its image folder's decoded arrays, as they were when it was queued.
-CARRIED_FILE = "carried.npz"
+CARRIED_FILE = "carried.npz"  # what a run queued for a Ray cluster takes to its node
 MAX_CARRIED_BYTES = 512 << 20  # a run carries at most this much to its node
 HEARTBEAT_SECONDS = 1.0  # how often the process training a run touches its heartbeat
 HEARTBEAT_STALE = 10.0  # a heartbeat older than this (from another host) means the run died
