@@ -25,7 +25,6 @@ from ..core.config import Experiment
 from ..core.text import one_line
 from . import store as st
 
-MODEL_KEYS = ("model_file", "model_dir", "source_names")  # and source_0, source_1, ...
 DATA_PREFIX = "data_"  # before each array of core.data.arrays
 
 

@@ -9,7 +9,8 @@ written (`extra`), so rewriting a summary never loses it. Torch-free and numpy-f
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -49,14 +50,7 @@ HELD = (RunStatus.QUEUED, RunStatus.RUNNING)
 # A run training now, in this process (STARTING: still setting up) or another.
 TRAINING = (RunStatus.STARTING, RunStatus.RUNNING)
 # A run that trains no more, however it ended.
-ENDED = (
-    RunStatus.FINISHED,
-    RunStatus.FAILED,
-    RunStatus.DIVERGED,
-    RunStatus.CANCELLED,
-    RunStatus.INTERRUPTED,
-    RunStatus.PRUNED,
-)
+ENDED = tuple(s for s in STATUSES if s not in HELD)
 
 
 @dataclass(frozen=True)
@@ -269,42 +263,6 @@ def _number(key: str, value: object) -> tuple[bool, object, str]:
     return ok, value, f"{key!r} is {_shown(value)}, not a number"
 
 
-_TEXT = ("name", "title", "group", "model", "dataset", "run_id", "reason", "started", "updated")
-_INTS = (
-    "pid",
-    "epochs",
-    "epochs_done",
-    "batches_done",
-    "params",
-    "epochs_to_target",
-    "best_epoch",
-    "stopped_early",
-    "val_images",
-    "seed",
-)
-_FLOATS = (
-    "final_test_acc",
-    "best_test_acc",
-    "epoch1_test_acc",
-    "final_train_loss",
-    "final_train_acc",
-    "final_test_loss",
-    "gap",
-    "smoothness",
-    "total_seconds",
-    "seconds_per_epoch",
-    "best_val_acc",
-    "test_acc_at_best",
-)
-# The fields checked on reading: one of the wrong type is dropped, with a note.
-_CHECKED = {
-    **dict.fromkeys((*_TEXT, "device"), _text),
-    "status": _status,
-    **dict.fromkeys(_INTS, _whole),
-    **dict.fromkeys(_FLOATS, _number),
-}
-
-
 def _lenient(kind: Any) -> Any:
     def check(value: object) -> tuple[bool, object]:
         if value is None:
@@ -316,27 +274,22 @@ def _lenient(kind: Any) -> Any:
     return check
 
 
-def _names(value: object) -> tuple[bool, object]:
-    if value is None:
-        return True, None
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return True, tuple(value)
-    return False, value
+def _list_of(item: Callable[[object], bool]) -> Callable[[object], tuple[bool, object]]:
+    def check(value: object) -> tuple[bool, object]:
+        if value is None:
+            return True, None
+        if isinstance(value, list) and all(item(v) for v in value):
+            return True, tuple(value)
+        return False, value
 
-
-def _seeds(value: object) -> tuple[bool, object]:
-    if value is None:
-        return True, None
-    if isinstance(value, list) and all(_is_int(v) for v in value):
-        return True, tuple(value)
-    return False, value
+    return check
 
 
 # Fields older versions never checked: one of the wrong type is kept as written in `extra`
 # (no note; nothing reads it), as those versions kept it.
 _LENIENT = {
     "settings_key": _lenient(str),
-    "seeds": _seeds,
+    "seeds": _list_of(_is_int),
     "train_images": _lenient(int),
     "test_images": _lenient(int),
     "batches_per_epoch": _lenient(int),
@@ -347,9 +300,17 @@ _LENIENT = {
     "node_version": _lenient(str),
     "model_file": _lenient(str),
     "model_hash": _lenient(str),
-    "class_names": _names,
+    "class_names": _list_of(lambda v: isinstance(v, str)),
     **{key: _lenient(str) for _, key in ENVIRONMENT if key != "git_dirty"},
     "git_dirty": _lenient(bool),
+}
+# Every other field is checked on reading, by its declared type: one of the wrong type is
+# dropped, with a note.
+_CHECKS = {str | None: _text, RunStatus | None: _status, int | None: _whole, float | None: _number}
+_CHECKED = {
+    key: _CHECKS[kind]
+    for key, kind in typing.get_type_hints(RunSummary).items()
+    if key in _FIELDS and key not in _LENIENT
 }
 
 
@@ -424,29 +385,13 @@ class QueueRecord:
         return out
 
 
-_QUEUE_TYPES: dict[str, Any] = {
-    "executor": str,
-    "device": str,
-    "runs_per_gpu": int,
-    "min_free_gib": float,
-    "jobs": int,
-    "cpu_share": int,
-    "resume": bool,
-    "queued_at": str,
-    "cluster": str,
-    "gpu_share": float,
-    "num_cpus": int,
-    "retries": int,
-    "attempt": int,
-    "retry_reason": str,
-}
+_QUEUE_TYPES = typing.get_type_hints(QueueRecord)  # each field's type, as declared
 
 
 def _queue_value(key: str, value: object) -> tuple[bool, object]:
     """Whether `value` fits the queue record's field `key`, and the value to keep."""
     if key == "gpus":
-        ok = value is None or (isinstance(value, list) and all(_is_int(v) for v in value))
-        return ok, tuple(value) if isinstance(value, list) else None
+        return _list_of(_is_int)(value)
     if key == "was":
         return value is None or isinstance(value, str), value
     kind = _QUEUE_TYPES[key]

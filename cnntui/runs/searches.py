@@ -75,11 +75,8 @@ def final_metric(history: History, metric: str) -> float:
 def save(store: st.RunStore, search: Search[Experiment], state: str) -> None:
     """Write the search's record in state `state` (one of STATES); StoreError (one line)."""
     data = {"state": state, "search": to_json(search)}
-    path = store.search_file(search.name)
-    try:
-        st.atomic_write_bytes(path, json.dumps(data, indent=1).encode())
-    except OSError as e:
-        raise st.StoreError(f"cannot write {path}: {e.strerror or e}") from None
+    encoded = json.dumps(data, indent=1).encode()
+    st.write_file(store.search_file(search.name), lambda f: f.write(encoded))
 
 
 def load(store: st.RunStore, name: str) -> tuple[Search[Experiment], str] | None:

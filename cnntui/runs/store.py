@@ -54,7 +54,7 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -96,9 +96,7 @@ WARM_LOCK = ".warm.lock"  # held by the warm process while it lives; says its pi
 WARM_LOG = ".warm.log"
 RAY_SCHEDULER_LOCK = ".ray-scheduler.lock"
 RAY_SCHEDULER_LOG = ".ray-scheduler.log"
-# What a run queued for a Ray cluster takes to its node (cnntui.runs.carry): its model's
-# sources and its image folder's decoded arrays, as they were when it was queued.
-CARRIED_FILE = "carried.npz"
+CARRIED_FILE = "carried.npz"  # what a run queued for a Ray cluster takes to its node
 MAX_CARRIED_BYTES = 512 << 20  # a run carries at most this much to its node
 HEARTBEAT_SECONDS = 1.0  # how often the process training a run touches its heartbeat
 HEARTBEAT_STALE = 10.0  # a heartbeat older than this (from another host) means the run died
@@ -274,12 +272,16 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     atomic_write(path, lambda f: f.write(data))
 
 
+def write_file(path: Path, write: Callable[[IO[bytes]], object]) -> None:
+    """atomic_write, failing with a StoreError whose one line names the file."""
+    try:
+        atomic_write(path, write)
+    except OSError as e:
+        raise StoreError(f"cannot write {path}: {e.strerror or e}") from None
+
+
 def _savez(f: IO[bytes], arrays: dict[str, np.ndarray]) -> None:
     np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stub: names vs allow_pickle
-
-
-def _put(f: IO[bytes], data: bytes) -> None:
-    f.write(data)
 
 
 def _json_safe(value: Any) -> Any:
@@ -291,8 +293,6 @@ def _json_safe(value: Any) -> Any:
 def _pid_alive(pid: Any) -> bool:
     if isinstance(pid, bool) or not isinstance(pid, int) or not 0 < pid < 2**31:
         return False  # not a process id (0 and negatives would signal process groups)
-    if pid == os.getpid():
-        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -325,15 +325,15 @@ class RunLock:
         self.release()
 
 
-def try_lock(run_dir: Path) -> RunLock | None:
-    """Take the run's lock now, or None when another open file holds it. StoreError (one line)
-    when it cannot be taken at all: a read-only store, a lock file or run directory that is a
-    symbolic link, a FIFO or a directory (UnsafeFile)."""
+def try_lock(run_dir: Path, wait: float = 0.0) -> RunLock | None:
+    """Take the run's lock, or None when another open file still holds it after `wait`
+    seconds. StoreError (one line) when it cannot be taken at all: a read-only store, a lock
+    file or run directory that is a symbolic link, a FIFO or a directory (UnsafeFile)."""
     if fcntl is None:
         return RunLock(None)
     check_run_dir(run_dir)
     try:
-        return lock_file(run_dir / LOCK_FILE)
+        return lock_file(run_dir / LOCK_FILE, wait)
     except StoreError:
         raise
     except OSError as e:
@@ -427,14 +427,9 @@ def lock_owner(run_dir: Path) -> int | None:
 
 def acquire_lock(run_dir: Path, wait: float = LOCK_WAIT_SECONDS) -> RunLock:
     """Take the run's lock, or raise RunLocked naming the process that trains it."""
-    deadline = time.monotonic() + wait
-    while True:
-        lock = try_lock(run_dir)
-        if lock is not None:
-            return lock
-        if time.monotonic() >= deadline:
-            break
-        time.sleep(0.02)  # a status probe holds it for microseconds; a trainer for good
+    lock = try_lock(run_dir, wait)  # a status probe holds it for microseconds; a trainer for good
+    if lock is not None:
+        return lock
     pid = lock_holder(run_dir)
     who = f"pid {pid}" if pid else "another process"
     raise RunLocked(f"run {run_dir} is still training in {who}")
@@ -539,10 +534,7 @@ def read_heartbeat(run_dir: Path) -> tuple[str, int, float] | None:
 def request_cancel(run_dir: Path) -> None:
     """Ask whoever trains the run to stop and save (it polls for this file)."""
     check_run_dir(run_dir)
-    try:
-        atomic_write_bytes(run_dir / CANCEL_FILE, b"")
-    except OSError as e:
-        raise StoreError(f"cannot write {run_dir / CANCEL_FILE}: {e.strerror or e}") from None
+    write_file(run_dir / CANCEL_FILE, lambda f: f.write(b""))
 
 
 def clear_cancel(run_dir: Path) -> None:
@@ -560,10 +552,8 @@ def write_summary(run_dir: Path, summary: RunSummary) -> None:
     """Rewrite a run's summary.json (for a process that does not train it: the queue)."""
     summary = dataclasses.replace(summary, updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
     check_run_dir(run_dir)
-    try:
-        atomic_write_bytes(run_dir / "summary.json", _summary_bytes(summary))
-    except OSError as e:
-        raise StoreError(f"cannot write {run_dir / 'summary.json'}: {e.strerror or e}") from None
+    data = _summary_bytes(summary)
+    write_file(run_dir / "summary.json", lambda f: f.write(data))
 
 
 def new_run_id() -> str:
@@ -808,6 +798,7 @@ class RunDir:
         self.floor = (0, 0)  # (batches, epochs) on disk when reopened
         self.written = (0, 0)  # (batches, epochs) of the last history this writer saved
         self.reopened_status: str | None = None  # the status before a resume reopened it
+        file, digest = model_source(experiment)
         self.summary = RunSummary(
             name=experiment.name,
             title=experiment.display_title,
@@ -823,9 +814,9 @@ class RunDir:
             seed=experiment.seed,
             settings_key=learned_key(experiment),
             seeds=tuple(experiment.seeds) if experiment.seeds else None,
+            model_file=file,
+            model_hash=digest,
         )
-        file, digest = model_source(experiment)
-        self.summary = dataclasses.replace(self.summary, model_file=file, model_hash=digest)
 
     def __getstate__(self) -> dict[str, Any]:
         # A worker process gets the run without the lock: the parent keeps holding it.
@@ -843,12 +834,11 @@ class RunDir:
             self.lock = None
 
     def _write(self, filename: str, write: Callable[[IO[bytes]], object]) -> None:
-        path = self.path / filename
         check_run_dir(self.path)  # the lock was taken in it; still, never write through a link
-        try:
-            atomic_write(path, write)
-        except OSError as e:
-            raise StoreError(f"cannot write {path}: {e.strerror or e}") from None
+        write_file(self.path / filename, write)
+
+    def _put(self, filename: str, data: bytes) -> None:
+        self._write(filename, lambda f: f.write(data))
 
     def write_carried(self, arrays: dict[str, np.ndarray]) -> None:
         """Write carried.npz: what the run takes to a Ray node (see read_carried)."""
@@ -856,8 +846,7 @@ class RunDir:
 
     def write_config(self) -> None:
         """Write config.toml: the resolved settings the run trains with."""
-        data = tomli_w.dumps(self.experiment.settings()).encode()
-        self._write("config.toml", lambda f: f.write(data))
+        self._put("config.toml", tomli_w.dumps(self.experiment.settings()).encode())
 
     def covers(self, history: History) -> bool:
         """Whether `history` holds at least what the disk had when the run was reopened."""
@@ -891,8 +880,7 @@ class RunDir:
         self.summary = self.summary.with_fields(
             **fields, updated=time.strftime("%Y-%m-%dT%H:%M:%S"), pid=os.getpid()
         )
-        data = _summary_bytes(self.summary)
-        self._write("summary.json", lambda f: f.write(data))
+        self._put("summary.json", _summary_bytes(self.summary))
 
     def resume_failed(self, reason: str) -> None:
         """A resume could not start: put the run back as it was, resumable, saying why."""
@@ -911,8 +899,7 @@ class RunDir:
 
         buf = io.BytesIO()
         torch.save(obj, buf)
-        data = buf.getvalue()
-        self._write(filename, lambda f: f.write(data))
+        self._put(filename, buf.getvalue())
 
     def discard(self) -> bool:
         """Remove a new run's directory that recorded nothing (its setup could not even be
@@ -953,7 +940,7 @@ class RunDir:
             raise StoreError(f"{self.path}: a node sent an unknown run file {unknown[0]!r}")
         for name, data in files.items():
             if name != "summary.json":
-                self._write(name, functools.partial(_put, data=data))
+                self._put(name, data)
         if "summary.json" in files:
             try:
                 summary = json.loads(files["summary.json"].decode("utf-8"))
@@ -1086,8 +1073,7 @@ class RunStore:
             if queue is None:
                 run.save(History())
             else:
-                data = _summary_bytes(run.summary)
-                run._write("summary.json", lambda f: f.write(data))
+                run._put("summary.json", _summary_bytes(run.summary))
         except BaseException:
             run.discard()
             raise
@@ -1215,41 +1201,14 @@ class RunStore:
         """Every readable run (of `name`, if given), oldest first; unreadable ones skipped."""
         if not self.root.is_dir():
             return []
-        out: list[RunRecord] = []
         if name is not None:
             check_value("name", name)
-        try:
-            dirs = [self.root / name] if name else sorted(self.root.iterdir())
-        except OSError:
-            return []
-        for exp_dir in dirs:
-            if not exp_dir.is_dir():
-                continue
-            try:
-                run_dirs = sorted(exp_dir.iterdir())
-            except OSError:
-                continue
-            for run_dir in run_dirs:
-                record = self.read(run_dir)
-                if record is not None:
-                    out.append(record)
-        out.sort(key=lambda r: (r.summary.started or "", r.run_id))
-        return out
+        out = [r for r in map(self.read, self._run_dirs(name)) if r is not None]
+        return sorted(out, key=lambda r: (r.summary.started or "", r.run_id))
 
     def unreadable(self, name: str) -> list[Path]:
         """Run directories of `name` that `runs` skips: no readable summary.json."""
-        try:
-            dirs = sorted(p for p in (self.root / name).iterdir() if p.is_dir())
-        except OSError:
-            return []
-        return [d for d in dirs if self.read(d) is None]
-
-    def iter_latest(self) -> Iterator[RunRecord]:
-        """The newest run of each experiment name."""
-        latest: dict[str, RunRecord] = {}
-        for record in self.runs():
-            latest[record.name] = record
-        yield from latest.values()
+        return [d for d in self._run_dirs(name) if self.read(d) is None]
 
     def latest(
         self, name: str, unfinished: bool = False, seed: int | None = None
@@ -1271,7 +1230,12 @@ class RunStore:
             return None
         if not isinstance(summary, dict):
             return None
-        return RunStore._record(run_dir, summary)
+        clean, dropped = RunSummary.from_json(summary)
+        # No status: killed before it wrote one. A status this program never writes: unknown.
+        status = clean.status or (RunStatus.UNKNOWN if "status" in summary else None)
+        # Where the store filed it is what it is.
+        clean = clean.with_fields(name=run_dir.parent.name, status=status or RunStatus.INTERRUPTED)
+        return RunRecord(run_dir, clean, tuple(dropped))
 
     def damaged(self) -> list[tuple[Path, str]]:
         """Run directories whose summary.json is there but cannot be read (cut short, edited
@@ -1289,10 +1253,10 @@ class RunStore:
             out.append((run_dir, why))
         return out
 
-    def _run_dirs(self) -> list[Path]:
-        """Every run directory of the store (not checked further)."""
+    def _run_dirs(self, name: str | None = None) -> list[Path]:
+        """Every run directory of the store (of experiment `name`, if given), unchecked."""
         try:
-            exp_dirs = sorted(d for d in self.root.iterdir() if d.is_dir())
+            exp_dirs = [self.root / name] if name is not None else sorted(self.root.iterdir())
         except OSError:
             return []
         out: list[Path] = []
@@ -1302,13 +1266,3 @@ class RunStore:
             except OSError:
                 continue
         return out
-
-    @staticmethod
-    def _record(run_dir: Path, summary: dict[str, Any]) -> RunRecord:
-        """The record a parsed summary.json holds."""
-        clean, dropped = RunSummary.from_json(summary)
-        # No status: killed before it wrote one. A status this program never writes: unknown.
-        status = clean.status or (RunStatus.UNKNOWN if "status" in summary else None)
-        # Where the store filed it is what it is.
-        clean = clean.with_fields(name=run_dir.parent.name, status=status or RunStatus.INTERRUPTED)
-        return RunRecord(run_dir, clean, tuple(dropped))
