@@ -18,7 +18,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -612,17 +612,6 @@ def trained_rows(
     return rows
 
 
-@dataclasses.dataclass
-class Outcome:
-    """How a study's runs went, as the front end that followed them saw it."""
-
-    ran: dict[str, str | None]  # experiment -> run directory (None: it got none)
-    reasons: dict[str, str]  # experiment -> why it failed
-    outcomes: dict[str, str]  # experiment -> failed / diverged / cancelled
-    not_started: int  # experiments held back: their dataset is missing
-    interrupted: bool
-
-
 def finish_study(
     args: argparse.Namespace,
     store: Any,
@@ -630,7 +619,7 @@ def finish_study(
     selected: list[Experiment],
     out: IO[str],
     progress: Progress,
-    done: Outcome,
+    done: Tally,
 ) -> int:
     """The end of an attached study: its results table, the export, and the exit code."""
     rows = trained_rows(store, jobs, done.ran, done.reasons)
@@ -689,36 +678,28 @@ def run_attached(
     if not jobs:
         return EXIT_RUN_FAILED
     executor = executor_for(selected)
-    cancel = threading.Event()
-    progress = Progress(out, live=out.isatty())
-    stop = _Interrupt(progress, cancel)
+    follower = _Follower(out)
     if isinstance(executor, Queued):
         try:
             records = executor.queue(jobs, store, args.jobs)
-            events = executor.follow(records, store, cancel, stop.left)
+            events = executor.follow(records, store, follower.cancel, follower.left)
         except StoreError as e:
             raise UsageError(str(e)) from None
         where = f"on the Ray cluster {selected[0].cluster!r}" if executor.name == "ray" else ""
-        progress.line(
+        follower.progress.line(
             f"queued {len(records)} run(s) {where or 'in worker processes'}; Ctrl-C "
             "cancels them, a hang-up leaves them training (cnntui --status)"
         )
     else:
-        events = executor.start(jobs, store, cancel, args.jobs)
-    tally = Tally()
-    try:
-        with handling_signals(stop.on_signal):
-            for event in events:
-                progress.handle(event)
-                tally.note(event)
-    finally:
-        progress.close()
-    if stop.hangup and executor.outlives_caller:
+        events = executor.start(jobs, store, follower.cancel, args.jobs)
+    tally = Tally(not_started)
+    follower.follow(events, tally.note)
+    if follower.hangup and executor.outlives_caller:
         return EXIT_INTERRUPTED  # the terminal is gone; the runs go on
     for record in executor.records if isinstance(executor, Queued) else []:
         tally.ran.setdefault(record.label, str(record.path))
-    done = tally.outcome(not_started, stop.interrupted)
-    return finish_study(args, store, jobs, selected, out, progress, done)
+    tally.interrupted = follower.interrupted
+    return finish_study(args, store, jobs, selected, out, follower.progress, tally)
 
 
 def ready_jobs(
@@ -739,11 +720,13 @@ def ready_jobs(
 
 @dataclasses.dataclass
 class Tally:
-    """What a study's events said so far: the runs started, their failures and why."""
+    """How a study's runs went, as the events that followed them said."""
 
+    not_started: int  # experiments held back: their dataset is missing
     ran: dict[str, str | None] = dataclasses.field(default_factory=dict)  # name -> run dir
-    reasons: dict[str, str] = dataclasses.field(default_factory=dict)
-    outcomes: dict[str, str] = dataclasses.field(default_factory=dict)
+    reasons: dict[str, str] = dataclasses.field(default_factory=dict)  # name -> why it failed
+    outcomes: dict[str, str] = dataclasses.field(default_factory=dict)  # failed, diverged, ...
+    interrupted: bool = False
 
     def note(self, event: Any) -> None:
         """Count one event: a run's start (its directory), or how it ended badly."""
@@ -756,37 +739,34 @@ class Tally:
         if isinstance(event, Failed):
             self.reasons[event.name] = event.reason
 
-    def outcome(self, not_started: int, interrupted: bool) -> Outcome:
-        """The study's Outcome, for finish_study."""
-        return Outcome(self.ran, self.reasons, self.outcomes, not_started, interrupted)
 
+class _Follower:
+    """Follows a study's events, printing its progress to `out`, with a signal handler that
+    only sets flags, since raising would tear through the event stream and leave the worker
+    threads running. Every run sees the cancel event within a batch and saves."""
 
-@contextlib.contextmanager
-def handling_signals(handler: Callable[[int, Any], None]) -> Iterator[None]:
-    """Inside the block, Ctrl-C, SIGTERM and SIGHUP (where there is one) call `handler`;
-    the previous handlers come back after it."""
-    signals = [signal.SIGINT, signal.SIGTERM]
-    if hasattr(signal, "SIGHUP"):
-        signals.append(signal.SIGHUP)
-    previous = {sig: signal.signal(sig, handler) for sig in signals}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-class _Interrupt:
-    """The signal handler of runs trained in this process: it only sets flags, since raising
-    would tear through the event stream and leave the worker threads running. Every run sees
-    the cancel event within a batch and saves."""
-
-    def __init__(self, progress: Progress, cancel: threading.Event) -> None:
-        self.progress = progress
-        self.cancel = cancel
+    def __init__(self, out: IO[str]) -> None:
+        self.progress = Progress(out, live=out.isatty())
+        self.cancel = threading.Event()
         self.interrupted = False
         self.hangup = False
         self.left = threading.Event()  # set on a hang-up: followers of other processes leave
+
+    def follow(self, events: Iterable[Any], note: Callable[[Any], None]) -> None:
+        """Show each event and pass it to `note`, until they end; meanwhile Ctrl-C, SIGTERM
+        and SIGHUP (where there is one) call on_signal."""
+        signals = [signal.SIGINT, signal.SIGTERM]
+        if hasattr(signal, "SIGHUP"):
+            signals.append(signal.SIGHUP)
+        previous = {sig: signal.signal(sig, self.on_signal) for sig in signals}
+        try:
+            for event in events:
+                self.progress.handle(event)
+                note(event)
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+            self.progress.close()
 
     def on_signal(self, signum: int, frame: Any) -> None:
         """Cancel the runs on Ctrl-C or SIGTERM; on a hang-up, only stop printing."""
@@ -933,26 +913,23 @@ def follow_search(store: Any, search: Search[Experiment], out: IO[str]) -> int:
     search (its trials save); a hang-up leaves it going."""
     from .runs import lifecycle, searches
 
-    cancel = threading.Event()
-    progress = Progress(out, live=out.isatty())
-    stop = _Interrupt(progress, cancel)
-    progress.line(
+    follower = _Follower(out)
+    follower.progress.line(
         f"search {search.name}: {search.trials} trials, {search.parallel} at once, owned by the "
         "store's scheduler; Ctrl-C cancels it, a hang-up leaves it going (cnntui --status)"
     )
-    try:
-        with handling_signals(stop.on_signal):
-            for event in lifecycle.follow_search(store, search.name, cancel, stop.left):
-                if isinstance(event, searches.Pruned):
-                    progress.line(f"[{event.name}] {event.reason}")
-                else:
-                    progress.handle(event)
-    finally:
-        progress.close()
-    if stop.hangup or stop.interrupted:
+
+    def pruned(event: Any) -> None:
+        if isinstance(event, searches.Pruned):
+            follower.progress.line(f"[{event.name}] {event.reason}")
+
+    follower.follow(
+        lifecycle.follow_search(store, search.name, follower.cancel, follower.left), pruned
+    )
+    if follower.hangup or follower.interrupted:
         return EXIT_INTERRUPTED
     runs = searches.trial_runs(store, search.name)
-    progress.write(f"\nsearch {search.name}: {searches.progress(search, runs)}\n")
+    follower.progress.write(f"\nsearch {search.name}: {searches.progress(search, runs)}\n")
     return EXIT_OK
 
 
