@@ -84,10 +84,9 @@ def latest_status(record: Any) -> str:
 def print_list(file: ExperimentFile, out: IO[str], runs_dir: Path | None = None) -> None:
     """The experiments, their settings apart from [defaults] and their latest run's status,
     fitted to the terminal (80 columns when not on one): long settings wrap in their column."""
-    import shutil
-
     width = shutil.get_terminal_size((80, 24)).columns - 1
-    latest, by_name = _stored_runs(runs_dir)
+    by_name = _stored_runs(runs_dir)
+    latest = {name: runs[-1] for name, runs in by_name.items()}
     base = dataclasses.asdict(file.defaults)
     cells, settings = [], []
     otherwise: dict[str, dict[str, Any]] = {}  # latest runs trained on other settings
@@ -159,23 +158,19 @@ def _print_environment(
         print("\n" + textwrap.fill(line, max(40, width), subsequent_indent="  "), file=out)
 
 
-def _stored_runs(
-    runs_dir: Path | None,
-) -> tuple[dict[str, RunRecord], dict[str, list[RunRecord]]]:
-    """Each experiment's latest stored run, and all its runs; none when the store is
-    missing or unreadable."""
+def _stored_runs(runs_dir: Path | None) -> dict[str, list[RunRecord]]:
+    """Each experiment's stored runs, the latest last; none when the store is missing or
+    unreadable."""
     from .runs.store import RunStore
 
-    latest: dict[str, RunRecord] = {}
     by_name: dict[str, list[RunRecord]] = {}
     if runs_dir is not None:
         try:
             for r in RunStore(runs_dir).runs():
-                latest[r.name] = r
                 by_name.setdefault(r.name, []).append(r)
         except (OSError, ValueError):
-            latest, by_name = {}, {}
-    return latest, by_name
+            return {}
+    return by_name
 
 
 def _list_status(e: Experiment, latest: RunRecord | None, runs: list[RunRecord]) -> str:
@@ -310,8 +305,6 @@ class Progress:
             )
         status = " │ ".join(parts)
         try:
-            import shutil
-
             cols = shutil.get_terminal_size().columns - 1
         except OSError:
             cols = 79
@@ -645,11 +638,7 @@ def run_headless(args: argparse.Namespace, out: IO[str]) -> int:
     search = selected_search(args)
     if search is not None:
         return run_search(args, out, search, detach=False)
-    file, overrides = load_experiments(args)
-    selected = apply_overrides(file.select(args.run), overrides)
-    check_models(selected, file, _data_shape, overrides)  # a user model builds and fits its data
-    if args.jobs < 1:
-        raise UsageError(f"--jobs {args.jobs}: must be >= 1")
+    selected, overrides = selected_experiments(args)
     if args.export:
         parse_formats(args.format)
     on_cluster = check_cluster(selected)
@@ -801,11 +790,7 @@ def run_detached(args: argparse.Namespace, out: IO[str]) -> int:
     search = selected_search(args)
     if search is not None:
         return run_search(args, out, search, detach=True)
-    file, overrides = load_experiments(args)
-    selected = apply_overrides(file.select(args.run), overrides)
-    check_models(selected, file, _data_shape, overrides)  # a user model builds and fits its data
-    if args.jobs < 1:
-        raise UsageError(f"--jobs {args.jobs}: must be >= 1")
+    selected, overrides = selected_experiments(args)
     if args.export:
         raise UsageError("--export with --detach: export once the runs have finished")
     threads = [e.name for e in selected if e.executor == "thread"]
@@ -835,6 +820,17 @@ def run_detached(args: argparse.Namespace, out: IO[str]) -> int:
         file=out,
     )
     return EXIT_OK
+
+
+def selected_experiments(args: argparse.Namespace) -> tuple[list[Experiment], dict[str, Any]]:
+    """The experiments `--run` selects, with --set applied, and the overrides; a UsageError
+    for a user model that does not build or fit its data, or --jobs below 1."""
+    file, overrides = load_experiments(args)
+    selected = apply_overrides(file.select(args.run), overrides)
+    check_models(selected, file, _data_shape, overrides)
+    if args.jobs < 1:
+        raise UsageError(f"--jobs {args.jobs}: must be >= 1")
+    return selected, overrides
 
 
 SEARCH_OVERRIDES = ("trials", "parallel")  # a search's own keys that --set may change
