@@ -18,7 +18,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -426,17 +426,26 @@ def seeds_table(store: Any, experiments: list[Experiment]) -> str:
     return text.table(headers, rows, right={2, 3})
 
 
+@contextlib.contextmanager
+def store_errors_as_usage() -> Iterator[None]:
+    """A StoreError raised in the block is a UsageError: one line, exit code 2."""
+    from .runs.store import StoreError
+
+    try:
+        yield
+    except StoreError as e:
+        raise UsageError(str(e)) from None
+
+
 def check_dirs(args: argparse.Namespace, experiments: list[Experiment]) -> None:
     """Fail early, with one line, on a runs/exports/data dir that is a file or not writable."""
-    from .runs.store import RunStore, StoreError
+    from .runs.store import RunStore
 
     store = RunStore(args.runs_dir)
-    try:
+    with store_errors_as_usage():
         store.check_writable()
         for exp in experiments:  # a new run is never written through a link
             store.check_new_run(exp.name)
-    except StoreError as e:
-        raise UsageError(str(e)) from None
     if args.export:  # before the first run: a long study must not end in an unwritable dir
         check_exports_dir(Path(args.exports_dir))
     for exp in experiments:
@@ -660,7 +669,7 @@ def run_attached(
     the printing: runs in worker processes or on a cluster go on, and this command leaves;
     runs in this process's threads go on until they end."""
     from .runs.executors import Queued, executor_for
-    from .runs.store import RunStore, StoreError
+    from .runs.store import RunStore
 
     store = RunStore(args.runs_dir)
     jobs, selected, not_started = ready_jobs(plan_jobs(args, store, selected, overrides), selected)
@@ -669,11 +678,9 @@ def run_attached(
     executor = executor_for(selected)
     follower = _Follower(out)
     if isinstance(executor, Queued):
-        try:
+        with store_errors_as_usage():
             records = executor.queue(jobs, store, args.jobs)
             events = executor.follow(records, store, follower.cancel, follower.left)
-        except StoreError as e:
-            raise UsageError(str(e)) from None
         where = f"on the Ray cluster {selected[0].cluster!r}" if executor.name == "ray" else ""
         follower.progress.line(
             f"queued {len(records)} run(s) {where or 'in worker processes'}; Ctrl-C "
@@ -785,7 +792,7 @@ def run_detached(args: argparse.Namespace, out: IO[str]) -> int:
     """`--run SEL --detach`: queue the runs in the run store, make sure its scheduler runs,
     say how to watch them, and return: the runs train in worker processes of their own."""
     from .runs.executors import Job, detached_for
-    from .runs.store import RunStore, StoreError
+    from .runs.store import RunStore
 
     search = selected_search(args)
     if search is not None:
@@ -803,10 +810,8 @@ def run_detached(args: argparse.Namespace, out: IO[str]) -> int:
     check_dirs(args, selected)
     store = RunStore(args.runs_dir)
     jobs = plan_jobs(args, store, selected, overrides) if args.resume else []
-    try:
+    with store_errors_as_usage():
         queued = detached_for(selected).queue(jobs or [Job(e) for e in selected], store, args.jobs)
-    except StoreError as e:
-        raise UsageError(str(e)) from None
     for record in queued:
         how = " (resume)" if record.queue is not None and record.queue.resume else ""
         print(f"queued {record.name} {record.run_id}{how}", file=out)
@@ -879,18 +884,16 @@ def run_search(
     follow its trials as they appear (or, with --detach, say how to watch them). A search
     whose every trial has ended trains nothing and says so."""
     from .runs.search import finished_line, queue
-    from .runs.store import RunStore, StoreError
+    from .runs.store import RunStore
 
     if args.export:
         raise UsageError("--export with a [[search]]: export its group once it has ended")
     store = RunStore(args.runs_dir)
     check_dirs(args, [search.base])
-    try:
+    with store_errors_as_usage():  # SearchChanged: what changed, in one line
         if finished_line(store, search) is None and not check_data([search.base]):
             return EXIT_RUN_FAILED
         done = queue(store, search)  # as `r` on the search in the TUI
-    except StoreError as e:  # SearchChanged: what changed, in one line
-        raise UsageError(str(e)) from None
     if done is not None:
         print(done, file=out)
         return EXIT_OK
@@ -942,15 +945,13 @@ def show_status(args: argparse.Namespace, out: IO[str]) -> int:
     """`cnntui --status`: print the store's queued, running and recent runs, and how far each
     search is."""
     from .runs import lifecycle, searches
-    from .runs.store import RunStore, StoreError
+    from .runs.store import RunStore
 
     store = RunStore(args.runs_dir)
     if store.root.exists() and not store.root.is_dir():
         raise UsageError(f"runs dir {str(store.root)!r} is a file, not a directory")
-    try:
+    with store_errors_as_usage():  # its lock file a link or a FIFO
         lifecycle.ensure_scheduler(store)  # a scheduler killed with runs queued: take over
-    except StoreError as e:  # its lock file a link or a FIFO
-        raise UsageError(str(e)) from None
     print(lifecycle.status_table(store), file=out)
     for line in searches.status_lines(store):
         print(line, file=out)
@@ -960,12 +961,10 @@ def show_status(args: argparse.Namespace, out: IO[str]) -> int:
 def cancel_runs(args: argparse.Namespace, out: IO[str]) -> int:
     """`cnntui --cancel`: ask the named runs to stop, and say which were asked."""
     from .runs import lifecycle
-    from .runs.store import RunStore, StoreError
+    from .runs.store import RunStore
 
-    try:
+    with store_errors_as_usage():
         lines = lifecycle.cancel(RunStore(args.runs_dir), args.cancel)
-    except StoreError as e:
-        raise UsageError(str(e)) from None
     for line in lines:
         print(line, file=out)
     return EXIT_OK
