@@ -18,7 +18,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -84,10 +84,9 @@ def latest_status(record: Any) -> str:
 def print_list(file: ExperimentFile, out: IO[str], runs_dir: Path | None = None) -> None:
     """The experiments, their settings apart from [defaults] and their latest run's status,
     fitted to the terminal (80 columns when not on one): long settings wrap in their column."""
-    import shutil
-
     width = shutil.get_terminal_size((80, 24)).columns - 1
-    latest, by_name = _stored_runs(runs_dir)
+    by_name = _stored_runs(runs_dir)
+    latest = {name: runs[-1] for name, runs in by_name.items()}
     base = dataclasses.asdict(file.defaults)
     cells, settings = [], []
     otherwise: dict[str, dict[str, Any]] = {}  # latest runs trained on other settings
@@ -159,23 +158,19 @@ def _print_environment(
         print("\n" + textwrap.fill(line, max(40, width), subsequent_indent="  "), file=out)
 
 
-def _stored_runs(
-    runs_dir: Path | None,
-) -> tuple[dict[str, RunRecord], dict[str, list[RunRecord]]]:
-    """Each experiment's latest stored run, and all its runs; none when the store is
-    missing or unreadable."""
+def _stored_runs(runs_dir: Path | None) -> dict[str, list[RunRecord]]:
+    """Each experiment's stored runs, the latest last; none when the store is missing or
+    unreadable."""
     from .runs.store import RunStore
 
-    latest: dict[str, RunRecord] = {}
     by_name: dict[str, list[RunRecord]] = {}
     if runs_dir is not None:
         try:
             for r in RunStore(runs_dir).runs():
-                latest[r.name] = r
                 by_name.setdefault(r.name, []).append(r)
         except (OSError, ValueError):
-            latest, by_name = {}, {}
-    return latest, by_name
+            return {}
+    return by_name
 
 
 def _list_status(e: Experiment, latest: RunRecord | None, runs: list[RunRecord]) -> str:
@@ -310,8 +305,6 @@ class Progress:
             )
         status = " │ ".join(parts)
         try:
-            import shutil
-
             cols = shutil.get_terminal_size().columns - 1
         except OSError:
             cols = 79
@@ -433,17 +426,26 @@ def seeds_table(store: Any, experiments: list[Experiment]) -> str:
     return text.table(headers, rows, right={2, 3})
 
 
+@contextlib.contextmanager
+def store_errors_as_usage() -> Iterator[None]:
+    """A StoreError raised in the block is a UsageError: one line, exit code 2."""
+    from .runs.store import StoreError
+
+    try:
+        yield
+    except StoreError as e:
+        raise UsageError(str(e)) from None
+
+
 def check_dirs(args: argparse.Namespace, experiments: list[Experiment]) -> None:
     """Fail early, with one line, on a runs/exports/data dir that is a file or not writable."""
-    from .runs.store import RunStore, StoreError
+    from .runs.store import RunStore
 
     store = RunStore(args.runs_dir)
-    try:
+    with store_errors_as_usage():
         store.check_writable()
         for exp in experiments:  # a new run is never written through a link
             store.check_new_run(exp.name)
-    except StoreError as e:
-        raise UsageError(str(e)) from None
     if args.export:  # before the first run: a long study must not end in an unwritable dir
         check_exports_dir(Path(args.exports_dir))
     for exp in experiments:
@@ -612,17 +614,6 @@ def trained_rows(
     return rows
 
 
-@dataclasses.dataclass
-class Outcome:
-    """How a study's runs went, as the front end that followed them saw it."""
-
-    ran: dict[str, str | None]  # experiment -> run directory (None: it got none)
-    reasons: dict[str, str]  # experiment -> why it failed
-    outcomes: dict[str, str]  # experiment -> failed / diverged / cancelled
-    not_started: int  # experiments held back: their dataset is missing
-    interrupted: bool
-
-
 def finish_study(
     args: argparse.Namespace,
     store: Any,
@@ -630,7 +621,7 @@ def finish_study(
     selected: list[Experiment],
     out: IO[str],
     progress: Progress,
-    done: Outcome,
+    done: Tally,
 ) -> int:
     """The end of an attached study: its results table, the export, and the exit code."""
     rows = trained_rows(store, jobs, done.ran, done.reasons)
@@ -656,11 +647,7 @@ def run_headless(args: argparse.Namespace, out: IO[str]) -> int:
     search = selected_search(args)
     if search is not None:
         return run_search(args, out, search, detach=False)
-    file, overrides = load_experiments(args)
-    selected = apply_overrides(file.select(args.run), overrides)
-    check_models(selected, file, _data_shape, overrides)  # a user model builds and fits its data
-    if args.jobs < 1:
-        raise UsageError(f"--jobs {args.jobs}: must be >= 1")
+    selected, overrides = selected_experiments(args)
     if args.export:
         parse_formats(args.format)
     on_cluster = check_cluster(selected)
@@ -682,43 +669,33 @@ def run_attached(
     the printing: runs in worker processes or on a cluster go on, and this command leaves;
     runs in this process's threads go on until they end."""
     from .runs.executors import Queued, executor_for
-    from .runs.store import RunStore, StoreError
+    from .runs.store import RunStore
 
     store = RunStore(args.runs_dir)
     jobs, selected, not_started = ready_jobs(plan_jobs(args, store, selected, overrides), selected)
     if not jobs:
         return EXIT_RUN_FAILED
     executor = executor_for(selected)
-    cancel = threading.Event()
-    progress = Progress(out, live=out.isatty())
-    stop = _Interrupt(progress, cancel)
+    follower = _Follower(out)
     if isinstance(executor, Queued):
-        try:
+        with store_errors_as_usage():
             records = executor.queue(jobs, store, args.jobs)
-            events = executor.follow(records, store, cancel, stop.left)
-        except StoreError as e:
-            raise UsageError(str(e)) from None
+            events = executor.follow(records, store, follower.cancel, follower.left)
         where = f"on the Ray cluster {selected[0].cluster!r}" if executor.name == "ray" else ""
-        progress.line(
+        follower.progress.line(
             f"queued {len(records)} run(s) {where or 'in worker processes'}; Ctrl-C "
             "cancels them, a hang-up leaves them training (cnntui --status)"
         )
     else:
-        events = executor.start(jobs, store, cancel, args.jobs)
-    tally = Tally()
-    try:
-        with handling_signals(stop.on_signal):
-            for event in events:
-                progress.handle(event)
-                tally.note(event)
-    finally:
-        progress.close()
-    if stop.hangup and executor.outlives_caller:
+        events = executor.start(jobs, store, follower.cancel, args.jobs)
+    tally = Tally(not_started)
+    follower.follow(events, tally.note)
+    if follower.hangup and executor.outlives_caller:
         return EXIT_INTERRUPTED  # the terminal is gone; the runs go on
     for record in executor.records if isinstance(executor, Queued) else []:
         tally.ran.setdefault(record.label, str(record.path))
-    done = tally.outcome(not_started, stop.interrupted)
-    return finish_study(args, store, jobs, selected, out, progress, done)
+    tally.interrupted = follower.interrupted
+    return finish_study(args, store, jobs, selected, out, follower.progress, tally)
 
 
 def ready_jobs(
@@ -739,11 +716,13 @@ def ready_jobs(
 
 @dataclasses.dataclass
 class Tally:
-    """What a study's events said so far: the runs started, their failures and why."""
+    """How a study's runs went, as the events that followed them said."""
 
+    not_started: int  # experiments held back: their dataset is missing
     ran: dict[str, str | None] = dataclasses.field(default_factory=dict)  # name -> run dir
-    reasons: dict[str, str] = dataclasses.field(default_factory=dict)
-    outcomes: dict[str, str] = dataclasses.field(default_factory=dict)
+    reasons: dict[str, str] = dataclasses.field(default_factory=dict)  # name -> why it failed
+    outcomes: dict[str, str] = dataclasses.field(default_factory=dict)  # failed, diverged, ...
+    interrupted: bool = False
 
     def note(self, event: Any) -> None:
         """Count one event: a run's start (its directory), or how it ended badly."""
@@ -756,37 +735,34 @@ class Tally:
         if isinstance(event, Failed):
             self.reasons[event.name] = event.reason
 
-    def outcome(self, not_started: int, interrupted: bool) -> Outcome:
-        """The study's Outcome, for finish_study."""
-        return Outcome(self.ran, self.reasons, self.outcomes, not_started, interrupted)
 
+class _Follower:
+    """Follows a study's events, printing its progress to `out`, with a signal handler that
+    only sets flags, since raising would tear through the event stream and leave the worker
+    threads running. Every run sees the cancel event within a batch and saves."""
 
-@contextlib.contextmanager
-def handling_signals(handler: Callable[[int, Any], None]) -> Iterator[None]:
-    """Inside the block, Ctrl-C, SIGTERM and SIGHUP (where there is one) call `handler`;
-    the previous handlers come back after it."""
-    signals = [signal.SIGINT, signal.SIGTERM]
-    if hasattr(signal, "SIGHUP"):
-        signals.append(signal.SIGHUP)
-    previous = {sig: signal.signal(sig, handler) for sig in signals}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-class _Interrupt:
-    """The signal handler of runs trained in this process: it only sets flags, since raising
-    would tear through the event stream and leave the worker threads running. Every run sees
-    the cancel event within a batch and saves."""
-
-    def __init__(self, progress: Progress, cancel: threading.Event) -> None:
-        self.progress = progress
-        self.cancel = cancel
+    def __init__(self, out: IO[str]) -> None:
+        self.progress = Progress(out, live=out.isatty())
+        self.cancel = threading.Event()
         self.interrupted = False
         self.hangup = False
         self.left = threading.Event()  # set on a hang-up: followers of other processes leave
+
+    def follow(self, events: Iterable[Any], note: Callable[[Any], None]) -> None:
+        """Show each event and pass it to `note`, until they end; meanwhile Ctrl-C, SIGTERM
+        and SIGHUP (where there is one) call on_signal."""
+        signals = [signal.SIGINT, signal.SIGTERM]
+        if hasattr(signal, "SIGHUP"):
+            signals.append(signal.SIGHUP)
+        previous = {sig: signal.signal(sig, self.on_signal) for sig in signals}
+        try:
+            for event in events:
+                self.progress.handle(event)
+                note(event)
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+            self.progress.close()
 
     def on_signal(self, signum: int, frame: Any) -> None:
         """Cancel the runs on Ctrl-C or SIGTERM; on a hang-up, only stop printing."""
@@ -816,16 +792,12 @@ def run_detached(args: argparse.Namespace, out: IO[str]) -> int:
     """`--run SEL --detach`: queue the runs in the run store, make sure its scheduler runs,
     say how to watch them, and return: the runs train in worker processes of their own."""
     from .runs.executors import Job, detached_for
-    from .runs.store import RunStore, StoreError
+    from .runs.store import RunStore
 
     search = selected_search(args)
     if search is not None:
         return run_search(args, out, search, detach=True)
-    file, overrides = load_experiments(args)
-    selected = apply_overrides(file.select(args.run), overrides)
-    check_models(selected, file, _data_shape, overrides)  # a user model builds and fits its data
-    if args.jobs < 1:
-        raise UsageError(f"--jobs {args.jobs}: must be >= 1")
+    selected, overrides = selected_experiments(args)
     if args.export:
         raise UsageError("--export with --detach: export once the runs have finished")
     threads = [e.name for e in selected if e.executor == "thread"]
@@ -838,10 +810,8 @@ def run_detached(args: argparse.Namespace, out: IO[str]) -> int:
     check_dirs(args, selected)
     store = RunStore(args.runs_dir)
     jobs = plan_jobs(args, store, selected, overrides) if args.resume else []
-    try:
+    with store_errors_as_usage():
         queued = detached_for(selected).queue(jobs or [Job(e) for e in selected], store, args.jobs)
-    except StoreError as e:
-        raise UsageError(str(e)) from None
     for record in queued:
         how = " (resume)" if record.queue is not None and record.queue.resume else ""
         print(f"queued {record.name} {record.run_id}{how}", file=out)
@@ -855,6 +825,17 @@ def run_detached(args: argparse.Namespace, out: IO[str]) -> int:
         file=out,
     )
     return EXIT_OK
+
+
+def selected_experiments(args: argparse.Namespace) -> tuple[list[Experiment], dict[str, Any]]:
+    """The experiments `--run` selects, with --set applied, and the overrides; a UsageError
+    for a user model that does not build or fit its data, or --jobs below 1."""
+    file, overrides = load_experiments(args)
+    selected = apply_overrides(file.select(args.run), overrides)
+    check_models(selected, file, _data_shape, overrides)
+    if args.jobs < 1:
+        raise UsageError(f"--jobs {args.jobs}: must be >= 1")
+    return selected, overrides
 
 
 SEARCH_OVERRIDES = ("trials", "parallel")  # a search's own keys that --set may change
@@ -903,18 +884,16 @@ def run_search(
     follow its trials as they appear (or, with --detach, say how to watch them). A search
     whose every trial has ended trains nothing and says so."""
     from .runs.search import finished_line, queue
-    from .runs.store import RunStore, StoreError
+    from .runs.store import RunStore
 
     if args.export:
         raise UsageError("--export with a [[search]]: export its group once it has ended")
     store = RunStore(args.runs_dir)
     check_dirs(args, [search.base])
-    try:
+    with store_errors_as_usage():  # SearchChanged: what changed, in one line
         if finished_line(store, search) is None and not check_data([search.base]):
             return EXIT_RUN_FAILED
         done = queue(store, search)  # as `r` on the search in the TUI
-    except StoreError as e:  # SearchChanged: what changed, in one line
-        raise UsageError(str(e)) from None
     if done is not None:
         print(done, file=out)
         return EXIT_OK
@@ -933,26 +912,23 @@ def follow_search(store: Any, search: Search[Experiment], out: IO[str]) -> int:
     search (its trials save); a hang-up leaves it going."""
     from .runs import lifecycle, searches
 
-    cancel = threading.Event()
-    progress = Progress(out, live=out.isatty())
-    stop = _Interrupt(progress, cancel)
-    progress.line(
+    follower = _Follower(out)
+    follower.progress.line(
         f"search {search.name}: {search.trials} trials, {search.parallel} at once, owned by the "
         "store's scheduler; Ctrl-C cancels it, a hang-up leaves it going (cnntui --status)"
     )
-    try:
-        with handling_signals(stop.on_signal):
-            for event in lifecycle.follow_search(store, search.name, cancel, stop.left):
-                if isinstance(event, searches.Pruned):
-                    progress.line(f"[{event.name}] {event.reason}")
-                else:
-                    progress.handle(event)
-    finally:
-        progress.close()
-    if stop.hangup or stop.interrupted:
+
+    def pruned(event: Any) -> None:
+        if isinstance(event, searches.Pruned):
+            follower.progress.line(f"[{event.name}] {event.reason}")
+
+    follower.follow(
+        lifecycle.follow_search(store, search.name, follower.cancel, follower.left), pruned
+    )
+    if follower.hangup or follower.interrupted:
         return EXIT_INTERRUPTED
     runs = searches.trial_runs(store, search.name)
-    progress.write(f"\nsearch {search.name}: {searches.progress(search, runs)}\n")
+    follower.progress.write(f"\nsearch {search.name}: {searches.progress(search, runs)}\n")
     return EXIT_OK
 
 
@@ -969,15 +945,13 @@ def show_status(args: argparse.Namespace, out: IO[str]) -> int:
     """`cnntui --status`: print the store's queued, running and recent runs, and how far each
     search is."""
     from .runs import lifecycle, searches
-    from .runs.store import RunStore, StoreError
+    from .runs.store import RunStore
 
     store = RunStore(args.runs_dir)
     if store.root.exists() and not store.root.is_dir():
         raise UsageError(f"runs dir {str(store.root)!r} is a file, not a directory")
-    try:
+    with store_errors_as_usage():  # its lock file a link or a FIFO
         lifecycle.ensure_scheduler(store)  # a scheduler killed with runs queued: take over
-    except StoreError as e:  # its lock file a link or a FIFO
-        raise UsageError(str(e)) from None
     print(lifecycle.status_table(store), file=out)
     for line in searches.status_lines(store):
         print(line, file=out)
@@ -987,12 +961,10 @@ def show_status(args: argparse.Namespace, out: IO[str]) -> int:
 def cancel_runs(args: argparse.Namespace, out: IO[str]) -> int:
     """`cnntui --cancel`: ask the named runs to stop, and say which were asked."""
     from .runs import lifecycle
-    from .runs.store import RunStore, StoreError
+    from .runs.store import RunStore
 
-    try:
+    with store_errors_as_usage():
         lines = lifecycle.cancel(RunStore(args.runs_dir), args.cancel)
-    except StoreError as e:
-        raise UsageError(str(e)) from None
     for line in lines:
         print(line, file=out)
     return EXIT_OK

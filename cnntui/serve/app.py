@@ -39,7 +39,8 @@ log = logging.getLogger("cnntui.serve")
 
 
 class Tab(AppService):
-    """One tab's cnntui process; stopping it waits until the process has ended."""
+    """One tab's cnntui process, in a session of its own so that Ctrl-C in the server's
+    terminal reaches only the server; stopping it waits until the process has ended."""
 
     async def _open_app_process(self, width: int = 80, height: int = 24) -> Any:
         pipe = asyncio.subprocess.PIPE
@@ -83,14 +84,11 @@ class OneLine(logging.Formatter):
 
 class CnnTuiServer(Server):
     """textual-serve's Server with cnntui's start-up line, guards, login, bounded tabs and
-    orderly shutdown."""
+    orderly shutdown: on Ctrl-C it closes every tab and waits for its process to end."""
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings.command, host=settings.host, port=settings.port, title="cnntui")
         self.settings = settings
-        self.loopback = settings.loopback  # whether the server listens on this machine only
-        self.runs_dir = settings.runs_dir
-        self.check = settings.check  # raises ConfigError or UsageError for bad experiments
         self.cookie = f"cnntui-serve-{settings.port}"  # cookies are per host, not per port
         self.tabs: dict[Any, asyncio.Event] = {}  # open WebSocket -> set once it ended
         self.running: set[Any] = set()  # the WebSockets whose tab runs (or starts) a cnntui
@@ -136,8 +134,9 @@ class CnnTuiServer(Server):
     async def guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """Every request: a Host (400 without), a local one and a WebSocket from this
         server's own page (403 otherwise), and the login token, in the URL or the cookie the
-        page's first visit sets (403 without). The page's address with a right token sets
-        the cookie and sends the browser to the address without it."""
+        page's first visit sets (403 without), since every user of this machine can reach
+        127.0.0.1. The page's address with a right token sets the cookie and sends the
+        browser to the address without it."""
         try:
             host = request.url.host  # None for an empty Host; ValueError for a bad port
         except ValueError:
@@ -165,10 +164,11 @@ class CnnTuiServer(Server):
 
     async def on_startup(self, app: Any) -> None:
         """Say where to point the browser, with the login token."""
-        url = login_url(self.host, self.port, self.settings.token)
+        settings = self.settings
+        url = login_url(self.host, self.port, settings.token)
         print(
             f"cnntui serve: open {url} in a browser; each tab runs its own cnntui on "
-            f"{self.runs_dir}/ (at most {self.settings.max_tabs} at once). Ctrl-C stops the "
+            f"{settings.runs_dir}/ (at most {settings.max_tabs} at once). Ctrl-C stops the "
             "server (runs go on).",
             flush=True,
         )
@@ -182,9 +182,10 @@ class CnnTuiServer(Server):
             await asyncio.wait_for(ended, TAB_STOP_SECONDS + 5)
 
     def refused(self, request: Any, websocket: bool) -> str | None:
-        """Why `request` is refused (DNS rebinding, another site's page), or None. A
-        WebSocket's Origin must be the page's own, scheme and all."""
-        if self.loopback and not loopback_name(request.url.host or ""):
+        """Why `request` is refused, or None: a server on this machine only answers to a local
+        Host (DNS rebinding: a site whose name was pointed at 127.0.0.1), and a WebSocket's
+        Origin must be the page's own, scheme and all (another site's page)."""
+        if self.settings.loopback and not loopback_name(request.url.host or ""):
             return "this server answers only to localhost and 127.0.0.1"
         if websocket:
             origin = request.headers.get("Origin", "")
@@ -203,8 +204,8 @@ class CnnTuiServer(Server):
         )
 
     async def handle_index(self, request: Any) -> Any:
-        """The page, its links built from the address the browser used; a page that says
-        so when every tab is taken."""
+        """The page, its links built from the address the browser used (an SSH tunnel's
+        local port works); a page that says so when every tab is taken."""
         if why := self.full():
             raise web.HTTPServiceUnavailable(text=why + "\n")
         # The page's script and WebSocket links are built from public_url, and no await
@@ -215,7 +216,8 @@ class CnnTuiServer(Server):
     async def handle_websocket(self, request: Any) -> Any:
         """One browser tab: start its cnntui, pass keys and resizes in and the screen
         out, and end the process when the tab goes (or the server stops). With every tab
-        taken, or the experiments broken, the tab's screen says so instead."""
+        taken, or the experiments file edited into an error since the server started, the
+        tab's screen says so in one line instead."""
         websocket = web.WebSocketResponse(heartbeat=15)
         full = self.full()
         if full is None:
@@ -227,7 +229,7 @@ class CnnTuiServer(Server):
                 await self.show(websocket, full)
                 return websocket
             try:
-                self.check()
+                self.settings.check()
             except (ConfigError, options.UsageError) as e:
                 await self.show(websocket, f"cnntui: {e}\r\n\r\nFix it, then reload this page.")
                 return websocket

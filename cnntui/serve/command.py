@@ -148,22 +148,8 @@ def choose_token(given: str | None) -> str:
 
 
 def make_server(settings: Settings) -> Any:
-    """A textual-serve Server that runs `settings.command` for each browser tab.
-
-    Apart from textual-serve's own: cnntui's start-up line and no request log; page links
-    that follow the address the browser used (an SSH tunnel's local port works); each tab's
-    process in a session of its own, so that Ctrl-C in the server's terminal reaches only the
-    server, which then closes every tab and waits for its process to end before it exits;
-    and two guards for a server on this machine only: pages from other sites cannot drive it
-    (a WebSocket's Origin must be the page's own), and neither can a site whose name was
-    pointed at 127.0.0.1 (DNS rebinding: the Host must be a local name). `check()` runs
-    before each tab starts: the experiments file edited into an error since the server
-    started is said on the page, in one line, instead of a tab that shows nothing.
-
-    And a login: every request needs the token (in the URL, or the cookie the page's first
-    visit sets), since every user of this machine can reach 127.0.0.1; at most
-    `max_tabs` tabs run at once (a page says so when all are taken); a tab's screen size is
-    clamped (screen_size); /static/ lists nothing; a request without a Host is a 400."""
+    """A textual-serve Server that runs `settings.command` for each browser tab, with
+    cnntui's login, guards, bounded tabs and orderly shutdown (cnntui.serve.app)."""
     from .app import CnnTuiServer  # textual-serve and aiohttp load only here
 
     return CnnTuiServer(settings)
