@@ -3,6 +3,7 @@ experiment in view, nothing cut mid-word, and results that say which settings th
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -200,3 +201,78 @@ async def test_a_results_row_shows_the_data_and_settings_its_run_trained_with(tm
         assert said.startswith("high-lr ran on synthetic data (not CIFAR-10), 200 train"), said
         assert "epochs=2" in said and "the experiment now: epochs=1 test_size=1000" in said
         assert detail.region.bottom <= app.main.query_one("#views").region.y  # in view
+
+
+# A user's own image folder: class names longer than a count column, alike at the start.
+OWN = ("airplane", "automobile", "ankle_boot_black", "ankle_boot_brown", "sandal", "sneaker")
+OWN += ("sneaker_high_top", "sneaker_low_top", "tshirt_long_sleeve", "tshirt_short_sleeve")
+
+
+def own_classes_run(tiny_toml: Path, runs: Path) -> None:
+    """A finished run of `alpha` that recorded OWN as its classes; class i gets 10 - i of
+    its 10 test images right, the rest taken for class i + 1."""
+    from cnntui.core.config import load
+    from cnntui.core.events import EpochEnd
+    from cnntui.core.history import History
+    from cnntui.runs.store import RunStore
+
+    confusion = [[0] * 10 for _ in range(10)]
+    for i, row in enumerate(confusion):
+        row[i], row[(i + 1) % 10] = 10 - i, i
+    run = RunStore(runs).create(load(tiny_toml).get("alpha"))
+    history = History()
+    history.add(EpochEnd("alpha", 0, 2.0, 0.4, 1.9, 0.35, 1.0, confusion=confusion))
+    run.save(history, "finished", total_seconds=1.0, params=62006, class_names=OWN)
+    run.release()
+
+
+def shown_as(label: str, name: str) -> bool:
+    """`label` is `name` whole, or cut with one '…' that keeps its start and its end."""
+    if "…" not in label:
+        return label == name
+    start, end = label.split("…")
+    return name.startswith(start) and name.endswith(end) and len(start) + len(end) >= 5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("size", [SIZE, (120, 30), (200, 40)])
+async def test_the_class_view_tells_a_folders_long_class_names_apart(
+    tiny_toml, runs_dir, tmp_path, size
+):
+    own_classes_run(tiny_toml, runs_dir)
+    app = make_app(tiny_toml, {}, runs_dir, tmp_path / "x", trainer=fake_train, device_label="c")
+    async with app.run_test(size=size) as pilot:
+        await pilot.press("C")
+        dialog = app.screen.query_one("#dialog")  # all of it in view, nothing to scroll
+        assert dialog.region.right <= size[0] and dialog.region.bottom <= size[1]
+        assert dialog.max_scroll_x == 0 and dialog.max_scroll_y == 0
+        lines = str(app.screen.query_one("#classes", Static).render()).splitlines()
+        rows = [line.split()[0] for line in lines[-11:-1]]  # each true class's row
+        # each predicted class's head, in the order of the columns their right ends mark
+        ends = [(m.end(), m.group()) for line in lines[2:-11] for m in re.finditer(r"\S+", line)]
+        heads = [w for _, w in sorted(ends) if w not in ("true\\pred", "│", "n", "acc")]
+        for shown in (rows, heads):
+            assert len(set(shown)) == 10, shown  # told apart
+            assert all(shown_as(s, name) for s, name in zip(shown, OWN, strict=True)), shown
+        assert rows[:2] == ["airplane", "automobile"]  # whole where they fit
+        assert {"airplane", "sandal", "sneaker"} <= set(heads), heads
+        if size[0] >= 200:  # room for every name whole
+            assert rows == list(OWN) and sorted(heads) == sorted(OWN)
+
+
+def test_cut_class_names_keep_their_start_and_stay_apart():
+    from cnntui.core.config import CLASS_NAMES
+    from cnntui.tui.classes import ClassView, render, short_names
+
+    hundred = CLASS_NAMES["cifar100"]
+    for cols in (4, 6, 9, 13):
+        cut = short_names(hundred, cols)
+        assert cut is not None and len(set(cut)) == 100
+        for c, name in zip(cut, hundred, strict=True):  # its start, '…', maybe its end
+            start, _, end = c.partition("…")
+            assert len(c) <= cols and name.startswith(start) and name.endswith(end), c
+    assert short_names(OWN, 13)[2:4] == ["ankle_b…black", "ankle_b…brown"]  # alike starts
+    assert short_names(("same", "same"), 9) is None
+    # a hundred columns: the corner keeps to the narrow name column, clear of the heads
+    view = ClassView("c", "run", hundred, [[1] * 100 for _ in range(100)], 1, 1)
+    assert render(view, width=76).plain.splitlines()[2].startswith("true\\… aquarium…")

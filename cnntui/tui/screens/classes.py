@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import ClassVar
 
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
@@ -19,11 +20,13 @@ from textual.widgets import Static
 from ..classes import ClassView, render
 
 REFRESH_SECONDS = 1.0  # how often a run that is still training is looked at again
+CHROME = 4  # columns the dialog's border and padding take (app.tcss)
 
 
 class ClassesScreen(ModalScreen[None]):
-    """Shows what `load()` returns, looked at again every second; `p` switches counts and
-    row percentages; escape or q closes."""
+    """Shows what `load()` returns, looked at again every second, as wide as the terminal
+    lets it (the class names whole where they fit); `p` switches counts and row
+    percentages; escape or q closes."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,q,C", "close", "Close"),
@@ -49,7 +52,11 @@ class ClassesScreen(ModalScreen[None]):
     def _text(self) -> Text | str:
         if self.view is None:
             return "no run any more"
-        return render(self.view, self.percent)
+        return render(self.view, self.percent, self.app.size.width - CHROME)
+
+    def on_resize(self, event: events.Resize) -> None:
+        """Lay the matrix out again for the terminal's new width."""
+        self.query_one("#classes", Static).update(self._text())
 
     def follow(self) -> None:
         """Redraw when the run's view has changed (a training run ended another epoch)."""
