@@ -52,9 +52,12 @@ def study(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def store_trials(study: Path, lrs: list[float], pruned: int | None = None) -> RunStore:
+def store_trials(
+    study: Path, lrs: list[float], pruned: int | None = None, cancelled: int | None = None
+) -> RunStore:
     """Trial runs `S.t<N>` in the store, trained by the fake trainer with each lr; trial
-    `pruned` written pruned at epoch 1, as the scheduler writes it."""
+    `pruned` written pruned at epoch 1, as the scheduler writes it; trial `cancelled` written
+    cancelled at epoch 1, as `cnntui --cancel S.t<N>` leaves it."""
     store = RunStore(study / "runs")
     search = load(study / "experiments.toml").searches[0]
     for n, lr in enumerate(lrs):
@@ -68,6 +71,10 @@ def store_trials(study: Path, lrs: list[float], pruned: int | None = None) -> Ru
             summary = record.summary.with_fields(
                 status=RunStatus.PRUNED, reason="pruned at epoch 1", epochs_done=1
             )
+            write_summary(record.path, summary)
+        if n == cancelled:
+            record = store.runs(exp.name)[-1]
+            summary = record.summary.with_fields(status=RunStatus.CANCELLED, epochs_done=1)
             write_summary(record.path, summary)
     return store
 
@@ -92,6 +99,20 @@ async def test_a_search_is_listed_with_its_trials_their_values_status_and_the_be
         assert cell(app, "S.t1", "status") == "pruned at epoch 1"
         assert "lr=1e-06" in cell(app, "S.t1", "settings")
         assert cell(app, "S.t0", "settings").startswith("lr=0.01")
+
+
+async def test_a_trial_its_user_cancelled_counts_as_cancelled_not_done(study):
+    store_trials(study, [0.01, 1e-6, 0.1], pruned=1, cancelled=2)
+    app = make_app(study / "experiments.toml", {}, study / "runs", study / "x", device_label="c")
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        table = app.main.table
+        table.move_cursor(row=table.get_row_index("S"))
+        await pilot.pause()
+        assert cell(app, "S", "status").startswith("search 1 done 1 pruned 1 to go")
+        assert cell(app, "S", "settings").endswith(" · 1 cancelled")
+        assert cell(app, "S.t2", "status").startswith("cancelled")
+        detail = str(app.main.query_one("#detail").render())
+        assert detail.startswith("S: 1 done, 1 cancelled, 1 pruned, 0 running, 1 to go")
 
 
 async def test_the_search_row_overlays_its_trials_curves_and_says_its_progress(study):
