@@ -11,7 +11,7 @@ import pytest
 from textual.widgets import DataTable
 
 from cnntui.core.config import load
-from cnntui.runs import searches
+from cnntui.runs import lifecycle, searches
 from cnntui.runs.records import RunStatus
 from cnntui.runs.store import RunStore, write_summary
 from cnntui.tui.app import make_app
@@ -175,6 +175,26 @@ async def test_r_on_a_search_queues_it_for_the_scheduler_and_its_trials_appear(s
         assert app.main.shown() == [f"S.t{n}" for n in range(4)]  # the trials' curves
         await pilot.press("r")  # every trial has ended: nothing to train, said
         await until(pilot, lambda: any("nothing to train" in n for n in notes(app)))
+
+
+@pytest.mark.process
+@pytest.mark.slow
+async def test_r_on_a_search_applies_the_command_lines_set_to_its_trials(study):
+    """`cnntui --set epochs=1` then `r` on a search: its trials train as `cnntui --run S
+    --set epochs=1` trains them, with the override."""
+    app = make_app(study / "experiments.toml", {"epochs": 1}, study / "runs", study / "x")
+    store = RunStore(study / "runs")
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        table = app.main.table
+        table.move_cursor(row=table.get_row_index("S"))
+        await pilot.press("r")
+        try:
+            found = searches.load(store, "S")
+            assert found is not None and found[0].base.epochs == 1
+            await until(pilot, lambda: searches.trial_runs(store, "S"), 120, "a trial")
+            assert searches.trial_runs(store, "S")[0].experiment().epochs == 1
+        finally:
+            lifecycle.cancel_search(store, "S")
 
 
 @pytest.mark.process
