@@ -173,6 +173,12 @@ async def test_r_on_a_search_queues_it_for_the_scheduler_and_its_trials_appear(s
         await until(pilot, lambda: cell(app, "S", "status").endswith(" 0 to go"), 240, "the end")
         assert len(searches.trial_runs(store, "S")) >= 4
         assert app.main.shown() == [f"S.t{n}" for n in range(4)]  # the trials' curves
+
+        def done() -> bool:  # the scheduler writes it once it has told the last trial's end
+            found = searches.load(store, "S")
+            return found is not None and found[1] == "done"
+
+        await until(pilot, done, 120, "the search record to read done")
         await pilot.press("r")  # every trial has ended: nothing to train, said
         await until(pilot, lambda: any("nothing to train" in n for n in notes(app)))
 
