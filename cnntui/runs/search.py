@@ -49,6 +49,11 @@ from .searches import final_metric
 from .store import RunStore, StoreError
 
 RUN_ID = "cnntui_run_id"  # the user attribute that ties a trial to its run
+# The user attribute that says why a trial told FAIL ended: "cancelled" when its user stopped
+# it. Optuna tells FAIL for a trial its user interrupts (Ctrl-C in `optimize`), and its
+# samplers learn nothing from FAIL; PRUNED would tell TPE the point is a poor one, which a
+# user's cancel does not say.
+ENDED_BY = "cnntui_ended"
 KEY = "cnntui_key"  # the study's user attribute: what it was begun with (study_key)
 # The median pruner prunes nothing before this many trials have ended (Optuna's default is 5,
 # which would leave a 6-trial search one chance); a fifth of the trials, at least one.
@@ -225,13 +230,18 @@ class SearchStudy:
         return trial.should_prune()
 
     def tell(self, run_id: str, outcome: float | str) -> None:
-        """How run `run_id` ended: its final metric (see `final_metric`), "pruned" or
-        "failed". A trial already told is left as it is; a NaN metric is a failure."""
+        """How run `run_id` ended: its final metric (see `final_metric`), "pruned",
+        RunStatus.CANCELLED (by its user: FAIL, marked so) or "failed". A trial already told is left
+        as it is; a NaN metric is a failure. Each counts towards `trials`: none is asked
+        again."""
         t = self._by_run(run_id)
         if t is None or t.state.is_finished():
             return
         if outcome == "pruned":
             self.study.tell(t.number, state=TrialState.PRUNED)
+        elif outcome is RunStatus.CANCELLED:
+            self.storage.set_trial_user_attr(self._trial_id(t.number), ENDED_BY, outcome.value)
+            self.study.tell(t.number, state=TrialState.FAIL)
         elif isinstance(outcome, str) or not math.isfinite(outcome):
             self.study.tell(t.number, state=TrialState.FAIL)
         else:
@@ -337,13 +347,15 @@ def finished_line(store: RunStore, search: Search[Experiment]) -> str | None:
     if len(trials) < search.trials or not all(t.state.is_finished() for t in trials):
         return None
     pruned = sum(t.state is TrialState.PRUNED for t in trials)
+    cancelled = sum(t.user_attrs.get(ENDED_BY) == RunStatus.CANCELLED for t in trials)
     complete = [t for t in trials if t.state is TrialState.COMPLETE]
     best = ""
     if complete:
         b = study.best_trial
         best = f"; best {search.name}.t{b.number} {search.metric} {b.value:.4g}"
+    ended = f"{searches.cancelled_text(cancelled, ', ')}{pruned} pruned"
     return (
-        f"search {search.name}: all {len(trials)} trials ended ({pruned} pruned){best}; "
+        f"search {search.name}: all {len(trials)} trials ended ({ended}){best}; "
         f"nothing to train (--set trials=N with N > {len(trials)} trains more)"
     )
 
@@ -430,6 +442,8 @@ class SearchDriver:
             study.tell(run_id, final_metric(history, metric))
         elif record.status is RunStatus.PRUNED:
             study.tell(run_id, "pruned")
+        elif record.status is RunStatus.CANCELLED:  # its user stopped it (`--cancel`, `c`)
+            study.tell(run_id, RunStatus.CANCELLED)
         elif record.status in ENDED:
             study.tell(run_id, "failed")
 

@@ -120,14 +120,16 @@ def trial_runs_of(name: str, records: list[st.RunRecord]) -> list[st.RunRecord]:
 
 
 def progress(search: Search[Experiment], records: list[st.RunRecord]) -> str:
-    """How far a search is, from its runs: `2 done, 1 pruned, 1 running, 0 to go; best so far
-    lrs.t2 val_acc 81.0%` (the best by validation accuracy)."""
+    """How far a search is, from its runs: `2 done, 1 cancelled, 1 pruned, 1 running, 0 to go;
+    best so far lrs.t2 val_acc 81.0%` (the best by validation accuracy; `N cancelled`, the
+    trials their user stopped, only when there are some)."""
     trials = [r for r in records if r.name != f"{search.name}.best"]
     pruned = sum(r.status is RunStatus.PRUNED for r in trials)
-    done = sum(r.status in ENDED for r in trials) - pruned
+    cancelled = sum(r.status is RunStatus.CANCELLED for r in trials)
+    done = sum(r.status in ENDED for r in trials) - pruned - cancelled
     running = sum(r.status in HELD for r in trials)
     line = (
-        f"{done} done, {pruned} pruned, {running} running, "
+        f"{done} done, {cancelled_text(cancelled, ', ')}{pruned} pruned, {running} running, "
         f"{max(0, search.trials - len(trials))} to go"
     )
     scored = [r for r in trials if r.status is RunStatus.FINISHED and r.summary.best_val_acc]
@@ -135,6 +137,12 @@ def progress(search: Search[Experiment], records: list[st.RunRecord]) -> str:
     if best is not None:
         line += f"; best so far {best.name} val_acc {best.summary.best_val_acc or 0.0:.1%}"
     return line
+
+
+def cancelled_text(cancelled: int, then: str) -> str:
+    """`1 cancelled` and `then` (the separator before the next count), empty for none: a
+    search's progress names its trials their user stopped only when there are some."""
+    return f"{cancelled} cancelled{then}" if cancelled else ""
 
 
 def status_lines(store: st.RunStore) -> list[str]:

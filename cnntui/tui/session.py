@@ -165,12 +165,18 @@ class Session:
         try:
             file = load(self.config)
             experiments = apply_overrides(file.experiments, self.overrides)  # may not agree
+            # --set reaches a search's trials as `cnntui --run SEARCH --set` sends it: through
+            # the settings every trial starts from.
+            found = [
+                dataclasses.replace(s, base=apply_overrides([s.base], self.overrides)[0])
+                for s in file.searches
+            ]
         except ConfigError as e:
             self.error = str(e)
             return False
         self.file, self.error = file, ""
         self.experiments = experiments
-        self.searches = list(file.searches)
+        self.searches = found
         return True
 
     def experiment(self, name: str) -> Experiment | None:

@@ -43,19 +43,23 @@ class TrialRow:
 
 @dataclass(frozen=True)
 class Counts:
-    """How far a search is: its trials done (ended, not pruned), pruned, running, to go."""
+    """How far a search is: its trials done (ended, neither pruned nor cancelled), pruned,
+    running, to go, and cancelled (stopped by their user)."""
 
     done: int
     pruned: int
     running: int
     to_go: int  # not yet ended: running ones and those not yet asked
+    cancelled: int = 0
 
     @classmethod
     def of(cls, search: Search[Experiment], rows: list[TrialRow]) -> Counts:
         """The counts of `rows`, the search's trials so far."""
         pruned = sum(r.status is RunStatus.PRUNED for r in rows)
+        cancelled = sum(r.status is RunStatus.CANCELLED for r in rows)
         ended = sum(r.status in ENDED for r in rows)
-        return cls(ended - pruned, pruned, len(rows) - ended, max(0, search.trials - ended))
+        to_go = max(0, search.trials - ended)
+        return cls(ended - pruned - cancelled, pruned, len(rows) - ended, to_go, cancelled)
 
 
 def number(search: str, run_name: str) -> int | None:

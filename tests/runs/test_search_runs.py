@@ -9,8 +9,9 @@ import signal
 from pathlib import Path
 
 import pytest
+from optuna.trial import TrialState
 
-from cnntui.runs import processes, searches
+from cnntui.runs import lifecycle, processes, searches
 from cnntui.runs.records import RunStatus
 from cnntui.runs.search import read_study
 from cnntui.runs.store import RunStore
@@ -143,3 +144,35 @@ def test_ctrl_c_cancels_the_search_and_its_trials(study: Path) -> None:
         DEADLINE,
         "the trials to stop",
     )
+
+
+@pytest.mark.process
+@pytest.mark.slow
+def test_a_trial_cancelled_by_hand_counts_as_cancelled_not_failed_and_is_not_asked_again(
+    study: Path,
+) -> None:
+    """`cnntui --cancel S.t0`: the study tells Optuna's FAIL (as Optuna does for a trial its
+    user interrupts; TPE learns nothing from it) marked cancelled, the trial still counts
+    towards `trials`, and --status says `1 cancelled`, not `1 done`."""
+    text = SEARCH_TOML.replace("trials = 4", "trials = 2").replace("epochs = 6", "epochs = 200")
+    (study / "experiments.toml").write_text(text.replace('"median"', '"none"'))
+    assert cnntui("--run", "S", "--detach", cwd=study).returncode == 0
+    store = RunStore(study / "runs")
+    poll(lambda: trial_statuses(store).get("S.t0") is RunStatus.RUNNING, DEADLINE, "t0 to run")
+    assert cnntui("--cancel", "S.t0", cwd=study).returncode == 0
+
+    def told() -> bool:
+        trials = journal_trials(store)
+        return len(trials) == 2 and trials[0].state.is_finished()
+
+    try:
+        poll(told, DEADLINE, "t0 told and t1 asked")
+        trial = journal_trials(store)[0]
+        assert trial.state is TrialState.FAIL
+        assert trial.user_attrs["cnntui_ended"] == "cancelled"
+        status = cnntui("--status", cwd=study).stdout
+        assert "search S (active, 2 trials): 0 done, 1 cancelled, 0 pruned, 1 running" in status
+        assert "0 to go" in status  # t0 is not asked again
+    finally:
+        lifecycle.cancel_search(store, "S")
+    assert len(journal_trials(store)) == 2

@@ -11,7 +11,7 @@ import pytest
 from textual.widgets import DataTable
 
 from cnntui.core.config import load
-from cnntui.runs import searches
+from cnntui.runs import lifecycle, searches
 from cnntui.runs.records import RunStatus
 from cnntui.runs.store import RunStore, write_summary
 from cnntui.tui.app import make_app
@@ -52,9 +52,12 @@ def study(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def store_trials(study: Path, lrs: list[float], pruned: int | None = None) -> RunStore:
+def store_trials(
+    study: Path, lrs: list[float], pruned: int | None = None, cancelled: int | None = None
+) -> RunStore:
     """Trial runs `S.t<N>` in the store, trained by the fake trainer with each lr; trial
-    `pruned` written pruned at epoch 1, as the scheduler writes it."""
+    `pruned` written pruned at epoch 1, as the scheduler writes it; trial `cancelled` written
+    cancelled at epoch 1, as `cnntui --cancel S.t<N>` leaves it."""
     store = RunStore(study / "runs")
     search = load(study / "experiments.toml").searches[0]
     for n, lr in enumerate(lrs):
@@ -68,6 +71,10 @@ def store_trials(study: Path, lrs: list[float], pruned: int | None = None) -> Ru
             summary = record.summary.with_fields(
                 status=RunStatus.PRUNED, reason="pruned at epoch 1", epochs_done=1
             )
+            write_summary(record.path, summary)
+        if n == cancelled:
+            record = store.runs(exp.name)[-1]
+            summary = record.summary.with_fields(status=RunStatus.CANCELLED, epochs_done=1)
             write_summary(record.path, summary)
     return store
 
@@ -92,6 +99,20 @@ async def test_a_search_is_listed_with_its_trials_their_values_status_and_the_be
         assert cell(app, "S.t1", "status") == "pruned at epoch 1"
         assert "lr=1e-06" in cell(app, "S.t1", "settings")
         assert cell(app, "S.t0", "settings").startswith("lr=0.01")
+
+
+async def test_a_trial_its_user_cancelled_counts_as_cancelled_not_done(study):
+    store_trials(study, [0.01, 1e-6, 0.1], pruned=1, cancelled=2)
+    app = make_app(study / "experiments.toml", {}, study / "runs", study / "x", device_label="c")
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        table = app.main.table
+        table.move_cursor(row=table.get_row_index("S"))
+        await pilot.pause()
+        assert cell(app, "S", "status").startswith("search 1 done 1 pruned 1 to go")
+        assert cell(app, "S", "settings").endswith(" · 1 cancelled")
+        assert cell(app, "S.t2", "status").startswith("cancelled")
+        detail = str(app.main.query_one("#detail").render())
+        assert detail.startswith("S: 1 done, 1 cancelled, 1 pruned, 0 running, 1 to go")
 
 
 async def test_the_search_row_overlays_its_trials_curves_and_says_its_progress(study):
@@ -152,8 +173,34 @@ async def test_r_on_a_search_queues_it_for_the_scheduler_and_its_trials_appear(s
         await until(pilot, lambda: cell(app, "S", "status").endswith(" 0 to go"), 240, "the end")
         assert len(searches.trial_runs(store, "S")) >= 4
         assert app.main.shown() == [f"S.t{n}" for n in range(4)]  # the trials' curves
+
+        def done() -> bool:  # the scheduler writes it once it has told the last trial's end
+            found = searches.load(store, "S")
+            return found is not None and found[1] == "done"
+
+        await until(pilot, done, 120, "the search record to read done")
         await pilot.press("r")  # every trial has ended: nothing to train, said
         await until(pilot, lambda: any("nothing to train" in n for n in notes(app)))
+
+
+@pytest.mark.process
+@pytest.mark.slow
+async def test_r_on_a_search_applies_the_command_lines_set_to_its_trials(study):
+    """`cnntui --set epochs=1` then `r` on a search: its trials train as `cnntui --run S
+    --set epochs=1` trains them, with the override."""
+    app = make_app(study / "experiments.toml", {"epochs": 1}, study / "runs", study / "x")
+    store = RunStore(study / "runs")
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        table = app.main.table
+        table.move_cursor(row=table.get_row_index("S"))
+        await pilot.press("r")
+        try:
+            found = searches.load(store, "S")
+            assert found is not None and found[0].base.epochs == 1
+            await until(pilot, lambda: searches.trial_runs(store, "S"), 120, "a trial")
+            assert searches.trial_runs(store, "S")[0].experiment().epochs == 1
+        finally:
+            lifecycle.cancel_search(store, "S")
 
 
 @pytest.mark.process

@@ -13,6 +13,7 @@ from textual.widgets import DataTable
 from ...core import text
 from ...core.config import Experiment
 from ...core.search_space import Search
+from ...runs import searches
 from ...runs.records import RunStatus
 from ...runs.store import RunRecord
 from ..session import Session
@@ -147,18 +148,23 @@ BEST = "★"  # the best finished trial of a search so far
 
 
 def search_status(search: Search[Experiment], rows: list[TrialRow]) -> Text:
-    """A search row's status cell: `search 2 done 1 pruned 7 to go`."""
+    """A search row's status cell: `search 2 done 1 pruned 7 to go` (the trials its user
+    cancelled are no more done than pruned: `search_best` counts them)."""
     c = Counts.of(search, rows)
     body = f"search {c.done} done {c.pruned} pruned {c.to_go} to go"
     return Text(text.pad(body, STATUS_WIDTH).rstrip(), style=SEARCH_STYLE)
 
 
 def search_best(search: Search[Experiment], rows: list[TrialRow]) -> str:
-    """A search row's settings cell: the best trial so far and its metric."""
+    """A search row's settings cell: the best trial so far and its metric, then
+    `· 1 cancelled` when its user cancelled some (four counts do not fit the status cell)."""
     best = next((r for r in rows if r.best), None)
+    cancelled = searches.cancelled_text(Counts.of(search, rows).cancelled, "")
+    note = f" · {cancelled}" if cancelled else ""
     if best is None:
-        return "no trial finished yet" if rows else "r runs it"
-    return f"best {BEST} t{best.number} {search.metric} {metric_text(search.metric, best.metric)}"
+        return ("no trial finished yet" + note) if rows else "r runs it"
+    metric = metric_text(search.metric, best.metric)
+    return f"best {BEST} t{best.number} {search.metric} {metric}{note}"
 
 
 def trial_label(row: TrialRow) -> str:

@@ -19,6 +19,7 @@ from textual.css.query import NoMatches
 from textual.widgets import ContentSwitcher, Static
 
 from ....report.tables import describe_data, images_used
+from ....runs import searches
 from ....runs.records import RunStatus
 from ....runs.store import RunRecord, RunStore
 from ...classes import class_view
@@ -118,7 +119,10 @@ class ViewsPart(ScreenPart):
         if search is not None:
             rows = self.session.trial_rows(name)
             c = Counts.of(search, rows)
-            counts = f"{c.done} done, {c.pruned} pruned, {c.running} running, {c.to_go} to go"
+            cancelled = searches.cancelled_text(c.cancelled, ", ")
+            counts = (
+                f"{c.done} done, {cancelled}{c.pruned} pruned, {c.running} running, {c.to_go} to go"
+            )
             return f"{name}: {counts} · {search.describe()} · S shows its table"
         search = self.session.search_of(name)
         if search is None:
