@@ -315,3 +315,10 @@ def test_a_file_edited_to_disagree_with_the_overrides_keeps_the_last_good_list(t
     assert not session.reload()
     assert session.error.startswith("--set 'train_size=100': 'train_size' = 100 leaves experiment")
     assert [e.val_size for e in session.experiments] == [0, 0]
+
+
+def test_a_previous_setting_now_unset_reads_unset_not_blank() -> None:
+    from cnntui.tui.screens.main.views import previous_settings
+
+    said = previous_settings({"train_size": (200, None), "lr": (None, 0.05)})
+    assert said == "previous settings: train_size=200 now unset, lr=unset now 0.05"

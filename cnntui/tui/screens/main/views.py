@@ -44,9 +44,14 @@ Source = RunState | RunRecord | None  # where an experiment's curve comes from, 
 
 
 def previous_settings(changed: dict[str, tuple[Any, Any]]) -> str:
-    """`previous settings: lr=0.01 now 0.05`, for a run whose experiment has changed since."""
+    """`previous settings: lr=0.01 now 0.05`, for a run whose experiment has changed since
+    (`train_size=200 now unset` for a setting left to its default of none)."""
+
+    def shown(value: Any) -> str:
+        return "unset" if value is None else show_value(value)
+
     return "previous settings: " + ", ".join(
-        f"{k}={show_value(old)} now {show_value(new)}" for k, (old, new) in changed.items()
+        f"{k}={shown(old)} now {shown(new)}" for k, (old, new) in changed.items()
     )
 
 
